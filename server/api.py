@@ -1,0 +1,226 @@
+"""HTTP API: token → ticket exchange, and the admin's room API (see docs/admin-api.md)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from signaling.effects import RoomId
+from signaling.errors import SignalingError
+from signaling.names import clean_name
+from signaling.room import RoomSpec, iso
+
+from .hub import Hub
+from .logs import log_event
+from .state import HUB
+from .tokens import new_id
+
+STATUS = {"token-invalid": 400, "token-revoked": 410, "room-ended": 410, "room-not-open": 425,
+          "invalid-message": 400, "not-allowed": 401, "bad-json": 400, "name-invalid": 400}
+MAX_DURATION = 4 * 3600
+MAX_AHEAD = timedelta(days=400)
+
+
+def error_response(code: str, message: str, status: int | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message, **extra}},
+                             status=status or STATUS.get(code, 400))
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > 16 * 1024:
+        raise SignalingError("invalid-message", "the request body is too large")
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise SignalingError("bad-json", "the body is not JSON") from None
+    if not isinstance(body, dict):
+        raise SignalingError("bad-json", "the body is a JSON object")
+    return body
+
+
+def base_url(request: web.Request, hub: Hub) -> str:
+    if hub.config.public_url:
+        return hub.config.public_url.rstrip("/")
+    scheme, host = request.scheme, request.host
+    if hub.config.trust_proxy:
+        scheme = request.headers.get("X-Forwarded-Proto", scheme)
+        host = request.headers.get("X-Forwarded-Host", host)
+    return f"{scheme}://{host}"
+
+
+# ---------------------------------------------------------------- participants
+
+
+async def session(request: web.Request) -> web.Response:
+    """Exchange a room token (from the link's fragment) for a single-use websocket ticket."""
+    hub = request.app[HUB]
+    now = hub.clock()
+    try:
+        body = await _json(request)
+        token = body.get("token")
+        if not isinstance(token, str) or set(body) - {"token"}:
+            raise SignalingError("invalid-message", "send exactly {\"token\": \"…\"}")
+        admission = hub.tokens.verify_room_token(token, now)
+    except SignalingError as err:
+        extra: dict[str, Any] = {}
+        if err.code == "room-not-open":
+            extra["opens_at"] = _opens_at_unverified(hub, body if "body" in locals() else {})
+        hub.metrics.error(err.code)
+        return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
+    room = hub.rooms.get(admission.spec.room_id)
+    spec = admission.spec
+    if (room is None and now >= spec.ends_at) or room is not None and now >= room.ends_at:
+        return error_response("room-ended", "this session has ended")
+    ends_at = room.ends_at if room is not None else spec.ends_at
+    ticket = hub.tokens.issue_ticket(admission, now)
+    return web.json_response({
+        "ticket": ticket,
+        "role": admission.role,
+        "room": {"id": spec.room_id, "type": spec.type, "opens_at": iso(spec.opens_at(hub.config.timing)),
+                 "starts_at": iso(spec.starts_at), "ends_at": iso(ends_at), "host": spec.host or None,
+                 "seats": spec.seats, "topology": spec.topology},
+    })
+
+
+def _opens_at_unverified(hub: Hub, body: dict[str, Any]) -> str | None:
+    """The signature was checked before room-not-open is raised, so the claims are trustworthy here."""
+    try:
+        adm = hub.tokens._verify("room", str(body.get("token")), hub.clock(), check_times=False)
+        return iso(float(adm["ses"]["start"]) - hub.config.timing.early_join)
+    except Exception:
+        return None
+
+
+# ---------------------------------------------------------------- admin
+
+
+def _require_admin(request: web.Request, hub: Hub) -> None:
+    auth = request.headers.get("Authorization", "")
+    if not auth.startswith("Bearer "):
+        raise web.HTTPUnauthorized(text='{"error":{"code":"not-allowed","message":"admin key required"}}',
+                                   content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
+    presented = auth[7:].strip()
+    key = hub.config.admin_key.reveal()
+    if key and hmac.compare_digest(presented.encode(), key.encode()):
+        return
+    try:
+        hub.tokens.verify_admin_token(presented, hub.clock())
+    except SignalingError:
+        raise web.HTTPUnauthorized(text='{"error":{"code":"not-allowed","message":"admin key required"}}',
+                                   content_type="application/json", headers={"WWW-Authenticate": "Bearer"}) from None
+
+
+async def admin_token(request: web.Request) -> web.Response:
+    """Trade the admin key for a short-lived admin token (the admin page keeps only the token)."""
+    hub = request.app[HUB]
+    _require_admin(request, hub)
+    return web.json_response({"admin_token": hub.tokens.issue_admin_token(hub.clock())})
+
+
+def parse_start(value: Any, now: float) -> float:
+    if value in (None, "now"):
+        return float(math.floor(now))
+    if not isinstance(value, str):
+        raise SignalingError("invalid-message", "start is 'now' or an ISO-8601 time with a zone")
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise SignalingError("invalid-message", "start is 'now' or an ISO-8601 time with a zone") from None
+    if when.tzinfo is None:
+        raise SignalingError("invalid-message", "start needs a time zone (e.g. 2026-11-26T14:00:00+02:00)")
+    start = when.timestamp()
+    if start > now + MAX_AHEAD.total_seconds():
+        raise SignalingError("invalid-message", "start is too far ahead")
+    return start
+
+
+def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
+    allowed = {"type", "start", "duration_minutes", "duration_seconds", "clients", "host", "topology"}
+    unknown = set(body) - allowed
+    if unknown:
+        raise SignalingError("invalid-message", f"unknown field(s): {', '.join(sorted(unknown))}")
+    kinds = hub.config.kinds
+    kind_name = body.get("type")
+    if kind_name not in kinds:
+        raise SignalingError("invalid-message", f"type is one of {', '.join(kinds)}")
+    kind = kinds[kind_name]
+    now = hub.clock()
+    start = parse_start(body.get("start"), now)
+    seconds: float = kind.minutes * 60
+    if body.get("duration_seconds") is not None:
+        seconds = body["duration_seconds"]
+    elif body.get("duration_minutes") is not None:
+        seconds = body["duration_minutes"] * 60
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 1 <= seconds <= MAX_DURATION:
+        raise SignalingError("invalid-message", "the duration is between 1 second and 4 hours")
+    clients = body.get("clients", kind.max_clients)
+    if isinstance(clients, bool) or not isinstance(clients, int) or not 1 <= clients <= kind.max_clients:
+        raise SignalingError("invalid-message", f"a {kind_name} session has 1 to {kind.max_clients} clients")
+    host_raw = body.get("host")
+    if host_raw is not None and not isinstance(host_raw, str):
+        raise SignalingError("invalid-message", "host is a display name")
+    host = clean_name(host_raw) if host_raw else ""
+    topology = body.get("topology", kind.topology)
+    if topology not in ("mesh", "sfu"):
+        raise SignalingError("invalid-message", "topology is mesh or sfu")
+    end = start + float(seconds)
+    if end <= now:
+        raise SignalingError("invalid-message", "this session would already be over")
+    spec = RoomSpec(room_id=RoomId(new_id("r", 9)), type=kind_name, starts_at=start, ends_at=end, seats=clients,
+                    topology=topology, host=host)
+    therapist = hub.tokens.issue_room_token(spec, "therapist", now)
+    client_tokens = [hub.tokens.issue_room_token(spec, "client", now) for _ in range(clients)]
+    log_event("room-created", room=spec.room_id, kind=kind_name, count=clients)
+    return {
+        "room_id": spec.room_id,
+        "type": kind_name,
+        "topology": topology,
+        "seats": clients,
+        "opens_at": iso(spec.opens_at(hub.config.timing)),
+        "starts_at": iso(start),
+        "ends_at": iso(end),
+        "therapist_link": f"{base}/j/#t={therapist.token}",
+        "client_links": [f"{base}/j/#t={t.token}" for t in client_tokens],
+    }
+
+
+async def rooms_create(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    _require_admin(request, hub)
+    try:
+        body = await _json(request)
+        result = create_room(hub, body, base_url(request, hub))
+    except SignalingError as err:
+        return error_response(err.code, err.message)
+    return web.json_response(result, status=201)
+
+
+async def rooms_delete(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    _require_admin(request, hub)
+    room_id = request.match_info["room_id"]
+    if not room_id.startswith("r_") or len(room_id) > 64:
+        return error_response("invalid-message", "not a room id", status=404)
+    now = hub.clock()
+    room = hub.rooms.get(room_id)
+    until = now + MAX_DURATION + hub.config.timing.overrun_cap + hub.config.timing.early_join + 400 * 86400
+    hub.perform(hub.rooms.end(room_id, "admin", now, until=None if room else until))
+    log_event("room-deleted", room=room_id)
+    return web.json_response({"room_id": room_id, "ended": True})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    return web.json_response({"ok": True, "rooms": len(hub.rooms.rooms)})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    hub.update_gauges()
+    body, content_type = hub.metrics.render()
+    return web.Response(body=body, headers={"Content-Type": content_type})

@@ -1,0 +1,48 @@
+"""The application factory: the one place that wires things."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+
+from . import api, ws
+from .config import Config
+from .hub import Hub
+from .metrics import Metrics
+from .security import security_headers
+from .state import HUB
+from .tokens import KeyRing, Revocations, Tokens
+
+
+def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
+    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    ring = KeyRing.load_or_create(config.data_dir)
+    revocations = Revocations(config.data_dir / "revocations.json" if config.data_dir else None)
+    tokens = Tokens(ring, revocations, config.timing.early_join, config.timing.overrun_cap)
+    hub = Hub(config, tokens, Metrics(), clock)
+    app[HUB] = hub
+
+    app.router.add_post("/api/session", api.session)
+    app.router.add_post("/api/admin/token", api.admin_token)
+    app.router.add_post("/api/rooms", api.rooms_create)
+    app.router.add_delete("/api/rooms/{room_id}", api.rooms_delete)
+    app.router.add_get("/healthz", api.healthz)
+    app.router.add_get("/metrics", api.metrics)
+    app.router.add_get("/ws", ws.websocket)
+
+    try:
+        from . import pages
+    except ImportError:  # pragma: no cover - pages arrive with the browser client
+        pages = None  # type: ignore[assignment]
+    if pages is not None:
+        pages.setup(app)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        await hub.start()
+        yield
+        await hub.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app

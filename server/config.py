@@ -1,0 +1,98 @@
+"""Configuration from ALCOVE_* environment variables, in one object. Secrets print masked."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from signaling.messages import SessionType
+from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
+
+
+class Secret(str):
+    """A string that never shows itself in repr, str formatting of containers, or logs."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+    def reveal(self) -> str:
+        return str.__str__(self)
+
+
+def _bool(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    public_url: str | None = None
+    admin_key: Secret = field(default_factory=lambda: Secret(""))
+    data_dir: Path | None = None
+    tls: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    trust_proxy: bool = False
+    turn_urls: tuple[str, ...] = ()
+    turn_secret: Secret = field(default_factory=lambda: Secret(""))
+    timing: Timing = field(default_factory=Timing)
+    kinds: dict[SessionType, SessionKind] = field(default_factory=lambda: dict(DEFAULT_KINDS))
+    log_level: str = "INFO"
+    allowed_origins: tuple[str, ...] = ()
+    media_workers: int = 0  # 0: one per core
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        env = os.environ if environ is None else environ
+        timing = Timing(
+            early_join=float(env.get("ALCOVE_EARLY_JOIN_MINUTES", "15")) * 60,
+            grace=float(env.get("ALCOVE_GRACE_SECONDS", "120")),
+            overrun_cap=float(env.get("ALCOVE_OVERRUN_CAP_MINUTES", "15")) * 60,
+            warnings_minutes=tuple(int(x) for x in env.get("ALCOVE_WARNINGS_MINUTES", "10,5,1").split(",") if x),
+        )
+        data_dir = env.get("ALCOVE_DATA_DIR")
+        cert, key = env.get("ALCOVE_TLS_CERT"), env.get("ALCOVE_TLS_KEY")
+        return cls(
+            host=env.get("ALCOVE_HOST", "127.0.0.1"),
+            port=int(env.get("ALCOVE_PORT", "8443")),
+            public_url=(env.get("ALCOVE_PUBLIC_URL") or None),
+            admin_key=Secret(env.get("ALCOVE_ADMIN_KEY", "")),
+            data_dir=Path(data_dir) if data_dir else None,
+            tls=not _bool(env.get("ALCOVE_NO_TLS")),
+            tls_cert=Path(cert) if cert else None,
+            tls_key=Path(key) if key else None,
+            trust_proxy=_bool(env.get("ALCOVE_TRUST_PROXY")),
+            turn_urls=tuple(u.strip() for u in env.get("ALCOVE_TURN_URLS", "").split(",") if u.strip()),
+            turn_secret=Secret(env.get("ALCOVE_TURN_SECRET", "")),
+            timing=timing,
+            log_level=env.get("ALCOVE_LOG_LEVEL", "INFO").upper(),
+            allowed_origins=tuple(o.strip() for o in env.get("ALCOVE_ALLOWED_ORIGINS", "").split(",") if o.strip()),
+            media_workers=int(env.get("ALCOVE_MEDIA_WORKERS", "0")),
+        )
+
+    def with_(self, **changes: object) -> Config:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def base_url(self, bound_port: int | None = None) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "localhost"
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{bound_port or self.port}"

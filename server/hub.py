@@ -1,0 +1,233 @@
+"""The edge runtime: owns the core registry, the sockets and the clock, and performs the core's effects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from signaling import messages as m
+from signaling.effects import (
+    Close,
+    ConnId,
+    Effect,
+    MediaMembers,
+    MediaSignal,
+    RevokeToken,
+    RoomEnded,
+    Send,
+)
+from signaling.policy import Timing
+from signaling.room import Admission, ResumeClaims
+from signaling.rooms import Rooms
+
+from .config import Config
+from .logs import log_event
+from .metrics import Metrics
+from .tokens import Tokens, new_id
+from .turn import TurnConfig, ice_server_entry, issue_credentials
+
+log = logging.getLogger("alcove")
+
+OUTBOX_LIMIT = 256
+RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey)
+
+
+@dataclass
+class Connection:
+    conn: ConnId
+    ws: web.WebSocketResponse
+    outbox: asyncio.Queue[tuple[bytes, float, str] | None] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=OUTBOX_LIMIT))
+    writer: asyncio.Task[None] | None = None
+    closing: bool = False
+    close_code: int = 1000
+    close_reason: str = ""
+
+
+class CoreServices:
+    """The pure helpers the core borrows: ids, resume signatures, ICE servers."""
+
+    def __init__(self, tokens: Tokens, timing: Timing, turn: TurnConfig | None, metrics: Metrics) -> None:
+        self.tokens = tokens
+        self.timing = timing
+        self.turn = turn
+        self.metrics = metrics
+
+    def new_pid(self) -> str:
+        return new_id("p", 9)
+
+    def sign_resume(self, claims: ResumeClaims, now: float) -> str:
+        return self.tokens.sign_resume(claims, now, ttl=2 * self.timing.grace)
+
+    def ice_servers(self, pid: str, now: float, ends_at: float) -> tuple[list[dict[str, object]], float | None]:
+        if self.turn is None:
+            return [], None
+        creds = issue_credentials(self.turn, opaque_id=new_id("u", 6), now=now, session_ends_at=ends_at)
+        self.metrics.turn_credentials()
+        return [ice_server_entry(creds)], float(creds["expires_at"])
+
+
+class Hub:
+    def __init__(self, config: Config, tokens: Tokens, metrics: Metrics, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.metrics = metrics
+        self.clock = clock
+        turn = TurnConfig(urls=config.turn_urls, secret=config.turn_secret.reveal()) if config.turn_urls else None
+        self.services = CoreServices(tokens, config.timing, turn, metrics)
+        self.rooms = Rooms(config.timing, self.services)
+        self.connections: dict[ConnId, Connection] = {}
+        self.media: Any = None  # the SFU manager, when family/group rooms use one
+        self._ticker: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_loop(), name="alcove-tick")
+
+    async def stop(self) -> None:
+        if self._ticker:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        for c in list(self.connections.values()):
+            await c.ws.close(code=1001, message=b"server-shutdown")
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            try:
+                self.tick()
+            except Exception:  # pragma: no cover - a bug must not stop the clock
+                log.exception("tick failed")
+
+    def tick(self) -> None:
+        now = self.clock()
+        self.perform(self.rooms.tick(now))
+        self.tokens.revocations.prune(now)
+        self.update_gauges()
+
+    # ------------------------------------------------------------------ sockets
+
+    def register(self, ws: web.WebSocketResponse) -> Connection:
+        c = Connection(new_id("c", 8), ws)  # type: ignore[arg-type]
+        c.writer = asyncio.create_task(self._write(c), name="alcove-writer")
+        self.connections[c.conn] = c
+        self.metrics.ws_connection()
+        return c
+
+    async def unregister(self, c: Connection) -> None:
+        self.connections.pop(c.conn, None)
+        self.perform(self.rooms.disconnect(c.conn, self.clock()))
+        if c.writer and not c.writer.done():
+            with contextlib.suppress(asyncio.QueueFull):
+                c.outbox.put_nowait(None)
+            try:
+                await asyncio.wait_for(c.writer, 2)
+            except (TimeoutError, asyncio.CancelledError):
+                c.writer.cancel()
+        self.update_gauges()
+
+    async def _write(self, c: Connection) -> None:
+        try:
+            while True:
+                item = await c.outbox.get()
+                if item is None:
+                    break
+                data, queued_at, kind = item
+                await c.ws.send_str(data.decode())
+                if kind == "relay":
+                    self.metrics.observe_relay_latency(time.perf_counter() - queued_at)
+            if c.closing and not c.ws.closed:
+                await c.ws.close(code=c.close_code, message=c.close_reason.encode())
+        except (ConnectionResetError, RuntimeError):
+            pass
+
+    def connect(self, c: Connection, admission: Admission, hello: m.Hello) -> None:
+        self.perform(self.rooms.connect(c.conn, admission, hello, self.clock()))
+        self.update_gauges()
+
+    def receive(self, c: Connection, msg: m.ClientMessage) -> None:
+        self.perform(self.rooms.receive(c.conn, msg, self.clock()))
+
+    def send_error(self, c: Connection, code: str, message: str, ref: str | None = None) -> None:
+        self.perform([Send(c.conn, m.Error(code=code, message=message, ref=ref))])
+
+    # ------------------------------------------------------------------ effects
+
+    def perform(self, effects: list[Effect]) -> None:
+        now = time.perf_counter()
+        for e in effects:
+            if isinstance(e, Send):
+                self._enqueue(e.conn, e.message, now)
+            elif isinstance(e, Close):
+                self._close(e.conn, e.code, e.reason)
+            elif isinstance(e, RevokeToken):
+                self.tokens.revocations.revoke_token(e.token_id, e.until)
+            elif isinstance(e, RoomEnded):
+                self.tokens.revocations.end_room(e.room_id, e.until)
+                self.metrics.session_ended(e.reason)
+                log_event("room-ended", room=e.room_id, reason=e.reason)
+            elif isinstance(e, (MediaSignal, MediaMembers)):
+                if self.media is not None:
+                    self.media.handle(e)
+
+    def _enqueue(self, conn: ConnId, message: m.ServerMessage, now: float) -> None:
+        c = self.connections.get(conn)
+        if c is None or c.closing:
+            return
+        if isinstance(message, m.Error):
+            self.metrics.error(message.code)
+        elif isinstance(message, m.Admitted):
+            self.metrics.admission()
+        elif isinstance(message, m.Declined):
+            self.metrics.decline()
+        kind = "relay" if isinstance(message, RELAYED) else "control"
+        try:
+            c.outbox.put_nowait((m.encode(message), now, kind))
+        except asyncio.QueueFull:
+            log_event("slow-consumer", conn=conn)
+            self.metrics.error("slow-consumer")
+            self._close(conn, 4009, "slow-consumer", force=True)
+
+    def _close(self, conn: ConnId, code: int, reason: str, force: bool = False) -> None:
+        c = self.connections.get(conn)
+        if c is None or c.closing:
+            return
+        c.closing, c.close_code, c.close_reason = True, code, reason
+        if force:
+            while not c.outbox.empty():
+                c.outbox.get_nowait()
+        with contextlib.suppress(asyncio.QueueFull):
+            c.outbox.put_nowait(None)
+
+    def update_gauges(self) -> None:
+        now = self.clock()
+        states = {"scheduled": 0, "open": 0, "in-session": 0, "ended": len(self.rooms.ended)}
+        counts = {"therapist": 0, "client": 0}
+        waiting = 0
+        for room in self.rooms.rooms.values():
+            if now < room.opens_at:
+                states["scheduled"] += 1
+            elif room.clients("admitted"):
+                states["in-session"] += 1
+            else:
+                states["open"] += 1
+            for p in room.members.values():
+                if p.conn is None:
+                    continue
+                if p.role == "client" and p.status == "waiting":
+                    waiting += 1
+                else:
+                    counts[p.role] += 1
+        self.metrics.set_rooms(states)
+        for role, n in counts.items():
+            self.metrics.set_participants(role, n)
+        self.metrics.set_waiting_clients(waiting)

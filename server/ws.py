@@ -1,0 +1,117 @@
+"""The websocket edge: bytes ⇄ signaling messages. No protocol logic lives here."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import WSMsgType, web
+
+from signaling import messages as m
+from signaling.errors import SignalingError
+
+from .state import HUB
+from .logs import log_event
+from .security import origin_allowed
+
+HELLO_TIMEOUT = 10.0
+RATE = 50.0  # messages per second, sustained
+BURST = 200.0
+MAX_STRIKES = 100  # refused messages over the rate before the socket is closed
+
+
+class RateLimit:
+    """A token bucket per socket."""
+
+    def __init__(self, rate: float = RATE, burst: float = BURST) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens = burst
+        self.at = time.monotonic()
+        self.strikes = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        self.strikes += 1
+        return False
+
+
+async def websocket(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    if not origin_allowed(request, hub.config):
+        log_event("origin-refused", code="origin")
+        raise web.HTTPForbidden(text="origin not allowed")
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=m.MAX_MESSAGE_BYTES, autoping=True)
+    await ws.prepare(request)
+    c = hub.register(ws)
+    limit = RateLimit()
+    joined = False
+    try:
+        try:
+            first = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
+        except TimeoutError:
+            hub.send_error(c, "hello-expected", "send hello first")
+            hub._close(c.conn, 4001, "hello-expected")
+            return ws
+        joined = _hello(hub, c, first)
+        if not joined:
+            return ws
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if not limit.allow():
+                if limit.strikes > MAX_STRIKES:
+                    hub.send_error(c, "rate-limited", "too many messages")
+                    hub._close(c.conn, 4008, "rate-limited")
+                    break
+                hub.send_error(c, "rate-limited", "too many messages; slow down")
+                continue
+            try:
+                decoded = m.decode_client(msg.data)
+            except SignalingError as err:
+                hub.send_error(c, err.code, err.message, err.ref)
+                continue
+            if isinstance(decoded, m.Hello):
+                hub.send_error(c, "not-allowed", "already joined", "hello")
+                continue
+            hub.receive(c, decoded)
+        if ws.close_code == 1009:
+            hub.metrics.error("too-large")
+    except Exception:
+        log_event("socket-failed", code="server-error", conn=c.conn)
+        hub.metrics.error("server-error")
+    finally:
+        await hub.unregister(c)
+    return ws
+
+
+def _hello(hub, c, first) -> bool:  # type: ignore[no-untyped-def]
+    if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        if first.type == WSMsgType.ERROR or first.type == WSMsgType.CLOSE:
+            return False
+        hub.send_error(c, "hello-expected", "send hello first")
+        hub._close(c.conn, 4001, "hello-expected")
+        return False
+    try:
+        hello = m.decode_client(first.data)
+        if not isinstance(hello, m.Hello):
+            raise SignalingError("hello-expected", "send hello first", ref=type(hello).__struct_config__.tag)
+        if hello.v != m.PROTOCOL_VERSION:
+            raise SignalingError("unsupported-version", f"this server speaks version {m.PROTOCOL_VERSION}", "hello")
+        now = hub.clock()
+        admission = hub.tokens.redeem_ticket(hello.ticket, now)
+        if hello.resume:
+            resume = hub.tokens.verify_resume(hello.resume, now)
+            admission = type(admission)(admission.spec, admission.role, admission.token_id,
+                                        admission.token_expires, resume)
+    except SignalingError as err:
+        hub.send_error(c, err.code, err.message, err.ref)
+        hub._close(c.conn, err.close_code or 4000, err.code)
+        return False
+    hub.connect(c, admission, hello)
+    log_event("joined", conn=c.conn, room=admission.spec.room_id, role=admission.role)
+    return c.conn in hub.rooms.conn_room

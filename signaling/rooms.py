@@ -1,0 +1,88 @@
+"""The registry: rooms by id, sockets by room, and the clock tick. Still sans-I/O."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from . import messages as m
+from .effects import Close, ConnId, Effect, RoomEnded, RoomId, Send
+from .errors import SignalingError
+from .policy import Timing
+from .room import Admission, Room, Services
+
+
+class Rooms:
+    def __init__(self, timing: Timing, services: Services) -> None:
+        self.timing = timing
+        self.services = services
+        self.rooms: dict[RoomId, Room] = {}
+        self.conn_room: dict[ConnId, RoomId] = {}
+        self.ended: dict[RoomId, float] = {}  # room id -> refuse its tokens until
+
+    def get(self, room_id: str) -> Room | None:
+        return self.rooms.get(RoomId(room_id))
+
+    def connect(self, conn: ConnId, adm: Admission, hello: m.Hello, now: float) -> list[Effect]:
+        room_id = adm.spec.room_id
+        if room_id in self.ended:
+            err = SignalingError("room-ended", "this session has ended")
+            return [Send(conn, m.error_message(err)), Close(conn, err.close_code or 4000, err.code)]
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = Room(adm.spec, self.timing, self.services)
+        effects = room.connect(conn, adm, hello, now)
+        if conn in room.by_conn:
+            self.rooms[room_id] = room
+            self.conn_room[conn] = room_id
+            for e in effects:  # a resume may have replaced an older socket
+                if isinstance(e, Close) and e.conn != conn:
+                    self.conn_room.pop(e.conn, None)
+        return self._after(room, effects)
+
+    def receive(self, conn: ConnId, msg: m.ClientMessage, now: float) -> list[Effect]:
+        room = self._room_of(conn)
+        if room is None:
+            return []
+        return self._after(room, room.receive(conn, msg, now))
+
+    def disconnect(self, conn: ConnId, now: float) -> list[Effect]:
+        room = self._room_of(conn)
+        self.conn_room.pop(conn, None)
+        if room is None:
+            return []
+        return self._after(room, room.disconnect(conn, now))
+
+    def tick(self, now: float) -> list[Effect]:
+        effects: list[Effect] = []
+        for room in list(self.rooms.values()):
+            effects.extend(self._after(room, room.tick(now)))
+        for room_id, until in list(self.ended.items()):
+            if now > until:
+                del self.ended[room_id]
+        return effects
+
+    def end(self, room_id: str, reason: Literal["time", "therapist", "admin"], now: float,
+            until: float | None = None) -> list[Effect]:
+        """End a room (admin). Works for a room nobody has joined yet: its tokens are refused from now on."""
+        room = self.rooms.get(RoomId(room_id))
+        if room is None:
+            rid = RoomId(room_id)
+            stop = max(until or now, now)
+            self.ended[rid] = stop
+            return [RoomEnded(rid, reason, stop)]
+        return self._after(room, room.end(reason, now))
+
+    def _room_of(self, conn: ConnId) -> Room | None:
+        room_id = self.conn_room.get(conn)
+        return self.rooms.get(room_id) if room_id is not None else None
+
+    def _after(self, room: Room, effects: list[Effect]) -> list[Effect]:
+        """Bookkeeping after a room acted: forget closed sockets, ended rooms and rooms nobody holds."""
+        for e in effects:
+            if isinstance(e, Close):
+                self.conn_room.pop(e.conn, None)
+            elif isinstance(e, RoomEnded):
+                self.ended[e.room_id] = e.until
+        if room.ended or (room.is_empty() and room.room_id in self.rooms):
+            self.rooms.pop(room.room_id, None)
+        return effects
