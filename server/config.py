@@ -75,7 +75,7 @@ class Config:
             tls_cert=Path(cert) if cert else None,
             tls_key=Path(key) if key else None,
             trust_proxy=_bool(env.get("ALCOVE_TRUST_PROXY")),
-            turn_urls=tuple(u.strip() for u in env.get("ALCOVE_TURN_URLS", "").split(",") if u.strip()),
+            turn_urls=tuple(u for u in env.get("ALCOVE_TURN_URLS", "").replace(",", " ").split() if u),
             turn_secret=Secret(env.get("ALCOVE_TURN_SECRET", "")),
             timing=timing,
             log_level=env.get("ALCOVE_LOG_LEVEL", "INFO").upper(),

@@ -69,7 +69,10 @@ class CoreServices:
     def ice_servers(self, pid: str, now: float, ends_at: float) -> tuple[list[dict[str, object]], float | None]:
         if self.turn is None:
             return [], None
-        creds = issue_credentials(self.turn, opaque_id=new_id("u", 6), now=now, session_ends_at=ends_at)
+        try:
+            creds = issue_credentials(self.turn, opaque_id=new_id("u", 6), now=now, session_ends_at=ends_at)
+        except ValueError:  # the session is over: no credentials
+            return [], None
         self.metrics.turn_credentials()
         return [ice_server_entry(creds)], float(creds["expires_at"])
 

@@ -1,0 +1,52 @@
+# Alcove: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEB_PACKAGES := chromium coturn nodejs
+PYTEST_ARGS ?=
+
+.PHONY: run test lint typecheck unit deps venv clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## Debian packages the tests drive for real (Chromium, coturn, node). Installed only when missing and root.
+deps:
+	@missing=""; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v turnserver >/dev/null || missing="$$missing coturn"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "apt-get install:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  else echo "not root: cannot install$$missing (tests that need them skip, or fail in CI)"; fi; \
+	fi
+
+run: $(STAMP)
+	$(BIN)/alcove serve --demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check signaling server peer tests
+	$(BIN)/mypy signaling
+	$(BIN)/mypy server peer
+
+## Every test. Media tests run in a network namespace with only `lo` (no packet can leave the machine).
+test: $(STAMP) deps lint
+	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \
+	  unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)'; \
+	else \
+	  echo "not root: running without a loopback-only namespace"; \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
+	fi
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
