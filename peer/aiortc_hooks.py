@@ -1,0 +1,605 @@
+"""The one module of Alcove that touches aiortc (and aioice) internals.
+
+aiortc has no public encoded-transform API, no way to hand out encoded frames from a receiver, and no way
+to observe keyframe requests at a sender. Alcove needs all three (E2EE, the forwarding SFU), so this module
+provides them as *per-instance* hooks on :class:`aiortc.RTCRtpSender` / :class:`aiortc.RTCRtpReceiver`.
+Nothing here replaces a module global of aiortc, so two peer connections in one process can use different
+keys, and a plain peer connection next to a hooked one is untouched.
+
+Only this module may rely on aiortc internals; it is pinned to ``aiortc==1.16.*``. Every internal it relies
+on is listed in :func:`check_internals`, which a contract test runs so that an aiortc upgrade fails loudly
+instead of silently sending clear media.
+
+How the hooks work (aiortc 1.16.0):
+
+* **Send.** ``RTCRtpSender._run_rtp`` calls ``self._next_encoded_frame(codec)``, which lazily creates its
+  encoder with the module global ``aiortc.rtcrtpsender.get_encoder`` and stores it in the private
+  ``__encoder``. We shadow ``_next_encoded_frame`` on the *instance*: before delegating, it creates the
+  encoder itself (same factory) if needed and wraps that encoder instance once.
+
+  - ``Vp8Encoder``: the instance's ``_packetize(buffer, picture_id)`` is wrapped, so the transform sees the
+    whole encoded VP8 frame before RTP packetization, for both ``encode()`` (raw frames) and ``pack()``
+    (pre-encoded ``av.Packet``); the VP8 payload descriptor stays in clear, as in browsers.
+  - ``OpusEncoder``: ``encode``/``pack`` are wrapped; each payload is one Opus frame.
+  - Any other encoder with a transform set fails closed: nothing is sent (E2EE is VP8/Opus only).
+
+  VP8 ``encode()`` runs in aiortc's executor thread, so the transform may be called from a worker thread.
+
+* **Receive.** ``RTCRtpReceiver._handle_rtp_packet`` (event-loop thread) reassembles a ``JitterFrame`` and
+  calls ``self.__decoder_queue.put((codec, frame))``; the ``decoder_worker`` thread takes it from there. We
+  shadow ``put`` on that queue *instance*: the transform runs before the frame is queued (so the decoder
+  thread never sees an untransformed or dropped frame and never shares a frame being mutated), a ``None``
+  result drops the frame, and in pass-through mode the frame becomes an ``av.Packet`` pushed straight to the
+  remote track's queue, bypassing the decoder entirely. Shadowing ``put`` (not ``get``) also makes the hook
+  race-free when installed after ``receive()`` started the decoder thread.
+
+* **Keyframes.** ``RTCRtpSender._handle_rtcp_packet`` calls ``self._send_keyframe()`` on PLI/FIR; we shadow
+  it on the instance to notify callbacks. ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` sends a PLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import inspect
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aioice.ice
+import aiortc
+import aiortc.codecs
+import aiortc.rtcrtpreceiver as _rx_mod
+import aiortc.rtcrtpsender as _tx_mod
+import av
+from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.opus import OpusEncoder
+from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from av.frame import Frame
+
+__all__ = [
+    "SUPPORTED_AIORTC",
+    "FrameTransform",
+    "KeyframeCallback",
+    "ReceiverHookStats",
+    "SenderHookStats",
+    "allow_loopback_candidates",
+    "check_internals",
+    "force_keyframe",
+    "is_vp8_keyframe",
+    "make_passthrough",
+    "on_keyframe_request",
+    "receiver_stats",
+    "request_keyframe",
+    "sender_stats",
+    "set_receiver_transform",
+    "set_sender_transform",
+]
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_AIORTC = "1.16"
+"""The aiortc release series whose internals this module was written against."""
+
+FrameTransform = Callable[[str, bytes], bytes | None]
+"""``fn(kind, frame) -> frame | None``; ``kind`` is ``"audio"`` or ``"video"``; ``None`` drops the frame.
+
+Must be thread-safe: it can run on the event-loop thread and on aiortc's encoder executor threads."""
+
+KeyframeCallback = Callable[[], object]
+"""Called (on the event-loop thread) when a PLI/FIR reaches a sender; may return an awaitable."""
+
+# Mangled names of the private attributes we read or write.
+_TX_ENCODER = "_RTCRtpSender__encoder"
+_TX_FORCE_KEYFRAME = "_RTCRtpSender__force_keyframe"
+_RX_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
+_RX_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
+_RX_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
+_RX_KIND = "_RTCRtpReceiver__kind"
+_WRAPPED = "_alcove_wrapped"
+
+
+def is_vp8_keyframe(frame: bytes) -> bool:
+    """True if ``frame`` (a whole encoded VP8 frame, descriptor removed) is a keyframe (RFC 6386 §9.1)."""
+    return len(frame) > 0 and (frame[0] & 0x01) == 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# ICE: loopback candidates
+# --------------------------------------------------------------------------------------------------------
+
+
+def allow_loopback_candidates() -> None:
+    """Make aioice also gather ``127.0.0.1`` host candidates (it normally leaves loopback out).
+
+    Process-wide (aioice has no per-connection switch) and idempotent. Meant for tests that run inside a
+    loopback-only network namespace; production peers should not call it.
+    """
+    current = aioice.ice.get_host_addresses
+    if getattr(current, _WRAPPED, False):
+        return
+
+    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        addresses = list(current(use_ipv4, use_ipv6))
+        if use_ipv4 and "127.0.0.1" not in addresses:
+            addresses.append("127.0.0.1")
+        return addresses
+
+    setattr(get_host_addresses, _WRAPPED, True)
+    aioice.ice.get_host_addresses = get_host_addresses
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sender side
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SenderHookStats:
+    """Counters of one hooked sender (read them on the event-loop thread; they are updated under a lock)."""
+
+    frames_transformed: int = 0
+    """Encoded frames handed to the transform."""
+    frames_dropped: int = 0
+    """Frames the transform dropped (returned ``None`` or raised), or refused because the codec is unsupported."""
+    keyframe_requests: int = 0
+    """PLI/FIR received from the remote side."""
+
+
+class _SenderHook:
+    def __init__(self) -> None:
+        self.transform: FrameTransform | None = None
+        self.callbacks: list[KeyframeCallback] = []
+        self.stats = SenderHookStats()
+        self.lock = threading.Lock()
+        self.pending: set[asyncio.Future[Any]] = set()
+
+    def apply(self, kind: str, data: bytes) -> bytes | None:
+        fn = self.transform
+        if fn is None:
+            return data
+        try:
+            out = fn(kind, data)
+        except Exception:
+            logger.exception("sender frame transform failed; dropping the frame")
+            out = None
+        with self.lock:
+            self.stats.frames_transformed += 1
+            if out is None:
+                self.stats.frames_dropped += 1
+        return out
+
+    def refuse(self) -> None:
+        with self.lock:
+            self.stats.frames_dropped += 1
+
+
+_sender_hooks: weakref.WeakKeyDictionary[RTCRtpSender, _SenderHook] = weakref.WeakKeyDictionary()
+_hooks_lock = threading.Lock()
+
+
+def _wrap_encoder(encoder: Any, kind: str, hook: _SenderHook) -> None:
+    """Wrap one encoder *instance* so every encoded frame goes through ``hook``."""
+    if getattr(encoder, _WRAPPED, False):
+        return
+    if isinstance(encoder, Vp8Encoder):
+        orig_packetize = encoder._packetize
+
+        def _packetize(buffer: bytes, picture_id: int) -> list[bytes]:
+            out = hook.apply(kind, buffer)
+            if out is None:
+                return []
+            return orig_packetize(out, picture_id)
+
+        encoder._packetize = _packetize  # type: ignore[method-assign]
+    elif isinstance(encoder, OpusEncoder):
+        orig_encode = encoder.encode
+        orig_pack = encoder.pack
+
+        def _map(payloads: list[bytes]) -> list[bytes]:
+            result = []
+            for payload in payloads:
+                out = hook.apply(kind, payload)
+                if out is not None:
+                    result.append(out)
+            return result
+
+        def encode(frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+            payloads, timestamp = orig_encode(frame, force_keyframe)
+            return _map(payloads), timestamp
+
+        def pack(packet: Any) -> tuple[list[bytes], int]:
+            payloads, timestamp = orig_pack(packet)
+            return _map(payloads), timestamp
+
+        encoder.encode = encode  # type: ignore[method-assign]
+        encoder.pack = pack  # type: ignore[method-assign]
+    else:
+        # Fail closed: a transform (E2EE) cannot be applied to this codec's packetized output.
+        orig_encode = encoder.encode
+        orig_pack = encoder.pack
+
+        def encode_other(frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+            result = orig_encode(frame, force_keyframe)
+            if hook.transform is None:
+                return result  # type: ignore[no-any-return]
+            hook.refuse()
+            return [], result[1]
+
+        def pack_other(packet: Any) -> tuple[list[bytes], int]:
+            result = orig_pack(packet)
+            if hook.transform is None:
+                return result  # type: ignore[no-any-return]
+            hook.refuse()
+            return [], result[1]
+
+        encoder.encode = encode_other
+        encoder.pack = pack_other
+    setattr(encoder, _WRAPPED, True)
+
+
+def _sender_hook(sender: RTCRtpSender) -> _SenderHook:
+    """Install (once) the per-instance hooks on ``sender`` and return its state."""
+    with _hooks_lock:
+        hook = _sender_hooks.get(sender)
+        if hook is not None:
+            return hook
+        hook = _SenderHook()
+        _sender_hooks[sender] = hook
+
+    # Class-level originals called with a weak reference: no sender <-> closure reference cycle.
+    sender_ref = weakref.ref(sender)
+    orig_next = type(sender)._next_encoded_frame
+    orig_keyframe = type(sender)._send_keyframe
+
+    async def _next_encoded_frame(codec: RTCRtpCodecParameters) -> Any:
+        s = sender_ref()
+        if s is None:
+            return None
+        encoder = getattr(s, _TX_ENCODER)
+        if encoder is None:
+            # Same factory and same moment as aiortc would use; aiortc then finds it already set.
+            encoder = _tx_mod.get_encoder(codec)  # type: ignore[attr-defined]
+            setattr(s, _TX_ENCODER, encoder)
+        _wrap_encoder(encoder, s.kind, hook)
+        return await orig_next(s, codec)
+
+    def _send_keyframe() -> None:
+        s = sender_ref()
+        if s is None:
+            return
+        orig_keyframe(s)
+        with hook.lock:
+            hook.stats.keyframe_requests += 1
+        for callback in list(hook.callbacks):
+            try:
+                result = callback()
+            except Exception:
+                logger.exception("keyframe-request callback failed")
+                continue
+            if inspect.isawaitable(result):
+                future = asyncio.ensure_future(result)
+                hook.pending.add(future)
+                future.add_done_callback(hook.pending.discard)
+
+    sender._next_encoded_frame = _next_encoded_frame  # type: ignore[method-assign]
+    sender._send_keyframe = _send_keyframe  # type: ignore[method-assign]
+    return hook
+
+
+def set_sender_transform(sender: RTCRtpSender, fn: FrameTransform | None) -> None:
+    """Transform every encoded frame ``sender`` sends; ``fn=None`` removes the transform.
+
+    VP8: ``fn("video", whole_frame)`` before RTP packetization. Opus: ``fn("audio", payload)`` per frame.
+    ``fn`` returning ``None`` (or raising) drops the frame. With a transform set, any other codec sends
+    nothing (fail closed). Works before or after negotiation; affects only this sender.
+    """
+    _sender_hook(sender).transform = fn
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: KeyframeCallback) -> Callable[[], None]:
+    """Call ``callback()`` whenever a PLI/FIR for ``sender`` arrives; returns an unsubscribe function.
+
+    aiortc still sets its own force-keyframe flag (effective for senders that encode). For a sender fed
+    ``av.Packet`` (SFU) the flag has no effect, so the callback should forward the request upstream with
+    :func:`request_keyframe` (rate-limit it). An awaitable result is scheduled as a task.
+    """
+    hook = _sender_hook(sender)
+    hook.callbacks.append(callback)
+
+    def unsubscribe() -> None:
+        if callback in hook.callbacks:
+            hook.callbacks.remove(callback)
+
+    return unsubscribe
+
+
+def force_keyframe(sender: RTCRtpSender) -> None:
+    """Make the next frame ``sender`` encodes a keyframe (e.g. after an E2EE epoch switch).
+
+    Does not notify :func:`on_keyframe_request` callbacks. No effect on a sender fed ``av.Packet``.
+    """
+    RTCRtpSender._send_keyframe(sender)
+
+
+def sender_stats(sender: RTCRtpSender) -> SenderHookStats:
+    """The counters of ``sender`` (installs the hooks if needed; they are inert without a transform)."""
+    return _sender_hook(sender).stats
+
+
+# --------------------------------------------------------------------------------------------------------
+# Receiver side
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReceiverHookStats:
+    """Counters of one hooked receiver (updated on the event-loop thread only)."""
+
+    frames_received: int = 0
+    """Whole encoded frames reassembled by the jitter buffer."""
+    frames_dropped: int = 0
+    """Frames the transform dropped (returned ``None`` or raised)."""
+    frames_to_decoder: int = 0
+    """Frames handed to aiortc's decoder thread."""
+    frames_decoded: int = 0
+    """Decoded ``av`` frames the decoder produced (0 for a pass-through receiver)."""
+    packets_forwarded: int = 0
+    """``av.Packet`` objects handed to the remote track in pass-through mode."""
+    keyframes_forwarded: int = 0
+    """Of those, VP8 keyframes."""
+    plis_sent: int = 0
+    """PLIs sent with :func:`request_keyframe`."""
+
+
+@dataclass
+class _ReceiverHook:
+    transform: FrameTransform | None = None
+    passthrough: bool = False
+    stats: ReceiverHookStats = field(default_factory=ReceiverHookStats)
+    counted_queue: asyncio.Queue[Any] | None = None
+    last_pli: float = float("-inf")
+
+
+_receiver_hooks: weakref.WeakKeyDictionary[RTCRtpReceiver, _ReceiverHook] = weakref.WeakKeyDictionary()
+
+
+def _count_decoded(hook: _ReceiverHook, output_q: asyncio.Queue[Any]) -> None:
+    """Shadow ``put`` on the remote track's queue to count what the decoder thread produces."""
+    orig_put = output_q.put
+
+    async def put(item: Any) -> None:
+        if isinstance(item, Frame):
+            hook.stats.frames_decoded += 1
+        await orig_put(item)
+
+    output_q.put = put  # type: ignore[method-assign]
+    hook.counted_queue = output_q
+
+
+def _receiver_hook(receiver: RTCRtpReceiver) -> _ReceiverHook:
+    """Install (once) the per-instance hook on ``receiver``'s decoder queue and return its state."""
+    with _hooks_lock:
+        hook = _receiver_hooks.get(receiver)
+        if hook is not None:
+            return hook
+        hook = _ReceiverHook()
+        _receiver_hooks[receiver] = hook
+
+    receiver_ref = weakref.ref(receiver)
+    kind: str = getattr(receiver, _RX_KIND)
+    decoder_queue = getattr(receiver, _RX_DECODER_QUEUE)
+    orig_put = decoder_queue.put
+
+    def put(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:  # stop signal for the decoder thread
+            orig_put(item, block, timeout)
+            return
+        codec, frame = item
+        assert isinstance(frame, JitterFrame)
+        stats = hook.stats
+        stats.frames_received += 1
+        if hook.transform is not None:
+            try:
+                out = hook.transform(kind, frame.data)
+            except Exception:
+                logger.exception("receiver frame transform failed; dropping the frame")
+                out = None
+            if out is None:
+                stats.frames_dropped += 1
+                return
+            frame.data = out
+        r = receiver_ref()
+        track = r._track if r is not None else None
+        if hook.passthrough:
+            if track is None:
+                return
+            packet = av.Packet(frame.data)
+            packet.pts = frame.timestamp
+            packet.time_base = fractions.Fraction(1, codec.clockRate)
+            if codec.mimeType.lower() == "video/vp8" and is_vp8_keyframe(frame.data):
+                packet.is_keyframe = True
+                stats.keyframes_forwarded += 1
+            track._queue.put_nowait(packet)
+            stats.packets_forwarded += 1
+            return
+        if track is not None and hook.counted_queue is not track._queue:
+            _count_decoded(hook, track._queue)
+        stats.frames_to_decoder += 1
+        orig_put(item, block, timeout)
+
+    decoder_queue.put = put
+    return hook
+
+
+def set_receiver_transform(receiver: RTCRtpReceiver, fn: FrameTransform | None) -> None:
+    """Transform every reassembled encoded frame (``JitterFrame.data``) before it is decoded.
+
+    ``fn(kind, frame)`` runs on the event-loop thread before the frame is queued for aiortc's decoder
+    thread; ``None`` (or an exception) drops the frame so the decoder never sees it. ``fn=None`` removes the
+    transform. Works before or after negotiation and while media flows; affects only this receiver.
+    """
+    _receiver_hook(receiver).transform = fn
+
+
+def make_passthrough(receiver: RTCRtpReceiver) -> ReceiverHookStats:
+    """Never decode: ``receiver.track.recv()`` yields encoded ``av.Packet`` objects instead of frames.
+
+    Each packet has ``pts`` (RTP timestamp re-based to 0) and ``time_base`` (1/clock rate) set, and
+    ``is_keyframe`` True for VP8 keyframes. Feeding such packets to another :class:`RTCRtpSender` uses
+    aiortc's ``encoder.pack()`` path (re-packetized, no re-encode). A receiver transform, if any, runs
+    first. Returns the receiver's counters (``frames_decoded`` stays 0).
+    """
+    hook = _receiver_hook(receiver)
+    hook.passthrough = True
+    return hook.stats
+
+
+def receiver_stats(receiver: RTCRtpReceiver) -> ReceiverHookStats:
+    """The counters of ``receiver`` (installs the inert hook if needed; counts from then on)."""
+    return _receiver_hook(receiver).stats
+
+
+def _media_ssrcs(receiver: RTCRtpReceiver) -> list[int]:
+    rtx: dict[int, int] = getattr(receiver, _RX_RTX_SSRC)
+    return [s.source for s in receiver.getSynchronizationSources() if s.source not in rtx]
+
+
+async def request_keyframe(
+    receiver: RTCRtpReceiver, ssrc: int | None = None, *, min_interval: float = 0.0
+) -> bool:
+    """Send a PLI upstream for ``ssrc`` (default: every media SSRC seen in the last 10 s).
+
+    Returns False if nothing was sent: no RTCP SSRC yet (not negotiated), no known SSRC, or the previous
+    PLI from this receiver was less than ``min_interval`` seconds ago (an SFU should pass ~0.5–1 s: every
+    upstream PLI costs every subscriber a keyframe).
+    """
+    if getattr(receiver, _RX_RTCP_SSRC) is None:
+        return False
+    ssrcs = [ssrc] if ssrc is not None else _media_ssrcs(receiver)
+    if not ssrcs:
+        return False
+    hook = _receiver_hook(receiver)
+    now = time.monotonic()
+    if now - hook.last_pli < min_interval:
+        return False
+    hook.last_pli = now
+    for media_ssrc in ssrcs:
+        await receiver._send_rtcp_pli(media_ssrc)
+        hook.stats.plis_sent += 1
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------
+# Contract check
+# --------------------------------------------------------------------------------------------------------
+
+
+def _params(fn: Any) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def check_internals() -> list[str]:
+    """List every way the installed aiortc/aioice differs from what the hooks rely on ([] = all good).
+
+    Checks attribute presence, signatures, and (through the compiled code's referenced names) that the
+    private attributes and call sites the hooks depend on are still used where we expect them.
+    """
+    problems: list[str] = []
+
+    def expect(cond: bool, what: str) -> None:
+        if not cond:
+            problems.append(what)
+
+    def names(fn: Any) -> set[str]:
+        code = getattr(fn, "__code__", None)
+        return set(code.co_names) if code is not None else set()
+
+    def expect_sig(owner: Any, attr: str, params: list[str], *, is_async: bool | None = None) -> Any:
+        fn = getattr(owner, attr, None)
+        label = f"{getattr(owner, '__name__', owner)}.{attr}"
+        if fn is None or not callable(fn):
+            problems.append(f"{label} is missing")
+            return None
+        try:
+            got = _params(fn)
+        except (TypeError, ValueError):
+            problems.append(f"{label}: signature unavailable")
+            return fn
+        if got != params:
+            problems.append(f"{label} signature changed: {got} != {params}")
+        if is_async is not None and inspect.iscoroutinefunction(fn) != is_async:
+            problems.append(f"{label} async-ness changed (expected async={is_async})")
+        return fn
+
+    version = getattr(aiortc, "__version__", "")
+    expect(version.startswith(SUPPORTED_AIORTC + "."), f"aiortc {version!r} is not {SUPPORTED_AIORTC}.*")
+
+    # aioice
+    expect_sig(aioice.ice, "get_host_addresses", ["use_ipv4", "use_ipv6"])
+    gather = getattr(aioice.ice.Connection, "gather_candidates", None)
+    expect(gather is not None and "get_host_addresses" in names(gather),
+           "aioice Connection.gather_candidates no longer calls get_host_addresses")
+
+    # sender
+    expect(callable(getattr(_tx_mod, "get_encoder", None)), "aiortc.rtcrtpsender.get_encoder is missing")
+    expect_sig(aiortc.codecs, "get_encoder", ["codec"])
+    nxt = expect_sig(RTCRtpSender, "_next_encoded_frame", ["self", "codec"], is_async=True)
+    if nxt is not None:
+        used = names(nxt)
+        for needed in (_TX_ENCODER, _TX_FORCE_KEYFRAME, "get_encoder", "encode", "pack"):
+            expect(needed in used, f"RTCRtpSender._next_encoded_frame no longer uses {needed}")
+    run_rtp = getattr(RTCRtpSender, "_run_rtp", None)
+    expect(run_rtp is not None and "_next_encoded_frame" in names(run_rtp),
+           "RTCRtpSender._run_rtp no longer calls self._next_encoded_frame")
+    expect(_TX_ENCODER in names(RTCRtpSender.__init__), f"RTCRtpSender.__init__ no longer sets {_TX_ENCODER}")
+    expect_sig(RTCRtpSender, "_send_keyframe", ["self"], is_async=False)
+    skf = getattr(RTCRtpSender, "_send_keyframe", None)
+    expect(skf is not None and _TX_FORCE_KEYFRAME in names(skf),
+           f"RTCRtpSender._send_keyframe no longer sets {_TX_FORCE_KEYFRAME}")
+    rtcp = getattr(RTCRtpSender, "_handle_rtcp_packet", None)
+    expect(rtcp is not None and "_send_keyframe" in names(rtcp),
+           "RTCRtpSender._handle_rtcp_packet no longer calls _send_keyframe on PLI/FIR")
+
+    # encoders
+    expect_sig(Vp8Encoder, "_packetize", ["buffer", "picture_id"])  # classmethod: cls is bound
+    expect_sig(Vp8Encoder, "encode", ["self", "frame", "force_keyframe"])
+    expect_sig(Vp8Encoder, "pack", ["self", "packet"])
+    for method in ("encode", "pack"):
+        expect("_packetize" in names(getattr(Vp8Encoder, method, None)),
+               f"Vp8Encoder.{method} no longer goes through _packetize")
+    expect_sig(OpusEncoder, "encode", ["self", "frame", "force_keyframe"])
+    expect_sig(OpusEncoder, "pack", ["self", "packet"])
+
+    # receiver
+    expect_sig(_rx_mod, "decoder_worker", ["loop", "input_q", "output_q", "decode_error"])
+    worker_names = names(getattr(_rx_mod, "decoder_worker", None))
+    for needed in ("get", "get_decoder", "decode", "put", "run_coroutine_threadsafe"):
+        expect(needed in worker_names, f"aiortc.rtcrtpreceiver.decoder_worker no longer uses {needed}")
+    expect(_RX_DECODER_QUEUE in names(RTCRtpReceiver.__init__)
+           and _RX_KIND in names(RTCRtpReceiver.__init__)
+           and _RX_RTX_SSRC in names(RTCRtpReceiver.__init__)
+           and _RX_RTCP_SSRC in names(RTCRtpReceiver.__init__),
+           "RTCRtpReceiver.__init__ no longer sets the decoder queue / kind / rtx / rtcp-ssrc attributes")
+    handle = expect_sig(RTCRtpReceiver, "_handle_rtp_packet", ["self", "packet", "arrival_time_ms"],
+                        is_async=True)
+    if handle is not None:
+        used = names(handle)
+        for needed in (_RX_DECODER_QUEUE, "put"):
+            expect(needed in used, f"RTCRtpReceiver._handle_rtp_packet no longer uses {needed}")
+    receive = getattr(RTCRtpReceiver, "receive", None)
+    expect(receive is not None and {"_track", "_queue", _RX_DECODER_QUEUE} <= names(receive),
+           "RTCRtpReceiver.receive no longer hands decoder_queue/_track._queue to the decoder thread")
+    expect_sig(RTCRtpReceiver, "_send_rtcp_pli", ["self", "media_ssrc"], is_async=True)
+    expect(callable(getattr(RTCRtpReceiver, "getSynchronizationSources", None)),
+           "RTCRtpReceiver.getSynchronizationSources is missing")
+    expect("_queue" in names(_rx_mod.RemoteStreamTrack.__init__),
+           "RemoteStreamTrack no longer has an asyncio queue _queue")
+    expect_sig(JitterFrame, "__init__", ["self", "data", "timestamp"])
+    return problems

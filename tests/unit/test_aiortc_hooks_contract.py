@@ -1,0 +1,269 @@
+"""Contract test for peer.aiortc_hooks: fails loudly if the aiortc internals it relies on move.
+
+Everything here runs without any network I/O: senders are driven through ``_next_encoded_frame`` and
+receivers are fed RTP packets directly through ``_handle_rtp_packet``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+
+import aioice.ice
+import aiortc
+import av
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.codecs.vpx import vp8_depayload
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtpparameters import (
+    RTCRtpCodecParameters,
+    RTCRtpDecodingParameters,
+    RTCRtpReceiveParameters,
+)
+from aiortc.rtcrtpreceiver import RemoteStreamTrack
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
+
+from peer import aiortc_hooks as hooks
+from peer.media import SyntheticAudioTrack, SyntheticVideoTrack
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)
+SSRC = 0x1234
+
+
+def xor_after(kind: str, data: bytes) -> bytes:
+    """Test transform: XOR everything after the VP8 10/3-byte or Opus 1-byte clear header."""
+    clear = (10 if hooks.is_vp8_keyframe(data) else 3) if kind == "video" else 1
+    return data[:clear] + bytes(b ^ 0x5A for b in data[clear:])
+
+
+class PacketTrack(MediaStreamTrack):
+    """Yields pre-encoded av.Packets (as a pass-through receiver would)."""
+
+    kind = "video"
+
+    def __init__(self, payloads: list[bytes]) -> None:
+        super().__init__()
+        self._payloads = list(payloads)
+        self._n = 0
+
+    async def recv(self) -> av.Packet:
+        packet = av.Packet(self._payloads[self._n % len(self._payloads)])
+        packet.pts = self._n * 3000
+        packet.time_base = fractions.Fraction(1, 90000)
+        self._n += 1
+        return packet
+
+
+@pytest.fixture
+async def pc():
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    yield pc
+    await pc.close()
+
+
+def test_internals_unchanged() -> None:
+    assert aiortc.__version__.startswith("1.16"), aiortc.__version__
+    assert hooks.check_internals() == []
+
+
+def test_check_internals_detects_moved_internals(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(RTCRtpSender, "_send_keyframe")
+    monkeypatch.setattr(RTCRtpReceiver, "_send_rtcp_pli", lambda self: None)
+    problems = hooks.check_internals()
+    assert any("_send_keyframe" in p for p in problems), problems
+    assert any("_send_rtcp_pli" in p for p in problems), problems
+
+
+def test_allow_loopback_candidates_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda v4, v6: ["192.0.2.7"] if v4 else [])
+    hooks.allow_loopback_candidates()
+    first = aioice.ice.get_host_addresses
+    hooks.allow_loopback_candidates()
+    assert aioice.ice.get_host_addresses is first
+    assert aioice.ice.get_host_addresses(True, False) == ["192.0.2.7", "127.0.0.1"]
+    assert aioice.ice.get_host_addresses(False, True) == []
+
+
+async def _frames(sender: RTCRtpSender, codec: RTCRtpCodecParameters, n: int) -> list[bytes]:
+    """Run the sender's encode path n times; return each whole encoded frame (VP8 descriptors removed)."""
+    out = []
+    for _ in range(n):
+        enc = await sender._next_encoded_frame(codec)
+        if enc is None:
+            out.append(b"")
+        elif codec is VP8:
+            out.append(b"".join(vp8_depayload(p) for p in enc.payloads))
+        else:
+            out.append(b"".join(enc.payloads))
+    return out
+
+
+async def test_sender_transform_vp8_is_per_instance(pc: RTCPeerConnection) -> None:
+    hooked = pc.addTrack(SyntheticVideoTrack(fps=120))
+    plain = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        other = plain.addTrack(SyntheticVideoTrack(fps=120))
+        seen: list[tuple[str, bytes]] = []
+
+        def fn(kind: str, data: bytes) -> bytes:
+            seen.append((kind, data))
+            return xor_after(kind, data)
+
+        hooks.set_sender_transform(hooked, fn)
+        frames = await _frames(hooked, VP8, 3)
+        assert [k for k, _ in seen] == ["video"] * 3
+        # the whole frame went through fn before packetization
+        assert frames == [xor_after("video", d) for _, d in seen]
+        assert hooks.is_vp8_keyframe(seen[0][1]) and not hooks.is_vp8_keyframe(seen[1][1])
+        assert hooks.sender_stats(hooked).frames_transformed == 3
+
+        # another sender in the process is untouched
+        clear = await _frames(other, VP8, 1)
+        assert len(seen) == 3 and hooks.is_vp8_keyframe(clear[0])
+
+        # None drops the frame: nothing is sent
+        hooks.set_sender_transform(hooked, lambda kind, data: None)
+        assert await hooked._next_encoded_frame(VP8) is None
+        assert hooks.sender_stats(hooked).frames_dropped == 1
+
+        # an exception also drops (fail closed)
+        def boom(kind: str, data: bytes) -> bytes:
+            raise RuntimeError("no key")
+
+        hooks.set_sender_transform(hooked, boom)
+        assert await hooked._next_encoded_frame(VP8) is None
+
+        # removing the transform restores clear frames
+        hooks.set_sender_transform(hooked, None)
+        assert (await _frames(hooked, VP8, 1))[0] != b""
+    finally:
+        await plain.close()
+
+
+async def test_sender_transform_on_packed_packets(pc: RTCPeerConnection) -> None:
+    """A sender fed av.Packet uses encoder.pack(); the transform still sees each whole frame."""
+    payloads = [b"\x10" + bytes(range(40)), b"\x11" + bytes(range(50))]
+    sender = pc.addTrack(PacketTrack(payloads))
+    seen: list[bytes] = []
+    hooks.set_sender_transform(sender, lambda kind, data: seen.append(data) or data[::-1])
+    frames = await _frames(sender, VP8, 2)
+    assert seen == payloads
+    assert frames == [p[::-1] for p in payloads]
+
+
+async def test_sender_transform_opus(pc: RTCPeerConnection) -> None:
+    sender = pc.addTrack(SyntheticAudioTrack())
+    seen: list[str] = []
+    hooks.set_sender_transform(sender, lambda kind, data: seen.append(kind) or xor_after(kind, data))
+    frames = [f for f in await _frames(sender, OPUS, 5) if f]
+    assert frames and set(seen) == {"audio"} and len(seen) == len(frames)
+    hooks.set_sender_transform(sender, lambda kind, data: None)
+    assert all(f == b"" for f in await _frames(sender, OPUS, 3))
+
+
+async def test_keyframe_request_hooks(pc: RTCPeerConnection) -> None:
+    sender = pc.addTrack(SyntheticVideoTrack(fps=120))
+    calls: list[str] = []
+    unsubscribe = hooks.on_keyframe_request(sender, lambda: calls.append("sync"))
+
+    async def forward() -> None:
+        calls.append("async")
+
+    hooks.on_keyframe_request(sender, forward)
+    frames = await _frames(sender, VP8, 2)
+    assert hooks.is_vp8_keyframe(frames[0]) and not hooks.is_vp8_keyframe(frames[1])
+
+    await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=1, media_ssrc=sender._ssrc))
+    await asyncio.sleep(0)
+    assert calls == ["sync", "async"]
+    assert hooks.sender_stats(sender).keyframe_requests == 1
+    # aiortc's own behaviour is kept: the next encoded frame is a keyframe
+    assert hooks.is_vp8_keyframe((await _frames(sender, VP8, 1))[0])
+
+    unsubscribe()
+    await sender._handle_rtcp_packet(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=1, media_ssrc=sender._ssrc))
+    await asyncio.sleep(0)
+    assert calls == ["sync", "async", "async"]
+
+    # the FIR also forced a keyframe; then force_keyframe: next frame is a keyframe, callbacks not notified
+    frames = await _frames(sender, VP8, 2)
+    assert hooks.is_vp8_keyframe(frames[0]) and not hooks.is_vp8_keyframe(frames[1])
+    hooks.force_keyframe(sender)
+    assert hooks.is_vp8_keyframe((await _frames(sender, VP8, 1))[0])
+    assert hooks.sender_stats(sender).keyframe_requests == 2
+
+
+async def _offline_receiver(pc: RTCPeerConnection) -> RTCRtpReceiver:
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    receiver._track = RemoteStreamTrack(kind="video")  # normally set by setRemoteDescription
+    await receiver.receive(RTCRtpReceiveParameters(codecs=[VP8], encodings=[RTCRtpDecodingParameters(ssrc=SSRC, payloadType=96)]))
+    return receiver
+
+
+async def _feed(
+    receiver: RTCRtpReceiver, pc: RTCPeerConnection, n: int, transform=None, first: int = 0
+) -> list[bytes]:
+    """Encode n frames with a separate sender and feed them to receiver as RTP; returns the clear frames."""
+    sender = pc.addTrack(SyntheticVideoTrack(fps=120))
+    if transform is not None:
+        hooks.set_sender_transform(sender, transform)
+    clear: list[bytes] = []
+    if transform is None:
+        hooks.set_sender_transform(sender, lambda kind, data: clear.append(data) or data)
+    seq = first * 1000
+    for i in range(first, first + n + 1):  # the jitter buffer releases a video frame when the next one starts
+        enc = await sender._next_encoded_frame(VP8)
+        assert enc is not None
+        for j, payload in enumerate(enc.payloads):
+            packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=i * 3000, ssrc=SSRC)
+            packet.payload = payload
+            packet.marker = int(j == len(enc.payloads) - 1)
+            seq += 1
+            await receiver._handle_rtp_packet(packet, arrival_time_ms=i * 33)
+    return clear[:n]
+
+
+async def _drain(track: MediaStreamTrack, settle: float = 0.3) -> list[object]:
+    items = []
+    while True:
+        try:
+            items.append(await asyncio.wait_for(track.recv(), settle))
+        except TimeoutError:
+            return items
+
+
+async def test_receiver_transform_decodes_and_drops(pc: RTCPeerConnection) -> None:
+    receiver = await _offline_receiver(pc)
+    hooks.set_receiver_transform(receiver, xor_after)  # XOR is its own inverse
+    await _feed(receiver, pc, 4, transform=xor_after)
+    decoded = await _drain(receiver.track)
+    assert len(decoded) == 4 and all(isinstance(f, av.VideoFrame) for f in decoded)
+    stats = hooks.receiver_stats(receiver)
+    assert stats.frames_received == 4 and stats.frames_to_decoder == 4 and stats.frames_decoded == 4
+
+    hooks.set_receiver_transform(receiver, lambda kind, data: None)
+    await _feed(receiver, pc, 3, transform=xor_after, first=5)
+    assert await _drain(receiver.track) == []
+    assert stats.frames_dropped >= 3 and stats.frames_to_decoder == 4
+
+
+async def test_passthrough_yields_packets_and_plis(pc: RTCPeerConnection) -> None:
+    receiver = await _offline_receiver(pc)
+    stats = hooks.make_passthrough(receiver)
+    clear = await _feed(receiver, pc, 4)
+    packets = await _drain(receiver.track)
+    assert all(isinstance(p, av.Packet) for p in packets)
+    assert [bytes(p) for p in packets] == clear  # type: ignore[arg-type]
+    assert [p.is_keyframe for p in packets] == [True, False, False, False]  # type: ignore[attr-defined]
+    assert [p.pts for p in packets] == [0, 3000, 6000, 9000]  # type: ignore[attr-defined]
+    assert packets[0].time_base == fractions.Fraction(1, 90000)  # type: ignore[attr-defined]
+    assert stats.packets_forwarded == 4 and stats.keyframes_forwarded == 1
+    assert stats.frames_to_decoder == 0 and stats.frames_decoded == 0
+
+    # PLI upstream: not connected, so aiortc swallows the send error, but the call path is exercised
+    assert await hooks.request_keyframe(receiver) is True
+    assert await hooks.request_keyframe(receiver, min_interval=60) is False  # rate-limited
+    assert await hooks.request_keyframe(receiver, ssrc=SSRC) is True
+    assert stats.plis_sent == 2
