@@ -1,0 +1,168 @@
+"""Hypothesis state machine over the room core: whatever the order of inputs, the invariants hold.
+
+- the seat cap is never exceeded; there is never more than one therapist;
+- nothing reaches a waiting client except the server's own messages (no relayed media signaling, no roster,
+  no TURN credentials), and nothing a waiting client sends reaches anybody;
+- after the end nothing is left: no member, no socket, no effect on later input.
+"""
+
+from __future__ import annotations
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from signaling import messages as m
+from signaling.effects import Close, ConnId, Effect, Send
+from signaling.policy import Timing
+from signaling.room import ResumeClaims, Room
+
+from .core_fixtures import T0, FakeServices, admission, hello, spec
+
+ALLOWED_TO_WAITING = (m.Welcome, m.Waiting, m.Therapist, m.Warning, m.Time, m.Resume, m.Admitted, m.Declined,
+                      m.Removed, m.Error, m.SessionEnded)
+TOKENS = ["t1", "t2", "t3", "t4", "t5"]
+
+
+class RoomMachine(RuleBasedStateMachine):
+    @initialize(kind=st.sampled_from([("individual", 1), ("couple", 2), ("family", 4)]))
+    def setup(self, kind: tuple[str, int]) -> None:
+        self.spec = spec(kind[0], seats=kind[1])  # type: ignore[arg-type]
+        self.room = Room(self.spec, Timing(), FakeServices())
+        self.now = T0
+        self.n = 0
+        self.room.connect(self.conn(), admission(self.spec, "therapist", "tt"), hello(), self.now)
+
+    # -------------------------------------------------------------- helpers
+
+    def conn(self) -> ConnId:
+        self.n += 1
+        return ConnId(f"c{self.n}")
+
+    def apply(self, effects: list[Effect]) -> None:
+        """Whoever is waiting *after* an input got only the server's own messages from it."""
+        waiting_conns = {p.conn for p in self.room.clients("waiting") if p.conn is not None}
+        for e in effects:
+            if isinstance(e, Send) and e.conn in waiting_conns:
+                assert isinstance(e.message, ALLOWED_TO_WAITING), e.message
+
+    def members(self) -> list[str]:
+        return list(self.room.members)
+
+    def pick(self, data: st.DataObject, status: str | None = None, role: str | None = "client") -> str | None:
+        pids = [p.pid for p in self.room.members.values()
+                if (status is None or p.status == status) and (role is None or p.role == role)]
+        return data.draw(st.sampled_from(pids)) if pids else None
+
+    # -------------------------------------------------------------- rules
+
+    @rule()
+    def therapist_connects(self) -> None:
+        self.apply(self.room.connect(self.conn(), admission(self.spec, "therapist", "tt"), hello(), self.now))
+
+    @rule(token=st.sampled_from(TOKENS),
+          name=st.one_of(st.sampled_from(["Ana", "Radu", "Ioana"]), st.text(min_size=0, max_size=70)))
+    def client_connects(self, token: str, name: str) -> None:
+        self.apply(self.room.connect(self.conn(), admission(self.spec, "client", token), hello(name), self.now))
+
+    @rule(data=st.data())
+    def someone_resumes(self, data: st.DataObject) -> None:
+        pid = self.pick(data, role=None)
+        if pid is None:
+            return
+        p = self.room.members[pid]  # type: ignore[index]
+        claims = ResumeClaims(room_id="r1", pid=p.pid, token_id=p.token_id, role=p.role,
+                              admitted=data.draw(st.booleans()), name=p.name)
+        self.apply(self.room.connect(self.conn(), admission(self.spec, p.role, p.token_id, claims),
+                                     m.Hello(v=1, ticket="t"), self.now))
+
+    @rule(data=st.data())
+    def someone_drops(self, data: st.DataObject) -> None:
+        conns = list(self.room.by_conn)
+        if conns:
+            self.apply(self.room.disconnect(data.draw(st.sampled_from(conns)), self.now))
+
+    @rule(data=st.data(), action=st.sampled_from(["admit", "decline", "send-to-waiting", "remove", "admit-all",
+                                                  "extend", "end"]), rare=st.integers(0, 9))
+    def therapist_acts(self, data: st.DataObject, action: str, rare: int) -> None:
+        t = self.room.therapist
+        if t is None or t.conn is None or (action == "end" and rare):
+            return
+        status = "waiting" if action in ("admit", "decline") else "admitted"
+        target = self.pick(data, status=data.draw(st.sampled_from([status, None]))) or "p999"
+        msg: m.ClientMessage = {
+            "admit": m.Admit(pid=target), "decline": m.Decline(pid=target),
+            "send-to-waiting": m.SendToWaiting(pid=target), "remove": m.Remove(pid=target),
+            "admit-all": m.AdmitAll(), "extend": m.Extend(minutes=data.draw(st.sampled_from([5, 10]))),
+            "end": m.End(),
+        }[action]  # type: ignore[assignment]
+        self.apply(self.room.receive(t.conn, msg, self.now))
+
+    @rule(data=st.data())
+    def therapist_admits_someone_waiting(self, data: st.DataObject) -> None:
+        t = self.room.therapist
+        target = self.pick(data, status="waiting")
+        if t is not None and t.conn is not None and target is not None:
+            self.apply(self.room.receive(t.conn, m.Admit(pid=target), self.now))
+
+    @rule(data=st.data(), kind=st.sampled_from(["offer", "candidate", "key", "admit", "leave"]))
+    def anyone_sends(self, data: st.DataObject, kind: str) -> None:
+        conns = list(self.room.by_conn)
+        if not conns:
+            return
+        conn = data.draw(st.sampled_from(conns))
+        sender = self.room.members[self.room.by_conn[conn]]
+        to = self.pick(data, role=None) or "p999"
+        msg: m.ClientMessage = {
+            "offer": m.Offer(to=to, sdp="v=0"), "candidate": m.Candidate(to=to, candidate="c"),
+            "key": m.Key(to=data.draw(st.sampled_from([None, to])), data="k"), "admit": m.Admit(pid=to),
+            "leave": m.Leave(),
+        }[kind]  # type: ignore[assignment]
+        was_waiting = sender.status == "waiting"
+        effects = self.room.receive(conn, msg, self.now)
+        if was_waiting and kind != "leave":
+            # a waiting client reaches nobody: at most an error back to itself
+            assert all(isinstance(e, Send) and e.conn == conn and isinstance(e.message, m.Error)
+                       for e in effects), effects
+        self.apply(effects)
+
+    @rule(seconds=st.sampled_from([1, 30, 61, 121, 300]))
+    def time_passes(self, seconds: int) -> None:
+        self.now += seconds
+        self.apply(self.room.tick(self.now))
+
+    # -------------------------------------------------------------- invariants
+
+    @invariant()
+    def cap_never_exceeded(self) -> None:
+        assert len(self.room.clients("admitted")) <= self.spec.seats
+
+    @invariant()
+    def one_therapist_at_most(self) -> None:
+        assert sum(1 for p in self.room.members.values() if p.role == "therapist") <= 1
+
+    @invariant()
+    def sockets_are_consistent(self) -> None:
+        for conn, pid in self.room.by_conn.items():
+            assert self.room.members[pid].conn == conn
+        for p in self.room.members.values():
+            if p.conn is not None:
+                assert self.room.by_conn[p.conn] == p.pid
+
+    @invariant()
+    def one_device_per_token(self) -> None:
+        tokens = [p.token_id for p in self.room.members.values()]
+        assert len(tokens) == len(set(tokens))
+
+    @invariant()
+    def nothing_is_left_after_the_end(self) -> None:
+        if self.room.ended:
+            assert not self.room.members and not self.room.by_conn
+            assert self.room.tick(self.now + 10_000) == []
+            assert all(isinstance(e, Send | Close) for e in self.room.connect(
+                ConnId("late"), admission(self.spec, "client", "t9"), hello("x"), self.now))
+            assert not self.room.members
+
+
+TestRoomInvariants = RoomMachine.TestCase
+TestRoomInvariants.settings = settings(max_examples=200, stateful_step_count=50, deadline=None)
