@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Final
 
 #: code -> websocket close code; ``None`` means the error is answered and the socket stays open.
@@ -36,17 +35,16 @@ CLOSE_CODES: Final[dict[str, int | None]] = {
 ERROR_CODES: Final[frozenset[str]] = frozenset(CLOSE_CODES)
 
 
-@dataclass(frozen=True)
 class SignalingError(Exception):
     """A refused input. ``code`` is stable; ``message`` is for humans (never holds a name or token)."""
 
-    code: str
-    message: str
-    ref: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.code not in CLOSE_CODES:
-            raise ValueError(f"unknown error code {self.code!r}")
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        if code not in CLOSE_CODES:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(code, message, ref)
+        self.code = code
+        self.message = message
+        self.ref = ref
 
     @property
     def close_code(self) -> int | None:
