@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -74,7 +74,7 @@ async def session(request: web.Request) -> web.Response:
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
     room = hub.rooms.get(admission.spec.room_id)
     spec = admission.spec
-    if (room is None and now >= spec.ends_at) or room is not None and now >= room.ends_at:
+    if (room is None and now >= spec.ends_at) or (room is not None and now >= room.ends_at):
         return error_response("room-ended", "this session has ended")
     ends_at = room.ends_at if room is not None else spec.ends_at
     ticket = hub.tokens.issue_ticket(admission, now)

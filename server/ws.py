@@ -10,9 +10,9 @@ from aiohttp import WSMsgType, web
 from signaling import messages as m
 from signaling.errors import SignalingError
 
-from .state import HUB
 from .logs import log_event
 from .security import origin_allowed
+from .state import HUB
 
 HELLO_TIMEOUT = 10.0
 RATE = 50.0  # messages per second, sustained
@@ -99,7 +99,7 @@ def _hello(hub, c, first) -> bool:  # type: ignore[no-untyped-def]
     try:
         hello = m.decode_client(first.data)
         if not isinstance(hello, m.Hello):
-            raise SignalingError("hello-expected", "send hello first", ref=type(hello).__struct_config__.tag)
+            raise SignalingError("hello-expected", "send hello first", ref=str(type(hello).__struct_config__.tag))
         if hello.v != m.PROTOCOL_VERSION:
             raise SignalingError("unsupported-version", f"this server speaks version {m.PROTOCOL_VERSION}", "hello")
         now = hub.clock()

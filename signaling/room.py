@@ -12,7 +12,18 @@ from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from . import messages as m
-from .effects import Close, ConnId, Effect, MediaMembers, MediaSignal, Pid, RevokeToken, RoomEnded, RoomId, Send
+from .effects import (
+    Close,
+    ConnId,
+    Effect,
+    MediaMembers,
+    MediaSignal,
+    Pid,
+    RevokeToken,
+    RoomEnded,
+    RoomId,
+    Send,
+)
 from .errors import SignalingError
 from .names import clean_name
 from .policy import Timing
