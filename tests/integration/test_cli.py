@@ -1,0 +1,98 @@
+"""The `alcove` command as operators use it: serve (TLS by default, --demo), room create --json, config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from server.config import Config
+
+pytestmark = pytest.mark.integration
+ALCOVE = [sys.executable, "-m", "server.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def start_serve(tmp_path: Path, *args: str) -> tuple[asyncio.subprocess.Process, list[str]]:
+    env = {**os.environ, "ALCOVE_DATA_DIR": str(tmp_path / "data")}
+    env.pop("ALCOVE_ADMIN_KEY", None)
+    proc = await asyncio.create_subprocess_exec(
+        *ALCOVE, "serve", *args, "--certs-dir", str(tmp_path / "certs"), cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    last = "Admin page" if "--demo" in args else "serving"
+    async with asyncio.timeout(20):
+        while not lines or last not in lines[-1]:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                break
+            lines.append(line.rstrip())
+    return proc, lines
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    proc.terminate()
+    await asyncio.wait_for(proc.wait(), 10)
+
+
+async def test_serve_demo_prints_working_links_over_tls_by_default(tmp_path: Path) -> None:
+    port = free_port()
+    proc, lines = await start_serve(tmp_path, "--port", str(port), "--demo")
+    try:
+        therapist = next(x for x in lines if "Therapist:" in x).split()[-1]
+        client = next(x for x in lines if "Client:" in x).split()[-1]
+        assert therapist.startswith(f"https://127.0.0.1:{port}/j/#t=")
+        assert (tmp_path / "certs" / "dev-cert.pem").exists()
+        key_file = tmp_path / "data" / "admin-key"
+        assert key_file.stat().st_mode & 0o077 == 0
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"https://127.0.0.1:{port}/api/session", ssl=False,
+                                 json={"token": client.split("#t=")[1]}) as r:
+                assert r.status == 200 and (await r.json())["role"] == "client"
+            # room create, as an operator would
+            env = {**os.environ, "ALCOVE_ADMIN_KEY": key_file.read_text().strip()}
+            create = await asyncio.create_subprocess_exec(
+                *ALCOVE, "room", "create", "--server", f"https://127.0.0.1:{port}", "--type", "couple",
+                "--duration", "90s", "--json", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE)
+            out, _ = await asyncio.wait_for(create.communicate(), 30)
+            assert create.returncode == 0
+            room = json.loads(out)
+            assert set(room) == {"room_id", "type", "opens_at", "starts_at", "ends_at", "therapist_link",
+                                 "client_links"}
+            assert room["type"] == "couple" and len(room["client_links"]) == 2
+    finally:
+        await stop(proc)
+    assert "eyJ" not in "\n".join(x for x in lines if "Therapist:" not in x and "Client:" not in x)
+
+
+async def test_no_tls_is_refused_off_loopback(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *ALCOVE, "serve", "--host", "0.0.0.0", "--no-tls", cwd=ROOT,
+        env={**os.environ, "ALCOVE_DATA_DIR": str(tmp_path)}, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2 and b"loopback" in err
+
+
+def test_config_from_env_masks_secrets_and_uses_public_url() -> None:
+    config = Config.from_env({"ALCOVE_ADMIN_KEY": "super-secret-key", "ALCOVE_TURN_SECRET": "turn-secret",
+                              "ALCOVE_PUBLIC_URL": "https://alcove.example.org/", "ALCOVE_GRACE_SECONDS": "90",
+                              "ALCOVE_TURN_URLS": "turn:t.example.org:3478?transport=udp, turns:t.example.org:443"})
+    text = repr(config) + str(config)
+    assert "super-secret-key" not in text and "turn-secret" not in text
+    assert config.base_url() == "https://alcove.example.org"
+    assert config.timing.grace == 90
+    assert config.turn_urls == ("turn:t.example.org:3478?transport=udp", "turns:t.example.org:443")
+    assert config.admin_key.reveal() == "super-secret-key"
