@@ -29,6 +29,7 @@ from .names import clean_name
 from .policy import Timing
 
 SFU_PEER = "sfu"
+ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
 
 
 def iso(t: float) -> str:
@@ -97,6 +98,7 @@ class Member:
     dropped_at: float | None = None
     intro: str | None = None
     resume_at: float = 0.0
+    ice_expires: float | None = None
 
 
 @dataclass
@@ -257,6 +259,8 @@ class Room:
         for p in self._connected():
             if now - p.resume_at >= grace / 2:
                 self._send_resume(p, now, out)
+            if p.status == "admitted" and p.ice_expires is not None and now >= p.ice_expires - ICE_REFRESH:
+                self._send_ice(p, now, out)  # fresh TURN credentials well before the old ones expire
         return out.effects
 
     def end(self, reason: Literal["time", "therapist", "admin"], now: float) -> list[Effect]:
@@ -553,7 +557,9 @@ class Room:
                 out.send(p.conn, msg)
 
     def _send_ice(self, member: Member, now: float, out: _Out) -> None:
+        """ICE servers (with ephemeral TURN credentials) go to admitted participants only."""
         servers, expires = self.services.ice_servers(member.pid, now, self.ends_at + self.timing.overrun_cap)
+        member.ice_expires = expires
         out.send(member.conn, m.IceServers(ice_servers=servers, expires_at=iso(expires) if expires else None))
 
     def _resume_credential(self, member: Member, now: float) -> str:

@@ -318,3 +318,25 @@ def test_resume_credentials_are_refreshed_every_half_grace() -> None:
     room = therapist_and_client()
     assert sent(room.tick(NOW + 59), "c1") == []
     assert sent(room.tick(NOW + 60), "c1") == [m.Resume(credential="R:p2:0")]
+
+
+class TurnServices(FakeServices):
+    def ice_servers(self, pid: str, now: float, ends_at: float) -> tuple[list[dict[str, object]], float | None]:
+        return [{"urls": ["turn:127.0.0.1:3478"], "username": f"{int(now + 3600)}:{pid}", "credential": "x"}], now + 3600
+
+
+def test_turn_credentials_only_after_admission_and_refreshed_before_expiry() -> None:
+    from signaling.room import Room
+
+    room = Room(spec("individual", seats=1, minutes=240), Timing(), TurnServices())
+    room.connect(C("ct"), admission(room.spec, "therapist", "tt"), hello(), NOW)
+    waiting = room.connect(C("c1"), admission(room.spec, "client", "t1"), hello("A"), NOW)
+    assert "ice-servers" not in types(waiting, "c1")
+    admitted = room.receive(C("ct"), m.Admit(pid="p2"), NOW)
+    assert "ice-servers" in types(admitted, "c1")
+    assert "ice-servers" not in types(quiet(room.tick(NOW + 2900)), "c1")
+    refreshed = [msg for msg in sent(room.tick(NOW + 3000), "c1") if isinstance(msg, m.IceServers)]
+    assert refreshed and refreshed[0].ice_servers[0]["username"] == f"{int(NOW + 3000 + 3600)}:p2"
+    back = room.receive(C("ct"), m.SendToWaiting(pid="p2"), NOW + 3100)
+    assert "ice-servers" not in types(back, "c1")
+    assert "ice-servers" not in types(room.tick(NOW + 10_000), "c1")
