@@ -53,6 +53,7 @@ class Config:
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ()
     media_workers: int = 0  # 0: one per core
+    media_loopback: bool = False  # SFU gathers 127.0.0.1 too (loopback-only tests and benchmarks)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -81,6 +82,7 @@ class Config:
             log_level=env.get("ALCOVE_LOG_LEVEL", "INFO").upper(),
             allowed_origins=tuple(o.strip() for o in env.get("ALCOVE_ALLOWED_ORIGINS", "").split(",") if o.strip()),
             media_workers=int(env.get("ALCOVE_MEDIA_WORKERS", "0")),
+            media_loopback=_bool(env.get("ALCOVE_MEDIA_LOOPBACK")),
         )
 
     def with_(self, **changes: object) -> Config:

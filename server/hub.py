@@ -87,7 +87,9 @@ class Hub:
         self.services = CoreServices(tokens, config.timing, turn, metrics)
         self.rooms = Rooms(config.timing, self.services)
         self.connections: dict[ConnId, Connection] = {}
-        self.media: Any = None  # the SFU manager, when family/group rooms use one
+        self.media: Any = None  # the SFU manager, started on the first SFU room's media
+        self._media_pending: list[MediaSignal | MediaMembers] = []
+        self._media_start: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -96,6 +98,12 @@ class Hub:
         self._ticker = asyncio.create_task(self._tick_loop(), name="alcove-tick")
 
     async def stop(self) -> None:
+        if self._media_start is not None and not self._media_start.done():
+            self._media_start.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._media_start
+        if self.media is not None:
+            await self.media.stop()
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -179,8 +187,45 @@ class Hub:
                 self.metrics.session_ended(e.reason)
                 log_event("room-ended", room=e.room_id, reason=e.reason)
             elif isinstance(e, (MediaSignal, MediaMembers)):
-                if self.media is not None:
-                    self.media.handle(e)
+                self._media(e)
+
+    # ------------------------------------------------------------------ SFU rooms
+
+    def _media(self, effect: MediaSignal | MediaMembers) -> None:
+        if self.media is not None:
+            self.media.handle(effect)
+            return
+        if isinstance(effect, MediaMembers) and not self._media_pending and not effect.pids:
+            return  # nothing to end: the room never had media
+        self._media_pending.append(effect)
+        if self._media_start is None:
+            self._media_start = asyncio.create_task(self._start_media(), name="alcove-sfu-start")
+
+    async def _start_media(self) -> None:
+        from .sfu import SfuManager  # imports aiortc: only when an SFU room needs it
+
+        manager = SfuManager(self._media_send, workers=self.config.media_workers,
+                             loopback=self.config.media_loopback)
+        try:
+            await manager.start()
+        except Exception:
+            log_event("sfu-start-failed", code="server-error")
+            self._media_start = None
+            for e in self._media_pending:
+                if isinstance(e, MediaSignal):
+                    self._media_send(e.room_id, e.pid, m.MediaEnded(from_="sfu"))
+            self._media_pending.clear()
+            return
+        self.media = manager
+        pending, self._media_pending = self._media_pending, []
+        for e in pending:
+            manager.handle(e)
+
+    def _media_send(self, room_id: str, pid: str, message: m.ServerMessage) -> None:
+        room = self.rooms.get(room_id)
+        member = room.members.get(pid) if room is not None else None  # type: ignore[call-overload]
+        if member is not None and member.conn is not None:
+            self._enqueue(member.conn, message, time.perf_counter())
 
     def _enqueue(self, conn: ConnId, message: m.ServerMessage, now: float) -> None:
         c = self.connections.get(conn)

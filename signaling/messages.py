@@ -232,6 +232,25 @@ class PeerKey(_Out, tag="key"):
     data: str = ""
 
 
+class TrackRef(Struct):
+    pid: str
+    kind: Literal["audio", "video"]
+
+
+class Tracks(_Out, tag="tracks"):
+    """SFU rooms: which of the receiver's own recvonly m-lines (by mid) carries whose media."""
+
+    from_: str = msgspec.field(name="from")
+    mids: dict[str, TrackRef] = msgspec.field(default_factory=dict)
+
+
+class MediaEnded(_Out, tag="media-ended"):
+    """SFU rooms: the media server of this session stopped; build a new connection to the SFU."""
+
+    from_: str = msgspec.field(name="from")
+    reason: Literal["sfu-failure"] = "sfu-failure"
+
+
 class Error(_Out, tag="error"):
     code: str
     message: str
@@ -240,11 +259,12 @@ class Error(_Out, tag="error"):
 
 ServerMessage = (
     Welcome | Waiting | Queue | Admitted | Roster | IceServers | Therapist | Declined | Removed | Time | Warning
-    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Error
+    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | Error
 )
 SERVER_TYPES: Final[tuple[str, ...]] = (
     "welcome", "waiting", "queue", "admitted", "roster", "ice-servers", "therapist", "declined", "removed",
-    "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "error",
+    "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "tracks", "media-ended",
+    "error",
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)

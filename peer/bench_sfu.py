@@ -1,0 +1,383 @@
+"""``alcove bench sfu``: the forwarding SFU against aiortc's decode + relay + re-encode, in one run.
+
+Three processes per phase, so that each figure measures what it names:
+
+* this process plays the signaling server: it runs the :class:`server.sfu.SfuManager` and a tiny aiohttp
+  WebSocket echo that a client on the same loop pings every 20 ms (the "signaling latency" while media
+  flows);
+* the SFU worker process (spawned by the manager) forwards the media; its CPU is read from ``/proc``;
+* a clients process runs ``publishers`` aiortc publishers (synthetic VP8 + Opus, 320x240 at 30 fps, aiortc's
+  default ~500 kbps) and ``subscribers`` aiortc subscribers, each receiving every publisher (their receivers
+  are pass-through too, so counting frames costs the clients nothing).
+
+Phase ``forward`` uses the real SFU worker; phase ``transcode`` the same worker with ``transcode=True``: each
+publish stream is decoded once and fanned out (MediaRelay(buffered=False) semantics) to senders that
+re-encode it per subscriber — aiortc's stock relay. A *stream* is one publisher's audio+video delivered to
+one subscriber (``publishers * subscribers`` streams).
+
+Loopback only: run it inside ``unshare -n sh -c 'ip link set lo up && …'``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+MAX_PUBLISHERS = 8
+MAX_SUBSCRIBERS = 16
+MAX_SECONDS = 120.0
+WARMUP = 2.0
+PING_INTERVAL = 0.02
+
+
+# ------------------------------------------------------------------------------------------------ clients
+
+
+def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int) -> None:
+    asyncio.run(_clients(conn, publishers, subscribers, width, height))
+
+
+async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int) -> None:
+    from aiortc import (
+        RTCBundlePolicy,
+        RTCConfiguration,
+        RTCPeerConnection,
+        RTCRtpSender,
+        RTCSessionDescription,
+    )
+
+    from peer import aiortc_hooks as hooks
+    from peer.media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
+
+    hooks.allow_loopback_candidates()
+    loop = asyncio.get_running_loop()
+    pcs: dict[str, RTCPeerConnection] = {}
+    answers: dict[str, asyncio.Future[str]] = {}
+    mappings: dict[str, dict[str, dict[str, str]]] = {}
+    inbox: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            while conn.poll():
+                msg = conn.recv()
+                if msg[0] == "answer":
+                    answers[msg[1]].set_result(msg[2])
+                elif msg[0] == "tracks":
+                    mappings[msg[1]] = msg[2]
+                else:
+                    inbox.put_nowait(msg)
+        except (EOFError, OSError):
+            inbox.put_nowait(("stop",))
+
+    loop.add_reader(conn.fileno(), readable)
+    vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in ("video/vp8", "video/rtx")]
+
+    async def negotiate(pid: str, pc: RTCPeerConnection) -> None:
+        for t in pc.getTransceivers():
+            if t.kind == "video":
+                t.setCodecPreferences(vp8)
+        await pc.setLocalDescription(await pc.createOffer())
+        answers[pid] = loop.create_future()
+        conn.send(("offer", pid, pc.localDescription.sdp))
+        sdp = await asyncio.wait_for(answers[pid], 20)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    for i in range(publishers):
+        pc = pcs[f"p{i}"] = RTCPeerConnection(config)
+        pc.addTransceiver(SyntheticVideoTrack(width, height, 30, (40 + 20 * i, 160, 220)), direction="sendonly")
+        pc.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
+    for i in range(subscribers):
+        pc = pcs[f"s{i}"] = RTCPeerConnection(config)
+        for _ in range(publishers):
+            pc.addTransceiver("video", direction="recvonly")
+            pc.addTransceiver("audio", direction="recvonly")
+    await asyncio.gather(*(negotiate(pid, pc) for pid, pc in pcs.items()))
+    sinks: dict[str, dict[str, TrackSink]] = {}
+    for pid, pc in pcs.items():
+        if not pid.startswith("s"):
+            continue
+        sinks[pid] = {}
+        for t in pc.getTransceivers():
+            entry = mappings.get(pid, {}).get(t.mid or "")
+            if entry and entry["kind"] == "video" and t.receiver.track is not None:
+                hooks.make_passthrough(t.receiver)
+                sinks[pid][entry["pid"]] = TrackSink(t.receiver.track).start()
+            elif t.receiver.track is not None:
+                hooks.make_passthrough(t.receiver)
+                TrackSink(t.receiver.track).start()  # drain audio
+    deadline = time.monotonic() + 20
+    while any(pc.connectionState != "connected" for pc in pcs.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    conn.send(("connected", {pid: pc.connectionState for pid, pc in pcs.items()}))
+    try:
+        while True:
+            msg = await inbox.get()
+            if msg[0] == "measure":
+                before = {s: {p: k.frames for p, k in d.items()} for s, d in sinks.items()}
+                t0 = time.monotonic()
+                await asyncio.sleep(msg[1])
+                span = time.monotonic() - t0
+                fps = {s: {p: (k.frames - before[s][p]) / span for p, k in d.items()} for s, d in sinks.items()}
+                conn.send(("fps", fps))
+            elif msg[0] == "stop":
+                break
+    finally:
+        for pc in pcs.values():
+            with contextlib.suppress(Exception):
+                await pc.close()
+
+
+# ------------------------------------------------------------------------------------------------ signaling probe
+
+
+class _SignalingProbe:
+    """A WebSocket echo server and a client on this loop; RTT of a ping every 20 ms."""
+
+    def __init__(self) -> None:
+        self.rtts: list[float] = []
+        self.recording = False
+        self._task: asyncio.Task[None] | None = None
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        from aiohttp import WSMsgType, web
+
+        async def echo(request: web.Request) -> web.WebSocketResponse:
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    await ws.send_str(msg.data)
+            return ws
+
+        app = web.Application()
+        app.router.add_get("/ws", echo)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self._task = asyncio.ensure_future(self._ping(f"http://127.0.0.1:{port}/ws"))
+
+    async def _ping(self, url: str) -> None:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+            while True:
+                t0 = time.perf_counter()
+                await ws.send_str("ping")
+                await ws.receive()
+                if self.recording:
+                    self.rtts.append(time.perf_counter() - t0)
+                await asyncio.sleep(PING_INTERVAL)
+
+    def take(self) -> dict[str, float]:
+        rtts, self.rtts = self.rtts, []
+        if not rtts:
+            return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0, "samples": 0}
+        rtts.sort()
+        return {
+            "p50_ms": round(1000 * rtts[len(rtts) // 2], 2),
+            "p99_ms": round(1000 * rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))], 2),
+            "max_ms": round(1000 * rtts[-1], 2),
+            "samples": len(rtts),
+        }
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+# ------------------------------------------------------------------------------------------------ phases
+
+
+def _proc_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds: float, width: int, height: int,
+                 probe: _SignalingProbe) -> dict[str, Any]:
+    from server.sfu import SfuManager
+    from signaling import messages as m
+    from signaling.effects import MediaMembers, MediaSignal
+
+    loop = asyncio.get_running_loop()
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=True)
+    room = "bench"
+
+    def send(room_id: str, pid: str, message: Any) -> None:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            if isinstance(message, m.PeerAnswer):
+                parent.send(("answer", pid, message.sdp))
+            elif isinstance(message, m.Tracks):
+                parent.send(("tracks", pid, {k: {"pid": v.pid, "kind": v.kind} for k, v in message.mids.items()}))
+
+    manager = SfuManager(send, workers=1, loopback=True, transcode=transcode)
+    await manager.start()
+    pids = [f"p{i}" for i in range(publishers)] + [f"s{i}" for i in range(subscribers)]
+    manager.handle(MediaMembers(room, frozenset(pids)))  # type: ignore[arg-type]
+    events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+
+    def readable() -> None:
+        try:
+            while parent.poll():
+                msg = parent.recv()
+                if msg[0] == "offer":
+                    manager.handle(MediaSignal(room, msg[1], m.Offer(to="sfu", sdp=msg[2])))  # type: ignore[arg-type]
+                else:
+                    events.put_nowait(msg)
+        except (EOFError, OSError):
+            loop.remove_reader(parent.fileno())
+
+    loop.add_reader(parent.fileno(), readable)
+    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height), daemon=True)
+    clients.start()
+    child.close()
+    try:
+        _, states = await asyncio.wait_for(events.get(), 60)
+        if any(s != "connected" for s in states.values()):
+            raise RuntimeError(f"not every bench peer connected: {states}")
+        await asyncio.sleep(WARMUP)
+        worker_pid = manager.worker_of(room)
+        assert worker_pid is not None
+        cpu0, t0 = _proc_cpu_seconds(worker_pid), time.monotonic()
+        probe.take()
+        probe.recording = True
+        parent.send(("measure", seconds))
+        _, fps = await asyncio.wait_for(events.get(), seconds + 30)
+        probe.recording = False
+        wall = time.monotonic() - t0
+        cpu = 100 * (_proc_cpu_seconds(worker_pid) - cpu0) / wall
+        latency = probe.take()
+        stats = await manager.stats()
+        decoded = sum(s.get("decoded_frames", 0) for s in stats.values())
+        values = sorted(v for per_sub in fps.values() for v in per_sub.values())
+        streams = publishers * subscribers
+        return {
+            "cpu_percent": round(cpu, 1),
+            "cpu_per_stream_percent": round(cpu / streams, 2) if streams else 0.0,
+            "fps_min": round(values[0], 1) if values else 0.0,
+            "fps_median": round(statistics.median(values), 1) if values else 0.0,
+            "decoded_frames": decoded,
+            "streams": streams,
+            "signaling": latency,
+        }
+    finally:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            parent.send(("stop",))
+        await loop.run_in_executor(None, clients.join, 10)
+        if clients.is_alive():
+            clients.terminate()
+            await loop.run_in_executor(None, clients.join, 5)
+        with contextlib.suppress(Exception):
+            loop.remove_reader(parent.fileno())
+        parent.close()
+        manager.handle(MediaMembers(room, frozenset()))  # type: ignore[arg-type]
+        await manager.stop()
+
+
+def _loopback_only() -> bool:
+    import ifaddr
+
+    return {a.nice_name for a in ifaddr.get_adapters()} == {"lo"}
+
+
+async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width: int = 320, height: int = 240,
+                    require_loopback: bool = True) -> dict[str, Any]:
+    """Run both phases (forward, then the transcoding baseline) and return the figures (see module doc)."""
+    if not 1 <= publishers <= MAX_PUBLISHERS or not 1 <= subscribers <= MAX_SUBSCRIBERS:
+        raise ValueError(f"publishers 1..{MAX_PUBLISHERS}, subscribers 1..{MAX_SUBSCRIBERS}")
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise ValueError(f"seconds 1..{MAX_SECONDS:g}")
+    if require_loopback and not _loopback_only():
+        raise RuntimeError("run the SFU benchmark in a loopback-only namespace: "
+                           "unshare -n sh -c 'ip link set lo up && alcove bench sfu …'")
+    from peer import aiortc_hooks as hooks
+
+    hooks.allow_loopback_candidates()
+    probe = _SignalingProbe()
+    await probe.start()
+    try:
+        kw = {"publishers": publishers, "subscribers": subscribers, "seconds": seconds, "width": width,
+              "height": height, "probe": probe}
+        forward = await _phase(transcode=False, **kw)  # type: ignore[arg-type]
+        transcode = await _phase(transcode=True, **kw)  # type: ignore[arg-type]
+        await asyncio.sleep(1.0)  # the same probe with no media at all, for comparison
+        probe.take()
+        probe.recording = True
+        await asyncio.sleep(min(3.0, seconds))
+        probe.recording = False
+        idle = probe.take()
+    finally:
+        await probe.stop()
+    ratio = forward["cpu_percent"] / transcode["cpu_percent"] if transcode["cpu_percent"] else 0.0
+    per_stream = forward["cpu_per_stream_percent"]
+    # CPU per delivered frame: fair when the baseline saturates and delivers fewer frames than the forwarder
+    f_cost = forward["cpu_percent"] / forward["fps_median"] if forward["fps_median"] else 0.0
+    t_cost = transcode["cpu_percent"] / transcode["fps_median"] if transcode["fps_median"] else 0.0
+    return {
+        "publishers": publishers,
+        "subscribers": subscribers,
+        "seconds": seconds,
+        "resolution": f"{width}x{height}",
+        "forward": forward,
+        "transcode": transcode,
+        "ratio": round(ratio, 3),
+        "ratio_per_delivered_frame": round(f_cost / t_cost, 3) if t_cost else 0.0,
+        "signaling_p99_ms": forward["signaling"]["p99_ms"],
+        "signaling_idle_p99_ms": idle["p99_ms"],
+        "streams_per_core_estimate": int(100 / per_stream) if per_stream > 0 else None,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``alcove bench sfu --publishers P --subscribers S --seconds T [--json]``."""
+    parser = argparse.ArgumentParser(prog="alcove bench sfu", description=__doc__.splitlines()[0])
+    parser.add_argument("--publishers", type=int, default=2)
+    parser.add_argument("--subscribers", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--width", type=int, default=320)
+    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
+                                       seconds=args.seconds, width=args.width, height=args.height))
+    except (ValueError, RuntimeError) as exc:
+        print(f"alcove bench sfu: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        f, t = result["forward"], result["transcode"]
+        print(f"{args.publishers} publishers x {args.subscribers} subscribers, {args.seconds:g} s, {result['resolution']}")
+        print(f"forward:   CPU {f['cpu_percent']}% ({f['cpu_per_stream_percent']}%/stream), "
+              f"fps min {f['fps_min']} median {f['fps_median']}, decoded {f['decoded_frames']}")
+        print(f"transcode: CPU {t['cpu_percent']}% ({t['cpu_per_stream_percent']}%/stream), "
+              f"fps min {t['fps_min']} median {t['fps_median']}, decoded {t['decoded_frames']}")
+        print(f"ratio {result['ratio']}; signaling p99 {result['signaling_p99_ms']} ms "
+              f"(idle {result['signaling_idle_p99_ms']} ms); ~{result['streams_per_core_estimate']} streams/core")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""The forwarding SFU for family and group sessions: encoded VP8/Opus in, the same encoded frames out.
+
+* :mod:`server.sfu.manager` — :class:`SfuManager`, lives in the signaling process; routes each room to one
+  worker process (pinned), watches worker health, turns worker replies into server messages.
+* :mod:`server.sfu.worker` — the worker process: its own asyncio loop, one ``RTCPeerConnection`` per
+  participant, pass-through receivers (never decodes), fan-out to every other admitted member.
+
+See docs/sfu.md.
+"""
+
+from .manager import SfuManager
+
+__all__ = ["SfuManager"]

@@ -1,0 +1,531 @@
+"""The SFU worker process: forwards encoded RTP payloads between the admitted members of its rooms.
+
+One process runs many rooms on its own asyncio loop. Per participant there is one ``RTCPeerConnection``
+whose offer comes from the client (the client always offers, the SFU always answers):
+
+* the client's ``sendonly``/``sendrecv`` audio and video m-lines (the first of each kind) are its *publish*
+  streams: their receivers are made pass-through (:func:`peer.aiortc_hooks.make_passthrough`), so
+  ``receiver.track.recv()`` yields encoded ``av.Packet`` objects and nothing is ever decoded;
+* its ``recvonly`` m-lines are *slots*: the SFU answers them ``sendonly`` and feeds each one with one other
+  member's stream of that kind (a :class:`Slot` track; the sender ``pack()``s the packets, no re-encode).
+
+A :class:`Stream` pump reads each publish track once and fans the packets out to the slots currently
+attached to it (``MediaRelay(buffered=False)`` semantics, but gated by membership). Key-frame requests
+(PLI/FIR) from subscribers go upstream through a per-publisher :class:`KeyframeLimiter` (at most one PLI
+per ``pli_interval``; a suppressed request is coalesced into one deferred PLI, so a new subscriber still
+gets its key frame within one interval).
+
+Protocol with the manager (pickled tuples over a duplex ``multiprocessing`` pipe):
+
+manager → worker: ``("members", room, [pids])`` (empty = the room ended), ``("offer", room, pid, sdp)``,
+``("candidate", room, pid, candidate|None, sdp_mid, sdp_mline_index)``, ``("stats", req)``, ``("stop",)``.
+
+worker → manager: ``("ready", os_pid)``, ``("answer", room, pid, sdp)``, ``("tracks", room, pid, {mid: {"pid",
+"kind"}})``, ``("error", room, pid, code, message, ref)``, ``("stats", req, dict)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import resource
+import signal
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import av
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from peer import aiortc_hooks as hooks
+
+log = logging.getLogger("alcove.sfu.worker")
+
+SLOT_QUEUE_LIMIT = 120
+"""Packets a slot may hold for a sender that does not keep up; beyond it the slot resyncs on a key frame."""
+
+KINDS = ("audio", "video")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    """``[{"urls": ..., "username": ..., "credential": ...}]``; empty = host candidates only (no STUN)."""
+    loopback: bool = False
+    """Also gather 127.0.0.1 candidates (tests and benchmarks in a loopback-only namespace)."""
+    pli_interval: float = 0.5
+    """Minimum seconds between two PLIs sent upstream to one publisher."""
+    transcode: bool = False
+    """Benchmark baseline only: decode every publish stream and re-encode it per subscriber."""
+
+
+# ------------------------------------------------------------------------------------------------ media
+
+
+class KeyframeLimiter:
+    """At most one upstream PLI per ``interval`` for one publisher's video; extra requests coalesce."""
+
+    def __init__(self, receiver: RTCRtpReceiver, interval: float) -> None:
+        self.receiver = receiver
+        self.interval = interval
+        self.last = float("-inf")
+        self.requests = 0
+        self.sent = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    def request(self) -> None:
+        self.requests += 1
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            self._send(now)
+        elif self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.last + self.interval - now, self._deferred)
+
+    def _deferred(self) -> None:
+        self._handle = None
+        self._send(time.monotonic())
+
+    def _send(self, now: float) -> None:
+        self.last = now
+        self.sent += 1
+        task = asyncio.ensure_future(self._pli())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pli(self) -> None:
+        try:
+            await hooks.request_keyframe(self.receiver)
+        except Exception:  # the transport may be closing
+            log.debug("upstream PLI failed", exc_info=True)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
+class Slot(MediaStreamTrack):
+    """The track behind one subscriber ``sendonly`` transceiver; fed by at most one :class:`Stream`."""
+
+    def __init__(self, kind: str, mid: str, order: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.mid = mid
+        self.order = order
+        self.publisher: str | None = None
+        """The pid this slot is assigned to (also while that member has not published yet)."""
+        self.source: Stream | None = None
+        self.started = False
+        self.waiting_key = True
+        self.forwarded = 0
+        self.dropped = 0
+        self.keyframe_requests = 0
+        self._queue: deque[Any] = deque()
+        self._event = asyncio.Event()
+        self.unsubscribe: Callable[[], None] | None = None
+
+    def attach(self, stream: Stream | None) -> None:
+        if stream is self.source:
+            return
+        self.detach()
+        if stream is None:
+            return
+        self.source = stream
+        self.waiting_key = True
+        stream.slots.add(self)
+        if self.started:
+            stream.request_keyframe()
+
+    def detach(self) -> None:
+        if self.source is not None:
+            self.source.slots.discard(self)
+            self.source = None
+        self._queue.clear()
+
+    def on_keyframe_request(self) -> None:
+        """A PLI/FIR from the subscriber for this slot."""
+        self.keyframe_requests += 1
+        if self.source is not None:
+            self.source.request_keyframe()
+
+    def push(self, item: Any) -> None:
+        if not self.started or self.readyState != "live":
+            return  # the sender is not running yet: it starts on a key frame anyway
+        if self.kind == "video" and isinstance(item, av.Packet) and self.waiting_key:
+            if not item.is_keyframe:
+                self.dropped += 1
+                return
+            self.waiting_key = False
+        if len(self._queue) >= SLOT_QUEUE_LIMIT:
+            self.dropped += len(self._queue) + 1
+            self._queue.clear()
+            if self.kind == "video" and self.source is not None:
+                self.waiting_key = True
+                self.source.request_keyframe()
+            return
+        self._queue.append(item)
+        self._event.set()
+
+    async def recv(self) -> Any:
+        if not self.started:
+            self.started = True
+            if self.source is not None and self.kind == "video":
+                self.source.request_keyframe()
+        while not self._queue:
+            if self.readyState != "live":
+                raise MediaStreamError
+            self._event.clear()
+            await self._event.wait()
+        self.forwarded += 1
+        return self._queue.popleft()
+
+    def stop(self) -> None:
+        self.detach()
+        super().stop()
+        self._event.set()
+
+
+class Stream:
+    """One publisher's audio or video: reads the (pass-through) track once, fans out to attached slots."""
+
+    def __init__(self, pid: str, kind: str, receiver: RTCRtpReceiver, *, passthrough: bool, pli_interval: float):
+        self.pid = pid
+        self.kind = kind
+        self.receiver = receiver
+        self.stats = hooks.make_passthrough(receiver) if passthrough else hooks.receiver_stats(receiver)
+        self.slots: set[Slot] = set()
+        self.packets_in = 0
+        self.limiter = KeyframeLimiter(receiver, pli_interval) if kind == "video" else None
+        assert receiver.track is not None
+        self.track: MediaStreamTrack = receiver.track
+        self.task = asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                item = await self.track.recv()
+                self.packets_in += 1
+                for slot in tuple(self.slots):
+                    slot.push(item)
+        except MediaStreamError:
+            pass
+
+    def request_keyframe(self) -> None:
+        if self.limiter is not None:
+            self.limiter.request()
+
+    @property
+    def decoded(self) -> int:
+        return self.stats.frames_decoded + self.stats.frames_to_decoder
+
+    def close(self) -> None:
+        self.task.cancel()
+        for slot in tuple(self.slots):
+            slot.detach()
+        if self.limiter is not None:
+            self.limiter.close()
+
+
+class Member:
+    def __init__(self, pid: str, pc: RTCPeerConnection) -> None:
+        self.pid = pid
+        self.pc = pc
+        self.streams: dict[str, Stream] = {}
+        self.slots: dict[str, Slot] = {}
+        self.mapping: dict[str, dict[str, str]] | None = None
+        self.lock = asyncio.Lock()
+        self.closed = False
+
+
+class Room:
+    def __init__(self, room_id: str) -> None:
+        self.id = room_id
+        self.members: frozenset[str] = frozenset()
+        self.peers: dict[str, Member] = {}
+
+
+# ------------------------------------------------------------------------------------------------ worker
+
+
+class Worker:
+    def __init__(self, conn: Connection, config: WorkerConfig) -> None:
+        self.conn = conn
+        self.config = config
+        self.rooms: dict[str, Room] = {}
+        self.decoded_closed = 0
+        """Decoded frames of streams already closed (the live ones are summed on demand)."""
+        self.forwarded_closed = 0
+        self._done = asyncio.Event()
+        self._tasks: set[asyncio.Future[Any]] = set()
+
+    # -------------------------------------------------------------- plumbing
+
+    def out(self, *msg: Any) -> None:
+        try:
+            self.conn.send(msg)
+        except (BrokenPipeError, OSError):
+            self._done.set()
+
+    def spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("SFU worker task failed", exc_info=task.exception())
+
+    def _on_readable(self) -> None:
+        try:
+            while self.conn.poll():
+                self.dispatch(self.conn.recv())
+        except (EOFError, OSError):  # the manager is gone
+            self._done.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self.conn.fileno(), self._on_readable)
+        self.out("ready", os.getpid())
+        try:
+            await self._done.wait()
+        finally:
+            loop.remove_reader(self.conn.fileno())
+            for room_id in list(self.rooms):
+                self.set_members(room_id, [])
+            for task in list(self._tasks):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await asyncio.wait_for(task, 2)
+
+    def dispatch(self, msg: tuple[Any, ...]) -> None:
+        op = msg[0]
+        if op == "members":
+            self.set_members(msg[1], msg[2])
+        elif op == "offer":
+            self.spawn(self.offer(msg[1], msg[2], msg[3]))
+        elif op == "candidate":
+            self.spawn(self.candidate(*msg[1:]))
+        elif op == "stats":
+            self.out("stats", msg[1], self.stats())
+        elif op == "stop":
+            self._done.set()
+
+    # -------------------------------------------------------------- membership
+
+    def set_members(self, room_id: str, pids: list[str] | frozenset[str]) -> None:
+        """Apply the admitted set at once: a member who left stops sending and receiving before we return."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            if not pids:
+                return
+            room = self.rooms[room_id] = Room(room_id)
+        room.members = frozenset(pids)
+        for pid in [p for p in room.peers if p not in room.members]:
+            self.drop_member(room, pid)
+        if not room.members:
+            del self.rooms[room_id]
+            return
+        for pid in self.assign(room):
+            self.send_tracks(room, pid)
+
+    def drop_member(self, room: Room, pid: str) -> None:
+        member = room.peers.pop(pid, None)
+        if member is None:
+            return
+        member.closed = True
+        for stream in member.streams.values():  # nobody receives this member's packets any more
+            self.decoded_closed += stream.decoded
+            stream.close()
+        for slot in member.slots.values():  # this member receives nothing any more
+            self.forwarded_closed += slot.forwarded
+            slot.stop()
+        self.spawn(member.pc.close())
+
+    def assign(self, room: Room) -> list[str]:
+        """Give every slot a publisher (stable; free slots take unassigned members in pid order).
+
+        Returns the pids whose mapping changed."""
+        changed = []
+        for sub in room.peers.values():
+            others = sorted(room.members - {sub.pid})
+            for kind in KINDS:
+                slots = sorted((s for s in sub.slots.values() if s.kind == kind), key=lambda s: s.order)
+                taken: set[str] = set()
+                for slot in slots:
+                    if slot.publisher in others and slot.publisher not in taken:
+                        taken.add(slot.publisher)
+                    else:
+                        slot.publisher = None
+                free = [p for p in others if p not in taken]
+                for slot in slots:
+                    if slot.publisher is None and free:
+                        slot.publisher = free.pop(0)
+                    publisher = room.peers.get(slot.publisher) if slot.publisher else None
+                    slot.attach(publisher.streams.get(kind) if publisher else None)
+            mapping = {
+                s.mid: {"pid": s.publisher, "kind": s.kind} for s in sub.slots.values() if s.publisher is not None
+            }
+            if mapping != sub.mapping:
+                sub.mapping = mapping
+                changed.append(sub.pid)
+        return changed
+
+    def send_tracks(self, room: Room, pid: str) -> None:
+        member = room.peers.get(pid)
+        if member is not None and member.mapping is not None:
+            self.out("tracks", room.id, pid, dict(member.mapping))
+
+    # -------------------------------------------------------------- negotiation
+
+    def new_pc(self) -> RTCPeerConnection:
+        servers = [RTCIceServer(**s) for s in self.config.ice_servers]
+        # MAX_BUNDLE: with aiortc's default (balanced), transceivers created from a re-offer or after the first
+        # one of their kind stay on a transport that the offer's BUNDLE group discards (no media). Clients
+        # must offer BUNDLE (browsers always do).
+        return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+
+    async def offer(self, room_id: str, pid: str, sdp: str) -> None:
+        room = self.rooms.get(room_id)
+        if room is None or pid not in room.members:
+            self.out("error", room_id, pid, "not-allowed", "only admitted members of the room can send media", "offer")
+            return
+        member = room.peers.get(pid)
+        if member is None:
+            member = room.peers[pid] = Member(pid, self.new_pc())
+        async with member.lock:
+            try:
+                await self._negotiate(room, member, sdp)
+            except Exception as exc:  # a bad or unsupported offer
+                log.info("SFU offer from %s in %s failed: %s", pid, room_id, exc)
+                if not member.closed:
+                    self.out("error", room_id, pid, "invalid-message", f"the SFU cannot answer this offer: {exc}",
+                             "offer")
+
+    async def _negotiate(self, room: Room, member: Member, sdp: str) -> None:
+        parsed = SessionDescription.parse(sdp)
+        pc = member.pc
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        if member.closed:
+            return
+        by_mid = {t.mid: t for t in pc.getTransceivers()}
+        published: dict[str, Any] = {}
+        slot_mids: set[str] = set()
+        for order, media in enumerate(parsed.media):
+            mid = media.rtp.muxId
+            if media.kind not in KINDS or mid not in by_mid:
+                continue
+            transceiver = by_mid[mid]
+            if media.direction in ("sendonly", "sendrecv") and media.kind not in published:
+                published[media.kind] = transceiver
+            elif media.direction == "recvonly":
+                slot_mids.add(mid)
+                slot = member.slots.get(mid)
+                if slot is None or slot.readyState != "live":
+                    slot = member.slots[mid] = Slot(media.kind, mid, order)
+                    transceiver.sender.replaceTrack(slot)
+                    slot.unsubscribe = hooks.on_keyframe_request(transceiver.sender, slot.on_keyframe_request)
+                transceiver.direction = "sendonly"
+        # publish streams (a new transceiver for a kind replaces the old stream)
+        for kind, transceiver in published.items():
+            stream = member.streams.get(kind)
+            if stream is None or stream.receiver is not transceiver.receiver:
+                if stream is not None:
+                    self.decoded_closed += stream.decoded
+                    stream.close()
+                member.streams[kind] = Stream(member.pid, kind, transceiver.receiver,
+                                              passthrough=not self.config.transcode,
+                                              pli_interval=self.config.pli_interval)
+        for kind in [k for k in member.streams if k not in published]:
+            stream = member.streams.pop(kind)
+            self.decoded_closed += stream.decoded
+            stream.close()
+        # slots the client no longer offers as recvonly
+        for mid in [m for m in member.slots if m not in slot_mids]:
+            slot = member.slots.pop(mid)
+            self.forwarded_closed += slot.forwarded
+            slot.stop()
+        changed = self.assign(room)
+        answer = await pc.createAnswer()
+        await pc.setLocalDescription(answer)
+        if member.closed:
+            return
+        self.send_tracks(room, member.pid)  # the mapping precedes the answer it belongs to
+        self.out("answer", room.id, member.pid, pc.localDescription.sdp)
+        for pid in changed:
+            if pid != member.pid:
+                self.send_tracks(room, pid)
+
+    async def candidate(self, room_id: str, pid: str, candidate: str | None, sdp_mid: str | None,
+                        sdp_mline_index: int | None) -> None:
+        room = self.rooms.get(room_id)
+        member = room.peers.get(pid) if room else None
+        if member is None or member.closed:
+            return
+        try:
+            if candidate:
+                text = candidate.removeprefix("candidate:")
+                cand = candidate_from_sdp(text)
+                cand.sdpMid = sdp_mid
+                cand.sdpMLineIndex = sdp_mline_index
+                await member.pc.addIceCandidate(cand)
+        except Exception as exc:
+            log.info("bad ICE candidate from %s: %s", pid, exc)
+
+    # -------------------------------------------------------------- counters
+
+    def stats(self) -> dict[str, Any]:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        decoded = self.decoded_closed
+        forwarded = self.forwarded_closed
+        rooms: dict[str, Any] = {}
+        for room in self.rooms.values():
+            peers: dict[str, Any] = {}
+            for member in room.peers.values():
+                published = {}
+                for kind, stream in member.streams.items():
+                    decoded += stream.decoded
+                    published[kind] = {
+                        "packets_in": stream.packets_in,
+                        "decoded_frames": stream.decoded,
+                        "subscribers": len(stream.slots),
+                        "pli_requests": stream.limiter.requests if stream.limiter else 0,
+                        "plis_sent": stream.stats.plis_sent,
+                    }
+                slots = {}
+                for mid, slot in member.slots.items():
+                    forwarded += slot.forwarded
+                    slots[mid] = {"pid": slot.publisher, "kind": slot.kind, "forwarded": slot.forwarded,
+                                  "dropped": slot.dropped, "started": slot.started, "keyframe_requests": slot.keyframe_requests}
+                peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots}
+            rooms[room.id] = {"members": sorted(room.members), "peers": peers}
+        return {
+            "os_pid": os.getpid(),
+            "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "decoded_frames": decoded,
+            "forwarded_packets": forwarded,
+            "rooms": rooms,
+        }
+
+
+def worker_main(conn: Connection, config: WorkerConfig) -> None:
+    """Entry point of a worker process (``multiprocessing`` target)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when workers stop
+    logging.basicConfig(level=logging.WARNING)
+    if config.loopback:
+        hooks.allow_loopback_candidates()
+    asyncio.run(Worker(conn, config).run())
