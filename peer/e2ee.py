@@ -1,0 +1,1098 @@
+"""Alcove E2EE key protocol (v1): intro, grant, reveal, SAS, epochs, switch, signed SDP.
+
+The same protocol is implemented in ``web/static/js/e2ee.js``; the two are
+checked against each other by ``tests/unit/test_e2ee_interop.py``.  The
+protocol is written down in ``docs/security.md``.
+
+Everything that travels through the signaling server is an opaque JSON string
+``{"p": "<payload JSON string>", "sig": "<b64url raw r||s>"}`` (the intro also
+has ``"mac"``).  Signatures are over the UTF-8 bytes of ``p``, so nobody has
+to canonicalise JSON.  Public keys are uncompressed SEC1 points (65 bytes).
+
+Media keys go to :class:`KeyState`, whose ``encrypt``/``decrypt`` callables
+are backed by :class:`peer.sframe.FrameEncryptor`/``FrameDecryptor``.  This
+module never imports aiortc.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from peer.sframe import FrameDecryptor, FrameEncryptor, FrameKind, SFrameError, epoch_base_key
+
+__all__ = [
+    "EMOJI",
+    "PROTOCOL_VERSION",
+    "SAS",
+    "ClientKeys",
+    "EpochResult",
+    "IntroInfo",
+    "KeyState",
+    "LinkInfo",
+    "SecurityCheckFailed",
+    "TherapistKeys",
+    "b64d",
+    "b64e",
+    "k_auth",
+    "make_link_fragment",
+    "parse_link_fragment",
+    "pub_raw",
+    "sas",
+    "sdp_fingerprints",
+    "sign_sdp",
+    "tk_of",
+    "verify_sdp",
+]
+
+PROTOCOL_VERSION: Final = 1
+#: Old epoch stays decrypt-only this long after a switch (seconds).
+RETIRE_AFTER: Final = 5.0
+#: Therapist sends the switch after all acks or after this long (seconds).
+SWITCH_TIMEOUT: Final = 1.5
+#: Maximum clock difference accepted on signed SDP (milliseconds).
+SDP_MAX_SKEW_MS: Final = 5 * 60 * 1000
+MAX_MEMBERS: Final = 16  # sender indices 0..15 (therapist 0)
+
+_SALT: Final = b"alcove-e2ee v1"
+_SAS_INFO: Final = b"alcove-e2ee sas v1"
+_EPOCH_INFO: Final = b"alcove-e2ee epoch"
+_HPKE: Final = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
+
+#: The 64 SAS emoji (Matrix SAS list), as (emoji, English name).  Identical in e2ee.js.
+EMOJI: Final[tuple[tuple[str, str], ...]] = (
+    ("\U0001f436", "Dog"), ("\U0001f431", "Cat"), ("\U0001f981", "Lion"), ("\U0001f40e", "Horse"),
+    ("\U0001f984", "Unicorn"), ("\U0001f437", "Pig"), ("\U0001f418", "Elephant"), ("\U0001f430", "Rabbit"),
+    ("\U0001f43c", "Panda"), ("\U0001f413", "Rooster"), ("\U0001f427", "Penguin"), ("\U0001f422", "Turtle"),
+    ("\U0001f41f", "Fish"), ("\U0001f419", "Octopus"), ("\U0001f98b", "Butterfly"), ("\U0001f337", "Flower"),
+    ("\U0001f333", "Tree"), ("\U0001f335", "Cactus"), ("\U0001f344", "Mushroom"), ("\U0001f30f", "Globe"),
+    ("\U0001f319", "Moon"), ("\u2601\ufe0f", "Cloud"), ("\U0001f525", "Fire"), ("\U0001f34c", "Banana"),
+    ("\U0001f34e", "Apple"), ("\U0001f353", "Strawberry"), ("\U0001f33d", "Corn"), ("\U0001f355", "Pizza"),
+    ("\U0001f382", "Cake"), ("\u2764\ufe0f", "Heart"), ("\U0001f600", "Smiley"), ("\U0001f916", "Robot"),
+    ("\U0001f3a9", "Hat"), ("\U0001f453", "Glasses"), ("\U0001f527", "Spanner"), ("\U0001f385", "Santa"),
+    ("\U0001f44d", "Thumbs Up"), ("\u2602\ufe0f", "Umbrella"), ("\u231b", "Hourglass"), ("\u23f0", "Clock"),
+    ("\U0001f381", "Gift"), ("\U0001f4a1", "Light Bulb"), ("\U0001f4d5", "Book"), ("\u270f\ufe0f", "Pencil"),
+    ("\U0001f4ce", "Paperclip"), ("\u2702\ufe0f", "Scissors"), ("\U0001f512", "Lock"), ("\U0001f511", "Key"),
+    ("\U0001f528", "Hammer"), ("\u260e\ufe0f", "Telephone"), ("\U0001f3c1", "Flag"), ("\U0001f682", "Train"),
+    ("\U0001f6b2", "Bicycle"), ("\u2708\ufe0f", "Aeroplane"), ("\U0001f680", "Rocket"), ("\U0001f3c6", "Trophy"),
+    ("\u26bd", "Ball"), ("\U0001f3b8", "Guitar"), ("\U0001f3ba", "Trumpet"), ("\U0001f514", "Bell"),
+    ("\u2693", "Anchor"), ("\U0001f3a7", "Headphones"), ("\U0001f4c1", "Folder"), ("\U0001f4cc", "Pin"),
+)  # fmt: skip
+
+
+class SecurityCheckFailed(Exception):
+    """A signed message or SDP did not verify.  The UI shows "security check failed"."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"security check failed: {detail}" if detail else "security check failed")
+        self.detail = detail
+
+
+# ---------------------------------------------------------------------------
+# Encodings and primitives
+# ---------------------------------------------------------------------------
+
+
+def b64e(data: bytes) -> str:
+    """base64url without padding."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str) -> bytes:
+    """Strict inverse of :func:`b64e` (raises ``ValueError``)."""
+    if not isinstance(text, str) or any(c not in _B64_ALPHABET for c in text) or len(text) % 4 == 1:
+        raise ValueError("not base64url")
+    out = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64e(out) != text:
+        raise ValueError("non-canonical base64url")
+    return out
+
+
+_B64_ALPHABET: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def pub_raw(key: ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) -> bytes:
+    """Uncompressed SEC1 encoding (65 bytes) of a P-256 public key."""
+    pub = key.public_key() if isinstance(key, ec.EllipticCurvePrivateKey) else key
+    return pub.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+
+
+def _load_pub(raw: bytes) -> ec.EllipticCurvePublicKey:
+    if len(raw) != 65 or raw[0] != 0x04:
+        raise SecurityCheckFailed("bad public key")
+    try:
+        return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError:
+        raise SecurityCheckFailed("bad public key") from None
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def tk_of(ik_raw: bytes) -> bytes:
+    """The link's ``tk``: first 16 bytes of SHA-256(raw IK_T)."""
+    return _sha256(ik_raw)[:16]
+
+
+def _hkdf(ikm: bytes, salt: bytes | None, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def k_auth(s_link: bytes, room: str) -> bytes:
+    """``K_auth = HKDF-SHA256(ikm=S_link, salt="alcove-e2ee v1", info="auth"||room, 32)``."""
+    return _hkdf(s_link, _SALT, b"auth" + room.encode("utf-8"), 32)
+
+
+def _sign(priv: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
+    r, s = decode_dss_signature(priv.sign(data, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _verify(pub_raw_bytes: bytes, sig: bytes, data: bytes) -> bool:
+    if len(sig) != 64:
+        return False
+    pub = _load_pub(pub_raw_bytes)
+    der = encode_dss_signature(int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big"))
+    try:
+        pub.verify(der, data, ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _envelope(priv: ec.EllipticCurvePrivateKey, payload: Mapping[str, Any]) -> dict[str, Any]:
+    p = _dumps(payload)
+    return {"p": p, "sig": b64e(_sign(priv, p.encode("utf-8")))}
+
+
+def _parse_envelope(data: str | Mapping[str, Any]) -> tuple[str, bytes, dict[str, Any], Mapping[str, Any]]:
+    """Split an envelope into (p, sig, payload, envelope) without verifying it."""
+    try:
+        env: Any = json.loads(data) if isinstance(data, str) else data
+        if not isinstance(env, Mapping):
+            raise ValueError
+        p = env["p"]
+        sig = b64d(env["sig"])
+        if not isinstance(p, str):
+            raise ValueError
+        payload = json.loads(p)
+        if not isinstance(payload, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise SecurityCheckFailed("malformed message") from None
+    return p, sig, payload, env
+
+
+def _open(
+    data: str | Mapping[str, Any], room: str, kind: str, signer: bytes | None
+) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """Verify an envelope's signature (by ``signer``; None = by the payload's own ``ik``) and v/room/t."""
+    p, sig, payload, env = _parse_envelope(data)
+    if payload.get("v") != PROTOCOL_VERSION or payload.get("room") != room or payload.get("t") != kind:
+        raise SecurityCheckFailed(f"wrong version, room or kind for {kind}")
+    if signer is None:
+        try:
+            signer = b64d(payload["ik"])
+        except (KeyError, ValueError, TypeError):
+            raise SecurityCheckFailed("missing key") from None
+    if not _verify(signer, sig, p.encode("utf-8")):
+        raise SecurityCheckFailed(f"bad signature on {kind}")
+    return payload, env
+
+
+def message_kind(data: str | Mapping[str, Any]) -> str | None:
+    """The ``t`` of an envelope's payload (unverified!), for dispatching ``key`` messages."""
+    try:
+        _, _, payload, _ = _parse_envelope(data)
+    except SecurityCheckFailed:
+        return None
+    t = payload.get("t")
+    return t if isinstance(t, str) else None
+
+
+def _b64field(payload: Mapping[str, Any], name: str, length: int | None = None) -> bytes:
+    try:
+        out = b64d(payload[name])
+    except (KeyError, ValueError, TypeError):
+        raise SecurityCheckFailed(f"bad field {name}") from None
+    if length is not None and len(out) != length:
+        raise SecurityCheckFailed(f"bad length of {name}")
+    return out
+
+
+def _int_field(payload: Mapping[str, Any], name: str) -> int:
+    v = payload.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise SecurityCheckFailed(f"bad field {name}")
+    return v
+
+
+def _str_field(payload: Mapping[str, Any], name: str) -> str:
+    v = payload.get(name)
+    if not isinstance(v, str) or not v:
+        raise SecurityCheckFailed(f"bad field {name}")
+    return v
+
+
+# ---------------------------------------------------------------------------
+# Link fragment
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    token: str
+    s_link: bytes | None = None  # 32 bytes
+    tk: bytes | None = None  # 16 bytes
+
+
+def parse_link_fragment(fragment: str) -> LinkInfo:
+    """Parse ``#t=<token>&s=<b64 32 B>&tk=<b64 16 B>`` (``s``/``tk`` optional). Raises ``ValueError``."""
+    frag = fragment[1:] if fragment.startswith("#") else fragment
+    fields = dict(parse_qsl(frag, keep_blank_values=True))
+    token = fields.get("t", "")
+    if not token:
+        raise ValueError("the link has no token")
+    s = b64d(fields["s"]) if fields.get("s") else None
+    tk = b64d(fields["tk"]) if fields.get("tk") else None
+    if s is not None and len(s) != 32:
+        raise ValueError("bad link secret")
+    if tk is not None and len(tk) != 16:
+        raise ValueError("bad therapist key hash")
+    return LinkInfo(token, s, tk)
+
+
+def make_link_fragment(token: str, s_link: bytes | None = None, tk: bytes | None = None) -> str:
+    """Inverse of :func:`parse_link_fragment` (returns ``#t=…&s=…&tk=…``)."""
+    out = f"#t={token}"
+    if s_link is not None:
+        out += f"&s={b64e(s_link)}"
+    if tk is not None:
+        out += f"&tk={b64e(tk)}"
+    return out
+
+
+# ---------------------------------------------------------------------------
+# SAS
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SAS:
+    emoji: tuple[tuple[str, str], ...]  # 7 x (emoji, name)
+    decimal: tuple[int, int, int]  # each 1000..9191
+
+    @property
+    def indices(self) -> tuple[int, ...]:
+        return tuple(EMOJI.index(e) for e in self.emoji)
+
+    def as_text(self) -> str:
+        return " ".join(e for e, _ in self.emoji) + "  " + "-".join(str(d) for d in self.decimal)
+
+
+def sas(ik_p: bytes, ik_t: bytes, n_c: bytes, n_t: bytes, room: str) -> SAS:
+    """HKDF-SHA256(ikm=IK_P||IK_T||n_C||n_T, salt=empty, info="alcove-e2ee sas v1"||room, 6 bytes)."""
+    out = _hkdf(ik_p + ik_t + n_c + n_t, None, _SAS_INFO + room.encode("utf-8"), 6)
+    v = int.from_bytes(out, "big")  # 48 bits
+    emoji = tuple(EMOJI[(v >> (42 - 6 * i)) & 0x3F] for i in range(7))
+    d = tuple(((v >> (35 - 13 * i)) & 0x1FFF) + 1000 for i in range(3))
+    return SAS(emoji, (d[0], d[1], d[2]))
+
+
+# ---------------------------------------------------------------------------
+# Signed SDP
+# ---------------------------------------------------------------------------
+
+
+def sdp_fingerprints(sdp: str) -> list[str]:
+    """The values of every ``a=fingerprint:`` line, in order (e.g. ``"sha-256 AB:CD:…"``)."""
+    out = []
+    for line in sdp.split("\n"):
+        line = line.removesuffix("\r")
+        if line.startswith("a=fingerprint:"):
+            out.append(line[len("a=fingerprint:") :])
+    return out
+
+
+def sign_sdp(
+    ik: ec.EllipticCurvePrivateKey,
+    *,
+    room: str,
+    from_pid: str,
+    to_pid: str,
+    epoch: int,
+    sdp_type: str,
+    seq: int,
+    sdp: str,
+    ts: int | None = None,
+) -> str:
+    """The ``offer/answer.sig`` envelope for ``sdp``."""
+    if sdp_type not in ("offer", "answer"):
+        raise ValueError("sdp_type must be offer or answer")
+    payload = {
+        "v": PROTOCOL_VERSION,
+        "t": "sdp",
+        "room": room,
+        "from": from_pid,
+        "to": to_pid,
+        "epoch": epoch,
+        "type": sdp_type,
+        "seq": seq,
+        "ts": _now_ms() if ts is None else ts,
+        "sdp_sha256": b64e(_sha256(sdp.encode("utf-8"))),
+        "fingerprints": sdp_fingerprints(sdp),
+    }
+    return _dumps(_envelope(ik, payload))
+
+
+def verify_sdp(
+    sig: str | Mapping[str, Any] | None,
+    sdp: str,
+    *,
+    ik: bytes,
+    room: str,
+    from_pid: str,
+    to_pid: str,
+    sdp_type: str | None = None,
+    last_seq: int = -1,
+    now_ms: int | None = None,
+) -> dict[str, Any]:
+    """Verify a signed SDP; returns the payload (use its ``seq`` as the next ``last_seq``).
+
+    Raises :class:`SecurityCheckFailed`; call it BEFORE ``setRemoteDescription``.
+    """
+    if sig is None:
+        raise SecurityCheckFailed("unsigned SDP")
+    payload, _ = _open(sig, room, "sdp", ik)
+    if payload.get("from") != from_pid or payload.get("to") != to_pid:
+        raise SecurityCheckFailed("SDP for another peer")
+    if payload.get("type") not in ("offer", "answer") or (
+        sdp_type is not None and payload["type"] != sdp_type
+    ):
+        raise SecurityCheckFailed("wrong SDP type")
+    seq = _int_field(payload, "seq")
+    if seq <= last_seq:
+        raise SecurityCheckFailed("replayed SDP")
+    ts = payload.get("ts")
+    now = _now_ms() if now_ms is None else now_ms
+    if not isinstance(ts, int) or abs(ts - now) >= SDP_MAX_SKEW_MS:
+        raise SecurityCheckFailed("stale SDP")
+    if not hmac.compare_digest(_b64field(payload, "sdp_sha256", 32), _sha256(sdp.encode("utf-8"))):
+        raise SecurityCheckFailed("SDP was modified")
+    if payload.get("fingerprints") != sdp_fingerprints(sdp):
+        raise SecurityCheckFailed("DTLS fingerprint mismatch")
+    return payload
+
+
+# ---------------------------------------------------------------------------
+# KeyState: which SFrame keys to use
+# ---------------------------------------------------------------------------
+
+
+class KeyState:
+    """Glue between the key protocol and SFrame.
+
+    Epochs are installed decrypt-only (:meth:`install`), become the sending
+    epoch on :meth:`switch`, and older epochs are dropped :data:`RETIRE_AFTER`
+    seconds after the switch.  ``encrypt``/``decrypt`` are thread-safe and
+    return ``None`` when a frame must not be sent / must be dropped.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self.encryptor = FrameEncryptor()
+        self.decryptor = FrameDecryptor()
+        # epoch -> (base_key, own send idx or None, {pid: idx})
+        self._epochs: dict[int, tuple[bytes, int | None, dict[str, int]]] = {}
+        self._retire_at: dict[int, float] = {}
+        self.send_epoch: int | None = None
+        self.on_switch: list[Callable[[int], None]] = []  # e.g. force a keyframe
+        self.counters = {"encrypted": 0, "decrypted": 0, "failed": 0, "dropped": 0}
+
+    # -- key management --------------------------------------------------
+    def install(self, epoch: int, base_key: bytes, roster: Mapping[str, int], send_idx: int | None) -> None:
+        """Install ``epoch`` decrypt-only for every roster idx (``roster`` = {pid: idx})."""
+        with self._lock:
+            if epoch in self._epochs:
+                return
+            for idx in sorted(set(roster.values())):
+                self.decryptor.add_key(epoch, idx, base_key)
+            self._epochs[epoch] = (base_key, send_idx, dict(roster))
+
+    def switch(self, epoch: int) -> bool:
+        """Start sending with ``epoch``; older epochs stay decrypt-only for 5 s. False if unknown/old."""
+        with self._lock:
+            entry = self._epochs.get(epoch)
+            if entry is None or (self.send_epoch is not None and epoch <= self.send_epoch):
+                return False
+            base_key, send_idx, _ = entry
+            if send_idx is None:
+                self.encryptor.clear()
+            else:
+                self.encryptor.set_key(epoch, send_idx, base_key)
+            self.send_epoch = epoch
+            deadline = self._clock() + RETIRE_AFTER
+            for old in self._epochs:
+                if old < epoch:
+                    self._retire_at.setdefault(old, deadline)
+            callbacks = list(self.on_switch)
+        for cb in callbacks:
+            cb(epoch)
+        return True
+
+    def retire(self, epoch: int) -> None:
+        with self._lock:
+            self._retire_locked(epoch)
+
+    def _retire_locked(self, epoch: int) -> None:
+        self.decryptor.remove_epoch(epoch)
+        self._epochs.pop(epoch, None)
+        self._retire_at.pop(epoch, None)
+
+    def _retire_due(self) -> None:
+        if not self._retire_at:
+            return
+        now = self._clock()
+        for epoch, t in list(self._retire_at.items()):
+            if t <= now:
+                self._retire_locked(epoch)
+
+    def clear(self) -> None:
+        """Forget every key (removed / sent back to the waiting room): nothing is sent or decrypted."""
+        with self._lock:
+            self.encryptor.clear()
+            for epoch in list(self._epochs):
+                self._retire_locked(epoch)
+            self.send_epoch = None
+
+    def epochs(self) -> list[int]:
+        with self._lock:
+            self._retire_due()
+            return sorted(self._epochs)
+
+    def index_of(self, pid: str) -> int | None:
+        """Sender index of ``pid`` in the newest installed epoch that has it."""
+        with self._lock:
+            for epoch in sorted(self._epochs, reverse=True):
+                idx = self._epochs[epoch][2].get(pid)
+                if idx is not None:
+                    return idx
+        return None
+
+    def _indices_of(self, pid: str) -> list[int]:
+        with self._lock:
+            out: list[int] = []
+            for epoch in sorted(self._epochs, reverse=True):
+                idx = self._epochs[epoch][2].get(pid)
+                if idx is not None and idx not in out:
+                    out.append(idx)
+            return out
+
+    # -- media -------------------------------------------------------------
+    def encrypt(self, kind: FrameKind, frame: bytes) -> bytes | None:
+        """Protect one encoded frame; ``None`` = do not send (no key, counter exhausted)."""
+        with self._lock:
+            self._retire_due()
+        if not frame:
+            return b""
+        try:
+            out = self.encryptor.protect(kind, frame)
+        except SFrameError:
+            with self._lock:
+                self.counters["dropped"] += 1
+            return None
+        with self._lock:
+            self.counters["encrypted"] += 1
+        return out
+
+    def decrypt(self, kind: FrameKind, data: bytes, from_idx: int | None) -> bytes | None:
+        """Unprotect one frame from sender ``from_idx``; ``None`` = drop it (never pass ciphertext on)."""
+        with self._lock:
+            self._retire_due()
+        if not data:
+            return b""
+        out = self.decryptor.unprotect(kind, data, from_idx)
+        with self._lock:
+            self.counters["decrypted" if out is not None else "failed"] += 1
+        return out
+
+    def decrypt_from(self, kind: FrameKind, data: bytes, pid: str) -> bytes | None:
+        """Like :meth:`decrypt`, with the sender given by pid (looked up in the signed rosters)."""
+        idxs = self._indices_of(pid)
+        if not idxs:
+            with self._lock:
+                self.counters["failed"] += 1
+            return None
+        for i, idx in enumerate(idxs):
+            if i + 1 < len(idxs):
+                out = self.decryptor.unprotect(kind, data, idx)
+                if out is not None:
+                    with self._lock:
+                        self.counters["decrypted"] += 1
+                    return out
+            else:
+                return self.decrypt(kind, data, idx)
+        return None  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------
+# Therapist side
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class IntroInfo:
+    """A verified intro (the MAC is reported, not enforced: the UI shows it)."""
+
+    ik: bytes
+    dk: bytes
+    commit: bytes
+    ts: int
+    mac_ok: bool | None  # None: the therapist has no link secret for this room
+
+
+@dataclass
+class _Member:
+    intro: IntroInfo
+    n_t: bytes | None = None
+    n_c: bytes | None = None
+    sas: SAS | None = None
+    last_sdp_seq: int = -1
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    message: str  # the signed epoch envelope (send as key data with to: null)
+    roster: dict[str, int]  # pid -> idx
+    waiting_acks: set[str] = field(default_factory=set)
+    started: float = 0.0
+
+
+def _check_intro(room: str, intro: str | Mapping[str, Any], s_link: bytes | None) -> IntroInfo:
+    payload, env = _open(intro, room, "intro", None)
+    ik = _b64field(payload, "ik", 65)
+    dk = _b64field(payload, "dk", 65)
+    _load_pub(dk)
+    commit = _b64field(payload, "commit", 32)
+    ts = _int_field(payload, "ts")
+    mac_ok: bool | None = None
+    if s_link is not None:
+        mac = env.get("mac")
+        try:
+            mac_b = b64d(mac) if isinstance(mac, str) else b""
+        except ValueError:
+            mac_b = b""
+        want = hmac.new(k_auth(s_link, room), env["p"].encode("utf-8"), hashlib.sha256).digest()
+        mac_ok = hmac.compare_digest(mac_b, want)
+    return IntroInfo(ik, dk, commit, ts, mac_ok)
+
+
+class TherapistKeys:
+    """The key authority: IK_T, grants, reveals, epochs, switches and signed SDP for the therapist."""
+
+    def __init__(
+        self,
+        room: str,
+        pid: str,
+        ik: ec.EllipticCurvePrivateKey | None = None,
+        *,
+        s_link: bytes | None = None,
+        first_epoch: int | None = None,
+        keystate: KeyState | None = None,
+    ) -> None:
+        self.room = room
+        self.pid = pid
+        self.ik = ik if ik is not None else ec.generate_private_key(ec.SECP256R1())
+        self.ik_raw = pub_raw(self.ik)
+        self.tk = tk_of(self.ik_raw)
+        self.s_link = s_link
+        self.keystate = keystate if keystate is not None else KeyState()
+        self.members: dict[str, _Member] = {}
+        # Epoch numbers must grow across therapist reloads: start at the Unix time in seconds.
+        self._next_epoch = first_epoch if first_epoch is not None else max(1, int(time.time()))
+        self._indices: dict[str, int] = {}
+        self.pending: EpochResult | None = None
+        self.current: EpochResult | None = None
+        self._sdp_seq: dict[str, int] = {}
+
+    # -- admission ---------------------------------------------------------
+    def check_intro(self, pid: str, intro: str | Mapping[str, Any]) -> IntroInfo:
+        """Verify a waiting client's intro (from the ``queue``) and remember it for ``pid``."""
+        info = _check_intro(self.room, intro, self.s_link)
+        old = self.members.get(pid)
+        if old is not None and old.intro.ik != info.ik:
+            raise SecurityCheckFailed("the client's key changed")
+        if old is None:
+            self.members[pid] = _Member(info)
+        return info
+
+    def make_grant(self, pid: str) -> str:
+        """The ``admit.grant`` for ``pid`` (after :meth:`check_intro`)."""
+        member = self.members.get(pid)
+        if member is None:
+            raise SecurityCheckFailed("no verified intro for this client")
+        member.n_t = os.urandom(16)
+        member.n_c = None
+        member.sas = None
+        payload = {
+            "v": PROTOCOL_VERSION,
+            "t": "grant",
+            "room": self.room,
+            "pid": pid,
+            "ik_t": b64e(self.ik_raw),
+            "n_t": b64e(member.n_t),
+            "ts": _now_ms(),
+        }
+        return _dumps(_envelope(self.ik, payload))
+
+    def check_reveal(self, pid: str, data: str | Mapping[str, Any]) -> SAS:
+        """Verify the client's reveal (``key`` from ``pid``); returns the SAS to show."""
+        member = self.members.get(pid)
+        if member is None or member.n_t is None:
+            raise SecurityCheckFailed("reveal without grant")
+        payload, _ = _open(data, self.room, "reveal", member.intro.ik)
+        if payload.get("pid") != pid:
+            raise SecurityCheckFailed("reveal for another client")
+        n_c = _b64field(payload, "n_c", 16)
+        if not hmac.compare_digest(_sha256(n_c + member.intro.ik), member.intro.commit):
+            raise SecurityCheckFailed("commitment mismatch")
+        member.n_c = n_c
+        member.sas = sas(member.intro.ik, self.ik_raw, n_c, member.n_t, self.room)
+        return member.sas
+
+    def forget(self, pid: str) -> None:
+        """Drop a removed client (the next epoch will not include it)."""
+        self.members.pop(pid, None)
+        self._indices.pop(pid, None)
+        self._sdp_seq.pop(pid, None)
+
+    # -- therapist return (page reload) --------------------------------------
+    def export_state(self) -> str:
+        """Public session state to keep across a therapist reload (no secrets: keys are public halves).
+
+        Store it locally (never on the server); after the reload, :meth:`import_state` it into a new
+        TherapistKeys with the same IK_T and issue a new epoch to everyone still admitted.
+        """
+        members = {
+            pid: {
+                "ik": b64e(m.intro.ik),
+                "dk": b64e(m.intro.dk),
+                "commit": b64e(m.intro.commit),
+                "ts": m.intro.ts,
+                "mac_ok": m.intro.mac_ok,
+                "n_t": b64e(m.n_t) if m.n_t is not None else None,
+                "n_c": b64e(m.n_c) if m.n_c is not None else None,
+            }
+            for pid, m in self.members.items()
+        }
+        state = {
+            "v": PROTOCOL_VERSION,
+            "room": self.room,
+            "ik_t": b64e(self.ik_raw),
+            "next_epoch": self._next_epoch,
+            "indices": dict(self._indices),
+            "members": members,
+        }
+        return _dumps(state)
+
+    def import_state(self, data: str) -> None:
+        """Restore :meth:`export_state` output (same room and IK_T only)."""
+        try:
+            state = json.loads(data)
+            if (
+                state["v"] != PROTOCOL_VERSION
+                or state["room"] != self.room
+                or b64d(state["ik_t"]) != self.ik_raw
+            ):
+                raise ValueError("state of another room or identity")
+            for pid, m in state["members"].items():
+                info = IntroInfo(b64d(m["ik"]), b64d(m["dk"]), b64d(m["commit"]), int(m["ts"]), m["mac_ok"])
+                member = _Member(info)
+                member.n_t = b64d(m["n_t"]) if m["n_t"] else None
+                member.n_c = b64d(m["n_c"]) if m["n_c"] else None
+                if member.n_t is not None and member.n_c is not None:
+                    member.sas = sas(info.ik, self.ik_raw, member.n_c, member.n_t, self.room)
+                self.members[str(pid)] = member
+            self._indices.update({str(k): int(v) for k, v in state["indices"].items()})
+            self._next_epoch = max(self._next_epoch, int(state["next_epoch"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"bad therapist state: {e}") from None
+
+    # -- epochs --------------------------------------------------------------
+    def _assign(self, pids: list[str]) -> dict[str, int]:
+        for pid in list(self._indices):
+            if pid not in pids:
+                del self._indices[pid]
+        used = set(self._indices.values())
+        for pid in pids:
+            if pid not in self._indices:
+                free = next((i for i in range(1, MAX_MEMBERS) if i not in used), None)
+                if free is None:
+                    raise ValueError("too many members for one epoch")
+                self._indices[pid] = free
+                used.add(free)
+        return {pid: self._indices[pid] for pid in pids}
+
+    def make_epoch(self, pids: Iterable[str]) -> EpochResult:
+        """A new epoch for the admitted clients ``pids`` (everyone else gets no key).
+
+        Installs it decrypt-only in :attr:`keystate`; send ``result.message`` as
+        ``key`` data with ``to: null``, collect acks, then :meth:`make_switch`.
+        """
+        members = list(dict.fromkeys(pids))
+        for pid in members:
+            if pid not in self.members:
+                raise SecurityCheckFailed(f"no verified intro for {pid}")
+        epoch = self._next_epoch
+        self._next_epoch += 1
+        secret = os.urandom(32)
+        idx = self._assign(members)
+        roster = [{"pid": self.pid, "ik": b64e(self.ik_raw), "idx": 0}] + [
+            {"pid": pid, "ik": b64e(self.members[pid].intro.ik), "idx": idx[pid]} for pid in members
+        ]
+        info = _epoch_info(self.room, epoch)
+        wrapped = {
+            pid: b64e(_HPKE.encrypt(secret, _load_pub(self.members[pid].intro.dk), info=info))
+            for pid in members
+        }
+        payload = {
+            "v": PROTOCOL_VERSION,
+            "t": "epoch",
+            "room": self.room,
+            "epoch": epoch,
+            "roster": roster,
+            "issued_at": _now_ms(),
+            "wrapped": wrapped,
+        }
+        result = EpochResult(
+            epoch,
+            _dumps(_envelope(self.ik, payload)),
+            {self.pid: 0, **idx},
+            set(members),
+            time.monotonic(),
+        )
+        self.keystate.install(epoch, epoch_base_key(secret, self.room), result.roster, 0)
+        self.pending = result
+        return result
+
+    def check_ack(self, pid: str, data: str | Mapping[str, Any]) -> bool:
+        """Verify an ack; True once every member of the pending epoch has acked."""
+        member = self.members.get(pid)
+        if member is None:
+            raise SecurityCheckFailed("ack from an unknown client")
+        payload, _ = _open(data, self.room, "ack", member.intro.ik)
+        if payload.get("pid") != pid:
+            raise SecurityCheckFailed("ack for another client")
+        epoch = _int_field(payload, "epoch")
+        if self.pending is None or epoch != self.pending.epoch:
+            return False  # a late ack for an older epoch: ignore
+        self.pending.waiting_acks.discard(pid)
+        return not self.pending.waiting_acks
+
+    def switch_due(self, now: float | None = None) -> bool:
+        """True when the pending epoch should be switched to (all acks, or 1.5 s passed)."""
+        if self.pending is None:
+            return False
+        t = time.monotonic() if now is None else now
+        return not self.pending.waiting_acks or t - self.pending.started >= SWITCH_TIMEOUT
+
+    def make_switch(self) -> str:
+        """The signed switch for the pending epoch (key data, ``to: null``); switches our own sender."""
+        if self.pending is None:
+            raise ValueError("no pending epoch")
+        epoch = self.pending.epoch
+        payload = {"v": PROTOCOL_VERSION, "t": "switch", "room": self.room, "epoch": epoch, "ts": _now_ms()}
+        self.current, self.pending = self.pending, None
+        self.keystate.switch(epoch)
+        return _dumps(_envelope(self.ik, payload))
+
+    def handle_key(self, from_pid: str, data: str) -> SAS | bool | None:
+        """Dispatch a ``key`` message from a client: reveal -> SAS, ack -> all-acked flag."""
+        kind = message_kind(data)
+        if kind == "reveal":
+            return self.check_reveal(from_pid, data)
+        if kind == "ack":
+            return self.check_ack(from_pid, data)
+        raise SecurityCheckFailed("unexpected key message")
+
+    # -- SDP -----------------------------------------------------------------
+    @property
+    def epoch(self) -> int:
+        cur = self.current or self.pending
+        return cur.epoch if cur is not None else 0
+
+    def sign_sdp(self, to_pid: str, sdp_type: str, sdp: str) -> str:
+        seq = self._sdp_seq.get(to_pid, 0) + 1
+        self._sdp_seq[to_pid] = seq
+        return sign_sdp(
+            self.ik,
+            room=self.room,
+            from_pid=self.pid,
+            to_pid=to_pid,
+            epoch=self.epoch,
+            sdp_type=sdp_type,
+            seq=seq,
+            sdp=sdp,
+        )
+
+    def verify_sdp(self, from_pid: str, sdp_type: str, sdp: str, sig: str | None) -> None:
+        """Verify a client's offer/answer with the IK_P from its intro; raises SecurityCheckFailed."""
+        member = self.members.get(from_pid)
+        if member is None:
+            raise SecurityCheckFailed("SDP from an unknown client")
+        payload = verify_sdp(
+            sig,
+            sdp,
+            ik=member.intro.ik,
+            room=self.room,
+            from_pid=from_pid,
+            to_pid=self.pid,
+            sdp_type=sdp_type,
+            last_seq=member.last_sdp_seq,
+        )
+        member.last_sdp_seq = payload["seq"]
+
+
+def _epoch_info(room: str, epoch: int) -> bytes:
+    return _EPOCH_INFO + room.encode("utf-8") + epoch.to_bytes(4, "big")
+
+
+# ---------------------------------------------------------------------------
+# Client side
+# ---------------------------------------------------------------------------
+
+
+class ClientKeys:
+    """A client's ephemeral keys and its view of the therapist-signed state."""
+
+    def __init__(
+        self,
+        room: str,
+        link: LinkInfo | None = None,
+        *,
+        pid: str | None = None,
+        keystate: KeyState | None = None,
+    ) -> None:
+        self.room = room
+        self.pid = pid  # set from the server's welcome
+        self.link = link
+        self.ik = ec.generate_private_key(ec.SECP256R1())
+        self.ik_raw = pub_raw(self.ik)
+        self.dk = ec.generate_private_key(ec.SECP256R1())
+        self.dk_raw = pub_raw(self.dk)
+        self.n_c = os.urandom(16)
+        self.keystate = keystate if keystate is not None else KeyState()
+        self.ik_t: bytes | None = None
+        self.n_t: bytes | None = None
+        self.therapist_pid: str | None = None
+        self.newest_epoch = -1
+        self.roster: dict[str, tuple[bytes, int]] = {}  # pid -> (ik, idx) of the newest epoch
+        self._sdp_seq: dict[str, int] = {}
+        self._last_seq: dict[str, int] = {}
+
+    def make_intro(self) -> str:
+        """The ``hello.intro`` string."""
+        payload = {
+            "v": PROTOCOL_VERSION,
+            "t": "intro",
+            "room": self.room,
+            "ik": b64e(self.ik_raw),
+            "dk": b64e(self.dk_raw),
+            "commit": b64e(_sha256(self.n_c + self.ik_raw)),
+            "ts": _now_ms(),
+        }
+        env = _envelope(self.ik, payload)
+        s = self.link.s_link if self.link is not None else None
+        env["mac"] = (
+            b64e(hmac.new(k_auth(s, self.room), env["p"].encode("utf-8"), hashlib.sha256).digest())
+            if s is not None
+            else None
+        )
+        return _dumps(env)
+
+    def check_grant(self, grant: str | Mapping[str, Any] | None, pid: str | None = None) -> None:
+        """Verify the ``admitted.grant``; raises :class:`SecurityCheckFailed`."""
+        if pid is not None:
+            self.pid = pid
+        if grant is None:
+            raise SecurityCheckFailed("no grant")
+        _, _, unverified, _ = _parse_envelope(grant)
+        ik_t = _b64field(unverified, "ik_t", 65)
+        payload, _ = _open(grant, self.room, "grant", ik_t)
+        if self.link is not None and self.link.tk is not None:
+            if not hmac.compare_digest(tk_of(ik_t), self.link.tk):
+                raise SecurityCheckFailed("therapist key does not match the link")
+        if self.ik_t is not None and self.ik_t != ik_t:
+            raise SecurityCheckFailed("therapist key changed")
+        if self.pid is None or payload.get("pid") != self.pid:
+            raise SecurityCheckFailed("grant for another client")
+        self.ik_t = ik_t
+        self.n_t = _b64field(payload, "n_t", 16)
+
+    def make_reveal(self) -> str:
+        if self.n_t is None:
+            raise ValueError("no grant yet")
+        payload = {
+            "v": PROTOCOL_VERSION,
+            "t": "reveal",
+            "room": self.room,
+            "pid": self.pid,
+            "n_c": b64e(self.n_c),
+        }
+        return _dumps(_envelope(self.ik, payload))
+
+    def sas(self) -> SAS:
+        if self.ik_t is None or self.n_t is None:
+            raise ValueError("no grant yet")
+        return sas(self.ik_raw, self.ik_t, self.n_c, self.n_t, self.room)
+
+    def accept_epoch(self, data: str | Mapping[str, Any]) -> str | None:
+        """Install a therapist-signed epoch; returns the ack to send, or None if it is old (ignored).
+
+        Raises :class:`SecurityCheckFailed` for forged or malformed epochs, or
+        when this client is not in it (removed).
+        """
+        if self.ik_t is None:
+            raise SecurityCheckFailed("epoch before grant")
+        payload, _ = _open(data, self.room, "epoch", self.ik_t)
+        epoch = _int_field(payload, "epoch")
+        if epoch <= self.newest_epoch:
+            return None
+        if epoch >= 1 << 32:
+            raise SecurityCheckFailed("epoch out of range")
+        roster_in = payload.get("roster")
+        wrapped = payload.get("wrapped")
+        if not isinstance(roster_in, list) or not isinstance(wrapped, dict):
+            raise SecurityCheckFailed("bad epoch")
+        roster: dict[str, tuple[bytes, int]] = {}
+        seen_idx: set[int] = set()
+        therapist_pid: str | None = None
+        for entry in roster_in:
+            if not isinstance(entry, dict):
+                raise SecurityCheckFailed("bad roster")
+            pid = _str_field(entry, "pid")
+            ik = _b64field(entry, "ik", 65)
+            idx = _int_field(entry, "idx")
+            if idx >= MAX_MEMBERS or idx in seen_idx or pid in roster:
+                raise SecurityCheckFailed("bad roster")
+            seen_idx.add(idx)
+            roster[pid] = (ik, idx)
+            if idx == 0:
+                if ik != self.ik_t:
+                    raise SecurityCheckFailed("roster names another therapist key")
+                therapist_pid = pid
+        if therapist_pid is None:
+            raise SecurityCheckFailed("roster without therapist")
+        if (
+            self.pid not in roster
+            or roster[self.pid][0] != self.ik_raw
+            or not isinstance(wrapped.get(self.pid), str)
+        ):
+            raise SecurityCheckFailed("not a member of this epoch")
+        try:
+            secret = _HPKE.decrypt(b64d(wrapped[self.pid]), self.dk, info=_epoch_info(self.room, epoch))
+        except Exception:
+            raise SecurityCheckFailed("cannot unwrap the epoch key") from None
+        if len(secret) != 32:
+            raise SecurityCheckFailed("bad epoch key")
+        self.newest_epoch = epoch
+        self.roster = roster
+        self.therapist_pid = therapist_pid
+        self.keystate.install(
+            epoch,
+            epoch_base_key(secret, self.room),
+            {p: i for p, (_, i) in roster.items()},
+            roster[self.pid][1],
+        )
+        ack = {"v": PROTOCOL_VERSION, "t": "ack", "room": self.room, "pid": self.pid, "epoch": epoch}
+        return _dumps(_envelope(self.ik, ack))
+
+    def accept_switch(self, data: str | Mapping[str, Any]) -> bool:
+        """Apply a therapist-signed switch; False if old or for an epoch we do not have."""
+        if self.ik_t is None:
+            raise SecurityCheckFailed("switch before grant")
+        payload, _ = _open(data, self.room, "switch", self.ik_t)
+        return self.keystate.switch(_int_field(payload, "epoch"))
+
+    def handle_key(self, data: str) -> str | bool | None:
+        """Dispatch ``key`` data from the therapist: epoch -> ack string (or None), switch -> bool."""
+        kind = message_kind(data)
+        if kind == "epoch":
+            return self.accept_epoch(data)
+        if kind == "switch":
+            return self.accept_switch(data)
+        raise SecurityCheckFailed("unexpected key message")
+
+    def reset(self) -> None:
+        """Sent back to the waiting room: forget media keys (a re-admission brings a new grant/epoch)."""
+        self.keystate.clear()
+        self.n_t = None
+
+    # -- SDP -----------------------------------------------------------------
+    def _ik_of(self, pid: str) -> bytes:
+        if self.ik_t is not None and (
+            pid == self.therapist_pid or (self.therapist_pid is None and pid not in self.roster)
+        ):
+            return self.ik_t  # before the first epoch only the therapist can be a peer
+        entry = self.roster.get(pid)
+        if entry is None:
+            raise SecurityCheckFailed("SDP from a peer outside the signed roster")
+        return entry[0]
+
+    def sign_sdp(self, to_pid: str, sdp_type: str, sdp: str) -> str:
+        if self.pid is None:
+            raise ValueError("no pid yet")
+        seq = self._sdp_seq.get(to_pid, 0) + 1
+        self._sdp_seq[to_pid] = seq
+        return sign_sdp(
+            self.ik,
+            room=self.room,
+            from_pid=self.pid,
+            to_pid=to_pid,
+            epoch=max(self.newest_epoch, 0),
+            sdp_type=sdp_type,
+            seq=seq,
+            sdp=sdp,
+        )
+
+    def verify_sdp(self, from_pid: str, sdp_type: str, sdp: str, sig: str | None) -> None:
+        """Verify an offer/answer from ``from_pid`` (therapist: IK_T from the grant; others: the roster)."""
+        if self.pid is None:
+            raise SecurityCheckFailed("no pid yet")
+        payload = verify_sdp(
+            sig,
+            sdp,
+            ik=self._ik_of(from_pid),
+            room=self.room,
+            from_pid=from_pid,
+            to_pid=self.pid,
+            sdp_type=sdp_type,
+            last_seq=self._last_seq.get(from_pid, -1),
+        )
+        self._last_seq[from_pid] = payload["seq"]

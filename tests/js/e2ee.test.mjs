@@ -1,0 +1,286 @@
+// The E2EE key protocol in JS (web/static/js/e2ee.js): node --test tests/js/
+import test from "node:test";
+import assert from "node:assert/strict";
+import * as E from "../../web/static/js/e2ee.js";
+
+const ROOM = "r_test-room";
+const FP1 = "sha-256 " + Array(32).fill("AB").join(":");
+const FP2 = "sha-256 " + Array(32).fill("CD").join(":");
+const SDP = `v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:${FP1}\r\n`;
+const rnd = (n) => crypto.getRandomValues(new Uint8Array(n));
+const VP8_KEY = Uint8Array.from([0x50, 0x04, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, ...rnd(200)]);
+const VP8_DELTA = Uint8Array.from([0xb1, 0x01, 0x00, ...rnd(80)]);
+
+async function therapist(opts = {}) {
+  return E.TherapistKeys.create(ROOM, "p_therapist", { sLink: rnd(32), firstEpoch: 1, ...opts });
+}
+
+async function admit(t, pid, { tk = t.tk } = {}) {
+  const c = await E.ClientKeys.create(ROOM, E.parseLinkFragment(E.makeLinkFragment("tok", t.sLink, tk)));
+  const info = await t.checkIntro(pid, await c.makeIntro());
+  assert.equal(info.macOk, true);
+  await c.checkGrant(await t.makeGrant(pid), pid);
+  const sasT = await t.checkReveal(pid, await c.makeReveal());
+  assert.ok(E.sasEqual(await c.sas(), sasT));
+  return c;
+}
+
+async function runEpoch(t, clients) {
+  const res = await t.makeEpoch(Object.keys(clients));
+  let done = false;
+  for (const [pid, c] of Object.entries(clients)) {
+    const ack = await c.handleKey(res.message);
+    assert.equal(typeof ack, "string");
+    done = (await t.handleKey(pid, ack)) === true;
+  }
+  assert.ok(done && t.switchDue());
+  const sw = await t.makeSwitch();
+  for (const c of Object.values(clients)) assert.equal(await c.handleKey(sw), true);
+  return res.epoch;
+}
+
+function tamper(envStr, changes) {
+  const env = JSON.parse(envStr);
+  env.p = JSON.stringify({ ...JSON.parse(env.p), ...changes });
+  return JSON.stringify(env);
+}
+
+test("e2ee: link fragment, b64, k_auth", async () => {
+  const s = rnd(32);
+  const tk = rnd(16);
+  const link = E.parseLinkFragment(E.makeLinkFragment("abc.def", s, tk));
+  assert.equal(link.token, "abc.def");
+  assert.deepEqual(link.sLink, s);
+  assert.deepEqual(link.tk, tk);
+  assert.equal(E.parseLinkFragment("#t=xyz").sLink, null);
+  assert.throws(() => E.parseLinkFragment("#s=" + E.b64e(s)));
+  assert.throws(() => E.parseLinkFragment("#t=x&s=" + E.b64e(s.subarray(0, 16))));
+  assert.throws(() => E.b64d("a+b="));
+  assert.deepEqual(E.b64d(E.b64e(Uint8Array.of(0, 255, 254))), Uint8Array.of(0, 255, 254));
+  const k = await E.kAuth(s, ROOM);
+  assert.equal(k.length, 32);
+  assert.notDeepEqual(k, await E.kAuth(s, ROOM + "x"));
+  assert.equal(E.EMOJI.length, 64);
+  assert.equal(new Set(E.EMOJI.map((e) => e[0])).size, 64);
+});
+
+test("e2ee: full flow intro -> grant -> reveal -> SAS -> epoch -> ack -> switch, media", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const b = await admit(t, "p_b");
+  assert.ok(!E.sasEqual(await a.sas(), await b.sas()));
+  const s = await a.sas();
+  assert.equal(s.emoji.length, 7);
+  assert.ok(s.decimal.every((d) => d >= 1000 && d <= 9191));
+  const epoch = await runEpoch(t, { p_a: a, p_b: b });
+  assert.equal(a.therapistPid, "p_therapist");
+  assert.equal(a.keyState.sendEpoch, epoch);
+  for (const [kind, frame] of [["video", VP8_KEY], ["video", VP8_DELTA], ["audio", Uint8Array.of(0xfc, ...rnd(40))]]) {
+    const prot = await t.keyState.encrypt(kind, frame);
+    assert.ok(prot && prot.length > frame.length);
+    assert.deepEqual(await a.keyState.decrypt(kind, prot, 0), frame);
+    assert.deepEqual(await b.keyState.decryptFrom(kind, prot, "p_therapist"), frame);
+    assert.equal(await b.keyState.decrypt(kind, prot, a.roster.get("p_a").idx), null);
+  }
+  const pa = await a.keyState.encrypt("video", VP8_DELTA);
+  assert.deepEqual(await b.keyState.decryptFrom("video", pa, "p_a"), VP8_DELTA);
+  assert.deepEqual(await t.keyState.decryptFrom("video", pa, "p_a"), VP8_DELTA);
+});
+
+test("e2ee: no key no send; tampered frame dropped; worker messages posted", async () => {
+  const posted = [];
+  const ks = new E.KeyState({ post: (m) => posted.push(m) });
+  assert.equal(await ks.encrypt("video", VP8_KEY), null);
+  assert.equal(ks.counters.dropped, 1);
+  const t = await therapist({ keyState: ks });
+  const a = await admit(t, "p_a");
+  const epoch = await runEpoch(t, { p_a: a });
+  assert.deepEqual(posted.map((m) => m.type), ["keys", "switch"]);
+  assert.equal(posted[0].epoch, epoch);
+  assert.equal(posted[0].sendIdx, 0);
+  assert.deepEqual(Object.keys(posted[0].baseKeys).sort(), ["0", "1"]);
+  assert.equal(posted[0].baseKeys[0].length, 16);
+  const prot = await t.keyState.encrypt("video", VP8_KEY);
+  prot[20] ^= 1;
+  assert.equal(await a.keyState.decrypt("video", prot, 0), null);
+  assert.equal(a.keyState.counters.failed, 1);
+});
+
+test("e2ee: removed member cannot unwrap the next epoch; old epoch retired after 5 s", async () => {
+  let now = 1_000_000;
+  const t = await therapist({ keyState: new E.KeyState({ now: () => now }) });
+  const a = await admit(t, "p_a");
+  const b = await admit(t, "p_b");
+  const first = await runEpoch(t, { p_a: a, p_b: b });
+  t.forget("p_b");
+  const res = await t.makeEpoch(["p_a"]);
+  assert.ok(!("p_b" in JSON.parse(JSON.parse(res.message).p).wrapped));
+  await assert.rejects(b.acceptEpoch(res.message), E.SecurityCheckFailed);
+  assert.ok(await t.checkAck("p_a", await a.acceptEpoch(res.message)));
+  const sw = await t.makeSwitch();
+  assert.equal(await a.acceptSwitch(sw), true);
+  assert.equal(await b.acceptSwitch(sw), false);
+  const frame = await t.keyState.encrypt("video", VP8_DELTA);
+  assert.deepEqual(await a.keyState.decrypt("video", frame, 0), VP8_DELTA);
+  assert.equal(await b.keyState.decrypt("video", frame, 0), null);
+  const old = await b.keyState.encrypt("audio", Uint8Array.of(0xfc, 1, 2, 3));
+  assert.deepEqual(await t.keyState.decryptFrom("audio", old, "p_b"), Uint8Array.of(0xfc, 1, 2, 3));
+  now += 6000;
+  assert.ok(!t.keyState.epochs().includes(first));
+  const old2 = await b.keyState.encrypt("audio", Uint8Array.of(0xfc, 4));
+  assert.equal(await t.keyState.decrypt("audio", old2, 2), null);
+});
+
+test("e2ee: late joiner cannot decrypt the previous epoch", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  await runEpoch(t, { p_a: a });
+  const before = await t.keyState.encrypt("video", VP8_KEY);
+  assert.deepEqual(await a.keyState.decrypt("video", before, 0), VP8_KEY);
+  const late = await admit(t, "p_late");
+  await runEpoch(t, { p_a: a, p_late: late });
+  assert.equal(await late.keyState.decrypt("video", before, 0), null);
+  const after = await t.keyState.encrypt("video", VP8_KEY);
+  assert.deepEqual(await late.keyState.decrypt("video", after, 0), VP8_KEY);
+});
+
+test("e2ee: replayed old epochs are ignored", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const first = await t.makeEpoch(["p_a"]);
+  assert.ok(await a.acceptEpoch(first.message));
+  const second = await t.makeEpoch(["p_a"]);
+  assert.ok(await a.acceptEpoch(second.message));
+  assert.equal(await a.acceptEpoch(first.message), null);
+  assert.equal(await a.acceptEpoch(second.message), null);
+  assert.equal(a.newestEpoch, second.epoch);
+  assert.equal(await a.keyState.switch(second.epoch), true);
+  assert.equal(await a.keyState.switch(first.epoch), false);
+});
+
+test("e2ee: forged/tampered grant, tk mismatch, bad reveal refused", async () => {
+  const t = await therapist();
+  const c = await E.ClientKeys.create(ROOM, E.parseLinkFragment(E.makeLinkFragment("x", t.sLink, t.tk)));
+  await t.checkIntro("p_a", await c.makeIntro());
+  const grant = await t.makeGrant("p_a");
+  await assert.rejects(c.checkGrant(tamper(grant, { n_t: E.b64e(rnd(16)) }), "p_a"), E.SecurityCheckFailed);
+  await assert.rejects(c.checkGrant(grant, "p_other"), E.SecurityCheckFailed);
+  await assert.rejects(c.checkGrant(tamper(grant, { room: "other" }), "p_a"), E.SecurityCheckFailed);
+  await assert.rejects(c.checkGrant("not json", "p_a"), E.SecurityCheckFailed);
+  const mitm = await E.TherapistKeys.create(ROOM, "p_therapist");
+  await mitm.checkIntro("p_a", await c.makeIntro());
+  await assert.rejects(c.checkGrant(await mitm.makeGrant("p_a"), "p_a"), /security check failed/);
+  await c.checkGrant(grant, "p_a");
+  // tk in the link that matches nobody
+  const c2 = await E.ClientKeys.create(ROOM, E.parseLinkFragment(E.makeLinkFragment("x", t.sLink, rnd(16))));
+  await t.checkIntro("p_b", await c2.makeIntro());
+  await assert.rejects(c2.checkGrant(await t.makeGrant("p_b"), "p_b"), E.SecurityCheckFailed);
+  // A reveal of another nonce than the committed one
+  const c3 = await E.ClientKeys.create(ROOM);
+  assert.equal((await t.checkIntro("p_c", await c3.makeIntro())).macOk, false);
+  await c3.checkGrant(await t.makeGrant("p_c"), "p_c");
+  c3.nC = rnd(16);
+  await assert.rejects(t.checkReveal("p_c", await c3.makeReveal()), /commitment/);
+  await assert.rejects(t.checkIntro("p_d", tamper(await c3.makeIntro(), { ts: 1 })), E.SecurityCheckFailed);
+});
+
+test("e2ee: forged epoch / switch / ack refused", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const res = await t.makeEpoch(["p_a"]);
+  await assert.rejects(a.acceptEpoch(tamper(res.message, { epoch: res.epoch + 5 })), E.SecurityCheckFailed);
+  const mitm = await E.TherapistKeys.create(ROOM, "p_therapist", { firstEpoch: 50 });
+  await mitm.checkIntro("p_a", await a.makeIntro());
+  await assert.rejects(a.acceptEpoch((await mitm.makeEpoch(["p_a"])).message), E.SecurityCheckFailed);
+  await assert.rejects(a.acceptSwitch(await mitm.makeSwitch()), E.SecurityCheckFailed);
+  assert.equal(a.newestEpoch, -1);
+  const ack = await a.acceptEpoch(res.message);
+  await assert.rejects(t.checkAck("p_a", tamper(ack, { epoch: res.epoch + 1 })), E.SecurityCheckFailed);
+  assert.equal(await t.checkAck("p_a", ack), true);
+});
+
+test("e2ee: a middleman substituting its own intro and grant gets different SAS codes", async () => {
+  const t = await E.TherapistKeys.create(ROOM, "p_therapist");
+  const c = await E.ClientKeys.create(ROOM, E.parseLinkFragment("#t=tok"), { pid: "p_c" });
+  const mClient = await E.ClientKeys.create(ROOM, null, { pid: "p_c" });
+  const mTherapist = await E.TherapistKeys.create(ROOM, "p_therapist");
+  await t.checkIntro("p_c", await mClient.makeIntro());
+  await mTherapist.checkIntro("p_c", await c.makeIntro());
+  await mClient.checkGrant(await t.makeGrant("p_c"), "p_c");
+  await c.checkGrant(await mTherapist.makeGrant("p_c"), "p_c");
+  const sasCSide = await mTherapist.checkReveal("p_c", await c.makeReveal());
+  const sasTSide = await t.checkReveal("p_c", await mClient.makeReveal());
+  assert.ok(E.sasEqual(await c.sas(), sasCSide));
+  assert.ok(!E.sasEqual(await c.sas(), sasTSide));
+  assert.notDeepEqual((await c.sas()).decimal, sasTSide.decimal);
+});
+
+async function session() {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const b = await admit(t, "p_b");
+  await runEpoch(t, { p_a: a, p_b: b });
+  return { t, a, b };
+}
+
+test("e2ee: signed SDP round trip and refusals", async () => {
+  const { t, a, b } = await session();
+  assert.deepEqual(E.sdpFingerprints(SDP), [FP1]);
+  await a.verifySdp("p_therapist", "offer", SDP, await t.signSdp("p_a", "offer", SDP));
+  await t.verifySdp("p_a", "answer", SDP, await a.signSdp("p_therapist", "answer", SDP));
+  await b.verifySdp("p_a", "offer", SDP, await a.signSdp("p_b", "offer", SDP));
+  const sig = await t.signSdp("p_a", "offer", SDP);
+  const swapped = SDP.replace(FP1, FP2);
+  await assert.rejects(a.verifySdp("p_therapist", "offer", swapped, sig), E.SecurityCheckFailed);
+  await assert.rejects(a.verifySdp("p_therapist", "offer", SDP, null), E.SecurityCheckFailed);
+  await assert.rejects(b.verifySdp("p_therapist", "offer", SDP, sig), E.SecurityCheckFailed);
+  await assert.rejects(a.verifySdp("p_therapist", "answer", SDP, sig), E.SecurityCheckFailed);
+  const mitm = await E.TherapistKeys.create(ROOM, "p_therapist");
+  await assert.rejects(
+    a.verifySdp("p_therapist", "offer", swapped, await mitm.signSdp("p_a", "offer", swapped)),
+    E.SecurityCheckFailed,
+  );
+  // Signed fingerprints that differ from the SDP's lines (hash matches) are refused.
+  const lying = await E.signSdp(t.identity.privateKey, { room: ROOM, from: "p_therapist", to: "p_a", epoch: 1,
+    type: "offer", seq: 50, sdp: swapped });
+  const env = JSON.parse(lying);
+  env.p = JSON.stringify({ ...JSON.parse(env.p), fingerprints: [FP1] });
+  await assert.rejects(a.verifySdp("p_therapist", "offer", swapped, JSON.stringify(env)), E.SecurityCheckFailed);
+  const lyingSigned = JSON.parse(lying);
+  const p = { ...JSON.parse(lyingSigned.p), fingerprints: [FP1] };
+  await assert.rejects(
+    E.verifySdp(JSON.stringify({ p: JSON.stringify(p), sig: lyingSigned.sig }), swapped, { ik: t.ikRaw, room: ROOM,
+      from: "p_therapist", to: "p_a" }),
+    /security check failed/,
+  );
+  await a.verifySdp("p_therapist", "offer", SDP, sig);
+  await assert.rejects(a.verifySdp("p_therapist", "offer", SDP, sig), /replayed/);
+  const old = await E.signSdp(t.identity.privateKey, { room: ROOM, from: "p_therapist", to: "p_a", epoch: 1,
+    type: "offer", seq: 1000, sdp: SDP, ts: 1 });
+  await assert.rejects(a.verifySdp("p_therapist", "offer", SDP, old), /stale/);
+  const outsider = await E.ClientKeys.create(ROOM, null, { pid: "p_x" });
+  await assert.rejects(a.verifySdp("p_x", "offer", SDP, await outsider.signSdp("p_a", "offer", SDP)), E.SecurityCheckFailed);
+});
+
+test("e2ee: a client sent back to the waiting room loses its keys", async () => {
+  const { t, a } = await session();
+  a.reset();
+  const frame = await t.keyState.encrypt("video", VP8_DELTA);
+  assert.equal(await a.keyState.decrypt("video", frame, 0), null);
+  assert.equal(await a.keyState.encrypt("video", VP8_DELTA), null);
+});
+
+test("e2ee: therapist return (reload) re-issues an epoch from the saved public state", async () => {
+  const { t, a, b } = await session();
+  const saved = t.exportState();
+  const oldEpoch = a.newestEpoch;
+  const t2 = await E.TherapistKeys.create(ROOM, "p_therapist", { identity: t.identity, sLink: t.sLink, firstEpoch: 1 });
+  await t2.importState(saved);
+  assert.ok(E.sasEqual(t2.members.get("p_a").sas, await a.sas()));
+  const epoch = await runEpoch(t2, { p_a: a, p_b: b });
+  assert.ok(epoch > oldEpoch);
+  const frame = await t2.keyState.encrypt("video", VP8_KEY);
+  assert.deepEqual(await a.keyState.decrypt("video", frame, 0), VP8_KEY);
+  const other = await E.TherapistKeys.create(ROOM, "p_therapist");
+  await assert.rejects(other.importState(saved), TypeError);
+});

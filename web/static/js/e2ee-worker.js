@@ -1,0 +1,223 @@
+// Alcove media E2EE worker: SFrame (sframe.js) on encoded frames.
+//
+// Start ONE per page, as a module worker, shared by every transform of every
+// RTCPeerConnection, so SFrame counters continue across transform rebuilds:
+//   const worker = new Worker("/js/e2ee-worker.js", {type: "module"});
+//
+// Two ways to attach it (use exactly one per RTCPeerConnection):
+//   - RTCRtpScriptTransform (preferred):
+//       sender.transform = new RTCRtpScriptTransform(worker, {operation: "encrypt", kind: "video"});
+//       receiver.transform = new RTCRtpScriptTransform(worker, {operation: "decrypt", kind: "video", peer: pid});
+//     Receiver transforms must be attached BEFORE negotiation (see webrtc-notes §5).
+//   - Legacy Chrome createEncodedStreams (PC created with {encodedInsertableStreams: true}):
+//       const {readable, writable} = sender.createEncodedStreams();
+//       worker.postMessage({type: "transform", readable, writable, options: {...}}, [readable, writable]);
+//
+// options: {operation: "encrypt" | "decrypt", kind: "audio" | "video", peer?: pid (string) | sender idx (number)}.
+//
+// Key updates (normally posted by e2ee.js KeyState's `post`):
+//   {type: "keys", epoch, sendIdx, baseKeys: {idx: Uint8Array(16)}, roster?: {pid: idx}}  install decrypt-only
+//   {type: "switch", epoch}    start sending with epoch (older epochs dropped 5 s later)
+//   {type: "retire", epoch}    drop an epoch now
+//   {type: "clear"}            drop everything (nothing is sent or decrypted any more)
+//
+// Fail closed: no sending key -> the frame is dropped (never sent in clear); a frame that does not
+// decrypt is dropped (never enqueued). Empty frames pass unchanged.
+// Every second the worker posts {type: "stats", sendEpoch, epochs, peers: {peer: {encrypted,
+// decrypted, failed, dropped}}} to the page (for the health badge).
+
+import { FrameDecryptor, FrameEncryptor } from "./sframe.js";
+
+const RETIRE_AFTER_MS = 5000;
+
+const encryptor = new FrameEncryptor();
+const decryptor = new FrameDecryptor();
+/** @type {Map<number, {sendIdx: number | null, baseKeys: Map<number, Uint8Array>, roster: Record<string, number>}>} */
+const epochs = new Map();
+/** @type {number | null} */
+let sendEpoch = null;
+/** @type {Map<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
+const stats = new Map();
+/** @type {Set<any>} live encrypt transformers (RTCRtpScriptTransform), for keyframe requests */
+const senders = new Set();
+/** @type {Promise<void>} key updates are applied in order */
+let chain = Promise.resolve();
+
+/** @param {string} peer */
+function statsFor(peer) {
+  let s = stats.get(peer);
+  if (!s) {
+    s = { encrypted: 0, decrypted: 0, failed: 0, dropped: 0 };
+    stats.set(peer, s);
+  }
+  return s;
+}
+
+/** @param {any} v @returns {Uint8Array} */
+function bytes(v) {
+  if (v instanceof Uint8Array) return v;
+  if (v instanceof ArrayBuffer) return new Uint8Array(v);
+  if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  throw new TypeError("expected bytes");
+}
+
+/** Sender indices that `peer` (pid or idx) may use, newest epoch first. @param {any} peer @returns {number[] | null} */
+function indicesOf(peer) {
+  if (peer === undefined || peer === null) return null; // any roster member
+  if (typeof peer === "number") return [peer];
+  const out = [];
+  for (const e of [...epochs.keys()].sort((a, b) => b - a)) {
+    const idx = /** @type {any} */ (epochs.get(e)).roster[peer];
+    if (idx !== undefined && !out.includes(idx)) out.push(idx);
+  }
+  return out;
+}
+
+/** @param {number} epoch */
+function retire(epoch) {
+  decryptor.removeEpoch(epoch);
+  epochs.delete(epoch);
+}
+
+/** @param {any} msg */
+async function applyKeys(msg) {
+  switch (msg.type) {
+    case "keys": {
+      const epoch = Number(msg.epoch);
+      if (epochs.has(epoch)) return;
+      /** @type {Map<number, Uint8Array>} */
+      const baseKeys = new Map();
+      for (const [idx, key] of Object.entries(msg.baseKeys ?? {})) baseKeys.set(Number(idx), bytes(key));
+      for (const [idx, key] of baseKeys) await decryptor.addKey(epoch, idx, key);
+      epochs.set(epoch, { sendIdx: msg.sendIdx ?? null, baseKeys, roster: { ...(msg.roster ?? {}) } });
+      return;
+    }
+    case "switch": {
+      const epoch = Number(msg.epoch);
+      const entry = epochs.get(epoch);
+      if (!entry || (sendEpoch !== null && epoch <= sendEpoch)) return;
+      const key = entry.sendIdx === null ? undefined : entry.baseKeys.get(entry.sendIdx);
+      if (entry.sendIdx === null || !key) encryptor.clear();
+      else await encryptor.setKey(epoch, entry.sendIdx, key);
+      sendEpoch = epoch;
+      for (const old of [...epochs.keys()]) {
+        if (old < epoch) setTimeout(() => retire(old), RETIRE_AFTER_MS);
+      }
+      for (const t of senders) {
+        try {
+          await t.generateKeyFrame?.();
+        } catch {
+          // not supported for this kind / no frames yet
+        }
+      }
+      return;
+    }
+    case "retire":
+      retire(Number(msg.epoch));
+      return;
+    case "clear":
+      encryptor.clear();
+      for (const e of [...epochs.keys()]) retire(e);
+      sendEpoch = null;
+      return;
+    default:
+      return;
+  }
+}
+
+/**
+ * @param {ReadableStream} readable @param {WritableStream} writable
+ * @param {{operation: string, kind: "audio" | "video", peer?: string | number}} options
+ * @param {any} [transformer]
+ */
+function handle(readable, writable, options, transformer) {
+  const kind = options.kind === "audio" ? "audio" : "video";
+  if (options.operation === "encrypt") {
+    const s = statsFor("self");
+    if (transformer) senders.add(transformer);
+    const ts = new TransformStream({
+      async transform(frame, controller) {
+        const data = new Uint8Array(frame.data);
+        if (data.length === 0) {
+          controller.enqueue(frame);
+          return;
+        }
+        let out;
+        try {
+          out = await encryptor.protect(kind, data);
+        } catch {
+          s.dropped++; // no key (or counter exhausted): never send in clear
+          return;
+        }
+        frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+        s.encrypted++;
+        controller.enqueue(frame);
+      },
+    });
+    readable
+      .pipeThrough(ts)
+      .pipeTo(writable)
+      .catch(() => {})
+      .finally(() => senders.delete(transformer));
+    return;
+  }
+  const peer = options.peer === undefined || options.peer === null ? "any" : String(options.peer);
+  const s = statsFor(peer);
+  const ts = new TransformStream({
+    async transform(frame, controller) {
+      const data = new Uint8Array(frame.data);
+      if (data.length === 0) {
+        controller.enqueue(frame);
+        return;
+      }
+      if (epochs.size === 0) {
+        s.dropped++; // no key yet
+        return;
+      }
+      const idxs = indicesOf(options.peer);
+      let out = null;
+      if (idxs === null) {
+        out = await decryptor.unprotect(kind, data, null);
+      } else {
+        for (const idx of idxs) {
+          out = await decryptor.unprotect(kind, data, idx);
+          if (out !== null) break;
+        }
+      }
+      if (out === null) {
+        s.failed++; // drop: never enqueue a frame that did not authenticate
+        return;
+      }
+      frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+      s.decrypted++;
+      controller.enqueue(frame);
+    },
+  });
+  readable.pipeThrough(ts).pipeTo(writable).catch(() => {});
+}
+
+// RTCRtpScriptTransform
+// @ts-ignore - worker global
+self.onrtctransform = (/** @type {any} */ event) => {
+  const t = event.transformer;
+  handle(t.readable, t.writable, t.options ?? {}, t);
+};
+
+self.onmessage = (/** @type {MessageEvent} */ event) => {
+  const msg = event.data ?? {};
+  if (msg.type === "transform") {
+    // Legacy createEncodedStreams: the page transfers the streams.
+    handle(msg.readable, msg.writable, msg.options ?? {});
+    return;
+  }
+  chain = chain.then(() => applyKeys(msg)).catch((e) => {
+    self.postMessage({ type: "error", message: String(e?.message ?? e) });
+  });
+};
+
+setInterval(() => {
+  /** @type {Record<string, any>} */
+  const peers = {};
+  for (const [k, v] of stats) peers[k] = { ...v };
+  self.postMessage({ type: "stats", sendEpoch, epochs: [...epochs.keys()].sort((a, b) => a - b), peers });
+}, 1000);

@@ -1,0 +1,1068 @@
+// Alcove E2EE key protocol (v1), on WebCrypto: intro, grant, reveal, SAS, epochs,
+// switch, signed SDP, and the KeyState glue to SFrame (sframe.js / e2ee-worker.js).
+//
+// Vanilla ES module: no DOM. Works in a page, a Worker and Node >= 20. The same
+// protocol is implemented in peer/e2ee.py; tests/unit/test_e2ee_interop.py runs
+// the two against each other. The protocol is written down in docs/security.md.
+//
+// Every message that crosses the signaling server is an opaque JSON string
+// {"p": "<payload JSON string>", "sig": "<b64url raw r||s>"} (the intro also has
+// "mac"); signatures are over the UTF-8 bytes of p, so nobody canonicalises JSON.
+
+import * as S from "./sframe.js";
+import * as H from "./hpke.js";
+
+const subtle = globalThis.crypto.subtle;
+const te = new TextEncoder();
+
+export const PROTOCOL_VERSION = 1;
+/** Old epoch stays decrypt-only this long after a switch (ms). */
+export const RETIRE_AFTER_MS = 5000;
+/** The therapist switches after all acks or after this long (ms). */
+export const SWITCH_TIMEOUT_MS = 1500;
+/** Maximum clock difference accepted on signed SDP (ms). */
+export const SDP_MAX_SKEW_MS = 5 * 60 * 1000;
+export const MAX_MEMBERS = 16;
+
+const SALT = te.encode("alcove-e2ee v1");
+const SAS_INFO = te.encode("alcove-e2ee sas v1");
+const EPOCH_INFO = te.encode("alcove-e2ee epoch");
+const ECDSA = { name: "ECDSA", namedCurve: "P-256" };
+const ECDSA_SIGN = { name: "ECDSA", hash: "SHA-256" };
+
+/** The 64 SAS emoji (Matrix SAS list) as [emoji, English name]; identical to peer/e2ee.py EMOJI.
+ * @type {ReadonlyArray<readonly [string, string]>} */
+export const EMOJI = Object.freeze([
+  ["\ud83d\udc36", "Dog"], ["\ud83d\udc31", "Cat"], ["\ud83e\udd81", "Lion"], ["\ud83d\udc0e", "Horse"],
+  ["\ud83e\udd84", "Unicorn"], ["\ud83d\udc37", "Pig"], ["\ud83d\udc18", "Elephant"], ["\ud83d\udc30", "Rabbit"],
+  ["\ud83d\udc3c", "Panda"], ["\ud83d\udc13", "Rooster"], ["\ud83d\udc27", "Penguin"], ["\ud83d\udc22", "Turtle"],
+  ["\ud83d\udc1f", "Fish"], ["\ud83d\udc19", "Octopus"], ["\ud83e\udd8b", "Butterfly"], ["\ud83c\udf37", "Flower"],
+  ["\ud83c\udf33", "Tree"], ["\ud83c\udf35", "Cactus"], ["\ud83c\udf44", "Mushroom"], ["\ud83c\udf0f", "Globe"],
+  ["\ud83c\udf19", "Moon"], ["\u2601\ufe0f", "Cloud"], ["\ud83d\udd25", "Fire"], ["\ud83c\udf4c", "Banana"],
+  ["\ud83c\udf4e", "Apple"], ["\ud83c\udf53", "Strawberry"], ["\ud83c\udf3d", "Corn"], ["\ud83c\udf55", "Pizza"],
+  ["\ud83c\udf82", "Cake"], ["\u2764\ufe0f", "Heart"], ["\ud83d\ude00", "Smiley"], ["\ud83e\udd16", "Robot"],
+  ["\ud83c\udfa9", "Hat"], ["\ud83d\udc53", "Glasses"], ["\ud83d\udd27", "Spanner"], ["\ud83c\udf85", "Santa"],
+  ["\ud83d\udc4d", "Thumbs Up"], ["\u2602\ufe0f", "Umbrella"], ["\u231b", "Hourglass"], ["\u23f0", "Clock"],
+  ["\ud83c\udf81", "Gift"], ["\ud83d\udca1", "Light Bulb"], ["\ud83d\udcd5", "Book"], ["\u270f\ufe0f", "Pencil"],
+  ["\ud83d\udcce", "Paperclip"], ["\u2702\ufe0f", "Scissors"], ["\ud83d\udd12", "Lock"], ["\ud83d\udd11", "Key"],
+  ["\ud83d\udd28", "Hammer"], ["\u260e\ufe0f", "Telephone"], ["\ud83c\udfc1", "Flag"], ["\ud83d\ude82", "Train"],
+  ["\ud83d\udeb2", "Bicycle"], ["\u2708\ufe0f", "Aeroplane"], ["\ud83d\ude80", "Rocket"], ["\ud83c\udfc6", "Trophy"],
+  ["\u26bd", "Ball"], ["\ud83c\udfb8", "Guitar"], ["\ud83c\udfba", "Trumpet"], ["\ud83d\udd14", "Bell"],
+  ["\u2693", "Anchor"], ["\ud83c\udfa7", "Headphones"], ["\ud83d\udcc1", "Folder"], ["\ud83d\udccc", "Pin"],
+]);
+
+/** A signed message or SDP did not verify. The UI shows "security check failed". */
+export class SecurityCheckFailed extends Error {
+  /** @param {string} [detail] */
+  constructor(detail = "") {
+    super(detail ? `security check failed: ${detail}` : "security check failed");
+    this.name = "SecurityCheckFailed";
+    this.detail = detail;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Encodings and primitives
+// ---------------------------------------------------------------------------
+
+/** base64url without padding. @param {Uint8Array} bytes @returns {string} */
+export function b64e(bytes) {
+  let bin = "";
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+/** Strict inverse of b64e; throws TypeError. @param {string} text @returns {Uint8Array} */
+export function b64d(text) {
+  if (typeof text !== "string" || !/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1)
+    throw new TypeError("not base64url");
+  const bin = atob(text.replace(/-/g, "+").replace(/_/g, "/") + "=".repeat((4 - (text.length % 4)) % 4));
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  if (b64e(out) !== text) throw new TypeError("non-canonical base64url");
+  return out;
+}
+
+/** @param {Uint8Array} a @param {Uint8Array} b */
+function eq(a, b) {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
+  return d === 0;
+}
+
+/** @param {Uint8Array} data @returns {Promise<Uint8Array>} */
+async function sha256(data) {
+  return new Uint8Array(await subtle.digest("SHA-256", data));
+}
+
+/** HKDF-SHA256 (empty salt = 32 zero bytes, as in Python). */
+async function hkdf(/** @type {Uint8Array} */ ikm, /** @type {Uint8Array} */ salt, /** @type {Uint8Array} */ info,
+  /** @type {number} */ length) {
+  return S.hkdfExpand("SHA-256", await S.hkdfExtract("SHA-256", salt, ikm), info, length);
+}
+
+/** @param {Uint8Array} key @param {Uint8Array} data @returns {Promise<Uint8Array>} */
+async function hmacSha256(key, data) {
+  const k = await subtle.importKey("raw", key, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+  return new Uint8Array(await subtle.sign("HMAC", k, data));
+}
+
+/** Uncompressed SEC1 point (65 bytes) of a public CryptoKey. @param {CryptoKey} key */
+export async function pubRaw(key) {
+  return new Uint8Array(await subtle.exportKey("raw", key));
+}
+
+/** The link's tk: first 16 bytes of SHA-256(raw IK_T). @param {Uint8Array} ikRaw */
+export async function tkOf(ikRaw) {
+  return (await sha256(ikRaw)).subarray(0, 16);
+}
+
+/** K_auth = HKDF-SHA256(ikm=S_link, salt="alcove-e2ee v1", info="auth"||room, 32).
+ * @param {Uint8Array} sLink @param {string} room */
+export async function kAuth(sLink, room) {
+  return hkdf(sLink, SALT, S.concat(te.encode("auth"), te.encode(room)), 32);
+}
+
+/** @param {Uint8Array} raw @returns {Promise<CryptoKey>} */
+async function importVerifyKey(raw) {
+  if (!(raw instanceof Uint8Array) || raw.length !== 65 || raw[0] !== 0x04) throw new SecurityCheckFailed("bad public key");
+  try {
+    return await subtle.importKey("raw", raw, ECDSA, true, ["verify"]);
+  } catch {
+    throw new SecurityCheckFailed("bad public key");
+  }
+}
+
+/** A fresh ECDSA P-256 identity (non-extractable private key). @returns {Promise<CryptoKeyPair>} */
+export async function generateIdentity() {
+  return /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDSA, false, ["sign", "verify"]));
+}
+
+/**
+ * The therapist's long-term IK_T, kept as a non-extractable CryptoKey in IndexedDB (one per device).
+ * @param {{dbName?: string, id?: string}} [opts] @returns {Promise<CryptoKeyPair>}
+ */
+export async function loadOrCreateIdentity(opts = {}) {
+  const dbName = opts.dbName ?? "alcove-e2ee";
+  const id = opts.id ?? "ik_t";
+  const idb = globalThis.indexedDB;
+  if (!idb) throw new Error("IndexedDB is not available");
+  /** @type {IDBDatabase} */
+  const db = await new Promise((resolve, reject) => {
+    const req = idb.open(dbName, 1);
+    req.onupgradeneeded = () => req.result.createObjectStore("keys");
+    req.onsuccess = () => resolve(req.result);
+    req.onerror = () => reject(req.error);
+  });
+  /** @param {IDBTransactionMode} mode @param {(s: IDBObjectStore) => IDBRequest} fn */
+  const run = (mode, fn) =>
+    new Promise((resolve, reject) => {
+      const req = fn(db.transaction("keys", mode).objectStore("keys"));
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+  try {
+    const found = /** @type {CryptoKeyPair | undefined} */ (await run("readonly", (s) => s.get(id)));
+    if (found && found.privateKey && found.publicKey) return found;
+    const pair = await generateIdentity();
+    await run("readwrite", (s) => s.put({ privateKey: pair.privateKey, publicKey: pair.publicKey }, id));
+    return pair;
+  } finally {
+    db.close();
+  }
+}
+
+/** @param {CryptoKey} priv @param {Uint8Array} data @returns {Promise<Uint8Array>} */
+async function sign(priv, data) {
+  return new Uint8Array(await subtle.sign(ECDSA_SIGN, priv, data));
+}
+
+/** @param {Uint8Array} pub @param {Uint8Array} sig @param {Uint8Array} data */
+async function verify(pub, sig, data) {
+  if (sig.length !== 64) return false;
+  const key = await importVerifyKey(pub);
+  return subtle.verify(ECDSA_SIGN, key, sig, data);
+}
+
+/** @typedef {{p: string, sig: string, mac?: string | null}} Envelope */
+/** @typedef {Record<string, any>} Payload */
+
+/** @param {CryptoKey} priv @param {Payload} payload @returns {Promise<Envelope>} */
+async function envelope(priv, payload) {
+  const p = JSON.stringify(payload);
+  return { p, sig: b64e(await sign(priv, te.encode(p))) };
+}
+
+/** @param {string | Envelope} data @returns {{p: string, sig: Uint8Array, payload: Payload, env: Envelope}} */
+function parseEnvelope(data) {
+  try {
+    const env = typeof data === "string" ? JSON.parse(data) : data;
+    if (!env || typeof env !== "object" || typeof env.p !== "string") throw new Error();
+    const sig = b64d(env.sig);
+    const payload = JSON.parse(env.p);
+    if (!payload || typeof payload !== "object" || Array.isArray(payload)) throw new Error();
+    return { p: env.p, sig, payload, env };
+  } catch {
+    throw new SecurityCheckFailed("malformed message");
+  }
+}
+
+/**
+ * Verify an envelope (signer null = the payload's own "ik") and its v/room/t.
+ * @param {string | Envelope} data @param {string} room @param {string} kind @param {Uint8Array | null} signer
+ */
+async function openEnvelope(data, room, kind, signer) {
+  const { p, sig, payload, env } = parseEnvelope(data);
+  if (payload.v !== PROTOCOL_VERSION || payload.room !== room || payload.t !== kind)
+    throw new SecurityCheckFailed(`wrong version, room or kind for ${kind}`);
+  const key = signer ?? b64field(payload, "ik", 65);
+  if (!(await verify(key, sig, te.encode(p)))) throw new SecurityCheckFailed(`bad signature on ${kind}`);
+  return { payload, env };
+}
+
+/** The payload's "t" (UNVERIFIED), to dispatch key messages. @param {string | Envelope} data */
+export function messageKind(data) {
+  try {
+    const t = parseEnvelope(data).payload.t;
+    return typeof t === "string" ? t : null;
+  } catch {
+    return null;
+  }
+}
+
+/** @param {Payload} payload @param {string} name @param {number} [length] @returns {Uint8Array} */
+function b64field(payload, name, length) {
+  let out;
+  try {
+    out = b64d(payload[name]);
+  } catch {
+    throw new SecurityCheckFailed(`bad field ${name}`);
+  }
+  if (length !== undefined && out.length !== length) throw new SecurityCheckFailed(`bad length of ${name}`);
+  return out;
+}
+
+/** @param {Payload} payload @param {string} name @returns {number} */
+function intField(payload, name) {
+  const v = payload[name];
+  if (!Number.isSafeInteger(v) || v < 0) throw new SecurityCheckFailed(`bad field ${name}`);
+  return v;
+}
+
+/** @param {Payload} payload @param {string} name @returns {string} */
+function strField(payload, name) {
+  const v = payload[name];
+  if (typeof v !== "string" || !v) throw new SecurityCheckFailed(`bad field ${name}`);
+  return v;
+}
+
+// ---------------------------------------------------------------------------
+// Link fragment
+// ---------------------------------------------------------------------------
+
+/** @typedef {{token: string, sLink: Uint8Array | null, tk: Uint8Array | null}} LinkInfo */
+
+/**
+ * Parse "#t=<token>&s=<b64 32 B>&tk=<b64 16 B>" (s and tk optional). Throws TypeError.
+ * @param {string} fragment @returns {LinkInfo}
+ */
+export function parseLinkFragment(fragment) {
+  const params = new URLSearchParams(fragment.startsWith("#") ? fragment.slice(1) : fragment);
+  const token = params.get("t") ?? "";
+  if (!token) throw new TypeError("the link has no token");
+  const s = params.get("s") ? b64d(/** @type {string} */ (params.get("s"))) : null;
+  const tk = params.get("tk") ? b64d(/** @type {string} */ (params.get("tk"))) : null;
+  if (s && s.length !== 32) throw new TypeError("bad link secret");
+  if (tk && tk.length !== 16) throw new TypeError("bad therapist key hash");
+  return { token, sLink: s, tk };
+}
+
+/** @param {string} token @param {Uint8Array | null} [sLink] @param {Uint8Array | null} [tk] @returns {string} */
+export function makeLinkFragment(token, sLink = null, tk = null) {
+  let out = `#t=${token}`;
+  if (sLink) out += `&s=${b64e(sLink)}`;
+  if (tk) out += `&tk=${b64e(tk)}`;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// SAS
+// ---------------------------------------------------------------------------
+
+/** @typedef {{emoji: Array<readonly [string, string]>, indices: number[], decimal: number[]}} Sas */
+
+/**
+ * HKDF-SHA256(ikm=IK_P||IK_T||n_C||n_T, salt=empty, info="alcove-e2ee sas v1"||room, 6 bytes):
+ * 7 emoji from the first 42 bits, three 13-bit numbers + 1000 from the first 39 bits.
+ * @param {Uint8Array} ikP @param {Uint8Array} ikT @param {Uint8Array} nC @param {Uint8Array} nT @param {string} room
+ * @returns {Promise<Sas>}
+ */
+export async function sas(ikP, ikT, nC, nT, room) {
+  const out = await hkdf(S.concat(ikP, ikT, nC, nT), new Uint8Array(0), S.concat(SAS_INFO, te.encode(room)), 6);
+  let v = 0n;
+  for (const b of out) v = (v << 8n) | BigInt(b);
+  const indices = [];
+  for (let i = 0; i < 7; i++) indices.push(Number((v >> BigInt(42 - 6 * i)) & 0x3fn));
+  const decimal = [];
+  for (let i = 0; i < 3; i++) decimal.push(Number((v >> BigInt(35 - 13 * i)) & 0x1fffn) + 1000);
+  return { emoji: indices.map((i) => EMOJI[i]), indices, decimal };
+}
+
+/** @param {Sas} a @param {Sas} b */
+export function sasEqual(a, b) {
+  return a.indices.join(",") === b.indices.join(",") && a.decimal.join(",") === b.decimal.join(",");
+}
+
+// ---------------------------------------------------------------------------
+// Signed SDP
+// ---------------------------------------------------------------------------
+
+/** The values of every a=fingerprint line, in order. @param {string} sdp @returns {string[]} */
+export function sdpFingerprints(sdp) {
+  const out = [];
+  for (let line of sdp.split("\n")) {
+    if (line.endsWith("\r")) line = line.slice(0, -1);
+    if (line.startsWith("a=fingerprint:")) out.push(line.slice("a=fingerprint:".length));
+  }
+  return out;
+}
+
+/**
+ * The offer/answer "sig" envelope for `sdp`, signed by `ik` (a private ECDSA CryptoKey).
+ * @param {CryptoKey} ik
+ * @param {{room: string, from: string, to: string, epoch: number, type: "offer" | "answer", seq: number,
+ *          sdp: string, ts?: number}} o
+ * @returns {Promise<string>}
+ */
+export async function signSdp(ik, o) {
+  if (o.type !== "offer" && o.type !== "answer") throw new TypeError("type must be offer or answer");
+  const payload = {
+    v: PROTOCOL_VERSION,
+    t: "sdp",
+    room: o.room,
+    from: o.from,
+    to: o.to,
+    epoch: o.epoch,
+    type: o.type,
+    seq: o.seq,
+    ts: o.ts ?? Date.now(),
+    sdp_sha256: b64e(await sha256(te.encode(o.sdp))),
+    fingerprints: sdpFingerprints(o.sdp),
+  };
+  return JSON.stringify(await envelope(ik, payload));
+}
+
+/**
+ * Verify a signed SDP BEFORE setRemoteDescription; throws SecurityCheckFailed. Returns the payload
+ * (keep its seq as the next lastSeq).
+ * @param {string | Envelope | null | undefined} sig @param {string} sdp
+ * @param {{ik: Uint8Array, room: string, from: string, to: string, type?: string, lastSeq?: number, nowMs?: number}} o
+ * @returns {Promise<Payload>}
+ */
+export async function verifySdp(sig, sdp, o) {
+  if (sig === null || sig === undefined) throw new SecurityCheckFailed("unsigned SDP");
+  const { payload } = await openEnvelope(sig, o.room, "sdp", o.ik);
+  if (payload.from !== o.from || payload.to !== o.to) throw new SecurityCheckFailed("SDP for another peer");
+  if ((payload.type !== "offer" && payload.type !== "answer") || (o.type !== undefined && payload.type !== o.type))
+    throw new SecurityCheckFailed("wrong SDP type");
+  const seq = intField(payload, "seq");
+  if (seq <= (o.lastSeq ?? -1)) throw new SecurityCheckFailed("replayed SDP");
+  const now = o.nowMs ?? Date.now();
+  if (!Number.isSafeInteger(payload.ts) || Math.abs(payload.ts - now) >= SDP_MAX_SKEW_MS)
+    throw new SecurityCheckFailed("stale SDP");
+  if (!eq(b64field(payload, "sdp_sha256", 32), await sha256(te.encode(sdp))))
+    throw new SecurityCheckFailed("SDP was modified");
+  const want = sdpFingerprints(sdp);
+  const got = payload.fingerprints;
+  if (!Array.isArray(got) || got.length !== want.length || got.some((f, i) => f !== want[i]))
+    throw new SecurityCheckFailed("DTLS fingerprint mismatch");
+  return payload;
+}
+
+// ---------------------------------------------------------------------------
+// KeyState: which SFrame keys to use
+// ---------------------------------------------------------------------------
+
+/**
+ * Glue between the key protocol and SFrame. Epochs are installed decrypt-only, become the
+ * sending epoch on switch(), and older epochs are dropped 5 s after the switch.
+ *
+ * In the browser pass `post: (msg) => worker.postMessage(msg)`: every change is mirrored to
+ * e2ee-worker.js ({type:"keys"|"switch"|"retire"|"clear"}), which owns the media counters.
+ * encrypt()/decrypt() run the same keys in this thread (Node tests, interop).
+ */
+export class KeyState {
+  /** @param {{post?: (msg: any) => void, now?: () => number}} [opts] */
+  constructor(opts = {}) {
+    this.post = opts.post ?? null;
+    this._now = opts.now ?? (() => Date.now());
+    this.encryptor = new S.FrameEncryptor();
+    this.decryptor = new S.FrameDecryptor();
+    /** @type {Map<number, {baseKey: Uint8Array, sendIdx: number | null, roster: Record<string, number>}>} */
+    this._epochs = new Map();
+    /** @type {Map<number, number>} epoch -> retire time (ms) */
+    this._retireAt = new Map();
+    /** @type {number | null} */
+    this.sendEpoch = null;
+    /** @type {Array<(epoch: number) => void>} e.g. force a keyframe */
+    this.onSwitch = [];
+    this.counters = { encrypted: 0, decrypted: 0, failed: 0, dropped: 0 };
+    /** @type {Promise<void>} serialises key changes */
+    this._chain = Promise.resolve();
+  }
+
+  /** @template T @param {() => Promise<T>} fn @returns {Promise<T>} */
+  _serial(fn) {
+    const run = this._chain.then(fn);
+    this._chain = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  /**
+   * Install `epoch` decrypt-only for every roster idx (roster = {pid: idx}).
+   * @param {number} epoch @param {Uint8Array} baseKey @param {Record<string, number>} roster
+   * @param {number | null} sendIdx
+   */
+  install(epoch, baseKey, roster, sendIdx) {
+    return this._serial(async () => {
+      if (this._epochs.has(epoch)) return;
+      const idxs = [...new Set(Object.values(roster))].sort((a, b) => a - b);
+      for (const idx of idxs) await this.decryptor.addKey(epoch, idx, baseKey);
+      this._epochs.set(epoch, { baseKey, sendIdx, roster: { ...roster } });
+      /** @type {Record<number, Uint8Array>} */
+      const baseKeys = {};
+      for (const idx of idxs) baseKeys[idx] = baseKey;
+      this.post?.({ type: "keys", epoch, sendIdx, baseKeys, roster: { ...roster } });
+    });
+  }
+
+  /**
+   * Start sending with `epoch`; older epochs stay decrypt-only for 5 s. False if unknown/old.
+   * @param {number} epoch @returns {Promise<boolean>}
+   */
+  switch(epoch) {
+    return this._serial(async () => {
+      const entry = this._epochs.get(epoch);
+      if (!entry || (this.sendEpoch !== null && epoch <= this.sendEpoch)) return false;
+      if (entry.sendIdx === null) this.encryptor.clear();
+      else await this.encryptor.setKey(epoch, entry.sendIdx, entry.baseKey);
+      this.sendEpoch = epoch;
+      this.post?.({ type: "switch", epoch });
+      const at = this._now() + RETIRE_AFTER_MS;
+      for (const old of this._epochs.keys()) {
+        if (old < epoch && !this._retireAt.has(old)) {
+          this._retireAt.set(old, at);
+          const timer = setTimeout(() => this.retire(old), RETIRE_AFTER_MS);
+          // @ts-ignore Node: do not keep the process alive for it
+          timer?.unref?.();
+        }
+      }
+      for (const cb of this.onSwitch) cb(epoch);
+      return true;
+    });
+  }
+
+  /** @param {number} epoch */
+  retire(epoch) {
+    if (!this._epochs.has(epoch)) return;
+    this.decryptor.removeEpoch(epoch);
+    this._epochs.delete(epoch);
+    this._retireAt.delete(epoch);
+    this.post?.({ type: "retire", epoch });
+  }
+
+  _retireDue() {
+    const now = this._now();
+    for (const [epoch, t] of [...this._retireAt]) if (t <= now) this.retire(epoch);
+  }
+
+  /** Forget every key (removed / sent back to the waiting room). */
+  clear() {
+    this.encryptor.clear();
+    for (const epoch of [...this._epochs.keys()]) this.retire(epoch);
+    this.sendEpoch = null;
+    this.post?.({ type: "clear" });
+  }
+
+  /** @returns {number[]} */
+  epochs() {
+    this._retireDue();
+    return [...this._epochs.keys()].sort((a, b) => a - b);
+  }
+
+  /** Sender index of `pid` in the newest installed epoch that has it. @param {string} pid */
+  indexOf(pid) {
+    return this._indicesOf(pid)[0] ?? null;
+  }
+
+  /** @param {string} pid @returns {number[]} */
+  _indicesOf(pid) {
+    const out = [];
+    for (const e of [...this._epochs.keys()].sort((a, b) => b - a)) {
+      const idx = /** @type {any} */ (this._epochs.get(e)).roster[pid];
+      if (idx !== undefined && !out.includes(idx)) out.push(idx);
+    }
+    return out;
+  }
+
+  /** Roster of the newest installed epoch ({pid: idx}). */
+  roster() {
+    const newest = Math.max(...this._epochs.keys());
+    return this._epochs.get(newest)?.roster ?? {};
+  }
+
+  /**
+   * Protect one encoded frame; null = do not send (no key).
+   * @param {S.FrameKind} kind @param {Uint8Array} frame @returns {Promise<Uint8Array | null>}
+   */
+  async encrypt(kind, frame) {
+    this._retireDue();
+    if (frame.length === 0) return new Uint8Array(0);
+    try {
+      const out = await this.encryptor.protect(kind, frame);
+      this.counters.encrypted++;
+      return out;
+    } catch {
+      this.counters.dropped++;
+      return null;
+    }
+  }
+
+  /**
+   * Unprotect one frame from sender `fromIdx`; null = drop it.
+   * @param {S.FrameKind} kind @param {Uint8Array} data @param {number | null} fromIdx
+   * @returns {Promise<Uint8Array | null>}
+   */
+  async decrypt(kind, data, fromIdx) {
+    this._retireDue();
+    if (data.length === 0) return new Uint8Array(0);
+    const out = await this.decryptor.unprotect(kind, data, fromIdx);
+    if (out === null) this.counters.failed++;
+    else this.counters.decrypted++;
+    return out;
+  }
+
+  /** Like decrypt(), with the sender given by pid (signed rosters).
+   * @param {S.FrameKind} kind @param {Uint8Array} data @param {string} pid */
+  async decryptFrom(kind, data, pid) {
+    this._retireDue();
+    const idxs = this._indicesOf(pid);
+    if (idxs.length === 0) {
+      this.counters.failed++;
+      return null;
+    }
+    for (let i = 0; i + 1 < idxs.length; i++) {
+      const out = await this.decryptor.unprotect(kind, data, idxs[i]);
+      if (out !== null) {
+        this.counters.decrypted++;
+        return out;
+      }
+    }
+    return this.decrypt(kind, data, idxs[idxs.length - 1]);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Therapist side
+// ---------------------------------------------------------------------------
+
+/** @typedef {{ik: Uint8Array, dk: Uint8Array, commit: Uint8Array, ts: number, macOk: boolean | null}} IntroInfo */
+/** @typedef {{epoch: number, message: string, roster: Record<string, number>, waitingAcks: Set<string>, started: number}} EpochResult */
+
+/** @param {string} room @param {number} epoch */
+function epochInfo(room, epoch) {
+  const n = new Uint8Array(4);
+  new DataView(n.buffer).setUint32(0, epoch);
+  return S.concat(EPOCH_INFO, te.encode(room), n);
+}
+
+/** @param {string} room @param {string | Envelope} intro @param {Uint8Array | null} sLink @returns {Promise<IntroInfo>} */
+async function checkIntro(room, intro, sLink) {
+  const { payload, env } = await openEnvelope(intro, room, "intro", null);
+  const ik = b64field(payload, "ik", 65);
+  const dk = b64field(payload, "dk", 65);
+  try {
+    await H.importPublicKey(dk);
+  } catch {
+    throw new SecurityCheckFailed("bad public key");
+  }
+  const commit = b64field(payload, "commit", 32);
+  const ts = intField(payload, "ts");
+  /** @type {boolean | null} */
+  let macOk = null;
+  if (sLink) {
+    let mac = new Uint8Array(0);
+    try {
+      if (typeof env.mac === "string") mac = b64d(env.mac);
+    } catch {
+      mac = new Uint8Array(0);
+    }
+    macOk = eq(mac, await hmacSha256(await kAuth(sLink, room), te.encode(env.p)));
+  }
+  return { ik, dk, commit, ts, macOk };
+}
+
+/** The key authority: IK_T, grants, reveals, epochs, switches and signed SDP for the therapist. */
+export class TherapistKeys {
+  /**
+   * @param {string} room @param {string} pid @param {CryptoKeyPair} identity @param {Uint8Array} ikRaw
+   * @param {Uint8Array} tk
+   * @param {{sLink?: Uint8Array | null, firstEpoch?: number, keyState?: KeyState}} opts
+   */
+  constructor(room, pid, identity, ikRaw, tk, opts) {
+    this.room = room;
+    this.pid = pid;
+    this.identity = identity;
+    this.ikRaw = ikRaw;
+    this.tk = tk;
+    this.sLink = opts.sLink ?? null;
+    this.keyState = opts.keyState ?? new KeyState();
+    /** @type {Map<string, {intro: IntroInfo, nT: Uint8Array | null, nC: Uint8Array | null, sas: Sas | null, lastSdpSeq: number}>} */
+    this.members = new Map();
+    // Epoch numbers must grow across therapist reloads: start at the Unix time in seconds.
+    this._nextEpoch = opts.firstEpoch ?? Math.max(1, Math.floor(Date.now() / 1000));
+    /** @type {Map<string, number>} */
+    this._indices = new Map();
+    /** @type {EpochResult | null} */
+    this.pending = null;
+    /** @type {EpochResult | null} */
+    this.current = null;
+    /** @type {Map<string, number>} */
+    this._sdpSeq = new Map();
+  }
+
+  /**
+   * @param {string} room @param {string} pid
+   * @param {{identity?: CryptoKeyPair, sLink?: Uint8Array | null, firstEpoch?: number, keyState?: KeyState}} [opts]
+   * identity: IK_T (in the browser: `await loadOrCreateIdentity()`); a fresh one if omitted.
+   */
+  static async create(room, pid, opts = {}) {
+    const identity = opts.identity ?? (await generateIdentity());
+    const ikRaw = await pubRaw(identity.publicKey);
+    return new TherapistKeys(room, pid, identity, ikRaw, await tkOf(ikRaw), opts);
+  }
+
+  /** Verify a waiting client's intro (from the queue) and remember it for `pid`.
+   * @param {string} pid @param {string | Envelope} intro @returns {Promise<IntroInfo>} */
+  async checkIntro(pid, intro) {
+    const info = await checkIntro(this.room, intro, this.sLink);
+    const old = this.members.get(pid);
+    if (old && !eq(old.intro.ik, info.ik)) throw new SecurityCheckFailed("the client's key changed");
+    if (!old) this.members.set(pid, { intro: info, nT: null, nC: null, sas: null, lastSdpSeq: -1 });
+    return info;
+  }
+
+  /** The admit.grant for `pid` (after checkIntro). @param {string} pid @returns {Promise<string>} */
+  async makeGrant(pid) {
+    const m = this.members.get(pid);
+    if (!m) throw new SecurityCheckFailed("no verified intro for this client");
+    m.nT = crypto.getRandomValues(new Uint8Array(16));
+    m.nC = null;
+    m.sas = null;
+    const payload = {
+      v: PROTOCOL_VERSION,
+      t: "grant",
+      room: this.room,
+      pid,
+      ik_t: b64e(this.ikRaw),
+      n_t: b64e(m.nT),
+      ts: Date.now(),
+    };
+    return JSON.stringify(await envelope(this.identity.privateKey, payload));
+  }
+
+  /** Verify the client's reveal; returns the SAS to show. @param {string} pid @param {string | Envelope} data */
+  async checkReveal(pid, data) {
+    const m = this.members.get(pid);
+    if (!m || !m.nT) throw new SecurityCheckFailed("reveal without grant");
+    const { payload } = await openEnvelope(data, this.room, "reveal", m.intro.ik);
+    if (payload.pid !== pid) throw new SecurityCheckFailed("reveal for another client");
+    const nC = b64field(payload, "n_c", 16);
+    if (!eq(await sha256(S.concat(nC, m.intro.ik)), m.intro.commit)) throw new SecurityCheckFailed("commitment mismatch");
+    m.nC = nC;
+    m.sas = await sas(m.intro.ik, this.ikRaw, nC, m.nT, this.room);
+    return m.sas;
+  }
+
+  /** Drop a removed client (the next epoch will not include it). @param {string} pid */
+  forget(pid) {
+    this.members.delete(pid);
+    this._indices.delete(pid);
+    this._sdpSeq.delete(pid);
+  }
+
+  /**
+   * Public session state to keep across a therapist reload (no secrets: only public keys and
+   * nonces that were already sent). Keep it locally (e.g. sessionStorage), never on the server;
+   * after the reload importState() it into a TherapistKeys with the same IK_T and make a new epoch.
+   * @returns {string}
+   */
+  exportState() {
+    /** @type {Record<string, any>} */
+    const members = {};
+    for (const [pid, m] of this.members) {
+      members[pid] = {
+        ik: b64e(m.intro.ik),
+        dk: b64e(m.intro.dk),
+        commit: b64e(m.intro.commit),
+        ts: m.intro.ts,
+        mac_ok: m.intro.macOk,
+        n_t: m.nT ? b64e(m.nT) : null,
+        n_c: m.nC ? b64e(m.nC) : null,
+      };
+    }
+    return JSON.stringify({
+      v: PROTOCOL_VERSION,
+      room: this.room,
+      ik_t: b64e(this.ikRaw),
+      next_epoch: this._nextEpoch,
+      indices: Object.fromEntries(this._indices),
+      members,
+    });
+  }
+
+  /** Restore exportState() output (same room and IK_T only); throws TypeError. @param {string} data */
+  async importState(data) {
+    let state;
+    try {
+      state = JSON.parse(data);
+      if (state.v !== PROTOCOL_VERSION || state.room !== this.room || !eq(b64d(state.ik_t), this.ikRaw))
+        throw new Error("state of another room or identity");
+    } catch (e) {
+      throw new TypeError(`bad therapist state: ${/** @type {Error} */ (e).message}`);
+    }
+    for (const [pid, m] of Object.entries(state.members)) {
+      const intro = { ik: b64d(m.ik), dk: b64d(m.dk), commit: b64d(m.commit), ts: Number(m.ts), macOk: m.mac_ok };
+      const nT = m.n_t ? b64d(m.n_t) : null;
+      const nC = m.n_c ? b64d(m.n_c) : null;
+      const s = nT && nC ? await sas(intro.ik, this.ikRaw, nC, nT, this.room) : null;
+      this.members.set(pid, { intro, nT, nC, sas: s, lastSdpSeq: -1 });
+    }
+    for (const [pid, idx] of Object.entries(state.indices)) this._indices.set(pid, Number(idx));
+    this._nextEpoch = Math.max(this._nextEpoch, Number(state.next_epoch));
+  }
+
+  /** @param {string[]} pids @returns {Record<string, number>} */
+  _assign(pids) {
+    for (const pid of [...this._indices.keys()]) if (!pids.includes(pid)) this._indices.delete(pid);
+    const used = new Set(this._indices.values());
+    for (const pid of pids) {
+      if (this._indices.has(pid)) continue;
+      let free = -1;
+      for (let i = 1; i < MAX_MEMBERS; i++) {
+        if (!used.has(i)) {
+          free = i;
+          break;
+        }
+      }
+      if (free < 0) throw new RangeError("too many members for one epoch");
+      this._indices.set(pid, free);
+      used.add(free);
+    }
+    return Object.fromEntries(pids.map((p) => [p, /** @type {number} */ (this._indices.get(p))]));
+  }
+
+  /**
+   * A new epoch for the admitted clients `pids` (everyone else gets no key). Installs it
+   * decrypt-only; send result.message as key data with to: null, collect acks, then makeSwitch().
+   * @param {Iterable<string>} pids @returns {Promise<EpochResult>}
+   */
+  async makeEpoch(pids) {
+    const members = [...new Set(pids)];
+    for (const pid of members) if (!this.members.has(pid)) throw new SecurityCheckFailed(`no verified intro for ${pid}`);
+    const epoch = this._nextEpoch++;
+    const secret = crypto.getRandomValues(new Uint8Array(32));
+    const idx = this._assign(members);
+    const roster = [{ pid: this.pid, ik: b64e(this.ikRaw), idx: 0 }];
+    for (const pid of members) roster.push({ pid, ik: b64e(this._member(pid).intro.ik), idx: idx[pid] });
+    const info = epochInfo(this.room, epoch);
+    /** @type {Record<string, string>} */
+    const wrapped = {};
+    for (const pid of members) wrapped[pid] = b64e(await H.sealCombined(this._member(pid).intro.dk, info, secret));
+    const payload = { v: PROTOCOL_VERSION, t: "epoch", room: this.room, epoch, roster, issued_at: Date.now(), wrapped };
+    const message = JSON.stringify(await envelope(this.identity.privateKey, payload));
+    /** @type {EpochResult} */
+    const result = { epoch, message, roster: { [this.pid]: 0, ...idx }, waitingAcks: new Set(members), started: Date.now() };
+    await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), result.roster, 0);
+    this.pending = result;
+    return result;
+  }
+
+  /** @param {string} pid */
+  _member(pid) {
+    const m = this.members.get(pid);
+    if (!m) throw new SecurityCheckFailed(`unknown client ${pid}`);
+    return m;
+  }
+
+  /** Verify an ack; true once every member of the pending epoch has acked.
+   * @param {string} pid @param {string | Envelope} data @returns {Promise<boolean>} */
+  async checkAck(pid, data) {
+    const m = this.members.get(pid);
+    if (!m) throw new SecurityCheckFailed("ack from an unknown client");
+    const { payload } = await openEnvelope(data, this.room, "ack", m.intro.ik);
+    if (payload.pid !== pid) throw new SecurityCheckFailed("ack for another client");
+    const epoch = intField(payload, "epoch");
+    if (!this.pending || epoch !== this.pending.epoch) return false;
+    this.pending.waitingAcks.delete(pid);
+    return this.pending.waitingAcks.size === 0;
+  }
+
+  /** True when the pending epoch should be switched to (all acks, or 1.5 s passed). @param {number} [now] */
+  switchDue(now) {
+    if (!this.pending) return false;
+    return this.pending.waitingAcks.size === 0 || (now ?? Date.now()) - this.pending.started >= SWITCH_TIMEOUT_MS;
+  }
+
+  /** The signed switch for the pending epoch (key data, to: null); switches our own sender. */
+  async makeSwitch() {
+    if (!this.pending) throw new Error("no pending epoch");
+    const epoch = this.pending.epoch;
+    const payload = { v: PROTOCOL_VERSION, t: "switch", room: this.room, epoch, ts: Date.now() };
+    this.current = this.pending;
+    this.pending = null;
+    await this.keyState.switch(epoch);
+    return JSON.stringify(await envelope(this.identity.privateKey, payload));
+  }
+
+  /** Dispatch a key message from a client: reveal -> Sas, ack -> all-acked flag.
+   * @param {string} fromPid @param {string} data @returns {Promise<Sas | boolean>} */
+  async handleKey(fromPid, data) {
+    const kind = messageKind(data);
+    if (kind === "reveal") return this.checkReveal(fromPid, data);
+    if (kind === "ack") return this.checkAck(fromPid, data);
+    throw new SecurityCheckFailed("unexpected key message");
+  }
+
+  get epoch() {
+    return (this.current ?? this.pending)?.epoch ?? 0;
+  }
+
+  /** @param {string} to @param {"offer" | "answer"} type @param {string} sdp */
+  async signSdp(to, type, sdp) {
+    const seq = (this._sdpSeq.get(to) ?? 0) + 1;
+    this._sdpSeq.set(to, seq);
+    return signSdp(this.identity.privateKey, { room: this.room, from: this.pid, to, epoch: this.epoch, type, seq, sdp });
+  }
+
+  /** Verify a client's offer/answer with the IK_P from its intro; throws SecurityCheckFailed.
+   * @param {string} from @param {"offer" | "answer"} type @param {string} sdp @param {string | null | undefined} sig */
+  async verifySdp(from, type, sdp, sig) {
+    const m = this.members.get(from);
+    if (!m) throw new SecurityCheckFailed("SDP from an unknown client");
+    const payload = await verifySdp(sig, sdp, { ik: m.intro.ik, room: this.room, from, to: this.pid, type, lastSeq: m.lastSdpSeq });
+    m.lastSdpSeq = payload.seq;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------
+
+/** A client's ephemeral keys and its view of the therapist-signed state. */
+export class ClientKeys {
+  /**
+   * Use ClientKeys.create().
+   * @param {string} room @param {LinkInfo | null} link @param {CryptoKeyPair} ik @param {Uint8Array} ikRaw
+   * @param {CryptoKeyPair} dk @param {Uint8Array} dkRaw @param {{pid?: string | null, keyState?: KeyState}} opts
+   */
+  constructor(room, link, ik, ikRaw, dk, dkRaw, opts) {
+    this.room = room;
+    this.link = link;
+    /** @type {string | null} set from the server's welcome */
+    this.pid = opts.pid ?? null;
+    this.ik = ik;
+    this.ikRaw = ikRaw;
+    this.dk = dk;
+    this.dkRaw = dkRaw;
+    this.nC = crypto.getRandomValues(new Uint8Array(16));
+    this.keyState = opts.keyState ?? new KeyState();
+    /** @type {Uint8Array | null} */
+    this.ikT = null;
+    /** @type {Uint8Array | null} */
+    this.nT = null;
+    /** @type {string | null} */
+    this.therapistPid = null;
+    this.newestEpoch = -1;
+    /** @type {Map<string, {ik: Uint8Array, idx: number}>} roster of the newest epoch */
+    this.roster = new Map();
+    /** @type {Map<string, number>} */
+    this._sdpSeq = new Map();
+    /** @type {Map<string, number>} */
+    this._lastSeq = new Map();
+  }
+
+  /** @param {string} room @param {LinkInfo | null} [link] @param {{pid?: string | null, keyState?: KeyState}} [opts] */
+  static async create(room, link = null, opts = {}) {
+    const ik = await generateIdentity();
+    const dk = await H.generateKeyPair();
+    return new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), dk, await H.exportPublicKey(dk.publicKey), opts);
+  }
+
+  /** The hello.intro string. @returns {Promise<string>} */
+  async makeIntro() {
+    const payload = {
+      v: PROTOCOL_VERSION,
+      t: "intro",
+      room: this.room,
+      ik: b64e(this.ikRaw),
+      dk: b64e(this.dkRaw),
+      commit: b64e(await sha256(S.concat(this.nC, this.ikRaw))),
+      ts: Date.now(),
+    };
+    /** @type {Envelope} */
+    const env = await envelope(this.ik.privateKey, payload);
+    const s = this.link?.sLink ?? null;
+    env.mac = s ? b64e(await hmacSha256(await kAuth(s, this.room), te.encode(env.p))) : null;
+    return JSON.stringify(env);
+  }
+
+  /** Verify the admitted.grant; throws SecurityCheckFailed.
+   * @param {string | Envelope | null | undefined} grant @param {string} [pid] */
+  async checkGrant(grant, pid) {
+    if (pid !== undefined) this.pid = pid;
+    if (grant === null || grant === undefined) throw new SecurityCheckFailed("no grant");
+    const ikT = b64field(parseEnvelope(grant).payload, "ik_t", 65);
+    const { payload } = await openEnvelope(grant, this.room, "grant", ikT);
+    if (this.link?.tk && !eq(await tkOf(ikT), this.link.tk))
+      throw new SecurityCheckFailed("therapist key does not match the link");
+    if (this.ikT && !eq(this.ikT, ikT)) throw new SecurityCheckFailed("therapist key changed");
+    if (this.pid === null || payload.pid !== this.pid) throw new SecurityCheckFailed("grant for another client");
+    this.ikT = ikT;
+    this.nT = b64field(payload, "n_t", 16);
+  }
+
+  /** @returns {Promise<string>} */
+  async makeReveal() {
+    if (!this.nT) throw new Error("no grant yet");
+    const payload = { v: PROTOCOL_VERSION, t: "reveal", room: this.room, pid: this.pid, n_c: b64e(this.nC) };
+    return JSON.stringify(await envelope(this.ik.privateKey, payload));
+  }
+
+  /** @returns {Promise<Sas>} */
+  async sas() {
+    if (!this.ikT || !this.nT) throw new Error("no grant yet");
+    return sas(this.ikRaw, this.ikT, this.nC, this.nT, this.room);
+  }
+
+  /**
+   * Install a therapist-signed epoch; resolves to the ack to send, or null if it is old (ignored).
+   * Throws SecurityCheckFailed for forged/malformed epochs or when this client is not in it.
+   * @param {string | Envelope} data @returns {Promise<string | null>}
+   */
+  async acceptEpoch(data) {
+    if (!this.ikT) throw new SecurityCheckFailed("epoch before grant");
+    const { payload } = await openEnvelope(data, this.room, "epoch", this.ikT);
+    const epoch = intField(payload, "epoch");
+    if (epoch <= this.newestEpoch) return null;
+    if (epoch >= 2 ** 32) throw new SecurityCheckFailed("epoch out of range");
+    const rosterIn = payload.roster;
+    const wrapped = payload.wrapped;
+    if (!Array.isArray(rosterIn) || !wrapped || typeof wrapped !== "object" || Array.isArray(wrapped))
+      throw new SecurityCheckFailed("bad epoch");
+    /** @type {Map<string, {ik: Uint8Array, idx: number}>} */
+    const roster = new Map();
+    const seen = new Set();
+    /** @type {string | null} */
+    let therapistPid = null;
+    for (const entry of rosterIn) {
+      if (!entry || typeof entry !== "object") throw new SecurityCheckFailed("bad roster");
+      const pid = strField(entry, "pid");
+      const ik = b64field(entry, "ik", 65);
+      const idx = intField(entry, "idx");
+      if (idx >= MAX_MEMBERS || seen.has(idx) || roster.has(pid)) throw new SecurityCheckFailed("bad roster");
+      seen.add(idx);
+      roster.set(pid, { ik, idx });
+      if (idx === 0) {
+        if (!eq(ik, this.ikT)) throw new SecurityCheckFailed("roster names another therapist key");
+        therapistPid = pid;
+      }
+    }
+    if (therapistPid === null) throw new SecurityCheckFailed("roster without therapist");
+    const me = this.pid === null ? undefined : roster.get(this.pid);
+    const mine = this.pid === null ? undefined : wrapped[this.pid];
+    if (!me || !eq(me.ik, this.ikRaw) || typeof mine !== "string") throw new SecurityCheckFailed("not a member of this epoch");
+    let secret;
+    try {
+      secret = await H.openCombined(this.dk, b64d(mine), epochInfo(this.room, epoch));
+    } catch {
+      throw new SecurityCheckFailed("cannot unwrap the epoch key");
+    }
+    if (secret.length !== 32) throw new SecurityCheckFailed("bad epoch key");
+    this.newestEpoch = epoch;
+    this.roster = roster;
+    this.therapistPid = therapistPid;
+    /** @type {Record<string, number>} */
+    const idxs = {};
+    for (const [p, e] of roster) idxs[p] = e.idx;
+    await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), idxs, me.idx);
+    const ack = { v: PROTOCOL_VERSION, t: "ack", room: this.room, pid: this.pid, epoch };
+    return JSON.stringify(await envelope(this.ik.privateKey, ack));
+  }
+
+  /** Apply a therapist-signed switch; false if old or for an epoch we do not have.
+   * @param {string | Envelope} data @returns {Promise<boolean>} */
+  async acceptSwitch(data) {
+    if (!this.ikT) throw new SecurityCheckFailed("switch before grant");
+    const { payload } = await openEnvelope(data, this.room, "switch", this.ikT);
+    return this.keyState.switch(intField(payload, "epoch"));
+  }
+
+  /** Dispatch key data from the therapist: epoch -> ack string (or null), switch -> boolean.
+   * @param {string} data @returns {Promise<string | boolean | null>} */
+  async handleKey(data) {
+    const kind = messageKind(data);
+    if (kind === "epoch") return this.acceptEpoch(data);
+    if (kind === "switch") return this.acceptSwitch(data);
+    throw new SecurityCheckFailed("unexpected key message");
+  }
+
+  /** Sent back to the waiting room: forget media keys. */
+  reset() {
+    this.keyState.clear();
+    this.nT = null;
+  }
+
+  /** @param {string} pid @returns {Uint8Array} */
+  _ikOf(pid) {
+    if (this.ikT && (pid === this.therapistPid || (this.therapistPid === null && !this.roster.has(pid)))) return this.ikT;
+    const e = this.roster.get(pid);
+    if (!e) throw new SecurityCheckFailed("SDP from a peer outside the signed roster");
+    return e.ik;
+  }
+
+  /** @param {string} to @param {"offer" | "answer"} type @param {string} sdp */
+  async signSdp(to, type, sdp) {
+    if (this.pid === null) throw new Error("no pid yet");
+    const seq = (this._sdpSeq.get(to) ?? 0) + 1;
+    this._sdpSeq.set(to, seq);
+    return signSdp(this.ik.privateKey, {
+      room: this.room,
+      from: this.pid,
+      to,
+      epoch: Math.max(this.newestEpoch, 0),
+      type,
+      seq,
+      sdp,
+    });
+  }
+
+  /** Verify an offer/answer from `from` (therapist: IK_T from the grant; others: the roster).
+   * @param {string} from @param {"offer" | "answer"} type @param {string} sdp @param {string | null | undefined} sig */
+  async verifySdp(from, type, sdp, sig) {
+    if (this.pid === null) throw new SecurityCheckFailed("no pid yet");
+    const payload = await verifySdp(sig, sdp, {
+      ik: this._ikOf(from),
+      room: this.room,
+      from,
+      to: this.pid,
+      type,
+      lastSeq: this._lastSeq.get(from) ?? -1,
+    });
+    this._lastSeq.set(from, payload.seq);
+  }
+}
