@@ -44,5 +44,10 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
         yield
         await hub.stop()
 
+    async def close_sockets(app: web.Application) -> None:
+        """Close every websocket (1001) before aiohttp waits for their handlers to finish."""
+        await hub.close_sockets()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_sockets)
     return app

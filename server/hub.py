@@ -108,8 +108,13 @@ class Hub:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        await self.close_sockets()
+
+    async def close_sockets(self) -> None:
         for c in list(self.connections.values()):
-            await c.ws.close(code=1001, message=b"server-shutdown")
+            if not c.ws.closed:
+                with contextlib.suppress(Exception):
+                    await c.ws.close(code=1001, message=b"server-shutdown")
 
     async def _tick_loop(self) -> None:
         while True:

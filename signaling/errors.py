@@ -22,7 +22,6 @@ CLOSE_CODES: Final[dict[str, int | None]] = {
     "name-invalid": None,
     "not-allowed": None,
     "unknown-peer": None,
-    "room-locked": None,
     "extend-limit": None,
     "rate-limited": None,
     "slow-consumer": 4009,

@@ -122,6 +122,7 @@ class Room:
         self.warned: set[int] = set()
         self.ended: str | None = None
         self.revoked: set[str] = set()
+        self.away_since: float | None = None  # rebuilt after a restart by a resume, therapist not back yet
         self._dispatch: dict[type, Callable[[Member, m.ClientMessage, float, _Out], None]] = {
             m.Admit: self._admit,
             m.AdmitAll: self._admit_all,
@@ -155,7 +156,7 @@ class Room:
     def therapist_status(self) -> m.TherapistStatus:
         t = self.therapist
         if t is None:
-            return "absent"
+            return "reconnecting" if self.away_since is not None else "absent"
         return "present" if t.conn is not None else "reconnecting"
 
     @property
@@ -221,6 +222,7 @@ class Room:
         out = _Out()
         if member.role == "therapist":
             self._broadcast_therapist(out)
+            self._send_roster(out)
         elif member.status == "admitted":
             self._send_roster(out)
         else:
@@ -246,6 +248,10 @@ class Room:
         t = self.therapist
         if t is not None and t.dropped_at is not None and now - t.dropped_at >= grace:
             del self.members[t.pid]
+            self._return_admitted_to_waiting(now, out)
+            self._broadcast_therapist(out)
+        elif t is None and self.away_since is not None and now - self.away_since >= grace:
+            self.away_since = None
             self._return_admitted_to_waiting(now, out)
             self._broadcast_therapist(out)
         gone = [p for p in self.clients() if p.dropped_at is not None and now - p.dropped_at >= grace]
@@ -318,10 +324,14 @@ class Room:
             member = Member(Pid(pid or self.services.new_pid()), "therapist", adm.token_id, adm.token_expires,
                             display, "admitted", now, conn)
             self.members[member.pid] = member
+            self.away_since = None
             return member
         display = clean_name(hello.name if hello.name is not None else (name or ""))
-        if admitted and (self.locked or len(self.clients("admitted")) >= self.spec.seats):
-            admitted = False  # resuming into a locked or full room: wait for the therapist instead
+        if admitted and len(self.clients("admitted")) >= self.spec.seats:
+            admitted = False  # the seats are taken: wait for the therapist instead
+        if admitted and self.therapist is None and self.away_since is None:
+            # The server restarted: the therapist gets the usual grace to come back.
+            self.away_since = now
         if not admitted and len(self.clients("waiting")) >= self.spec.seats * 2 + self.timing.waiting_extra:
             raise SignalingError("room-full", "the waiting room is full")
         member = Member(Pid(pid or self.services.new_pid()), "client", adm.token_id, adm.token_expires, display,

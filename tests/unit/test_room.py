@@ -216,7 +216,9 @@ def test_therapist_drop_locks_then_returns_clients_to_waiting_after_grace() -> N
     room.connect(C("c2"), admission(room.spec, "client", "t2"), hello("B"), NOW)
     room.receive(C("ct"), m.Admit(pid="p2"), NOW)
     out = room.disconnect(C("ct"), NOW + 1)
-    assert sent(out, "c1") == [m.Therapist(status="reconnecting")]
+    assert sent(out, "c1") == [m.Therapist(status="reconnecting"), m.Roster(participants=[
+        m.RosterEntry(pid="p1", role="therapist", name="Dr. Pop", connected=False),
+        m.RosterEntry(pid="p2", role="client", name="Alex", connected=True)])]
     assert room.locked
     assert quiet(room.tick(NOW + 100)) == []
     out = quiet(room.tick(NOW + 121))
@@ -340,3 +342,14 @@ def test_turn_credentials_only_after_admission_and_refreshed_before_expiry() -> 
     back = room.receive(C("ct"), m.SendToWaiting(pid="p2"), NOW + 3100)
     assert "ice-servers" not in types(back, "c1")
     assert "ice-servers" not in types(room.tick(NOW + 10_000), "c1")
+
+
+def test_after_a_restart_a_resuming_client_waits_for_the_therapist_for_the_grace_only() -> None:
+    room = new_room()
+    resume = ResumeClaims(room_id="r1", pid="p7", token_id="t1", role="client", admitted=True, name="Alex")
+    out = room.connect(C("c1"), admission(room.spec, "client", "t1", resume), m.Hello(v=1, ticket="t"), NOW)
+    welcome = sent(out, "c1")[0]
+    assert isinstance(welcome, m.Welcome) and (welcome.status, welcome.therapist) == ("admitted", "reconnecting")
+    out = quiet(room.tick(NOW + 120))
+    assert sent(out, "c1") == [m.Waiting(position=1, therapist="absent", reason="therapist-away"),
+                               m.Therapist(status="absent")]

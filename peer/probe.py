@@ -1,0 +1,278 @@
+"""A synthetic end-to-end check of a running Alcove server with real aiortc peers and real media.
+
+``run_probe(server, scenario, admin_key=...)`` creates a room through the admin API, joins a therapist and
+client(s) and checks one scenario:
+
+* ``basic``   — the waiting room holds the client (no peer connection, no media), admission, frames both ways
+  for ``duration`` seconds;
+* ``decline`` — the therapist declines; the client's socket is closed (4010) and its link refused afterwards;
+* ``end``     — a room of ``duration`` seconds; media flows until the server's hard end, every socket gets
+  ``session-ended`` and every link is refused afterwards (real clock);
+* ``resume``  — the admitted client drops its websocket (keeping its peer connection), reconnects with its
+  resume credential and is back in the room without a new admission, media uninterrupted.
+
+It returns ``{"ok", "scenario", "figures", "error"}``; the CLI decides the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from .participant import Participant
+from .signaling_client import JoinRefused, SignalingClient, base_of
+
+__all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
+
+SCENARIOS = ("basic", "decline", "end", "resume")
+MIN_VIDEO = 11
+MIN_AUDIO = 10
+
+
+class ProbeFailure(Exception):
+    """A check of the probe failed."""
+
+
+def _check(condition: bool, what: str) -> None:
+    if not condition:
+        raise ProbeFailure(what)
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+async def create_room(server: str, admin_key: str, body: dict[str, Any], *, insecure: bool = True) -> dict[str, Any]:
+    """``POST /api/rooms`` with the admin key."""
+    connector = aiohttp.TCPConnector(ssl=False if insecure else True)
+    async with aiohttp.ClientSession(connector=connector) as http, http.post(
+            f"{base_of(server)}/api/rooms", json=body, headers={"Authorization": f"Bearer {admin_key}"}) as r:
+        data: dict[str, Any] = await r.json(content_type=None)
+        if r.status != 201:
+            raise ProbeFailure(f"POST /api/rooms answered {r.status}: {data}")
+        return data
+
+
+async def _refused(server: str, link: str, insecure: bool) -> str | None:
+    """The error code with which the server refuses ``link`` now (``None`` if it lets it in)."""
+    try:
+        sc = await SignalingClient.open(server, link, name="Probe check", insecure=insecure)
+    except JoinRefused as err:
+        return err.code
+    await sc.close()
+    return None
+
+
+async def run_probe(server: str, scenario: str, *, duration: float = 15.0, clients: int = 1, admin_key: str,
+                    insecure: bool = True) -> dict[str, Any]:
+    """Run one scenario against ``server`` (``https://host:port``); never raises for a failed check."""
+    figures: dict[str, Any] = {}
+    result: dict[str, Any] = {"ok": False, "scenario": scenario, "figures": figures, "error": None}
+    if scenario not in SCENARIOS:
+        result["error"] = f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})"
+        return result
+    if not 1 <= clients <= 6:
+        result["error"] = "clients is between 1 and 6"
+        return result
+    if _is_loopback(server):
+        from .aiortc_hooks import allow_loopback_candidates
+
+        allow_loopback_candidates()
+    probe = _Probe(base_of(server), admin_key, insecure, duration, clients, figures)
+    started = time.monotonic()
+    try:
+        await getattr(probe, scenario)()
+        result["ok"] = True
+    except (ProbeFailure, JoinRefused, TimeoutError, aiohttp.ClientError, OSError) as err:
+        result["error"] = f"{type(err).__name__}: {err}"
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.cleanup()
+        figures["total_s"] = round(time.monotonic() - started, 3)
+    return result
+
+
+class _Probe:
+    def __init__(self, server: str, admin_key: str, insecure: bool, duration: float, clients: int,
+                 figures: dict[str, Any]) -> None:
+        self.server = server
+        self.admin_key = admin_key
+        self.insecure = insecure
+        self.duration = duration
+        self.n = clients
+        self.figures = figures
+        self.room: dict[str, Any] = {}
+        self.therapist: Participant | None = None
+        self.clients: list[Participant] = []
+        self.keep_room = False
+
+    # ------------------------------------------------------------------ steps
+
+    async def _setup(self, seconds: float | None = None) -> None:
+        kind = "individual" if self.n == 1 else "couple" if self.n == 2 else "family"
+        body: dict[str, Any] = {"type": kind, "clients": self.n, "topology": "mesh", "host": "Probe therapist"}
+        if seconds is not None:
+            body["duration_seconds"] = seconds
+        started = time.monotonic()
+        self.room = await create_room(self.server, self.admin_key, body, insecure=self.insecure)
+        self.figures["room_id"] = self.room["room_id"]
+        self.therapist = await Participant.join(self.server, self.room["therapist_link"], name="Probe therapist",
+                                                insecure=self.insecure)
+        for i, link in enumerate(self.room["client_links"]):
+            self.clients.append(await Participant.join(self.server, link, name=f"Probe client {i + 1}",
+                                                       insecure=self.insecure))
+        self.figures["join_ms"] = round((time.monotonic() - started) * 1000, 1)
+        await self._check_waiting()
+
+    async def _check_waiting(self) -> None:
+        t = self.therapist
+        assert t is not None
+        pids = {c.pid for c in self.clients}
+        await t.wait_until(lambda: pids <= {q.pid for q in t.queue}, 10, "seeing every client in the queue")
+        await asyncio.sleep(0.5)  # time enough for a (wrong) peer connection to appear
+        for c in self.clients:
+            _check(c.status == "waiting", f"{c.name} is {c.status}, not waiting")
+            _check(not c.links and not c.roster, f"{c.name} has a peer connection or a roster while waiting")
+        _check(not t.links, "the therapist has a peer connection to a waiting client")
+        _check(all(f == {"video": 0, "audio": 0} for c in self.clients for f in c.frames().values()),
+               "media reached a waiting client")
+
+    async def _admit_all(self) -> None:
+        t = self.therapist
+        assert t is not None
+        admit_at: dict[str, float] = {}
+        for c in self.clients:
+            admit_at[c.pid] = time.monotonic()
+            await t.admit(c.pid)
+            await c.wait_until(lambda c=c: bool(c.status == "admitted"), 10, "admitted")  # type: ignore[misc]
+        everyone = [t, *self.clients]
+        for x in everyone:
+            for y in everyone:
+                if x is not y:
+                    await x.wait_frames(y.pid, video=MIN_VIDEO, audio=MIN_AUDIO, timeout=20)
+        delays = []
+        for c in self.clients:
+            first = c.first_frame_at(t.pid)
+            if first is not None:
+                delays.append(first - admit_at[c.pid])
+        self.figures["admit_to_first_frame_ms"] = round(max(delays) * 1000, 1) if delays else None
+
+    def _frames(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for p in [self.therapist, *self.clients]:
+            if p is None:
+                continue
+            total = {"video": 0, "audio": 0}
+            for link in [*p.links.values(), *p.closed_links]:
+                for kind, n in link.frames().items():
+                    total[kind] += n
+            out["therapist" if p.role == "therapist" else f"client{self.clients.index(p) + 1}"] = total
+        return out
+
+    async def _flow(self, seconds: float) -> None:
+        """Media keeps flowing both ways for ``seconds``."""
+        before = self._frames()
+        await asyncio.sleep(seconds)
+        after = self._frames()
+        for who, counts in after.items():
+            grew = counts["video"] - before.get(who, {}).get("video", 0)
+            _check(grew >= min(5, int(seconds * 5)), f"{who}'s incoming video stalled ({grew} frames)")
+        if seconds > 0:
+            self.figures["video_fps"] = {
+                who: round((after[who]["video"] - before[who]["video"]) / seconds / max(self.n, 1), 1)
+                for who in after}
+
+    # ------------------------------------------------------------------ scenarios
+
+    async def basic(self) -> None:
+        await self._setup()
+        await self._admit_all()
+        await self._flow(self.duration)
+        self.figures["frames"] = self._frames()
+
+    async def decline(self) -> None:
+        await self._setup()
+        t, c = self.therapist, self.clients[0]
+        assert t is not None and c.sc is not None
+        started = time.monotonic()
+        await t.decline(c.pid, "The probe declines you.")
+        await c.wait_until(lambda: c.status == "declined", 10, "declined")
+        code = await c.sc.wait_closed(10)
+        self.figures["decline_to_close_ms"] = round((time.monotonic() - started) * 1000, 1)
+        _check(code == 4010, f"the declined client's socket closed with {code}, not 4010")
+        _check(not c.links, "the declined client has a peer connection")
+        refused = await _refused(self.server, self.room["client_links"][0], self.insecure)
+        _check(refused == "token-revoked", f"the declined link is not refused (got {refused})")
+        self.figures["refused_with"] = refused
+        self.figures["frames"] = self._frames()
+
+    async def end(self) -> None:
+        await self._setup(seconds=max(self.duration, 1.0))
+        await self._admit_all()
+        t = self.therapist
+        assert t is not None and t.ends_at is not None
+        everyone = [t, *self.clients]
+        wait = max(_ts(t.ends_at) - time.time(), 0) + 30
+        await t.wait_until(lambda: all(p.status == "ended" for p in everyone), wait, "ended by the server")
+        ended_at = time.time()
+        self.figures["end_skew_ms"] = round((ended_at - _ts(t.ends_at)) * 1000, 1)
+        for p in everyone:
+            _check(p.ended_reason == "time", f"{p.name} ended with reason {p.ended_reason}")
+            assert p.sc is not None
+            code = await p.sc.wait_closed(10)
+            _check(code == 1000, f"{p.name}'s socket closed with {code}, not 1000")
+            _check(not p.links, f"{p.name} kept a peer connection after the end")
+        self.figures["frames"] = self._frames()
+        refusals: set[str] = set()
+        for link in [self.room["therapist_link"], *self.room["client_links"]]:
+            refused = await _refused(self.server, link, self.insecure)
+            _check(refused in ("room-ended", "token-revoked"), f"a link is not refused after the end (got {refused})")
+            refusals.add(str(refused))
+        self.figures["refused_with"] = sorted(refusals)
+        self.keep_room = True  # already ended
+
+    async def resume(self) -> None:
+        await self._setup()
+        await self._admit_all()
+        t, c = self.therapist, self.clients[0]
+        assert t is not None
+        link = c.links[t.pid]
+        await c.drop_signaling()
+        await t.wait_until(lambda: c.pid in t.roster and not t.roster[c.pid].connected, 10,
+                           "seeing the client disconnected")
+        await self._flow(min(self.duration, 2.0))  # media does not depend on the websocket
+        mark = c.mark()
+        started = time.monotonic()
+        welcome = await c.reconnect()
+        self.figures["resume_ms"] = round((time.monotonic() - started) * 1000, 1)
+        _check(welcome.pid == c.pid, "the resumed client got a new pid")
+        _check(welcome.status == "admitted", f"the resumed client is {welcome.status}, not admitted")
+        await asyncio.sleep(0.2)
+        _check(not any(type(x).__name__ == "Admitted" for x in c.log[mark:]), "the resumed client was re-admitted")
+        await t.wait_until(lambda: c.pid in t.roster and t.roster[c.pid].connected, 10, "seeing the client back")
+        _check(c.links.get(t.pid) is link, "the client's peer connection was replaced")
+        await self._flow(max(self.duration - 2.0, 1.0))
+        self.figures["frames"] = self._frames()
+
+    # ------------------------------------------------------------------ cleanup
+
+    async def cleanup(self) -> None:
+        t = self.therapist
+        if t is not None and t.connected and not self.keep_room:
+            with contextlib.suppress(Exception):
+                await t.end()
+                await t.wait_until(lambda: t.status == "ended", 5)
+        for p in [*self.clients, t]:
+            if p is not None:
+                await p.close()

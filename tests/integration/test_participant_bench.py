@@ -1,0 +1,35 @@
+"""Smoke test of the signaling benchmark with tiny numbers (child-process server and baseline)."""
+
+from __future__ import annotations
+
+import pytest
+
+from peer.bench_signaling import bench_signaling, percentile
+
+pytestmark = [pytest.mark.integration]
+
+
+async def test_bench_signaling_shape() -> None:
+    result = await bench_signaling(rooms=2, participants=3, seconds=2)
+    for key in ("rooms", "participants", "seconds", "messages", "p50_ms", "p99_ms", "join_p50_ms",
+                "join_p99_ms", "rss_mb", "baseline", "baseline_ratio"):
+        assert key in result, key
+    assert (result["rooms"], result["participants"], result["seconds"]) == (2, 3, 2)
+    assert result["messages"] == 12 and result["lost"] == 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] < 1000
+    assert 0 < result["join_p50_ms"] <= result["join_p99_ms"]
+    assert result["rss_mb"] > 10
+    assert set(result["baseline"]) >= {"p50_ms", "p99_ms"} and result["baseline"]["messages"] == 12
+    assert result["baseline_ratio"] > 0
+
+
+async def test_bench_against_the_fixture_server(alcove: object) -> None:
+    result = await bench_signaling(rooms=1, participants=2, seconds=1, server=alcove.url,  # type: ignore[attr-defined]
+                                   admin_key=alcove.admin_key)  # type: ignore[attr-defined]
+    assert result["messages"] == 2 and result["rss_mb"] is None
+
+
+def test_percentile() -> None:
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+    assert percentile(list(map(float, range(100))), 0.99) == 98.0
