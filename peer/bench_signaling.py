@@ -102,7 +102,7 @@ class Child:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def ready(self, timeout: float = 20.0) -> None:  # noqa: ASYNC109
+    async def ready(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while True:

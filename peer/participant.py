@@ -400,7 +400,7 @@ class Participant:
 
     # ------------------------------------------------------------------ waiting
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:  # noqa: ASYNC109
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
         """Wait until ``condition()`` holds (checked on every message and every 50 ms); TimeoutError if not."""
         deadline = time.monotonic() + timeout
         while not condition():
@@ -415,7 +415,7 @@ class Participant:
         """A position in :attr:`log` for :meth:`expect`."""
         return len(self.log)
 
-    async def expect(self, type_: str, *, after: int = 0, timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    async def expect(self, type_: str, *, after: int = 0, timeout: float = 5.0) -> Any:
         """The first message of ``type_`` in :attr:`log` at or after position ``after``."""
         def find() -> Any:
             for msg in self.log[after:]:
@@ -425,7 +425,7 @@ class Participant:
         await self.wait_until(lambda: find() is not None, timeout, f"sent {type_}")
         return find()
 
-    async def wait_frames(self, pid: str, video: int = 10, audio: int = 0, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_frames(self, pid: str, video: int = 10, audio: int = 0, timeout: float = 10.0) -> None:
         def enough() -> bool:
             f = self.frames_from(pid)
             return f["video"] >= video and f["audio"] >= audio

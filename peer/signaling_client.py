@@ -116,7 +116,7 @@ class SignalingClient:
 
     @classmethod
     async def open(cls, base_url: str, token: str, name: str | None = None, resume: str | None = None,
-                   intro: str | None = None, *, insecure: bool = False, timeout: float = 10.0,  # noqa: ASYNC109
+                   intro: str | None = None, *, insecure: bool = False, timeout: float = 10.0,
                    listeners: Iterable[Listener] = (), keep_inbox: bool = True) -> SignalingClient:
         """``POST /api/session``, websocket ``/ws`` with the right ``Origin``, ``hello``, wait for ``welcome``.
 
@@ -136,7 +136,7 @@ class SignalingClient:
         return cls(base_url, token_of(token), http, insecure=insecure)
 
     async def connect(self, name: str | None = None, resume: str | None = None, intro: str | None = None, *,
-                      timeout: float = 10.0) -> None:  # noqa: ASYNC109
+                      timeout: float = 10.0) -> None:
         """Ticket exchange, websocket, hello and welcome; closes itself and raises on failure."""
         try:
             await asyncio.wait_for(self._join(name, resume, intro), timeout)
@@ -244,7 +244,7 @@ class SignalingClient:
                 return msg
         return None
 
-    async def next(self, types: str | Iterable[str] | None = None, timeout: float = 5.0) -> Any:  # noqa: ASYNC109
+    async def next(self, types: str | Iterable[str] | None = None, timeout: float = 5.0) -> Any:
         """The oldest buffered message of one of ``types`` (``None``: any), waiting up to ``timeout`` s.
 
         Raises ``TimeoutError``, or :class:`SignalingClosed` when the socket closed and nothing matches.
@@ -274,7 +274,7 @@ class SignalingClient:
         self._inbox.clear()
         return out
 
-    async def wait_closed(self, timeout: float = 5.0) -> int | None:  # noqa: ASYNC109
+    async def wait_closed(self, timeout: float = 5.0) -> int | None:
         """Wait for the server to close the socket; the close code."""
         await asyncio.wait_for(self._closed.wait(), timeout)
         return self.close_code
