@@ -222,5 +222,10 @@ async def healthz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     hub.update_gauges()
+    if hub.media is not None:
+        stats = await hub.media.stats(within=1.0)
+        hub.metrics.sfu_decoded_frames.set(sum(int(w.get("decoded_frames", 0)) for w in stats.values()))
+        hub.metrics.sfu_forwarded_packets.set(sum(int(w.get("forwarded_packets", 0)) for w in stats.values()))
+        hub.metrics.sfu_worker_deaths.set(hub.media.worker_deaths)
     body, content_type = hub.metrics.render()
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -65,6 +65,15 @@ class Metrics:
             buckets=RELAY_LATENCY_BUCKETS,
             registry=r,
         )
+        self.sfu_decoded_frames = Gauge(
+            f"{_PREFIX}_sfu_decoded_frames",
+            "Frames the SFU workers decoded (must stay 0: the SFU forwards encrypted frames it cannot read).",
+            registry=r,
+        )
+        self.sfu_forwarded_packets = Gauge(
+            f"{_PREFIX}_sfu_forwarded_packets", "Packets forwarded by the live SFU workers.", registry=r
+        )
+        self.sfu_worker_deaths = Gauge(f"{_PREFIX}_sfu_worker_deaths", "SFU worker processes that died.", registry=r)
         for state in ROOM_STATES:
             self.rooms.labels(state=state).set(0)
         for role in ROLES:
