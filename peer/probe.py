@@ -9,7 +9,17 @@ client(s) and checks one scenario:
 * ``end``     — a room of ``duration`` seconds; media flows until the server's hard end, every socket gets
   ``session-ended`` and every link is refused afterwards (real clock);
 * ``resume``  — the admitted client drops its websocket (keeping its peer connection), reconnects with its
-  resume credential and is back in the room without a new admission, media uninterrupted.
+  resume credential and is back in the room without a new admission, media uninterrupted;
+* ``wrong-key`` — an E2EE room (links with ``s``/``tk``, as the therapist UI makes them) of at least two
+  clients where the last client installs corrupted epoch keys: it decodes 0 frames (and nobody decodes its
+  frames) while the others decode each other; figures: frames per receiver and sender, decrypt failures;
+* ``mitm``    — the probe puts its own fingerprint-swapping relay (``peer.mitm.MitmProxy``) between its peers
+  and the server; ok only if both peers refuse the SDP (security failure recorded) and never connect;
+* ``group``   — a ``--clients N`` family/group room with topology ``sfu`` and E2EE: every peer receives frames
+  from every other peer through the SFU; ``figures.server_decoded_frames`` is the server's
+  ``alcove_sfu_decoded_frames`` gauge from ``/metrics`` (must be 0; ``null`` when the server does not expose it);
+* ``relay``   — every peer is relay-only (``iceTransportPolicy`` RELAY with the server's TURN credentials); ok
+  only if media flows and every selected candidate pair is relay↔relay; figures: the pair types.
 
 It returns ``{"ok", "scenario", "figures", "error"}``; the CLI decides the exit code.
 """
@@ -18,19 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric import ec
 
-from .participant import Participant
+from .e2ee import b64e, pub_raw, tk_of
+from .participant import Participant, sdp_candidate_types, selected_pair_types
 from .signaling_client import JoinRefused, SignalingClient, base_of
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
-SCENARIOS = ("basic", "decline", "end", "resume")
+SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay")
 MIN_VIDEO = 11
 MIN_AUDIO = 10
 
@@ -82,8 +95,8 @@ async def run_probe(server: str, scenario: str, *, duration: float = 15.0, clien
     if scenario not in SCENARIOS:
         result["error"] = f"unknown scenario {scenario!r} (one of {', '.join(SCENARIOS)})"
         return result
-    if not 1 <= clients <= 6:
-        result["error"] = "clients is between 1 and 6"
+    if not 1 <= clients <= 10:
+        result["error"] = "clients is between 1 and 10"
         return result
     if _is_loopback(server):
         from .aiortc_hooks import allow_loopback_candidates
@@ -92,7 +105,7 @@ async def run_probe(server: str, scenario: str, *, duration: float = 15.0, clien
     probe = _Probe(base_of(server), admin_key, insecure, duration, clients, figures)
     started = time.monotonic()
     try:
-        await getattr(probe, scenario)()
+        await getattr(probe, scenario.replace("-", "_"))()
         result["ok"] = True
     except (ProbeFailure, JoinRefused, TimeoutError, aiohttp.ClientError, OSError) as err:
         result["error"] = f"{type(err).__name__}: {err}"
@@ -116,22 +129,38 @@ class _Probe:
         self.therapist: Participant | None = None
         self.clients: list[Participant] = []
         self.keep_room = False
+        self.proxy: Any = None
+
+    def _e2ee_links(self, ik: ec.EllipticCurvePrivateKey) -> tuple[str, list[str]]:
+        """The invite links as the therapist UI makes them: ``s`` for everyone, ``tk`` for the clients."""
+        s = b64e(os.urandom(32))
+        tk = b64e(tk_of(pub_raw(ik)))
+        return (self.room["therapist_link"] + f"&s={s}",
+                [link + f"&s={s}&tk={tk}" for link in self.room["client_links"]])
 
     # ------------------------------------------------------------------ steps
 
-    async def _setup(self, seconds: float | None = None) -> None:
-        kind = "individual" if self.n == 1 else "couple" if self.n == 2 else "family"
-        body: dict[str, Any] = {"type": kind, "clients": self.n, "topology": "mesh", "host": "Probe therapist"}
+    async def _setup(self, seconds: float | None = None, *, e2ee: bool = False, topology: str = "mesh",
+                     via: str | None = None, wrong: tuple[int, ...] = (), relay_only: bool = False) -> None:
+        kind = "individual" if self.n == 1 else "couple" if self.n == 2 else "family" if self.n <= 6 else "group"
+        body: dict[str, Any] = {"type": kind, "clients": self.n, "topology": topology, "host": "Probe therapist"}
         if seconds is not None:
             body["duration_seconds"] = seconds
         started = time.monotonic()
         self.room = await create_room(self.server, self.admin_key, body, insecure=self.insecure)
         self.figures["room_id"] = self.room["room_id"]
-        self.therapist = await Participant.join(self.server, self.room["therapist_link"], name="Probe therapist",
-                                                insecure=self.insecure)
-        for i, link in enumerate(self.room["client_links"]):
-            self.clients.append(await Participant.join(self.server, link, name=f"Probe client {i + 1}",
-                                                       insecure=self.insecure))
+        server = via or self.server
+        t_link, c_links = self.room["therapist_link"], list(self.room["client_links"])
+        ik = None
+        if e2ee:
+            ik = ec.generate_private_key(ec.SECP256R1())
+            t_link, c_links = self._e2ee_links(ik)
+        self.therapist = await Participant.join(server, t_link, name="Probe therapist", insecure=self.insecure,
+                                                therapist_ik=ik, relay_only=relay_only)
+        for i, link in enumerate(c_links):
+            self.clients.append(await Participant.join(server, link, name=f"Probe client {i + 1}",
+                                                       insecure=self.insecure, wrong_key=i in wrong,
+                                                       relay_only=relay_only))
         self.figures["join_ms"] = round((time.monotonic() - started) * 1000, 1)
         await self._check_waiting()
 
@@ -148,14 +177,18 @@ class _Probe:
         _check(all(f == {"video": 0, "audio": 0} for c in self.clients for f in c.frames().values()),
                "media reached a waiting client")
 
-    async def _admit_all(self) -> None:
+    async def _admit_all(self, *, expect_frames: bool = True) -> None:
         t = self.therapist
         assert t is not None
         admit_at: dict[str, float] = {}
         for c in self.clients:
+            if t.e2ee:
+                await t.wait_until(lambda c=c: c.pid in t.intros, 10, "a verified intro")  # type: ignore[misc]
             admit_at[c.pid] = time.monotonic()
             await t.admit(c.pid)
             await c.wait_until(lambda c=c: bool(c.status == "admitted"), 10, "admitted")  # type: ignore[misc]
+        if not expect_frames:
+            return
         everyone = [t, *self.clients]
         for x in everyone:
             for y in everyone:
@@ -168,17 +201,30 @@ class _Probe:
                 delays.append(first - admit_at[c.pid])
         self.figures["admit_to_first_frame_ms"] = round(max(delays) * 1000, 1) if delays else None
 
+    def _who(self, p: Participant) -> str:
+        return "therapist" if p is self.therapist else f"client{self.clients.index(p) + 1}"
+
     def _frames(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for p in [self.therapist, *self.clients]:
             if p is None:
                 continue
             total = {"video": 0, "audio": 0}
+            if p.sfu_room:
+                for counts in p.sfu_frames.values():
+                    for kind, n in counts.items():
+                        total[kind] += n
             for link in [*p.links.values(), *p.closed_links]:
                 for kind, n in link.frames().items():
                     total[kind] += n
-            out["therapist" if p.role == "therapist" else f"client{self.clients.index(p) + 1}"] = total
+            out[self._who(p)] = total
         return out
+
+    def _frames_by_peer(self) -> dict[str, dict[str, int]]:
+        """Video frames each participant received from each other one (``{receiver: {sender: n}}``)."""
+        everyone = [p for p in [self.therapist, *self.clients] if p is not None]
+        return {self._who(x): {self._who(y): x.frames_from(y.pid)["video"] for y in everyone if y is not x}
+                for x in everyone}
 
     async def _flow(self, seconds: float) -> None:
         """Media keeps flowing both ways for ``seconds``."""
@@ -265,6 +311,118 @@ class _Probe:
         await self._flow(max(self.duration - 2.0, 1.0))
         self.figures["frames"] = self._frames()
 
+    async def wrong_key(self) -> None:
+        self.n = max(self.n, 2)
+        await self._setup(e2ee=True, wrong=(self.n - 1,))
+        await self._admit_all(expect_frames=False)
+        t = self.therapist
+        assert t is not None
+        bad, good = self.clients[-1], [t, *self.clients[:-1]]
+        for x in good:
+            for y in good:
+                if x is not y:
+                    await x.wait_frames(y.pid, video=MIN_VIDEO, audio=MIN_AUDIO, timeout=20)
+        await bad.wait_until(lambda: bad.decrypt_failures() > 20, 10, "failing to decrypt")
+        await asyncio.sleep(max(self.duration, 1.0))
+        self.figures["frames_by_peer"] = self._frames_by_peer()
+        self.figures["decrypt_failures"] = {self._who(p): p.decrypt_failures() for p in [*good, bad]}
+        for y in good:
+            _check(bad.frames_from(y.pid) == {"video": 0, "audio": 0},
+                   f"the wrong-key client decoded frames from {self._who(y)}")
+            _check(y.frames_from(bad.pid) == {"video": 0, "audio": 0},
+                   f"{self._who(y)} decoded frames of the wrong-key client")
+        await self._flow_between(good, max(self.duration, 1.0))
+        self.figures["frames"] = self._frames()
+
+    async def _flow_between(self, peers: list[Participant], seconds: float) -> None:
+        before = {(x.pid, y.pid): x.frames_from(y.pid)["video"] for x in peers for y in peers if x is not y}
+        await asyncio.sleep(seconds)
+        for (a, b), n in before.items():
+            x = next(p for p in peers if p.pid == a)
+            grew = x.frames_from(b)["video"] - n
+            _check(grew >= min(5, int(seconds * 5)), f"video from {b} to {a} stalled ({grew} frames)")
+
+    async def mitm(self) -> None:
+        from .mitm import MitmProxy
+
+        self.proxy = await MitmProxy(self.server, rewrite=True, insecure=self.insecure).start()
+        self.n = 1
+        await self._setup(e2ee=True, via=self.proxy.url)
+        await self._admit_all(expect_frames=False)
+        t, c = self.therapist, self.clients[0]
+        assert t is not None
+        await t.wait_until(lambda: bool(t.security_failures) and bool(c.security_failures), 15,
+                           "both peers refusing the swapped fingerprints")
+        await asyncio.sleep(max(min(self.duration, 5.0), 2.0))
+        self.figures["rewritten_sdp"] = self.proxy.rewritten
+        self.figures["forged_answers"] = self.proxy.forged_answers
+        self.figures["security_failures"] = {"therapist": list(t.security_failures),
+                                             "client1": list(c.security_failures)}
+        self.figures["frames"] = self._frames()
+        for p in (t, c):
+            _check(not p.ever_connected(), f"{self._who(p)} connected through the middleman")
+        _check(self.figures["frames"] == {"therapist": {"video": 0, "audio": 0}, "client1": {"video": 0, "audio": 0}},
+               "media flowed through the middleman")
+
+    async def group(self) -> None:
+        await self._setup(e2ee=True, topology="sfu")
+        started = time.monotonic()
+        await self._admit_all()
+        self.figures["admit_to_all_frames_ms"] = round((time.monotonic() - started) * 1000, 1)
+        everyone = [p for p in [self.therapist, *self.clients] if p is not None]
+        _check(all(p.sfu_room for p in everyone), "the room is not an SFU room")
+        await self._flow_between(everyone, max(self.duration, 1.0))
+        self.figures["frames_by_peer"] = self._frames_by_peer()
+        self.figures["frames"] = self._frames()
+        self.figures["server_decoded_frames"] = await self._server_decoded_frames()
+        decoded = self.figures["server_decoded_frames"]
+        _check(decoded in (None, 0), f"the SFU decoded {decoded} frames")
+
+    async def _server_decoded_frames(self) -> int | None:
+        connector = aiohttp.TCPConnector(ssl=False if self.insecure else True)
+        try:
+            async with aiohttp.ClientSession(connector=connector) as http, http.get(
+                    f"{self.server}/metrics", headers={"Authorization": f"Bearer {self.admin_key}"}) as r:
+                if r.status != 200:
+                    return None
+                text = await r.text()
+        except aiohttp.ClientError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("alcove_sfu_decoded_frames"):
+                return int(float(line.split()[-1]))
+        return None
+
+    async def relay(self) -> None:
+        await self._setup(relay_only=True)
+        t = self.therapist
+        assert t is not None
+        await self._admit_all(expect_frames=False)
+        everyone = [t, *self.clients]
+        for p in everyone:
+            await p.wait_until(lambda p=p: p.ice_known, 10, "ice servers")  # type: ignore[misc]
+            _check(any("turn:" in str(s.get("urls")) for s in p.ice_servers),
+                   f"the server offered {self._who(p)} no TURN server")
+        for x in everyone:
+            for y in everyone:
+                if x is not y:
+                    await x.wait_frames(y.pid, video=MIN_VIDEO, audio=MIN_AUDIO, timeout=30)
+        await self._flow(max(self.duration, 1.0))
+        pairs: dict[str, list[list[str]]] = {}
+        local_types: set[str] = set()
+        for p in everyone:
+            for pid, link in p.links.items():
+                found = selected_pair_types(link.pc)
+                pairs[f"{self._who(p)}->{pid}"] = [list(x) for x in found]
+                local_types.update(sdp_candidate_types(link.pc.localDescription.sdp if link.pc.localDescription
+                                                       else None))
+                _check(bool(found), f"no selected candidate pair on {self._who(p)}'s link")
+                _check(all(x == ("relay", "relay") for x in found), f"a non-relay pair was selected: {found}")
+        self.figures["candidate_pairs"] = pairs
+        self.figures["local_candidate_types"] = sorted(local_types)
+        _check(local_types == {"relay"}, f"non-relay candidates were offered: {sorted(local_types)}")
+        self.figures["frames"] = self._frames()
+
     # ------------------------------------------------------------------ cleanup
 
     async def cleanup(self) -> None:
@@ -276,3 +434,5 @@ class _Probe:
         for p in [*self.clients, t]:
             if p is not None:
                 await p.close()
+        if self.proxy is not None:
+            await self.proxy.stop()

@@ -85,6 +85,8 @@ def base_of(url: str) -> str:
 
 
 Listener = Callable[[m.ServerMessage], None]
+IntroSource = str | Callable[[dict[str, Any]], str | None] | None
+"""A ``hello.intro``: a string, ``None``, or a function of the ``POST /api/session`` answer."""
 
 
 class SignalingClient:
@@ -116,7 +118,7 @@ class SignalingClient:
 
     @classmethod
     async def open(cls, base_url: str, token: str, name: str | None = None, resume: str | None = None,
-                   intro: str | None = None, *, insecure: bool = False, timeout: float = 10.0,
+                   intro: IntroSource = None, *, insecure: bool = False, timeout: float = 10.0,
                    listeners: Iterable[Listener] = (), keep_inbox: bool = True) -> SignalingClient:
         """``POST /api/session``, websocket ``/ws`` with the right ``Origin``, ``hello``, wait for ``welcome``.
 
@@ -135,16 +137,20 @@ class SignalingClient:
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False if insecure else True))
         return cls(base_url, token_of(token), http, insecure=insecure)
 
-    async def connect(self, name: str | None = None, resume: str | None = None, intro: str | None = None, *,
+    async def connect(self, name: str | None = None, resume: str | None = None, intro: IntroSource = None, *,
                       timeout: float = 10.0) -> None:
-        """Ticket exchange, websocket, hello and welcome; closes itself and raises on failure."""
+        """Ticket exchange, websocket, hello and welcome; closes itself and raises on failure.
+
+        ``intro`` may be a callable: it is called with the ``POST /api/session`` answer (role, room) once the
+        ticket is in hand, and returns the ``hello.intro`` (the E2EE intro needs the room id).
+        """
         try:
             await asyncio.wait_for(self._join(name, resume, intro), timeout)
         except BaseException:
             await self.close()
             raise
 
-    async def _join(self, name: str | None, resume: str | None, intro: str | None) -> None:
+    async def _join(self, name: str | None, resume: str | None, intro: IntroSource) -> None:
         started = time.perf_counter()
         async with self._http.post(f"{self.base_url}/api/session", json={"token": self.token}) as r:
             try:
@@ -157,6 +163,8 @@ class SignalingClient:
                                   status=r.status, opens_at=err.get("opens_at"))
         ticket = body.pop("ticket")
         self.session_info = body
+        if callable(intro):
+            intro = intro(body)
         ws_url = self.base_url.replace("http", "ws", 1) + "/ws"
         self._ws = await self._http.ws_connect(ws_url, headers={"Origin": self.base_url}, autoping=True,
                                                max_msg_size=4 * m.MAX_MESSAGE_BYTES)

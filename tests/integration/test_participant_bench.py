@@ -33,3 +33,13 @@ def test_percentile() -> None:
     assert percentile([], 0.5) is None
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
     assert percentile(list(map(float, range(100))), 0.99) == 98.0
+
+
+async def test_bench_e2ee_reports_both_throughputs() -> None:
+    from peer.bench_e2ee import bench_e2ee
+
+    result = await bench_e2ee(seconds=0.5)
+    python = result["python"]
+    assert python["sframe_mb_s"] > 0 and python["aesgcm_mb_s"] > 0 and python["frames"] > 100
+    assert python["ratio"] > 0 and python["cpu_pct_per_av_stream"] > 0
+    assert result["browser"] is None and "browser" in result["note"]

@@ -57,3 +57,21 @@ async def test_probe_reports_failure(alcove: Any) -> None:
     result = await run_probe(alcove.url, "basic", duration=1.0, admin_key="wrong-key")
     assert result["ok"] is False and "401" in result["error"]
     assert (await run_probe(alcove.url, "nope", admin_key=alcove.admin_key))["ok"] is False
+
+
+async def test_probe_wrong_key(alcove: Any) -> None:
+    result = await run_probe(alcove.url, "wrong-key", duration=1.0, clients=2, admin_key=alcove.admin_key)
+    assert result["ok"], result
+    by_peer = result["figures"]["frames_by_peer"]
+    assert by_peer["client2"] == {"therapist": 0, "client1": 0}
+    assert by_peer["therapist"]["client1"] > 10 and by_peer["client1"]["therapist"] > 10
+    assert by_peer["therapist"]["client2"] == 0 and by_peer["client1"]["client2"] == 0
+    assert result["figures"]["decrypt_failures"]["client2"] > 0
+
+
+async def test_probe_mitm(alcove: Any) -> None:
+    result = await run_probe(alcove.url, "mitm", duration=2.0, admin_key=alcove.admin_key)
+    assert result["ok"], result
+    figures = result["figures"]
+    assert figures["rewritten_sdp"] >= 1 and figures["forged_answers"] >= 1
+    assert figures["security_failures"]["therapist"] and figures["security_failures"]["client1"]
