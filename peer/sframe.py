@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -232,8 +233,7 @@ def make_nonce(salt: bytes, ctr: int) -> bytes:
     """nonce = salt XOR CTR (CTR big-endian, left-padded to the nonce length)."""
     if not 0 <= ctr <= MAX_U64:
         raise SFrameError(f"CTR out of range: {ctr}")
-    c = ctr.to_bytes(len(salt), "big")
-    return bytes(a ^ b for a, b in zip(salt, c, strict=True))
+    return (int.from_bytes(salt, "big") ^ ctr).to_bytes(len(salt), "big")
 
 
 def _ctr_hmac_tag(cs: CipherSuite, auth_key: bytes, nonce: bytes, aad: bytes, ct: bytes) -> bytes:
@@ -360,7 +360,10 @@ def protect_frame(kind: FrameKind, key: bytes, salt: bytes, kid: int, ctr: int, 
     return prefix + protect(ALCOVE_SUITE, key, salt, kid, ctr, prefix, frame[n:])
 
 
-def _split_candidates(kind: FrameKind, data: bytes) -> list[tuple[int, int, int, int]]:
+_TAG_LEN: Final = 16  # suite 4
+
+
+def _split_candidates(kind: FrameKind, data: bytes) -> Iterator[tuple[int, int, int, int]]:
     """Possible ``(prefix_len, kid, ctr, header_len)`` splits of a protected frame.
 
     The normal case is the full prefix.  A frame shorter than its prefix was
@@ -369,19 +372,18 @@ def _split_candidates(kind: FrameKind, data: bytes) -> list[tuple[int, int, int,
     Authentication decides between candidates (the AAD covers the split).
     """
     full = clear_prefix_len(kind, data)
-    tag_len = SUITES[ALCOVE_SUITE].nt
-    out: list[tuple[int, int, int, int]] = []
+    tag_len = _TAG_LEN
+    size = len(data)
     for n in range(full, 0, -1):
-        if len(data) <= n:
+        if size <= n:
             continue
         try:
-            kid, ctr, hlen = decode_header(data[n:])
+            kid, ctr, hlen = decode_header(data[n : n + 17])
         except SFrameError:
             continue
-        rest = len(data) - n - hlen
+        rest = size - n - hlen
         if (n == full and rest >= tag_len) or (n < full and rest == tag_len):
-            out.append((n, kid, ctr, hlen))
-    return out
+            yield n, kid, ctr, hlen
 
 
 def unprotect_frame(kind: FrameKind, key: bytes, salt: bytes, data: bytes) -> tuple[int, int, bytes]:
@@ -413,6 +415,27 @@ class _KidKey:
     key: bytes
     salt: bytes
     aead: AESGCM
+    salt_int: int = 0
+    kid_config: int = 0
+    kid_bytes: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.salt_int = int.from_bytes(self.salt, "big")
+        if self.kid < 8:
+            self.kid_config, self.kid_bytes = self.kid << 4, b""
+        else:
+            n = _min_len(self.kid)
+            self.kid_config, self.kid_bytes = 0x80 | ((n - 1) << 4), self.kid.to_bytes(n, "big")
+
+    def nonce(self, ctr: int) -> bytes:
+        return (self.salt_int ^ ctr).to_bytes(12, "big")
+
+    def header(self, ctr: int) -> bytes:
+        """``encode_header(self.kid, ctr)``, with the KID part computed once."""
+        if ctr < 8:
+            return bytes((self.kid_config | ctr,)) + self.kid_bytes
+        n = (ctr.bit_length() + 7) >> 3
+        return bytes((self.kid_config | 0x08 | (n - 1),)) + self.kid_bytes + ctr.to_bytes(n, "big")
 
 
 def _kid_key(epoch: int, sender_index: int, stream: int, base_key: bytes) -> _KidKey:
@@ -493,9 +516,8 @@ class FrameEncryptor:
             self.frames += 1
         n = min(clear_prefix_len(kind, frame), len(frame))
         prefix = frame[:n]
-        header = encode_header(kk.kid, ctr)
-        nonce = make_nonce(kk.salt, ctr)
-        return prefix + header + kk.aead.encrypt(nonce, frame[n:], header + prefix)
+        header = kk.header(ctr)
+        return prefix + header + kk.aead.encrypt(kk.nonce(ctr), frame[n:], header + prefix)
 
 
 @dataclass
@@ -582,11 +604,7 @@ class FrameDecryptor:
     ) -> bytes | None:
         if not data:
             return b""
-        try:
-            candidates = _split_candidates(kind, data)
-        except SFrameError:
-            candidates = []
-        for n, kid, ctr, hlen in candidates:
+        for n, kid, ctr, hlen in _split_candidates(kind, data):
             if kid >= 0x400 or ctr >= MAX_SEND_CTR:
                 continue
             stream, sender_index, epoch_low = parse_kid(kid)
@@ -603,7 +621,7 @@ class FrameDecryptor:
             prefix = data[:n]
             header = data[n : n + hlen]
             try:
-                pt = kk.aead.decrypt(make_nonce(kk.salt, ctr), data[n + hlen :], header + prefix)
+                pt = kk.aead.decrypt(kk.nonce(ctr), data[n + hlen :], header + prefix)
             except InvalidTag:
                 continue
             with self._lock:
