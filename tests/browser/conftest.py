@@ -1,0 +1,176 @@
+"""Browser tests: Playwright driving Debian's Chromium (never a downloaded browser) against the real server.
+
+Run inside the loopback-only namespace:
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q -m browser tests/browser'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROME_ARGS = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(here):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is missing")
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:  # pragma: no cover
+        if os.environ.get("CI"):
+            pytest.fail("playwright is not installed")
+        pytest.skip("playwright is not installed")
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROME_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+class Pages:
+    """Opens pages in fresh contexts (each one a separate device) and fails on any request that leaves the
+    server's origin."""
+
+    def __init__(self, browser: Any, base_url: str) -> None:
+        self.browser = browser
+        self.origin = _origin(base_url)
+        self.foreign: list[str] = []
+        self.console_errors: list[str] = []
+        self.contexts: list[Any] = []
+
+    async def new(self, *, viewport: dict[str, int] | None = None, permissions: list[str] | None = None,
+                  grant_media: bool = True) -> Any:
+        ctx = await self.browser.new_context(viewport=viewport or {"width": 1200, "height": 800},
+                                             color_scheme="light", locale="en-GB", timezone_id="Europe/Bucharest")
+        if grant_media:
+            await ctx.grant_permissions(permissions or ["camera", "microphone"], origin=self.origin)
+        self.contexts.append(ctx)
+        page = await ctx.new_page()
+
+        def on_request(req: Any) -> None:
+            url = req.url
+            if url.startswith(("data:", "blob:", "about:")):
+                return
+            if _origin(url) != self.origin:
+                self.foreign.append(url)
+
+        page.on("request", on_request)
+        page.on("pageerror", lambda exc: self.console_errors.append(f"pageerror: {exc}"))
+        page.on("console", lambda msg: self.console_errors.append(f"{msg.type}: {msg.text}"))
+        return page
+
+    async def close(self) -> None:
+        for ctx in self.contexts:
+            try:
+                await ctx.close()
+            except Exception:
+                pass
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}".lower()
+
+
+@pytest.fixture
+async def pages(browser: Any, alcove: Any) -> AsyncIterator[Pages]:
+    p = Pages(browser, alcove.url)
+    try:
+        yield p
+    finally:
+        for line in p.console_errors[-60:]:
+            print("[browser]", line)
+        await p.close()
+    assert not p.foreign, f"requests to other origins: {p.foreign}"
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], timeout: float = 15.0, every: float = 0.25,
+                   what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def frames(page: Any) -> dict[str, int]:
+    """framesDecoded per remote peer (inbound-rtp video), from the page's own stats helper."""
+    stats: dict[str, dict[str, Any]] = await page.evaluate("async () => window.alcove ? window.alcove.stats() : {}")
+    return {pid: int(s.get("framesDecoded", 0)) for pid, s in stats.items()}
+
+
+async def decodes_from_all(page: Any, n_peers: int, timeout: float = 25.0, min_frames: int = 10) -> dict[str, int]:
+    """Waits until the page decodes video from `n_peers` peers, and that decoding keeps going."""
+    first: dict[str, int] = {}
+
+    async def ready() -> bool:
+        nonlocal first
+        first = await frames(page)
+        return len(first) == n_peers and all(v >= min_frames for v in first.values())
+
+    await wait_for(ready, timeout=timeout, what=f"video decoded from {n_peers} peer(s)")
+    later: dict[str, int] = {}
+
+    async def grows() -> bool:
+        nonlocal later
+        later = await frames(page)
+        return all(later.get(pid, 0) > v for pid, v in first.items())
+
+    await wait_for(grows, timeout=10, what="decoded frames to keep growing")
+    return later
+
+
+async def join(page: Any, link: str, name: str | None = None) -> None:
+    """Opens a link, types the name (if given) and clicks Join."""
+    await page.goto(link)
+    await page.get_by_role("button", name="Join", exact=True).wait_for()
+    if name is not None:
+        await page.get_by_label("Your name").fill(name)
+    await page.get_by_role("button", name="Join", exact=True).click()
+
+
+async def shot(page: Any, name: str, full_page: bool = False) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page, animations="disabled")
+
+
+async def wait_js(page: Any, expression: str, timeout: float = 15.0) -> None:
+    """Polls a JS expression (page.wait_for_function would need 'unsafe-eval', which the CSP forbids)."""
+
+    async def truthy() -> bool:
+        return bool(await page.evaluate(expression))
+
+    await wait_for(truthy, timeout=timeout, every=0.1, what=expression)

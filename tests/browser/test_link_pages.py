@@ -1,0 +1,46 @@
+"""Links that cannot be used (yet, any more, or at all) get a clear page, not an error."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from .conftest import shot
+
+pytestmark = pytest.mark.browser
+
+
+async def test_too_early_link_says_when_it_opens(alcove: Any, pages: Any) -> None:
+    start = datetime.fromtimestamp(alcove.clock.now, UTC) + timedelta(hours=2)
+    room = await alcove.create_room(type="individual", start=start.isoformat(), host="Dr. Ionescu")
+    page = await pages.new()
+    await page.goto(room["client_links"][0])
+    opens = datetime.fromisoformat(room["opens_at"].replace("Z", "+00:00"))
+    expected = await page.evaluate(
+        "(iso) => new Intl.DateTimeFormat(navigator.language, {hour: '2-digit', minute: '2-digit'}).format(new Date(iso))",
+        opens.isoformat())
+    heading = page.get_by_role("heading", level=1)
+    await page.get_by_role("heading", name=f"This session opens at {expected}").wait_for()
+    assert "opens" in (await heading.text_content() or "")
+    await shot(page, "too-early")
+
+
+async def test_ended_link_shows_the_ended_page(alcove: Any, pages: Any) -> None:
+    room = await alcove.create_room(type="individual", duration_minutes=30)
+    await alcove.advance(31 * 60)
+    page = await pages.new()
+    await page.goto(room["client_links"][0])
+    await page.get_by_role("heading", name="This session has ended").wait_for()
+    await shot(page, "ended-link")
+
+
+@pytest.mark.parametrize("link", ["/j/#t=not-a-real-token", "/j/#t=", "/j/", "/j/#x=1"])
+async def test_malformed_or_missing_link_shows_a_clear_page(alcove: Any, pages: Any, link: str) -> None:
+    page = await pages.new()
+    await page.goto(alcove.url + link)
+    await page.get_by_role("heading", name="This link does not work").wait_for()
+    assert await page.get_by_role("button", name="Join", exact=True).count() == 0
+    if link == "/j/#t=not-a-real-token":
+        await shot(page, "malformed")

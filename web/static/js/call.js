@@ -1,0 +1,379 @@
+// Media for one participant: one RTCPeerConnection per remote admitted peer (mesh), perfect negotiation,
+// trickle ICE, ICE restart on failure. No DOM here: the UI listens to the events of `Call`.
+//
+// Events (CustomEvent, detail in braces):
+//  - `stream`  {pid, stream}   the remote media of a peer (a new MediaStream when its connection is replaced)
+//  - `peer-closed` {pid}       the peer's connection was closed (left the roster, or we left)
+//  - `state`   {pid, state}    connectionState of a peer's connection
+//  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
+
+/** @typedef {import("./protocol.js").Signaling} Signaling */
+/** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
+
+/** How long the polite side waits for the other side's first offer before making its own. */
+const FIRST_OFFER_WAIT_MS = 1500;
+
+const FINGERPRINT = /^a=fingerprint:(.+)$/m;
+
+/** @param {string|undefined|null} sdp */
+function fingerprintOf(sdp) {
+  const m = sdp ? FINGERPRINT.exec(sdp) : null;
+  return m ? m[1].trim().replace(/\r$/, "") : null;
+}
+
+/** One remote peer: its connection and the state of perfect negotiation. */
+class Peer {
+  /**
+   * @param {Call} call
+   * @param {string} pid
+   */
+  constructor(call, pid) {
+    this.call = call;
+    this.pid = pid;
+    // polite = my pid > their pid (as strings); the impolite side wins a glare.
+    this.polite = call.pid > pid;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.waitedForOffer = false;
+    this.closed = false;
+    /** @type {Promise<void>} */
+    this.queue = Promise.resolve();
+    this.stream = new MediaStream();
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this.disconnectTimer = null;
+    this.pc = this._create();
+  }
+
+  _create() {
+    const call = this.call;
+    const pc = new RTCPeerConnection({ iceServers: call.iceServers });
+    const stream = call.localStream;
+    const kinds = new Set();
+    if (stream) {
+      for (const track of stream.getTracks()) {
+        const sender = pc.addTrack(track, stream);
+        kinds.add(track.kind);
+        if (track.kind === "video") call._applyEncoding(sender);
+      }
+    }
+    for (const kind of ["audio", "video"]) {
+      if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
+    }
+    pc.addEventListener("negotiationneeded", async () => {
+      if (this.pc !== pc) return;
+      if (this.polite && !pc.remoteDescription && !this.waitedForOffer) {
+        // First negotiation: the impolite side offers at once and the polite side gives it a moment, so the
+        // usual case needs no rollback (and a peer that cannot roll back, like aiortc, is never asked to).
+        this.waitedForOffer = true;
+        await new Promise((r) => setTimeout(r, FIRST_OFFER_WAIT_MS));
+        if (this.pc !== pc || this.closed || pc.signalingState !== "stable" || pc.remoteDescription) return;
+      }
+      try {
+        this.makingOffer = true;
+        await pc.setLocalDescription();
+        if (pc.localDescription && pc.localDescription.type === "offer") {
+          call.signaling.offer(this.pid, pc.localDescription.sdp);
+        }
+      } catch (e) {
+        call._log("offer failed", this.pid, e);
+      } finally {
+        this.makingOffer = false;
+      }
+    });
+    pc.addEventListener("icecandidate", (ev) => {
+      if (this.pc !== pc || !ev.candidate) return;
+      call.signaling.candidate(this.pid, ev.candidate.toJSON());
+    });
+    pc.addEventListener("track", (ev) => {
+      if (this.pc !== pc) return;
+      const track = ev.track;
+      for (const old of this.stream.getTracks()) {
+        if (old.kind === track.kind && old !== track) this.stream.removeTrack(old);
+      }
+      if (!this.stream.getTracks().includes(track)) this.stream.addTrack(track);
+      call._emit("stream", { pid: this.pid, stream: this.stream });
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      if (this.pc !== pc) return;
+      const state = pc.connectionState;
+      call._emit("state", { pid: this.pid, state });
+      if (this.disconnectTimer) { clearTimeout(this.disconnectTimer); this.disconnectTimer = null; }
+      if (state === "failed") {
+        this.restartIce();
+      } else if (state === "disconnected") {
+        // Give ICE a few seconds to recover by itself before restarting it.
+        this.disconnectTimer = setTimeout(() => {
+          if (this.pc === pc && pc.connectionState === "disconnected") this.restartIce();
+        }, 4000);
+      }
+    });
+    return pc;
+  }
+
+  /** ICE restart: a new offer with fresh credentials (negotiationneeded fires after restartIce). */
+  restartIce() {
+    if (this.closed) return;
+    this.call._log("ice restart", this.pid);
+    try { this.pc.restartIce(); } catch (e) { this.call._log("restartIce", e); }
+  }
+
+  /** Replaces the connection (the remote side restarted, e.g. after a reload). */
+  _replace() {
+    const old = this.pc;
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.waitedForOffer = false;
+    this.stream = new MediaStream();
+    this.pc = this._create();
+    try { old.close(); } catch { /* ignore */ }
+  }
+
+  /** @param {() => Promise<void>} task */
+  enqueue(task) {
+    this.queue = this.queue.then(task).catch((e) => this.call._log("signaling task", this.pid, e));
+    return this.queue;
+  }
+
+  /**
+   * @param {"offer"|"answer"} type
+   * @param {string} sdp
+   */
+  onDescription(type, sdp) {
+    return this.enqueue(async () => {
+      if (this.closed) return;
+      let pc = this.pc;
+      if (type === "offer") {
+        const current = pc.remoteDescription ? fingerprintOf(pc.remoteDescription.sdp) : null;
+        const incoming = fingerprintOf(sdp);
+        if (current && incoming && current !== incoming) {
+          // The other side has a new connection (reload, new device): start afresh.
+          this._replace();
+          pc = this.pc;
+        }
+      }
+      const offerCollision = type === "offer" && (this.makingOffer || pc.signalingState !== "stable");
+      this.ignoreOffer = !this.polite && offerCollision;
+      if (this.ignoreOffer) return;
+      if (type === "answer" && pc.signalingState !== "have-local-offer") return; // stale answer
+      await pc.setRemoteDescription({ type, sdp }); // rolls back our offer on a collision (polite side)
+      if (type === "offer") {
+        await pc.setLocalDescription();
+        if (pc.localDescription) this.call.signaling.answer(this.pid, pc.localDescription.sdp);
+      }
+    });
+  }
+
+  /** @param {RTCIceCandidateInit} candidate */
+  onCandidate(candidate) {
+    return this.enqueue(async () => {
+      if (this.closed) return;
+      try {
+        await this.pc.addIceCandidate(candidate);
+      } catch (e) {
+        if (!this.ignoreOffer) this.call._log("candidate refused", this.pid, e);
+      }
+    });
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.disconnectTimer) clearTimeout(this.disconnectTimer);
+    try { this.pc.close(); } catch { /* ignore */ }
+  }
+}
+
+export class Call extends EventTarget {
+  /**
+   * @param {Signaling} signaling
+   * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean}} options
+   */
+  constructor(signaling, options) {
+    super();
+    this.signaling = signaling;
+    this.pid = options.pid;
+    /** @type {MediaStream|null} */
+    this.localStream = options.localStream || null;
+    /** @type {RTCIceServer[]} never a public STUN server: only what the server sends */
+    this.iceServers = options.iceServers || [];
+    /** @type {Map<string, Peer>} */
+    this.peers = new Map();
+    this.debug = !!options.debug;
+    this.active = true;
+    /** @type {number} divide the sent video resolution by this (mesh with many peers) */
+    this.videoScale = 1;
+    /** @type {ReturnType<typeof setInterval>|null} */
+    this._levelTimer = null;
+    /** @type {[string, EventListener][]} */
+    this._listeners = [];
+    this._listen("offer", (m) => this._peerFor(m.from).onDescription("offer", m.sdp));
+    this._listen("answer", (m) => { const p = this.peers.get(m.from); if (p) p.onDescription("answer", m.sdp); });
+    this._listen("candidate", (m) => {
+      if (!m.candidate) return;
+      const p = this._peerFor(m.from);
+      p.onCandidate({ candidate: m.candidate, sdpMid: m.sdp_mid ?? null, sdpMLineIndex: m.sdp_mline_index ?? null });
+    });
+    this._listen("ice-servers", (m) => this.setIceServers(m.ice_servers || []));
+    this._levelTimer = setInterval(() => this._pollLevels(), 400);
+  }
+
+  /**
+   * @param {string} type
+   * @param {(msg: any) => void} fn
+   */
+  _listen(type, fn) {
+    /** @type {EventListener} */
+    const listener = (ev) => { if (this.active) fn(/** @type {CustomEvent} */ (ev).detail); };
+    this.signaling.addEventListener(type, listener);
+    this._listeners.push([type, listener]);
+  }
+
+  /** @param {...any} args */
+  _log(...args) {
+    if (this.debug) console.debug("[call]", ...args);
+  }
+
+  /** @param {string} type @param {any} detail */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** @param {string} pid */
+  _peerFor(pid) {
+    let peer = this.peers.get(pid);
+    if (!peer) {
+      peer = new Peer(this, pid);
+      this.peers.set(pid, peer);
+    }
+    return peer;
+  }
+
+  /** @param {RTCIceServer[]} servers */
+  setIceServers(servers) {
+    this.iceServers = servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    for (const peer of this.peers.values()) {
+      try { peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers: this.iceServers }); } catch (e) { this._log("setConfiguration", e); }
+    }
+  }
+
+  /**
+   * Follows the roster: a connection to every other admitted participant, none to anybody else.
+   * @param {RosterEntry[]} participants
+   */
+  updateRoster(participants) {
+    if (!this.active) return;
+    const others = participants.filter((p) => p.pid !== this.pid);
+    const wanted = new Set(others.map((p) => p.pid));
+    for (const [pid, peer] of this.peers) {
+      if (!wanted.has(pid)) {
+        peer.close();
+        this.peers.delete(pid);
+        this._emit("peer-closed", { pid });
+      }
+    }
+    const scale = others.length >= 2 ? 2 : 1;
+    const rescale = scale !== this.videoScale;
+    this.videoScale = scale;
+    for (const p of others) this._peerFor(p.pid);
+    if (rescale) for (const peer of this.peers.values()) for (const s of peer.pc.getSenders()) this._applyEncoding(s);
+  }
+
+  /** @param {RTCRtpSender} sender */
+  _applyEncoding(sender) {
+    if (!sender.track || sender.track.kind !== "video") return;
+    try {
+      const params = sender.getParameters();
+      if (!params.encodings || !params.encodings.length) return; // before negotiation; applied at rescale
+      // With two or more peers every picture is small on screen: send at most about 320 pixels wide.
+      const width = sender.track.getSettings().width || 640;
+      const scale = this.videoScale > 1 ? Math.max(1, width / 320) : 1;
+      for (const e of params.encodings) {
+        e.scaleResolutionDownBy = scale;
+        e.maxBitrate = scale > 1 || width <= 320 ? 350_000 : 900_000;
+      }
+      sender.setParameters(params).catch((e) => this._log("setParameters", e));
+    } catch (e) {
+      this._log("encoding", e);
+    }
+  }
+
+  /**
+   * Swaps the local media (device change) without renegotiating when the kinds stay the same.
+   * @param {MediaStream|null} stream
+   */
+  async setLocalStream(stream) {
+    this.localStream = stream;
+    for (const peer of this.peers.values()) {
+      for (const sender of peer.pc.getSenders()) {
+        const kind = sender.track ? sender.track.kind : null;
+        if (!kind) continue;
+        const next = stream ? stream.getTracks().find((t) => t.kind === kind) || null : null;
+        await sender.replaceTrack(next).catch((e) => this._log("replaceTrack", e));
+      }
+    }
+  }
+
+  /** Restarts ICE on every connection (e.g. after the network came back). */
+  restartAll() {
+    for (const peer of this.peers.values()) {
+      if (peer.pc.connectionState !== "connected") peer.restartIce();
+    }
+  }
+
+  /** Closes every connection (left, sent back to the waiting room, ended). Media stops at once. */
+  closeAll() {
+    for (const [pid, peer] of this.peers) {
+      peer.close();
+      this._emit("peer-closed", { pid });
+    }
+    this.peers.clear();
+  }
+
+  /** Stops for good. */
+  stop() {
+    this.active = false;
+    this.closeAll();
+    if (this._levelTimer) clearInterval(this._levelTimer);
+    for (const [type, l] of this._listeners) this.signaling.removeEventListener(type, l);
+    this._listeners = [];
+  }
+
+  async _pollLevels() {
+    if (!this.peers.size) return;
+    /** @type {Record<string, number>} */
+    const levels = {};
+    for (const [pid, peer] of this.peers) {
+      try {
+        const report = await peer.pc.getStats();
+        report.forEach((s) => {
+          if (s.type === "inbound-rtp" && s.kind === "audio" && typeof s.audioLevel === "number") {
+            levels[pid] = Math.max(levels[pid] || 0, s.audioLevel);
+          }
+        });
+      } catch { /* closed meanwhile */ }
+    }
+    this._emit("levels", { levels });
+  }
+
+  /**
+   * For tests and diagnostics: per remote peer, the video frames decoded so far and the connection state.
+   * @returns {Promise<Record<string, {framesDecoded: number, audioSamples: number, state: string}>>}
+   */
+  async stats() {
+    /** @type {Record<string, {framesDecoded: number, audioSamples: number, state: string}>} */
+    const out = {};
+    for (const [pid, peer] of this.peers) {
+      const entry = { framesDecoded: 0, audioSamples: 0, state: peer.pc.connectionState };
+      try {
+        const report = await peer.pc.getStats();
+        report.forEach((s) => {
+          if (s.type !== "inbound-rtp") return;
+          if (s.kind === "video") entry.framesDecoded += s.framesDecoded || 0;
+          if (s.kind === "audio") entry.audioSamples += s.totalSamplesReceived || 0;
+        });
+      } catch { /* closed meanwhile */ }
+      out[pid] = entry;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,218 @@
+// The therapist's extras (DOM): waiting list, admitted participants, time controls, lock state, arrival cue.
+
+import { t, formatTime } from "./i18n.js";
+import { $, announce } from "./session.js";
+
+/**
+ * A short, soft two-note chime made with an oscillator (no audio file).
+ * @param {AudioContext|null} ctx
+ */
+function chime(ctx) {
+  if (!ctx) return;
+  try {
+    if (ctx.state === "suspended") ctx.resume().catch(() => {});
+    const now = ctx.currentTime;
+    for (const [i, freq] of [[0, 660], [1, 880]]) {
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
+      osc.type = "sine";
+      osc.frequency.value = freq;
+      const start = now + i * 0.18;
+      gain.gain.setValueAtTime(0.0001, start);
+      gain.gain.exponentialRampToValueAtTime(0.08, start + 0.03);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + 0.35);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(start);
+      osc.stop(start + 0.4);
+    }
+  } catch { /* no audio output: the title and the list still show the arrival */ }
+}
+
+/**
+ * @param {string} tag
+ * @param {string} [className]
+ * @param {string} [text]
+ */
+function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/**
+ * @param {string} visible
+ * @param {string} accessible exact accessible name
+ * @param {string} className
+ * @param {() => void} onClick
+ */
+function button(visible, accessible, className, onClick) {
+  const b = /** @type {HTMLButtonElement} */ (el("button", `btn ${className}`, visible));
+  b.type = "button";
+  b.setAttribute("aria-label", accessible);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+export class Console {
+  /** @param {import("./session.js").Session} session */
+  constructor(session) {
+    this.session = session;
+    this.s = session.signaling;
+    /** @type {any[]} */
+    this.queue = [];
+    /** @type {Set<string>} */
+    this.seen = new Set();
+    this.firstQueue = true;
+    this.locked = false;
+    /** @type {AudioContext|null} */
+    this.audio = null;
+    try { this.audio = new AudioContext(); } catch { this.audio = null; }
+    /** @type {[string, EventListener][]} */
+    this.listeners = [];
+    this._on("queue", (m) => this.onQueue(m.waiting || []));
+    this._on("error", (m) => this.onError(m));
+    this._on("welcome", () => this.onLocked(false));
+    this._wireButtons();
+  }
+
+  /** @param {string} type @param {(m: any) => void} fn */
+  _on(type, fn) {
+    /** @type {EventListener} */
+    const l = (ev) => fn(/** @type {CustomEvent} */ (ev).detail);
+    this.s.addEventListener(type, l);
+    this.listeners.push([type, l]);
+  }
+
+  _wireButtons() {
+    $("admit-all").onclick = () => this.s.admitAll();
+    $("extend-5").onclick = () => this.s.extend(5);
+    $("extend-10").onclick = () => this.s.extend(10);
+    const confirm = $("end-confirm");
+    const endBtn = /** @type {HTMLButtonElement} */ ($("end-session"));
+    endBtn.setAttribute("aria-expanded", "false");
+    endBtn.setAttribute("aria-controls", "end-confirm");
+    endBtn.onclick = () => {
+      confirm.hidden = false;
+      endBtn.setAttribute("aria-expanded", "true");
+      $("end-confirm-yes").focus();
+    };
+    $("end-confirm-no").onclick = () => {
+      confirm.hidden = true;
+      endBtn.setAttribute("aria-expanded", "false");
+      endBtn.focus();
+    };
+    $("end-confirm-yes").onclick = () => { this.s.end(); };
+    const type = this.session.room ? this.session.room.type : "individual";
+    $("admit-all").hidden = !(type === "family" || type === "group");
+    // Browsers allow sound only after a gesture: unlock the chime on the first one.
+    const unlock = () => { if (this.audio && this.audio.state === "suspended") this.audio.resume().catch(() => {}); };
+    document.addEventListener("pointerdown", unlock, { once: true });
+    document.addEventListener("keydown", unlock, { once: true });
+  }
+
+  show() {
+    this.renderQueue();
+    this.renderLock();
+    this.onRoster(this.session.roster);
+  }
+
+  /** @param {any[]} waiting */
+  onQueue(waiting) {
+    const arrivals = waiting.filter((w) => !this.seen.has(w.pid));
+    for (const w of waiting) this.seen.add(w.pid);
+    this.queue = waiting;
+    this.renderQueue();
+    if (arrivals.length && !this.firstQueue) {
+      chime(this.audio);
+      announce(arrivals.map((w) => t("console.arrived", { name: w.name })).join(" "));
+    } else if (arrivals.length) {
+      chime(this.audio);
+    }
+    this.firstQueue = false;
+  }
+
+  renderQueue() {
+    const list = $("queue-list");
+    list.replaceChildren();
+    for (const w of this.queue) {
+      const li = el("li");
+      li.dataset.pid = w.pid;
+      li.append(el("span", "who", w.name));
+      const since = w.since ? t("console.waiting.since", { time: formatTime(w.since) }) : "";
+      const meta = w.connected === false ? `${since} · ${t("console.waiting.offline")}` : since;
+      li.append(el("span", "meta", meta));
+      const row = el("div", "button-row");
+      const admit = button(t("console.admit.short"), t("console.admit", { name: w.name }), "primary", () => {
+        admit.disabled = true;
+        this.s.admit(w.pid, null);
+        setTimeout(() => { admit.disabled = false; }, 1500);
+      });
+      admit.disabled = this.locked;
+      row.append(admit);
+      row.append(button(t("console.decline.short"), t("console.decline", { name: w.name }), "secondary", () => this.s.decline(w.pid)));
+      li.append(row);
+      list.append(li);
+    }
+    const n = this.queue.length;
+    $("queue-empty").hidden = n > 0;
+    $("queue-count").textContent = n ? String(n) : "";
+    /** @type {HTMLButtonElement} */ ($("admit-all")).disabled = n === 0 || this.locked;
+    document.title = n ? t("console.title.waiting", { n }) : t("console.title");
+  }
+
+  /** @param {any[]} participants */
+  onRoster(participants) {
+    const list = $("people-list");
+    list.replaceChildren();
+    const clients = participants.filter((p) => p.role === "client");
+    for (const p of clients) {
+      const li = el("li");
+      li.dataset.pid = p.pid;
+      li.append(el("span", "who", p.name));
+      if (p.connected === false) li.append(el("span", "meta", t("console.offline")));
+      const row = el("div", "button-row");
+      row.append(button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary", () => this.s.sendToWaiting(p.pid)));
+      row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary", () => this.s.remove(p.pid)));
+      li.append(row);
+      list.append(li);
+    }
+    $("people-empty").hidden = clients.length > 0;
+    const seats = this.session.room && this.session.room.seats;
+    $("seats").textContent = seats ? t("console.seats", { admitted: clients.length, seats }) : "";
+  }
+
+  /** @param {boolean} locked */
+  onLocked(locked) {
+    this.locked = locked;
+    this.renderLock();
+    this.renderQueue();
+  }
+
+  renderLock() {
+    const lock = $("console-lock");
+    lock.textContent = this.locked ? t("console.lock.locked") : t("console.lock.open");
+    lock.classList.toggle("locked", this.locked);
+  }
+
+  /** @param {any} _m */
+  onTime(_m) {
+    $("console-error").hidden = true;
+  }
+
+  /** @param {any} m */
+  onError(m) {
+    if (m.code === "room-locked") this.onLocked(true);
+    const box = $("console-error");
+    box.textContent = t("console.error", { message: m.message || m.code });
+    box.hidden = false;
+    setTimeout(() => { box.hidden = true; }, 8000);
+  }
+
+  stop() {
+    for (const [type, l] of this.listeners) this.s.removeEventListener(type, l);
+    this.listeners = [];
+    document.title = t("console.title");
+    if (this.audio) this.audio.close().catch(() => {});
+  }
+}

@@ -1,0 +1,59 @@
+// What a tab remembers, in sessionStorage only (gone when the tab closes): the room token, the resume
+// credential, the display name and the media choice. No DOM.
+
+const PREFIX = "alcove.";
+
+/** @param {string} key */
+function get(key) {
+  try { return sessionStorage.getItem(PREFIX + key); } catch { return null; }
+}
+/** @param {string} key @param {string|null} value */
+function set(key, value) {
+  try {
+    if (value === null || value === undefined) sessionStorage.removeItem(PREFIX + key);
+    else sessionStorage.setItem(PREFIX + key, value);
+  } catch { /* storage disabled: the tab just won't resume */ }
+}
+
+export const store = {
+  get token() { return get("token"); },
+  set token(v) { set("token", v); },
+  get resume() { return get("resume"); },
+  set resume(v) { set("resume", v); },
+  get name() { return get("name"); },
+  set name(v) { set("name", v); },
+  /** "full" | "audio" | "none" */
+  get mode() { return get("mode") || "full"; },
+  set mode(v) { set("mode", v); },
+  get camera() { return get("camera"); },
+  set camera(v) { set("camera", v); },
+  get mic() { return get("mic"); },
+  set mic(v) { set("mic", v); },
+  /** Forgets the session (ended, declined, removed, left). Keeps the token so the link's state can be shown. */
+  forgetSession() { set("resume", null); },
+};
+
+/**
+ * Reads the token from the link's fragment once (`#t=<token>`), keeps it in sessionStorage and strips the
+ * fragment from the address bar and the history. A new token forgets what belonged to the old one.
+ * @returns {{token: string|null, malformed: boolean}}
+ */
+export function takeToken() {
+  const hash = location.hash;
+  if (hash && hash.length > 1) {
+    history.replaceState(null, "", location.pathname + location.search);
+    const params = new URLSearchParams(hash.slice(1));
+    const token = (params.get("t") || "").trim();
+    if (!token || !/^[A-Za-z0-9_\-.~]+$/.test(token)) {
+      return { token: null, malformed: true };
+    }
+    if (token !== store.token) {
+      store.token = token;
+      store.resume = null;
+      store.name = null;
+    }
+    return { token, malformed: false };
+  }
+  const token = store.token;
+  return { token, malformed: false };
+}
