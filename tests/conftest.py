@@ -31,6 +31,20 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"missing: {what}")
 
 
+def loopback_only() -> bool:
+    import ifaddr
+
+    return {a.nice_name for a in ifaddr.get_adapters()} == {"lo"}
+
+
+def require_loopback_namespace() -> None:
+    """Media moves only inside a network namespace with nothing but `lo` (`make test` arranges it)."""
+    require(loopback_only(), "a loopback-only network namespace (run under `unshare -n`, as `make test` does)")
+    from peer.aiortc_hooks import allow_loopback_candidates
+
+    allow_loopback_candidates()
+
+
 class FakeClock:
     def __init__(self, start: float | None = None) -> None:
         self.now = time.time() if start is None else start

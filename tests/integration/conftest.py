@@ -5,24 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import ifaddr
 import pytest
 
 from peer.participant import Participant
-
-
-def loopback_only() -> bool:
-    return {a.nice_name for a in ifaddr.get_adapters()} == {"lo"}
+from tests.conftest import require_loopback_namespace
 
 
 @pytest.fixture
 def media_namespace() -> None:
     """Media tests run only in a loopback-only network namespace (``unshare -n``)."""
-    if not loopback_only():
-        pytest.skip("media tests run only in a loopback-only network namespace (unshare -n)")
-    from peer.aiortc_hooks import allow_loopback_candidates
-
-    allow_loopback_candidates()
+    require_loopback_namespace()
 
 
 JoinFn = Callable[..., Awaitable[Participant]]

@@ -11,7 +11,6 @@ import resource
 import time
 from collections.abc import AsyncIterator, Callable
 
-import ifaddr
 import pytest
 from aiortc import (
     RTCConfiguration,
@@ -29,6 +28,7 @@ from peer.media import (
     TrackSink,
     rgb_to_yuv,
 )
+from tests.conftest import require_loopback_namespace
 
 pytestmark = [pytest.mark.media, pytest.mark.integration]
 
@@ -39,10 +39,7 @@ COLOUR_TOLERANCE = 12.0
 
 @pytest.fixture(autouse=True, scope="module")
 def loopback_only() -> None:
-    names = {a.nice_name for a in ifaddr.get_adapters()}
-    if names != {"lo"}:
-        pytest.skip(f"media tests run only in a loopback-only network namespace (found {sorted(names)})")
-    hooks.allow_loopback_candidates()
+    require_loopback_namespace()
 
 
 @pytest.fixture

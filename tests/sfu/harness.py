@@ -11,7 +11,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import ifaddr
 import pytest
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
@@ -20,14 +19,12 @@ from peer.media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
 from server.sfu import SfuManager
 from signaling import messages as m
 from signaling.effects import MediaMembers, MediaSignal
+from tests.conftest import require_loopback_namespace
 
 
 @pytest.fixture(autouse=True, scope="session")
 def loopback_only() -> None:
-    names = {a.nice_name for a in ifaddr.get_adapters()}
-    if names != {"lo"}:
-        pytest.skip(f"media tests run only in a loopback-only network namespace (found {sorted(names)})")
-    hooks.allow_loopback_candidates()
+    require_loopback_namespace()
 
 
 async def until(condition: Callable[[], bool], within: float, step: float = 0.05) -> bool:

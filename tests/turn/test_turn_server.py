@@ -10,24 +10,20 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import ifaddr
 import pytest
 
-from peer import aiortc_hooks as hooks
 from peer.participant import Participant, sdp_candidate_types, selected_pair_types
 from peer.probe import run_probe
 from server.config import Config, Secret
 from signaling import messages as m
-from tests.conftest import AlcoveServer, FakeClock
+from tests.conftest import AlcoveServer, FakeClock, require_loopback_namespace
 
 pytestmark = [pytest.mark.turn, pytest.mark.media, pytest.mark.integration]
 
 
 @pytest.fixture
 async def turn_server(tmp_path: Path, coturn: Any) -> AsyncIterator[AlcoveServer]:
-    if {a.nice_name for a in ifaddr.get_adapters()} != {"lo"}:
-        pytest.skip("media tests run only in a loopback-only network namespace (unshare -n)")
-    hooks.allow_loopback_candidates()
+    require_loopback_namespace()
     config = Config(turn_urls=tuple(coturn.urls), turn_secret=Secret(coturn.secret))
     server = AlcoveServer(tmp_path / "data", FakeClock(), config)
     await server.start()
