@@ -1,0 +1,588 @@
+// Media for one participant of an SFU room (family and group sessions, docs/sfu.md §2): ONE RTCPeerConnection
+// to the forwarding SFU. The client always offers (`to: "sfu"`): its camera and microphone (sendonly) plus one
+// recvonly video + one recvonly audio transceiver per other admitted member; the SFU answers. Which publisher
+// a recvonly m-line carries comes from `tracks {from: "sfu", mids: {mid: {pid, kind}}}`.
+//
+// Same constructor options, events and methods as `Call` (call.js), so the UI needs no change:
+//  - `stream`  {pid, stream}   the media of a publisher (a new MediaStream whenever its tracks change)
+//  - `peer-closed` {pid}       a publisher is gone (left the roster or the mapping, or we left)
+//  - `state`   {pid, state}    connectionState of the SFU connection (pid "sfu")
+//  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
+//
+// E2EE (options.e2ee, the interface of call.js): prepareSender/prepareReceiver are called on every transceiver
+// right after it is created and BEFORE createOffer (receivers with pid null: the decrypt side accepts any
+// roster member's key, since a recvonly slot may carry different publishers over time). The SFU connection's
+// SDP is neither signed nor verified (the SFU holds no keys; SFrame protects the media). If a transform cannot be
+// attached, nothing is offered (fail closed) and onSecurityFailure(null, err) is called.
+
+/** @typedef {import("./protocol.js").Signaling} Signaling */
+/** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
+
+export const SFU = "sfu";
+
+/** Wait for the answer this long before giving up on the connection and building a new one. */
+const ANSWER_TIMEOUT_MS = 15000;
+/** Wait at most this long for ICE gathering before sending the first offer (the rest is trickled). */
+const GATHER_WAIT_MS = 1500;
+/** Coalesce roster/ice-servers bursts into one offer. */
+const DEBOUNCE_MS = 40;
+/** Group send profile (docs/sfu.md §3): no simulcast, small picture, capped bitrate. */
+const PROFILE = {
+  small: { width: 640, maxBitrate: 500_000, maxFramerate: 15 },
+  large: { width: 480, maxBitrate: 350_000, maxFramerate: 15 }, // above 4 members
+};
+const AUDIO_MAX_BITRATE = 32_000;
+
+/**
+ * Orders codecs: VP8 (and its RTX) for video, Opus for audio. The SFU forwards VP8 only (no H.264: aiortc's
+ * pack() re-splits NAL units).
+ * @param {RTCRtpTransceiver} t
+ * @param {string} kind
+ */
+function preferCodecs(t, kind) {
+  if (typeof t.setCodecPreferences !== "function" || typeof RTCRtpReceiver.getCapabilities !== "function") {
+    throw new Error("this browser cannot choose codecs (setCodecPreferences)");
+  }
+  const caps = RTCRtpReceiver.getCapabilities(kind);
+  const main = kind === "video" ? "video/vp8" : "audio/opus";
+  const codecs = caps ? caps.codecs.filter((c) => c.mimeType.toLowerCase() === main) : [];
+  if (!codecs.length) throw new Error(`${main} is not available: the SFU forwards VP8 and Opus only`);
+  if (kind === "video") codecs.push(...(caps ? caps.codecs : []).filter((c) => c.mimeType.toLowerCase() === "video/rtx"));
+  t.setCodecPreferences(codecs);
+}
+
+/** One connection to the SFU (a new one after `media-ended` or a failure). */
+class Conn {
+  /** @param {RTCPeerConnection} pc */
+  constructor(pc) {
+    this.pc = pc;
+    /** @type {{video: RTCRtpTransceiver|null, audio: RTCRtpTransceiver|null}} */
+    this.publish = { video: null, audio: null };
+    /** @type {{video: RTCRtpTransceiver, audio: RTCRtpTransceiver}[]} */
+    this.pairs = [];
+    this.negotiations = 0;
+    this.closed = false;
+    this.offerSent = false;
+    /** @type {((sdp: string|null) => void)|null} */
+    this.answerWaiter = null;
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this.disconnectTimer = null;
+    /** mid -> {pid, base}: frames decoded on that mid before the current publisher got it (stats) */
+    /** @type {Map<string, {pid: string, base: {framesDecoded: number, audioSamples: number}|null}>} */
+    this.owners = new Map();
+    /** @type {Promise<unknown>} the publish senders' E2EE transforms */
+    this.ready = Promise.resolve();
+  }
+
+  /** @returns {RTCRtpTransceiver[]} */
+  receivers() {
+    return this.pairs.flatMap((p) => [p.video, p.audio]);
+  }
+}
+
+export class SfuCall extends EventTarget {
+  /**
+   * @param {Signaling} signaling
+   * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean,
+   *          e2ee?: any}} options
+   */
+  constructor(signaling, options) {
+    super();
+    this.signaling = signaling;
+    this.pid = options.pid;
+    /** @type {MediaStream|null} */
+    this.localStream = options.localStream || null;
+    /** @type {RTCIceServer[]} never a public STUN server: only what the server sends */
+    this.iceServers = options.iceServers || [];
+    this.debug = !!options.debug;
+    /** E2EE hooks (see call.js), or null. */
+    this.e2ee = options.e2ee || null;
+    this.active = true;
+    /** Publishers we currently show: pid -> {pid, stream}. */
+    /** @type {Map<string, {pid: string, stream: MediaStream, tracks: Record<string, MediaStreamTrack>}>} */
+    this.peers = new Map();
+    /** @type {Set<string>} other admitted members */
+    this.others = new Set();
+    /** @type {Conn|null} */
+    this.conn = null;
+    /** @type {Record<string, {pid: string, kind: string}>} the latest `tracks` mapping */
+    this.mapping = {};
+    this._running = false;
+    this._again = false;
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this._timer = null;
+    this._retryDelay = 1000;
+    /** A transform could not be attached: never send media (fail closed). */
+    this.securityFailed = false;
+    /** @type {ReturnType<typeof setInterval>|null} */
+    this._levelTimer = null;
+    /** @type {[string, EventListener][]} */
+    this._listeners = [];
+    this._listen("answer", (m) => { if (m.from === SFU) this._onAnswer(m.sdp); });
+    this._listen("tracks", (m) => { if (m.from === SFU) this._onTracks(m.mids || {}); });
+    this._listen("media-ended", () => this._onMediaEnded());
+    this._listen("error", (m) => this._onError(m));
+    this._listen("ice-servers", (m) => this.setIceServers(m.ice_servers || []));
+    this._levelTimer = setInterval(() => this._pollLevels(), 400);
+    this._schedule();
+  }
+
+  /**
+   * @param {string} type
+   * @param {(msg: any) => void} fn
+   */
+  _listen(type, fn) {
+    /** @type {EventListener} */
+    const listener = (ev) => { if (this.active) fn(/** @type {CustomEvent} */ (ev).detail); };
+    this.signaling.addEventListener(type, listener);
+    this._listeners.push([type, listener]);
+  }
+
+  /** @param {...any} args */
+  _log(...args) {
+    if (this.debug) console.debug("[sfu]", ...args);
+  }
+
+  /** @param {string} type @param {any} detail */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // ---- the public interface of Call ---------------------------------------------------------------------
+
+  /** @param {RTCIceServer[]} servers */
+  setIceServers(servers) {
+    this.iceServers = servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    const c = this.conn;
+    if (c && !c.closed) {
+      try { c.pc.setConfiguration({ ...c.pc.getConfiguration(), iceServers: this.iceServers }); } catch (e) { this._log("setConfiguration", e); }
+    }
+  }
+
+  /**
+   * Follows the roster: one recvonly pair per other admitted member (renegotiates when it grows).
+   * @param {RosterEntry[]} participants
+   */
+  updateRoster(participants) {
+    if (!this.active) return;
+    const others = new Set(participants.filter((p) => p.pid !== this.pid).map((p) => p.pid));
+    const bigBefore = this.others.size + 1 > 4;
+    this.others = others;
+    for (const pid of [...this.peers.keys()]) {
+      if (!others.has(pid)) this._dropPublisher(pid);
+    }
+    if (bigBefore !== this.others.size + 1 > 4) this._applyProfile();
+    this._schedule();
+  }
+
+  /**
+   * Swaps the local media (device change) without renegotiating.
+   * @param {MediaStream|null} stream
+   */
+  async setLocalStream(stream) {
+    this.localStream = stream;
+    const c = this.conn;
+    if (!c || c.closed) return;
+    for (const kind of /** @type {const} */ (["audio", "video"])) {
+      const t = c.publish[kind];
+      if (!t) continue;
+      const next = stream ? stream.getTracks().find((tr) => tr.kind === kind) || null : null;
+      await t.sender.replaceTrack(next).catch((e) => this._log("replaceTrack", e));
+    }
+    this._applyProfile();
+  }
+
+  /**
+   * After the signaling reconnected (or the network came back): the SFU dropped our connection when our socket
+   * went away, and aiortc cannot restart ICE, so a connection that is not up is replaced by a new one.
+   */
+  restartAll() {
+    const c = this.conn;
+    if (!c || c.closed || !c.offerSent) return;
+    this._rebuild("restart");
+  }
+
+  /** Closes the SFU connection (sent back to the waiting room, left, ended). Media stops at once. */
+  closeAll() {
+    this._closeConn();
+    for (const pid of [...this.peers.keys()]) this._dropPublisher(pid);
+    this.mapping = {};
+  }
+
+  /** Stops for good. */
+  stop() {
+    this.active = false;
+    if (this._timer) { clearTimeout(this._timer); this._timer = null; }
+    this.closeAll();
+    if (this._levelTimer) clearInterval(this._levelTimer);
+    for (const [type, l] of this._listeners) this.signaling.removeEventListener(type, l);
+    this._listeners = [];
+  }
+
+  // ---- negotiation --------------------------------------------------------------------------------------
+
+  /** @param {number} [delay] */
+  _schedule(delay = DEBOUNCE_MS) {
+    if (!this.active || this._timer) return;
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      this._negotiate();
+    }, delay);
+  }
+
+  async _negotiate() {
+    if (this._running) { this._again = true; return; }
+    this._running = true;
+    try {
+      do {
+        this._again = false;
+        await this._negotiateOnce();
+      } while (this._again && this.active);
+    } catch (e) {
+      this._log("negotiation failed", e);
+      this._closeConn();
+      if (this.securityFailed) return;
+      const delay = this._retryDelay;
+      this._retryDelay = Math.min(this._retryDelay * 2, 10000);
+      this._schedule(delay);
+    } finally {
+      this._running = false;
+    }
+  }
+
+  async _negotiateOnce() {
+    if (!this.active || this.securityFailed) return;
+    let c = this.conn;
+    if (!c || c.closed) c = this.conn = this._newConn();
+    await c.ready;
+    const need = this.others.size;
+    if (c.negotiations > 0 && c.pairs.length >= need) return;
+    while (c.pairs.length < need) {
+      const video = c.pc.addTransceiver("video", { direction: "recvonly" });
+      const audio = c.pc.addTransceiver("audio", { direction: "recvonly" });
+      this._codecs(video, "video");
+      this._codecs(audio, "audio");
+      c.pairs.push({ video, audio });
+      await this._protectReceiver(video, "video");
+      await this._protectReceiver(audio, "audio");
+    }
+    if (c.closed) return;
+    await c.pc.setLocalDescription(await c.pc.createOffer());
+    if (!c.offerSent) await this._gathered(c.pc);
+    if (c.closed || !c.pc.localDescription) return;
+    const answer = new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(null), ANSWER_TIMEOUT_MS);
+      c.answerWaiter = (sdp) => { clearTimeout(timer); resolve(sdp); };
+    });
+    this.signaling.offer(SFU, c.pc.localDescription.sdp);
+    c.offerSent = true;
+    const sdp = /** @type {string|null} */ (await answer);
+    c.answerWaiter = null;
+    if (c.closed) return;
+    if (sdp === null) throw new Error("no answer from the SFU");
+    await c.pc.setRemoteDescription({ type: "answer", sdp });
+    c.negotiations += 1;
+    this._retryDelay = 1000;
+    this._applyProfile();
+    this._refresh();
+    if (c.pairs.length < this.others.size) this._again = true;
+  }
+
+  /** Waits for ICE gathering (bounded): the first offer carries our candidates, later ones are trickled. */
+  async _gathered(/** @type {RTCPeerConnection} */ pc) {
+    if (pc.iceGatheringState === "complete") return;
+    await new Promise((resolve) => {
+      const done = () => { pc.removeEventListener("icegatheringstatechange", check); clearTimeout(timer); resolve(null); };
+      const check = () => { if (pc.iceGatheringState === "complete") done(); };
+      const timer = setTimeout(done, GATHER_WAIT_MS);
+      pc.addEventListener("icegatheringstatechange", check);
+    });
+  }
+
+  _newConn() {
+    /** @type {RTCConfiguration & {encodedInsertableStreams?: boolean}} */
+    const config = { iceServers: this.iceServers, bundlePolicy: "max-bundle" };
+    // Older Chromium without RTCRtpScriptTransform: the legacy encoded streams (E2EE) need this flag.
+    if (this.e2ee && typeof RTCRtpScriptTransform !== "function") config.encodedInsertableStreams = true;
+    const pc = new RTCPeerConnection(config);
+    const c = new Conn(pc);
+    const stream = this.localStream;
+    const profile = this._profile();
+    for (const kind of /** @type {const} */ (["video", "audio"])) {
+      const track = stream ? stream.getTracks().find((tr) => tr.kind === kind) || null : null;
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: "sendonly", streams: stream ? [stream] : [] };
+      if (kind === "video") {
+        const width = (track && track.getSettings().width) || 640;
+        init.sendEncodings = [{ maxBitrate: profile.maxBitrate, maxFramerate: profile.maxFramerate,
+          scaleResolutionDownBy: Math.max(1, width / profile.width) }];
+      } else {
+        init.sendEncodings = [{ maxBitrate: AUDIO_MAX_BITRATE }];
+      }
+      const t = pc.addTransceiver(track || kind, init);
+      c.publish[kind] = t;
+      try {
+        this._codecs(t, kind);
+      } catch (e) {
+        pc.close();
+        throw e;
+      }
+    }
+    pc.addEventListener("icecandidate", (ev) => {
+      if (this.conn !== c || c.closed || !ev.candidate || !c.offerSent) return;
+      this.signaling.candidate(SFU, ev.candidate.toJSON());
+    });
+    pc.addEventListener("track", () => { if (this.conn === c) this._refresh(); });
+    pc.addEventListener("connectionstatechange", () => {
+      if (this.conn !== c || c.closed) return;
+      const state = pc.connectionState;
+      this._emit("state", { pid: SFU, state });
+      if (c.disconnectTimer) { clearTimeout(c.disconnectTimer); c.disconnectTimer = null; }
+      if (state === "failed") {
+        this._rebuild("failed");
+      } else if (state === "disconnected") {
+        c.disconnectTimer = setTimeout(() => {
+          if (this.conn === c && pc.connectionState === "disconnected") this._rebuild("disconnected");
+        }, 4000);
+      }
+    });
+    // The E2EE transforms go on before anything is negotiated (the negotiation awaits this promise).
+    c.ready = Promise.all([
+      this._protectSender(/** @type {RTCRtpTransceiver} */ (c.publish.video).sender, "video"),
+      this._protectSender(/** @type {RTCRtpTransceiver} */ (c.publish.audio).sender, "audio"),
+    ]);
+    return c;
+  }
+
+  /**
+   * VP8/Opus only. Without them E2EE cannot run (SFrame's clear prefixes are defined for VP8 and Opus): fail
+   * closed. Without E2EE, offer what the browser has (the SFU refuses what it cannot forward).
+   * @param {RTCRtpTransceiver} t @param {string} kind
+   */
+  _codecs(t, kind) {
+    try {
+      preferCodecs(t, kind);
+    } catch (e) {
+      if (this.e2ee) {
+        this._securityFailure(e);
+        throw e;
+      }
+      this._log("codecs", e);
+    }
+  }
+
+  /** @param {RTCRtpSender} sender @param {string} kind */
+  async _protectSender(sender, kind) {
+    if (!this.e2ee) return;
+    try {
+      await this.e2ee.prepareSender(sender, kind);
+    } catch (e) {
+      this._securityFailure(e);
+      throw e;
+    }
+  }
+
+  /** @param {RTCRtpTransceiver} t @param {string} kind */
+  async _protectReceiver(t, kind) {
+    if (!this.e2ee) return;
+    try {
+      await this.e2ee.prepareReceiver(t.receiver, kind, null);
+    } catch (e) {
+      this._securityFailure(e);
+      throw e;
+    }
+  }
+
+  /** @param {unknown} err */
+  _securityFailure(err) {
+    this.securityFailed = true;
+    this._log("E2EE transform refused", err);
+    try { this.e2ee && this.e2ee.onSecurityFailure && this.e2ee.onSecurityFailure(null, err); } catch { /* ignore */ }
+  }
+
+  /** @param {string} sdp */
+  _onAnswer(sdp) {
+    const c = this.conn;
+    if (c && c.answerWaiter) c.answerWaiter(sdp);
+  }
+
+  /** @param {any} m */
+  _onError(m) {
+    // An offer the SFU refused or could not answer (no live worker, not yet a member, bad offer): start over.
+    const c = this.conn;
+    if (m && m.ref === "offer" && c && c.answerWaiter) c.answerWaiter(null);
+  }
+
+  _onMediaEnded() {
+    this._log("media ended: the SFU worker of this session stopped");
+    this._rebuild("media-ended");
+  }
+
+  /** @param {string} why */
+  _rebuild(why) {
+    if (!this.active) return;
+    this._log("new SFU connection:", why);
+    this._closeConn();
+    this.mapping = {};
+    this._schedule();
+  }
+
+  _closeConn() {
+    const c = this.conn;
+    this.conn = null;
+    if (!c || c.closed) return;
+    c.closed = true;
+    if (c.disconnectTimer) clearTimeout(c.disconnectTimer);
+    if (c.answerWaiter) c.answerWaiter(null);
+    try { c.pc.close(); } catch { /* ignore */ }
+  }
+
+  // ---- mapping: mids -> publishers ----------------------------------------------------------------------
+
+  /** @param {Record<string, {pid: string, kind: string}>} mids */
+  _onTracks(mids) {
+    this.mapping = mids;
+    const c = this.conn;
+    if (c) {
+      let changed = false;
+      for (const mid of [...c.owners.keys()]) {
+        const now = mids[mid];
+        if (!now || now.pid !== /** @type {any} */ (c.owners.get(mid)).pid) { c.owners.delete(mid); changed = true; }
+      }
+      const zero = { framesDecoded: 0, audioSamples: 0 };
+      for (const [mid, ref] of Object.entries(mids)) {
+        // before the first answer nothing was received yet: count from zero; later, from now
+        if (!c.owners.has(mid)) { c.owners.set(mid, { pid: ref.pid, base: c.negotiations ? null : zero }); changed = true; }
+      }
+      if (changed && c.negotiations > 0) this._captureBases(c);
+    }
+    this._refresh();
+  }
+
+  /** Counters of a mid that changed hands start from the moment it did (stats per publisher). */
+  async _captureBases(/** @type {Conn} */ c) {
+    const now = await this._midCounters(c);
+    for (const [mid, owner] of c.owners) {
+      if (owner.base === null) owner.base = now.get(mid) || { framesDecoded: 0, audioSamples: 0 };
+    }
+  }
+
+  /** @param {Conn} c */
+  async _midCounters(c) {
+    /** @type {Map<string, {framesDecoded: number, audioSamples: number}>} */
+    const out = new Map();
+    try {
+      const report = await c.pc.getStats();
+      report.forEach((s) => {
+        if (s.type !== "inbound-rtp" || !s.mid) return;
+        const e = out.get(s.mid) || { framesDecoded: 0, audioSamples: 0 };
+        if (s.kind === "video") e.framesDecoded += s.framesDecoded || 0;
+        if (s.kind === "audio") e.audioSamples += s.totalSamplesReceived || 0;
+        out.set(s.mid, e);
+      });
+    } catch { /* closed meanwhile */ }
+    return out;
+  }
+
+  /** Rebuilds each publisher's MediaStream from the mapping and the receivers' tracks. */
+  _refresh() {
+    const c = this.conn;
+    /** @type {Map<string, Record<string, MediaStreamTrack>>} */
+    const wanted = new Map();
+    if (c && !c.closed) {
+      for (const t of c.receivers()) {
+        const ref = t.mid ? this.mapping[t.mid] : undefined;
+        if (!ref || ref.pid === this.pid || !t.receiver.track) continue;
+        const entry = wanted.get(ref.pid) || {};
+        entry[ref.kind] = t.receiver.track;
+        wanted.set(ref.pid, entry);
+      }
+    }
+    for (const pid of [...this.peers.keys()]) {
+      if (!wanted.has(pid) && !this.others.has(pid)) this._dropPublisher(pid);
+    }
+    for (const [pid, tracks] of wanted) {
+      const have = this.peers.get(pid);
+      const same = have && ["audio", "video"].every((k) => have.tracks[k] === tracks[k]);
+      if (same) continue;
+      const stream = new MediaStream(Object.values(tracks));
+      this.peers.set(pid, { pid, stream, tracks });
+      this._emit("stream", { pid, stream });
+    }
+  }
+
+  /** @param {string} pid */
+  _dropPublisher(pid) {
+    if (!this.peers.delete(pid)) return;
+    this._emit("peer-closed", { pid });
+  }
+
+  // ---- send profile -------------------------------------------------------------------------------------
+
+  _profile() {
+    return this.others.size + 1 > 4 ? PROFILE.large : PROFILE.small;
+  }
+
+  /** Group profile on the video sender: one encoding, ≤ 640 (or 480) wide, ≤ 500 (350) kbps, ≤ 15 fps. */
+  _applyProfile() {
+    const c = this.conn;
+    const t = c && !c.closed ? c.publish.video : null;
+    if (!t || !t.sender.track) return;
+    const profile = this._profile();
+    try {
+      const params = t.sender.getParameters();
+      if (!params.encodings || !params.encodings.length) return;
+      const width = t.sender.track.getSettings().width || 640;
+      for (const e of params.encodings) {
+        e.scaleResolutionDownBy = Math.max(1, width / profile.width);
+        e.maxBitrate = profile.maxBitrate;
+        e.maxFramerate = profile.maxFramerate;
+      }
+      t.sender.setParameters(params).catch((e) => this._log("setParameters", e));
+    } catch (e) {
+      this._log("encoding", e);
+    }
+  }
+
+  // ---- levels and stats ---------------------------------------------------------------------------------
+
+  async _pollLevels() {
+    const c = this.conn;
+    if (!c || c.closed || !c.negotiations) return;
+    /** @type {Record<string, number>} */
+    const levels = {};
+    try {
+      const report = await c.pc.getStats();
+      report.forEach((s) => {
+        if (s.type !== "inbound-rtp" || s.kind !== "audio" || typeof s.audioLevel !== "number" || !s.mid) return;
+        const ref = this.mapping[s.mid];
+        if (ref) levels[ref.pid] = Math.max(levels[ref.pid] || 0, s.audioLevel);
+      });
+    } catch { return; }
+    this._emit("levels", { levels });
+  }
+
+  /**
+   * For tests and diagnostics: per publisher, the video frames decoded and audio samples received over the
+   * current SFU connection (counted from when its m-line was assigned to it), and the connection state.
+   * @returns {Promise<Record<string, {framesDecoded: number, audioSamples: number, state: string}>>}
+   */
+  async stats() {
+    /** @type {Record<string, {framesDecoded: number, audioSamples: number, state: string}>} */
+    const out = {};
+    const c = this.conn;
+    if (!c || c.closed) return out;
+    const state = c.pc.connectionState;
+    for (const pid of this.peers.keys()) out[pid] = { framesDecoded: 0, audioSamples: 0, state };
+    const counters = await this._midCounters(c);
+    for (const [mid, owner] of c.owners) {
+      if (!this.peers.has(owner.pid)) continue;
+      const now = counters.get(mid) || { framesDecoded: 0, audioSamples: 0 };
+      if (owner.base === null) owner.base = now;
+      const e = out[owner.pid];
+      e.framesDecoded += Math.max(0, now.framesDecoded - owner.base.framesDecoded);
+      e.audioSamples += Math.max(0, now.audioSamples - owner.base.audioSamples);
+    }
+    return out;
+  }
+}
