@@ -252,6 +252,22 @@ class Member:
         self.closed = False
 
 
+def _sdp_identity(sdp: str) -> tuple[str, str]:
+    """The DTLS fingerprint and ICE ufrag of an SDP: a change means a new connection, not a renegotiation."""
+    fingerprint = ufrag = ""
+    for line in sdp.splitlines():
+        if line.startswith("a=fingerprint:") and not fingerprint:
+            fingerprint = line.split(":", 1)[1].strip()
+        elif line.startswith("a=ice-ufrag:") and not ufrag:
+            ufrag = line.split(":", 1)[1].strip()
+    return fingerprint, ufrag
+
+
+def _transport_identity(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    remote = pc.remoteDescription
+    return _sdp_identity(remote.sdp) if remote is not None else None
+
+
 class Room:
     def __init__(self, room_id: str) -> None:
         self.id = room_id
@@ -405,6 +421,11 @@ class Worker:
             self.out("error", room_id, pid, "not-allowed", "only admitted members of the room can send media", "offer")
             return
         member = room.peers.get(pid)
+        if member is not None and _transport_identity(member.pc) not in (None, _sdp_identity(sdp)):
+            # A new DTLS fingerprint or ICE ufrag: the client built a new connection (after an ICE failure,
+            # a reload). Replace ours; the membership does not change.
+            self.drop_member(room, pid)
+            member = None
         if member is None:
             member = room.peers[pid] = Member(pid, self.new_pc())
         async with member.lock:
@@ -476,15 +497,16 @@ class Worker:
         member = room.peers.get(pid) if room else None
         if member is None or member.closed:
             return
-        try:
-            if candidate:
-                text = candidate.removeprefix("candidate:")
-                cand = candidate_from_sdp(text)
-                cand.sdpMid = sdp_mid
-                cand.sdpMLineIndex = sdp_mline_index
-                await member.pc.addIceCandidate(cand)
-        except Exception as exc:
-            log.info("bad ICE candidate from %s: %s", pid, exc)
+        async with member.lock:  # after the offer that this candidate belongs to has been applied
+            try:
+                if candidate and not member.closed:
+                    text = candidate.removeprefix("candidate:")
+                    cand = candidate_from_sdp(text)
+                    cand.sdpMid = sdp_mid
+                    cand.sdpMLineIndex = sdp_mline_index
+                    await member.pc.addIceCandidate(cand)
+            except Exception as exc:
+                log.info("bad ICE candidate from %s: %s", pid, type(exc).__name__)
 
     # -------------------------------------------------------------- counters
 

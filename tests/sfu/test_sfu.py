@@ -215,3 +215,19 @@ async def test_transformed_media_passes_through_untouched(sfu: Harness) -> None:
     assert await sub.sink_of("a", "audio").wait_frames(11, within=3)
     assert_colour(sub, "a")
     assert await total_decoded(sfu) == 0
+
+
+async def test_a_member_that_builds_a_new_connection_is_answered_on_a_new_one(sfu: Harness) -> None:
+    """A client whose ICE failed (or that reloaded) offers from a new RTCPeerConnection while still admitted."""
+    sfu.members("r-new", {"a", "b"})
+    a = sfu.client("r-new", "a", colour=COLOURS["a"], slots=1)
+    b = sfu.client("r-new", "b", colour=COLOURS["b"], slots=1)
+    await asyncio.gather(a.negotiate(), b.negotiate())
+    assert await b.sink_of("a").wait_frames(5, within=6)
+    await a.close()
+    a2 = sfu.client("r-new", "a", colour=COLOURS["a"], slots=1)
+    await a2.negotiate()
+    assert await a2.sink_of("b").wait_frames(5, within=6)
+    before = b.sink_of("a").frames
+    assert await b.sink_of("a").wait_frames(before + 5, within=6)  # b now receives the new connection's media
+    assert not a2.errors
