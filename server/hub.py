@@ -146,7 +146,7 @@ class Hub:
             with contextlib.suppress(asyncio.QueueFull):
                 c.outbox.put_nowait(None)
             try:
-                await asyncio.wait_for(c.writer, 2)
+                await asyncio.wait_for(c.writer, 10)  # a close handshake under load can take a while
             except (TimeoutError, asyncio.CancelledError):
                 c.writer.cancel()
         self.update_gauges()
