@@ -13,8 +13,15 @@ Baseline, in the same run: two pages with the same fake media connected by trivi
 (SDP and candidates handed over directly with ``page.evaluate``, non-trickle), measured from the moment the
 offer is created to the first decoded frame. ``ratio = median / baseline_median``.
 
+Why one Chromium process was slow (measured 2026-11-26, see the lead's report): both pages then share ONE fake
+capture device. When the two video senders start, the camera stalls for ~1.1 s for every consumer on both pages
+(self view and previews stop too; ``media-source`` frames stay 0 and no encoder exists) as long as the hidden
+join/waiting previews still render the camera; releasing any one of them, or one process per side
+(``two_browsers=True`` / ``--two-browsers``, like two real devices), gives ~300-390 ms. ``override_js`` serves a
+modified ``/static/js/<name>`` to the Alcove pages, for experiments without touching web/.
+
 Run inside the loopback-only namespace (the browser needs ``--allow-loopback-in-peer-connection``):
-    unshare -n sh -c 'ip link set lo up && .venv/bin/python -m peer.bench_join --runs 10'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/python -m peer.bench_join --runs 10 [--two-browsers]'
 """
 
 from __future__ import annotations
@@ -155,16 +162,26 @@ async def _create_room(http: Any, base: str, admin_key: str) -> dict[str, Any]:
         return data
 
 
-async def _new_page(browser: Any, base: str) -> tuple[Any, Any]:
+async def _new_page(browser: Any, base: str, overrides: dict[str, str] | None = None) -> tuple[Any, Any]:
     ctx = await browser.new_context()
     await ctx.grant_permissions(["camera", "microphone"], origin=base)
+    for name, body in (overrides or {}).items():
+        await ctx.route(f"{base}/static/js/{name}*", _fulfil_js(body))
     return ctx, await ctx.new_page()
 
 
-async def _alcove_run(browser: Any, http: Any, base: str, admin_key: str) -> float:
+def _fulfil_js(body: str) -> Any:
+    async def handler(route: Any) -> None:
+        await route.fulfill(status=200, body=body, headers={"content-type": "text/javascript; charset=utf-8",
+                                                            "cache-control": "no-store"})
+    return handler
+
+
+async def _alcove_run(browsers: tuple[Any, Any], http: Any, base: str, admin_key: str,
+                      overrides: dict[str, str] | None = None) -> float:
     room = await _create_room(http, base, admin_key)
-    cctx, client = await _new_page(browser, base)
-    tctx, therapist = await _new_page(browser, base)
+    cctx, client = await _new_page(browsers[0], base, overrides)
+    tctx, therapist = await _new_page(browsers[1], base, overrides)
     try:
         await client.goto(room["client_links"][0])
         await client.get_by_label("Your name").fill("Alex")
@@ -191,9 +208,9 @@ async def _alcove_run(browser: Any, http: Any, base: str, admin_key: str) -> flo
         await tctx.close()
 
 
-async def _baseline_run(browser: Any, base: str) -> float:
-    actx, a = await _new_page(browser, base)
-    bctx, b = await _new_page(browser, base)
+async def _baseline_run(browsers: tuple[Any, Any], base: str) -> float:
+    actx, a = await _new_page(browsers[0], base)
+    bctx, b = await _new_page(browsers[1], base)
     try:
         for page in (a, b):
             await page.goto(f"{base}/")
@@ -214,32 +231,46 @@ async def _baseline_run(browser: Any, base: str) -> float:
         await bctx.close()
 
 
-async def bench_join(runs: int = 10) -> dict[str, Any]:
-    """Median and p95 of admit-click → first decoded frame, against a bare two-page WebRTC baseline."""
+async def bench_join(runs: int = 10, override_js: dict[str, str | Path] | None = None,
+                     two_browsers: bool = False) -> dict[str, Any]:
+    """Median and p95 of admit-click → first decoded frame, against a bare two-page WebRTC baseline.
+
+    ``override_js`` ({"session.js": "/tmp/session.js"}): experiments only — the Alcove pages get these files
+    instead of the server's ``/static/js/<name>`` (Playwright routing; nothing under web/ is touched).
+    ``two_browsers``: each side in its own Chromium process (own fake camera), as on two real devices. With one
+    process both pages share one fake capture device, and its frames stall for ~1.1 s for every consumer when
+    the two video senders start while hidden previews still render the camera (see the module notes).
+    """
     import aiohttp
     from playwright.async_api import async_playwright
 
     if not Path(CHROMIUM).exists():
         raise RuntimeError(f"{CHROMIUM} is missing (apt-get install chromium)")
     runs = max(1, int(runs))
+    overrides = {name: Path(path).read_text() for name, path in (override_js or {}).items()}
     with tempfile.TemporaryDirectory(prefix="alcove-bench-") as tmp:
         runner, base, admin_key = await _start_server(Path(tmp))
         try:
             async with async_playwright() as p, aiohttp.ClientSession() as http:
                 browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+                other = (await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+                         if two_browsers else browser)
+                browsers = (browser, other)
                 try:
                     # One warm-up of each (first getUserMedia and codec start-up are slower), not counted.
-                    await _alcove_run(browser, http, base, admin_key)
-                    await _baseline_run(browser, base)
+                    await _alcove_run(browsers, http, base, admin_key, overrides)
+                    await _baseline_run(browsers, base)
                     admit_ms: list[float] = []
                     baseline_ms: list[float] = []
                     started = time.monotonic()
                     for _ in range(runs):  # interleaved, so both see the same machine load
-                        admit_ms.append(await _alcove_run(browser, http, base, admin_key))
-                        baseline_ms.append(await _baseline_run(browser, base))
+                        admit_ms.append(await _alcove_run(browsers, http, base, admin_key, overrides))
+                        baseline_ms.append(await _baseline_run(browsers, base))
                     elapsed = time.monotonic() - started
                 finally:
                     await browser.close()
+                    if other is not browser:
+                        await other.close()
         finally:
             await runner.cleanup()
     admit = _summary(admit_ms)
@@ -254,14 +285,22 @@ async def bench_join(runs: int = 10) -> dict[str, Any]:
         "ratio": ratio,
         "samples_ms": {"admit": [round(v, 1) for v in admit_ms], "baseline": [round(v, 1) for v in baseline_ms]},
         "seconds": round(elapsed, 1),
+        "browsers": 2 if two_browsers else 1,
+        **({"override_js": sorted(overrides)} if overrides else {}),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--override-js", action="append", default=[], metavar="NAME=PATH",
+                        help="experiments: serve PATH instead of /static/js/NAME to the Alcove pages")
+    parser.add_argument("--two-browsers", action="store_true",
+                        help="each side in its own Chromium process (own fake camera), like two real devices")
     args = parser.parse_args(argv)
-    print(json.dumps(asyncio.run(bench_join(runs=args.runs)), indent=2))
+    override = dict(item.split("=", 1) for item in args.override_js)
+    result = bench_join(runs=args.runs, override_js=override, two_browsers=args.two_browsers)
+    print(json.dumps(asyncio.run(result), indent=2))
     return 0
 
 
