@@ -432,7 +432,7 @@ class Worker:
             try:
                 await self._negotiate(room, member, sdp)
             except Exception as exc:  # a bad or unsupported offer
-                log.info("SFU offer from %s in %s failed: %s", pid, room_id, exc)
+                log.info("SFU offer from %s in %s failed: %s", pid, room_id, type(exc).__name__)
                 if not member.closed:
                     self.out("error", room_id, pid, "invalid-message", f"the SFU cannot answer this offer: {exc}",
                              "offer")
