@@ -38,19 +38,10 @@ from typing import Any
 
 from aiohttp import web
 
+from .chromium import CHROME_ARGS, CHROMIUM
+
 __all__ = ["bench_join"]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROME_ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # JS: the absolute time (ms since the epoch, sub-millisecond) of the first decoded remote video frame.
 FIRST_FRAME_JS = """
@@ -252,8 +243,8 @@ async def bench_join(runs: int = 10, override_js: dict[str, str | Path] | None =
         runner, base, admin_key = await _start_server(Path(tmp))
         try:
             async with async_playwright() as p, aiohttp.ClientSession() as http:
-                browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
-                other = (await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROME_ARGS)
+                browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROME_ARGS))
+                other = (await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=list(CHROME_ARGS))
                          if two_browsers else browser)
                 browsers = (browser, other)
                 try:

@@ -15,20 +15,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from peer.chromium import CHROME_ARGS, CHROMIUM
+
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser]
 
 STATIC = Path(__file__).resolve().parents[2] / "web" / "static"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROME_ARGS = [
-    "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 PAGE = """<!doctype html>
 <meta charset="utf-8">
