@@ -7,8 +7,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
-from signaling.messages import SessionType
+from signaling.messages import SessionType, Topology
 from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
 
 
@@ -24,6 +25,17 @@ class Secret(str):
 
 def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_topologies(value: str) -> dict[SessionType, SessionKind]:
+    """``ALCOVE_TOPOLOGY``: e.g. ``family=mesh,group=sfu`` overrides the default topology per session type."""
+    kinds = dict(DEFAULT_KINDS)
+    for item in filter(None, (x.strip() for x in value.split(","))):
+        name, _, topology = item.partition("=")
+        if name not in kinds or topology not in ("mesh", "sfu"):
+            raise ValueError(f"ALCOVE_TOPOLOGY: expected <type>=mesh|sfu, got {item!r}")
+        kinds[name] = replace(kinds[name], topology=cast("Topology", topology))
+    return kinds
 
 
 def is_loopback(host: str) -> bool:
@@ -81,6 +93,7 @@ class Config:
             timing=timing,
             log_level=env.get("ALCOVE_LOG_LEVEL", "INFO").upper(),
             allowed_origins=tuple(o.strip() for o in env.get("ALCOVE_ALLOWED_ORIGINS", "").split(",") if o.strip()),
+            kinds=parse_topologies(env.get("ALCOVE_TOPOLOGY", "")),
             media_workers=int(env.get("ALCOVE_MEDIA_WORKERS", "0")),
             media_loopback=_bool(env.get("ALCOVE_MEDIA_LOOPBACK")),
         )

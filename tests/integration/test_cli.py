@@ -96,3 +96,11 @@ def test_config_from_env_masks_secrets_and_uses_public_url() -> None:
     assert config.timing.grace == 90
     assert config.turn_urls == ("turn:t.example.org:3478?transport=udp", "turns:t.example.org:443")
     assert config.admin_key.reveal() == "super-secret-key"
+
+
+def test_topology_per_session_type_is_configurable() -> None:
+    config = Config.from_env({"ALCOVE_TOPOLOGY": "family=mesh, couple=sfu"})
+    assert config.kinds["family"].topology == "mesh" and config.kinds["couple"].topology == "sfu"
+    assert config.kinds["group"].topology == "sfu" and config.kinds["individual"].topology == "mesh"
+    with pytest.raises(ValueError):
+        Config.from_env({"ALCOVE_TOPOLOGY": "family=p2p"})
