@@ -50,13 +50,8 @@ def _admin_key(data_dir: Path) -> str:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from . import logs
-    from .api import create_room
-    from .app import create_app
     from .certs import ensure_dev_certificate
-    from .state import HUB
 
     config = Config.from_env()
     if args.host:
@@ -80,25 +75,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_context.load_cert_chain(str(cert), str(key))
 
-    app = create_app(config)
-
-    async def announce(app: web.Application) -> None:
-        base = config.base_url()
-        print(f"Alcove is serving on {base}  (admin key in {data_dir / 'admin-key'} or ALCOVE_ADMIN_KEY)",
-              flush=True)
-        if args.demo:
-            room = create_room(app[HUB], {"type": "individual", "start": "now", "host": "Demo Therapist"}, base)
-            print("\nDemo session (individual, starts now, 50 minutes):", flush=True)
-            print(f"  Therapist: {room['therapist_link']}", flush=True)
-            print(f"  Client:    {room['client_links'][0]}", flush=True)
-            if config.tls and not config.tls_cert:
-                print("\n  (self-signed certificate: your browser will ask you to accept it once)", flush=True)
-            print(f"  Admin page: {base}/admin\n", flush=True)
-
-    app.on_startup.append(announce)
-    web.run_app(app, host=config.host, port=config.port, ssl_context=ssl_context, access_log=None,
-                print=None, handle_signals=True)
+    asyncio.run(_serve(config, ssl_context, demo=args.demo, data_dir=data_dir))
     return 0
+
+
+async def _serve(config: Config, ssl_context: ssl.SSLContext | None, *, demo: bool, data_dir: Path) -> None:
+    """Serve until SIGINT/SIGTERM; the links are printed once the socket is listening."""
+    import signal
+
+    from aiohttp import web
+
+    from .api import create_room
+    from .app import create_app
+    from .state import HUB
+
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=ssl_context)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    base = config.base_url()
+    print(f"Alcove is serving on {base}  (admin key in {data_dir / 'admin-key'} or ALCOVE_ADMIN_KEY)",
+          flush=True)
+    if demo:
+        room = create_room(app[HUB], {"type": "individual", "start": "now", "host": "Demo Therapist"}, base)
+        print("\nDemo session (individual, starts now, 50 minutes):", flush=True)
+        print(f"  Therapist: {room['therapist_link']}", flush=True)
+        print(f"  Client:    {room['client_links'][0]}", flush=True)
+        if config.tls and not config.tls_cert:
+            print("\n  (self-signed certificate: your browser will ask you to accept it once)", flush=True)
+        print(f"  Admin page: {base}/admin\n", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 # ---------------------------------------------------------------- room create
