@@ -505,6 +505,22 @@ def _params(fn: Any) -> list[str]:
     return list(inspect.signature(fn).parameters)
 
 
+def selected_pair_types(pc: Any) -> list[tuple[str, str]]:
+    """(local, remote) candidate types of the nominated ICE pairs of ``pc`` (aioice's private ``_nominated``)."""
+    out: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    for t in pc.getTransceivers():
+        transport = getattr(t.sender, "transport", None)
+        ice = getattr(transport, "transport", None)
+        conn = getattr(ice, "_connection", None)
+        if conn is None or id(conn) in seen:
+            continue
+        seen.add(id(conn))
+        for pair in dict(getattr(conn, "_nominated", {}) or {}).values():
+            out.append((pair.local_candidate.type, pair.remote_candidate.type))
+    return out
+
+
 def check_internals() -> list[str]:
     """List every way the installed aiortc/aioice differs from what the hooks rely on ([] = all good).
 
@@ -543,6 +559,9 @@ def check_internals() -> list[str]:
 
     # aioice
     expect_sig(aioice.ice, "get_host_addresses", ["use_ipv4", "use_ipv6"])
+    check_complete = getattr(aioice.ice.Connection, "check_complete", None)
+    expect(check_complete is not None and "_nominated" in names(check_complete),
+           "aioice Connection no longer records nominated pairs in _nominated (selected_pair_types)")
     gather = getattr(aioice.ice.Connection, "gather_candidates", None)
     expect(gather is not None and "get_host_addresses" in names(gather),
            "aioice Connection.gather_candidates no longer calls get_host_addresses")

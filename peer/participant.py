@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from signaling import messages as m
 
 from . import aiortc_hooks as hooks
+from .aiortc_hooks import selected_pair_types
 from .e2ee import (
     SAS,
     SWITCH_TIMEOUT,
@@ -110,22 +111,6 @@ def prefer_vp8_opus(transceiver: RTCRtpTransceiver) -> None:
     caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
     wanted = ("video/vp8", "video/rtx") if transceiver.kind == "video" else ("audio/opus",)
     transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
-
-
-def selected_pair_types(pc: RTCPeerConnection) -> list[tuple[str, str]]:
-    """(local, remote) candidate types of the nominated ICE pairs of ``pc`` (best effort, aioice internals)."""
-    out: list[tuple[str, str]] = []
-    seen: set[int] = set()
-    for t in pc.getTransceivers():
-        transport = getattr(t.sender, "transport", None)
-        ice = getattr(transport, "transport", None)
-        conn = getattr(ice, "_connection", None)
-        if conn is None or id(conn) in seen:
-            continue
-        seen.add(id(conn))
-        for pair in dict(getattr(conn, "_nominated", {}) or {}).values():
-            out.append((pair.local_candidate.type, pair.remote_candidate.type))
-    return out
 
 
 def sdp_candidate_types(sdp: str | None) -> list[str]:
