@@ -36,6 +36,7 @@ from .turn import TurnConfig, ice_server_entry, issue_credentials
 log = logging.getLogger("alcove")
 
 OUTBOX_LIMIT = 256
+MAX_SFU_CREDENTIAL = 4 * 3600.0
 RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey)
 
 
@@ -90,6 +91,7 @@ class Hub:
         self.media: Any = None  # the SFU manager, started on the first SFU room's media
         self._media_pending: list[MediaSignal | MediaMembers] = []
         self._media_start: asyncio.Task[None] | None = None
+        self._sfu_ice_expires: float | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -127,6 +129,8 @@ class Hub:
     def tick(self) -> None:
         now = self.clock()
         self.perform(self.rooms.tick(now))
+        if self.media is not None and self._sfu_ice_expires is not None and now >= self._sfu_ice_expires - 600:
+            self.media.set_ice_servers(self._sfu_ice_servers())
         self.tokens.revocations.prune(now)
         self.update_gauges()
 
@@ -210,7 +214,7 @@ class Hub:
         from .sfu import SfuManager  # imports aiortc: only when an SFU room needs it
 
         manager = SfuManager(self._media_send, workers=self.config.media_workers,
-                             loopback=self.config.media_loopback)
+                             ice_servers=self._sfu_ice_servers(), loopback=self.config.media_loopback)
         try:
             await manager.start()
         except Exception:
@@ -225,6 +229,13 @@ class Hub:
         pending, self._media_pending = self._media_pending, []
         for e in pending:
             manager.handle(e)
+
+    def _sfu_ice_servers(self) -> list[dict[str, object]]:
+        """The SFU's own TURN credentials (for an SFU host behind NAT), refreshed by the tick well before expiry."""
+        now = self.clock()
+        servers, expires = self.services.ice_servers("sfu", now, now + MAX_SFU_CREDENTIAL)
+        self._sfu_ice_expires = expires
+        return servers
 
     def _media_send(self, room_id: str, pid: str, message: m.ServerMessage) -> None:
         room = self.rooms.get(room_id)

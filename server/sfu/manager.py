@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -293,6 +294,13 @@ class SfuManager:
         index = self.pinned.get(room_id)
         w = self.workers[index] if index is not None else None
         return w.process.pid if w is not None and w.alive else None
+
+    def set_ice_servers(self, ice_servers: list[dict[str, Any]]) -> None:
+        """New ICE servers (fresh TURN credentials) for every worker's next connections, and for respawns."""
+        self.config = dataclasses.replace(self.config, ice_servers=list(ice_servers))
+        for w in self.workers:
+            if w is not None and w.alive:
+                w.outbox.put(("ice", list(ice_servers)))
 
     def worker_pids(self) -> list[int]:
         return [w.process.pid for w in self.workers if w is not None and w.alive]

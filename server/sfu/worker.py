@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import resource
@@ -338,6 +339,8 @@ class Worker:
             self.spawn(self.candidate(*msg[1:]))
         elif op == "stats":
             self.out("stats", msg[1], self.stats())
+        elif op == "ice":
+            self.config = dataclasses.replace(self.config, ice_servers=list(msg[1]))  # fresh TURN credentials
         elif op == "stop":
             self._done.set()
 
