@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEB_PACKAGES := chromium coturn nodejs
 PYTEST_ARGS ?=
 
 .PHONY: run test lint typecheck unit deps venv clean
@@ -17,13 +16,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Debian packages the tests drive for real (Chromium, coturn, node). Installed only when missing and root.
+## Debian packages the tests drive for real (Chromium, coturn, node; emoji font for the safety code).
+## Installed only when missing and root.
 deps:
 	@missing=""; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	dpkg-query -W -f='$${Status}' fonts-noto-color-emoji 2>/dev/null | grep -q "ok installed" || missing="$$missing fonts-noto-color-emoji"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "apt-get install:$$missing"; \

@@ -690,7 +690,8 @@ class TherapistKeys:
         """Drop a removed client (the next epoch will not include it)."""
         self.members.pop(pid, None)
         self._indices.pop(pid, None)
-        self._sdp_seq.pop(pid, None)
+        # _sdp_seq is kept: a client sent back and admitted again keeps its ClientKeys, whose "last seq seen
+        # from the therapist" must keep growing (otherwise our next offer/answer looks replayed to it).
 
     # -- therapist return (page reload) --------------------------------------
     def export_state(self) -> str:

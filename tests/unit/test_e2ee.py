@@ -414,3 +414,15 @@ def test_therapist_return_reissues_epoch() -> None:
     other = TherapistKeys(ROOM, "p_therapist")
     with pytest.raises(ValueError):
         other.import_state(saved)  # another identity
+
+
+def test_a_client_sent_back_and_admitted_again_accepts_the_therapists_next_offer() -> None:
+    t, a, b = _session()
+    a.verify_sdp("p_therapist", "offer", SDP, t.sign_sdp("p_a", "offer", SDP))
+    t.forget("p_a")
+    a.reset()
+    t.check_intro("p_a", a.make_intro())
+    a.check_grant(t.make_grant("p_a"), "p_a")
+    t.check_reveal("p_a", a.make_reveal())
+    _epoch(t, {"p_a": a, "p_b": b})
+    a.verify_sdp("p_therapist", "offer", SDP, t.sign_sdp("p_a", "offer", SDP))  # not taken for a replay
