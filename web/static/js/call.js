@@ -9,11 +9,57 @@
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
+/**
+ * End-to-end encryption hooks (shared with sfu.js; built by session.js, see e2ee-ui.js). null = no E2EE.
+ * @typedef {{
+ *   prepareSender: (sender: RTCRtpSender, kind: string) => void,
+ *   prepareReceiver: (receiver: RTCRtpReceiver, kind: string, pid: string|null) => void,
+ *   signSdp: (to: string, type: "offer"|"answer", sdp: string) => Promise<string|null>,
+ *   verifySdp: (from: string, type: "offer"|"answer", sdp: string, sig: string|null|undefined) => Promise<void>,
+ *   ready: (pid: string) => Promise<void>,
+ *   onSecurityFailure: (pid: string, error: any) => void,
+ * }} E2eeHooks
+ */
 
 /** How long the polite side waits for the other side's first offer before making its own. */
 const FIRST_OFFER_WAIT_MS = 1500;
 
 const FINGERPRINT = /^a=fingerprint:(.+)$/m;
+
+/**
+ * The codecs E2EE may use (SFrame's clear prefixes are defined for VP8 and Opus only): VP8 (+ RTX) for video,
+ * Opus for audio. Throws when the browser cannot do VP8/Opus: then nothing is sent.
+ * @param {string} kind
+ * @returns {RTCRtpCodec[]}
+ */
+export function e2eeCodecs(kind) {
+  const caps = typeof RTCRtpReceiver !== "undefined" && RTCRtpReceiver.getCapabilities
+    ? RTCRtpReceiver.getCapabilities(kind) : null;
+  const codecs = caps ? caps.codecs : [];
+  const main = kind === "video" ? "video/vp8" : "audio/opus";
+  const chosen = codecs.filter((c) => c.mimeType.toLowerCase() === main);
+  if (!chosen.length) throw new Error(`${main} is not available: end-to-end encryption needs it`);
+  if (kind === "video") chosen.push(...codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx"));
+  return chosen;
+}
+
+/**
+ * E2EE: VP8/Opus only, and the SFrame transforms on every sender and receiver that has none yet. Must run
+ * before createOffer/setRemoteDescription (receiver transforms attached later never see a frame in Chromium).
+ * @param {RTCPeerConnection} pc
+ * @param {E2eeHooks} e2ee
+ * @param {string|null} pid
+ * @param {WeakSet<object>} done senders/receivers already prepared
+ */
+function protectTransceivers(pc, e2ee, pid, done) {
+  for (const tr of pc.getTransceivers()) {
+    const kind = tr.receiver.track ? tr.receiver.track.kind : (tr.sender.track ? tr.sender.track.kind : null);
+    if (!kind) continue;
+    if (tr.setCodecPreferences) tr.setCodecPreferences(e2eeCodecs(kind));
+    if (!done.has(tr.sender)) { done.add(tr.sender); e2ee.prepareSender(tr.sender, kind); }
+    if (!done.has(tr.receiver)) { done.add(tr.receiver); e2ee.prepareReceiver(tr.receiver, kind, pid); }
+  }
+}
 
 /** @param {string|undefined|null} sdp */
 function fingerprintOf(sdp) {
@@ -41,12 +87,20 @@ class Peer {
     this.stream = new MediaStream();
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.disconnectTimer = null;
+    /** E2EE: a signed-SDP or key check failed; nothing from this peer is applied any more. */
+    this.refused = false;
     this.pc = this._create();
   }
 
   _create() {
     const call = this.call;
-    const pc = new RTCPeerConnection({ iceServers: call.iceServers });
+    /** @type {RTCConfiguration & {encodedInsertableStreams?: boolean}} */
+    const config = { iceServers: call.iceServers };
+    // Older Chromium without RTCRtpScriptTransform: the legacy encoded streams need this flag.
+    if (call.e2ee && typeof RTCRtpScriptTransform !== "function") config.encodedInsertableStreams = true;
+    const pc = new RTCPeerConnection(config);
+    /** @type {WeakSet<object>} */
+    this.prepared = new WeakSet();
     const stream = call.localStream;
     const kinds = new Set();
     if (stream) {
@@ -59,6 +113,15 @@ class Peer {
     for (const kind of ["audio", "video"]) {
       if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
     }
+    if (call.e2ee) {
+      try {
+        protectTransceivers(pc, call.e2ee, this.pid, this.prepared);
+      } catch (e) {
+        // No VP8/Opus or no encoded transforms: refuse to send or receive anything (fail closed).
+        this.refused = true;
+        call.e2ee.onSecurityFailure(this.pid, e);
+      }
+    }
     pc.addEventListener("negotiationneeded", async () => {
       if (this.pc !== pc) return;
       if (this.polite && !pc.remoteDescription && !this.waitedForOffer) {
@@ -68,11 +131,12 @@ class Peer {
         await new Promise((r) => setTimeout(r, FIRST_OFFER_WAIT_MS));
         if (this.pc !== pc || this.closed || pc.signalingState !== "stable" || pc.remoteDescription) return;
       }
+      if (this.refused) return;
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
         if (pc.localDescription && pc.localDescription.type === "offer") {
-          call.signaling.offer(this.pid, pc.localDescription.sdp);
+          await call._sendDescription(this.pid, "offer", pc.localDescription.sdp);
         }
       } catch (e) {
         call._log("offer failed", this.pid, e);
@@ -138,9 +202,23 @@ class Peer {
    * @param {"offer"|"answer"} type
    * @param {string} sdp
    */
-  onDescription(type, sdp) {
+  onDescription(type, sdp, sig = null) {
     return this.enqueue(async () => {
-      if (this.closed) return;
+      if (this.closed || this.refused) return;
+      const e2ee = this.call.e2ee;
+      if (e2ee) {
+        // Signed SDP: verified BEFORE setRemoteDescription; a failure is never applied.
+        try {
+          await e2ee.ready(this.pid);
+          if (this.closed) return;
+          await e2ee.verifySdp(this.pid, type, sdp, sig);
+        } catch (e) {
+          this.refused = true;
+          this.call._log("security check failed", this.pid, e);
+          e2ee.onSecurityFailure(this.pid, e);
+          return;
+        }
+      }
       let pc = this.pc;
       if (type === "offer") {
         const current = pc.remoteDescription ? fingerprintOf(pc.remoteDescription.sdp) : null;
@@ -157,8 +235,9 @@ class Peer {
       if (type === "answer" && pc.signalingState !== "have-local-offer") return; // stale answer
       await pc.setRemoteDescription({ type, sdp }); // rolls back our offer on a collision (polite side)
       if (type === "offer") {
+        if (e2ee) protectTransceivers(pc, e2ee, this.pid, this.prepared); // m-lines the offer added
         await pc.setLocalDescription();
-        if (pc.localDescription) this.call.signaling.answer(this.pid, pc.localDescription.sdp);
+        if (pc.localDescription) await this.call._sendDescription(this.pid, "answer", pc.localDescription.sdp);
       }
     });
   }
@@ -186,7 +265,8 @@ class Peer {
 export class Call extends EventTarget {
   /**
    * @param {Signaling} signaling
-   * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean}} options
+   * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean,
+   *          e2ee?: E2eeHooks|null}} options
    */
   constructor(signaling, options) {
     super();
@@ -199,6 +279,8 @@ export class Call extends EventTarget {
     /** @type {Map<string, Peer>} */
     this.peers = new Map();
     this.debug = !!options.debug;
+    /** @type {E2eeHooks|null} */
+    this.e2ee = options.e2ee || null;
     this.active = true;
     /** @type {number} divide the sent video resolution by this (mesh with many peers) */
     this.videoScale = 1;
@@ -206,8 +288,8 @@ export class Call extends EventTarget {
     this._levelTimer = null;
     /** @type {[string, EventListener][]} */
     this._listeners = [];
-    this._listen("offer", (m) => this._peerFor(m.from).onDescription("offer", m.sdp));
-    this._listen("answer", (m) => { const p = this.peers.get(m.from); if (p) p.onDescription("answer", m.sdp); });
+    this._listen("offer", (m) => this._peerFor(m.from).onDescription("offer", m.sdp, m.sig ?? null));
+    this._listen("answer", (m) => { const p = this.peers.get(m.from); if (p) p.onDescription("answer", m.sdp, m.sig ?? null); });
     this._listen("candidate", (m) => {
       if (!m.candidate) return;
       const p = this._peerFor(m.from);
@@ -226,6 +308,15 @@ export class Call extends EventTarget {
     const listener = (ev) => { if (this.active) fn(/** @type {CustomEvent} */ (ev).detail); };
     this.signaling.addEventListener(type, listener);
     this._listeners.push([type, listener]);
+  }
+
+  /**
+   * Sends an offer/answer, signed when E2EE is on (docs/security.md §6).
+   * @param {string} to @param {"offer"|"answer"} type @param {string} sdp
+   */
+  async _sendDescription(to, type, sdp) {
+    const sig = this.e2ee ? await this.e2ee.signSdp(to, type, sdp) : null;
+    this.signaling.send(type, { to, sdp, sig });
   }
 
   /** @param {...any} args */

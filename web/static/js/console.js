@@ -2,6 +2,7 @@
 
 import { t, formatTime } from "./i18n.js";
 import { $, announce } from "./session.js";
+import { inviteLink, keepLinkSecret, storedLinkSecret } from "./e2ee-ui.js";
 
 /**
  * A short, soft two-note chime made with an oscillator (no audio file).
@@ -84,8 +85,28 @@ export class Console {
     this.listeners.push([type, l]);
   }
 
+  /** The therapist's E2EE flow (e2ee-ui.js TherapistE2ee), or null without E2EE. @returns {any} */
+  get e2ee() {
+    return this.session.e2ee;
+  }
+
+  /**
+   * Admits one client; with E2EE the admission carries the signed grant (no grant: not admitted).
+   * @param {string} pid
+   */
+  async admit(pid) {
+    const e2ee = this.e2ee;
+    if (!e2ee) { this.s.admit(pid, null); return; }
+    const grant = await e2ee.grantFor(pid);
+    if (grant) this.s.admit(pid, grant);
+  }
+
   _wireButtons() {
-    $("admit-all").onclick = () => this.s.admitAll();
+    $("admit-all").onclick = async () => {
+      if (!this.e2ee) { this.s.admitAll(); return; }
+      // admit-all carries no grants: admit one by one, oldest first (the server enforces the seats).
+      for (const w of this.queue) if (w.connected !== false && this._introUsable(w.pid)) await this.admit(w.pid);
+    };
     $("extend-5").onclick = () => this.s.extend(5);
     $("extend-10").onclick = () => this.s.extend(10);
     const confirm = $("end-confirm");
@@ -112,6 +133,12 @@ export class Console {
   }
 
   show() {
+    const e2ee = this.e2ee;
+    if (e2ee && !this._e2eeWired) {
+      this._e2eeWired = true;
+      e2ee.addEventListener("change", () => { this.renderQueue(); this.onRoster(this.session.roster); });
+    }
+    this._renderInvite();
     this.renderQueue();
     this.renderLock();
     this.onRoster(this.session.roster);
@@ -142,13 +169,19 @@ export class Console {
       const since = w.since ? t("console.waiting.since", { time: formatTime(w.since) }) : "";
       const meta = w.connected === false ? `${since} · ${t("console.waiting.offline")}` : since;
       li.append(el("span", "meta", meta));
+      const intro = this._introNote(w.pid);
+      if (intro) {
+        const note = el("span", `intro-note ${intro.kind}`, intro.text);
+        note.dataset.intro = intro.status;
+        li.append(note);
+      }
       const row = el("div", "button-row");
       const admit = button(t("console.admit.short"), t("console.admit", { name: w.name }), "primary", () => {
         admit.disabled = true;
-        this.s.admit(w.pid, null);
+        this.admit(w.pid).catch((e) => this.onError({ code: "e2ee", message: String(e && e.message) }));
         setTimeout(() => { admit.disabled = false; }, 1500);
       });
-      admit.disabled = this.locked;
+      admit.disabled = this.locked || !this._introUsable(w.pid);
       row.append(admit);
       row.append(button(t("console.decline.short"), t("console.decline", { name: w.name }), "secondary", () => this.s.decline(w.pid)));
       li.append(row);
@@ -171,6 +204,7 @@ export class Console {
       li.dataset.pid = p.pid;
       li.append(el("span", "who", p.name));
       if (p.connected === false) li.append(el("span", "meta", t("console.offline")));
+      if (this.e2ee) li.append(this._sasRow(p));
       const row = el("div", "button-row");
       row.append(button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary", () => this.s.sendToWaiting(p.pid)));
       row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary", () => this.s.remove(p.pid)));
@@ -180,6 +214,100 @@ export class Console {
     $("people-empty").hidden = clients.length > 0;
     const seats = this.session.room && this.session.room.seats;
     $("seats").textContent = seats ? t("console.seats", { admitted: clients.length, seats }) : "";
+  }
+
+  /**
+   * What the intro check says about a waiting client (E2EE only).
+   * @param {string} pid
+   * @returns {{status: string, kind: string, text: string}|null}
+   */
+  _introNote(pid) {
+    const e2ee = this.e2ee;
+    if (!e2ee) return null;
+    const c = e2ee.intros.get(pid);
+    if (!c) return { status: "checking", kind: "quiet", text: t("e2ee.intro.checking") };
+    if (c.status === "ok") return e2ee.sLink ? { status: "ok", kind: "ok", text: t("e2ee.intro.ok") } : null;
+    return { status: c.status, kind: c.status === "bad" || c.status === "none" ? "danger" : "warn", text: t(`e2ee.intro.${c.status}`) };
+  }
+
+  /** With E2EE only clients with a verified intro can be admitted (they would get no key). @param {string} pid */
+  _introUsable(pid) {
+    const e2ee = this.e2ee;
+    if (!e2ee) return true;
+    const c = e2ee.intros.get(pid);
+    return !!c && (c.status === "ok" || c.status === "no-link");
+  }
+
+  /**
+   * The client's safety code next to its name, with "Mark verified" (trust on first use, per key).
+   * @param {any} p roster entry
+   */
+  _sasRow(p) {
+    const e2ee = this.e2ee;
+    const box = el("div", "sas-row");
+    box.dataset.sasFor = p.pid;
+    const sas = e2ee.sasOf.get(p.pid);
+    if (!sas) {
+      box.append(el("span", "hint", t("e2ee.sas.waiting")));
+      return box;
+    }
+    box.append(el("span", "sas-label", t("e2ee.sas.label")));
+    const emoji = el("span", "sas-emoji-line");
+    emoji.textContent = sas.emoji.map((/** @type {any} */ e) => e[0]).join(" ");
+    emoji.setAttribute("aria-label", sas.emoji.map((/** @type {any} */ e) => e[1]).join(", "));
+    emoji.setAttribute("role", "img");
+    box.append(emoji);
+    box.append(el("span", "sas-decimal-line", sas.decimal.join(" ")));
+    if (e2ee.isVerified(p.pid)) {
+      box.append(el("span", "verified", t("e2ee.sas.verified")));
+    } else {
+      box.append(button(t("e2ee.sas.mark"), t("e2ee.sas.mark.named", { name: p.name }), "secondary small-btn", () => e2ee.markVerified(p.pid)));
+    }
+    return box;
+  }
+
+  /** "Invite links": an admin-made client link + this room's link secret and this device's therapist key. */
+  _renderInvite() {
+    const panel = document.getElementById("invite-panel");
+    if (!panel) return;
+    const room = this.session.room && this.session.room.id;
+    const on = !!this.e2ee;
+    $("invite-on").hidden = !on;
+    $("invite-off").hidden = on;
+    $("invite-enable").onclick = () => {
+      if (!room) return;
+      keepLinkSecret(room);
+      location.reload();
+    };
+    const input = /** @type {HTMLInputElement} */ ($("invite-input"));
+    const out = /** @type {HTMLInputElement} */ ($("invite-output"));
+    const err = $("invite-error");
+    const copy = /** @type {HTMLButtonElement} */ ($("invite-copy"));
+    $("invite-make").onclick = async () => {
+      err.hidden = true;
+      out.value = "";
+      copy.disabled = true;
+      const s = room ? storedLinkSecret(room) : null;
+      if (!this.e2ee || !s) return;
+      try {
+        out.value = inviteLink(input.value, s, await this.e2ee.tk());
+        copy.disabled = false;
+        out.focus();
+        out.select();
+      } catch {
+        err.textContent = t("e2ee.invite.bad");
+        err.hidden = false;
+      }
+    };
+    copy.onclick = async () => {
+      try {
+        await navigator.clipboard.writeText(out.value);
+      } catch {
+        out.select();
+        document.execCommand?.("copy");
+      }
+      $("invite-status").textContent = t("admin.copied");
+    };
   }
 
   /** @param {boolean} locked */

@@ -61,6 +61,12 @@ function bytes(v) {
   throw new TypeError("expected bytes");
 }
 
+/** The bytes as an ArrayBuffer of their own, without a copy when they already fill one. @param {Uint8Array} u */
+function ownBuffer(u) {
+  if (u.byteOffset === 0 && u.byteLength === u.buffer.byteLength) return u.buffer;
+  return u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength);
+}
+
 /** Sender indices that `peer` (pid or idx) may use, newest epoch first. @param {any} peer @returns {number[] | null} */
 function indicesOf(peer) {
   if (peer === undefined || peer === null) return null; // any roster member
@@ -149,7 +155,7 @@ function handle(readable, writable, options, transformer) {
           s.dropped++; // no key (or counter exhausted): never send in clear
           return;
         }
-        frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+        frame.data = ownBuffer(out);
         s.encrypted++;
         controller.enqueue(frame);
       },
@@ -188,7 +194,7 @@ function handle(readable, writable, options, transformer) {
         s.failed++; // drop: never enqueue a frame that did not authenticate
         return;
       }
-      frame.data = out.buffer.slice(out.byteOffset, out.byteOffset + out.byteLength);
+      frame.data = ownBuffer(out);
       s.decrypted++;
       controller.enqueue(frame);
     },

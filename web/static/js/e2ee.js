@@ -692,7 +692,8 @@ export class TherapistKeys {
   forget(pid) {
     this.members.delete(pid);
     this._indices.delete(pid);
-    this._sdpSeq.delete(pid);
+    // _sdpSeq is kept: a client sent back and admitted again keeps its ClientKeys, whose "last seq seen
+    // from the therapist" must keep growing (otherwise our next offer/answer looks replayed to it).
   }
 
   /**

@@ -5,6 +5,8 @@ import { requestSession } from "./protocol.js";
 import { t, applyTranslations, formatTime, formatDate, isToday } from "./i18n.js";
 import { store, takeToken } from "./store.js";
 import { Session, showView, showError, $ } from "./session.js";
+import { encodedTransformSupported } from "./e2ee-ui.js";
+import { e2eeWanted } from "./e2ee-view.js";
 
 /** @typedef {"full"|"audio"|"none"} Mode */
 
@@ -224,6 +226,14 @@ function showJoin(token) {
   document.body.dataset.state = "join";
   document.title = `${t("join.heading")} – Alcove`;
   showView("view-join", false);
+  // End-to-end encryption needs encoded transforms: say so here, before anyone waits in vain.
+  if (!encodedTransformSupported()) {
+    $("e2ee-unsupported").hidden = false;
+    document.body.dataset.e2ee = "unsupported";
+    if (e2eeWanted(role === "therapist" ? "therapist" : "client", room && room.id)) {
+      /** @type {HTMLButtonElement} */ ($("join-submit")).disabled = true;
+    }
+  }
 
   $("media-audio-only").onclick = () => { previewReady = startPreview("audio"); };
   $("media-neither").onclick = async () => {
@@ -253,6 +263,7 @@ function showJoin(token) {
   const form = /** @type {HTMLFormElement} */ ($("join-form"));
   form.onsubmit = async (ev) => {
     ev.preventDefault();
+    if (/** @type {HTMLButtonElement} */ ($("join-submit")).disabled) return;
     const name = nameInput.value.replace(/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/g, "").trim();
     const err = $("join-name-error");
     if (role !== "therapist" && !name) {

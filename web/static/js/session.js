@@ -2,8 +2,10 @@
 
 import { Signaling } from "./protocol.js";
 import { Call } from "./call.js";
+import { SfuCall } from "./sfu.js";
 import { t, formatTime, formatDuration } from "./i18n.js";
 import { store } from "./store.js";
+import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
 
 /** @param {string} id */
 export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -150,6 +152,8 @@ export class Session extends EventTarget {
     this.videoOn = true;
     /** @type {import("./console.js").Console|null} */
     this.console = null;
+    /** End-to-end encryption (e2ee-ui.js); null = none. @type {any} */
+    this.e2ee = null;
     this._wire();
     // Test and diagnostics hook: only numbers, no media, no names.
     /** @type {any} */ (window).alcove = {
@@ -158,6 +162,14 @@ export class Session extends EventTarget {
       pid: () => this.pid,
       connected: () => this.signaling.connected,
       peers: () => (this.call ? [...this.call.peers] : []),
+      // E2EE diagnostics: the safety code, epoch and worker counters (no keys).
+      e2ee: () => {
+        const e = this.e2ee;
+        if (!e) return null;
+        const sasOf = e.sasOf ? Object.fromEntries([...e.sasOf].map(([p, v]) => [p, v.indices.join(",") + "|" + v.decimal.join(",")])) : null;
+        return { epoch: e.epoch, sas: e.sas ? e.sas.indices.join(",") + "|" + e.sas.decimal.join(",") : null, sasOf,
+          peers: e.peerStats, failures: e.failures.map((f) => f.pid), health: Object.fromEntries(this.roster.map((p) => [p.pid, e.health(p.pid)])) };
+      },
     };
   }
 
@@ -169,7 +181,9 @@ export class Session extends EventTarget {
       this.console = new mod.Console(this);
     }
     try {
-      const welcome = await this.signaling.connect({ name: this.name });
+      this.e2ee = await startE2ee(this);
+      const intro = this.e2ee && !this.isTherapist ? await this.e2ee.intro() : null;
+      const welcome = await this.signaling.connect({ name: this.name, intro });
       return welcome;
     } catch (e) {
       return null; // the "closed" handler shows the page
@@ -183,7 +197,7 @@ export class Session extends EventTarget {
     on("credential", (d) => { store.resume = d.credential; });
     on("welcome", (m) => this._onWelcome(m));
     on("waiting", (m) => this._onWaiting(m));
-    on("admitted", () => this._enterSession());
+    on("admitted", (m) => { e2eeAdmitted(this, m); this._enterSession(); });
     on("roster", (m) => this._onRoster(m.participants || []));
     on("therapist", (m) => this._onTherapist(m.status));
     on("time", (m) => this._onTime(m));
@@ -209,6 +223,7 @@ export class Session extends EventTarget {
     if (store.name === null && this.name) store.name = this.name;
     this._removeBanner("reconnecting");
     if (wasReconnecting) this._banner("reconnected", t("session.reconnected"), "info", 4000);
+    if (!this.isTherapist && m.status === "admitted") e2eeResumed(this);
     if (this.isTherapist || m.status === "admitted") {
       this._enterSession();
       if (this.call) this.call.restartAll();
@@ -285,8 +300,16 @@ export class Session extends EventTarget {
     if (this.status === "ended") return;
     const first = this.status !== "admitted";
     this.status = "admitted";
+    // The hidden previews (join page, waiting room) must not keep rendering the camera: on some systems a
+    // capture device shared by hidden consumers stalls for about a second just as the video senders start.
+    for (const id of ["join-preview", "waiting-preview"]) {
+      const v = /** @type {HTMLVideoElement|null} */ (document.getElementById(id));
+      if (v && v.srcObject) { v.pause(); v.srcObject = null; }
+    }
     if (!this.call && this.pid) {
-      this.call = new Call(this.signaling, { pid: this.pid, localStream: this.stream, iceServers: [] });
+      // Family and group rooms: one connection to the forwarding SFU (docs/sfu.md) instead of the mesh.
+      const CallClass = this.room && this.room.topology === "sfu" ? SfuCall : Call;
+      this.call = new CallClass(this.signaling, { pid: this.pid, localStream: this.stream, iceServers: [], e2ee: this.e2ee });
       this.call.addEventListener("stream", (ev) => this._onRemoteStream(/** @type {CustomEvent} */ (ev).detail));
       this.call.addEventListener("peer-closed", (ev) => this._removeTile(/** @type {CustomEvent} */ (ev).detail.pid));
       this.call.addEventListener("levels", (ev) => this._onLevels(/** @type {CustomEvent} */ (ev).detail.levels));
@@ -303,6 +326,8 @@ export class Session extends EventTarget {
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
       showView("view-session");
     }
+    renderSafety(this);
+    renderStatus(this);
   }
 
   _setupControls() {
@@ -434,6 +459,7 @@ export class Session extends EventTarget {
     const selfTile = this.tiles.get("self");
     if (selfTile) box.append(selfTile);
     this._layout();
+    renderHealth(this);
     if (this.console) this.console.onRoster(participants);
   }
 
@@ -573,6 +599,7 @@ export class Session extends EventTarget {
   _teardown() {
     this.status = "ended";
     if (this.call) { this.call.stop(); this.call = null; }
+    if (this.e2ee) { this.e2ee.stop(); }
     this._clearRemoteTiles();
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.stream?.getTracks().forEach((tr) => tr.stop());

@@ -1,5 +1,5 @@
-// What a tab remembers, in sessionStorage only (gone when the tab closes): the room token, the resume
-// credential, the display name and the media choice. No DOM.
+// What a tab remembers, in sessionStorage only (gone when the tab closes): the room token, the link's E2EE
+// fields (s, tk), the resume credential, the display name and the media choice. No DOM.
 
 const PREFIX = "alcove.";
 
@@ -29,6 +29,13 @@ export const store = {
   set camera(v) { set("camera", v); },
   get mic() { return get("mic"); },
   set mic(v) { set("mic", v); },
+  /** The link's E2EE fields (`s` link secret, `tk` therapist key hash), b64url; null when the link had none. */
+  get linkS() { return get("s"); },
+  set linkS(v) { set("s", v); },
+  get linkTk() { return get("tk"); },
+  set linkTk(v) { set("tk", v); },
+  /** The whole link fragment as read (kept in memory and, for reloads, in sessionStorage). */
+  get link() { return { t: this.token, s: this.linkS, tk: this.linkTk }; },
   /** Forgets the session (ended, declined, removed, left). Keeps the token so the link's state can be shown. */
   forgetSession() { set("resume", null); },
 };
@@ -52,6 +59,12 @@ export function takeToken() {
       store.resume = null;
       store.name = null;
     }
+    // E2EE (docs/security.md §3): the link secret and the therapist key hash never leave the browser.
+    const b64 = /^[A-Za-z0-9_-]+$/;
+    const s = (params.get("s") || "").trim();
+    const tk = (params.get("tk") || "").trim();
+    store.linkS = s && b64.test(s) ? s : null;
+    store.linkTk = tk && b64.test(tk) ? tk : null;
     return { token, malformed: false };
   }
   const token = store.token;

@@ -1,0 +1,124 @@
+"""The browser's E2EE against the Python aiortc participant, in both roles, and through a fingerprint-swapping
+middleman (peer/mitm.py): same protocol, same SAS, SFrame media both ways; the middleman is refused by both ends.
+
+    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_browser_interop.py'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from peer import aiortc_hooks as hooks
+from peer.mitm import MitmProxy
+from peer.participant import Participant
+from tests.browser.conftest import browser, decodes_from_all, frames, join, pages, wait_js  # noqa: F401
+from tests.browser.test_e2ee_browser import (
+    admit,
+    e2ee_state,
+    invite_link,
+    sas_at_therapist,
+    sas_of_client,
+    with_secret,
+)
+from tests.e2ee.test_aiortc_e2ee import e2ee_links
+from tests.integration.conftest import media_namespace  # noqa: F401  (fixture)
+
+pytestmark = [pytest.mark.e2ee, pytest.mark.browser, pytest.mark.media, pytest.mark.usefixtures("media_namespace")]
+
+
+def sas_text(sas: Any) -> str:
+    """A Python SAS in the page's diagnostics form ("i,i,…|d,d,d")."""
+    return ",".join(str(i) for i in sas.indices) + "|" + ",".join(str(d) for d in sas.decimal)
+
+
+@pytest.fixture
+async def bots() -> AsyncIterator[list[Participant]]:
+    hooks.allow_loopback_candidates()
+    joined: list[Participant] = []
+    yield joined
+    for p in joined:
+        await p.close()
+
+
+async def test_aiortc_therapist_and_browser_client(alcove: Any, pages: Any,  # noqa: F811
+                                                     bots: list[Participant]) -> None:
+    ik = ec.generate_private_key(ec.SECP256R1())
+    room = await alcove.create_room(type="individual", host="Dr. T")
+    t_link, (c_link,) = e2ee_links(room, ik)
+    t = await Participant.join(alcove.url, t_link, name="Dr. T", therapist_ik=ik)
+    bots.append(t)
+    client = await pages.new()
+    await join(client, c_link, "Alex")
+    await wait_js(client, "window.alcove && window.alcove.pid()")
+    pid = await client.evaluate("window.alcove.pid()")
+    await t.wait_until(lambda: pid in t.intros, 10, "intro verified")
+    assert t.intros[pid].mac_ok is True
+    await t.admit(pid)
+    await t.wait_until(lambda: pid in t.sas_of, 10, "reveal")
+    await decodes_from_all(client, 1, timeout=30)
+    await t.wait_frames(pid, video=11, audio=10, timeout=30)
+    assert await sas_of_client(client) == sas_text(t.sas_of[pid])
+    # the worker reports its counters once a second
+    await wait_js(client, f"(window.alcove.e2ee().peers[{t.pid!r}] || {{}}).decrypted > 20")
+    state = await e2ee_state(client)
+    assert state["failures"] == [] and t.security_failures == []
+    assert t.keystate is not None and t.keystate.counters["decrypted"] > 20
+
+
+async def test_browser_therapist_and_aiortc_client(alcove: Any, pages: Any,  # noqa: F811
+                                                     bots: list[Participant]) -> None:
+    room = await alcove.create_room(type="individual", host="Dr. Ionescu")
+    therapist = await pages.new()
+    await join(therapist, with_secret(room["therapist_link"]))
+    link = await invite_link(therapist, room["client_links"][0])
+    c = await Participant.join(alcove.url, link, name="Bot")
+    bots.append(c)
+    assert c.e2ee
+    await admit(therapist, "Bot")
+    await c.wait_until(lambda: c.status == "admitted" and c.sas is not None, 10, "admitted")
+    await decodes_from_all(therapist, 1, timeout=30)
+    t_pid = await therapist.evaluate("window.alcove.pid()")
+    await c.wait_frames(t_pid, video=11, audio=10, timeout=30)
+    assert await sas_at_therapist(therapist, c.pid) == sas_text(c.sas)
+    assert c.security_failures == [] and (await e2ee_state(therapist))["failures"] == []
+    assert c.keystate is not None and c.keystate.counters["decrypted"] > 20
+
+
+async def test_middleman_is_refused_by_both_browser_ends(alcove: Any, browser: Any) -> None:  # noqa: F811
+    proxy = await MitmProxy(alcove.url, rewrite=True).start()
+    contexts = []
+    try:
+        room = await alcove.create_room(type="individual", host="Dr. Ionescu")
+        via = lambda link: link.replace(alcove.url, proxy.url)  # noqa: E731
+        opened = []
+        for _ in range(2):
+            ctx = await browser.new_context(viewport={"width": 1200, "height": 800}, locale="en-GB")
+            await ctx.grant_permissions(["camera", "microphone"], origin=proxy.url)
+            contexts.append(ctx)
+            opened.append(await ctx.new_page())
+        therapist, client = opened
+        await join(therapist, via(with_secret(room["therapist_link"])))
+        link = await invite_link(therapist, via(room["client_links"][0]))
+        await join(client, link, "Alex")
+        await admit(therapist, "Alex")  # intro, grant and reveal pass the middleman untouched
+        t_pid = await therapist.evaluate("window.alcove.pid()")
+        await client.get_by_role("heading", name="Security check failed").wait_for(timeout=20_000)
+        await therapist.get_by_text("Security check failed for Alex").wait_for(timeout=20_000)
+        await asyncio.sleep(2.0)  # long enough for a connection to come up if it were going to
+        assert proxy.rewritten >= 1
+        stats = await therapist.evaluate("window.alcove.stats()")
+        assert all(s["state"] != "connected" and s["framesDecoded"] == 0 for s in stats.values()), stats
+        assert (await frames(client)).get(t_pid, 0) == 0
+        state = await e2ee_state(therapist)
+        assert state["failures"], state
+        await therapist.screenshot(path="docs/screenshots/e2ee-mitm-therapist.png")
+        await client.screenshot(path="docs/screenshots/e2ee-security-check-failed.png")
+    finally:
+        for ctx in contexts:
+            await ctx.close()
+        await proxy.stop()

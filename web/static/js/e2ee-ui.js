@@ -1,0 +1,531 @@
+// The page side of end-to-end encryption: runs the key protocol of e2ee.js (docs/security.md) over the
+// signaling connection, owns the one SFrame worker of the page (e2ee-worker.js), and implements the E2EE hook
+// interface that call.js (mesh) and sfu.js take as `e2ee`:
+//   prepareSender(sender, kind), prepareReceiver(receiver, kind, pid|null), signSdp(to, type, sdp),
+//   verifySdp(from, type, sdp, sig), ready(pid), onSecurityFailure(pid, error).
+// No DOM here: session.js / console.js render what this module reports through its events:
+//   `change`    keys, epoch, safety codes or intro checks changed
+//   `stats`     {peers: {pid: {encrypted, decrypted, failed, dropped}}} from the worker, every second
+//   `security`  {pid, error}: a signed message or SDP did not verify (the SDP was not applied)
+
+import * as E from "./e2ee.js";
+
+export { SecurityCheckFailed } from "./e2ee.js";
+
+/** How long a signed SDP waits for the sender's key to be bound (grant / signed roster / intro). */
+const READY_TIMEOUT_MS = 10_000;
+/** A peer counts as "can't decrypt" after this long with failures and no frame decrypted. */
+const FAILING_AFTER_MS = 3000;
+
+/** Encoded transforms (and WebCrypto) available: without them no end-to-end encryption is possible. */
+export function encodedTransformSupported() {
+  const subtle = !!(globalThis.crypto && globalThis.crypto.subtle);
+  const script = typeof globalThis.RTCRtpScriptTransform === "function";
+  const legacy = typeof globalThis.RTCRtpSender === "function"
+    && typeof /** @type {any} */ (globalThis.RTCRtpSender.prototype).createEncodedStreams === "function";
+  return subtle && typeof Worker === "function" && (script || legacy);
+}
+
+/**
+ * The link info (t, s, tk) as e2ee.js wants it; null when s/tk are malformed (treated as missing).
+ * @param {{t: string|null, s: string|null, tk: string|null}} link
+ * @returns {E.LinkInfo|null}
+ */
+export function linkInfo(link) {
+  if (!link.t) return null;
+  try {
+    return E.parseLinkFragment(E.makeLinkFragment(link.t).slice(1)
+      + (link.s ? `&s=${link.s}` : "") + (link.tk ? `&tk=${link.tk}` : ""));
+  } catch {
+    return { token: link.t, sLink: null, tk: null };
+  }
+}
+
+/** Hex of the first 8 bytes of SHA-256(bytes): a name-free label for "verified" marks. @param {Uint8Array} bytes */
+async function shortHash(bytes) {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...d.subarray(0, 8)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** @param {number} ms */
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Shared by both roles: the worker, the key state, transforms, readiness and health. */
+class E2eeBase extends EventTarget {
+  /** @param {import("./protocol.js").Signaling} signaling @param {string} room */
+  constructor(signaling, room) {
+    super();
+    this.signaling = signaling;
+    this.room = room;
+    this.worker = new Worker("/static/js/e2ee-worker.js", { type: "module" });
+    this.keyState = new E.KeyState({ post: (m) => this.worker.postMessage(m) });
+    /** @type {Record<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
+    this.peerStats = {};
+    /** @type {Map<string, {decrypted: number, failed: number, lastOk: number, failingSince: number}>} */
+    this._health = new Map();
+    /** @type {Array<{check: () => boolean, resolve: () => void}>} */
+    this._waiters = [];
+    /** @type {Array<{pid: string, error: string}>} */
+    this.failures = [];
+    /** @type {Promise<any>} key messages are handled one at a time, in order */
+    this._keyChain = Promise.resolve();
+    this.worker.addEventListener("message", (ev) => {
+      const m = ev.data || {};
+      if (m.type === "stats") this._onStats(m);
+    });
+  }
+
+  // ---- the hook interface ---------------------------------------------------------------------------
+
+  /** @param {any} target @param {{operation: string, kind: string, peer?: string}} options */
+  _attach(target, options) {
+    if (typeof globalThis.RTCRtpScriptTransform === "function") {
+      target.transform = new RTCRtpScriptTransform(this.worker, options);
+    } else {
+      const { readable, writable } = target.createEncodedStreams();
+      this.worker.postMessage({ type: "transform", readable, writable, options }, [readable, writable]);
+    }
+  }
+
+  /** @param {RTCRtpSender} sender @param {string} kind */
+  prepareSender(sender, kind) {
+    this._attach(sender, { operation: "encrypt", kind });
+  }
+
+  /** @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid */
+  prepareReceiver(receiver, kind, pid) {
+    /** @type {{operation: string, kind: string, peer?: string}} */
+    const options = { operation: "decrypt", kind };
+    if (pid) options.peer = pid;
+    this._attach(receiver, options);
+  }
+
+  /** @param {string} pid @param {any} error */
+  onSecurityFailure(pid, error) {
+    const text = error && error.message ? String(error.message) : String(error);
+    this.failures.push({ pid, error: text });
+    this.dispatchEvent(new CustomEvent("security", { detail: { pid, error: text } }));
+  }
+
+  /** Resolves when `check()` holds (re-checked on every key change) or after the timeout.
+   * @param {() => boolean} check @param {number} [timeout] @returns {Promise<void>} */
+  _until(check, timeout = READY_TIMEOUT_MS) {
+    if (check()) return Promise.resolve();
+    return new Promise((resolve) => {
+      const w = { check, resolve };
+      this._waiters.push(w);
+      setTimeout(() => {
+        this._waiters = this._waiters.filter((x) => x !== w);
+        resolve();
+      }, timeout);
+    });
+  }
+
+  _changed() {
+    const still = [];
+    for (const w of this._waiters) {
+      if (w.check()) w.resolve();
+      else still.push(w);
+    }
+    this._waiters = still;
+    this.dispatchEvent(new Event("change"));
+  }
+
+  // ---- health -----------------------------------------------------------------------------------------
+
+  /** @param {any} m */
+  _onStats(m) {
+    this.peerStats = m.peers || {};
+    const now = Date.now();
+    for (const [peer, s] of Object.entries(this.peerStats)) {
+      let h = this._health.get(peer);
+      if (!h) {
+        h = { decrypted: 0, failed: 0, lastOk: 0, failingSince: 0 };
+        this._health.set(peer, h);
+      }
+      if (s.decrypted > h.decrypted) {
+        h.lastOk = now;
+        h.failingSince = 0;
+      } else if (s.failed > h.failed && !h.failingSince) {
+        h.failingSince = now;
+      }
+      h.decrypted = s.decrypted;
+      h.failed = s.failed;
+    }
+    this.dispatchEvent(new CustomEvent("stats", { detail: { peers: this.peerStats } }));
+  }
+
+  /**
+   * The health of the media from `pid`: "ok" (frames decrypt), "failing" (frames arrive and do not
+   * decrypt for a while) or "verifying" (no key yet / nothing received yet).
+   * @param {string} pid @returns {"ok"|"failing"|"verifying"}
+   */
+  health(pid) {
+    const h = this._health.get(pid);
+    const now = Date.now();
+    if (!h) return "verifying";
+    if (h.lastOk && now - h.lastOk < FAILING_AFTER_MS) return "ok";
+    if (h.failingSince && now - h.failingSince >= FAILING_AFTER_MS) return "failing";
+    return h.lastOk ? "ok" : "verifying";
+  }
+
+  /** The epoch this page sends with (null before the first switch). */
+  get epoch() {
+    return this.keyState.sendEpoch;
+  }
+
+  stop() {
+    this.keyState.clear();
+    for (const w of this._waiters) w.resolve();
+    this._waiters = [];
+    setTimeout(() => this.worker.terminate(), 200);
+  }
+}
+
+/** A client: ephemeral keys, intro, grant check, reveal, epochs/acks, SAS. */
+export class ClientE2ee extends E2eeBase {
+  /**
+   * @param {import("./protocol.js").Signaling} signaling @param {string} room @param {E.LinkInfo|null} link
+   * @param {(pid: string) => string|null} roleOf the role of a pid in the (server's) roster
+   */
+  constructor(signaling, room, link, roleOf) {
+    super(signaling, room);
+    this.link = link;
+    this.roleOf = roleOf;
+    /** The link pins the therapist's key or carries the link secret: E2EE is required. */
+    this.required = !!(link && (link.sLink || link.tk));
+    /** @type {Promise<E.ClientKeys>} */
+    this.keysP = E.ClientKeys.create(room, link, { keyState: this.keyState });
+    /** @type {E.ClientKeys|null} */
+    this.keys = null;
+    this.keysP.then((k) => { this.keys = k; });
+    this.granted = false;
+    /** @type {E.Sas|null} */
+    this.sas = null;
+    /** @type {Promise<void>|null} */
+    this._grantP = null;
+  }
+
+  /** The hello.intro string. */
+  async intro() {
+    return (await this.keysP).makeIntro();
+  }
+
+  /** @param {string} pid */
+  async welcome(pid) {
+    (await this.keysP).pid = pid;
+  }
+
+  /**
+   * Checks the admitted.grant, sends the reveal and computes the safety code; throws SecurityCheckFailed.
+   * @param {string|null} grant @param {string} pid
+   */
+  admitted(grant, pid) {
+    this._grantP = (async () => {
+      const keys = await this.keysP;
+      await keys.checkGrant(grant, pid);
+      this.sas = await keys.sas();
+      this.signaling.key(null, await keys.makeReveal());
+      this.granted = true;
+      this._changed();
+    })();
+    return this._grantP;
+  }
+
+  /** Key data from the therapist: epoch -> ack, switch (in arrival order). @param {string} from @param {string} data */
+  onKey(from, data) {
+    const run = this._keyChain.then(() => this._onKey(from, data));
+    this._keyChain = run.catch(() => {});
+    return run;
+  }
+
+  /** @param {string} from @param {string} data */
+  async _onKey(from, data) {
+    const keys = await this.keysP;
+    // The first epoch can arrive while the grant is still being checked: keep the order.
+    if (this._grantP) await this._grantP.catch(() => {});
+    const reply = await keys.handleKey(data);
+    if (typeof reply === "string") this.signaling.key(null, reply);
+    this._changed();
+  }
+
+  /** Sent back to the waiting room: every media key is dropped at once. */
+  reset() {
+    this.keys?.reset();
+    this._grantP = null;
+    this.granted = false;
+    this.sas = null;
+    this._changed();
+  }
+
+  /** @param {string} pid */
+  ready(pid) {
+    const role = this.roleOf(pid);
+    if (role === "therapist" || role === null) return this._until(() => this.granted);
+    return this._until(() => !!(this.granted && this.keys && this.keys.roster.has(pid)));
+  }
+
+  /** @param {string} to @param {"offer"|"answer"} type @param {string} sdp */
+  async signSdp(to, type, sdp) {
+    return (await this.keysP).signSdp(to, type, sdp);
+  }
+
+  /** @param {string} from @param {"offer"|"answer"} type @param {string} sdp @param {string|null|undefined} sig */
+  async verifySdp(from, type, sdp, sig) {
+    if (!this.granted) throw new E.SecurityCheckFailed("no verified therapist key yet");
+    await (await this.keysP).verifySdp(from, type, sdp, sig);
+  }
+
+  get epochNumber() {
+    return this.keys && this.keys.newestEpoch >= 0 ? this.keys.newestEpoch : null;
+  }
+}
+
+/**
+ * @typedef {{intro: string|null, status: "ok"|"no-link"|"bad"|"none", error?: string}} IntroCheck
+ */
+
+/** The therapist: persistent IK_T, intro checks, grants, reveals (SAS), epochs and switches. */
+export class TherapistE2ee extends E2eeBase {
+  /**
+   * @param {import("./protocol.js").Signaling} signaling @param {string} room
+   * @param {Promise<string>} pidP resolves with our pid (from welcome)
+   * @param {Uint8Array|null} sLink the room's link secret
+   */
+  constructor(signaling, room, pidP, sLink) {
+    super(signaling, room);
+    this.sLink = sLink;
+    /** @type {Promise<E.TherapistKeys>} */
+    this.keysP = (async () => {
+      const identity = await E.loadOrCreateIdentity();
+      const keys = await E.TherapistKeys.create(room, await pidP, { identity, sLink, keyState: this.keyState });
+      await this._restore(keys);
+      return keys;
+    })();
+    /** @type {E.TherapistKeys|null} */
+    this.keys = null;
+    this.keysP.then((k) => { this.keys = k; this._changed(); });
+    /** @type {Map<string, IntroCheck>} */
+    this.intros = new Map();
+    /** @type {Map<string, E.Sas>} */
+    this.sasOf = new Map();
+    /** @type {Map<string, string>} pid -> short hash of its IK_P (for "verified") */
+    this._ikHash = new Map();
+    /** @type {string[]} clients of the current epoch */
+    this._members = [];
+    /** @type {Set<string>} admitted clients (server roster) */
+    this._admitted = new Set();
+    /** @type {Promise<void>} serialises rekeying */
+    this._chain = Promise.resolve();
+    this.epochsMade = 0;
+    /** @type {any[]} */
+    this._lastQueue = [];
+    this._stateKey = `alcove.e2ee.therapist.${room}`;
+    this.restored = false;
+  }
+
+  /**
+   * Therapist return (docs/security.md §5): after a reload, the public session state kept in this tab
+   * (sessionStorage; never sent to the server) brings back the admitted clients' intro keys, sender indices,
+   * the next epoch number and the signed-SDP counters; the first roster then issues a new epoch to them.
+   * @param {E.TherapistKeys} keys
+   */
+  async _restore(keys) {
+    let saved = null;
+    try { saved = JSON.parse(sessionStorage.getItem(this._stateKey) || "null"); } catch { saved = null; }
+    if (!saved || typeof saved.state !== "string") return;
+    try {
+      await keys.importState(saved.state);
+    } catch (e) {
+      console.warn("therapist state not restored:", /** @type {Error} */ (e).message);
+      return;
+    }
+    for (const [pid, seq] of Object.entries(saved.sdpSeq || {})) keys._sdpSeq.set(pid, Number(seq));
+    for (const [pid, m] of keys.members) if (m.sas) this.sasOf.set(pid, m.sas);
+    this.restored = true;
+  }
+
+  _save() {
+    const keys = this.keys;
+    if (!keys) return;
+    try {
+      sessionStorage.setItem(this._stateKey, JSON.stringify({ state: keys.exportState(), sdpSeq: Object.fromEntries(keys._sdpSeq) }));
+    } catch { /* storage disabled: a reload starts afresh */ }
+  }
+
+  _changed() {
+    this._save();
+    super._changed();
+  }
+
+  /** The therapist's tk (b64url) for invite links. @returns {Promise<string>} */
+  async tk() {
+    return E.b64e((await this.keysP).tk);
+  }
+
+  /** Checks the intros of the waiting room. @param {any[]} waiting */
+  async checkQueue(waiting) {
+    this._lastQueue = waiting;
+    const keys = await this.keysP;
+    for (const w of waiting) {
+      const seen = this.intros.get(w.pid);
+      if (seen && seen.intro === (w.intro ?? null)) continue;
+      if (!w.intro) {
+        this.intros.set(w.pid, { intro: null, status: "none" });
+        continue;
+      }
+      // A waiting client that reloaded comes with new keys; an admitted one may not change them.
+      if (!this._admitted.has(w.pid) && keys.members.has(w.pid)) {
+        keys.forget(w.pid);
+        this.sasOf.delete(w.pid);
+      }
+      try {
+        const info = await keys.checkIntro(w.pid, w.intro);
+        this._ikHash.set(w.pid, await shortHash(info.ik));
+        this.intros.set(w.pid, { intro: w.intro, status: info.macOk === false ? "no-link" : "ok" });
+      } catch (e) {
+        this.intros.set(w.pid, { intro: w.intro, status: "bad", error: String(/** @type {Error} */ (e).message) });
+      }
+    }
+    this._changed();
+  }
+
+  /** The admit.grant for a waiting client (null when it sent no usable intro). @param {string} pid */
+  async grantFor(pid) {
+    const keys = await this.keysP;
+    const check = this.intros.get(pid);
+    if (!check || (check.status !== "ok" && check.status !== "no-link")) return null;
+    return keys.makeGrant(pid);
+  }
+
+  /** Key data from a client (reveal, ack), in arrival order. @param {string} from @param {string} data */
+  onKey(from, data) {
+    const run = this._keyChain.then(() => this._onKey(from, data));
+    this._keyChain = run.catch(() => {});
+    return run;
+  }
+
+  /** @param {string} from @param {string} data */
+  async _onKey(from, data) {
+    const keys = await this.keysP;
+    const result = await keys.handleKey(from, data);
+    if (result && typeof result === "object") {
+      this.sasOf.set(from, result);
+      this._changed();
+    } else if (result === true && keys.switchDue()) {
+      this._chain = this._chain.then(() => this._switch()).catch(() => {});
+    }
+  }
+
+  /** Follows the admitted clients: a new epoch on every admission, removal or send-back.
+   * @param {string[]} clientPids */
+  onRoster(clientPids) {
+    const now = new Set(clientPids);
+    for (const pid of this._admitted) {
+      if (!now.has(pid)) {
+        // Removed / sent back / left: no key for it any more; a new admission starts from its intro again.
+        this.keys?.forget(pid);
+        this.intros.delete(pid);
+        this.sasOf.delete(pid);
+      }
+    }
+    this._admitted = now;
+    if (this._lastQueue.length) this.checkQueue(this._lastQueue).catch(() => {});
+    this._chain = this._chain.then(() => this._rekey()).catch((e) => console.warn("rekey failed", e));
+    this._changed();
+  }
+
+  async _rekey() {
+    const keys = await this.keysP;
+    const members = [...this._admitted].filter((p) => keys.members.has(p)).sort();
+    if (members.join(",") === this._members.join(",")) return;
+    this._members = members;
+    if (!members.length) return;
+    const result = await keys.makeEpoch(members);
+    this.epochsMade++;
+    this.signaling.key(null, result.message);
+    const until = Date.now() + E.SWITCH_TIMEOUT_MS + 20;
+    while (!keys.switchDue() && Date.now() < until) await sleep(50);
+    await this._switch();
+  }
+
+  async _switch() {
+    const keys = await this.keysP;
+    if (!keys.pending || !keys.switchDue()) return;
+    this.signaling.key(null, await keys.makeSwitch());
+    this._changed();
+  }
+
+  /** Admitted clients that have no verified intro (they get no key and cannot see or hear anyone). */
+  unkeyed() {
+    return [...this._admitted].filter((p) => !this.keys || !this.keys.members.has(p));
+  }
+
+  /** @param {string} pid */
+  ready(pid) {
+    return this._until(() => !!(this.keys && this.keys.members.has(pid)));
+  }
+
+  /** @param {string} to @param {"offer"|"answer"} type @param {string} sdp */
+  async signSdp(to, type, sdp) {
+    const sig = await (await this.keysP).signSdp(to, type, sdp);
+    this._save(); // the SDP counters must keep growing across a reload
+    return sig;
+  }
+
+  /** @param {string} from @param {"offer"|"answer"} type @param {string} sdp @param {string|null|undefined} sig */
+  async verifySdp(from, type, sdp, sig) {
+    await (await this.keysP).verifySdp(from, type, sdp, sig);
+  }
+
+  /** Trust on first use: was this client's key marked verified on this device? @param {string} pid */
+  isVerified(pid) {
+    const h = this._ikHash.get(pid);
+    try { return !!h && localStorage.getItem(`alcove.verified.${h}`) === "1"; } catch { return false; }
+  }
+
+  /** @param {string} pid */
+  markVerified(pid) {
+    const h = this._ikHash.get(pid);
+    if (!h) return;
+    try { localStorage.setItem(`alcove.verified.${h}`, "1"); } catch { /* storage disabled */ }
+    this._changed();
+  }
+
+  get epochNumber() {
+    return this.keys ? (this.keys.current ? this.keys.current.epoch : null) : null;
+  }
+}
+
+// ---- the therapist's link secret and invite links ----------------------------------------------------------
+
+/** @param {string} room */
+const secretKey = (room) => `alcove.slink.${room}`;
+
+/** The room's link secret kept in this browser (b64url), or null. @param {string} room */
+export function storedLinkSecret(room) {
+  try { return localStorage.getItem(secretKey(room)); } catch { return null; }
+}
+
+/** Keeps (or creates) the room's link secret; returns it (b64url). @param {string} room @param {string|null} [value] */
+export function keepLinkSecret(room, value = null) {
+  let s = value || storedLinkSecret(room);
+  if (!s) s = E.b64e(crypto.getRandomValues(new Uint8Array(32)));
+  try { localStorage.setItem(secretKey(room), s); } catch { /* storage disabled: this page only */ }
+  return s;
+}
+
+/**
+ * An admin-made client link with the room's `s` and the therapist's `tk` added to its fragment. Throws
+ * TypeError when the text is not an Alcove link with a token.
+ * @param {string} text @param {string} s @param {string} tk
+ */
+export function inviteLink(text, s, tk) {
+  const raw = text.trim();
+  const hash = raw.indexOf("#");
+  if (hash < 0) throw new TypeError("not a session link");
+  const params = new URLSearchParams(raw.slice(hash + 1));
+  const token = params.get("t");
+  if (!token) throw new TypeError("not a session link");
+  return `${raw.slice(0, hash)}#t=${token}&s=${s}&tk=${tk}`;
+}

@@ -1,0 +1,211 @@
+// End-to-end encryption in the session view (DOM): builds the E2EE flow of e2ee-ui.js for the session,
+// wires it to the signaling events, and shows its state: the safety-code panel (client), the room indicator
+// "End-to-end encrypted · epoch n", a health badge per tile and the full-page "Security check failed".
+
+import { t } from "./i18n.js";
+import { store } from "./store.js";
+import {
+  ClientE2ee, TherapistE2ee, encodedTransformSupported, linkInfo, keepLinkSecret, storedLinkSecret,
+} from "./e2ee-ui.js";
+import { b64d } from "./e2ee.js";
+import { $, showEnded } from "./session.js";
+
+/** @typedef {import("./session.js").Session} Session */
+
+/**
+ * Whether this page must run E2EE (and whether it can): the client when its link carries s/tk; the therapist
+ * when its link carries s or this browser keeps a link secret for the room (made with "Invite links").
+ * @param {"client"|"therapist"} role @param {string|null|undefined} room
+ */
+export function e2eeWanted(role, room) {
+  if (role === "therapist") return !!(store.linkS || (room && storedLinkSecret(room)));
+  return !!(store.linkS || store.linkTk);
+}
+
+/**
+ * Builds and wires the E2EE flow for `session` (before it connects). Resolves to the flow, or null when the
+ * session runs without E2EE. A client always offers an intro when it can; it falls back to no E2EE only when
+ * its link has neither s nor tk and the therapist admits it without a grant.
+ * @param {Session} session
+ * @returns {Promise<ClientE2ee|TherapistE2ee|null>}
+ */
+export async function startE2ee(session) {
+  const room = session.room && session.room.id;
+  const s = session.signaling;
+  if (!room || !encodedTransformSupported()) {
+    if (e2eeWanted(session.isTherapist ? "therapist" : "client", room)) {
+      // Required but impossible (join.js normally stops this earlier): never fall back to plain media.
+      setTimeout(() => securityFailed(session, new Error("no end-to-end encryption in this browser")), 0);
+    }
+    return null;
+  }
+  /** @param {string} type @param {(m: any) => void} fn */
+  const on = (type, fn) => s.addEventListener(type, (ev) => fn(/** @type {CustomEvent} */ (ev).detail));
+  /** @type {ClientE2ee|TherapistE2ee} */
+  let flow;
+  if (session.isTherapist) {
+    if (!e2eeWanted("therapist", room)) return null;
+    const secret = keepLinkSecret(room, store.linkS);
+    /** @type {(pid: string) => void} */
+    let gotPid = () => {};
+    /** @type {Promise<string>} */
+    const pidP = new Promise((r) => { gotPid = r; });
+    const th = new TherapistE2ee(s, room, pidP, b64d(secret));
+    flow = th;
+    on("welcome", (m) => gotPid(m.pid));
+    on("queue", (m) => { th.checkQueue(m.waiting || []).catch((e) => console.warn("intro check", e)); });
+    on("roster", (m) => th.onRoster((m.participants || []).filter((p) => p.role === "client").map((p) => p.pid)));
+    on("key", (m) => {
+      th.onKey(m.from, m.data).catch((e) => th.onSecurityFailure(m.from, e));
+    });
+    th.addEventListener("security", (ev) => {
+      const d = /** @type {CustomEvent} */ (ev).detail;
+      const who = session.roster.find((p) => p.pid === d.pid);
+      session._banner(`security-${d.pid}`, t("e2ee.failed.peer", { name: who ? who.name : "?" }), "warn", 0);
+      renderHealth(session);
+    });
+  } else {
+    const link = linkInfo(store.link);
+    const cl = new ClientE2ee(s, room, link, (pid) => {
+      const p = session.roster.find((x) => x.pid === pid);
+      return p ? p.role : null;
+    });
+    flow = cl;
+    on("welcome", (m) => { cl.welcome(m.pid); });
+    on("key", (m) => {
+      cl.onKey(m.from, m.data).catch((e) => console.warn("key message refused", e && e.message));
+    });
+    on("waiting", () => { cl.reset(); renderSafety(session); });
+    cl.addEventListener("security", (ev) => securityFailed(session, /** @type {CustomEvent} */ (ev).detail.error));
+  }
+  flow.addEventListener("change", () => { renderSafety(session); renderStatus(session); });
+  flow.addEventListener("stats", () => { renderHealth(session); renderStatus(session); });
+  return flow;
+}
+
+/**
+ * Client, on `admitted`: checks the grant (then reveal and safety code). Returns false when the session
+ * goes on without E2EE (a link without s/tk admitted by a therapist without E2EE).
+ * @param {Session} session @param {any} m
+ */
+export function e2eeAdmitted(session, m) {
+  const flow = session.e2ee;
+  if (!(flow instanceof ClientE2ee)) return true;
+  if ((m.grant === null || m.grant === undefined) && !flow.required) {
+    flow.stop();
+    session.e2ee = null;
+    renderStatus(session);
+    return false;
+  }
+  flow.admitted(m.grant ?? null, /** @type {string} */ (session.pid)).catch((e) => securityFailed(session, e));
+  return true;
+}
+
+/**
+ * Client, back in the session without a new admission (reload / resume): without a grant there are no keys.
+ * A link without s/tk goes on without E2EE; otherwise the page stops (fail closed) and offers to rejoin.
+ * @param {Session} session
+ */
+export function e2eeResumed(session) {
+  const flow = session.e2ee;
+  if (!(flow instanceof ClientE2ee) || flow.granted || flow._grantP) return;
+  if (!flow.required) {
+    flow.stop();
+    session.e2ee = null;
+    return;
+  }
+  setTimeout(() => securityFailed(session, new Error("resumed without a grant: keys are gone after a reload")), 0);
+}
+
+/**
+ * Full page "Security check failed": the session stops and this page leaves the room.
+ * @param {Session} session @param {any} error
+ */
+export function securityFailed(session, error) {
+  if (session.status === "ended") return;
+  console.warn("security check failed:", error && error.message ? error.message : error);
+  session._teardown(); // every connection closes now: no media either way
+  // Leave the room a moment later, so the SDP already on its way to the therapist is still checked there
+  // (the therapist sees the failure too instead of only "left").
+  setTimeout(() => session.signaling.leave(), 2000);
+  store.forgetSession();
+  showEnded(t("e2ee.failed.title"), t("e2ee.failed.body"), { state: "security-failed" });
+}
+
+/** The safety-code panel (client): 7 emoji and the decimal form, with one line of explanation. @param {Session} session */
+export function renderSafety(session) {
+  const panel = document.getElementById("safety");
+  if (!panel) return;
+  const flow = session.e2ee;
+  const sas = flow instanceof ClientE2ee ? flow.sas : null;
+  panel.hidden = !sas || session.status !== "admitted";
+  if (!sas) return;
+  const list = $("safety-emoji");
+  list.replaceChildren();
+  for (const [emoji, name] of sas.emoji) {
+    const li = document.createElement("li");
+    const e = document.createElement("span");
+    e.className = "sas-emoji";
+    e.textContent = emoji;
+    e.setAttribute("aria-hidden", "true");
+    const n = document.createElement("span");
+    n.className = "sas-name";
+    n.textContent = name;
+    li.append(e, n);
+    list.append(li);
+  }
+  $("safety-decimal").textContent = sas.decimal.join(" ");
+  const hide = $("safety-hide");
+  hide.onclick = () => { panel.classList.toggle("collapsed"); hide.setAttribute("aria-expanded", String(!panel.classList.contains("collapsed"))); };
+}
+
+/** The room indicator: "End-to-end encrypted · epoch n", or a plain warning without E2EE. @param {Session} session */
+export function renderStatus(session) {
+  const el = document.getElementById("e2ee-status");
+  if (!el) return;
+  const flow = session.e2ee;
+  el.hidden = session.status !== "admitted";
+  if (!flow) {
+    el.textContent = t("e2ee.status.off");
+    el.dataset.state = "off";
+    return;
+  }
+  const epoch = flow.epoch;
+  el.textContent = epoch === null ? t("e2ee.status.starting") : t("e2ee.status.on", { epoch });
+  el.dataset.state = epoch === null ? "starting" : "on";
+  el.dataset.epoch = epoch === null ? "" : String(epoch);
+}
+
+/** A badge per remote tile from the worker's counters: no silent black video. @param {Session} session */
+export function renderHealth(session) {
+  const flow = session.e2ee;
+  for (const [pid, tile] of session.tiles) {
+    if (pid === "self") continue;
+    let badge = /** @type {HTMLElement|null} */ (tile.querySelector(".e2ee-badge"));
+    if (!flow) {
+      if (badge) badge.remove();
+      continue;
+    }
+    if (!badge) {
+      badge = document.createElement("span");
+      badge.className = "e2ee-badge";
+      badge.setAttribute("role", "status");
+      tile.append(badge);
+    }
+    let state = flow.health(pid);
+    /** @type {string} */
+    let text;
+    if (flow.failures.some((f) => f.pid === pid)) {
+      state = "failing";
+      text = t("e2ee.badge.security");
+    } else if (flow instanceof TherapistE2ee && flow.unkeyed().includes(pid)) {
+      state = "failing";
+      text = t("e2ee.badge.nokey");
+    } else {
+      text = t(`e2ee.badge.${state}`);
+    }
+    if (badge.textContent !== text) badge.textContent = text;
+    badge.dataset.state = state;
+    tile.dataset.e2ee = state;
+  }
+}
