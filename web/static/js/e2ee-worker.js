@@ -26,7 +26,7 @@
 // Every second the worker posts {type: "stats", sendEpoch, epochs, peers: {peer: {encrypted,
 // decrypted, failed, dropped}}} to the page (for the health badge).
 
-import { FrameDecryptor, FrameEncryptor } from "./sframe.js";
+import { FrameDecryptor, FrameEncryptor, clearPrefixLen, decodeHeader, parseKid } from "./sframe.js";
 
 const RETIRE_AFTER_MS = 5000;
 
@@ -77,6 +77,26 @@ function indicesOf(peer) {
     if (idx !== undefined && !out.includes(idx)) out.push(idx);
   }
   return out;
+}
+
+/**
+ * For a receiver that takes any roster member (SFU: a recvonly slot carries different publishers over time):
+ * the pid and sender index named by the frame's SFrame header, so the counters (health badges) are per
+ * publisher. Only a hint: the frame is then decrypted with that sender index's key, so "decrypted" is
+ * authenticated. Null when the header names no roster member.
+ * @param {"audio" | "video"} kind @param {Uint8Array} data @returns {{pid: string, idx: number} | null}
+ */
+function publisherOf(kind, data) {
+  let idx;
+  try {
+    idx = parseKid(decodeHeader(data.subarray(clearPrefixLen(kind, data))).kid).senderIndex;
+  } catch {
+    return null;
+  }
+  for (const e of [...epochs.keys()].sort((a, b) => b - a)) {
+    for (const [pid, i] of Object.entries(/** @type {any} */ (epochs.get(e)).roster)) if (i === idx) return { pid, idx };
+  }
+  return null;
 }
 
 /** @param {number} epoch */
@@ -182,8 +202,16 @@ function handle(readable, writable, options, transformer) {
       }
       const idxs = indicesOf(options.peer);
       let out = null;
+      let counts = s;
       if (idxs === null) {
-        out = await decryptor.unprotect(kind, data, null);
+        const from = publisherOf(kind, data);
+        if (from) out = await decryptor.unprotect(kind, data, from.idx);
+        if (from && out !== null) {
+          counts = statsFor(from.pid);
+        } else {
+          out = await decryptor.unprotect(kind, data, null);
+          if (from && out === null) counts = statsFor(from.pid); // its failure, shown on its tile
+        }
       } else {
         for (const idx of idxs) {
           out = await decryptor.unprotect(kind, data, idx);
@@ -191,11 +219,11 @@ function handle(readable, writable, options, transformer) {
         }
       }
       if (out === null) {
-        s.failed++; // drop: never enqueue a frame that did not authenticate
+        counts.failed++; // drop: never enqueue a frame that did not authenticate
         return;
       }
       frame.data = ownBuffer(out);
-      s.decrypted++;
+      counts.decrypted++;
       controller.enqueue(frame);
     },
   });

@@ -572,9 +572,10 @@ export class SfuCall extends EventTarget {
     const out = {};
     const c = this.conn;
     if (!c || c.closed) return out;
+    const counters = await this._midCounters(c);
+    // after the await: a publisher may have been added (or dropped) meanwhile
     const state = c.pc.connectionState;
     for (const pid of this.peers.keys()) out[pid] = { framesDecoded: 0, audioSamples: 0, state };
-    const counters = await this._midCounters(c);
     for (const [mid, owner] of c.owners) {
       if (!this.peers.has(owner.pid)) continue;
       const now = counters.get(mid) || { framesDecoded: 0, audioSamples: 0 };
