@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -97,6 +98,10 @@ class Hub:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        # Everything loaded so far lives for the whole process: keep it out of the collector's way, so a full
+        # collection does not pause the relay of every room.
+        gc.collect()
+        gc.freeze()
         self._ticker = asyncio.create_task(self._tick_loop(), name="alcove-tick")
 
     async def stop(self) -> None:
