@@ -96,6 +96,32 @@ def _opens_at_unverified(hub: Hub, body: dict[str, Any]) -> str | None:
         return None
 
 
+async def invites(request: web.Request) -> web.Response:
+    """The therapist's own client links for its room (one per seat), so its console can add `s` and `tk`.
+
+    Authorised by the therapist's room token (the room's host), never by a client's. The links are fresh client
+    tokens of the same room; the seat cap and the waiting room hold as for any link.
+    """
+    hub = request.app[HUB]
+    now = hub.clock()
+    try:
+        body = await _json(request)
+        token = body.get("token")
+        if not isinstance(token, str) or set(body) - {"token"}:
+            raise SignalingError("invalid-message", "send exactly {\"token\": \"<the therapist's token>\"}")
+        admission = hub.tokens.verify_room_token(token, now)
+    except SignalingError as err:
+        hub.metrics.error(err.code)
+        return error_response(err.code, err.message)
+    if admission.role != "therapist":
+        return error_response("not-allowed", "only the therapist's link can make invitations", status=403)
+    spec = admission.spec
+    base = base_url(request, hub)
+    links = [f"{base}/j/#t={hub.tokens.issue_room_token(spec, 'client', now).token}" for _ in range(spec.seats)]
+    log_event("invites-issued", room=spec.room_id, count=len(links))
+    return web.json_response({"room_id": spec.room_id, "client_links": links})
+
+
 # ---------------------------------------------------------------- admin
 
 

@@ -211,3 +211,20 @@ async def test_logs_and_metrics_carry_no_names_tokens_or_addresses(alcove: Alcov
     for secret in ("Secretname", "Clientname", "eyJ", "127.0.0.1", "sorry"):
         assert secret not in text, secret
     assert room["room_id"] not in metrics
+
+
+async def test_the_therapist_gets_fresh_client_links_for_its_own_room_only(alcove: AlcoveServer) -> None:
+    room = await alcove.create_room("couple")
+    status, data = await post(f"{alcove.url}/api/invites", {"token": token_of(room["therapist_link"])})
+    assert status == 200 and data["room_id"] == room["room_id"] and len(data["client_links"]) == 2
+    fresh = token_of(data["client_links"][0])
+    assert fresh not in {token_of(link) for link in room["client_links"]}
+    status, joined = await post(f"{alcove.url}/api/session", {"token": fresh})
+    assert status == 200 and joined["role"] == "client" and joined["room"]["id"] == room["room_id"]
+    status, data = await post(f"{alcove.url}/api/invites", {"token": token_of(room["client_links"][0])})
+    assert status == 403 and data["error"]["code"] == "not-allowed"
+    status, data = await post(f"{alcove.url}/api/invites", {"token": alcove.admin_key})
+    assert status == 400 and data["error"]["code"] == "token-invalid"
+    await alcove.delete_room(room["room_id"])
+    status, data = await post(f"{alcove.url}/api/invites", {"token": token_of(room["therapist_link"])})
+    assert status == 410 and data["error"]["code"] == "room-ended"
