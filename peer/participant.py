@@ -205,6 +205,7 @@ class Participant:
         """Epoch messages ignored because they were not newer than the newest one (replays)."""
         self.epochs_made: list[int] = []
         self._epoch_members: tuple[str, ...] | None = None
+        self._connected_clients: set[str] = set()
         self._send_lock = asyncio.Lock()
         self.sfu: SfuLink | None = None
         self.sfu_links: list[SfuLink] = []
@@ -465,6 +466,11 @@ class Participant:
         if not isinstance(keys, TherapistKeys) or self.status != "admitted":
             return
         admitted = [p for p, e in sorted(self.roster.items()) if e.role == "client"]
+        connected = {p for p, e in self.roster.items() if e.role == "client" and e.connected}
+        returned = (connected - self._connected_clients) & set(admitted)
+        self._connected_clients = connected
+        if returned and self._epoch_members is not None:
+            self._epoch_members = None  # a client came back (a reload): it holds no epoch secret any more
         members = []
         for pid in admitted:
             if pid in keys.members:

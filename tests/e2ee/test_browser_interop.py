@@ -70,6 +70,33 @@ async def test_aiortc_therapist_and_browser_client(alcove: Any, pages: Any,  # n
     assert t.keystate is not None and t.keystate.counters["decrypted"] > 20
 
 
+async def test_browser_client_reload_with_an_aiortc_therapist_gets_a_new_epoch(alcove: Any, pages: Any,  # noqa: F811
+                                                                               bots: list[Participant]) -> None:
+    ik = ec.generate_private_key(ec.SECP256R1())
+    room = await alcove.create_room(type="individual", host="Dr. T")
+    t_link, (c_link,) = e2ee_links(room, ik)
+    t = await Participant.join(alcove.url, t_link, name="Dr. T", therapist_ik=ik)
+    bots.append(t)
+    client = await pages.new()
+    await join(client, c_link, "Alex")
+    await wait_js(client, "window.alcove && window.alcove.pid()")
+    pid = await client.evaluate("window.alcove.pid()")
+    await t.wait_until(lambda: pid in t.intros, 10, "intro verified")
+    await t.admit(pid)
+    await decodes_from_all(client, 1, timeout=30)
+    code = await sas_of_client(client)
+    epochs = len(t.epochs_made)
+    await client.reload()
+    await wait_js(client, "window.alcove && window.alcove.pid()")
+    assert await client.evaluate("window.alcove.pid()") == pid  # resumed, not admitted again
+    await t.wait_until(lambda: len(t.epochs_made) > epochs, 15, "a new epoch for the returning client")
+    await decodes_from_all(client, 1, timeout=30)
+    before = t.frames_from(pid)["video"]
+    await t.wait_frames(pid, video=before + 10, timeout=30)
+    assert await sas_of_client(client) == code
+    assert t.security_failures == []
+
+
 async def test_browser_therapist_and_aiortc_client(alcove: Any, pages: Any,  # noqa: F811
                                                      bots: list[Participant]) -> None:
     room = await alcove.create_room(type="individual", host="Dr. Ionescu")
