@@ -19,7 +19,9 @@ async def test_browser_therapist_and_aiortc_client_decode_each_other(alcove: Any
     room = await alcove.create_room(type="couple", host="Dr. Ionescu")
     therapist = await pages.new()
     await join(therapist, room["therapist_link"])
-    bots = [await participant.Participant.join(alcove.url, link, name=f"Bot {i + 1}")
+    # E2EE is on by default in the browser: the bots make an intro with the admin link (no s/tk), check the
+    # grant and follow the epochs; the safety code is what authenticates them.
+    bots = [await participant.Participant.join(alcove.url, link, name=f"Bot {i + 1}", e2ee=True)
             for i, link in enumerate(room["client_links"])]
     try:
         await therapist.get_by_role("button", name="Admit Bot 2", exact=True).wait_for()
@@ -29,6 +31,11 @@ async def test_browser_therapist_and_aiortc_client_decode_each_other(alcove: Any
         therapist_pid = await therapist.evaluate("window.alcove.pid()")
         for bot in bots:
             await bot.wait_frames(therapist_pid, video=10, timeout=30)
+            # the same safety code on both sides
+            sas = bot.sas
+            assert sas is not None
+            text = ",".join(str(i) for i in sas.indices) + "|" + ",".join(str(d) for d in sas.decimal)
+            assert await therapist.evaluate(f"window.alcove.e2ee().sasOf[{bot.pid!r}]") == text
     finally:
         for bot in bots:
             await bot.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from typing import Any
 
@@ -163,6 +164,61 @@ async def test_therapist_reload_issues_a_new_epoch_and_media_resumes(alcove: Any
     await wait_for(lambda: _grew(client, t_pid, first + 10), timeout=20, what="client decodes the returned therapist")
     assert (await e2ee_state(client))["failures"] == [] and (await e2ee_state(therapist))["failures"] == []
     assert await sas_at_therapist(therapist, c_pid) == code
+
+
+CLIENT_STATE_FIELDS = {"v", "room", "pid", "ik", "dk", "n_c", "ik_t", "n_t", "therapist", "epoch", "roster",
+                       "sdp_seq", "last_seq"}
+
+
+async def client_state(page: Any) -> dict[str, Any] | None:
+    text = await page.evaluate("""(() => {
+      for (let i = 0; i < sessionStorage.length; i++) {
+        const k = sessionStorage.key(i);
+        if (k.startsWith("alcove.e2ee.client.")) return sessionStorage.getItem(k);
+      }
+      return null;
+    })()""")
+    return json.loads(text) if text else None
+
+
+async def test_client_reload_returns_without_admission_with_the_same_code(alcove: Any, pages: Any) -> None:
+    _, therapist, (client,), (link,) = await secure_room(alcove, pages)
+    await join(client, link, "Alex")
+    await admit(therapist, "Alex")
+    await decodes_from_all(client, 1)
+    await decodes_from_all(therapist, 1)
+    c_pid = await client.evaluate("window.alcove.pid()")
+    t_pid = await therapist.evaluate("window.alcove.pid()")
+    code = await sas_of_client(client)
+    assert code == await sas_at_therapist(therapist, c_pid)
+    epoch = (await e2ee_state(therapist))["epoch"]
+    # what this tab keeps: its identity and the verified therapist state, never an epoch secret or media key
+    kept = await client_state(client)
+    assert kept is not None and set(kept) == CLIENT_STATE_FIELDS and kept["pid"] == c_pid
+    assert kept["therapist"] == t_pid and "d" in kept["ik"] and "d" in kept["dk"]
+
+    await client.reload()
+    # straight back into the session: no join step, no waiting room, no new "Admit"
+    await client.get_by_role("button", name="Mute", exact=True).wait_for()
+    assert await client.get_by_role("heading", name="Waiting for your therapist").count() == 0
+    assert await client.evaluate("window.alcove.pid()") == c_pid
+    assert await sas_of_client(client) == code
+    await client.get_by_role("heading", name="Safety code").wait_for()
+    # the therapist saw the client come back and sent it a new epoch
+    await wait_js(client, f"window.alcove.e2ee().epoch > {epoch}", timeout=20)
+    await decodes_from_all(client, 1, timeout=30)
+    first = (await frames(therapist)).get(c_pid, 0)
+    await wait_for(lambda: _grew(therapist, c_pid, first + 10), timeout=20, what="therapist decodes the returned client")
+    assert await therapist.get_by_role("button", name="Admit Alex", exact=True).count() == 0
+    assert await sas_at_therapist(therapist, c_pid) == code
+    assert (await e2ee_state(client))["failures"] == [] and (await e2ee_state(therapist))["failures"] == []
+    # leaving drops what the tab kept
+    await client.get_by_role("button", name="Leave", exact=True).click()
+    await wait_for(lambda: _no_client_state(client), timeout=10, what="the kept client state to be dropped")
+
+
+async def _no_client_state(page: Any) -> bool:
+    return await client_state(page) is None
 
 
 async def test_send_back_drops_keys_and_readmission_gives_a_new_code(alcove: Any, pages: Any) -> None:

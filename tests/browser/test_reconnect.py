@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import decodes_from_all, join, wait_for
+from .conftest import decodes_from_all, join, wait_for, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -21,6 +21,8 @@ async def _in_session(alcove: Any, pages: Any) -> tuple[Any, Any, dict[str, Any]
     await therapist.get_by_role("button", name="Admit Alex", exact=True).click()
     await decodes_from_all(client, 1)
     await decodes_from_all(therapist, 1)
+    for page in (client, therapist):  # end-to-end encryption is on by default
+        await wait_js(page, "window.alcove.e2ee() && window.alcove.e2ee().epoch !== null")
     return therapist, client, room
 
 
@@ -33,6 +35,7 @@ async def test_reload_returns_to_the_room_without_admission(alcove: Any, pages: 
     await decodes_from_all(client, 1)
     await decodes_from_all(therapist, 1)
     assert await therapist.get_by_role("button", name="Admit Alex", exact=True).count() == 0
+    assert (await client.evaluate("window.alcove.e2ee().failures")) == []
 
 
 def drop_client_socket(alcove: Any) -> None:

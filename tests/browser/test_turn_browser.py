@@ -159,7 +159,7 @@ async def test_chromium_to_aiortc_relay_only(alcove: AlcoveServer, pages: Any, c
     room = await alcove.create_room(type="individual", host="Dr. Ionescu")
     therapist = await relay_page(pages)
     await join(therapist, room["therapist_link"])
-    bot = await Participant.join(alcove.url, room["client_links"][0], name="Bot", relay_only=True)
+    bot = await Participant.join(alcove.url, room["client_links"][0], name="Bot", relay_only=True, e2ee=True)
     try:
         await therapist.get_by_role("button", name="Admit Bot", exact=True).click()
         await decodes_from_all(therapist, 1, timeout=30)

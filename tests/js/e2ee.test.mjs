@@ -284,3 +284,34 @@ test("e2ee: therapist return (reload) re-issues an epoch from the saved public s
   const other = await E.TherapistKeys.create(ROOM, "p_therapist");
   await assert.rejects(other.importState(saved), TypeError);
 });
+
+test("e2ee: a client's kept identity (tab reload) keeps its code and takes the next epoch, no secrets", async () => {
+  const t = await therapist();
+  const link = E.parseLinkFragment(E.makeLinkFragment("tok", t.sLink, t.tk));
+  const c = await E.ClientKeys.create(ROOM, link, { keepable: true });
+  assert.equal(c.ik.privateKey.extractable, false);
+  assert.equal(c.exportIdentity(), null); // nothing to keep before a verified grant
+  await t.checkIntro("p_c", await c.makeIntro());
+  await c.checkGrant(await t.makeGrant("p_c"), "p_c");
+  const sasT = await t.checkReveal("p_c", await c.makeReveal());
+  const first = await runEpoch(t, { p_c: c });
+  const sig = await t.signSdp("p_c", "offer", SDP);
+  await c.verifySdp("p_therapist", "offer", SDP, sig);
+  const kept = c.exportIdentity();
+  const o = JSON.parse(kept);
+  assert.deepEqual(Object.keys(o).sort(), ["dk", "epoch", "ik", "ik_t", "last_seq", "n_c", "n_t", "pid", "room", "roster", "sdp_seq", "therapist", "v"]);
+  assert.equal(o.epoch, first);
+
+  const back = await E.ClientKeys.restoreIdentity(ROOM, link, kept);
+  assert.deepEqual(back.ikRaw, c.ikRaw);
+  assert.ok(E.sasEqual(await back.sas(), sasT));
+  assert.equal(back.ik.privateKey.extractable, false);
+  // a replayed SDP is still refused, a new one verifies; an old epoch is ignored, the next one installs
+  await assert.rejects(back.verifySdp("p_therapist", "offer", SDP, sig), E.SecurityCheckFailed);
+  await back.verifySdp("p_therapist", "offer", SDP, await t.signSdp("p_c", "offer", SDP));
+  assert.ok((await runEpoch(t, { p_c: back })) > first);
+  // the link pins the therapist: a kept state naming another IK_T is refused
+  const bad = JSON.stringify({ ...o, ik_t: E.b64e(E.b64d(o.ik_t).map((b, i) => (i ? b ^ 1 : b))) });
+  await assert.rejects(E.ClientKeys.restoreIdentity(ROOM, link, bad));
+  await assert.rejects(E.ClientKeys.restoreIdentity("r_other", link, kept));
+});

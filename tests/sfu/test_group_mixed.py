@@ -93,7 +93,8 @@ async def test_group_of_six_chromium_and_aiortc_through_the_sfu(alcove: AlcoveSe
         page = await new_page()
         await join(page, links[i], f"Page {i + 1}")
         people.append(page)
-    bots = [await Participant.join(alcove.url, links[PAGES - 1 + i], name=f"Bot {i + 1}", fps=15)
+    # E2EE is on by default in the browser: the bots take part (intro, grant, epochs) with the admin links.
+    bots = [await Participant.join(alcove.url, links[PAGES - 1 + i], name=f"Bot {i + 1}", fps=15, e2ee=True)
             for i in range(BOTS)]
     try:
         await _scenario(alcove, room, therapist, people, bots)

@@ -2,7 +2,7 @@
 
 import { t, formatTime } from "./i18n.js";
 import { $, announce } from "./session.js";
-import { inviteLink, keepLinkSecret, storedLinkSecret } from "./e2ee-ui.js";
+import { inviteLink, storedLinkSecret } from "./e2ee-ui.js";
 
 /**
  * A short, soft two-note chime made with an oscillator (no audio file).
@@ -274,11 +274,6 @@ export class Console {
     const on = !!this.e2ee;
     $("invite-on").hidden = !on;
     $("invite-off").hidden = on;
-    $("invite-enable").onclick = () => {
-      if (!room) return;
-      keepLinkSecret(room);
-      location.reload();
-    };
     const input = /** @type {HTMLInputElement} */ ($("invite-input"));
     const out = /** @type {HTMLInputElement} */ ($("invite-output"));
     const err = $("invite-error");

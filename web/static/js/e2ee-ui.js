@@ -182,7 +182,7 @@ class E2eeBase extends EventTarget {
   }
 }
 
-/** A client: ephemeral keys, intro, grant check, reveal, epochs/acks, SAS. */
+/** A client: its keys, intro, grant check, reveal, epochs/acks, SAS; kept in this tab for a reload. */
 export class ClientE2ee extends E2eeBase {
   /**
    * @param {import("./protocol.js").Signaling} signaling @param {string} room @param {E.LinkInfo|null} link
@@ -194,16 +194,63 @@ export class ClientE2ee extends E2eeBase {
     this.roleOf = roleOf;
     /** The link pins the therapist's key or carries the link secret: E2EE is required. */
     this.required = !!(link && (link.sLink || link.tk));
-    /** @type {Promise<E.ClientKeys>} */
-    this.keysP = E.ClientKeys.create(room, link, { keyState: this.keyState });
-    /** @type {E.ClientKeys|null} */
-    this.keys = null;
-    this.keysP.then((k) => { this.keys = k; });
+    this._stateKey = `alcove.e2ee.client.${room}`;
     this.granted = false;
     /** @type {E.Sas|null} */
     this.sas = null;
     /** @type {Promise<void>|null} */
     this._grantP = null;
+    /** @type {string|null} this tab's kept identity (a reload during the session), checked on welcome */
+    const saved = this._load();
+    /** True while the keys come from this tab's kept state (a reload): same keys, same safety code. */
+    this.restored = false;
+    /** A kept state was there but could not be restored. */
+    this.lostState = false;
+    /** @type {Promise<E.ClientKeys>} */
+    this.keysP = (async () => {
+      if (saved) {
+        try {
+          const keys = await E.ClientKeys.restoreIdentity(room, link, saved, { keyState: this.keyState });
+          this.sas = await keys.sas();
+          this.granted = true;
+          this.restored = true;
+          return keys;
+        } catch (e) {
+          console.warn("client E2EE state not restored:", /** @type {Error} */ (e).message);
+          this._forget();
+          this.lostState = true; // it had a grant: resuming must not go on without E2EE
+        }
+      }
+      return E.ClientKeys.create(room, link, { keyState: this.keyState, keepable: true });
+    })();
+    /** Resolves once the kept state (if any) is back: `granted` is then true when a reload kept it. */
+    this.restoreSettled = false;
+    this.restoreP = this.keysP.then(() => this.granted, () => false).then((ok) => { this.restoreSettled = true; return ok; });
+    /** @type {E.ClientKeys|null} */
+    this.keys = null;
+    this.keysP.then((k) => { this.keys = k; if (this.granted) this._changed(); });
+  }
+
+  /** @returns {string|null} */
+  _load() {
+    try { return sessionStorage.getItem(this._stateKey); } catch { return null; }
+  }
+
+  /** Keeps this client's identity and the verified therapist state in this tab (never an epoch secret). */
+  _save() {
+    if (!this.granted || !this.keys) return;
+    const text = this.keys.exportIdentity();
+    if (!text) return;
+    try { sessionStorage.setItem(this._stateKey, text); } catch { /* storage disabled: a reload needs a new admission */ }
+  }
+
+  _forget() {
+    try { sessionStorage.removeItem(this._stateKey); } catch { /* storage disabled */ }
+  }
+
+  _changed() {
+    this._save();
+    super._changed();
   }
 
   /** The hello.intro string. */
@@ -211,9 +258,18 @@ export class ClientE2ee extends E2eeBase {
     return (await this.keysP).makeIntro();
   }
 
-  /** @param {string} pid */
-  async welcome(pid) {
-    (await this.keysP).pid = pid;
+  /**
+   * The server's welcome: a kept state is used only when this tab resumed into the session as the same
+   * participant; otherwise (back in the waiting room, another pid) it is dropped and a grant is needed again.
+   * @param {string} pid @param {string} [status]
+   */
+  async welcome(pid, status) {
+    const keys = await this.keysP;
+    if (this.restored && (keys.pid !== pid || status !== "admitted")) {
+      this.restored = false;
+      this.reset();
+    }
+    keys.pid = pid;
   }
 
   /**
@@ -223,6 +279,7 @@ export class ClientE2ee extends E2eeBase {
   admitted(grant, pid) {
     this._grantP = (async () => {
       const keys = await this.keysP;
+      this.restored = false;
       await keys.checkGrant(grant, pid);
       this.sas = await keys.sas();
       this.signaling.key(null, await keys.makeReveal());
@@ -249,12 +306,13 @@ export class ClientE2ee extends E2eeBase {
     this._changed();
   }
 
-  /** Sent back to the waiting room: every media key is dropped at once. */
+  /** Sent back to the waiting room: every media key is dropped at once, and the state kept in this tab. */
   reset() {
     this.keys?.reset();
     this._grantP = null;
     this.granted = false;
     this.sas = null;
+    this._forget();
     this._changed();
   }
 
@@ -267,13 +325,17 @@ export class ClientE2ee extends E2eeBase {
 
   /** @param {string} to @param {"offer"|"answer"} type @param {string} sdp */
   async signSdp(to, type, sdp) {
-    return (await this.keysP).signSdp(to, type, sdp);
+    const sig = await (await this.keysP).signSdp(to, type, sdp);
+    this._save(); // the SDP counters must keep growing across a reload
+    return sig;
   }
 
   /** @param {string} from @param {"offer"|"answer"} type @param {string} sdp @param {string|null|undefined} sig */
   async verifySdp(from, type, sdp, sig) {
+    const keys = await this.keysP;
     if (!this.granted) throw new E.SecurityCheckFailed("no verified therapist key yet");
-    await (await this.keysP).verifySdp(from, type, sdp, sig);
+    await keys.verifySdp(from, type, sdp, sig);
+    this._save();
   }
 
   get epochNumber() {
@@ -315,6 +377,10 @@ export class TherapistE2ee extends E2eeBase {
     this._members = [];
     /** @type {Set<string>} admitted clients (server roster) */
     this._admitted = new Set();
+    /** @type {Set<string>} admitted clients whose connection is down (roster connected:false) */
+    this._offline = new Set();
+    /** an admitted client came back: the next rekey makes a new epoch even for the same members */
+    this._returned = false;
     /** @type {Promise<void>} serialises rekeying */
     this._chain = Promise.resolve();
     this.epochsMade = 0;
@@ -417,10 +483,19 @@ export class TherapistE2ee extends E2eeBase {
     }
   }
 
-  /** Follows the admitted clients: a new epoch on every admission, removal or send-back.
-   * @param {string[]} clientPids */
-  onRoster(clientPids) {
+  /**
+   * Follows the admitted clients: a new epoch on every admission, removal or send-back, and when an admitted
+   * client comes back (its entry goes from connected:false to connected:true: a reload or a network cut; a
+   * reloaded client keeps its keys but has no media key any more).
+   * @param {string[]} clientPids @param {string[]} [offline] the admitted clients whose connection is down
+   */
+  onRoster(clientPids, offline = []) {
     const now = new Set(clientPids);
+    const down = new Set(offline);
+    for (const pid of this._offline) {
+      if (now.has(pid) && !down.has(pid) && this._admitted.has(pid)) this._returned = true;
+    }
+    this._offline = down;
     for (const pid of this._admitted) {
       if (!now.has(pid)) {
         // Removed / sent back / left: no key for it any more; a new admission starts from its intro again.
@@ -438,7 +513,9 @@ export class TherapistE2ee extends E2eeBase {
   async _rekey() {
     const keys = await this.keysP;
     const members = [...this._admitted].filter((p) => keys.members.has(p)).sort();
-    if (members.join(",") === this._members.join(",")) return;
+    const returned = this._returned;
+    this._returned = false;
+    if (members.join(",") === this._members.join(",") && !returned) return;
     this._members = members;
     if (!members.length) return;
     const result = await keys.makeEpoch(members);

@@ -13,12 +13,13 @@ import { $, showEnded } from "./session.js";
 /** @typedef {import("./session.js").Session} Session */
 
 /**
- * Whether this page must run E2EE (and whether it can): the client when its link carries s/tk; the therapist
- * when its link carries s or this browser keeps a link secret for the room (made with "Invite links").
+ * Whether this page runs E2EE: the therapist always when the browser can (E2EE is on by default; the room's link
+ * secret is created in this browser if it has none), and must when its link carries s or this browser keeps a
+ * link secret for the room; the client must when its link carries s/tk (a plain link still offers an intro).
  * @param {"client"|"therapist"} role @param {string|null|undefined} room
  */
 export function e2eeWanted(role, room) {
-  if (role === "therapist") return !!(store.linkS || (room && storedLinkSecret(room)));
+  if (role === "therapist") return encodedTransformSupported() || !!(store.linkS || (room && storedLinkSecret(room)));
   return !!(store.linkS || store.linkTk);
 }
 
@@ -54,7 +55,11 @@ export async function startE2ee(session) {
     flow = th;
     on("welcome", (m) => gotPid(m.pid));
     on("queue", (m) => { th.checkQueue(m.waiting || []).catch((e) => console.warn("intro check", e)); });
-    on("roster", (m) => th.onRoster((m.participants || []).filter((p) => p.role === "client").map((p) => p.pid)));
+    on("roster", (m) => {
+      const clients = (m.participants || []).filter((/** @type {any} */ p) => p.role === "client");
+      th.onRoster(clients.map((/** @type {any} */ p) => p.pid),
+        clients.filter((/** @type {any} */ p) => p.connected === false).map((/** @type {any} */ p) => p.pid));
+    });
     on("key", (m) => {
       th.onKey(m.from, m.data).catch((e) => th.onSecurityFailure(m.from, e));
     });
@@ -71,7 +76,7 @@ export async function startE2ee(session) {
       return p ? p.role : null;
     });
     flow = cl;
-    on("welcome", (m) => { cl.welcome(m.pid); });
+    on("welcome", (m) => { cl.welcome(m.pid, m.status).catch((e) => console.warn("welcome", e)); });
     on("key", (m) => {
       cl.onKey(m.from, m.data).catch((e) => console.warn("key message refused", e && e.message));
     });
@@ -102,19 +107,33 @@ export function e2eeAdmitted(session, m) {
 }
 
 /**
- * Client, back in the session without a new admission (reload / resume): without a grant there are no keys.
- * A link without s/tk goes on without E2EE; otherwise the page stops (fail closed) and offers to rejoin.
+ * Client, back in the session without a new admission (reload / resume). A network cut keeps the keys in
+ * memory; a reload brings back this tab's kept identity and verified therapist state (same safety code) and the
+ * therapist sends a new epoch. Without either there are no keys: a link without s/tk goes on without E2EE;
+ * otherwise the page stops (fail closed) and offers to rejoin.
  * @param {Session} session
  */
 export function e2eeResumed(session) {
   const flow = session.e2ee;
-  if (!(flow instanceof ClientE2ee) || flow.granted || flow._grantP) return;
-  if (!flow.required) {
-    flow.stop();
-    session.e2ee = null;
-    return;
+  if (!(flow instanceof ClientE2ee)) return;
+  const check = () => {
+    if (session.e2ee !== flow || flow.granted || flow._grantP || session.status === "ended") return;
+    if (!flow.required && !flow.lostState) {
+      flow.stop();
+      session.e2ee = null;
+      renderStatus(session);
+      renderHealth(session);
+      return;
+    }
+    securityFailed(session, new Error("resumed without a grant: keys are gone after a reload"));
+  };
+  // The kept state is normally back before the page connects (the intro waits for the keys).
+  if (flow.restoreSettled) {
+    if (!flow.granted && !flow._grantP && !flow.required && !flow.lostState) check();
+    else setTimeout(check, 0);
+  } else {
+    flow.restoreP.then(check);
   }
-  setTimeout(() => securityFailed(session, new Error("resumed without a grant: keys are gone after a reload")), 0);
 }
 
 /**

@@ -895,13 +895,98 @@ export class ClientKeys {
     this._sdpSeq = new Map();
     /** @type {Map<string, number>} */
     this._lastSeq = new Map();
+    /** @type {{ik: JsonWebKey, dk: JsonWebKey} | null} the private keys, only when made keepable */
+    this._jwk = null;
   }
 
-  /** @param {string} room @param {LinkInfo | null} [link] @param {{pid?: string | null, keyState?: KeyState}} [opts] */
+  /**
+   * Fresh IK_P and DK_P. With `opts.keepable` the private keys are exported once, at creation, as JWK (for
+   * exportIdentity(): a reload of this tab keeps them) and used from non-extractable copies.
+   * @param {string} room @param {LinkInfo | null} [link]
+   * @param {{pid?: string | null, keyState?: KeyState, keepable?: boolean}} [opts]
+   */
   static async create(room, link = null, opts = {}) {
-    const ik = await generateIdentity();
-    const dk = await H.generateKeyPair();
-    return new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), dk, await H.exportPublicKey(dk.publicKey), opts);
+    if (!opts.keepable) {
+      const ik = await generateIdentity();
+      const dk = await H.generateKeyPair();
+      return new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), dk, await H.exportPublicKey(dk.publicKey), opts);
+    }
+    const ikX = /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDSA, true, ["sign", "verify"]));
+    const dkX = /** @type {CryptoKeyPair} */ (await subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]));
+    const jwk = {
+      ik: await subtle.exportKey("jwk", ikX.privateKey),
+      dk: await subtle.exportKey("jwk", dkX.privateKey),
+    };
+    return ClientKeys._fromJwk(room, link, jwk, null, opts);
+  }
+
+  /**
+   * @param {string} room @param {LinkInfo | null} link @param {{ik: JsonWebKey, dk: JsonWebKey}} jwk
+   * @param {Uint8Array | null} nC @param {{pid?: string | null, keyState?: KeyState}} opts
+   */
+  static async _fromJwk(room, link, jwk, nC, opts) {
+    /** @param {JsonWebKey} k */
+    const pub = (k) => ({ kty: "EC", crv: "P-256", x: k.x, y: k.y, ext: true });
+    const ik = {
+      privateKey: await subtle.importKey("jwk", jwk.ik, ECDSA, false, ["sign"]),
+      publicKey: await subtle.importKey("jwk", pub(jwk.ik), ECDSA, true, ["verify"]),
+    };
+    const dk = {
+      privateKey: await subtle.importKey("jwk", jwk.dk, { name: "ECDH", namedCurve: "P-256" }, false, ["deriveBits"]),
+      publicKey: await subtle.importKey("jwk", pub(jwk.dk), { name: "ECDH", namedCurve: "P-256" }, true, []),
+    };
+    const keys = new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), dk, await H.exportPublicKey(dk.publicKey), opts);
+    if (nC) keys.nC = nC;
+    keys._jwk = { ik: { ...jwk.ik }, dk: { ...jwk.dk } };
+    return keys;
+  }
+
+  /**
+   * This client's identity and the verified therapist state, for a reload of the same tab (sessionStorage):
+   * IK_P and DK_P private keys (JWK), n_C, IK_T, n_T, the therapist's pid, the newest epoch number with its
+   * signed roster (public keys) and the signed-SDP counters. Never an epoch secret or a media key. Null
+   * without keepable keys or before a verified grant.
+   * @returns {string | null}
+   */
+  exportIdentity() {
+    if (!this._jwk || !this.ikT || !this.nT || this.pid === null) return null;
+    return JSON.stringify({
+      v: PROTOCOL_VERSION,
+      room: this.room,
+      pid: this.pid,
+      ik: this._jwk.ik,
+      dk: this._jwk.dk,
+      n_c: b64e(this.nC),
+      ik_t: b64e(this.ikT),
+      n_t: b64e(this.nT),
+      therapist: this.therapistPid,
+      epoch: this.newestEpoch,
+      roster: [...this.roster].map(([pid, e]) => ({ pid, ik: b64e(e.ik), idx: e.idx })),
+      sdp_seq: Object.fromEntries(this._sdpSeq),
+      last_seq: Object.fromEntries(this._lastSeq),
+    });
+  }
+
+  /**
+   * The ClientKeys of exportIdentity() (same keys, hence the same safety code); throws on a malformed state or
+   * one for another room, or when IK_T does not match the link's tk. The media keys come with the next epoch.
+   * @param {string} room @param {LinkInfo | null} link @param {string} text
+   * @param {{keyState?: KeyState}} [opts] @returns {Promise<ClientKeys>}
+   */
+  static async restoreIdentity(room, link, text, opts = {}) {
+    const o = JSON.parse(text);
+    if (!o || o.v !== PROTOCOL_VERSION || o.room !== room || typeof o.pid !== "string") throw new Error("bad client state");
+    const ikT = b64field(o, "ik_t", 65);
+    if (link?.tk && !eq(await tkOf(ikT), link.tk)) throw new SecurityCheckFailed("therapist key does not match the link");
+    const keys = await ClientKeys._fromJwk(room, link, { ik: o.ik, dk: o.dk }, b64field(o, "n_c", 16), { ...opts, pid: o.pid });
+    keys.ikT = ikT;
+    keys.nT = b64field(o, "n_t", 16);
+    keys.therapistPid = typeof o.therapist === "string" ? o.therapist : null;
+    keys.newestEpoch = Number.isInteger(o.epoch) ? o.epoch : -1;
+    for (const e of Array.isArray(o.roster) ? o.roster : []) keys.roster.set(strField(e, "pid"), { ik: b64field(e, "ik", 65), idx: intField(e, "idx") });
+    for (const [p, n] of Object.entries(o.sdp_seq || {})) if (Number.isInteger(n)) keys._sdpSeq.set(p, n);
+    for (const [p, n] of Object.entries(o.last_seq || {})) if (Number.isInteger(n)) keys._lastSeq.set(p, n);
+    return keys;
   }
 
   /** The hello.intro string. @returns {Promise<string>} */

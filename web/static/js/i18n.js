@@ -176,8 +176,7 @@ export const CATALOG = {
     "e2ee.invite.make": "Add encryption",
     "e2ee.invite.result": "Secure invite link",
     "e2ee.invite.bad": "That is not a session link.",
-    "e2ee.invite.off": "End-to-end encryption is off for this room.",
-    "e2ee.invite.enable": "Turn on (reloads this page)",
+    "e2ee.invite.off": "This browser cannot encrypt video end to end, so this session is not end-to-end encrypted.",
 
     "type.individual": "individual",
     "type.couple": "couple",

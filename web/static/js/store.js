@@ -1,5 +1,6 @@
 // What a tab remembers, in sessionStorage only (gone when the tab closes): the room token, the link's E2EE
-// fields (s, tk), the resume credential, the display name and the media choice. No DOM.
+// fields (s, tk), the resume credential, the display name and the media choice (and, kept by e2ee-ui.js, a
+// client's E2EE identity for a reload, dropped with the resume credential). No DOM.
 
 const PREFIX = "alcove.";
 
@@ -37,8 +38,21 @@ export const store = {
   /** The whole link fragment as read (kept in memory and, for reloads, in sessionStorage). */
   get link() { return { t: this.token, s: this.linkS, tk: this.linkTk }; },
   /** Forgets the session (ended, declined, removed, left). Keeps the token so the link's state can be shown. */
-  forgetSession() { set("resume", null); },
+  forgetSession() {
+    set("resume", null);
+    forgetClientE2ee();
+  },
 };
+
+/** Drops the client's E2EE identity kept for a reload (`alcove.e2ee.client.<room>`, e2ee-ui.js). */
+export function forgetClientE2ee() {
+  try {
+    for (let i = sessionStorage.length - 1; i >= 0; i--) {
+      const k = sessionStorage.key(i);
+      if (k && k.startsWith(`${PREFIX}e2ee.client.`)) sessionStorage.removeItem(k);
+    }
+  } catch { /* storage disabled: nothing kept */ }
+}
 
 /**
  * Reads the token from the link's fragment once (`#t=<token>`), keeps it in sessionStorage and strips the
@@ -58,6 +72,7 @@ export function takeToken() {
       store.token = token;
       store.resume = null;
       store.name = null;
+      forgetClientE2ee();
     }
     // E2EE (docs/security.md §3): the link secret and the therapist key hash never leave the browser.
     const b64 = /^[A-Za-z0-9_-]+$/;
