@@ -296,3 +296,24 @@ async def test_join_page_says_when_the_browser_cannot_encrypt(alcove: Any, pages
                              "Firefox or Safari.").wait_for()
     # an E2EE link never falls back to unencrypted media: nobody waits in vain
     assert await client.get_by_role("button", name="Join", exact=True).is_disabled()
+
+
+async def test_the_console_makes_a_secure_invite_link_per_seat(alcove: Any, pages: Any) -> None:
+    room = await alcove.create_room(type="couple", host="Dr. Ionescu")
+    therapist = await pages.new()
+    await join(therapist, room["therapist_link"])  # an admin-made link: the console makes the room secret
+    await therapist.get_by_role("button", name="Create secure invite links").click()
+    first = therapist.get_by_role("textbox", name="Secure invite link for seat 1")
+    await first.wait_for()
+    assert await therapist.get_by_role("button", name="Copy the invite link for seat 2").count() == 1
+    await therapist.locator("#invite-panel").scroll_into_view_if_needed()
+    await shot(therapist, "e2ee-invite-links")
+    link = await first.input_value()
+    assert "&s=" in link and "&tk=" in link and link.split("#t=")[1].split("&")[0] not in {
+        c.split("#t=")[1] for c in room["client_links"]}
+    client = await pages.new()
+    await join(client, link.replace(link.split("/j/")[0], alcove.url), "Alex")
+    await admit(therapist, "Alex")
+    await decodes_from_all(client, 1, timeout=30)
+    assert await sas_of_client(client) == await sas_at_therapist(therapist, await client.evaluate("window.alcove.pid()"))
+    assert (await e2ee_state(client))["failures"] == []

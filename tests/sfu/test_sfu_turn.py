@@ -28,7 +28,7 @@ async def test_sfu_workers_receive_fresh_turn_credentials(tmp_path: Path) -> Non
             ws = await http.ws_connect(f"{alcove.url}/ws", origin=alcove.url)
             await ws.send_json({"type": "hello", "v": 1, "ticket": ticket})
             async with asyncio.timeout(30):
-                while alcove.hub.media is None:  # the SFU starts with the first admitted member
+                while alcove.hub.media is None:  # the SFU starts with the first admitted member  # noqa: ASYNC110
                     await asyncio.sleep(0.1)
             first = alcove.hub.media.config.ice_servers
             assert first and first[0]["urls"] == ["turn:127.0.0.1:3478?transport=udp"]

@@ -3,6 +3,7 @@
 import { t, formatTime } from "./i18n.js";
 import { $, announce } from "./session.js";
 import { inviteLink, storedLinkSecret } from "./e2ee-ui.js";
+import { store } from "./store.js";
 
 /**
  * A short, soft two-note chime made with an oscillator (no audio file).
@@ -47,6 +48,16 @@ function el(tag, className, text) {
  * @param {string} className
  * @param {() => void} onClick
  */
+/** Copies text to the clipboard (or selects it for a manual copy). @param {string} text @param {HTMLInputElement} field */
+async function copyText(text, field) {
+  try {
+    await navigator.clipboard.writeText(text);
+  } catch {
+    field.select();
+    document.execCommand?.("copy");
+  }
+}
+
 function button(visible, accessible, className, onClick) {
   const b = /** @type {HTMLButtonElement} */ (el("button", `btn ${className}`, visible));
   b.type = "button";
@@ -295,13 +306,41 @@ export class Console {
       }
     };
     copy.onclick = async () => {
-      try {
-        await navigator.clipboard.writeText(out.value);
-      } catch {
-        out.select();
-        document.execCommand?.("copy");
-      }
+      await copyText(out.value, out);
       $("invite-status").textContent = t("admin.copied");
+    };
+    // One secure link per seat, made here: fresh client tokens of this room from the server (POST /api/invites,
+    // authorised by this therapist link) with the room secret and this device's key hash added to the fragment.
+    const list = $("invite-list");
+    $("invite-create").onclick = async () => {
+      err.hidden = true;
+      list.replaceChildren();
+      const s = room ? storedLinkSecret(room) : null;
+      if (!this.e2ee || !s || !store.token) return;
+      try {
+        const res = await fetch("/api/invites", {
+          method: "POST", headers: { "Content-Type": "application/json" },
+          body: JSON.stringify({ token: store.token }), credentials: "same-origin", referrerPolicy: "no-referrer",
+        });
+        if (!res.ok) throw new Error(String(res.status));
+        const data = await res.json();
+        const tk = await this.e2ee.tk();
+        /** @type {string[]} */ (data.client_links).forEach((link, i) => {
+          const secure = inviteLink(link, s, tk);
+          const item = el("li", "invite-item");
+          const field = /** @type {HTMLInputElement} */ (el("input", "invite-link"));
+          field.type = "text";
+          field.readOnly = true;
+          field.value = secure;
+          field.setAttribute("aria-label", t("e2ee.invite.seat", { n: i + 1 }));
+          item.append(field, button(t("admin.copy"), t("e2ee.invite.copy.seat", { n: i + 1 }), "secondary small-btn",
+            async () => { await copyText(secure, field); $("invite-status").textContent = t("admin.copied"); }));
+          list.append(item);
+        });
+      } catch {
+        err.textContent = t("e2ee.invite.failed");
+        err.hidden = false;
+      }
     };
   }
 
