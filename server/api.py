@@ -56,20 +56,27 @@ def base_url(request: web.Request, hub: Hub) -> str:
 # ---------------------------------------------------------------- participants
 
 
+async def _token_body(request: web.Request) -> str:
+    """The room token of a ``{"token": "…"}`` body (nothing else is accepted)."""
+    body = await _json(request)
+    token = body.get("token")
+    if not isinstance(token, str) or set(body) - {"token"}:
+        raise SignalingError("invalid-message", "send exactly {\"token\": \"…\"}")
+    return token
+
+
 async def session(request: web.Request) -> web.Response:
     """Exchange a room token (from the link's fragment) for a single-use websocket ticket."""
     hub = request.app[HUB]
     now = hub.clock()
+    token = ""
     try:
-        body = await _json(request)
-        token = body.get("token")
-        if not isinstance(token, str) or set(body) - {"token"}:
-            raise SignalingError("invalid-message", "send exactly {\"token\": \"…\"}")
+        token = await _token_body(request)
         admission = hub.tokens.verify_room_token(token, now)
     except SignalingError as err:
         extra: dict[str, Any] = {}
         if err.code == "room-not-open":
-            extra["opens_at"] = _opens_at_unverified(hub, body if "body" in locals() else {})
+            extra["opens_at"] = _opens_at(hub, token)
         hub.metrics.error(err.code)
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
     room = hub.rooms.get(admission.spec.room_id)
@@ -87,10 +94,10 @@ async def session(request: web.Request) -> web.Response:
     })
 
 
-def _opens_at_unverified(hub: Hub, body: dict[str, Any]) -> str | None:
+def _opens_at(hub: Hub, token: str) -> str | None:
     """The signature was checked before room-not-open is raised, so the claims are trustworthy here."""
     try:
-        adm = hub.tokens._verify("room", str(body.get("token")), hub.clock(), check_times=False)
+        adm = hub.tokens._verify("room", token, hub.clock(), check_times=False)
         return iso(float(adm["ses"]["start"]) - hub.config.timing.early_join)
     except Exception:
         return None
@@ -105,11 +112,7 @@ async def invites(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     now = hub.clock()
     try:
-        body = await _json(request)
-        token = body.get("token")
-        if not isinstance(token, str) or set(body) - {"token"}:
-            raise SignalingError("invalid-message", "send exactly {\"token\": \"<the therapist's token>\"}")
-        admission = hub.tokens.verify_room_token(token, now)
+        admission = hub.tokens.verify_room_token(await _token_body(request), now)
     except SignalingError as err:
         hub.metrics.error(err.code)
         return error_response(err.code, err.message)

@@ -509,7 +509,7 @@ class Worker:
                     cand.sdpMLineIndex = sdp_mline_index
                     await member.pc.addIceCandidate(cand)
             except Exception as exc:
-                log.info("bad ICE candidate from %s: %s", pid, type(exc).__name__)
+                log.info("ICE input from %s refused: %s", pid, type(exc).__name__)
 
     # -------------------------------------------------------------- counters
 

@@ -1,12 +1,14 @@
 // HPKE (RFC 9180) base mode on WebCrypto, for one suite only:
 // DHKEM(P-256, HKDF-SHA256) = 0x0010, HKDF-SHA256 = 0x0001, AES-128-GCM = 0x0001.
 //
-// Vanilla ES module: no imports, no DOM; works in a page, a Worker and Node >= 20.
+// Vanilla ES module: no DOM; works in a page, a Worker and Node >= 20.
 // Interoperates with Python's cryptography.hazmat.primitives.hpke.Suite(
 //   KEM.P256, KDF.HKDF_SHA256, AEAD.AES_128_GCM), whose single-shot output is
 //   enc (65-byte uncompressed point) || ciphertext, with an empty AAD.
 //
 // Used to wrap epoch secrets (design e2ee.md section 4).
+
+import { concat } from "./sframe.js";
 
 const subtle = globalThis.crypto.subtle;
 const te = new TextEncoder();
@@ -32,19 +34,6 @@ export class HpkeError extends Error {
     super(message);
     this.name = "HpkeError";
   }
-}
-
-/** @param {...Uint8Array} parts @returns {Uint8Array} */
-function concat(...parts) {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
 }
 
 /** @param {number | bigint} v @param {number} len @returns {Uint8Array} */
