@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -119,11 +121,34 @@ class AlcoveServer:
         self.hub.tick()
 
 
-@pytest.fixture
-async def alcove(tmp_path: Path) -> AsyncIterator[AlcoveServer]:
-    server = AlcoveServer(tmp_path / "data", FakeClock())
+@contextlib.asynccontextmanager
+async def serving(data_dir: Path, config: Config | None = None) -> AsyncIterator[AlcoveServer]:
+    server = AlcoveServer(data_dir, FakeClock(), config)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def alcove(tmp_path: Path) -> AsyncIterator[AlcoveServer]:
+    async with serving(tmp_path / "data") as server:
+        yield server
+
+
+@pytest.fixture
+async def sfu_alcove(tmp_path: Path) -> AsyncIterator[AlcoveServer]:
+    """The server with its SFU on loopback (one worker process), for family and group rooms."""
+    async with serving(tmp_path / "data", Config(media_loopback=True, media_workers=1)) as server:
+        yield server
+
+
+async def sfu_decoded_frames(server: AlcoveServer) -> float:
+    """The SFU's own counter on /metrics (frames its workers decoded: must stay 0, it only forwards)."""
+    async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    found = re.search(r"^alcove_sfu_decoded_frames(?:\{[^}]*\})?\s+(\S+)$", text, re.M)
+    assert found, "alcove_sfu_decoded_frames is not exported"
+    return float(found.group(1))

@@ -18,6 +18,14 @@ import pytest
 
 from peer.chromium import CHROME_ARGS, CHROMIUM
 
+# Keeps every RTCPeerConnection a page makes (an init script runs outside the page's CSP).
+TRACK_PCS = """(() => {
+  const Native = window.RTCPeerConnection;
+  window.__pcs = [];
+  window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Native);
+})();"""
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from server.config import Config
-from tests.conftest import AlcoveServer, FakeClock
+from tests.conftest import AlcoveServer
+from tests.conftest import sfu_decoded_frames as decoded_frames
 
 from .conftest import decodes_from_all, frames, join, wait_for, wait_js
 from .test_e2ee_browser import (
@@ -36,26 +34,18 @@ SMALL = {"width": 320, "height": 240}
 
 
 @pytest.fixture
-async def alcove(tmp_path: Path) -> AsyncIterator[AlcoveServer]:
-    """The server with its SFU on loopback (one worker process), used by the ``pages`` fixture too."""
-    server = AlcoveServer(tmp_path / "data", FakeClock(), Config(media_loopback=True, media_workers=1))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+async def alcove(sfu_alcove: AlcoveServer) -> AlcoveServer:
+    """The server with its SFU (the ``pages`` fixture uses ``alcove``)."""
+    return sfu_alcove
 
 
 async def sfu_decoded_frames(alcove: AlcoveServer) -> float:
-    """The SFU's own counter on /metrics (frames its workers decoded: must stay 0, it only forwards)."""
+    """The SFU's decoded-frames counter, after checking that it forwarded something."""
     async with aiohttp.ClientSession() as http, http.get(f"{alcove.url}/metrics") as r:
-        assert r.status == 200
         text = await r.text()
-    found = re.search(r"^alcove_sfu_decoded_frames(?:\{[^}]*\})? (\S+)$", text, re.M)
-    assert found, "alcove_sfu_decoded_frames missing from /metrics"
     forwarded = re.search(r"^alcove_sfu_forwarded_packets(?:\{[^}]*\})? (\S+)$", text, re.M)
     assert forwarded and float(forwarded.group(1)) > 0, "the SFU forwarded nothing"
-    return float(found.group(1))
+    return await decoded_frames(alcove)
 
 
 async def encrypted_everywhere(page: Any, n_tiles: int) -> int:

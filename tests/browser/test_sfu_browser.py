@@ -7,41 +7,25 @@ everyone decodes everyone over ONE connection to the SFU; a client sent back sto
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.config import Config
-from tests.conftest import AlcoveServer, FakeClock
+from tests.conftest import AlcoveServer
 
-from .conftest import decodes_from_all, frames, join, wait_for, wait_js
+from .conftest import TRACK_PCS, decodes_from_all, frames, join, wait_for, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.sfu]
 
 
 @pytest.fixture
-async def alcove(tmp_path: Path) -> AsyncIterator[AlcoveServer]:
-    """The server with its SFU on loopback (one worker process), used by the ``pages`` fixture too."""
-    server = AlcoveServer(tmp_path / "data", FakeClock(), Config(media_loopback=True, media_workers=1))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+async def alcove(sfu_alcove: AlcoveServer) -> AlcoveServer:
+    """The server with its SFU (the ``pages`` fixture uses ``alcove``)."""
+    return sfu_alcove
 
 
 SMALL = {"width": 320, "height": 240}
 
-# Keeps every RTCPeerConnection a page makes (an init script runs outside the page's CSP).
-TRACK_PCS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
-  window.RTCPeerConnection.prototype = Native.prototype;
-  Object.setPrototypeOf(window.RTCPeerConnection, Native);
-})();"""
 
 OPEN_PCS = "window.__pcs.filter((pc) => pc.connectionState !== 'closed').length"
 

@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from peer.participant import Participant
-from server.config import Config
 from signaling import messages as m
-from tests.browser.conftest import browser, decodes_from_all, frames, join, pages, wait_for
-from tests.conftest import AlcoveServer, FakeClock
+from tests.browser.conftest import TRACK_PCS, browser, decodes_from_all, frames, join, pages, wait_for
+from tests.conftest import AlcoveServer, sfu_decoded_frames
 
 pytestmark = [pytest.mark.sfu, pytest.mark.browser, pytest.mark.media]
 
@@ -33,34 +28,13 @@ SMALL = {"width": 320, "height": 240}
 PAGES = 3  # the therapist + 2 clients in Chromium
 BOTS = 3  # aiortc clients
 
-# Keeps every RTCPeerConnection a page makes (an init script runs outside the page's CSP).
-TRACK_PCS = """(() => {
-  const Native = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) { const pc = new Native(...args); window.__pcs.push(pc); return pc; };
-  window.RTCPeerConnection.prototype = Native.prototype;
-  Object.setPrototypeOf(window.RTCPeerConnection, Native);
-})();"""
 PCS = "[window.__pcs.length, window.__pcs.filter((pc) => pc.connectionState !== 'closed').length]"
 
 
 @pytest.fixture
-async def alcove(tmp_path: Path, loopback_only: None) -> AsyncIterator[AlcoveServer]:
-    """The server with its SFU on loopback (one worker process); the ``pages`` fixture uses it too."""
-    server = AlcoveServer(tmp_path / "data", FakeClock(), Config(media_loopback=True, media_workers=1))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-
-
-async def decoded_frames_metric(alcove: AlcoveServer) -> float:
-    async with aiohttp.ClientSession() as http, http.get(f"{alcove.url}/metrics") as r:
-        text = await r.text()
-    found = re.search(r"^alcove_sfu_decoded_frames(?:\{[^}]*\})?\s+(\S+)$", text, re.M)
-    assert found, "alcove_sfu_decoded_frames is not exported"
-    return float(found.group(1))
+async def alcove(sfu_alcove: AlcoveServer, loopback_only: None) -> AlcoveServer:
+    """The server with its SFU (the ``pages`` fixture uses ``alcove``)."""
+    return sfu_alcove
 
 
 async def bots_decode(bots: list[Participant], pids: list[str], since: dict[tuple[str, str], int] | None = None,
@@ -122,7 +96,7 @@ async def _scenario(alcove: AlcoveServer, room: dict[str, Any], therapist: Any, 
         assert await page.evaluate(PCS) == [1, 1]  # one connection, to the SFU
     for bot in bots:
         assert bot.links == {} and bot.sfu is not None and bot.failures == []
-    assert await decoded_frames_metric(alcove) == 0
+    assert await sfu_decoded_frames(alcove) == 0
 
     # Remove a client (an aiortc one): it stops receiving, and nobody receives it any more.
     gone, bots = bots[0], bots[1:]
@@ -163,4 +137,4 @@ async def _scenario(alcove: AlcoveServer, room: dict[str, Any], therapist: Any, 
     assert media.worker_of(room["room_id"]) not in (None, worker)
     for page in browsers:
         assert set(await frames(page)) <= set(rest_pids)
-    assert await decoded_frames_metric(alcove) == 0
+    assert await sfu_decoded_frames(alcove) == 0

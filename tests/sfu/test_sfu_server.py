@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,21 +14,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from peer.participant import Participant
 from peer.probe import run_probe
-from server.config import Config
-from tests.conftest import AlcoveServer, FakeClock
+from tests.conftest import AlcoveServer
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links, switched
 
 pytestmark = [pytest.mark.sfu, pytest.mark.media, pytest.mark.integration]
 
 
 @pytest.fixture
-async def sfu_server(tmp_path: Path) -> AsyncIterator[AlcoveServer]:
-    server = AlcoveServer(tmp_path / "data", FakeClock(), Config(media_loopback=True, media_workers=1))
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
+def sfu_server(sfu_alcove: AlcoveServer) -> AlcoveServer:
+    return sfu_alcove
 
 
 @pytest.fixture
