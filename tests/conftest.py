@@ -7,7 +7,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from peer.participant import Participant
 from server.app import create_app
 from server.config import Config, Secret
 from server.state import HUB
@@ -152,3 +153,27 @@ async def sfu_decoded_frames(server: AlcoveServer) -> float:
     found = re.search(r"^alcove_sfu_decoded_frames(?:\{[^}]*\})?\s+(\S+)$", text, re.M)
     assert found, "alcove_sfu_decoded_frames is not exported"
     return float(found.group(1))
+
+
+@pytest.fixture
+def media_namespace() -> None:
+    """Media tests run only in a loopback-only network namespace (``unshare -n``)."""
+    require_loopback_namespace()
+
+
+JoinFn = Callable[..., Awaitable[Participant]]
+
+
+@pytest.fixture
+async def join(alcove: Any) -> AsyncIterator[JoinFn]:
+    """``await join(link, name=...)``: a Participant on the fixture server, closed at the end of the test."""
+    joined: list[Participant] = []
+
+    async def _join(link: str, **kwargs: Any) -> Participant:
+        p = await Participant.join(alcove.url, link, **kwargs)
+        joined.append(p)
+        return p
+
+    yield _join
+    for p in joined:
+        await p.close()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,28 +16,12 @@ from peer import aiortc_hooks as hooks
 from peer.e2ee import ClientKeys, TherapistKeys, b64e, message_kind, pub_raw, tk_of
 from peer.participant import Participant
 from signaling import messages as m
-from tests.integration.conftest import media_namespace  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.media, pytest.mark.integration,
               pytest.mark.usefixtures("media_namespace")]
 
 # A VP8 keyframe-shaped frame (10 clear bytes, then payload) to encrypt by hand.
 SAMPLE_VP8 = bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A, 0x40, 0x01, 0xF0, 0x00]) + os.urandom(600)
-
-
-@pytest.fixture
-async def join(alcove: Any) -> AsyncIterator[Any]:
-    """``await join(link, **options)``: a Participant on the fixture server, closed at the end of the test."""
-    joined: list[Participant] = []
-
-    async def _join(link: str, **kwargs: Any) -> Participant:
-        p = await Participant.join(alcove.url, link, **kwargs)
-        joined.append(p)
-        return p
-
-    yield _join
-    for p in joined:
-        await p.close()
 
 
 def e2ee_links(room: dict[str, Any], ik: ec.EllipticCurvePrivateKey) -> tuple[str, list[str]]:

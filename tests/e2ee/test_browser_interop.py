@@ -26,7 +26,6 @@ from tests.browser.test_e2ee_browser import (
     with_secret,
 )
 from tests.e2ee.test_aiortc_e2ee import e2ee_links
-from tests.integration.conftest import media_namespace  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser, pytest.mark.media, pytest.mark.usefixtures("media_namespace")]
 

@@ -26,7 +26,6 @@ from peer.e2ee import (
 from peer.mitm import MitmProxy, rewrite_fingerprints
 from peer.participant import Participant
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links
-from tests.integration.conftest import media_namespace  # noqa: F401  (fixture)
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.integration]
 
