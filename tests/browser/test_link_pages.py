@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import pytest
 
-from .conftest import shot
+from .conftest import join, shot
 
 pytestmark = pytest.mark.browser
 
@@ -44,3 +45,26 @@ async def test_malformed_or_missing_link_shows_a_clear_page(alcove: Any, pages: 
     assert await page.get_by_role("button", name="Join", exact=True).count() == 0
     if link == "/j/#t=not-a-real-token":
         await shot(page, "malformed")
+
+
+async def test_revoked_link_shows_the_no_longer_valid_page(alcove: Any, pages: Any) -> None:
+    room = await alcove.create_room(type="individual")
+    link = room["client_links"][0]
+    claims = jwt.decode(link.split("#t=")[1], options={"verify_signature": False})
+    alcove.hub.tokens.revocations.revoke_token(claims["jti"], float(claims["exp"]))
+    page = await pages.new()
+    await page.goto(link)
+    await page.get_by_role("heading", name="This link is no longer valid").wait_for()
+    assert await page.get_by_role("button", name="Join", exact=True).count() == 0
+    await shot(page, "revoked-link")
+
+
+async def test_a_second_device_is_told_the_link_is_open_elsewhere(alcove: Any, pages: Any) -> None:
+    room = await alcove.create_room(type="individual")
+    first = await pages.new()
+    await join(first, room["client_links"][0], "Alex")
+    await first.get_by_role("heading", name="Waiting for your therapist").wait_for()
+    second = await pages.new()  # another browser profile: no resume credential
+    await join(second, room["client_links"][0], "Alex")
+    await second.get_by_role("heading", name="This link is open somewhere else").wait_for()
+    assert await first.get_by_role("heading", name="Waiting for your therapist").count() == 1  # not displaced
