@@ -193,7 +193,7 @@ class Hub:
             if isinstance(e, Send):
                 self._enqueue(e.conn, e.message, now)
             elif isinstance(e, Close):
-                self._close(e.conn, e.code, e.reason)
+                self.close(e.conn, e.code, e.reason)
             elif isinstance(e, RevokeToken):
                 self.tokens.revocations.revoke_token(e.token_id, e.until)
             elif isinstance(e, RoomEnded):
@@ -264,9 +264,9 @@ class Hub:
         except asyncio.QueueFull:
             log_event("slow-consumer", conn=conn)
             self.metrics.error("slow-consumer")
-            self._close(conn, 4009, "slow-consumer", force=True)
+            self.close(conn, 4009, "slow-consumer", force=True)
 
-    def _close(self, conn: ConnId, code: int, reason: str, force: bool = False) -> None:
+    def close(self, conn: ConnId, code: int, reason: str, force: bool = False) -> None:
         c = self.connections.get(conn)
         if c is None or c.closing:
             return

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSMessage, WSMsgType, web
 
 from signaling import messages as m
 from signaling.errors import SignalingError
 
+from .hub import Connection, Hub
 from .logs import log_event
 from .security import origin_allowed
 from .state import HUB
@@ -55,7 +57,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             first = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
         except TimeoutError:
             hub.send_error(c, "hello-expected", "send hello first")
-            hub._close(c.conn, 4001, "hello-expected")
+            hub.close(c.conn, 4001, "hello-expected")
             return ws
         joined = _hello(hub, c, first)
         if not joined:
@@ -66,7 +68,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             if not limit.allow():
                 if limit.strikes > MAX_STRIKES:
                     hub.send_error(c, "rate-limited", "too many messages")
-                    hub._close(c.conn, 4008, "rate-limited")
+                    hub.close(c.conn, 4008, "rate-limited")
                     break
                 hub.send_error(c, "rate-limited", "too many messages; slow down")
                 continue
@@ -89,12 +91,13 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-def _hello(hub, c, first) -> bool:  # type: ignore[no-untyped-def]
+def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
+    """The first message must be a valid hello with a live ticket; True when the socket joined a room."""
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         if first.type == WSMsgType.ERROR or first.type == WSMsgType.CLOSE:
             return False
         hub.send_error(c, "hello-expected", "send hello first")
-        hub._close(c.conn, 4001, "hello-expected")
+        hub.close(c.conn, 4001, "hello-expected")
         return False
     try:
         hello = m.decode_client(first.data)
@@ -106,11 +109,10 @@ def _hello(hub, c, first) -> bool:  # type: ignore[no-untyped-def]
         admission = hub.tokens.redeem_ticket(hello.ticket, now)
         if hello.resume:
             resume = hub.tokens.verify_resume(hello.resume, now)
-            admission = type(admission)(admission.spec, admission.role, admission.token_id,
-                                        admission.token_expires, resume)
+            admission = dataclasses.replace(admission, resume=resume)
     except SignalingError as err:
         hub.send_error(c, err.code, err.message, err.ref)
-        hub._close(c.conn, err.close_code or 4000, err.code)
+        hub.close(c.conn, err.close_code or 4000, err.code)
         return False
     hub.connect(c, admission, hello)
     log_event("joined", conn=c.conn, room=admission.spec.room_id, role=admission.role)
