@@ -34,6 +34,17 @@ def require(condition: bool, what: str) -> None:
     pytest.skip(f"missing: {what}")
 
 
+def require_chromium() -> None:
+    """Debian's Chromium and the Playwright driver (never a downloaded browser): fail in CI, skip elsewhere."""
+    from peer.chromium import CHROMIUM
+
+    require(CHROMIUM.exists(), f"{CHROMIUM} (apt-get install chromium)")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:  # pragma: no cover
+        require(False, "playwright (pip install playwright)")
+
+
 def loopback_only() -> bool:
     import ifaddr
 

@@ -7,7 +7,6 @@ Run inside the loopback-only namespace:
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,7 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from peer.chromium import CHROME_ARGS, CHROMIUM
+from peer.chromium import launch
+from tests.conftest import require_chromium
 
 # Keeps every RTCPeerConnection a page makes (an init script runs outside the page's CSP).
 TRACK_PCS = """(() => {
@@ -38,18 +38,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:  # pragma: no cover
-        if os.environ.get("CI"):
-            pytest.fail("playwright is not installed")
-        pytest.skip("playwright is not installed")
+    require_chromium()
+    from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROME_ARGS)
+        b = await launch(p)
         try:
             yield b
         finally:

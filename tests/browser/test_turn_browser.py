@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from server.config import Config, Secret
-from tests.conftest import AlcoveServer, FakeClock, require_loopback_namespace
+from tests.conftest import AlcoveServer, require_loopback_namespace, serving
 from tests.turn.conftest import coturn  # noqa: F401  (the fixture)
 
 from .conftest import decodes_from_all, join, wait_for
@@ -81,12 +81,8 @@ async def alcove(tmp_path: Path, coturn: Any) -> AsyncIterator[AlcoveServer]:  #
     """Overrides the plain server: this one hands out TURN credentials for the coturn fixture."""
     require_loopback_namespace()
     config = Config(turn_urls=tuple(coturn.urls), turn_secret=Secret(coturn.secret))
-    server = AlcoveServer(tmp_path / "data", FakeClock(), config)
-    await server.start()
-    try:
+    async with serving(tmp_path / "data", config) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def relay_page(pages: Any) -> Any:

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.chromium import CHROMIUM, launch
-from tests.conftest import require
+from peer.chromium import launch
+from tests.conftest import require_chromium
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ async def static_server() -> AsyncIterator[str]:
 
 
 async def test_every_vector_and_golden_frame_passes_in_chromium(static_server: str) -> None:
-    require(CHROMIUM.exists(), f"{CHROMIUM} (apt-get install chromium)")
+    require_chromium()
     from playwright.async_api import async_playwright
 
     async with async_playwright() as p:

@@ -7,7 +7,6 @@ installed through e2ee.js KeyState. Run inside the loopback-only namespace:
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.chromium import CHROME_ARGS, CHROMIUM
+from peer.chromium import launch
+from tests.conftest import require_chromium
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser]
 
@@ -158,22 +158,11 @@ window.ready = true;
 """
 
 
-def _have_chromium() -> bool:
-    return CHROMIUM.exists()
-
-
 @pytest.fixture
 async def page() -> AsyncIterator[Any]:
-    if not _have_chromium():
-        if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:  # pragma: no cover
-        if os.environ.get("CI"):
-            pytest.fail("playwright is not installed")
-        pytest.skip("playwright is not installed")
+    require_chromium()
+    from playwright.async_api import async_playwright
+
 
     async def index(_: web.Request) -> web.Response:
         return web.Response(text=PAGE, content_type="text/html")
@@ -188,7 +177,7 @@ async def page() -> AsyncIterator[Any]:
     port = runner.addresses[0][1]
     try:
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROME_ARGS)
+            browser = await launch(p)
             try:
                 ctx = await browser.new_context()
                 pg = await ctx.new_page()

@@ -16,7 +16,7 @@ from peer.participant import Participant, sdp_candidate_types, selected_pair_typ
 from peer.probe import run_probe
 from server.config import Config, Secret
 from signaling import messages as m
-from tests.conftest import AlcoveServer, FakeClock, require_loopback_namespace
+from tests.conftest import AlcoveServer, require_loopback_namespace, serving
 
 pytestmark = [pytest.mark.turn, pytest.mark.media, pytest.mark.integration]
 
@@ -25,12 +25,8 @@ pytestmark = [pytest.mark.turn, pytest.mark.media, pytest.mark.integration]
 async def turn_server(tmp_path: Path, coturn: Any) -> AsyncIterator[AlcoveServer]:
     require_loopback_namespace()
     config = Config(turn_urls=tuple(coturn.urls), turn_secret=Secret(coturn.secret))
-    server = AlcoveServer(tmp_path / "data", FakeClock(), config)
-    await server.start()
-    try:
+    async with serving(tmp_path / "data", config) as server:
         yield server
-    finally:
-        await server.stop()
 
 
 async def test_credentials_only_after_admission_then_relay_to_relay(turn_server: AlcoveServer) -> None:
