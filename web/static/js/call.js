@@ -262,13 +262,18 @@ class Peer {
   }
 }
 
-export class Call extends EventTarget {
+/**
+ * What the mesh `Call` and the SFU's `SfuCall` (sfu.js) share: the options, the signaling listeners they own,
+ * events, the audio-level timer and stopping. Subclasses implement closeAll() and _pollLevels().
+ */
+export class MediaCall extends EventTarget {
   /**
    * @param {Signaling} signaling
    * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean,
    *          e2ee?: E2eeHooks|null}} options
+   * @param {string} label for debug logs
    */
-  constructor(signaling, options) {
+  constructor(signaling, options, label) {
     super();
     this.signaling = signaling;
     this.pid = options.pid;
@@ -276,26 +281,15 @@ export class Call extends EventTarget {
     this.localStream = options.localStream || null;
     /** @type {RTCIceServer[]} never a public STUN server: only what the server sends */
     this.iceServers = options.iceServers || [];
-    /** @type {Map<string, Peer>} */
-    this.peers = new Map();
     this.debug = !!options.debug;
+    this._label = label;
     /** @type {E2eeHooks|null} */
     this.e2ee = options.e2ee || null;
     this.active = true;
-    /** @type {number} divide the sent video resolution by this (mesh with many peers) */
-    this.videoScale = 1;
-    /** @type {ReturnType<typeof setInterval>|null} */
-    this._levelTimer = null;
     /** @type {[string, EventListener][]} */
     this._listeners = [];
-    this._listen("offer", (m) => this._peerFor(m.from).onDescription("offer", m.sdp, m.sig ?? null));
-    this._listen("answer", (m) => { const p = this.peers.get(m.from); if (p) p.onDescription("answer", m.sdp, m.sig ?? null); });
-    this._listen("candidate", (m) => {
-      if (!m.candidate) return;
-      const p = this._peerFor(m.from);
-      p.onCandidate({ candidate: m.candidate, sdpMid: m.sdp_mid ?? null, sdpMLineIndex: m.sdp_mline_index ?? null });
-    });
     this._listen("ice-servers", (m) => this.setIceServers(m.ice_servers || []));
+    /** @type {ReturnType<typeof setInterval>|null} */
     this._levelTimer = setInterval(() => this._pollLevels(), 400);
   }
 
@@ -310,6 +304,57 @@ export class Call extends EventTarget {
     this._listeners.push([type, listener]);
   }
 
+  /** @param {...any} args */
+  _log(...args) {
+    if (this.debug) console.debug(`[${this._label}]`, ...args);
+  }
+
+  /** @param {string} type @param {any} detail */
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  /** @param {RTCIceServer[]} servers */
+  setIceServers(servers) {
+    this.iceServers = servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+  }
+
+  /** Closes every connection (left, sent back to the waiting room, ended). Media stops at once. */
+  closeAll() {}
+
+  async _pollLevels() {}
+
+  /** Stops for good. */
+  stop() {
+    this.active = false;
+    this.closeAll();
+    if (this._levelTimer) clearInterval(this._levelTimer);
+    for (const [type, l] of this._listeners) this.signaling.removeEventListener(type, l);
+    this._listeners = [];
+  }
+}
+
+export class Call extends MediaCall {
+  /**
+   * @param {Signaling} signaling
+   * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean,
+   *          e2ee?: E2eeHooks|null}} options
+   */
+  constructor(signaling, options) {
+    super(signaling, options, "call");
+    /** @type {Map<string, Peer>} */
+    this.peers = new Map();
+    /** @type {number} divide the sent video resolution by this (mesh with many peers) */
+    this.videoScale = 1;
+    this._listen("offer", (m) => this._peerFor(m.from).onDescription("offer", m.sdp, m.sig ?? null));
+    this._listen("answer", (m) => { const p = this.peers.get(m.from); if (p) p.onDescription("answer", m.sdp, m.sig ?? null); });
+    this._listen("candidate", (m) => {
+      if (!m.candidate) return;
+      const p = this._peerFor(m.from);
+      p.onCandidate({ candidate: m.candidate, sdpMid: m.sdp_mid ?? null, sdpMLineIndex: m.sdp_mline_index ?? null });
+    });
+  }
+
   /**
    * Sends an offer/answer, signed when E2EE is on (docs/security.md §6).
    * @param {string} to @param {"offer"|"answer"} type @param {string} sdp
@@ -317,16 +362,6 @@ export class Call extends EventTarget {
   async _sendDescription(to, type, sdp) {
     const sig = this.e2ee ? await this.e2ee.signSdp(to, type, sdp) : null;
     this.signaling.send(type, { to, sdp, sig });
-  }
-
-  /** @param {...any} args */
-  _log(...args) {
-    if (this.debug) console.debug("[call]", ...args);
-  }
-
-  /** @param {string} type @param {any} detail */
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   /** @param {string} pid */
@@ -341,7 +376,7 @@ export class Call extends EventTarget {
 
   /** @param {RTCIceServer[]} servers */
   setIceServers(servers) {
-    this.iceServers = servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    super.setIceServers(servers);
     for (const peer of this.peers.values()) {
       try { peer.pc.setConfiguration({ ...peer.pc.getConfiguration(), iceServers: this.iceServers }); } catch (e) { this._log("setConfiguration", e); }
     }
@@ -418,15 +453,6 @@ export class Call extends EventTarget {
       this._emit("peer-closed", { pid });
     }
     this.peers.clear();
-  }
-
-  /** Stops for good. */
-  stop() {
-    this.active = false;
-    this.closeAll();
-    if (this._levelTimer) clearInterval(this._levelTimer);
-    for (const [type, l] of this._listeners) this.signaling.removeEventListener(type, l);
-    this._listeners = [];
   }
 
   async _pollLevels() {

@@ -15,6 +15,8 @@
 // SDP is neither signed nor verified (the SFU holds no keys; SFrame protects the media). If a transform cannot be
 // attached, nothing is offered (fail closed) and onSecurityFailure(null, err) is called.
 
+import { MediaCall } from "./call.js";
+
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
 
@@ -80,24 +82,14 @@ class Conn {
   }
 }
 
-export class SfuCall extends EventTarget {
+export class SfuCall extends MediaCall {
   /**
    * @param {Signaling} signaling
    * @param {{pid: string, localStream?: MediaStream|null, iceServers?: RTCIceServer[], debug?: boolean,
    *          e2ee?: any}} options
    */
   constructor(signaling, options) {
-    super();
-    this.signaling = signaling;
-    this.pid = options.pid;
-    /** @type {MediaStream|null} */
-    this.localStream = options.localStream || null;
-    /** @type {RTCIceServer[]} never a public STUN server: only what the server sends */
-    this.iceServers = options.iceServers || [];
-    this.debug = !!options.debug;
-    /** E2EE hooks (see call.js), or null. */
-    this.e2ee = options.e2ee || null;
-    this.active = true;
+    super(signaling, options, "sfu");
     /** Publishers we currently show: pid -> {pid, stream}. */
     /** @type {Map<string, {pid: string, stream: MediaStream, tracks: Record<string, MediaStreamTrack>}>} */
     this.peers = new Map();
@@ -114,45 +106,18 @@ export class SfuCall extends EventTarget {
     this._retryDelay = 1000;
     /** A transform could not be attached: never send media (fail closed). */
     this.securityFailed = false;
-    /** @type {ReturnType<typeof setInterval>|null} */
-    this._levelTimer = null;
-    /** @type {[string, EventListener][]} */
-    this._listeners = [];
     this._listen("answer", (m) => { if (m.from === SFU) this._onAnswer(m.sdp); });
     this._listen("tracks", (m) => { if (m.from === SFU) this._onTracks(m.mids || {}); });
     this._listen("media-ended", () => this._onMediaEnded());
     this._listen("error", (m) => this._onError(m));
-    this._listen("ice-servers", (m) => this.setIceServers(m.ice_servers || []));
-    this._levelTimer = setInterval(() => this._pollLevels(), 400);
     this._schedule();
-  }
-
-  /**
-   * @param {string} type
-   * @param {(msg: any) => void} fn
-   */
-  _listen(type, fn) {
-    /** @type {EventListener} */
-    const listener = (ev) => { if (this.active) fn(/** @type {CustomEvent} */ (ev).detail); };
-    this.signaling.addEventListener(type, listener);
-    this._listeners.push([type, listener]);
-  }
-
-  /** @param {...any} args */
-  _log(...args) {
-    if (this.debug) console.debug("[sfu]", ...args);
-  }
-
-  /** @param {string} type @param {any} detail */
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
   }
 
   // ---- the public interface of Call ---------------------------------------------------------------------
 
   /** @param {RTCIceServer[]} servers */
   setIceServers(servers) {
-    this.iceServers = servers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
+    super.setIceServers(servers);
     const c = this.conn;
     if (c && !c.closed) {
       try { c.pc.setConfiguration({ ...c.pc.getConfiguration(), iceServers: this.iceServers }); } catch (e) { this._log("setConfiguration", e); }
@@ -211,12 +176,8 @@ export class SfuCall extends EventTarget {
 
   /** Stops for good. */
   stop() {
-    this.active = false;
     if (this._timer) { clearTimeout(this._timer); this._timer = null; }
-    this.closeAll();
-    if (this._levelTimer) clearInterval(this._levelTimer);
-    for (const [type, l] of this._listeners) this.signaling.removeEventListener(type, l);
-    this._listeners = [];
+    super.stop();
   }
 
   // ---- negotiation --------------------------------------------------------------------------------------
