@@ -67,12 +67,18 @@ def test_app_service_runs_alcove_serve_on_8443(compose: dict) -> None:
     assert data and data[0].split(":")[1] == app["environment"]["ALCOVE_DATA_DIR"]
 
 
-def test_dockerfile_installs_the_package_and_serves_on_8443() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
-    assert re.search(r"^RUN pip install \.", text, re.M)
-    assert 'CMD ["alcove", "serve", "--host", "0.0.0.0", "--port", "8443"]' in text
-    assert re.search(r"^USER (?!root)", text, re.M)
+def test_dockerfile_installs_the_wheel_and_serves_on_8443() -> None:
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())  # join continuation lines
+    build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
+    assert build.startswith("python:3.11-slim AS build") and runtime.startswith("python:3.11-slim")
+    assert re.search(r"^RUN pip wheel --no-deps --wheel-dir /dist \.$", build, re.M)
+    # the runtime installs that wheel, not the source tree
+    assert re.search(r"^COPY --from=build /dist/ /tmp/dist/$", runtime, re.M)
+    assert re.search(r"^RUN pip install /tmp/dist/alcove-\*\.whl", runtime, re.M)
+    assert not re.search(r"^COPY (?!--from=build)", runtime, re.M)
+    assert 'CMD ["alcove", "serve", "--host", "0.0.0.0", "--port", "8443"]' in runtime
+    assert re.search(r"^USER (?!root|0\b)", runtime, re.M)
+    assert re.search(r"^HEALTHCHECK .*CMD \[.*/healthz", runtime, re.M)
 
 
 def test_coturn_service_uses_the_shipped_config_and_host_network(compose: dict) -> None:
