@@ -34,7 +34,7 @@ RUN pip install /tmp/dist/alcove-*.whl \
 # Nothing is written outside /var/lib/alcove (a volume) and /tmp (a tmpfs): the compose file runs this
 # image with a read-only root filesystem.
 WORKDIR /var/lib/alcove
-USER alcove
+USER 10001:10001
 EXPOSE 8443
 # The SFU's UDP ports when ALCOVE_MEDIA_PORTS=40000-40099 (publish them, see docker-compose.yml).
 EXPOSE 40000-40099/udp
