@@ -108,3 +108,13 @@ def test_an_unreachable_sfu_is_reported_at_start_in_healthz_and_by_the_probe(unr
     result, seconds = unreachable_serve.probe("group", tmp_path)
     assert result["ok"] is False and MESSAGE in result["error"], result
     assert seconds < 15  # reported, not a 20 s frame timeout
+
+
+@pytest.mark.parametrize(("name", "value"), [("ALCOVE_MEDIA_PORTS", "40000"),
+                                             ("ALCOVE_MEDIA_ANNOUNCED_ADDRESS", "video.example.org")])
+def test_a_bad_media_setting_stops_serve_with_a_clear_message(tmp_path: Path, name: str, value: str) -> None:
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALCOVE_")}, name: value}
+    out = subprocess.run([str(ALCOVE), "serve", "--port", str(_free_port())], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith(f"alcove: {name}: "), out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "var").exists()  # nothing started, nothing written
