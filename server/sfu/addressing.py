@@ -94,17 +94,19 @@ class MediaAddressing:
 
 
 def announce(sdp: str, address: str) -> str:
-    """``sdp`` with every host candidate's address (and the ``c=`` lines) replaced by ``address``.
+    """``sdp`` with the address of every host candidate of ``address``'s family (IPv4 or IPv6), and the ``c=``
+    lines of that family, replaced by ``address``.
 
     The ports stay: the NAT (or the container's published ports) maps ``address:port`` to the socket's own.
+    Candidates of the other family keep their own address (a global IPv6 address needs no mapping).
     """
     family = "IP6" if ":" in address else "IP4"
     out = []
     for line in sdp.split("\r\n"):
         match = _CANDIDATE.match(line)
-        if match:
+        if match and (":" in match[2]) == (family == "IP6"):
             line = f"{match[1]}{address}{match[3]}"
-        elif _CONNECTION.match(line):
+        elif _CONNECTION.match(line) and line.startswith(f"c=IN {family} "):
             line = f"c=IN {family} {address}"
         out.append(line)
     return "\r\n".join(out)

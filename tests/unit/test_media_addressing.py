@@ -25,6 +25,7 @@ ANSWER = "\r\n".join([
     "a=candidate:def 1 udp 1694498815 203.0.113.9 50000 typ srflx raddr 10.0.0.5 rport 40001",
     "a=candidate:ghi 1 udp 16777215 198.51.100.3 51000 typ relay raddr 10.0.0.5 rport 40001",
     "a=candidate:jkl 1 udp 2130706431 127.0.0.1 40002 typ host",
+    "a=candidate:mno 1 udp 2130706431 2001:db8::5 40003 typ host",
     "",
 ])
 
@@ -82,5 +83,8 @@ def test_announce_rewrites_host_candidates_and_the_connection_line_only() -> Non
     assert "a=candidate:def 1 udp 1694498815 203.0.113.9 50000 typ srflx raddr 10.0.0.5 rport 40001" in out
     assert "a=candidate:ghi 1 udp 16777215 198.51.100.3 51000 typ relay raddr 10.0.0.5 rport 40001" in out
     assert "o=- 1 1 IN IP4 0.0.0.0" in out
-    assert "c=IN IP6 2001:db8::1" in announce(ANSWER, "2001:db8::1")
+    assert "a=candidate:mno 1 udp 2130706431 2001:db8::5 40003 typ host" in out  # the other family keeps its own
+    v6 = announce(ANSWER, "2001:db8::1").split("\r\n")
+    assert "a=candidate:mno 1 udp 2130706431 2001:db8::1 40003 typ host" in v6
+    assert "a=candidate:abc 1 udp 2130706431 10.0.0.5 40001 typ host" in v6 and "c=IN IP4 10.0.0.5" in v6
     assert has_candidates(ANSWER) and not has_candidates("v=0\r\nc=IN IP4 0.0.0.0\r\n")
