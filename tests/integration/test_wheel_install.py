@@ -33,7 +33,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.media]
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 PAGES = ("/", "/j/", "/admin")
-TOOLING = re.compile(r"(^|/)(node_modules/|package(-lock)?\.json$|\.)")
+# Front-end tooling (pyproject's exclude-package-data): never in the wheel.
+TOOLING = re.compile(r"(^|/)(node_modules/|package(-lock)?\.json$|[^/]*\.config\.[^/]*$|[tj]sconfig[^/]*\.json$|\.)")
 
 
 def _stages() -> list[list[str]]:
