@@ -1,4 +1,20 @@
 # Alcove signaling/web server. Build: docker compose build (see docker-compose.yml and docs/operations.md).
+# tests/integration/test_wheel_install.py builds the wheel from exactly what the build stage copies, installs it
+# outside the checkout and starts this image's CMD from there, so what this image runs is what the tests test.
+
+# ---- build stage: one wheel with the code, the templates and the static files (package data)
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# Only what the package needs (no .venv, .git, certs, .env or node_modules).
+COPY pyproject.toml README.md ./
+COPY signaling/ signaling/
+COPY server/ server/
+COPY peer/ peer/
+COPY web/ web/
+RUN pip wheel --no-deps --wheel-dir /dist .
+
+# ---- runtime stage: the wheel and its dependencies, nothing of the source tree
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -7,24 +23,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     ALCOVE_DATA_DIR=/var/lib/alcove
 
-WORKDIR /app
-
-# Only what the package needs (no .venv, .git, certs or .env in the image).
-COPY pyproject.toml README.md* ./
-COPY signaling/ signaling/
-COPY server/ server/
-COPY peer/ peer/
-COPY web/ web/
-RUN pip install . \
+COPY --from=build /dist/ /tmp/dist/
+RUN pip install /tmp/dist/alcove-*.whl \
+ && rm -rf /tmp/dist \
  && useradd --system --uid 10001 --home-dir /var/lib/alcove --shell /usr/sbin/nologin alcove \
  && mkdir -p /var/lib/alcove /etc/alcove/certs \
  && chown alcove:alcove /var/lib/alcove \
  && chmod 0700 /var/lib/alcove
 
-USER alcove
+# Nothing is written outside /var/lib/alcove (a volume) and /tmp (a tmpfs): the compose file runs this
+# image with a read-only root filesystem.
+WORKDIR /var/lib/alcove
+USER 10001:10001
 EXPOSE 8443
+# The SFU's UDP ports when ALCOVE_MEDIA_PORTS=40000-40099 (publish them, see docker-compose.yml).
+EXPOSE 40000-40099/udp
 
-# The compose file defines the health check (it knows whether TLS is on); this one is the default.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import ssl,urllib.request as u;c=ssl.create_default_context();c.check_hostname=False;c.verify_mode=ssl.CERT_NONE;u.urlopen('https://127.0.0.1:8443/healthz',context=c,timeout=4)"]
 

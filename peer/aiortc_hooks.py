@@ -40,9 +40,11 @@ How the hooks work (aiortc 1.16.0):
 from __future__ import annotations
 
 import asyncio
+import errno
 import fractions
 import inspect
 import logging
+import secrets
 import threading
 import time
 import weakref
@@ -70,8 +72,10 @@ __all__ = [
     "ReceiverHookStats",
     "SenderHookStats",
     "allow_loopback_candidates",
+    "bind_host_candidates_in",
     "check_internals",
     "force_keyframe",
+    "host_addresses",
     "is_vp8_keyframe",
     "make_passthrough",
     "on_keyframe_request",
@@ -133,6 +137,44 @@ def allow_loopback_candidates() -> None:
 
     setattr(get_host_addresses, _WRAPPED, True)
     aioice.ice.get_host_addresses = get_host_addresses
+
+
+def host_addresses() -> list[str]:
+    """The addresses aioice gathers host candidates on (``aioice.ice.get_host_addresses``), IPv4 and IPv6."""
+    return list(aioice.ice.get_host_addresses(True, True))
+
+
+def bind_host_candidates_in(loop: asyncio.AbstractEventLoop, first: int, last: int) -> None:
+    """Make aioice bind the UDP sockets of its host candidates on ``loop`` to a port in ``first``–``last``.
+
+    aioice binds each host candidate with ``loop.create_datagram_endpoint(..., local_addr=(address, 0))``
+    (``Connection.get_component_candidates``) and has no port-range option, so this shadows that method on the
+    ``loop`` *instance*: a bind to port 0 of a given address tries the ports of the range from a random start
+    instead; every other call (TURN and STUN clients connect to a remote address) passes through. When the
+    range is exhausted the bind fails with EADDRINUSE, aioice logs it and offers no candidate for it. Meant for
+    the SFU worker processes (one event loop each); idempotent.
+    """
+    original = loop.create_datagram_endpoint
+    if getattr(original, _WRAPPED, False):
+        return
+    span = last - first + 1
+
+    async def create_datagram_endpoint(protocol_factory: Any, local_addr: Any = None, remote_addr: Any = None,
+                                       **kwargs: Any) -> Any:
+        if local_addr is None or remote_addr is not None or local_addr[1] != 0:
+            return await original(protocol_factory, local_addr=local_addr, remote_addr=remote_addr, **kwargs)
+        start = secrets.randbelow(span)
+        for i in range(span):
+            try:
+                return await original(protocol_factory, local_addr=(local_addr[0], first + (start + i) % span),
+                                      **kwargs)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free UDP port in {first}-{last}")
+
+    setattr(create_datagram_endpoint, _WRAPPED, True)
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -565,6 +607,10 @@ def check_internals() -> list[str]:
     gather = getattr(aioice.ice.Connection, "gather_candidates", None)
     expect(gather is not None and "get_host_addresses" in names(gather),
            "aioice Connection.gather_candidates no longer calls get_host_addresses")
+    component = getattr(aioice.ice.Connection, "get_component_candidates", None)
+    expect(component is not None and {"get_running_loop", "create_datagram_endpoint"} <= names(component),
+           "aioice Connection.get_component_candidates no longer binds host candidates with the running loop's "
+           "create_datagram_endpoint (bind_host_candidates_in)")
 
     # sender
     expect(callable(getattr(_tx_mod, "get_encoder", None)), "aiortc.rtcrtpsender.get_encoder is missing")

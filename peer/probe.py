@@ -46,6 +46,8 @@ __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay")
 MIN_VIDEO = 11
 MIN_AUDIO = 10
+MEDIA_UNREACHABLE = "the media server has no reachable address"
+"""Reported, instead of a timeout, when the SFU answers an offer with ``media-unreachable``."""
 
 
 class ProbeFailure(Exception):
@@ -55,6 +57,19 @@ class ProbeFailure(Exception):
 def _check(condition: bool, what: str) -> None:
     if not condition:
         raise ProbeFailure(what)
+
+
+def _media_unreachable(p: Participant) -> bool:
+    return any(e.code == "media-unreachable" for e in p.errors)
+
+
+async def _wait_frames(x: Participant, pid: str, timeout: float = 20) -> None:
+    """``x`` gets frames from ``pid``; fails at once (not after ``timeout``) when the SFU cannot be reached."""
+    def done() -> bool:
+        f = x.frames_from(pid)
+        return _media_unreachable(x) or (f["video"] >= MIN_VIDEO and f["audio"] >= MIN_AUDIO)
+    await x.wait_until(done, timeout, f"{MIN_VIDEO} video/{MIN_AUDIO} audio frames from {pid}")
+    _check(not _media_unreachable(x), MEDIA_UNREACHABLE)
 
 
 def _is_loopback(url: str) -> bool:
@@ -193,7 +208,7 @@ class _Probe:
         for x in everyone:
             for y in everyone:
                 if x is not y:
-                    await x.wait_frames(y.pid, video=MIN_VIDEO, audio=MIN_AUDIO, timeout=20)
+                    await _wait_frames(x, y.pid)
         delays = []
         for c in self.clients:
             first = c.first_frame_at(t.pid)
@@ -321,7 +336,7 @@ class _Probe:
         for x in good:
             for y in good:
                 if x is not y:
-                    await x.wait_frames(y.pid, video=MIN_VIDEO, audio=MIN_AUDIO, timeout=20)
+                    await _wait_frames(x, y.pid)
         await bad.wait_until(lambda: bad.decrypt_failures() > 20, 10, "failing to decrypt")
         await asyncio.sleep(max(self.duration, 1.0))
         self.figures["frames_by_peer"] = self._frames_by_peer()

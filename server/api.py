@@ -17,6 +17,7 @@ from signaling.room import RoomSpec, iso
 
 from .hub import Hub
 from .logs import log_event
+from .sfu.addressing import UNREACHABLE_MESSAGE
 from .state import HUB
 from .tokens import new_id
 
@@ -245,7 +246,10 @@ async def rooms_delete(request: web.Request) -> web.Response:
 
 async def healthz(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    return web.json_response({"ok": True, "rooms": len(hub.rooms.rooms)})
+    media: dict[str, object] = {"reachable": hub.media_unreachable is None}
+    if hub.media_unreachable is not None:
+        media.update(reason=hub.media_unreachable, message=UNREACHABLE_MESSAGE)
+    return web.json_response({"ok": True, "rooms": len(hub.rooms.rooms), "media": media})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -53,7 +53,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from . import logs
     from .certs import ensure_dev_certificate
 
-    config = Config.from_env()
+    try:
+        config = Config.from_env()
+    except ValueError as err:  # a setting that cannot work: say which, start nothing
+        print(f"alcove: {err}", file=sys.stderr)
+        return 2
     if args.host:
         config = config.with_(host=args.host)
     if args.port is not None:
@@ -99,6 +103,9 @@ async def _serve(config: Config, ssl_context: ssl.SSLContext | None, *, demo: bo
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     base = config.base_url()
+    if app[HUB].media_unreachable is not None:
+        print("warning: the media server has no reachable address: family and group sessions will get no media "
+              "(see \"Behind 1:1 NAT\" in docs/operations.md)", flush=True)
     print(f"Alcove is serving on {base}  (admin key in {data_dir / 'admin-key'} or ALCOVE_ADMIN_KEY)",
           flush=True)
     if demo:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
+from server.sfu.addressing import MediaAddressing, parse_announced_address, parse_ports, serves_loopback_only
 from signaling.messages import SessionType, Topology
 from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
 
@@ -65,7 +66,9 @@ class Config:
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ()
     media_workers: int = 0  # 0: one per core
-    media_loopback: bool = False  # SFU gathers 127.0.0.1 too (loopback-only tests and benchmarks)
+    media_loopback: bool = False  # SFU gathers 127.0.0.1 too, even when served beyond loopback (tests, benchmarks)
+    media_announced_address: str | None = None  # advertised in the SFU's host candidates (1:1 NAT)
+    media_ports: tuple[int, int] | None = None  # UDP port range of the SFU's sockets
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -76,6 +79,7 @@ class Config:
             overrun_cap=float(env.get("ALCOVE_OVERRUN_CAP_MINUTES", "15")) * 60,
             warnings_minutes=tuple(int(x) for x in env.get("ALCOVE_WARNINGS_MINUTES", "10,5,1").split(",") if x),
         )
+        announced, ports = env.get("ALCOVE_MEDIA_ANNOUNCED_ADDRESS", ""), env.get("ALCOVE_MEDIA_PORTS", "")
         data_dir = env.get("ALCOVE_DATA_DIR")
         cert, key = env.get("ALCOVE_TLS_CERT"), env.get("ALCOVE_TLS_KEY")
         return cls(
@@ -96,6 +100,16 @@ class Config:
             kinds=parse_topologies(env.get("ALCOVE_TOPOLOGY", "")),
             media_workers=int(env.get("ALCOVE_MEDIA_WORKERS", "0")),
             media_loopback=_bool(env.get("ALCOVE_MEDIA_LOOPBACK")),
+            media_announced_address=parse_announced_address(announced) if announced.strip() else None,
+            media_ports=parse_ports(ports) if ports.strip() else None,
+        )
+
+    def media_addressing(self) -> MediaAddressing:
+        """What the SFU binds and advertises; loopback candidates come by themselves on a loopback-only server."""
+        return MediaAddressing(
+            loopback=self.media_loopback or serves_loopback_only(self.host, self.public_url),
+            announced=self.media_announced_address,
+            ports=self.media_ports,
         )
 
     def with_(self, **changes: object) -> Config:

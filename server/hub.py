@@ -94,15 +94,27 @@ class Hub:
         self._media_start: asyncio.Task[None] | None = None
         self._sfu_ice_expires: float | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self.media_unreachable: str | None = None
+        """Why no client could reach the SFU (a code, never an address), or None; checked at start."""
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         # Everything loaded so far lives for the whole process: keep it out of the collector's way, so a full
         # collection does not pause the relay of every room.
+        self.media_unreachable = self.check_media_reachable()
         gc.collect()
         gc.freeze()
         self._ticker = asyncio.create_task(self._tick_loop(), name="alcove-tick")
+
+    def check_media_reachable(self) -> str | None:
+        """Says at start (a log line without addresses) when the SFU would have no candidate a client could reach."""
+        from peer.aiortc_hooks import host_addresses  # the addresses aioice gathers on
+
+        reason = self.config.media_addressing().unreachable_reason(host_addresses(), relay=bool(self.config.turn_urls))
+        if reason is not None:
+            log_event("sfu-unreachable", logging.WARNING, reason=reason)
+        return reason
 
     async def stop(self) -> None:
         if self._media_start is not None and not self._media_start.done():
@@ -218,8 +230,10 @@ class Hub:
     async def _start_media(self) -> None:
         from .sfu import SfuManager  # imports aiortc: only when an SFU room needs it
 
+        addressing = self.config.media_addressing()
         manager = SfuManager(self._media_send, workers=self.config.media_workers,
-                             ice_servers=self._sfu_ice_servers(), loopback=self.config.media_loopback)
+                             ice_servers=self._sfu_ice_servers(), loopback=addressing.loopback,
+                             announced=addressing.announced, ports=addressing.ports)
         try:
             await manager.start()
         except Exception:

@@ -6,15 +6,26 @@ browser never sends, so the server cannot tell links apart here. No inline scrip
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-TEMPLATES_DIR = WEB_DIR / "templates"
-STATIC_DIR = WEB_DIR / "static"
+WEB_PACKAGE = "web"
+"""The package that carries the browser client (``templates/``, ``static/``) as package data."""
+
+
+def static_dir() -> Path:
+    """The installed ``static/`` folder, found through :mod:`importlib.resources` (never relative to a checkout).
+
+    aiohttp serves files from a real directory, so a zipped install (no such directory) fails here, at start.
+    """
+    folder = files(WEB_PACKAGE) / "static"
+    if not isinstance(folder, Path) or not folder.is_dir():
+        raise RuntimeError(f"the {WEB_PACKAGE!r} package has no static/ folder on disk (a broken or zipped install)")
+    return folder
 
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 
@@ -46,11 +57,11 @@ def setup(app: web.Application) -> None:
     """Registers the pages and the static files on ``app``."""
     aiohttp_jinja2.setup(
         app,
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        loader=jinja2.PackageLoader(WEB_PACKAGE, "templates"),
         autoescape=jinja2.select_autoescape(["html"]),
     )
     app.router.add_get("/", landing, name="landing")
     app.router.add_get("/j/", join, name="join")
     app.router.add_get("/j", join_redirect)
     app.router.add_get("/admin", admin, name="admin")
-    app.router.add_static("/static/", STATIC_DIR, name="static", append_version=False)
+    app.router.add_static("/static/", static_dir(), name="static", append_version=False)

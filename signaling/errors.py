@@ -28,6 +28,7 @@ CLOSE_CODES: Final[dict[str, int | None]] = {
     "declined": 4010,
     "removed": 4011,
     "replaced": 4012,
+    "media-unreachable": None,
     "server-error": 1011,
 }
 

@@ -8,6 +8,20 @@
 See docs/sfu.md.
 """
 
-from .manager import SfuManager
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .manager import SfuManager
 
 __all__ = ["SfuManager"]
+
+
+def __getattr__(name: str) -> Any:
+    # The manager imports aiortc: load it only when an SFU room needs it (server.sfu.addressing is light).
+    if name == "SfuManager":
+        from .manager import SfuManager
+
+        return SfuManager
+    raise AttributeError(name)

@@ -72,12 +72,15 @@ class SfuManager:
         *,
         ice_servers: list[dict[str, Any]] | None = None,
         loopback: bool = False,
+        announced: str | None = None,
+        ports: tuple[int, int] | None = None,
         pli_interval: float = 0.5,
         transcode: bool = False,
     ) -> None:
         self.send = send
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
-        self.config = WorkerConfig(ice_servers=list(ice_servers or []), loopback=loopback,
+        self.config = WorkerConfig(ice_servers=list(ice_servers or []), loopback=loopback, announced=announced,
+                                   ports=ports,
                                    pli_interval=pli_interval, transcode=transcode)
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}

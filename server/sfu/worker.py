@@ -54,6 +54,8 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from peer import aiortc_hooks as hooks
 
+from . import addressing
+
 log = logging.getLogger("alcove.sfu.worker")
 
 SLOT_QUEUE_LIMIT = 120
@@ -67,7 +69,11 @@ class WorkerConfig:
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
     """``[{"urls": ..., "username": ..., "credential": ...}]``; empty = host candidates only (no STUN)."""
     loopback: bool = False
-    """Also gather 127.0.0.1 candidates (tests and benchmarks in a loopback-only namespace)."""
+    """Also gather 127.0.0.1 candidates (a server reachable only on loopback; tests and benchmarks)."""
+    announced: str | None = None
+    """Advertise this address in the host candidates (1:1 NAT, ``ALCOVE_MEDIA_ANNOUNCED_ADDRESS``)."""
+    ports: tuple[int, int] | None = None
+    """Bind the UDP sockets in this inclusive port range (``ALCOVE_MEDIA_PORTS``)."""
     pli_interval: float = 0.5
     """Minimum seconds between two PLIs sent upstream to one publisher."""
     transcode: bool = False
@@ -317,6 +323,8 @@ class Worker:
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.config.ports is not None:
+            hooks.bind_host_candidates_in(loop, *self.config.ports)
         loop.add_reader(self.conn.fileno(), self._on_readable)
         self.out("ready", os.getpid())
         try:
@@ -488,8 +496,16 @@ class Worker:
         await pc.setLocalDescription(answer)
         if member.closed:
             return
+        sdp = pc.localDescription.sdp
+        if self.config.announced:
+            sdp = addressing.announce(sdp, self.config.announced)
+        if not addressing.has_candidates(sdp):
+            # An answer without candidates would leave the client waiting for media that cannot come.
+            log.warning("SFU has no candidate to offer (no usable address)")
+            self.out("error", room.id, member.pid, "media-unreachable", addressing.UNREACHABLE_MESSAGE, "offer")
+            return
         self.send_tracks(room, member.pid)  # the mapping precedes the answer it belongs to
-        self.out("answer", room.id, member.pid, pc.localDescription.sdp)
+        self.out("answer", room.id, member.pid, sdp)
         for pid in changed:
             if pid != member.pid:
                 self.send_tracks(room, pid)

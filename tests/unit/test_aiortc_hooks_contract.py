@@ -86,6 +86,24 @@ def test_allow_loopback_candidates_idempotent(monkeypatch: pytest.MonkeyPatch) -
     assert aioice.ice.get_host_addresses(False, True) == []
 
 
+async def test_bind_host_candidates_in_keeps_aioice_host_sockets_in_the_range(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    hooks.bind_host_candidates_in(loop, 41000, 41003)
+    hooks.bind_host_candidates_in(loop, 41000, 41003)  # idempotent
+    conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(5)]
+    try:
+        for c in conns:
+            await c.gather_candidates()  # binds only: no STUN or TURN server, nothing is sent
+        assert sorted(c.local_candidates[0].port for c in conns[:4]) == [41000, 41001, 41002, 41003]
+        assert conns[4].local_candidates == []  # the range is exhausted: no candidate rather than another port
+    finally:
+        for c in conns:
+            await c.close()
+        del loop.create_datagram_endpoint  # type: ignore[method-assign]
+
+
 async def _frames(sender: RTCRtpSender, codec: RTCRtpCodecParameters, n: int) -> list[bytes]:
     """Run the sender's encode path n times; return each whole encoded frame (VP8 descriptors removed)."""
     out = []

