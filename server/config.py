@@ -12,6 +12,8 @@ from typing import cast
 from signaling.messages import SessionType, Topology
 from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
 
+from .throttle import Limits
+
 
 class Secret(str):
     """A string that never shows itself in repr, str formatting of containers, or logs."""
@@ -66,6 +68,7 @@ class Config:
     allowed_origins: tuple[str, ...] = ()
     media_workers: int = 0  # 0: one per core
     media_loopback: bool = False  # SFU gathers 127.0.0.1 too (loopback-only tests and benchmarks)
+    limits: Limits = field(default_factory=Limits)  # ALCOVE_LIMIT_*: throttling (server/throttle.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -96,6 +99,7 @@ class Config:
             kinds=parse_topologies(env.get("ALCOVE_TOPOLOGY", "")),
             media_workers=int(env.get("ALCOVE_MEDIA_WORKERS", "0")),
             media_loopback=_bool(env.get("ALCOVE_MEDIA_LOOPBACK")),
+            limits=Limits.from_env(env),
         )
 
     def with_(self, **changes: object) -> Config:
