@@ -112,7 +112,8 @@ async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None
             hub.metrics.error("too-large")
     except Exception:
         log_event("socket-failed", code="server-error", conn=c.conn)
-        hub.metrics.error("server-error")
+        hub.send_error(c, "server-error", "an unexpected fault; nothing was changed")  # counts it
+        hub.close(c.conn, 1011, "server-error")
     finally:
         await hub.unregister(c)
     return ws

@@ -287,3 +287,22 @@ async def test_only_websocket_version_13_is_accepted(alcove: AlcoveServer) -> No
         status = (await reader.readline()).decode()
         writer.close()
         assert status.split()[1] == "400", (version, status)
+
+
+async def test_a_fault_on_a_socket_closes_it_with_1011_server_error(alcove: AlcoveServer,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    room = await alcove.create_room("individual")
+    async with aiohttp.ClientSession() as http:
+        ws = await join(alcove, http, room["therapist_link"], None)
+        await next_of(ws, "welcome")
+
+        def fault(*args: Any) -> None:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(alcove.hub, "receive", fault)
+        await ws.send_json({"type": "extend", "minutes": 5})
+        assert (await next_of(ws, "error"))["code"] == "server-error"
+        while (await ws.receive(timeout=5)).type == aiohttp.WSMsgType.TEXT:
+            pass
+        assert ws.close_code == 1011
+    assert 'alcove_errors_total{code="server-error"} 1.0' in await metrics_text(alcove)
