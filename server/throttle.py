@@ -49,6 +49,12 @@ class Limits:
     pending_per_address: int = 16  # websockets per address that have not said hello yet
 
     @classmethod
+    def unlimited(cls) -> Limits:
+        """No throttling: for a load test's own server on loopback (``alcove bench``), never for a deployment."""
+        off = Rate(1e12, 1e12)
+        return cls(off, off, off, off, off, 1_000_000)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Limits:
         values: dict[str, object] = {}
         for f in fields(cls):
