@@ -168,6 +168,7 @@ async def test_wrong_admin_keys_are_throttled_with_429(alcove: AlcoveServer) -> 
                 if r.status == 429:
                     assert int(r.headers["Retry-After"]) >= 1
                     assert (await r.json())["error"]["code"] == "rate-limited"
+                    assert all(name in r.headers for name in HEADERS)
     assert statuses[:10] == [401] * 10 and set(statuses[10:]) == {429}
     # while the address is blocked, even the right key waits
     status, _ = await post(url, {"type": "individual"}, admin(alcove))
