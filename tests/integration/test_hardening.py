@@ -307,3 +307,15 @@ async def test_a_fault_on_a_socket_closes_it_with_1011_server_error(alcove: Alco
             pass
         assert ws.close_code == 1011
     assert 'alcove_errors_total{code="server-error"} 1.0' in await metrics_text(alcove)
+
+
+async def test_hsts_behind_a_trusted_tls_proxy_only(tmp_path: Path) -> None:
+    async with serving(tmp_path / "data", Config(trust_proxy=True)) as alcove, aiohttp.ClientSession() as http:
+        for path in ("/healthz", "/nope"):
+            async with http.get(f"{alcove.url}{path}", headers={"X-Forwarded-Proto": "https"}) as r:
+                assert r.headers["Strict-Transport-Security"].startswith("max-age=")
+            async with http.get(f"{alcove.url}{path}") as r:
+                assert "Strict-Transport-Security" not in r.headers
+    async with serving(tmp_path / "data2") as alcove, aiohttp.ClientSession() as http:
+        async with http.get(f"{alcove.url}/healthz", headers={"X-Forwarded-Proto": "https"}) as r:
+            assert "Strict-Transport-Security" not in r.headers  # an untrusted header proves nothing
