@@ -16,9 +16,11 @@ from aiohttp import web
 from yarl import URL
 
 from server.config import Config
+from server.state import THROTTLES
 from server.throttle import Limits, Rate
 
 from ..conftest import AlcoveServer, serving
+from .conftest import settle
 from .test_server_http import join, next_of, post, token_of
 
 pytestmark = pytest.mark.integration
@@ -229,7 +231,8 @@ async def test_idle_sockets_per_address_are_capped(alcove: AlcoveServer) -> None
             await http.ws_connect(f"{alcove.url}/ws", origin=alcove.url)
         assert err.value.status == 429 and int(err.value.headers["Retry-After"]) >= 1  # type: ignore[index]
         await idle[0].close()
-        await asyncio.sleep(0.05)
+        pending = alcove.runner.app[THROTTLES].pending  # type: ignore[union-attr]
+        assert await settle(lambda: sum(pending.values()) <= 15)  # the server noticed the close
         again = await http.ws_connect(f"{alcove.url}/ws", origin=alcove.url)  # a slot is free again
         for ws in [*idle[1:], again]:
             await ws.close()
