@@ -322,3 +322,18 @@ async def test_hsts_behind_a_trusted_tls_proxy_only(tmp_path: Path) -> None:
     async with serving(tmp_path / "data2") as alcove, aiohttp.ClientSession() as http:
         async with http.get(f"{alcove.url}/healthz", headers={"X-Forwarded-Proto": "https"}) as r:
             assert "Strict-Transport-Security" not in r.headers  # an untrusted header proves nothing
+
+
+async def test_aiohttp_s_own_answer_to_an_unparseable_request_has_the_set_and_echoes_nothing(
+        alcove: AlcoveServer) -> None:
+    for raw in (b"GET / HTTP/1.1\r\nHost: x\r\nX-Bad\x01: echo-me\r\n\r\n", b"GET /echo-me echo-me HTTP/1.1\r\n\r\n"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", alcove.port)
+        writer.write(raw)
+        await writer.drain()
+        answer = (await asyncio.wait_for(reader.read(), 5)).decode(errors="replace")
+        writer.close()
+        head = answer.lower()
+        assert answer.split()[1] == "400", answer[:40]
+        for name in HEADERS:
+            assert f"\r\n{name.lower()}: " in head, name
+        assert "echo-me" not in answer
