@@ -145,10 +145,13 @@ def serve_alcove(port: int, admin_key: str, data_dir: str) -> None:
 
     from server.app import create_app
     from server.config import Config, Secret
+    from server.throttle import Limits
 
     raise_fd_limit()
     _exit_with_parent()
-    config = Config(host="127.0.0.1", port=port, tls=False, admin_key=Secret(admin_key), data_dir=Path(data_dir))
+    # the load generator is one address: the benchmark's own server does not throttle it
+    config = Config(host="127.0.0.1", port=port, tls=False, admin_key=Secret(admin_key), data_dir=Path(data_dir),
+                    limits=Limits.unlimited())
     web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
 
 

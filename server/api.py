@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hmac
-import json
 import math
+import re
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,16 +16,18 @@ from signaling.errors import SignalingError
 from signaling.names import clean_name
 from signaling.room import RoomSpec, iso
 
+from . import jsondecode, throttle
 from .hub import Hub
 from .logs import log_event
 from .sfu.addressing import UNREACHABLE_MESSAGE
-from .state import HUB
+from .state import HUB, THROTTLES
 from .tokens import new_id
 
 STATUS = {"token-invalid": 400, "token-revoked": 410, "room-ended": 410, "room-not-open": 425,
           "invalid-message": 400, "not-allowed": 401, "bad-json": 400, "name-invalid": 400}
 MAX_DURATION = 4 * 3600
 MAX_AHEAD = timedelta(days=400)
+ROOM_ID = re.compile(r"r_[A-Za-z0-9_-]{1,62}")  # new_id("r", 9): opaque, URL-safe base64
 
 
 def error_response(code: str, message: str, status: int | None = None, **extra: Any) -> web.Response:
@@ -33,15 +36,14 @@ def error_response(code: str, message: str, status: int | None = None, **extra: 
 
 
 async def _json(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > 16 * 1024:
-        raise SignalingError("invalid-message", "the request body is too large")
+    """The body through the one bounded decoder (``server.jsondecode``): 64 KiB, depth and integer limits."""
+    if request.content_length is not None and request.content_length > jsondecode.MAX_BYTES:
+        raise SignalingError("bad-json", f"the body has at most {jsondecode.MAX_BYTES} bytes")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise SignalingError("bad-json", "the body is not JSON") from None
-    if not isinstance(body, dict):
-        raise SignalingError("bad-json", "the body is a JSON object")
-    return body
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise SignalingError("bad-json", f"the body has at most {jsondecode.MAX_BYTES} bytes") from None
+    return jsondecode.decode_body(raw)
 
 
 def base_url(request: web.Request, hub: Hub) -> str:
@@ -80,6 +82,8 @@ async def session(request: web.Request) -> web.Response:
             extra["opens_at"] = _opens_at(hub, token)
         hub.metrics.error(err.code)
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
+    if (refused := throttle.spend(request, "ticket", request.app[THROTTLES].tickets, admission.token_id)):
+        return refused
     room = hub.rooms.get(admission.spec.room_id)
     spec = admission.spec
     if (room is None and now >= spec.ends_at) or (room is not None and now >= room.ends_at):
@@ -120,6 +124,8 @@ async def invites(request: web.Request) -> web.Response:
     if admission.role != "therapist":
         return error_response("not-allowed", "only the therapist's link can make invitations", status=403)
     spec = admission.spec
+    if (refused := throttle.spend(request, "invite", request.app[THROTTLES].invites, spec.room_id)):
+        return refused
     base = base_url(request, hub)
     links = [f"{base}/j/#t={hub.tokens.issue_room_token(spec, 'client', now).token}" for _ in range(spec.seats)]
     log_event("invites-issued", room=spec.room_id, count=len(links))
@@ -130,17 +136,24 @@ async def invites(request: web.Request) -> web.Response:
 
 
 def _require_admin(request: web.Request, hub: Hub) -> None:
+    """The admin key or an admin token. Failures are throttled per address (429 + Retry-After)."""
+    failures = request.app[THROTTLES].admin_failures
+    address = throttle.client_address(request, hub.config.trust_proxy)
+    if wait := failures.retry_after(address, time.monotonic()):
+        hub.metrics.throttle("admin-auth")
+        raise web.HTTPTooManyRequests(
+            text='{"error":{"code":"rate-limited","message":"too many failed attempts; try again later"}}',
+            content_type="application/json", headers={"Retry-After": str(wait)})
     auth = request.headers.get("Authorization", "")
-    if not auth.startswith("Bearer "):
-        raise web.HTTPUnauthorized(text='{"error":{"code":"not-allowed","message":"admin key required"}}',
-                                   content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
-    presented = auth[7:].strip()
+    presented = auth[7:].strip() if auth.startswith("Bearer ") else ""
     key = hub.config.admin_key.reveal()
-    if key and hmac.compare_digest(presented.encode(), key.encode()):
+    if presented and key and hmac.compare_digest(presented.encode(), key.encode()):
         return
     try:
         hub.tokens.verify_admin_token(presented, hub.clock())
     except SignalingError:
+        if presented:  # a missing key is no guess
+            failures.take(address, time.monotonic())
         raise web.HTTPUnauthorized(text='{"error":{"code":"not-allowed","message":"admin key required"}}',
                                    content_type="application/json", headers={"WWW-Authenticate": "Bearer"}) from None
 
@@ -181,12 +194,16 @@ def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
     kind = kinds[kind_name]
     now = hub.clock()
     start = parse_start(body.get("start"), now)
-    seconds: float = kind.minutes * 60
-    if body.get("duration_seconds") is not None:
-        seconds = body["duration_seconds"]
-    elif body.get("duration_minutes") is not None:
-        seconds = body["duration_minutes"] * 60
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 1 <= seconds <= MAX_DURATION:
+    seconds: Any = kind.minutes * 60
+    for field_name, unit in (("duration_seconds", 1), ("duration_minutes", 60)):
+        value = body.get(field_name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SignalingError("invalid-message", f"{field_name} is a number")
+        seconds = value * unit
+        break
+    if not 1 <= seconds <= MAX_DURATION:
         raise SignalingError("invalid-message", "the duration is between 1 second and 4 hours")
     clients = body.get("clients", kind.max_clients)
     if isinstance(clients, bool) or not isinstance(clients, int) or not 1 <= clients <= kind.max_clients:
@@ -222,6 +239,9 @@ def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
 async def rooms_create(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     _require_admin(request, hub)
+    address = throttle.client_address(request, hub.config.trust_proxy)
+    if (refused := throttle.spend(request, "room", request.app[THROTTLES].rooms, address)):
+        return refused
     try:
         body = await _json(request)
         result = create_room(hub, body, base_url(request, hub))
@@ -234,7 +254,7 @@ async def rooms_delete(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     _require_admin(request, hub)
     room_id = request.match_info["room_id"]
-    if not room_id.startswith("r_") or len(room_id) > 64:
+    if ROOM_ID.fullmatch(room_id) is None:
         return error_response("invalid-message", "not a room id", status=404)
     now = hub.clock()
     room = hub.rooms.get(room_id)

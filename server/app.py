@@ -7,22 +7,24 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import api, ws
+from . import api, headers, jsondecode, ws
 from .config import Config
 from .hub import Hub
 from .metrics import Metrics
-from .security import security_headers
-from .state import HUB
+from .state import HUB, THROTTLES
+from .throttle import Throttles
 from .tokens import KeyRing, Revocations, Tokens
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
-    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    app = web.Application(client_max_size=jsondecode.MAX_BYTES)
     ring = KeyRing.load_or_create(config.data_dir)
     revocations = Revocations(config.data_dir / "revocations.json" if config.data_dir else None)
     tokens = Tokens(ring, revocations, config.timing.early_join, config.timing.overrun_cap)
     hub = Hub(config, tokens, Metrics(), clock)
     app[HUB] = hub
+    app[THROTTLES] = Throttles(config.limits)
+    headers.setup(app)  # every response, errors included
 
     app.router.add_post("/api/session", api.session)
     app.router.add_post("/api/invites", api.invites)

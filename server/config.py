@@ -13,6 +13,8 @@ from server.sfu.addressing import MediaAddressing, parse_announced_address, pars
 from signaling.messages import SessionType, Topology
 from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
 
+from .throttle import Limits
+
 
 class Secret(str):
     """A string that never shows itself in repr, str formatting of containers, or logs."""
@@ -69,6 +71,7 @@ class Config:
     media_loopback: bool = False  # SFU gathers 127.0.0.1 too, even when served beyond loopback (tests, benchmarks)
     media_announced_address: str | None = None  # advertised in the SFU's host candidates (1:1 NAT)
     media_ports: tuple[int, int] | None = None  # UDP port range of the SFU's sockets
+    limits: Limits = field(default_factory=Limits)  # ALCOVE_LIMIT_*: throttling (server/throttle.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -102,6 +105,7 @@ class Config:
             media_loopback=_bool(env.get("ALCOVE_MEDIA_LOOPBACK")),
             media_announced_address=parse_announced_address(announced) if announced.strip() else None,
             media_ports=parse_ports(ports) if ports.strip() else None,
+            limits=Limits.from_env(env),
         )
 
     def media_addressing(self) -> MediaAddressing:

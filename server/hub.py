@@ -28,6 +28,7 @@ from signaling.policy import Timing
 from signaling.room import Admission, ResumeClaims
 from signaling.rooms import Rooms
 
+from .coalesce import Coalescer
 from .config import Config
 from .logs import log_event
 from .metrics import Metrics
@@ -96,6 +97,7 @@ class Hub:
         self._ticker: asyncio.Task[None] | None = None
         self.media_unreachable: str | None = None
         """Why no client could reach the SFU (a code, never an address), or None; checked at start."""
+        self.coalescer = Coalescer(self._deliver_coalesced)  # queue/waiting state: latest, a few per second
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,6 +164,7 @@ class Hub:
 
     async def unregister(self, c: Connection) -> None:
         self.connections.pop(c.conn, None)
+        self.coalescer.forget(c.conn)
         self.perform(self.rooms.disconnect(c.conn, self.clock()))
         if c.writer and not c.writer.done():
             with contextlib.suppress(asyncio.QueueFull):
@@ -264,8 +267,17 @@ class Hub:
 
     def _enqueue(self, conn: ConnId, message: m.ServerMessage, now: float) -> None:
         c = self.connections.get(conn)
-        if c is None or c.closing:
+        if c is None or c.closing or self.coalescer.hold(conn, message):
             return
+        self._put(c, message, now)
+
+    def _deliver_coalesced(self, conn: ConnId, message: m.ServerMessage) -> None:
+        c = self.connections.get(conn)
+        if c is not None and not c.closing:
+            self._put(c, message, time.perf_counter())
+
+    def _put(self, c: Connection, message: m.ServerMessage, now: float) -> None:
+        conn = c.conn
         if isinstance(message, m.Error):
             self.metrics.error(message.code)
         elif isinstance(message, m.Admitted):

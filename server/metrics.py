@@ -19,6 +19,9 @@ ROOM_STATES: tuple[str, ...] = ("scheduled", "open", "in-session", "ended")
 """scheduled: link not open yet · open: link open, nobody admitted · in-session: somebody admitted · ended."""
 ROLES: tuple[str, ...] = ("therapist", "client")
 END_REASONS: tuple[str, ...] = ("time", "therapist", "admin")
+THROTTLE_KINDS: tuple[str, ...] = ("admin-auth", "ticket", "invite", "room", "connection", "pending")
+"""What a 429 refused: failed admin authentications, tickets per link, invitations per room, rooms, websocket
+upgrades per address, websockets waiting for hello per address. Never the key (address, link) itself."""
 ERROR_CODE_RE = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
 MAX_ERROR_CODES = 64
 """A hard cap on distinct error-code label values (the protocol has about 25)."""
@@ -74,6 +77,11 @@ class Metrics:
             f"{_PREFIX}_sfu_forwarded_packets", "Packets forwarded by the live SFU workers.", registry=r
         )
         self.sfu_worker_deaths = Gauge(f"{_PREFIX}_sfu_worker_deaths", "SFU worker processes that died.", registry=r)
+        self.throttled = Counter(
+            f"{_PREFIX}_throttled", "Requests refused with 429 by a throttle, by kind.", ["kind"], registry=r
+        )
+        for kind in THROTTLE_KINDS:
+            self.throttled.labels(kind=kind)
         for state in ROOM_STATES:
             self.rooms.labels(state=state).set(0)
         for role in ROLES:
@@ -115,6 +123,9 @@ class Metrics:
                 raise ValueError("too many distinct error codes")
             self._error_codes.add(code)
         self.errors.labels(code=code).inc()
+
+    def throttle(self, kind: str) -> None:
+        self.throttled.labels(kind=_check(kind, THROTTLE_KINDS, "throttle kind")).inc()
 
     def turn_credentials(self, n: int = 1) -> None:
         self.turn_credentials_issued.inc(n)

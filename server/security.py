@@ -1,8 +1,8 @@
-"""Security headers on every response and the Origin check on the websocket upgrade."""
+"""The security header set (applied by server/headers.py) and the checks on the websocket upgrade."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import ipaddress
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -25,21 +25,6 @@ HEADERS: Final = {
     "Permissions-Policy": "camera=(self), microphone=(self), display-capture=(self), geolocation=(), payment=()",
 }
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
-    response = await handler(request)
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.secure:
-        response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
-    if request.path.startswith("/api/") or request.path in ("/j/", "/admin"):
-        response.headers.setdefault("Cache-Control", "no-store")
-    return response
-
-
 def _norm(origin: str) -> str:
     parts = urlsplit(origin)
     return f"{parts.scheme}://{parts.netloc}".lower()
@@ -58,5 +43,26 @@ def origin_allowed(request: web.Request, config: Config) -> bool:
     if config.trust_proxy:
         host = request.headers.get("X-Forwarded-Host", host)
         scheme = request.headers.get("X-Forwarded-Proto", scheme)
-    allowed.add(f"{scheme}://{host}".lower())
+        allowed.add(f"{scheme}://{host}".lower())
+    elif _literal_host(host):
+        # Same origin by the Host header only when it names an IP address or localhost: a DNS name in Host is
+        # the attacker's to choose (DNS rebinding), so named hosts need ALCOVE_PUBLIC_URL or
+        # ALCOVE_ALLOWED_ORIGINS.
+        allowed.add(f"{scheme}://{host}".lower())
     return _norm(origin) in allowed
+
+
+def _literal_host(host: str) -> bool:
+    name = urlsplit(f"//{host}").hostname or ""
+    if name == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def websocket_version_ok(request: web.Request) -> bool:
+    """RFC 6455 only: version 13 (aiohttp also accepts the drafts' 7 and 8)."""
+    return request.headers.get("Sec-WebSocket-Version", "").strip() == "13"

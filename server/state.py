@@ -8,5 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from .hub import Hub
+    from .throttle import Throttles
 
 HUB: web.AppKey[Hub] = web.AppKey("hub")
+THROTTLES: web.AppKey[Throttles] = web.AppKey("throttles")

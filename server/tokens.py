@@ -28,6 +28,7 @@ ISSUER: Final = "alcove"
 ALG: Final = "EdDSA"
 LEEWAY: Final = 30
 TICKET_TTL: Final = 30.0
+MAX_TICKETS_PER_LINK: Final = 4
 ROOM_TYP, ADMIN_TYP, RESUME_TYP = "alcove-room+jwt", "alcove-admin+jwt", "alcove-resume+jwt"
 ROOM_AUD, ADMIN_AUD, RESUME_AUD = "alcove-room", "alcove-admin", "alcove-resume"
 Kind = Literal["room", "admin", "resume"]
@@ -271,6 +272,10 @@ class Tokens:
 
     def issue_ticket(self, admission: Admission, now: float) -> str:
         self._tickets = {t: v for t, v in self._tickets.items() if v[1] > now}
+        # At most a few outstanding tickets per link: a new one retires the oldest.
+        mine = [t for t, v in self._tickets.items() if v[0].token_id == admission.token_id]
+        for old in mine[:max(0, len(mine) - MAX_TICKETS_PER_LINK + 1)]:
+            del self._tickets[old]
         ticket = secrets.token_urlsafe(24)
         self._tickets[ticket] = (admission, now + TICKET_TTL)
         return ticket
@@ -280,6 +285,8 @@ class Tokens:
         if entry is None or entry[1] < now:
             raise SignalingError("ticket-invalid", "the ticket is unknown, used or expired")
         admission = entry[0]
+        if admission.spec.room_id in self.revocations.rooms:  # ended after the ticket was taken
+            raise SignalingError("room-ended", "this session has ended")
         if self.revocations.is_revoked(admission.token_id, admission.spec.room_id):
             raise SignalingError("token-revoked", "this link was revoked")
         return admission

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Callable
 
 from aiohttp import WSMessage, WSMsgType, web
 
 from signaling import messages as m
 from signaling.errors import SignalingError
 
+from . import jsondecode, throttle
 from .hub import Connection, Hub
 from .logs import log_event
-from .security import origin_allowed
-from .state import HUB
+from .security import origin_allowed, websocket_version_ok
+from .state import HUB, THROTTLES
 
 HELLO_TIMEOUT = 10.0
+HELLO_TIMEOUT_S = 10
 RATE = 50.0  # messages per second, sustained
 BURST = 200.0
 MAX_STRIKES = 100  # refused messages over the rate before the socket is closed
@@ -47,7 +50,30 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, hub.config):
         log_event("origin-refused", code="origin")
         raise web.HTTPForbidden(text="origin not allowed")
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=m.MAX_MESSAGE_BYTES, autoping=True)
+    if not websocket_version_ok(request):
+        raise web.HTTPBadRequest(text="websocket version 13 only", headers={"Sec-WebSocket-Version": "13"})
+    throttles = request.app[THROTTLES]
+    address = throttle.client_address(request, hub.config.trust_proxy)
+    if (refused := throttle.spend(request, "connection", throttles.connections, address)):
+        return refused
+    if not throttles.hold_pending(address):
+        hub.metrics.throttle("pending")
+        return throttle.too_many("rate-limited", "too many connections waiting for hello", HELLO_TIMEOUT_S)
+    pending = [address]  # emptied once the socket said hello (or ended)
+
+    def said_hello() -> None:
+        while pending:
+            throttles.release_pending(pending.pop())
+
+    try:
+        return await _session(request, hub, said_hello)
+    finally:
+        said_hello()
+
+
+async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None]) -> web.StreamResponse:
+    # aiohttp refuses a message of max_msg_size bytes or more: +1 keeps the documented limit (64 KiB) inclusive.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=jsondecode.MAX_BYTES + 1, autoping=True)
     await ws.prepare(request)
     c = hub.register(ws)
     limit = RateLimit()
@@ -59,6 +85,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             hub.send_error(c, "hello-expected", "send hello first")
             hub.close(c.conn, 4001, "hello-expected")
             return ws
+        said_hello()
         joined = _hello(hub, c, first)
         if not joined:
             return ws
@@ -73,7 +100,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 hub.send_error(c, "rate-limited", "too many messages; slow down")
                 continue
             try:
-                decoded = m.decode_client(msg.data)
+                decoded = jsondecode.decode_client(msg.data)
             except SignalingError as err:
                 hub.send_error(c, err.code, err.message, err.ref)
                 continue
@@ -85,7 +112,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             hub.metrics.error("too-large")
     except Exception:
         log_event("socket-failed", code="server-error", conn=c.conn)
-        hub.metrics.error("server-error")
+        hub.send_error(c, "server-error", "an unexpected fault; nothing was changed")  # counts it
+        hub.close(c.conn, 1011, "server-error")
     finally:
         await hub.unregister(c)
     return ws
@@ -100,7 +128,7 @@ def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
         hub.close(c.conn, 4001, "hello-expected")
         return False
     try:
-        hello = m.decode_client(first.data)
+        hello = jsondecode.decode_client(first.data)
         if not isinstance(hello, m.Hello):
             raise SignalingError("hello-expected", "send hello first", ref=str(type(hello).__struct_config__.tag))
         if hello.v != m.PROTOCOL_VERSION:

@@ -566,7 +566,9 @@ class Worker:
 def worker_main(conn: Connection, config: WorkerConfig) -> None:
     """Entry point of a worker process (``multiprocessing`` target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when workers stop
-    logging.basicConfig(level=logging.WARNING)
+    from ..logs import configure
+
+    configure("WARNING")  # the same allowlist as the server: aiortc/aioice lines keep code locations only
     if config.loopback:
         hooks.allow_loopback_candidates()
     asyncio.run(Worker(conn, config).run())

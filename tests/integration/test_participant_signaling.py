@@ -203,9 +203,9 @@ async def test_second_device_refused_and_first_kept(alcove: Any, join: Any) -> N
     with pytest.raises(JoinRefused) as err:
         await SignalingClient.open(alcove.url, room["therapist_link"], name="Dr. T again")
     assert err.value.code == "device-in-use"
-    await asyncio.sleep(0.1)
+    # the queue is state, coalesced to a few updates per second: wait for the latest
+    await t.wait_until(lambda: [(q.pid, q.name, q.connected) for q in t.queue] == [(first.pid, "Alex", True)], 5)
     assert first.connected and t.connected
-    assert [(q.pid, q.name, q.connected) for q in t.queue] == [(first.pid, "Alex", True)]
     await t.admit(first.pid)
     await first.wait_until(lambda: first.status == "admitted", 5)
 

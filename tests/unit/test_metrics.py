@@ -92,8 +92,17 @@ def test_no_label_can_hold_an_address_name_or_token() -> None:
     m = Metrics()
     for code in ("bad-json", "room-full", "ticket-invalid"):
         m.error(code)
-    allowed = {"state", "role", "reason", "code", "le"}
+    m.throttle("ticket")
+    allowed = {"state", "role", "reason", "code", "le", "kind"}
     for (_, labels) in _samples(m):
         for name, value in labels:
             assert name in allowed
             assert ":" not in value and "@" not in value and " " not in value
+
+
+def test_throttle_kinds_are_a_fixed_set() -> None:
+    m = Metrics()
+    m.throttle("admin-auth")
+    with pytest.raises(ValueError):
+        m.throttle("127.0.0.1")
+    assert b'alcove_throttled_total{kind="admin-auth"} 1.0' in m.render()[0]

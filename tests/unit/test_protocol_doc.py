@@ -96,3 +96,16 @@ def test_schema_rejects_unknown_fields_everywhere() -> None:
     for name in m.CLIENT_TYPES:
         with pytest.raises(msgspec.ValidationError):
             msgspec.json.decode(json.dumps({"type": name, "zzz": 1}).encode(), type=m.ClientMessage)
+
+
+def test_the_close_code_table_lists_every_close_code_the_server_sends() -> None:
+    """Every literal close code in the edge and the core, and every error's close code, has a row."""
+    rows = set(int(code) for code in re.findall(r"^\| (\d{4}) \|", DOC.split("## Close codes", 1)[1], flags=re.M))
+    sent = {code for code in CLOSE_CODES.values() if code is not None}
+    for path in [*(ROOT / "server").rglob("*.py"), *(ROOT / "signaling").rglob("*.py")]:
+        text = path.read_text()
+        sent |= {int(c) for c in re.findall(r"close\([^()]*?\b(1\d{3}|4\d{3})\b", text, flags=re.I)}
+        sent |= {int(c) for c in re.findall(r"close_code or (\d{4})", text)}
+        sent |= {int(c) for c in re.findall(r"\bcode=(1\d{3}|4\d{3})\b", text)}
+    assert {1000, 1001, 4000, 4009, 4012} <= sent  # the scan finds them
+    assert sent - {1006} <= rows, sorted(sent - rows)

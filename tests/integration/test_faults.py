@@ -1,0 +1,200 @@
+"""Faults rehearsed (issue 10, item 7), in the loopback-only namespace with Python participants: the server
+killed (``kill -9``) or stopped for a deploy (SIGTERM) mid-session and started again, the server frozen for 2 s
+(SIGSTOP/SIGCONT), a client's network cut for 5 s and for longer than the grace.
+
+Mesh media is peer to peer: it must go on through a signaling outage, and everyone must be back in the room
+without a new admission within 10 s of the new server listening (the figure is printed: ``-s``).
+The therapist's crash and return within and after the grace, and the session's end with people in it, are in
+test_participant_signaling.py (``test_therapist_drop_return_and_grace``, ``test_hard_end_closes_everyone``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from peer.participant import Participant
+
+pytestmark = [pytest.mark.media, pytest.mark.integration, pytest.mark.usefixtures("media_namespace")]
+
+ROOT = Path(__file__).resolve().parents[2]
+BACK_WITHIN = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``alcove serve`` as operators run it (plain HTTP on loopback), restartable on the same port and data."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.port = free_port()
+        self.admin_key = secrets.token_urlsafe(24)
+        self.data = tmp_path / "data"
+        self.log = tmp_path / "server.log"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> float:
+        """Start and wait until it listens; returns that moment (monotonic)."""
+        env = {**os.environ, "ALCOVE_DATA_DIR": str(self.data), "ALCOVE_ADMIN_KEY": self.admin_key}
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "server.cli", "serve", "--no-tls", "--host", "127.0.0.1",
+                "--port", str(self.port), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(20):
+            while b"serving" not in (line := await self.proc.stdout.readline()):
+                assert line, "the server exited"
+        return time.monotonic()
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), 15)
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def create_room(self, **body: Any) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{self.url}/api/rooms", json={"start": "now", **body},
+                headers={"Authorization": f"Bearer {self.admin_key}"}) as r:
+            assert r.status == 201
+            data: dict[str, Any] = await r.json()
+            return data
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ServerProcess]:
+    s = ServerProcess(tmp_path)
+    await s.start()
+    try:
+        yield s
+    finally:
+        await s.stop()
+
+
+async def session(server: ServerProcess) -> tuple[Participant, Participant]:
+    room = await server.create_room(type="individual")
+    t = await Participant.join(server.url, room["therapist_link"], name="Dr. T")
+    c = await Participant.join(server.url, room["client_links"][0], name="Alex")
+    await t.wait_until(lambda: any(q.pid == c.pid for q in t.queue), 5, "queued")
+    await t.admit(c.pid)
+    await c.wait_until(lambda: c.status == "admitted", 5, "admitted")
+    await c.wait_frames(t.pid, video=11, audio=10)
+    await t.wait_frames(c.pid, video=11, audio=10)
+    return t, c
+
+
+def video(p: Participant, other: Participant) -> int:
+    return p.frames_from(other.pid)["video"]
+
+
+async def media_goes_on(t: Participant, c: Participant, frames: int = 15) -> None:
+    a, b = video(t, c), video(c, t)
+    await t.wait_frames(c.pid, video=a + frames)
+    await c.wait_frames(t.pid, video=b + frames)
+
+
+async def rejoin(p: Participant) -> float:
+    """Reconnect with the resume credential as a client does (retrying every 0.1 s); the moment it is back."""
+    credential = p.resume_credential
+    while True:
+        if p.sc is not None and p.sc.resume is None:
+            p.sc.resume = credential  # a failed attempt made a fresh client: keep the credential
+        try:
+            await p.reconnect()
+            return time.monotonic()
+        except Exception:
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+async def test_a_restart_mid_session_keeps_media_and_brings_everyone_back(server: ServerProcess, sig: int) -> None:
+    t, c = await session(server)
+    try:
+        tpid, cpid = t.pid, c.pid
+        server.signal(sig)
+        code = await server.wait()
+        if sig == signal.SIGTERM:
+            assert code == 0  # a clean stop for a deploy
+            for p in (t, c):
+                assert p.sc is not None and await p.sc.wait_closed(5) == 1001  # told to come back
+        await media_goes_on(t, c)  # peer to peer: the outage does not touch the media
+        rejoining = [asyncio.create_task(rejoin(p)) for p in (t, c)]
+        listening = await server.start()
+        back = await asyncio.gather(*rejoining)
+        gap = max(back) - listening
+        print(f"\nfault {signal.Signals(sig).name}: everyone back {gap:.2f} s after the server listened")
+        assert gap <= BACK_WITHIN, gap
+        # where they were, without a new admission
+        assert (t.pid, t.role, c.pid, c.status) == (tpid, "therapist", cpid, "admitted")
+        await t.wait_until(lambda: c.pid in t.roster and t.roster[c.pid].connected, 5, "roster")
+        await media_goes_on(t, c)
+        assert t.failures == [] and c.failures == []
+    finally:
+        await t.close()
+        await c.close()
+
+
+async def test_a_frozen_server_evicts_nobody(server: ServerProcess) -> None:
+    t, c = await session(server)
+    try:
+        server.signal(signal.SIGSTOP)
+        await asyncio.sleep(2.0)  # the fault itself: the process is frozen for 2 s of real time
+        server.signal(signal.SIGCONT)
+        await media_goes_on(t, c)
+        mark = c.mark()
+        await t.sc.send(b'{"type":"extend","minutes":5}')  # type: ignore[union-attr]
+        await c.expect("time", after=mark)
+        assert t.connected and c.connected and c.status == "admitted"
+        assert t.roster[c.pid].connected and c.roster[t.pid].connected
+    finally:
+        await t.close()
+        await c.close()
+
+
+async def test_a_client_network_cut_of_5_s_and_past_the_grace(alcove: Any, join: Any) -> None:
+    room = await alcove.create_room(type="individual")
+    t = await join(room["therapist_link"], name="Dr. T")
+    c = await join(room["client_links"][0], name="Alex")
+    await t.wait_until(lambda: any(q.pid == c.pid for q in t.queue), 5, "queued")
+    await t.admit(c.pid)
+    await c.wait_frames(t.pid, video=11)
+    cpid = c.pid
+    # 5 s: the seat is kept, the client comes back admitted, media never stopped
+    await c.drop_signaling()
+    await t.wait_until(lambda: not t.roster[cpid].connected, 5, "marked dropped")
+    await alcove.advance(5)
+    await media_goes_on(t, c)
+    welcome = await c.reconnect()
+    assert (welcome.pid, welcome.status) == (cpid, "admitted")
+    await t.wait_until(lambda: t.roster[cpid].connected, 5, "back")
+    # past the grace: the seat is given up and the therapist sees it go
+    await c.drop_signaling()
+    await alcove.advance(alcove.hub.config.timing.grace + 1)
+    await t.wait_until(lambda: cpid not in t.roster, 5, "seat freed")
+    assert alcove.hub.rooms.get(room["room_id"]).members.get(cpid) is None
