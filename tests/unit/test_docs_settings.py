@@ -12,8 +12,8 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 NOT_CODE = {"tests", "docs", "web", "deploy", "certs", "build", "dist", "node_modules"}
 
 # How code reads or hands on an environment variable: os.environ[...], environ.get(...), env.get(...),
-# os.getenv(...), or a key of an environment dict given to a child process.
-_ENV_USE = re.compile(r"""(?:\b(?:environ|env|getenv)\b[^\n]{0,24}?|[{,]\s*)["'](ALCOVE_[A-Z0-9_]+)["']""")
+# os.getenv(...), a key of an environment dict given to a child process, or a value of a name table.
+_ENV_USE = re.compile(r"""(?:\b(?:environ|env|getenv)\b[^\n]{0,24}?|[{,:]\s*)["'](ALCOVE_[A-Z0-9_]+)["']""")
 
 
 def code_variables() -> dict[str, set[str]]:
