@@ -12,8 +12,10 @@ WORKDIR /app
 # Only what the package needs (no .venv, .git, certs or .env in the image).
 COPY pyproject.toml README.md* ./
 COPY signaling/ signaling/
+COPY rtc/ rtc/
 COPY server/ server/
 COPY peer/ peer/
+COPY tools/ tools/
 COPY web/ web/
 RUN pip install . \
  && useradd --system --uid 10001 --home-dir /var/lib/alcove --shell /usr/sbin/nologin alcove \

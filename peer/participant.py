@@ -14,7 +14,7 @@ remote pid. ICE servers come only from the server's ``ice-servers`` message (nev
 its intro in ``hello``, checks the therapist's grant, reveals its nonce and both sides compute the SAS
 (:attr:`Participant.sas`, :attr:`Participant.sas_of`); the therapist issues a new epoch on every change of the
 admitted set (and when it returns), collects acks and switches. Media is SFrame-protected through
-``peer.aiortc_hooks`` (VP8/Opus only); every offer/answer to a peer is signed and verified before
+``rtc.aiortc_hooks`` (VP8/Opus only); every offer/answer to a peer is signed and verified before
 ``setRemoteDescription``. A failed check is recorded in :attr:`Participant.security_failures` and nothing
 connects.
 
@@ -38,23 +38,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiortc import (
-    RTCBundlePolicy,
-    RTCConfiguration,
-    RTCIceServer,
-    RTCPeerConnection,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-    RTCSessionDescription,
-)
+from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from rtc import aiortc_hooks as hooks
+from rtc.codecs import prefer_vp8_opus
+from rtc.ice import aiortc_configuration
 from signaling import messages as m
 
-from . import aiortc_hooks as hooks
-from .aiortc_hooks import selected_pair_types
 from .e2ee import (
     SAS,
     SWITCH_TIMEOUT,
@@ -70,33 +63,9 @@ from .e2ee import (
 from .media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
 from .signaling_client import JoinRefused, SignalingClient, base_of, token_of
 
-__all__ = ["JoinRefused", "Participant", "PeerLink", "SfuLink", "ice_configuration", "link_info_of",
-           "prefer_vp8_opus", "selected_pair_types"]
+__all__ = ["JoinRefused", "Participant", "PeerLink", "SfuLink", "link_info_of"]
 
 log = logging.getLogger("alcove.peer")
-
-
-def ice_configuration(servers: list[dict[str, Any]], *, relay_only: bool = False,
-                      bundle: bool = False) -> RTCConfiguration:
-    """An explicit ``RTCConfiguration`` from an ``ice-servers`` message (``[]``: host candidates only).
-
-    ``relay_only`` uses :func:`server.turn.aiortc_configuration` (the RELAY enum, UDP TURN URL first).
-    """
-    if relay_only:
-        from server.turn import aiortc_configuration
-
-        config = aiortc_configuration([s for s in servers if s.get("urls")], relay_only=True)
-    else:
-        ice = []
-        for s in servers:
-            urls = s.get("urls")
-            if not urls:
-                continue
-            ice.append(RTCIceServer(urls=urls, username=s.get("username"), credential=s.get("credential")))
-        config = RTCConfiguration(iceServers=ice)
-    if bundle:
-        config.bundlePolicy = RTCBundlePolicy.MAX_BUNDLE
-    return config
 
 
 def link_info_of(link: str) -> LinkInfo:
@@ -104,22 +73,6 @@ def link_info_of(link: str) -> LinkInfo:
     if "#" not in link:
         return LinkInfo(link)
     return parse_link_fragment(link.split("#", 1)[1])
-
-
-def prefer_vp8_opus(transceiver: RTCRtpTransceiver) -> None:
-    """Offer/accept only VP8 (+RTX) for video and Opus for audio: E2EE cannot protect other codecs."""
-    caps = RTCRtpSender.getCapabilities(transceiver.kind).codecs
-    wanted = ("video/vp8", "video/rtx") if transceiver.kind == "video" else ("audio/opus",)
-    transceiver.setCodecPreferences([c for c in caps if c.mimeType.lower() in wanted])
-
-
-def sdp_candidate_types(sdp: str | None) -> list[str]:
-    """The ``typ`` of every ``a=candidate`` line of an SDP."""
-    out = []
-    for line in (sdp or "").splitlines():
-        if line.startswith("a=candidate:") and " typ " in line:
-            out.append(line.split(" typ ", 1)[1].split()[0])
-    return out
 
 
 @dataclass
@@ -608,7 +561,7 @@ class Participant:
                 self._spawn(self._offer(pid), "alcove-offer")
 
     def _new_link(self, pid: str, *, offerer: bool) -> PeerLink:
-        pc = RTCPeerConnection(ice_configuration(self.ice_servers, relay_only=self.relay_only))
+        pc = RTCPeerConnection(aiortc_configuration(self.ice_servers, relay_only=self.relay_only))
         link = PeerLink(pid, pc, offerer)
         video = SyntheticVideoTrack(self.width, self.height, self.fps)
         audio = SyntheticAudioTrack()
@@ -715,7 +668,7 @@ class Participant:
             self._spawn(self._negotiate_sfu(sfu), "alcove-sfu-offer")
 
     def _new_sfu(self) -> SfuLink:
-        pc = RTCPeerConnection(ice_configuration(self.ice_servers, relay_only=self.relay_only, bundle=True))
+        pc = RTCPeerConnection(aiortc_configuration(self.ice_servers, relay_only=self.relay_only, bundle=True))
         sfu = SfuLink(pc)
         video = SyntheticVideoTrack(self.width, self.height, self.fps)
         audio = SyntheticAudioTrack()

@@ -1,6 +1,6 @@
 """Cost of Alcove's SFrame layer in Python against raw AES-GCM on the same frames.
 
-    .venv/bin/python -m peer.bench_e2ee --seconds 5 --json
+    .venv/bin/python -m tools.bench_e2ee --seconds 5 --json
 
 Each round protects and unprotects a realistic mix of encoded frames with :class:`peer.sframe.FrameEncryptor`
 and :class:`peer.sframe.FrameDecryptor` (suite 4, AES-128-GCM, the media path of ``KeyState``): 3 VP8 delta
@@ -34,7 +34,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .sframe import FrameDecryptor, FrameEncryptor, FrameKind
+from peer.sframe import FrameDecryptor, FrameEncryptor, FrameKind
 
 __all__ = ["bench_browser", "bench_e2ee", "main", "sample_frames"]
 

@@ -21,7 +21,7 @@ join/waiting previews still render the camera; releasing any one of them, or one
 modified ``/static/js/<name>`` to the Alcove pages, for experiments without touching web/.
 
 Run inside the loopback-only namespace (the browser needs ``--allow-loopback-in-peer-connection``):
-    unshare -n sh -c 'ip link set lo up && .venv/bin/python -m peer.bench_join --runs 10 [--two-browsers]'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/python -m tools.bench_join --runs 10 [--two-browsers]'
 """
 
 from __future__ import annotations

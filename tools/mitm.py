@@ -31,7 +31,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCCertificate
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .e2ee import sign_sdp
+from peer.e2ee import sign_sdp
 
 __all__ = ["MitmProxy", "rewrite_fingerprints"]
 

@@ -13,7 +13,7 @@ client(s) and checks one scenario:
 * ``wrong-key`` — an E2EE room (links with ``s``/``tk``, as the therapist UI makes them) of at least two
   clients where the last client installs corrupted epoch keys: it decodes 0 frames (and nobody decodes its
   frames) while the others decode each other; figures: frames per receiver and sender, decrypt failures;
-* ``mitm``    — the probe puts its own fingerprint-swapping relay (``peer.mitm.MitmProxy``) between its peers
+* ``mitm``    — the probe puts its own fingerprint-swapping relay (``tools.mitm.MitmProxy``) between its peers
   and the server; ok only if both peers refuse the SDP (security failure recorded) and never connect;
 * ``group``   — a ``--clients N`` family/group room with topology ``sfu`` and E2EE: every peer receives frames
   from every other peer through the SFU; ``figures.server_decoded_frames`` is the server's
@@ -37,9 +37,12 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .e2ee import b64e, pub_raw, tk_of
-from .participant import Participant, sdp_candidate_types, selected_pair_types
-from .signaling_client import JoinRefused, SignalingClient, base_of
+from peer.e2ee import b64e, pub_raw, tk_of
+from peer.participant import Participant
+from peer.signaling_client import JoinRefused, SignalingClient, base_of
+from rtc.aiortc_hooks import allow_loopback_candidates, selected_pair_types
+from rtc.ice import sdp_candidate_types
+from tools.mitm import MitmProxy
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
@@ -99,8 +102,6 @@ async def run_probe(server: str, scenario: str, *, duration: float = 15.0, clien
         result["error"] = "clients is between 1 and 10"
         return result
     if _is_loopback(server):
-        from .aiortc_hooks import allow_loopback_candidates
-
         allow_loopback_candidates()
     probe = _Probe(base_of(server), admin_key, insecure, duration, clients, figures)
     started = time.monotonic()
@@ -343,8 +344,6 @@ class _Probe:
             _check(grew >= min(5, int(seconds * 5)), f"video from {b} to {a} stalled ({grew} frames)")
 
     async def mitm(self) -> None:
-        from .mitm import MitmProxy
-
         self.proxy = await MitmProxy(self.server, rewrite=True, insecure=self.insecure).start()
         self.n = 1
         await self._setup(e2ee=True, via=self.proxy.url)

@@ -4,7 +4,7 @@ One process runs many rooms on its own asyncio loop. Per participant there is on
 whose offer comes from the client (the client always offers, the SFU always answers):
 
 * the client's ``sendonly``/``sendrecv`` audio and video m-lines (the first of each kind) are its *publish*
-  streams: their receivers are made pass-through (:func:`peer.aiortc_hooks.make_passthrough`), so
+  streams: their receivers are made pass-through (:func:`rtc.aiortc_hooks.make_passthrough`), so
   ``receiver.track.recv()`` yields encoded ``av.Packet`` objects and nothing is ever decoded;
 * its ``recvonly`` m-lines are *slots*: the SFU answers them ``sendonly`` and feeds each one with one other
   member's stream of that kind (a :class:`Slot` track; the sender ``pack()``s the packets, no re-encode).
@@ -42,9 +42,6 @@ from typing import Any
 
 import av
 from aiortc import (
-    RTCBundlePolicy,
-    RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCSessionDescription,
@@ -52,7 +49,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from peer import aiortc_hooks as hooks
+from rtc import aiortc_hooks as hooks
+from rtc.ice import aiortc_configuration
 
 log = logging.getLogger("alcove.sfu.worker")
 
@@ -412,11 +410,8 @@ class Worker:
     # -------------------------------------------------------------- negotiation
 
     def new_pc(self) -> RTCPeerConnection:
-        servers = [RTCIceServer(**s) for s in self.config.ice_servers]
-        # MAX_BUNDLE: with aiortc's default (balanced), transceivers created from a re-offer or after the first
-        # one of their kind stay on a transport that the offer's BUNDLE group discards (no media). Clients
-        # must offer BUNDLE (browsers always do).
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # MAX_BUNDLE (see rtc.ice.aiortc_configuration): clients must offer BUNDLE (browsers always do).
+        return RTCPeerConnection(aiortc_configuration(self.config.ice_servers, relay_only=False, bundle=True))
 
     async def offer(self, room_id: str, pid: str, sdp: str) -> None:
         room = self.rooms.get(room_id)

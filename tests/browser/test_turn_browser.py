@@ -150,7 +150,9 @@ async def test_chromium_to_chromium_relay_only(alcove: AlcoveServer, pages: Any,
 
 
 async def test_chromium_to_aiortc_relay_only(alcove: AlcoveServer, pages: Any, coturn: Any) -> None:  # noqa: F811
-    from peer.participant import Participant, sdp_candidate_types, selected_pair_types
+    from peer.participant import Participant
+    from rtc.aiortc_hooks import selected_pair_types
+    from rtc.ice import sdp_candidate_types
 
     room = await alcove.create_room(type="individual", host="Dr. Ionescu")
     therapist = await relay_page(pages)

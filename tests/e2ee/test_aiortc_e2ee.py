@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from peer import aiortc_hooks as hooks
 from peer.e2ee import ClientKeys, TherapistKeys, b64e, message_kind, pub_raw, tk_of
 from peer.participant import Participant
+from rtc import aiortc_hooks as hooks
 from signaling import messages as m
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.media, pytest.mark.integration,

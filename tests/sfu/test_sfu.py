@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from peer import aiortc_hooks as hooks
 from peer.media import rgb_to_yuv
+from rtc import aiortc_hooks as hooks
 
 from .harness import Client, Harness, until
 

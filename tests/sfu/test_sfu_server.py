@@ -13,9 +13,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from peer.participant import Participant
-from peer.probe import run_probe
 from tests.conftest import AlcoveServer
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links, switched
+from tools.probe import run_probe
 
 pytestmark = [pytest.mark.sfu, pytest.mark.media, pytest.mark.integration]
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from peer.participant import Participant, sdp_candidate_types, selected_pair_types
-from peer.probe import run_probe
+from peer.participant import Participant
+from rtc.aiortc_hooks import selected_pair_types
+from rtc.ice import sdp_candidate_types
 from server.config import Config, Secret
 from signaling import messages as m
 from tests.conftest import AlcoveServer, require_loopback_namespace, serving
+from tools.probe import run_probe
 
 pytestmark = [pytest.mark.turn, pytest.mark.media, pytest.mark.integration]
 
