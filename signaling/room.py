@@ -173,6 +173,13 @@ class Room:
         t = self.therapist
         return ([t] if t else []) + self.clients("admitted")
 
+    def is_over(self, now: float) -> bool:
+        """Is this session over (ended, or past its end, extensions included)? The one place that decides."""
+        return self.ended is not None or now >= self.ends_at
+
+    def member(self, pid: str) -> Member | None:
+        return self.members.get(Pid(pid))
+
     def is_empty(self) -> bool:
         return not self.members
 
@@ -234,7 +241,7 @@ class Room:
         if self.ended:
             return []
         out = _Out()
-        if now >= self.ends_at:
+        if self.is_over(now):
             return self.end("time", now)
         crossed = [w for w in self.timing.warnings_minutes
                    if w not in self.warned and now >= self.ends_at - w * 60]
@@ -290,7 +297,7 @@ class Room:
     # ------------------------------------------------------------------ connect
 
     def _connect(self, conn: ConnId, adm: Admission, hello: m.Hello, now: float, out: _Out) -> None:
-        if self.ended or now >= self.ends_at:
+        if self.is_over(now):
             raise SignalingError("room-ended", "this session has ended")
         if now < self.opens_at:
             raise SignalingError("room-not-open", f"this session opens at {iso(self.opens_at)}")
