@@ -230,7 +230,7 @@ class Hub:
             self._media_start = None
             for e in self._media_pending:
                 if isinstance(e, MediaSignal):
-                    self._media_send(e.room_id, e.pid, m.MediaEnded(from_="sfu"))
+                    self._media_send(e.room_id, e.pid, m.MediaEnded(from_=m.SFU_PID))
             self._media_pending.clear()
             return
         self.media = manager
@@ -241,7 +241,7 @@ class Hub:
     def _sfu_ice_servers(self) -> list[dict[str, object]]:
         """The SFU's own TURN credentials (for an SFU host behind NAT), refreshed by the tick well before expiry."""
         now = self.clock()
-        servers, expires = self.services.ice_servers("sfu", now, now + MAX_SFU_CREDENTIAL)
+        servers, expires = self.services.ice_servers(m.SFU_PID, now, now + MAX_SFU_CREDENTIAL)
         self._sfu_ice_expires = expires
         return servers
 

@@ -102,7 +102,7 @@ def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
     try:
         hello = m.decode_client(first.data)
         if not isinstance(hello, m.Hello):
-            raise SignalingError("hello-expected", "send hello first", ref=str(type(hello).__struct_config__.tag))
+            raise SignalingError("hello-expected", "send hello first", ref=m.tag_of(hello))
         if hello.v != m.PROTOCOL_VERSION:
             raise SignalingError("unsupported-version", f"this server speaks version {m.PROTOCOL_VERSION}", "hello")
         now = hub.clock()

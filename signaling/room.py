@@ -28,7 +28,6 @@ from .errors import SignalingError
 from .names import clean_name
 from .policy import Timing
 
-SFU_PEER = "sfu"
 ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
 
 
@@ -208,13 +207,13 @@ class Room:
         handler = self._dispatch.get(type(msg))
         try:
             if handler is None:
-                raise SignalingError("not-allowed", "this message is not allowed now", ref=_tag(msg))
+                raise SignalingError("not-allowed", "this message is not allowed now", ref=m.tag_of(msg))
             if type(msg) in self._therapist_only and member.role != "therapist":
-                raise SignalingError("not-allowed", "only the therapist can do this", ref=_tag(msg))
+                raise SignalingError("not-allowed", "only the therapist can do this", ref=m.tag_of(msg))
             handler(member, msg, now, out)
         except SignalingError as err:
             if err.ref is None:
-                err = SignalingError(err.code, err.message, ref=_tag(msg))
+                err = SignalingError(err.code, err.message, ref=m.tag_of(msg))
             return [Send(conn, m.error_message(err))]
         return out.effects
 
@@ -504,7 +503,7 @@ class Room:
         assert isinstance(msg, (m.Offer, m.Answer, m.Candidate))
         if sender.status != "admitted":
             raise SignalingError("not-allowed", "only admitted participants exchange media")
-        if msg.to == SFU_PEER and self.spec.topology == "sfu":
+        if msg.to == m.SFU_PID and self.spec.topology == "sfu":
             out.effects.append(MediaSignal(self.room_id, sender.pid, msg))
             return
         target = self.members.get(Pid(msg.to))
@@ -592,7 +591,3 @@ class Room:
         if self.spec.topology == "sfu":
             pids = frozenset(p.pid for p in self.admitted() if p.conn is not None)
             out.effects.append(MediaMembers(self.room_id, pids))
-
-
-def _tag(msg: m.ClientMessage) -> str:
-    return str(type(msg).__struct_config__.tag)

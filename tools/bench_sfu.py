@@ -238,7 +238,7 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
             while parent.poll():
                 msg = parent.recv()
                 if msg[0] == "offer":
-                    manager.handle(MediaSignal(room, msg[1], m.Offer(to="sfu", sdp=msg[2])))  # type: ignore[arg-type]
+                    manager.handle(MediaSignal(room, msg[1], m.Offer(to=m.SFU_PID, sdp=msg[2])))  # type: ignore[arg-type]
                 else:
                     events.put_nowait(msg)
         except (EOFError, OSError):

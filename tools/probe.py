@@ -43,6 +43,7 @@ from peer.signaling_client import JoinRefused, SignalingClient, base_of
 from rtc.aiortc_hooks import allow_loopback_candidates, selected_pair_types
 from rtc.ice import sdp_candidate_types
 from tools.mitm import MitmProxy
+from tools.wrong_key import keystate_factory
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
@@ -160,7 +161,7 @@ class _Probe:
                                                 therapist_ik=ik, relay_only=relay_only)
         for i, link in enumerate(c_links):
             self.clients.append(await Participant.join(server, link, name=f"Probe client {i + 1}",
-                                                       insecure=self.insecure, wrong_key=i in wrong,
+                                                       insecure=self.insecure, **keystate_factory(i in wrong),
                                                        relay_only=relay_only))
         self.figures["join_ms"] = round((time.monotonic() - started) * 1000, 1)
         await self._check_waiting()

@@ -16,6 +16,7 @@ from peer.participant import Participant
 from tests.conftest import AlcoveServer
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links, switched
 from tools.probe import run_probe
+from tools.wrong_key import keystate_factory
 
 pytestmark = [pytest.mark.sfu, pytest.mark.media, pytest.mark.integration]
 
@@ -38,7 +39,7 @@ async def family(sfu_server: AlcoveServer) -> AsyncIterator[Any]:
         joined.append(t)
         cs = []
         for i, link in enumerate(c_links):
-            c = await Participant.join(sfu_server.url, link, name=f"C{i}", wrong_key=i in wrong)
+            c = await Participant.join(sfu_server.url, link, name=f"C{i}", **keystate_factory(i in wrong))
             joined.append(c)
             cs.append(c)
         assert t.sfu_room and all(c.sfu_room for c in cs)
