@@ -35,6 +35,7 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from peer.sframe import FrameDecryptor, FrameEncryptor, FrameKind
+from tools.admin_client import create_room
 
 __all__ = ["bench_browser", "bench_e2ee", "main", "sample_frames"]
 
@@ -168,11 +169,7 @@ def _browser_root(marker: str) -> int:
 
 async def _browser_call(browser: Any, http: Any, base: str, admin_key: str, *, e2ee: bool, seconds: float,
                         root: int) -> dict[str, Any]:
-    async with http.post(f"{base}/api/rooms", json={"type": "individual", "start": "now", "host": "Bench"},
-                         headers={"Authorization": f"Bearer {admin_key}"}) as r:
-        room: dict[str, Any] = await r.json()
-        if r.status != 201:
-            raise RuntimeError(f"room creation failed: {room}")
+    room = await create_room(http, base, admin_key, {"type": "individual", "start": "now", "host": "Bench"})
     t_link, c_link = room["therapist_link"], room["client_links"][0]
     if e2ee:  # the link secret in both links turns E2EE on (the client's MAC checks out; no tk: SAS only)
         s = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()

@@ -38,6 +38,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tools.admin_client import create_room
+
 from .chromium import CHROME_ARGS, CHROMIUM
 
 __all__ = ["bench_join"]
@@ -144,15 +146,6 @@ async def _start_server(data_dir: Path) -> tuple[web.AppRunner, str, str]:
     return runner, f"http://127.0.0.1:{port}", admin_key
 
 
-async def _create_room(http: Any, base: str, admin_key: str) -> dict[str, Any]:
-    async with http.post(f"{base}/api/rooms", json={"type": "individual", "start": "now", "host": "Bench"},
-                         headers={"Authorization": f"Bearer {admin_key}"}) as r:
-        data: dict[str, Any] = await r.json()
-        if r.status != 201:
-            raise RuntimeError(f"room creation failed: {data}")
-        return data
-
-
 async def _new_page(browser: Any, base: str, overrides: dict[str, str] | None = None) -> tuple[Any, Any]:
     ctx = await browser.new_context()
     await ctx.grant_permissions(["camera", "microphone"], origin=base)
@@ -170,7 +163,7 @@ def _fulfil_js(body: str) -> Any:
 
 async def _alcove_run(browsers: tuple[Any, Any], http: Any, base: str, admin_key: str,
                       overrides: dict[str, str] | None = None) -> float:
-    room = await _create_room(http, base, admin_key)
+    room = await create_room(http, base, admin_key, {"type": "individual", "start": "now", "host": "Bench"})
     cctx, client = await _new_page(browsers[0], base, overrides)
     tctx, therapist = await _new_page(browsers[1], base, overrides)
     try:

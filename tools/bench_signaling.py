@@ -38,6 +38,7 @@ import msgspec
 
 from peer.signaling_client import SignalingClient, base_of
 from signaling import messages as m
+from tools.admin_client import create_room
 
 __all__ = ["bench_signaling", "percentile"]
 
@@ -263,12 +264,7 @@ async def _alcove_run(server: str, admin_key: str, rooms: int, participants: int
     body = {"type": kind, "clients": participants - 1, "topology": "mesh"}
     async with aiohttp.ClientSession() as http:
         async def create() -> dict[str, Any]:
-            async with http.post(f"{server}/api/rooms", json=body,
-                                 headers={"Authorization": f"Bearer {admin_key}"}) as r:
-                data: dict[str, Any] = await r.json()
-                if r.status != 201:
-                    raise RuntimeError(f"POST /api/rooms: {r.status} {data}")
-                return data
+            return await create_room(http, server, admin_key, body)
         created = await _gather_limited([create for _ in range(rooms)], JOIN_CONCURRENCY)
 
     def on_message(msg: m.ServerMessage) -> None:

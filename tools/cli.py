@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from server.commands import DEFAULT_DATA_DIR, cmd_certs_dev, cmd_keys_rotate, cmd_serve
 from server.config import is_loopback
+from tools.admin_client import RoomNotCreated, create_room
 
 
 def parse_duration(text: str) -> float:
@@ -53,15 +54,12 @@ async def _create_room(args: argparse.Namespace) -> dict[str, Any]:
         body["host"] = args.host_name
     if args.topology:
         body["topology"] = args.topology
-    url = args.server.rstrip("/") + "/api/rooms"
-    async with aiohttp.ClientSession() as http, http.post(
-            url, json=body, headers={"Authorization": f"Bearer {key}"},
-            ssl=_client_ssl(url, args.insecure)) as r:
-        data: dict[str, Any] = await r.json()
-        if r.status != 201:
-            err = data.get("error", {})
-            raise SystemExit(f"alcove: {err.get('code', r.status)}: {err.get('message', '')}")
-        return data
+    async with aiohttp.ClientSession() as http:
+        try:
+            return await create_room(http, args.server, key, body,
+                                     ssl_context=_client_ssl(args.server, args.insecure))
+        except RoomNotCreated as err:
+            raise SystemExit(f"alcove: {err.code}: {err.reason}") from None
 
 
 def cmd_room_create(args: argparse.Namespace) -> int:

@@ -42,6 +42,7 @@ from peer.participant import Participant
 from peer.signaling_client import JoinRefused, SignalingClient, base_of
 from rtc.aiortc_hooks import allow_loopback_candidates, selected_pair_types
 from rtc.ice import sdp_candidate_types
+from tools import admin_client
 from tools.mitm import MitmProxy
 from tools.wrong_key import keystate_factory
 
@@ -73,12 +74,12 @@ def _ts(iso: str) -> float:
 async def create_room(server: str, admin_key: str, body: dict[str, Any], *, insecure: bool = True) -> dict[str, Any]:
     """``POST /api/rooms`` with the admin key."""
     connector = aiohttp.TCPConnector(ssl=False if insecure else True)
-    async with aiohttp.ClientSession(connector=connector) as http, http.post(
-            f"{base_of(server)}/api/rooms", json=body, headers={"Authorization": f"Bearer {admin_key}"}) as r:
-        data: dict[str, Any] = await r.json(content_type=None)
-        if r.status != 201:
-            raise ProbeFailure(f"POST /api/rooms answered {r.status}: {data}")
-        return data
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            return await admin_client.create_room(http, base_of(server), admin_key, body,
+                                                  ssl_context=False if insecure else True)
+        except admin_client.RoomNotCreated as err:
+            raise ProbeFailure(str(err)) from None
 
 
 async def _refused(server: str, link: str, insecure: bool) -> str | None:
