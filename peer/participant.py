@@ -231,10 +231,6 @@ class Participant:
             self._pump = None
 
     @property
-    def resume_credential(self) -> str | None:
-        return self.tasks.sc.resume if self.tasks.sc is not None else None
-
-    @property
     def connected(self) -> bool:
         return self.tasks.sc is not None and not self.tasks.sc.closed
 
@@ -389,9 +385,6 @@ class Participant:
         if grant is None:
             grant = self.e2ee_glue.grant_for(pid)
         await self.send(m.Admit(pid=pid, grant=grant))
-
-    async def admit_all(self) -> None:
-        await self.send(m.AdmitAll())
 
     async def decline(self, who: str, message: str | None = None) -> None:
         await self.send(m.Decline(pid=self._target(who), message=message))

@@ -219,7 +219,7 @@ async def bench_join(runs: int = 10, override_js: dict[str, str | Path] | None =
                      two_browsers: bool = False) -> dict[str, Any]:
     """Median and p95 of admit-click → first decoded frame, against a bare two-page WebRTC baseline.
 
-    ``override_js`` ({"session.js": "/tmp/session.js"}): experiments only — the Alcove pages get these files
+    ``override_js`` ({"session.js": "experiments/session.js"}): experiments only — the Alcove pages get these files
     instead of the server's ``/static/js/<name>`` (Playwright routing; nothing under web/ is touched).
     ``two_browsers``: each side in its own Chromium process (own fake camera), as on two real devices. With one
     process both pages share one fake capture device, and its frames stall for ~1.1 s for every consumer when

@@ -80,6 +80,8 @@ class SfuManager:
                                    pli_interval=pli_interval, transcode=transcode)
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}
+        """room id → admitted pids, a cache of the latest ``MediaMembers`` effect (the core's ``Room`` decides;
+        this copy gates media signals and is replayed to a respawned worker)."""
         self.pinned: dict[str, int] = {}
         self.worker_deaths = 0
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads and a loop
@@ -300,9 +302,6 @@ class SfuManager:
         for w in self.workers:
             if w is not None and w.alive:
                 w.outbox.put(("ice", list(ice_servers)))
-
-    def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers if w is not None and w.alive]
 
     async def stats(self, within: float = 2.0) -> dict[int, dict[str, Any]]:
         """Counters of every live worker: ``{worker_index: {"decoded_frames", "forwarded_packets", "rooms", …}}``."""

@@ -240,7 +240,9 @@ class Stream:
             self.limiter.close()
 
 
-class Member:
+class MemberConnection:
+    """One member's peer connection to this worker: what it publishes (streams) and its receive slots."""
+
     def __init__(self, pid: str, pc: RTCPeerConnection) -> None:
         self.pid = pid
         self.pc = pc
@@ -267,11 +269,14 @@ def _transport_identity(pc: RTCPeerConnection) -> tuple[str, str] | None:
     return _sdp_identity(remote.sdp) if remote is not None else None
 
 
-class Room:
+class ForwardingRoom:
+    """A room as this worker forwards it (not the core's ``signaling.room.Room``)."""
+
     def __init__(self, room_id: str) -> None:
         self.id = room_id
         self.members: frozenset[str] = frozenset()
-        self.peers: dict[str, Member] = {}
+        """A copy of the admitted pids, as last sent by the manager; the core's ``Room`` is the authority."""
+        self.peers: dict[str, MemberConnection] = {}
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -281,7 +286,7 @@ class Worker:
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         self.conn = conn
         self.config = config
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[str, ForwardingRoom] = {}
         self.decoded_closed = 0
         """Decoded frames of streams already closed (the live ones are summed on demand)."""
         self.forwarded_closed = 0
@@ -350,7 +355,7 @@ class Worker:
         if room is None:
             if not pids:
                 return
-            room = self.rooms[room_id] = Room(room_id)
+            room = self.rooms[room_id] = ForwardingRoom(room_id)
         room.members = frozenset(pids)
         for pid in [p for p in room.peers if p not in room.members]:
             self.drop_member(room, pid)
@@ -360,7 +365,7 @@ class Worker:
         for pid in self.assign(room):
             self.send_tracks(room, pid)
 
-    def drop_member(self, room: Room, pid: str) -> None:
+    def drop_member(self, room: ForwardingRoom, pid: str) -> None:
         member = room.peers.pop(pid, None)
         if member is None:
             return
@@ -373,7 +378,7 @@ class Worker:
             slot.stop()
         self.spawn(member.pc.close())
 
-    def assign(self, room: Room) -> list[str]:
+    def assign(self, room: ForwardingRoom) -> list[str]:
         """Give every slot a publisher (stable; free slots take unassigned members in pid order).
 
         Returns the pids whose mapping changed."""
@@ -402,7 +407,7 @@ class Worker:
                 changed.append(sub.pid)
         return changed
 
-    def send_tracks(self, room: Room, pid: str) -> None:
+    def send_tracks(self, room: ForwardingRoom, pid: str) -> None:
         member = room.peers.get(pid)
         if member is not None and member.mapping is not None:
             self.out("tracks", room.id, pid, dict(member.mapping))
@@ -425,7 +430,7 @@ class Worker:
             self.drop_member(room, pid)
             member = None
         if member is None:
-            member = room.peers[pid] = Member(pid, self.new_pc())
+            member = room.peers[pid] = MemberConnection(pid, self.new_pc())
         async with member.lock:
             try:
                 await self._negotiate(room, member, sdp)
@@ -435,7 +440,7 @@ class Worker:
                     self.out("error", room_id, pid, "invalid-message", f"the SFU cannot answer this offer: {exc}",
                              "offer")
 
-    async def _negotiate(self, room: Room, member: Member, sdp: str) -> None:
+    async def _negotiate(self, room: ForwardingRoom, member: MemberConnection, sdp: str) -> None:
         parsed = SessionDescription.parse(sdp)
         pc = member.pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))

@@ -4,7 +4,7 @@ The app is not touched: an init script wraps ``window.RTCPeerConnection`` so tha
 constructor's and ``setConfiguration``'s) gets ``iceTransportPolicy: "relay"``. The server hands out TURN REST
 credentials (``turn_urls`` + ``turn_secret``) only after admission.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/browser/test_turn_browser.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/browser/test_turn_browser.py'
 """
 
 from __future__ import annotations

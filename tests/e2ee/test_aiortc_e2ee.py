@@ -1,6 +1,6 @@
 """E2EE between aiortc participants through the real server: keys, SAS, SFrame media, rekeying.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_aiortc_e2ee.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/e2ee/test_aiortc_e2ee.py'
 """
 
 from __future__ import annotations

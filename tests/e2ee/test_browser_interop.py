@@ -1,7 +1,7 @@
 """The browser's E2EE against the Python aiortc participant, in both roles, and through a fingerprint-swapping
 middleman (tools/mitm.py): same protocol, same SAS, SFrame media both ways; the middleman is refused by both ends.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_browser_interop.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/e2ee/test_browser_interop.py'
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A signaling middleman that swaps DTLS fingerprints (tools/mitm.py) is refused by signed SDP; SAS exposes a
 middleman that knows the link secret but not the therapist's key.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_mitm.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/e2ee/test_mitm.py'
 """
 
 from __future__ import annotations

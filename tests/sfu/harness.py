@@ -1,7 +1,7 @@
 """Harness for the SFU tests: a real SfuManager (worker processes) driven directly, aiortc clients in-process.
 
 Run inside a loopback-only network namespace:
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/sfu'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/sfu'
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """SFU rooms end to end: aiortc participants (E2EE on) through the real server and its forwarding SFU.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/sfu/test_sfu_server.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/sfu/test_sfu_server.py'
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """TURN through the server: credentials only after admission, then relay-only aiortc peers connect relay↔relay.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/turn/test_turn_server.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/turn/test_turn_server.py'
 """
 
 from __future__ import annotations
