@@ -73,6 +73,73 @@ def test_the_floors_have_no_cycle() -> None:
     assert done == set(MAY_IMPORT)
 
 
+def imported_modules(path: Path, modules: set[str], root: Path = ROOT) -> set[str]:
+    """The project modules ``path`` imports (anywhere in the file), each named by its dotted name."""
+    parts = path.relative_to(root).with_suffix("").parts
+    package = parts[:-1]
+    own = ".".join(package if parts[-1] == "__init__" else parts)
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0:
+                base = node.module or ""
+            else:
+                base = ".".join([*package[: len(package) - (node.level - 1)], *([node.module] if node.module else [])])
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    found = set()
+    for name in names:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        if name and name != own:
+            found.add(name)
+    return found
+
+
+def module_cycles(root: Path = ROOT) -> list[list[str]]:
+    """Every import cycle between the modules of the floors (function-level imports included)."""
+    paths = {}
+    for package in MAY_IMPORT:
+        for path in (root / package).rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {name: imported_modules(path, set(paths), root) for name, path in paths.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(name: str) -> None:
+        state[name] = 1
+        stack.append(name)
+        for target in sorted(graph[name]):
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target):], target])
+            elif target not in state:
+                visit(target)
+        stack.pop()
+        state[name] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name)
+    return cycles
+
+
+def test_no_module_imports_itself_back() -> None:
+    assert [" → ".join(cycle) for cycle in module_cycles()] == []
+
+
+def test_a_cycle_hidden_in_a_function_is_found(tmp_path: Path) -> None:
+    for package in MAY_IMPORT:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "peer" / "a.py").write_text("from .b import B\n")
+    (tmp_path / "peer" / "b.py").write_text("def f():\n    from peer.a import A\n")
+    assert module_cycles(tmp_path) == [["peer.a", "peer.b", "peer.a"]]
+
+
 def test_every_shipped_package_has_a_floor() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     include = project["tool"]["setuptools"]["packages"]["find"]["include"]
