@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from rtc.ice import URL_RE, order_urls, url_rank
+from rtc.urls import URL_RE, order_urls, url_rank
 
 MAX_LIFETIME_S = 4 * 3600
 """A credential is never valid for more than 4 hours after it was issued."""

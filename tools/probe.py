@@ -41,7 +41,7 @@ from peer.e2ee import b64e, pub_raw, tk_of
 from peer.participant import Participant
 from peer.signaling_client import JoinRefused, SignalingClient, base_of
 from rtc.aiortc_hooks import allow_loopback_candidates, selected_pair_types
-from rtc.ice import sdp_candidate_types
+from rtc.urls import sdp_candidate_types
 from tools import admin_client
 from tools.mitm import MitmProxy
 from tools.wrong_key import keystate_factory

@@ -152,7 +152,7 @@ async def test_chromium_to_chromium_relay_only(alcove: AlcoveServer, pages: Any,
 async def test_chromium_to_aiortc_relay_only(alcove: AlcoveServer, pages: Any, coturn: Any) -> None:  # noqa: F811
     from peer.participant import Participant
     from rtc.aiortc_hooks import selected_pair_types
-    from rtc.ice import sdp_candidate_types
+    from rtc.urls import sdp_candidate_types
 
     room = await alcove.create_room(type="individual", host="Dr. Ionescu")
     therapist = await relay_page(pages)

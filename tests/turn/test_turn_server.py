@@ -14,7 +14,7 @@ import pytest
 
 from peer.participant import Participant
 from rtc.aiortc_hooks import selected_pair_types
-from rtc.ice import sdp_candidate_types
+from rtc.urls import sdp_candidate_types
 from server.config import Config, Secret
 from signaling import messages as m
 from tests.conftest import AlcoveServer, require_loopback_namespace, serving

@@ -9,6 +9,8 @@ a function-level import does not make an upward or sideways import acceptable.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -156,3 +158,11 @@ def test_function_level_and_relative_imports_count(tmp_path: Path) -> None:
                                    "    import tools.cli\n")
     assert imported_packages(sub / "__init__.py", tmp_path) == {("server", 1)}
     assert imported_packages(sub / "worker.py", tmp_path) == {("peer", 2), ("server", 3), ("tools", 4)}
+
+
+def test_the_server_and_the_cli_load_aiortc_only_when_media_needs_it() -> None:
+    """aiortc is heavy: the server loads it when an SFU room starts, the CLI when a probe or benchmark runs."""
+    code = "import sys, server.app, tools.cli; print(sorted(m for m in ('aiortc', 'av') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
+                         timeout=60)
+    assert out.stdout.strip() == "[]"
