@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from . import messages as m
@@ -34,9 +34,9 @@ class Connected:
 class Census:
     """Counts for the gauges: rooms by state, connected participants by role, waiting clients."""
 
-    rooms: dict[str, int] = field(default_factory=dict)
-    participants: dict[m.Role, int] = field(default_factory=dict)
-    waiting: int = 0
+    rooms: dict[str, int]
+    participants: dict[m.Role, int]
+    waiting: int
 
 
 class Rooms:
@@ -121,24 +121,24 @@ class Rooms:
         return member.conn if member is not None else None
 
     def census(self, now: float) -> Census:
-        census = Census(rooms={"scheduled": 0, "open": 0, "in-session": 0, "ended": len(self.ended)},
-                        participants={"therapist": 0, "client": 0})
+        states = {"scheduled": 0, "open": 0, "in-session": 0, "ended": len(self.ended)}
+        participants: dict[m.Role, int] = {"therapist": 0, "client": 0}
         waiting = 0
         for room in self.rooms.values():
             if now < room.opens_at:
-                census.rooms["scheduled"] += 1
+                states["scheduled"] += 1
             elif room.clients("admitted"):
-                census.rooms["in-session"] += 1
+                states["in-session"] += 1
             else:
-                census.rooms["open"] += 1
+                states["open"] += 1
             for p in room.members.values():
                 if p.conn is None:
                     continue
                 if p.role == "client" and p.status == "waiting":
                     waiting += 1
                 else:
-                    census.participants[p.role] += 1
-        return Census(census.rooms, census.participants, waiting)
+                    participants[p.role] += 1
+        return Census(states, participants, waiting)
 
     def _room_of(self, conn: ConnId) -> Room | None:
         room_id = self.conn_room.get(conn)
