@@ -9,8 +9,10 @@ WORKDIR /src
 # Only what the package needs (no .venv, .git, certs, .env or node_modules).
 COPY pyproject.toml README.md ./
 COPY signaling/ signaling/
+COPY rtc/ rtc/
 COPY server/ server/
 COPY peer/ peer/
+COPY tools/ tools/
 COPY web/ web/
 RUN pip wheel --no-deps --wheel-dir /dist .
 

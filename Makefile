@@ -36,9 +36,9 @@ run: $(STAMP)
 	$(BIN)/alcove serve --demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check signaling server peer tests
+	$(BIN)/ruff check signaling rtc server peer tools tests
 	$(BIN)/mypy signaling
-	$(BIN)/mypy server peer
+	$(BIN)/mypy rtc server peer tools
 
 ## Every test. Media tests run in a network namespace with only `lo` (no packet can leave the machine).
 test: $(STAMP) deps lint

@@ -1,0 +1,1 @@
+"""The Python reference participant (aiortc): signaling client, E2EE key protocol, SFrame, synthetic media."""

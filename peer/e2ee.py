@@ -310,9 +310,6 @@ class SAS:
     def indices(self) -> tuple[int, ...]:
         return tuple(EMOJI.index(e) for e in self.emoji)
 
-    def as_text(self) -> str:
-        return " ".join(e for e, _ in self.emoji) + "  " + "-".join(str(d) for d in self.decimal)
-
 
 def sas(ik_p: bytes, ik_t: bytes, n_c: bytes, n_t: bytes, room: str) -> SAS:
     """HKDF-SHA256(ikm=IK_P||IK_T||n_C||n_T, salt=empty, info="alcove-e2ee sas v1"||room, 6 bytes)."""
@@ -494,15 +491,6 @@ class KeyState:
         with self._lock:
             self._retire_due()
             return sorted(self._epochs)
-
-    def index_of(self, pid: str) -> int | None:
-        """Sender index of ``pid`` in the newest installed epoch that has it."""
-        with self._lock:
-            for epoch in sorted(self._epochs, reverse=True):
-                idx = self._epochs[epoch][2].get(pid)
-                if idx is not None:
-                    return idx
-        return None
 
     def _indices_of(self, pid: str) -> list[int]:
         with self._lock:

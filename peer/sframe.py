@@ -9,7 +9,7 @@ Two layers live here:
   key, the KID layout, the clear-prefix rule for VP8/Opus frames and the
   thread-safe ``FrameEncryptor``/``FrameDecryptor``.
 
-See ``docs``/design ``e2ee.md`` section 3 for the rationale.  This module only
+See ``docs/security.md`` for the rationale.  This module only
 depends on ``cryptography`` and must never import aiortc.
 """
 

@@ -247,7 +247,7 @@ class SignalingClient:
 
     def _take(self, types: frozenset[str] | None) -> m.ServerMessage | None:
         for i, msg in enumerate(self._inbox):
-            if types is None or type(msg).__struct_config__.tag in types:
+            if types is None or m.tag_of(msg) in types:
                 del self._inbox[i]
                 return msg
         return None

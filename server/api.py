@@ -21,7 +21,7 @@ from .hub import Hub
 from .logs import log_event
 from .sfu.addressing import UNREACHABLE_MESSAGE
 from .state import HUB, THROTTLES
-from .tokens import new_id
+from .tokens import NotOpenYet, new_id
 
 STATUS = {"token-invalid": 400, "token-revoked": 410, "room-ended": 410, "room-not-open": 425,
           "invalid-message": 400, "not-allowed": 401, "bad-json": 400, "name-invalid": 400}
@@ -72,22 +72,20 @@ async def session(request: web.Request) -> web.Response:
     """Exchange a room token (from the link's fragment) for a single-use websocket ticket."""
     hub = request.app[HUB]
     now = hub.clock()
-    token = ""
     try:
-        token = await _token_body(request)
-        admission = hub.tokens.verify_room_token(token, now)
+        admission = hub.tokens.verify_room_token(await _token_body(request), now)
     except SignalingError as err:
         extra: dict[str, Any] = {}
-        if err.code == "room-not-open":
-            extra["opens_at"] = _opens_at(hub, token)
+        if isinstance(err, NotOpenYet):
+            extra["opens_at"] = iso(err.opens_at)
         hub.metrics.error(err.code)
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
     if (refused := throttle.spend(request, "ticket", request.app[THROTTLES].tickets, admission.token_id)):
         return refused
-    room = hub.rooms.get(admission.spec.room_id)
     spec = admission.spec
-    if (room is None and now >= spec.ends_at) or (room is not None and now >= room.ends_at):
+    if hub.rooms.is_over(spec, now):
         return error_response("room-ended", "this session has ended")
+    room = hub.rooms.get(spec.room_id)
     ends_at = room.ends_at if room is not None else spec.ends_at
     ticket = hub.tokens.issue_ticket(admission, now)
     return web.json_response({
@@ -97,15 +95,6 @@ async def session(request: web.Request) -> web.Response:
                  "starts_at": iso(spec.starts_at), "ends_at": iso(ends_at), "host": spec.host or None,
                  "seats": spec.seats, "topology": spec.topology},
     })
-
-
-def _opens_at(hub: Hub, token: str) -> str | None:
-    """The signature was checked before room-not-open is raised, so the claims are trustworthy here."""
-    try:
-        adm = hub.tokens._verify("room", token, hub.clock(), check_times=False)
-        return iso(float(adm["ses"]["start"]) - hub.config.timing.early_join)
-    except Exception:
-        return None
 
 
 async def invites(request: web.Request) -> web.Response:
@@ -269,7 +258,7 @@ async def healthz(request: web.Request) -> web.Response:
     media: dict[str, object] = {"reachable": hub.media_unreachable is None}
     if hub.media_unreachable is not None:
         media.update(reason=hub.media_unreachable, message=UNREACHABLE_MESSAGE)
-    return web.json_response({"ok": True, "rooms": len(hub.rooms.rooms), "media": media})
+    return web.json_response({"ok": True, "rooms": hub.rooms.live_count(), "media": media})
 
 
 async def metrics(request: web.Request) -> web.Response:

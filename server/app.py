@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from . import api, headers, jsondecode, ws
+from . import api, headers, jsondecode, pages, ws
 from .config import Config
 from .hub import Hub
 from .metrics import Metrics
@@ -35,12 +35,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/ws", ws.websocket)
 
-    try:
-        from . import pages
-    except ImportError:  # pragma: no cover - pages arrive with the browser client
-        pages = None  # type: ignore[assignment]
-    if pages is not None:
-        pages.setup(app)
+    pages.setup(app)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()

@@ -26,7 +26,7 @@ from signaling.effects import (
 )
 from signaling.policy import Timing
 from signaling.room import Admission, ResumeClaims
-from signaling.rooms import Rooms
+from signaling.rooms import Joined, Rooms
 
 from .coalesce import Coalescer
 from .config import Config
@@ -111,7 +111,7 @@ class Hub:
 
     def check_media_reachable(self) -> str | None:
         """Says at start (a log line without addresses) when the SFU would have no candidate a client could reach."""
-        from peer.aiortc_hooks import host_addresses  # the addresses aioice gathers on
+        from rtc.aiortc_hooks import host_addresses  # the addresses aioice gathers on
 
         reason = self.config.media_addressing().unreachable_reason(host_addresses(), relay=bool(self.config.turn_urls))
         if reason is not None:
@@ -190,9 +190,12 @@ class Hub:
         except (ConnectionResetError, RuntimeError):
             pass
 
-    def connect(self, c: Connection, admission: Admission, hello: m.Hello) -> None:
-        self.perform(self.rooms.connect(c.conn, admission, hello, self.clock()))
+    def connect(self, c: Connection, admission: Admission, hello: m.Hello) -> Joined | None:
+        """Who the socket became in its room; None when the core refused it (the socket is being closed)."""
+        connected = self.rooms.connect(c.conn, admission, hello, self.clock())
+        self.perform(connected.effects)
         self.update_gauges()
+        return connected.joined
 
     def receive(self, c: Connection, msg: m.ClientMessage) -> None:
         self.perform(self.rooms.receive(c.conn, msg, self.clock()))
@@ -244,7 +247,7 @@ class Hub:
             self._media_start = None
             for e in self._media_pending:
                 if isinstance(e, MediaSignal):
-                    self._media_send(e.room_id, e.pid, m.MediaEnded(from_="sfu"))
+                    self._media_send(e.room_id, e.pid, m.MediaEnded(from_=m.SFU_PID))
             self._media_pending.clear()
             return
         self.media = manager
@@ -255,15 +258,14 @@ class Hub:
     def _sfu_ice_servers(self) -> list[dict[str, object]]:
         """The SFU's own TURN credentials (for an SFU host behind NAT), refreshed by the tick well before expiry."""
         now = self.clock()
-        servers, expires = self.services.ice_servers("sfu", now, now + MAX_SFU_CREDENTIAL)
+        servers, expires = self.services.ice_servers(m.SFU_PID, now, now + MAX_SFU_CREDENTIAL)
         self._sfu_ice_expires = expires
         return servers
 
     def _media_send(self, room_id: str, pid: str, message: m.ServerMessage) -> None:
-        room = self.rooms.get(room_id)
-        member = room.members.get(pid) if room is not None else None  # type: ignore[call-overload]
-        if member is not None and member.conn is not None:
-            self._enqueue(member.conn, message, time.perf_counter())
+        conn = self.rooms.conn_of(room_id, pid)
+        if conn is not None:
+            self._enqueue(conn, message, time.perf_counter())
 
     def _enqueue(self, conn: ConnId, message: m.ServerMessage, now: float) -> None:
         c = self.connections.get(conn)
@@ -304,25 +306,8 @@ class Hub:
             c.outbox.put_nowait(None)
 
     def update_gauges(self) -> None:
-        now = self.clock()
-        states = {"scheduled": 0, "open": 0, "in-session": 0, "ended": len(self.rooms.ended)}
-        counts = {"therapist": 0, "client": 0}
-        waiting = 0
-        for room in self.rooms.rooms.values():
-            if now < room.opens_at:
-                states["scheduled"] += 1
-            elif room.clients("admitted"):
-                states["in-session"] += 1
-            else:
-                states["open"] += 1
-            for p in room.members.values():
-                if p.conn is None:
-                    continue
-                if p.role == "client" and p.status == "waiting":
-                    waiting += 1
-                else:
-                    counts[p.role] += 1
-        self.metrics.set_rooms(states)
-        for role, n in counts.items():
+        census = self.rooms.census(self.clock())
+        self.metrics.set_rooms(census.rooms)
+        for role, n in census.participants.items():
             self.metrics.set_participants(role, n)
-        self.metrics.set_waiting_clients(waiting)
+        self.metrics.set_waiting_clients(census.waiting)

@@ -78,6 +78,14 @@ class SigningKey:
         return cls(new_id("k", 6), Ed25519PrivateKey.generate(), now)
 
 
+class NotOpenYet(SignalingError):
+    """``room-not-open`` from a token whose signature was checked: ``opens_at`` (epoch seconds) is trustworthy."""
+
+    def __init__(self, opens_at: float) -> None:
+        super().__init__("room-not-open", "this session is not open yet")
+        self.opens_at = opens_at
+
+
 class KeyRing:
     """The signing keys. The newest signs; every key in the ring verifies (at least two: rotation)."""
 
@@ -235,7 +243,7 @@ class Tokens:
                 raise SignalingError("room-ended", "this session has ended")
             raise SignalingError("token-revoked", "this link was revoked")
         if now + LEEWAY < nbf:
-            raise SignalingError("room-not-open", "this session is not open yet")
+            raise NotOpenYet(spec.starts_at - self.early_join)
         if now - LEEWAY > exp:
             raise SignalingError("room-ended", "this session has ended")
         return Admission(spec=spec, role=role, token_id=str(claims["jti"]), token_expires=exp)

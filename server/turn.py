@@ -7,16 +7,9 @@ The username is ``<expiry>:<opaque id>`` (expiry in Unix seconds) and the creden
 Credentials go only to admitted participants, expire with the session plus a short margin (never more than
 :data:`MAX_LIFETIME_S` after they were issued), and are issued again before an ICE restart.
 
-aiortc notes (see ``/work/shared/design/webrtc-notes.md`` §7):
+aiortc's view of these servers (URL order, the relay-only enum) lives in :mod:`rtc.ice`.
 
-* aiortc uses only the *first* usable TURN URL of all its ice servers; :func:`aiortc_ice_servers` puts
-  ``turn:…?transport=udp`` first, then TCP, then ``turns:``.
-* Relay-only must be the enum, ``RTCConfiguration(iceTransportPolicy=RTCIceTransportPolicy.RELAY)``;
-  the string ``"relay"`` is not accepted (aiortc looks the enum up in a dict when the ICE gatherer is created).
-  :func:`aiortc_configuration` does this for you.
-* Always pass explicit ``iceServers``: aiortc's default is a public Google STUN server.
-
-This module has no side effects on import and imports aiortc only inside the aiortc helpers.
+This module has no side effects on import.
 """
 
 from __future__ import annotations
@@ -26,44 +19,23 @@ import hashlib
 import hmac
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # pragma: no cover
-    from aiortc import RTCConfiguration, RTCIceServer
+from rtc.urls import URL_RE, order_urls, url_rank
 
 MAX_LIFETIME_S = 4 * 3600
 """A credential is never valid for more than 4 hours after it was issued."""
 
-_URL_RE = re.compile(r"^(?P<scheme>stuns?|turns?):(?P<host>[^?:/\s]+|\[[0-9A-Fa-f:.]+\])(?::(?P<port>\d{1,5}))?"
-                     r"(?:\?transport=(?P<transport>udp|tcp))?$")
 _OPAQUE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def _url_rank(url: str) -> int:
-    """Lower is better for aiortc: TURN/UDP, TURN/TCP, TURNS, then STUN (which aiortc handles separately)."""
-    m = _URL_RE.match(url)
-    if m is None:  # pragma: no cover - validated before
-        return 9
-    scheme, transport = m["scheme"], m["transport"]
-    if scheme == "turn":
-        return 0 if transport in (None, "udp") else 1
-    if scheme == "turns":
-        return 2
-    return 3
-
-
-def order_urls(urls: Iterable[str]) -> tuple[str, ...]:
-    """Stable-sort URLs so the one aiortc will use (UDP TURN) comes first."""
-    return tuple(sorted(urls, key=_url_rank))
 
 
 def parse_turn_urls(value: str) -> tuple[str, ...]:
     """Parse ``ALCOVE_TURN_URLS`` (comma or whitespace separated) into validated, ordered URLs."""
     urls = [u for u in re.split(r"[,\s]+", value.strip()) if u]
     for url in urls:
-        if _URL_RE.match(url) is None:
+        if URL_RE.match(url) is None:
             raise ValueError(f"not a stun:/turn:/turns: URL: {url!r}")
     return order_urls(urls)
 
@@ -82,9 +54,9 @@ class TurnConfig:
         if not self.urls:
             raise ValueError("at least one TURN URL is required")
         for url in self.urls:
-            if _URL_RE.match(url) is None:
+            if URL_RE.match(url) is None:
                 raise ValueError(f"not a stun:/turn:/turns: URL: {url!r}")
-        if not any(_url_rank(u) <= 2 for u in self.urls):
+        if not any(url_rank(u) <= 2 for u in self.urls):
             raise ValueError("at least one turn: or turns: URL is required")
         if not self.secret:
             raise ValueError("the TURN secret must not be empty")
@@ -156,34 +128,3 @@ def verify_credentials(config: TurnConfig | str, *, username: str, credential: s
     if int(expiry_text) <= now:
         return False
     return hmac.compare_digest(_sign(secret, username), credential)
-
-
-def aiortc_ice_servers(servers: Sequence[Mapping[str, Any]]) -> list[RTCIceServer]:
-    """Convert RTCIceServer-shaped dicts (as sent in ``ice-servers``) to aiortc ``RTCIceServer`` objects.
-
-    URLs in each entry are re-ordered so that a UDP TURN URL comes first, since aiortc uses only the first
-    usable TURN URL (and only the first STUN URL). Extra keys such as ``expires_at`` are ignored.
-    """
-    from aiortc import RTCIceServer
-
-    result: list[RTCIceServer] = []
-    for server in servers:
-        urls = server["urls"]
-        url_list = [urls] if isinstance(urls, str) else list(urls)
-        result.append(
-            RTCIceServer(
-                urls=list(order_urls(url_list)),
-                username=server.get("username"),
-                credential=server.get("credential"),
-            )
-        )
-    return result
-
-
-def aiortc_configuration(servers: Sequence[Mapping[str, Any]], *, relay_only: bool) -> RTCConfiguration:
-    """An aiortc ``RTCConfiguration`` with explicit ice servers; relay-only uses the RELAY *enum*."""
-    from aiortc import RTCConfiguration
-    from aiortc.rtcconfiguration import RTCIceTransportPolicy
-
-    policy = RTCIceTransportPolicy.RELAY if relay_only else RTCIceTransportPolicy.ALL
-    return RTCConfiguration(iceServers=aiortc_ice_servers(servers), iceTransportPolicy=policy)

@@ -130,7 +130,7 @@ def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
     try:
         hello = jsondecode.decode_client(first.data)
         if not isinstance(hello, m.Hello):
-            raise SignalingError("hello-expected", "send hello first", ref=str(type(hello).__struct_config__.tag))
+            raise SignalingError("hello-expected", "send hello first", ref=m.tag_of(hello))
         if hello.v != m.PROTOCOL_VERSION:
             raise SignalingError("unsupported-version", f"this server speaks version {m.PROTOCOL_VERSION}", "hello")
         now = hub.clock()
@@ -142,6 +142,8 @@ def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
         hub.send_error(c, err.code, err.message, err.ref)
         hub.close(c.conn, err.close_code or 4000, err.code)
         return False
-    hub.connect(c, admission, hello)
-    log_event("joined", conn=c.conn, room=admission.spec.room_id, role=admission.role)
-    return c.conn in hub.rooms.conn_room
+    joined = hub.connect(c, admission, hello)
+    if joined is None:
+        return False
+    log_event("joined", conn=c.conn, room=joined.room_id, role=joined.role)
+    return True

@@ -15,6 +15,8 @@ from .errors import SignalingError
 
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 64 * 1024
+SFU_PID: Final = "sfu"
+"""The pseudo-pid of the room's SFU: ``to``/``from`` of the relay messages exchanged with it."""
 
 Pid = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 Ticket = Annotated[str, Meta(min_length=1, max_length=256)]
@@ -312,3 +314,8 @@ def decode_server(data: bytes | str) -> ServerMessage:
 
 def error_message(err: SignalingError) -> Error:
     return Error(code=err.code, message=err.message, ref=err.ref)
+
+
+def tag_of(message: ServerMessage | ClientMessage) -> str:
+    """The wire ``type`` of a message (its msgspec tag), e.g. ``"welcome"``."""
+    return str(type(message).__struct_config__.tag)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final
 
 from .messages import SessionType, Topology
@@ -36,9 +36,3 @@ class Timing:
     def __post_init__(self) -> None:
         if self.grace <= 0 or self.early_join < 0 or self.overrun_cap < 0:
             raise ValueError("timing values must be positive")
-
-
-@dataclass(frozen=True)
-class Policy:
-    kinds: dict[SessionType, SessionKind] = field(default_factory=lambda: dict(DEFAULT_KINDS))
-    timing: Timing = field(default_factory=Timing)

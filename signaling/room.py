@@ -28,7 +28,6 @@ from .errors import SignalingError
 from .names import clean_name
 from .policy import Timing
 
-SFU_PEER = "sfu"
 ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
 
 
@@ -173,6 +172,13 @@ class Room:
         t = self.therapist
         return ([t] if t else []) + self.clients("admitted")
 
+    def is_over(self, now: float) -> bool:
+        """Is this session over (ended, or past its end, extensions included)? The one place that decides."""
+        return self.ended is not None or now >= self.ends_at
+
+    def member(self, pid: str) -> Member | None:
+        return self.members.get(Pid(pid))
+
     def is_empty(self) -> bool:
         return not self.members
 
@@ -201,13 +207,13 @@ class Room:
         handler = self._dispatch.get(type(msg))
         try:
             if handler is None:
-                raise SignalingError("not-allowed", "this message is not allowed now", ref=_tag(msg))
+                raise SignalingError("not-allowed", "this message is not allowed now", ref=m.tag_of(msg))
             if type(msg) in self._therapist_only and member.role != "therapist":
-                raise SignalingError("not-allowed", "only the therapist can do this", ref=_tag(msg))
+                raise SignalingError("not-allowed", "only the therapist can do this", ref=m.tag_of(msg))
             handler(member, msg, now, out)
         except SignalingError as err:
             if err.ref is None:
-                err = SignalingError(err.code, err.message, ref=_tag(msg))
+                err = SignalingError(err.code, err.message, ref=m.tag_of(msg))
             return [Send(conn, m.error_message(err))]
         return out.effects
 
@@ -234,7 +240,7 @@ class Room:
         if self.ended:
             return []
         out = _Out()
-        if now >= self.ends_at:
+        if self.is_over(now):
             return self.end("time", now)
         crossed = [w for w in self.timing.warnings_minutes
                    if w not in self.warned and now >= self.ends_at - w * 60]
@@ -290,7 +296,7 @@ class Room:
     # ------------------------------------------------------------------ connect
 
     def _connect(self, conn: ConnId, adm: Admission, hello: m.Hello, now: float, out: _Out) -> None:
-        if self.ended or now >= self.ends_at:
+        if self.is_over(now):
             raise SignalingError("room-ended", "this session has ended")
         if now < self.opens_at:
             raise SignalingError("room-not-open", f"this session opens at {iso(self.opens_at)}")
@@ -497,7 +503,7 @@ class Room:
         assert isinstance(msg, (m.Offer, m.Answer, m.Candidate))
         if sender.status != "admitted":
             raise SignalingError("not-allowed", "only admitted participants exchange media")
-        if msg.to == SFU_PEER and self.spec.topology == "sfu":
+        if msg.to == m.SFU_PID and self.spec.topology == "sfu":
             out.effects.append(MediaSignal(self.room_id, sender.pid, msg))
             return
         target = self.members.get(Pid(msg.to))
@@ -585,7 +591,3 @@ class Room:
         if self.spec.topology == "sfu":
             pids = frozenset(p.pid for p in self.admitted() if p.conn is not None)
             out.effects.append(MediaMembers(self.room_id, pids))
-
-
-def _tag(msg: m.ClientMessage) -> str:
-    return str(type(msg).__struct_config__.tag)

@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 from . import messages as m
-from .effects import Close, ConnId, Effect, RoomEnded, RoomId, Send
+from .effects import Close, ConnId, Effect, Pid, RoomEnded, RoomId, Send
 from .errors import SignalingError
 from .policy import Timing
-from .room import Admission, Room, Services
+from .room import Admission, Room, RoomSpec, Services
+
+
+@dataclass(frozen=True)
+class Joined:
+    """Who a socket became in its room, and how it stands there."""
+
+    room_id: RoomId
+    pid: Pid
+    role: m.Role
+    status: m.Status
+
+
+@dataclass(frozen=True)
+class Connected:
+    """The answer to a hello: ``joined`` is None when it was refused (the effects say why)."""
+
+    joined: Joined | None
+    effects: list[Effect]
+
+
+@dataclass(frozen=True)
+class Census:
+    """Counts for the gauges: rooms by state, connected participants by role, waiting clients."""
+
+    rooms: dict[str, int]
+    participants: dict[m.Role, int]
+    waiting: int
 
 
 class Rooms:
@@ -22,22 +50,32 @@ class Rooms:
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(RoomId(room_id))
 
-    def connect(self, conn: ConnId, adm: Admission, hello: m.Hello, now: float) -> list[Effect]:
+    def is_over(self, spec: RoomSpec, now: float) -> bool:
+        """Is the session of ``spec`` over? Ended here (even before anyone joined), or past its end."""
+        if spec.room_id in self.ended:
+            return True
+        room = self.rooms.get(spec.room_id)
+        return room.is_over(now) if room is not None else now >= spec.ends_at
+
+    def connect(self, conn: ConnId, adm: Admission, hello: m.Hello, now: float) -> Connected:
         room_id = adm.spec.room_id
-        if room_id in self.ended:
+        if self.is_over(adm.spec, now):
             err = SignalingError("room-ended", "this session has ended")
-            return [Send(conn, m.error_message(err)), Close(conn, err.close_code or 4000, err.code)]
+            return Connected(None, [Send(conn, m.error_message(err)), Close(conn, err.close_code or 4000, err.code)])
         room = self.rooms.get(room_id)
         if room is None:
             room = Room(adm.spec, self.timing, self.services)
         effects = room.connect(conn, adm, hello, now)
-        if conn in room.by_conn:
-            self.rooms[room_id] = room
-            self.conn_room[conn] = room_id
-            for e in effects:  # a resume may have replaced an older socket
-                if isinstance(e, Close) and e.conn != conn:
-                    self.conn_room.pop(e.conn, None)
-        return self._after(room, effects)
+        pid = room.by_conn.get(conn)
+        member = room.member(pid) if pid is not None else None
+        if member is None:
+            return Connected(None, self._after(room, effects))
+        self.rooms[room_id] = room
+        self.conn_room[conn] = room_id
+        for e in effects:  # a resume may have replaced an older socket
+            if isinstance(e, Close) and e.conn != conn:
+                self.conn_room.pop(e.conn, None)
+        return Connected(Joined(room_id, member.pid, member.role, member.status), self._after(room, effects))
 
     def receive(self, conn: ConnId, msg: m.ClientMessage, now: float) -> list[Effect]:
         room = self._room_of(conn)
@@ -71,6 +109,36 @@ class Rooms:
             self.ended[rid] = stop
             return [RoomEnded(rid, reason, stop)]
         return self._after(room, room.end(reason, now))
+
+    def live_count(self) -> int:
+        """Rooms held in memory (somebody joined and the session is not over)."""
+        return len(self.rooms)
+
+    def conn_of(self, room_id: str, pid: str) -> ConnId | None:
+        """The socket of participant ``pid`` in room ``room_id``, if it is connected."""
+        room = self.rooms.get(RoomId(room_id))
+        member = room.member(pid) if room is not None else None
+        return member.conn if member is not None else None
+
+    def census(self, now: float) -> Census:
+        states = {"scheduled": 0, "open": 0, "in-session": 0, "ended": len(self.ended)}
+        participants: dict[m.Role, int] = {"therapist": 0, "client": 0}
+        waiting = 0
+        for room in self.rooms.values():
+            if now < room.opens_at:
+                states["scheduled"] += 1
+            elif room.clients("admitted"):
+                states["in-session"] += 1
+            else:
+                states["open"] += 1
+            for p in room.members.values():
+                if p.conn is None:
+                    continue
+                if p.role == "client" and p.status == "waiting":
+                    waiting += 1
+                else:
+                    participants[p.role] += 1
+        return Census(states, participants, waiting)
 
     def _room_of(self, conn: ConnId) -> Room | None:
         room_id = self.conn_room.get(conn)

@@ -36,7 +36,7 @@ def require(condition: bool, what: str) -> None:
 
 def require_chromium() -> None:
     """Debian's Chromium and the Playwright driver (never a downloaded browser): fail in CI, skip elsewhere."""
-    from peer.chromium import CHROMIUM
+    from tools.chromium import CHROMIUM
 
     require(CHROMIUM.exists(), f"{CHROMIUM} (apt-get install chromium)")
     try:
@@ -54,7 +54,7 @@ def loopback_only() -> bool:
 def require_loopback_namespace() -> None:
     """Media moves only inside a network namespace with nothing but `lo` (`make test` arranges it)."""
     require(loopback_only(), "a loopback-only network namespace (run under `unshare -n`, as `make test` does)")
-    from peer.aiortc_hooks import allow_loopback_candidates
+    from rtc.aiortc_hooks import allow_loopback_candidates
 
     allow_loopback_candidates()
 

@@ -39,7 +39,6 @@ from .worker import WorkerConfig, worker_main
 
 log = logging.getLogger("alcove.sfu")
 
-SFU_PID = "sfu"
 STARTUP_TIMEOUT = 30.0
 RESPAWN_DELAY = 1.0
 """A worker that dies within 5 s of its start is restarted after this delay (doubling up to 30 s)."""
@@ -84,6 +83,8 @@ class SfuManager:
                                    pli_interval=pli_interval, transcode=transcode)
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}
+        """room id → admitted pids, a cache of the latest ``MediaMembers`` effect (the core's ``Room`` decides;
+        this copy gates media signals and is replayed to a respawned worker)."""
         self.pinned: dict[str, int] = {}
         self.worker_deaths = 0
         self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads and a loop
@@ -174,7 +175,7 @@ class SfuManager:
         for room_id in sorted(w.rooms):
             self.pinned.pop(room_id, None)
             for pid in sorted(self.members.get(room_id, ())):
-                self._deliver(room_id, pid, m.MediaEnded(from_=SFU_PID))
+                self._deliver(room_id, pid, m.MediaEnded(from_=m.SFU_PID))
         w.rooms.clear()
         for future in list(self._stats.values()):
             if not future.done():
@@ -214,7 +215,7 @@ class SfuManager:
     def _signal(self, room_id: str, pid: str, msg: m.ClientMessage) -> None:
         if pid not in self.members.get(room_id, frozenset()):
             self._deliver(room_id, pid, m.Error(code="not-allowed", message="only admitted members can send media",
-                                                ref=_tag(msg)), force=True)
+                                                ref=m.tag_of(msg)), force=True)
             return
         if isinstance(msg, m.Offer):
             w = self._worker_for(room_id)
@@ -230,7 +231,7 @@ class SfuManager:
                 w.outbox.put(("candidate", room_id, pid, msg.candidate, msg.sdp_mid, msg.sdp_mline_index))
         else:
             self._deliver(room_id, pid, m.Error(code="not-allowed", message="the SFU only takes offers and candidates",
-                                                ref=_tag(msg)))
+                                                ref=m.tag_of(msg)))
 
     def _worker_for(self, room_id: str) -> _Worker | None:
         index = self.pinned.get(room_id)
@@ -263,10 +264,10 @@ class SfuManager:
         op = msg[0]
         if op == "answer":
             _, room_id, pid, sdp = msg
-            self._deliver(room_id, pid, m.PeerAnswer(from_=SFU_PID, sdp=sdp))
+            self._deliver(room_id, pid, m.PeerAnswer(from_=m.SFU_PID, sdp=sdp))
         elif op == "tracks":
             _, room_id, pid, mids = msg
-            self._deliver(room_id, pid, m.Tracks(from_=SFU_PID, mids={
+            self._deliver(room_id, pid, m.Tracks(from_=m.SFU_PID, mids={
                 mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"]) for mid, ref in mids.items()}))
         elif op == "error":
             _, room_id, pid, code, message, ref = msg
@@ -305,9 +306,6 @@ class SfuManager:
             if w is not None and w.alive:
                 w.outbox.put(("ice", list(ice_servers)))
 
-    def worker_pids(self) -> list[int]:
-        return [w.process.pid for w in self.workers if w is not None and w.alive]
-
     async def stats(self, within: float = 2.0) -> dict[int, dict[str, Any]]:
         """Counters of every live worker: ``{worker_index: {"decoded_frames", "forwarded_packets", "rooms", …}}``."""
         assert self._loop is not None
@@ -324,12 +322,6 @@ class SfuManager:
             with contextlib.suppress(TimeoutError):
                 result[index] = await asyncio.wait_for(future, within)
         return result
-
-
-def _tag(msg: Any) -> str | None:
-    config = getattr(type(msg), "__struct_config__", None)
-    tag = getattr(config, "tag", None)
-    return tag if isinstance(tag, str) else None
 
 
 def _write_loop(conn: Any, outbox: queue.SimpleQueue[Any]) -> None:

@@ -4,7 +4,7 @@ One process runs many rooms on its own asyncio loop. Per participant there is on
 whose offer comes from the client (the client always offers, the SFU always answers):
 
 * the client's ``sendonly``/``sendrecv`` audio and video m-lines (the first of each kind) are its *publish*
-  streams: their receivers are made pass-through (:func:`peer.aiortc_hooks.make_passthrough`), so
+  streams: their receivers are made pass-through (:func:`rtc.aiortc_hooks.make_passthrough`), so
   ``receiver.track.recv()`` yields encoded ``av.Packet`` objects and nothing is ever decoded;
 * its ``recvonly`` m-lines are *slots*: the SFU answers them ``sendonly`` and feeds each one with one other
   member's stream of that kind (a :class:`Slot` track; the sender ``pack()``s the packets, no re-encode).
@@ -42,9 +42,6 @@ from typing import Any
 
 import av
 from aiortc import (
-    RTCBundlePolicy,
-    RTCConfiguration,
-    RTCIceServer,
     RTCPeerConnection,
     RTCRtpReceiver,
     RTCSessionDescription,
@@ -52,7 +49,8 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
-from peer import aiortc_hooks as hooks
+from rtc import aiortc_hooks as hooks
+from rtc.ice import aiortc_configuration
 
 from . import addressing
 
@@ -248,7 +246,9 @@ class Stream:
             self.limiter.close()
 
 
-class Member:
+class MemberConnection:
+    """One member's peer connection to this worker: what it publishes (streams) and its receive slots."""
+
     def __init__(self, pid: str, pc: RTCPeerConnection) -> None:
         self.pid = pid
         self.pc = pc
@@ -275,11 +275,14 @@ def _transport_identity(pc: RTCPeerConnection) -> tuple[str, str] | None:
     return _sdp_identity(remote.sdp) if remote is not None else None
 
 
-class Room:
+class ForwardingRoom:
+    """A room as this worker forwards it (not the core's ``signaling.room.Room``)."""
+
     def __init__(self, room_id: str) -> None:
         self.id = room_id
         self.members: frozenset[str] = frozenset()
-        self.peers: dict[str, Member] = {}
+        """A copy of the admitted pids, as last sent by the manager; the core's ``Room`` is the authority."""
+        self.peers: dict[str, MemberConnection] = {}
 
 
 # ------------------------------------------------------------------------------------------------ worker
@@ -289,7 +292,7 @@ class Worker:
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         self.conn = conn
         self.config = config
-        self.rooms: dict[str, Room] = {}
+        self.rooms: dict[str, ForwardingRoom] = {}
         self.decoded_closed = 0
         """Decoded frames of streams already closed (the live ones are summed on demand)."""
         self.forwarded_closed = 0
@@ -360,7 +363,7 @@ class Worker:
         if room is None:
             if not pids:
                 return
-            room = self.rooms[room_id] = Room(room_id)
+            room = self.rooms[room_id] = ForwardingRoom(room_id)
         room.members = frozenset(pids)
         for pid in [p for p in room.peers if p not in room.members]:
             self.drop_member(room, pid)
@@ -370,7 +373,7 @@ class Worker:
         for pid in self.assign(room):
             self.send_tracks(room, pid)
 
-    def drop_member(self, room: Room, pid: str) -> None:
+    def drop_member(self, room: ForwardingRoom, pid: str) -> None:
         member = room.peers.pop(pid, None)
         if member is None:
             return
@@ -383,7 +386,7 @@ class Worker:
             slot.stop()
         self.spawn(member.pc.close())
 
-    def assign(self, room: Room) -> list[str]:
+    def assign(self, room: ForwardingRoom) -> list[str]:
         """Give every slot a publisher (stable; free slots take unassigned members in pid order).
 
         Returns the pids whose mapping changed."""
@@ -412,7 +415,7 @@ class Worker:
                 changed.append(sub.pid)
         return changed
 
-    def send_tracks(self, room: Room, pid: str) -> None:
+    def send_tracks(self, room: ForwardingRoom, pid: str) -> None:
         member = room.peers.get(pid)
         if member is not None and member.mapping is not None:
             self.out("tracks", room.id, pid, dict(member.mapping))
@@ -420,11 +423,8 @@ class Worker:
     # -------------------------------------------------------------- negotiation
 
     def new_pc(self) -> RTCPeerConnection:
-        servers = [RTCIceServer(**s) for s in self.config.ice_servers]
-        # MAX_BUNDLE: with aiortc's default (balanced), transceivers created from a re-offer or after the first
-        # one of their kind stay on a transport that the offer's BUNDLE group discards (no media). Clients
-        # must offer BUNDLE (browsers always do).
-        return RTCPeerConnection(RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        # MAX_BUNDLE (see rtc.ice.aiortc_configuration): clients must offer BUNDLE (browsers always do).
+        return RTCPeerConnection(aiortc_configuration(self.config.ice_servers, relay_only=False, bundle=True))
 
     async def offer(self, room_id: str, pid: str, sdp: str) -> None:
         room = self.rooms.get(room_id)
@@ -438,7 +438,7 @@ class Worker:
             self.drop_member(room, pid)
             member = None
         if member is None:
-            member = room.peers[pid] = Member(pid, self.new_pc())
+            member = room.peers[pid] = MemberConnection(pid, self.new_pc())
         async with member.lock:
             try:
                 await self._negotiate(room, member, sdp)
@@ -448,7 +448,7 @@ class Worker:
                     self.out("error", room_id, pid, "invalid-message", f"the SFU cannot answer this offer: {exc}",
                              "offer")
 
-    async def _negotiate(self, room: Room, member: Member, sdp: str) -> None:
+    async def _negotiate(self, room: ForwardingRoom, member: MemberConnection, sdp: str) -> None:
         parsed = SessionDescription.parse(sdp)
         pc = member.pc
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))

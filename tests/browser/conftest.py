@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from peer.chromium import launch
 from tests.conftest import require_chromium
+from tools.chromium import launch
 
 # Keeps every RTCPeerConnection a page makes (an init script runs outside the page's CSP).
 TRACK_PCS = """(() => {

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.browser
 
 async def test_browser_therapist_and_aiortc_client_decode_each_other(alcove: Any, pages: Any) -> None:
     participant = pytest.importorskip("peer.participant")
-    hooks = pytest.importorskip("peer.aiortc_hooks")
+    hooks = pytest.importorskip("rtc.aiortc_hooks")
     hooks.allow_loopback_candidates()
     room = await alcove.create_room(type="couple", host="Dr. Ionescu")
     therapist = await pages.new()

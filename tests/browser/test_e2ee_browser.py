@@ -1,7 +1,7 @@
 """End-to-end encryption in the browser client (docs/security.md): Chromium therapist and clients, the aiortc
 participant in both roles, removal, a fingerprint-swapping middleman, and a wrong key.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q -m e2ee tests/browser/test_e2ee_browser.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q -m e2ee tests/browser/test_e2ee_browser.py'
 """
 
 from __future__ import annotations

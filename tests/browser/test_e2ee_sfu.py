@@ -2,7 +2,7 @@
 with E2EE links, the therapist and two Chromium clients. Everyone decodes everyone (SFrame through the SFU, which
 never decodes a frame), and after a removal a new epoch is switched in without the removed client.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/browser/test_e2ee_sfu.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/browser/test_e2ee_sfu.py'
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A family room through the forwarding SFU (the default topology of family and group rooms), all in Chromium:
 everyone decodes everyone over ONE connection to the SFU; a client sent back stops its media to the others.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/browser/test_sfu_browser.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/browser/test_sfu_browser.py'
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The app is not touched: an init script wraps ``window.RTCPeerConnection`` so tha
 constructor's and ``setConfiguration``'s) gets ``iceTransportPolicy: "relay"``. The server hands out TURN REST
 credentials (``turn_urls`` + ``turn_secret``) only after admission.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/browser/test_turn_browser.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/browser/test_turn_browser.py'
 """
 
 from __future__ import annotations
@@ -150,7 +150,9 @@ async def test_chromium_to_chromium_relay_only(alcove: AlcoveServer, pages: Any,
 
 
 async def test_chromium_to_aiortc_relay_only(alcove: AlcoveServer, pages: Any, coturn: Any) -> None:  # noqa: F811
-    from peer.participant import Participant, sdp_candidate_types, selected_pair_types
+    from peer.participant import Participant
+    from rtc.aiortc_hooks import selected_pair_types
+    from rtc.urls import sdp_candidate_types
 
     room = await alcove.create_room(type="individual", host="Dr. Ionescu")
     therapist = await relay_page(pages)

@@ -1,6 +1,6 @@
 """E2EE between aiortc participants through the real server: keys, SAS, SFrame media, rekeying.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_aiortc_e2ee.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/e2ee/test_aiortc_e2ee.py'
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from peer import aiortc_hooks as hooks
 from peer.e2ee import ClientKeys, TherapistKeys, b64e, message_kind, pub_raw, tk_of
 from peer.participant import Participant
+from rtc import aiortc_hooks as hooks
 from signaling import messages as m
+from tools.wrong_key import keystate_factory
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.media, pytest.mark.integration,
               pytest.mark.usefixtures("media_namespace")]
@@ -40,7 +41,7 @@ async def e2ee_room(alcove: Any, join: Any, clients: int = 1, wrong: tuple[int, 
     assert t.e2ee and isinstance(t.keys, TherapistKeys)
     cs = []
     for i, link in enumerate(c_links):
-        c = await join(link, name=f"C{i}", wrong_key=i in wrong)
+        c = await join(link, name=f"C{i}", **keystate_factory(i in wrong))
         assert c.e2ee and isinstance(c.keys, ClientKeys)
         cs.append(c)
     return t, cs
@@ -152,7 +153,7 @@ async def test_late_joiner_cannot_decrypt_earlier_frames(alcove: Any, join: Any)
     sender = next(s for s in t.links[a.pid].pc.getSenders() if s.kind == "video")
 
     def tap(kind: str, data: bytes) -> bytes | None:
-        out = t._encrypt(kind, data)
+        out = t.e2ee_glue.encrypt(kind, data)
         if out is not None and len(captured) < 3:
             captured.append(out)
         return out

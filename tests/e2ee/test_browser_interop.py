@@ -1,7 +1,7 @@
 """The browser's E2EE against the Python aiortc participant, in both roles, and through a fingerprint-swapping
-middleman (peer/mitm.py): same protocol, same SAS, SFrame media both ways; the middleman is refused by both ends.
+middleman (tools/mitm.py): same protocol, same SAS, SFrame media both ways; the middleman is refused by both ends.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_browser_interop.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/e2ee/test_browser_interop.py'
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from peer import aiortc_hooks as hooks
-from peer.mitm import MitmProxy
 from peer.participant import Participant
+from rtc import aiortc_hooks as hooks
 from tests.browser.conftest import browser, decodes_from_all, frames, join, pages, wait_js  # noqa: F401
 from tests.browser.test_e2ee_browser import (
     admit,
@@ -26,6 +25,7 @@ from tests.browser.test_e2ee_browser import (
     with_secret,
 )
 from tests.e2ee.test_aiortc_e2ee import e2ee_links
+from tools.mitm import MitmProxy
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser, pytest.mark.media, pytest.mark.usefixtures("media_namespace")]
 

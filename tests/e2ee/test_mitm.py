@@ -1,7 +1,7 @@
-"""A signaling middleman that swaps DTLS fingerprints (peer/mitm.py) is refused by signed SDP; SAS exposes a
+"""A signaling middleman that swaps DTLS fingerprints (tools/mitm.py) is refused by signed SDP; SAS exposes a
 middleman that knows the link secret but not the therapist's key.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/e2ee/test_mitm.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/e2ee/test_mitm.py'
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from peer.e2ee import (
     sdp_fingerprints,
     tk_of,
 )
-from peer.mitm import MitmProxy, rewrite_fingerprints
 from peer.participant import Participant
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links
+from tools.mitm import MitmProxy, rewrite_fingerprints
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.integration]
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.chromium import launch
 from tests.conftest import require_chromium
+from tools.chromium import launch
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from peer.chromium import launch
 from tests.conftest import require_chromium
+from tools.chromium import launch
 
 pytestmark = [pytest.mark.e2ee, pytest.mark.browser]
 
@@ -89,7 +89,7 @@ window.scenario = async (o) => {
   pcS.onicecandidate = (e) => e.candidate && pcR.addIceCandidate(e.candidate);
   pcR.onicecandidate = (e) => e.candidate && pcS.addIceCandidate(e.candidate);
   // Both sides create their transceivers with addTrack and attach every transform BEFORE negotiation
-  // (webrtc-notes §5); the answerer's addTrack transceivers are reused by the remote offer.
+  // (so no frame is ever sent or decoded in clear); the answerer's addTrack transceivers are reused by the remote offer.
   for (const track of stream.getTracks()) {
     const sender = pcS.addTrack(track, stream);
     attach(sender, wS, { operation: "encrypt", kind: track.kind }, o.legacy);

@@ -1,4 +1,4 @@
-"""Real VP8 + Opus between aiortc peers in one process, over loopback only, exercising peer.aiortc_hooks.
+"""Real VP8 + Opus between aiortc peers in one process, over loopback only, exercising rtc.aiortc_hooks.
 
 Run inside a loopback-only network namespace:
     unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/integration/test_aiortc_hooks_media.py'
@@ -20,7 +20,6 @@ from aiortc import (
 )
 from aiortc.mediastreams import MediaStreamTrack
 
-from peer import aiortc_hooks as hooks
 from peer.media import (
     ForwardingTrack,
     SyntheticAudioTrack,
@@ -28,6 +27,8 @@ from peer.media import (
     TrackSink,
     rgb_to_yuv,
 )
+from rtc import aiortc_hooks as hooks
+from rtc.codecs import prefer_vp8_opus
 from tests.conftest import require_loopback_namespace
 
 pytestmark = [pytest.mark.media, pytest.mark.integration]
@@ -57,11 +58,9 @@ async def make_pc() -> AsyncIterator[Callable[[], RTCPeerConnection]]:
 
 
 def prefer_vp8(pc: RTCPeerConnection) -> None:
-    caps = RTCRtpSender.getCapabilities("video").codecs
-    vp8 = [c for c in caps if c.mimeType.lower() in ("video/vp8", "video/rtx")]
     for t in pc.getTransceivers():
         if t.kind == "video":
-            t.setCodecPreferences(vp8)
+            prefer_vp8_opus(t)
 
 
 async def until(condition: Callable[[], bool], within: float, step: float = 0.02) -> bool:

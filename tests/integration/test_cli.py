@@ -15,7 +15,7 @@ import pytest
 from server.config import Config
 
 pytestmark = pytest.mark.integration
-ALCOVE = [sys.executable, "-m", "server.cli"]
+ALCOVE = [sys.executable, "-m", "tools.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -57,7 +57,7 @@ class ServerProcess:
         env = {**os.environ, "ALCOVE_DATA_DIR": str(self.data), "ALCOVE_ADMIN_KEY": self.admin_key}
         with self.log.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server.cli", "serve", "--no-tls", "--host", "127.0.0.1",
+                sys.executable, "-m", "tools.cli", "serve", "--no-tls", "--host", "127.0.0.1",
                 "--port", str(self.port), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         async with asyncio.timeout(20):

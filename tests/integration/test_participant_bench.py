@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peer.bench_signaling import bench_signaling, percentile
+from tools.bench_signaling import bench_signaling, percentile
 
 pytestmark = [pytest.mark.integration]
 
@@ -36,7 +36,7 @@ def test_percentile() -> None:
 
 
 async def test_bench_e2ee_reports_both_throughputs() -> None:
-    from peer.bench_e2ee import bench_e2ee
+    from tools.bench_e2ee import bench_e2ee
 
     result = await bench_e2ee(seconds=0.5)
     python = result["python"]

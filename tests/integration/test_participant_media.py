@@ -1,6 +1,6 @@
 """Real aiortc peers through the real server: waiting room, admission, media both ways, send back, resume.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/integration -k participant'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/integration -k participant'
 """
 
 from __future__ import annotations

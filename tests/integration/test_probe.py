@@ -1,4 +1,4 @@
-"""Smoke tests of ``peer.probe.run_probe`` against the fixture server (real aiortc media on loopback)."""
+"""Smoke tests of ``tools.probe.run_probe`` against the fixture server (real aiortc media on loopback)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from peer.probe import run_probe
+from tools.probe import run_probe
 
 pytestmark = [pytest.mark.media, pytest.mark.integration, pytest.mark.usefixtures("media_namespace")]
 

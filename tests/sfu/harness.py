@@ -1,7 +1,7 @@
 """Harness for the SFU tests: a real SfuManager (worker processes) driven directly, aiortc clients in-process.
 
 Run inside a loopback-only network namespace:
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/sfu'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/sfu'
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection, RTCRtpSender
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCPeerConnection
 
-from peer import aiortc_hooks as hooks
 from peer.media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
+from rtc import aiortc_hooks as hooks
+from rtc.codecs import prefer_vp8_opus_all
 from server.sfu import SfuManager
 from signaling import messages as m
 from signaling.effects import MediaMembers, MediaSignal
@@ -84,10 +85,8 @@ class Client:
         return MediaSignal(self.room, self.pid, m.Offer(to="sfu", sdp=self.pc.localDescription.sdp))  # type: ignore[arg-type]
 
     async def negotiate(self, within: float = 10.0) -> None:
-        vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in ("video/vp8", "video/rtx")]
+        prefer_vp8_opus_all(self.pc)
         for t in self.pc.getTransceivers():
-            if t.kind == "video":
-                t.setCodecPreferences(vp8)
             if t.direction == "recvonly":
                 self.rx[t.mid or ""] = hooks.receiver_stats(t.receiver)
         await self.pc.setLocalDescription(await self.pc.createOffer())

@@ -3,7 +3,7 @@ participants (peer/participant.py) in one room. Everyone decodes everyone; a rem
 the SFU never decodes (``/metrics``); a killed SFU worker is reported (``media-ended``) and media comes back
 once every client has built a new connection.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/sfu/test_group_mixed.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/sfu/test_group_mixed.py'
 """
 
 from __future__ import annotations

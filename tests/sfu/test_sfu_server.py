@@ -1,6 +1,6 @@
 """SFU rooms end to end: aiortc participants (E2EE on) through the real server and its forwarding SFU.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/sfu/test_sfu_server.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/sfu/test_sfu_server.py'
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from peer.participant import Participant
-from peer.probe import run_probe
 from tests.conftest import AlcoveServer
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links, switched
+from tools.probe import run_probe
+from tools.wrong_key import keystate_factory
 
 pytestmark = [pytest.mark.sfu, pytest.mark.media, pytest.mark.integration]
 
@@ -38,7 +39,7 @@ async def family(sfu_server: AlcoveServer) -> AsyncIterator[Any]:
         joined.append(t)
         cs = []
         for i, link in enumerate(c_links):
-            c = await Participant.join(sfu_server.url, link, name=f"C{i}", wrong_key=i in wrong)
+            c = await Participant.join(sfu_server.url, link, name=f"C{i}", **keystate_factory(i in wrong))
             joined.append(c)
             cs.append(c)
         assert t.sfu_room and all(c.sfu_room for c in cs)

@@ -13,9 +13,9 @@ from aioice import stun
 from aioice.turn import make_integrity_key
 from aiortc import RTCPeerConnection
 
+from rtc.ice import aiortc_configuration
 from server.turn import (
     TurnConfig,
-    aiortc_configuration,
     ice_server_entry,
     issue_credentials,
     verify_credentials,

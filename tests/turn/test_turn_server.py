@@ -1,6 +1,6 @@
 """TURN through the server: credentials only after admission, then relay-only aiortc peers connect relay↔relay.
 
-    unshare -n sh -c 'ip link set lo up && cd /work/main && .venv/bin/pytest -q tests/turn/test_turn_server.py'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/turn/test_turn_server.py'
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 
-from peer.participant import Participant, sdp_candidate_types, selected_pair_types
-from peer.probe import run_probe
+from peer.participant import Participant
+from rtc.aiortc_hooks import selected_pair_types
+from rtc.urls import sdp_candidate_types
 from server.config import Config, Secret
 from signaling import messages as m
 from tests.conftest import AlcoveServer, require_loopback_namespace, serving
+from tools.probe import run_probe
 
 pytestmark = [pytest.mark.turn, pytest.mark.media, pytest.mark.integration]
 

@@ -49,7 +49,7 @@ def sent(effects: list[Effect], conn: str | None = None) -> list[m.ServerMessage
 
 
 def types(effects: list[Effect], conn: str) -> list[str]:
-    return [str(type(msg).__struct_config__.tag) for msg in sent(effects, conn)]
+    return [m.tag_of(msg) for msg in sent(effects, conn)]
 
 
 def new_room(s: RoomSpec | None = None, timing: Timing | None = None) -> Room:

@@ -1,4 +1,4 @@
-"""Contract test for peer.aiortc_hooks: fails loudly if the aiortc internals it relies on move.
+"""Contract test for rtc.aiortc_hooks: fails loudly if the aiortc internals it relies on move.
 
 Everything here runs without any network I/O: senders are driven through ``_next_encoded_frame`` and
 receivers are fed RTP packets directly through ``_handle_rtp_packet``.
@@ -24,8 +24,8 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
 
-from peer import aiortc_hooks as hooks
 from peer.media import SyntheticAudioTrack, SyntheticVideoTrack
+from rtc import aiortc_hooks as hooks
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
 OPUS = RTCRtpCodecParameters(mimeType="audio/opus", clockRate=48000, channels=2, payloadType=111)

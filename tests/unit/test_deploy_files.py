@@ -44,7 +44,7 @@ def conf_values(key: str) -> list[str | None]:
 
 def test_the_entry_point_exists_in_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert project["project"]["scripts"]["alcove"] == "server.cli:main"
+    assert project["project"]["scripts"]["alcove"] == "tools.cli:main"
 
 
 def test_compose_has_the_app_and_coturn_with_restart_and_health(compose: dict) -> None:

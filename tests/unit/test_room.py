@@ -272,7 +272,7 @@ def test_resume_after_a_restart_rebuilds_the_member_from_the_credential() -> Non
     s = spec()
     resume = ResumeClaims(room_id="r1", pid="p7", token_id="t1", role="client", admitted=True, name="Alex")
     rooms.connect(C("ct"), admission(s, "therapist", "tt"), hello(), NOW)
-    out = rooms.connect(C("c1"), admission(s, "client", "t1", resume), m.Hello(v=1, ticket="t"), NOW)
+    out = rooms.connect(C("c1"), admission(s, "client", "t1", resume), m.Hello(v=1, ticket="t"), NOW).effects
     welcome = sent(out, "c1")[0]
     assert isinstance(welcome, m.Welcome) and welcome.pid == "p7" and welcome.status == "admitted"
 
@@ -297,7 +297,7 @@ def test_registry_refuses_tokens_of_an_ended_room() -> None:
     s = spec()
     rooms.connect(C("ct"), admission(s, "therapist", "tt"), hello(), NOW)
     rooms.receive(C("ct"), m.End(), NOW)
-    out = rooms.connect(C("c1"), admission(s, "client", "t1"), hello("A"), NOW + 1)
+    out = rooms.connect(C("c1"), admission(s, "client", "t1"), hello("A"), NOW + 1).effects
     assert out[-1] == Close(C("c1"), 4005, "room-ended")
     assert rooms.rooms == {} and rooms.conn_room == {}
 

@@ -470,7 +470,8 @@ def test_fuzz_receive_never_passes_through(data: bytes, kind: sframe.FrameKind) 
 
 
 def test_vector_copy_matches_shared() -> None:
-    """tests/data holds a copy of ../shared/vectors (present in CI); they must agree."""
+    """tests/data holds a copy of the shared SFrame vectors; where a checkout of them sits beside the repository
+    (CI), the two must agree."""
     shared = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "sframe-rfc9605.json"
     if not shared.exists():
         pytest.skip("shared vectors not checked out next to the repo")

@@ -8,11 +8,10 @@ import hmac
 
 import pytest
 
+from rtc.ice import aiortc_configuration, aiortc_ice_servers
 from server.turn import (
     MAX_LIFETIME_S,
     TurnConfig,
-    aiortc_configuration,
-    aiortc_ice_servers,
     ice_server_entry,
     issue_credentials,
     parse_turn_urls,

@@ -21,7 +21,7 @@ join/waiting previews still render the camera; releasing any one of them, or one
 modified ``/static/js/<name>`` to the Alcove pages, for experiments without touching web/.
 
 Run inside the loopback-only namespace (the browser needs ``--allow-loopback-in-peer-connection``):
-    unshare -n sh -c 'ip link set lo up && .venv/bin/python -m peer.bench_join --runs 10 [--two-browsers]'
+    unshare -n sh -c 'ip link set lo up && .venv/bin/python -m tools.bench_join --runs 10 [--two-browsers]'
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+
+from tools.admin_client import create_room
 
 from .chromium import CHROME_ARGS, CHROMIUM
 
@@ -144,15 +146,6 @@ async def _start_server(data_dir: Path) -> tuple[web.AppRunner, str, str]:
     return runner, f"http://127.0.0.1:{port}", admin_key
 
 
-async def _create_room(http: Any, base: str, admin_key: str) -> dict[str, Any]:
-    async with http.post(f"{base}/api/rooms", json={"type": "individual", "start": "now", "host": "Bench"},
-                         headers={"Authorization": f"Bearer {admin_key}"}) as r:
-        data: dict[str, Any] = await r.json()
-        if r.status != 201:
-            raise RuntimeError(f"room creation failed: {data}")
-        return data
-
-
 async def _new_page(browser: Any, base: str, overrides: dict[str, str] | None = None) -> tuple[Any, Any]:
     ctx = await browser.new_context()
     await ctx.grant_permissions(["camera", "microphone"], origin=base)
@@ -170,7 +163,7 @@ def _fulfil_js(body: str) -> Any:
 
 async def _alcove_run(browsers: tuple[Any, Any], http: Any, base: str, admin_key: str,
                       overrides: dict[str, str] | None = None) -> float:
-    room = await _create_room(http, base, admin_key)
+    room = await create_room(http, base, admin_key, {"type": "individual", "start": "now", "host": "Bench"})
     cctx, client = await _new_page(browsers[0], base, overrides)
     tctx, therapist = await _new_page(browsers[1], base, overrides)
     try:
@@ -226,7 +219,7 @@ async def bench_join(runs: int = 10, override_js: dict[str, str | Path] | None =
                      two_browsers: bool = False) -> dict[str, Any]:
     """Median and p95 of admit-click → first decoded frame, against a bare two-page WebRTC baseline.
 
-    ``override_js`` ({"session.js": "/tmp/session.js"}): experiments only — the Alcove pages get these files
+    ``override_js`` ({"session.js": "experiments/session.js"}): experiments only — the Alcove pages get these files
     instead of the server's ``/static/js/<name>`` (Playwright routing; nothing under web/ is touched).
     ``two_browsers``: each side in its own Chromium process (own fake camera), as on two real devices. With one
     process both pages share one fake capture device, and its frames stall for ~1.1 s for every consumer when

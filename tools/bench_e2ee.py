@@ -1,6 +1,6 @@
 """Cost of Alcove's SFrame layer in Python against raw AES-GCM on the same frames.
 
-    .venv/bin/python -m peer.bench_e2ee --seconds 5 --json
+    .venv/bin/python -m tools.bench_e2ee --seconds 5 --json
 
 Each round protects and unprotects a realistic mix of encoded frames with :class:`peer.sframe.FrameEncryptor`
 and :class:`peer.sframe.FrameDecryptor` (suite 4, AES-128-GCM, the media path of ``KeyState``): 3 VP8 delta
@@ -34,7 +34,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .sframe import FrameDecryptor, FrameEncryptor, FrameKind
+from peer.sframe import FrameDecryptor, FrameEncryptor, FrameKind
+from tools.admin_client import create_room
 
 __all__ = ["bench_browser", "bench_e2ee", "main", "sample_frames"]
 
@@ -168,11 +169,7 @@ def _browser_root(marker: str) -> int:
 
 async def _browser_call(browser: Any, http: Any, base: str, admin_key: str, *, e2ee: bool, seconds: float,
                         root: int) -> dict[str, Any]:
-    async with http.post(f"{base}/api/rooms", json={"type": "individual", "start": "now", "host": "Bench"},
-                         headers={"Authorization": f"Bearer {admin_key}"}) as r:
-        room: dict[str, Any] = await r.json()
-        if r.status != 201:
-            raise RuntimeError(f"room creation failed: {room}")
+    room = await create_room(http, base, admin_key, {"type": "individual", "start": "now", "host": "Bench"})
     t_link, c_link = room["therapist_link"], room["client_links"][0]
     if e2ee:  # the link secret in both links turns E2EE on (the client's MAC checks out; no tk: SAS only)
         s = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()

@@ -2,14 +2,14 @@
 
     result = await bench_signaling(rooms=500, participants=3, seconds=20)
 
-Without ``server``, an Alcove server is started in a child process (``python -m peer.bench_signaling
+Without ``server``, an Alcove server is started in a child process (``python -m tools.bench_signaling
 serve-alcove``, plain HTTP on 127.0.0.1) so that the load generator and the server do not share an event loop.
 Each room gets 1 therapist and ``participants - 1`` clients, all admitted. For ``seconds``, every participant
 sends one ``candidate`` per second (evenly spread) to the next admitted participant of its room; the relay
 latency is measured from send to receive on this process's clock. The same sockets/rate pattern is then run
 against a bare aiohttp websocket relay (``serve-echo``, also a child process) as the baseline.
 
-CLI: ``python -m peer.bench_signaling bench --rooms 500 --participants 3 --seconds 20``.
+CLI: ``python -m tools.bench_signaling bench --rooms 500 --participants 3 --seconds 20``.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from peer.signaling_client import SignalingClient, base_of
 from signaling import messages as m
-
-from .signaling_client import SignalingClient, base_of
+from tools.admin_client import create_room
 
 __all__ = ["bench_signaling", "percentile"]
 
@@ -93,7 +93,7 @@ class Child:
 
     def __init__(self, args: list[str], port: int, env: dict[str, str] | None = None) -> None:
         self.port = port
-        self.proc = subprocess.Popen([sys.executable, "-m", "peer.bench_signaling", *args, "--port", str(port)],
+        self.proc = subprocess.Popen([sys.executable, "-m", "tools.bench_signaling", *args, "--port", str(port)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      cwd=str(Path(__file__).resolve().parent.parent),
                                      env={**os.environ, **(env or {})})
@@ -267,12 +267,7 @@ async def _alcove_run(server: str, admin_key: str, rooms: int, participants: int
     body = {"type": kind, "clients": participants - 1, "topology": "mesh"}
     async with aiohttp.ClientSession() as http:
         async def create() -> dict[str, Any]:
-            async with http.post(f"{server}/api/rooms", json=body,
-                                 headers={"Authorization": f"Bearer {admin_key}"}) as r:
-                data: dict[str, Any] = await r.json()
-                if r.status != 201:
-                    raise RuntimeError(f"POST /api/rooms: {r.status} {data}")
-                return data
+            return await create_room(http, server, admin_key, body)
         created = await _gather_limited([create for _ in range(rooms)], JOIN_CONCURRENCY)
 
     def on_message(msg: m.ServerMessage) -> None:
@@ -421,7 +416,7 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m peer.bench_signaling")
+    parser = argparse.ArgumentParser(prog="python -m tools.bench_signaling")
     sub = parser.add_subparsers(dest="command", required=True)
     bench = sub.add_parser("bench")
     bench.add_argument("--rooms", type=int, default=500)

@@ -13,7 +13,7 @@ client(s) and checks one scenario:
 * ``wrong-key`` — an E2EE room (links with ``s``/``tk``, as the therapist UI makes them) of at least two
   clients where the last client installs corrupted epoch keys: it decodes 0 frames (and nobody decodes its
   frames) while the others decode each other; figures: frames per receiver and sender, decrypt failures;
-* ``mitm``    — the probe puts its own fingerprint-swapping relay (``peer.mitm.MitmProxy``) between its peers
+* ``mitm``    — the probe puts its own fingerprint-swapping relay (``tools.mitm.MitmProxy``) between its peers
   and the server; ok only if both peers refuse the SDP (security failure recorded) and never connect;
 * ``group``   — a ``--clients N`` family/group room with topology ``sfu`` and E2EE: every peer receives frames
   from every other peer through the SFU; ``figures.server_decoded_frames`` is the server's
@@ -37,9 +37,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .e2ee import b64e, pub_raw, tk_of
-from .participant import Participant, sdp_candidate_types, selected_pair_types
-from .signaling_client import JoinRefused, SignalingClient, base_of
+from peer.e2ee import b64e, pub_raw, tk_of
+from peer.participant import Participant
+from peer.signaling_client import JoinRefused, SignalingClient, base_of
+from rtc.aiortc_hooks import allow_loopback_candidates, selected_pair_types
+from rtc.urls import sdp_candidate_types
+from tools import admin_client
+from tools.mitm import MitmProxy
+from tools.wrong_key import keystate_factory
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
@@ -84,12 +89,12 @@ def _ts(iso: str) -> float:
 async def create_room(server: str, admin_key: str, body: dict[str, Any], *, insecure: bool = True) -> dict[str, Any]:
     """``POST /api/rooms`` with the admin key."""
     connector = aiohttp.TCPConnector(ssl=False if insecure else True)
-    async with aiohttp.ClientSession(connector=connector) as http, http.post(
-            f"{base_of(server)}/api/rooms", json=body, headers={"Authorization": f"Bearer {admin_key}"}) as r:
-        data: dict[str, Any] = await r.json(content_type=None)
-        if r.status != 201:
-            raise ProbeFailure(f"POST /api/rooms answered {r.status}: {data}")
-        return data
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            return await admin_client.create_room(http, base_of(server), admin_key, body,
+                                                  ssl_context=False if insecure else True)
+        except admin_client.RoomNotCreated as err:
+            raise ProbeFailure(str(err)) from None
 
 
 async def _refused(server: str, link: str, insecure: bool) -> str | None:
@@ -114,8 +119,6 @@ async def run_probe(server: str, scenario: str, *, duration: float = 15.0, clien
         result["error"] = "clients is between 1 and 10"
         return result
     if _is_loopback(server):
-        from .aiortc_hooks import allow_loopback_candidates
-
         allow_loopback_candidates()
     probe = _Probe(base_of(server), admin_key, insecure, duration, clients, figures)
     started = time.monotonic()
@@ -174,7 +177,7 @@ class _Probe:
                                                 therapist_ik=ik, relay_only=relay_only)
         for i, link in enumerate(c_links):
             self.clients.append(await Participant.join(server, link, name=f"Probe client {i + 1}",
-                                                       insecure=self.insecure, wrong_key=i in wrong,
+                                                       insecure=self.insecure, **keystate_factory(i in wrong),
                                                        relay_only=relay_only))
         self.figures["join_ms"] = round((time.monotonic() - started) * 1000, 1)
         await self._check_waiting()
@@ -358,8 +361,6 @@ class _Probe:
             _check(grew >= min(5, int(seconds * 5)), f"video from {b} to {a} stalled ({grew} frames)")
 
     async def mitm(self) -> None:
-        from .mitm import MitmProxy
-
         self.proxy = await MitmProxy(self.server, rewrite=True, insecure=self.insecure).start()
         self.n = 1
         await self._setup(e2ee=True, via=self.proxy.url)

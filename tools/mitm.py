@@ -31,7 +31,8 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.rtcdtlstransport import RTCCertificate
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from .e2ee import sign_sdp
+from peer.e2ee import sign_sdp
+from signaling import messages as m
 
 __all__ = ["MitmProxy", "rewrite_fingerprints"]
 
@@ -179,7 +180,7 @@ class MitmProxy:
             me["pid"] = str(msg.get("pid"))
             me["room"] = str(msg.get("room", {}).get("id"))
             return text
-        if kind not in ("offer", "answer") or msg.get("from") == "sfu":
+        if kind not in ("offer", "answer") or msg.get("from") == m.SFU_PID:
             return text
         if self.rewrite and isinstance(msg.get("sdp"), str):
             original = msg["sdp"]

@@ -51,12 +51,12 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
         RTCBundlePolicy,
         RTCConfiguration,
         RTCPeerConnection,
-        RTCRtpSender,
         RTCSessionDescription,
     )
 
-    from peer import aiortc_hooks as hooks
     from peer.media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
+    from rtc import aiortc_hooks as hooks
+    from rtc.codecs import prefer_vp8_opus_all
 
     hooks.allow_loopback_candidates()
     loop = asyncio.get_running_loop()
@@ -79,12 +79,9 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
             inbox.put_nowait(("stop",))
 
     loop.add_reader(conn.fileno(), readable)
-    vp8 = [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType.lower() in ("video/vp8", "video/rtx")]
 
     async def negotiate(pid: str, pc: RTCPeerConnection) -> None:
-        for t in pc.getTransceivers():
-            if t.kind == "video":
-                t.setCodecPreferences(vp8)
+        prefer_vp8_opus_all(pc)
         await pc.setLocalDescription(await pc.createOffer())
         answers[pid] = loop.create_future()
         conn.send(("offer", pid, pc.localDescription.sdp))
@@ -241,7 +238,7 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
             while parent.poll():
                 msg = parent.recv()
                 if msg[0] == "offer":
-                    manager.handle(MediaSignal(room, msg[1], m.Offer(to="sfu", sdp=msg[2])))  # type: ignore[arg-type]
+                    manager.handle(MediaSignal(room, msg[1], m.Offer(to=m.SFU_PID, sdp=msg[2])))  # type: ignore[arg-type]
                 else:
                     events.put_nowait(msg)
         except (EOFError, OSError):
@@ -310,7 +307,7 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     if require_loopback and not _loopback_only():
         raise RuntimeError("run the SFU benchmark in a loopback-only namespace: "
                            "unshare -n sh -c 'ip link set lo up && alcove bench sfu …'")
-    from peer import aiortc_hooks as hooks
+    from rtc import aiortc_hooks as hooks
 
     hooks.allow_loopback_candidates()
     probe = _SignalingProbe()

@@ -1,0 +1,265 @@
+"""The participant's end-to-end encryption: the key protocol (:mod:`peer.e2ee`) wired to the room and media.
+
+:class:`E2eeGlue` holds the participant's keys and the results of their checks (SAS, verified intros, every
+failed check), makes and answers key messages, signs and verifies SDP, and puts SFrame transforms on peer
+connections (:mod:`rtc.aiortc_hooks`). It does not negotiate and does not mirror the room: it reads
+:class:`peer.state.RoomState` and sends through :class:`peer.state.Tasks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import RTCPeerConnection, RTCRtpTransceiver
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from rtc import aiortc_hooks as hooks
+from rtc.codecs import prefer_vp8_opus
+from signaling import messages as m
+
+from .e2ee import (
+    SAS,
+    SWITCH_TIMEOUT,
+    ClientKeys,
+    IntroInfo,
+    KeyState,
+    LinkInfo,
+    SecurityCheckFailed,
+    TherapistKeys,
+    message_kind,
+)
+from .state import RoomState, Tasks
+
+log = logging.getLogger("alcove.peer")
+
+KeyStateFactory = Callable[[], KeyState]
+
+
+class E2eeGlue:
+    """Keys, SAS and signed SDP of one participant; ``enabled=False`` leaves media and SDP in clear."""
+
+    def __init__(self, state: RoomState, tasks: Tasks, *, enabled: bool, link_info: LinkInfo,
+                 therapist_ik: ec.EllipticCurvePrivateKey | None = None,
+                 keystate_factory: KeyStateFactory = KeyState, who: Callable[[], str] = lambda: "") -> None:
+        self.state, self.tasks = state, tasks
+        self.enabled = enabled
+        self.link_info = link_info
+        self.therapist_ik = therapist_ik
+        self.keystate_factory = keystate_factory
+        self.who = who
+        self.on_switch: list[Callable[[int], None]] = []
+        """Called with the epoch after every key switch (the participant forces keyframes)."""
+        self.keys: ClientKeys | TherapistKeys | None = None
+        self.sas: SAS | None = None
+        """A client's SAS with the therapist (after the grant)."""
+        self.sas_of: dict[str, SAS] = {}
+        """The therapist's SAS per client pid (after each reveal)."""
+        self.intros: dict[str, IntroInfo] = {}
+        """The therapist's verified intros per waiting pid."""
+        self.security_failures: list[str] = []
+        """Every failed E2EE check (forged/unsigned SDP, bad grant, bad epoch, …)."""
+        self.ignored_epochs = 0
+        """Epoch messages ignored because they were not newer than the newest one (replays)."""
+        self.epochs_made: list[int] = []
+        self._epoch_members: tuple[str, ...] | None = None
+        self._connected_clients: set[str] = set()
+
+    @property
+    def keystate(self) -> KeyState | None:
+        return self.keys.keystate if self.keys is not None else None
+
+    def _new_keystate(self) -> KeyState:
+        ks = self.keystate_factory()
+        ks.on_switch.append(self._switched)
+        return ks
+
+    def _switched(self, epoch: int) -> None:
+        for listener in self.on_switch:
+            listener(epoch)
+
+    def failed(self, what: str) -> None:
+        log.warning("%s: security check failed: %s", self.who(), what)
+        self.security_failures.append(what)
+        self.state.changed.set()
+
+    # ------------------------------------------------------------------ the room's messages
+
+    def make_intro(self, info: dict[str, Any], intro: str | None) -> str | None:
+        """The client's intro for ``hello`` (``info``: the ``/api/session`` answer)."""
+        if intro is not None:
+            return intro
+        if not self.enabled or info.get("role") != "client":
+            return None
+        if self.keys is None:
+            self.keys = ClientKeys(str(info["room"]["id"]), self.link_info, keystate=self._new_keystate())
+        assert isinstance(self.keys, ClientKeys)
+        return self.keys.make_intro()
+
+    def welcomed(self, msg: m.Welcome) -> None:
+        if self.enabled and msg.role == "therapist" and self.keys is None:
+            self.keys = TherapistKeys(msg.room.id, msg.pid, self.therapist_ik, s_link=self.link_info.s_link,
+                                      keystate=self._new_keystate())
+        elif isinstance(self.keys, ClientKeys):
+            self.keys.pid = msg.pid
+
+    def sent_back(self) -> None:
+        """A client went back to the waiting room: its keys and SAS are gone."""
+        if isinstance(self.keys, ClientKeys):
+            self.keys.reset()
+            self.sas = None
+
+    def admitted(self, grant: str | None) -> bool:
+        """A client was admitted: check the grant and reveal; False (recorded) when the grant fails."""
+        if not isinstance(self.keys, ClientKeys):
+            return True
+        try:
+            self.keys.check_grant(grant, self.state.pid)
+            self.sas = self.keys.sas()
+            reveal = self.keys.make_reveal()
+        except SecurityCheckFailed as err:
+            self.failed(f"grant: {err}")
+            return False
+        self.tasks.send_soon(m.Key(to=None, data=reveal))
+        return True
+
+    def reconnected(self) -> None:
+        self._epoch_members = None  # a returning therapist issues a new epoch on the next roster
+
+    def check_intros(self) -> None:
+        if not isinstance(self.keys, TherapistKeys):
+            return
+        for q in self.state.queue:
+            if q.intro is None or q.pid in self.intros:
+                continue
+            try:
+                self.intros[q.pid] = self.keys.check_intro(q.pid, q.intro)
+            except SecurityCheckFailed as err:
+                self.failed(f"intro of {q.pid}: {err}")
+
+    def grant_for(self, pid: str) -> str | None:
+        """The therapist's grant for a waiting client (from its verified intro); None without E2EE."""
+        if not isinstance(self.keys, TherapistKeys):
+            return None
+        try:
+            return self.keys.make_grant(pid)
+        except SecurityCheckFailed as err:
+            self.failed(f"admit {pid}: {err}")
+            raise
+
+    def maybe_rekey(self) -> None:
+        """Therapist: a new epoch whenever the admitted set of clients changes (or after a return)."""
+        keys = self.keys
+        if not isinstance(keys, TherapistKeys) or self.state.status != "admitted":
+            return
+        roster = self.state.roster
+        admitted = [p for p, e in sorted(roster.items()) if e.role == "client"]
+        connected = {p for p, e in roster.items() if e.role == "client" and e.connected}
+        returned = (connected - self._connected_clients) & set(admitted)
+        self._connected_clients = connected
+        if returned and self._epoch_members is not None:
+            self._epoch_members = None  # a client came back (a reload): it holds no epoch secret any more
+        members = []
+        for pid in admitted:
+            if pid in keys.members:
+                members.append(pid)
+            else:
+                self.failed(f"admitted client {pid} has no verified intro: no key for it")
+        if tuple(members) == self._epoch_members:
+            return
+        self._epoch_members = tuple(members)
+        if not members:
+            return
+        result = keys.make_epoch(members)
+        self.epochs_made.append(result.epoch)
+        self.tasks.send_soon(m.Key(to=None, data=result.message))
+        asyncio.get_running_loop().call_later(SWITCH_TIMEOUT + 0.02, self._maybe_switch)
+
+    def _maybe_switch(self) -> None:
+        keys = self.keys
+        if not isinstance(keys, TherapistKeys) or self.tasks.closing or not keys.switch_due():
+            return
+        self.tasks.send_soon(m.Key(to=None, data=keys.make_switch()))
+
+    def on_key(self, msg: m.PeerKey) -> None:
+        from_pid, data = msg.from_, msg.data
+        keys = self.keys
+        try:
+            if isinstance(keys, TherapistKeys):
+                result = keys.handle_key(from_pid, data)
+                if isinstance(result, SAS):
+                    self.sas_of[from_pid] = result
+                elif result is True:
+                    self._maybe_switch()
+            elif isinstance(keys, ClientKeys):
+                kind = message_kind(data)
+                reply = keys.handle_key(data)
+                if isinstance(reply, str):
+                    self.tasks.send_soon(m.Key(to=None, data=reply))
+                elif kind == "epoch" and reply is None:
+                    self.ignored_epochs += 1
+                self.state.changed.set()
+        except SecurityCheckFailed as err:
+            self.failed(f"key from {from_pid}: {err}")
+
+    # ------------------------------------------------------------------ media and SDP
+
+    def encrypt(self, kind: str, frame: bytes) -> bytes | None:
+        keys = self.keys
+        return keys.keystate.encrypt(kind, frame) if keys is not None else None  # type: ignore[arg-type]
+
+    def decrypt_from(self, pid: str | None, kind: str, data: bytes) -> bytes | None:
+        keys = self.keys
+        if keys is None or pid is None:
+            return None
+        return keys.keystate.decrypt_from(kind, data, pid)  # type: ignore[arg-type]
+
+    def protect(self, pc: RTCPeerConnection, peer_of: Callable[[RTCRtpTransceiver], str | None]) -> None:
+        """VP8/Opus only, and (E2EE) SFrame transforms on every sender and receiver of ``pc``."""
+        for t in pc.getTransceivers():
+            prefer_vp8_opus(t)
+            if not self.enabled:
+                continue
+            hooks.set_sender_transform(t.sender, self.encrypt)
+            hooks.set_receiver_transform(t.receiver, self._receive_transform(t, peer_of))
+
+    def _receive_transform(self, t: RTCRtpTransceiver, peer_of: Callable[[RTCRtpTransceiver], str | None]
+                           ) -> Callable[[str, bytes], bytes | None]:
+        def transform(kind: str, data: bytes) -> bytes | None:
+            return self.decrypt_from(peer_of(t), kind, data)
+        return transform
+
+    async def verified(self, pid: str, sdp_type: str, sdp: str, sig: str | None) -> bool:
+        """Check a peer's signed SDP (E2EE) BEFORE ``setRemoteDescription``; False (recorded) if it fails."""
+        keys = self.keys
+        if not self.enabled:
+            return True
+        if keys is None:
+            self.failed(f"{sdp_type} from {pid} before any key")
+            return False
+        if isinstance(keys, ClientKeys):
+            entry = self.state.roster.get(pid)
+            if entry is None or entry.role != "therapist":
+                # another client: its key comes only from the therapist-signed roster; wait for that epoch
+                with contextlib.suppress(TimeoutError):
+                    await self.state.wait_until(lambda: pid in keys.roster, 5.0, f"{pid} in the signed roster",
+                                                self.who())
+        try:
+            keys.verify_sdp(pid, sdp_type, sdp, sig)
+        except SecurityCheckFailed as err:
+            self.failed(f"{sdp_type} from {pid}: {err}")
+            return False
+        return True
+
+    def sign(self, pid: str, sdp_type: str, sdp: str) -> str | None:
+        if not self.enabled or self.keys is None:
+            return None
+        return self.keys.sign_sdp(pid, sdp_type, sdp)
+
+    def decrypt_failures(self) -> int:
+        """Frames that failed SFrame authentication (all peers)."""
+        ks = self.keystate
+        return ks.counters["failed"] if ks is not None else 0
