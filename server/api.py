@@ -80,7 +80,7 @@ async def session(request: web.Request) -> web.Response:
             extra["opens_at"] = iso(err.opens_at)
         hub.metrics.error(err.code)
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
-    if (refused := throttle.spend(request, "ticket", request.app[THROTTLES].tickets, admission.token_id)):
+    if (refused := throttle.spend("ticket", request.app[THROTTLES].tickets, admission.token_id, hub.metrics.throttle)):
         return refused
     spec = admission.spec
     if hub.rooms.is_over(spec, now):
@@ -113,7 +113,7 @@ async def invites(request: web.Request) -> web.Response:
     if admission.role != "therapist":
         return error_response("not-allowed", "only the therapist's link can make invitations", status=403)
     spec = admission.spec
-    if (refused := throttle.spend(request, "invite", request.app[THROTTLES].invites, spec.room_id)):
+    if (refused := throttle.spend("invite", request.app[THROTTLES].invites, spec.room_id, hub.metrics.throttle)):
         return refused
     base = base_url(request, hub)
     links = [f"{base}/j/#t={hub.tokens.issue_room_token(spec, 'client', now).token}" for _ in range(spec.seats)]
@@ -229,7 +229,7 @@ async def rooms_create(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     _require_admin(request, hub)
     address = throttle.client_address(request, hub.config.trust_proxy)
-    if (refused := throttle.spend(request, "room", request.app[THROTTLES].rooms, address)):
+    if (refused := throttle.spend("room", request.app[THROTTLES].rooms, address, hub.metrics.throttle)):
         return refused
     try:
         body = await _json(request)

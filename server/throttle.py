@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -152,12 +152,10 @@ def too_many(code: str, message: str, retry_after: int) -> web.Response:
                              headers={"Retry-After": str(retry_after)})
 
 
-def spend(request: web.Request, kind: str, throttle: Throttle, key: str) -> web.Response | None:
-    """Spend one token of ``key``: ``None`` when allowed, else the 429 to answer (counted by ``kind``)."""
-    from .state import HUB
-
+def spend(kind: str, throttle: Throttle, key: str, count: Callable[[str], None]) -> web.Response | None:
+    """Spend one token of ``key``: ``None`` when allowed, else the 429 to answer (``count(kind)`` counts it)."""
     wait = throttle.take(key, time.monotonic())
     if not wait:
         return None
-    request.app[HUB].metrics.throttle(kind)
+    count(kind)
     return too_many("rate-limited", "too many requests; try again later", wait)

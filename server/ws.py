@@ -54,7 +54,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(text="websocket version 13 only", headers={"Sec-WebSocket-Version": "13"})
     throttles = request.app[THROTTLES]
     address = throttle.client_address(request, hub.config.trust_proxy)
-    if (refused := throttle.spend(request, "connection", throttles.connections, address)):
+    if (refused := throttle.spend("connection", throttles.connections, address, hub.metrics.throttle)):
         return refused
     if not throttles.hold_pending(address):
         hub.metrics.throttle("pending")

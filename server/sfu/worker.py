@@ -52,7 +52,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from rtc import aiortc_hooks as hooks
 from rtc.ice import aiortc_configuration
 
-from . import addressing
+from .addressing import UNREACHABLE_MESSAGE, announce, has_candidates
 
 log = logging.getLogger("alcove.sfu.worker")
 
@@ -498,11 +498,11 @@ class Worker:
             return
         sdp = pc.localDescription.sdp
         if self.config.announced:
-            sdp = addressing.announce(sdp, self.config.announced)
-        if not addressing.has_candidates(sdp):
+            sdp = announce(sdp, self.config.announced)
+        if not has_candidates(sdp):
             # An answer without candidates would leave the client waiting for media that cannot come.
             log.warning("SFU has no candidate to offer (no usable address)")
-            self.out("error", room.id, member.pid, "media-unreachable", addressing.UNREACHABLE_MESSAGE, "offer")
+            self.out("error", room.id, member.pid, "media-unreachable", UNREACHABLE_MESSAGE, "offer")
             return
         self.send_tracks(room, member.pid)  # the mapping precedes the answer it belongs to
         self.out("answer", room.id, member.pid, sdp)
