@@ -1,7 +1,9 @@
 """HTML pages: the landing page, the join page (/j/) and the admin page, plus the static files.
 
 Every page is the same for everyone: the room token travels in the link's fragment (``/j/#t=…``), which the
-browser never sends, so the server cannot tell links apart here. No inline script or style (strict CSP).
+browser never sends, so the server cannot tell links apart here. No inline script or style (strict CSP) except
+the import map, allowed by its own hash. Every script, module and stylesheet is loaded with integrity
+(``server.manifest``), and ``/client-manifest`` lists the hashes of every static file and page.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ from pathlib import Path
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
+from markupsafe import Markup
+
+from .manifest import MANIFEST_PATH, ClientRelease, sha256_hex
+from .security import CSP
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
 
 _NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+PAGES = {"/": "landing.html", "/j/": "join.html", "/admin": "admin.html"}
+RELEASE: web.AppKey[ClientRelease] = web.AppKey("client-release")
 
 
 async def landing(request: web.Request) -> web.Response:
@@ -36,19 +44,45 @@ async def join_redirect(request: web.Request) -> web.Response:
     raise web.HTTPPermanentRedirect("/j/")
 
 
+async def client_manifest(request: web.Request) -> web.Response:
+    return web.json_response(request.app[RELEASE].manifest(), headers={"Cache-Control": "no-store"})
+
+
 def _render(template: str, request: web.Request) -> web.Response:
     response = aiohttp_jinja2.render_template(template, request, {})
     response.headers.update(_NO_STORE)
+    script_src = f"script-src 'self' {request.app[RELEASE].script_hash}"
+    response.headers["Content-Security-Policy"] = CSP.replace("script-src 'self'", script_src)
     return response
+
+
+def _integrity_globals(release: ClientRelease) -> dict[str, object]:
+    """Template helpers: every script, module and stylesheet tag carries its hash."""
+
+    def import_map() -> Markup:
+        return Markup('<script type="importmap">') + Markup(release.import_map) + Markup("</script>")
+
+    def module_script(url: str) -> Markup:
+        return Markup('<script type="module" src="{}" integrity="{}"></script>').format(url, release.sri(url))
+
+    def stylesheet(url: str) -> Markup:
+        return Markup('<link rel="stylesheet" href="{}" integrity="{}">').format(url, release.sri(url))
+
+    return {"import_map": import_map, "module_script": module_script, "stylesheet": stylesheet}
 
 
 def setup(app: web.Application) -> None:
     """Registers the pages and the static files on ``app``."""
-    aiohttp_jinja2.setup(
+    release = ClientRelease.from_dir(STATIC_DIR)
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html"]),
     )
+    env.globals.update(_integrity_globals(release))
+    release.pages = {path: sha256_hex(env.get_template(name).render().encode()) for path, name in PAGES.items()}
+    app[RELEASE] = release
+    app.router.add_get(MANIFEST_PATH, client_manifest)
     app.router.add_get("/", landing, name="landing")
     app.router.add_get("/j/", join, name="join")
     app.router.add_get("/j", join_redirect)
