@@ -71,17 +71,29 @@ def _integrity_globals(release: ClientRelease) -> dict[str, object]:
     return {"import_map": import_map, "module_script": module_script, "stylesheet": stylesheet}
 
 
+def _prepare(env: jinja2.Environment) -> ClientRelease:
+    """Hash the static files, give the templates their integrity helpers and hash the rendered pages."""
+    release = ClientRelease.from_dir(STATIC_DIR)
+    env.globals.update(_integrity_globals(release))
+    release.pages = {path: sha256_hex(env.get_template(name).render().encode()) for path, name in PAGES.items()}
+    return release
+
+
+def installed_release() -> ClientRelease:
+    """The installed release's client code and pages, as a server of this installation serves them."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+                             autoescape=jinja2.select_autoescape(["html"]))
+    return _prepare(env)
+
+
 def setup(app: web.Application) -> None:
     """Registers the pages and the static files on ``app``."""
-    release = ClientRelease.from_dir(STATIC_DIR)
     env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         autoescape=jinja2.select_autoescape(["html"]),
     )
-    env.globals.update(_integrity_globals(release))
-    release.pages = {path: sha256_hex(env.get_template(name).render().encode()) for path, name in PAGES.items()}
-    app[RELEASE] = release
+    app[RELEASE] = _prepare(env)
     app.router.add_get(MANIFEST_PATH, client_manifest)
     app.router.add_get("/", landing, name="landing")
     app.router.add_get("/j/", join, name="join")
