@@ -56,6 +56,13 @@ def _render(template: str, request: web.Request) -> web.Response:
     return response
 
 
+async def _revalidate_static(request: web.Request, response: web.StreamResponse) -> None:
+    """Static files are revalidated on every use (a cheap 304): after an upgrade a browser must not run a cached
+    old module against the page's new integrity hash (it would refuse to run it)."""
+    if request.path.startswith("/static/"):
+        response.headers.setdefault("Cache-Control", "no-cache")
+
+
 def _integrity_globals(release: ClientRelease) -> dict[str, object]:
     """Template helpers: every script, module and stylesheet tag carries its hash."""
 
@@ -94,6 +101,7 @@ def setup(app: web.Application) -> None:
         autoescape=jinja2.select_autoescape(["html"]),
     )
     app[RELEASE] = _prepare(env)
+    app.on_response_prepare.append(_revalidate_static)
     app.router.add_get(MANIFEST_PATH, client_manifest)
     app.router.add_get("/", landing, name="landing")
     app.router.add_get("/j/", join, name="join")
