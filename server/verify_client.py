@@ -30,8 +30,12 @@ async def _fetch(http: aiohttp.ClientSession, url: str) -> bytes | None:
     async with http.get(url, allow_redirects=False) as r:
         if r.status != 200:
             return None
-        body = await r.content.read(MAX_FILE + 1)
-        return body if len(body) <= MAX_FILE else None
+        body = bytearray()
+        async for chunk in r.content.iter_chunked(64 * 1024):
+            body += chunk
+            if len(body) > MAX_FILE:
+                return None
+        return bytes(body)
 
 
 async def verify_client(server: str, *, insecure: bool = False, cafile: str | None = None,

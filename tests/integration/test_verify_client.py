@@ -98,3 +98,24 @@ async def test_unreachable_server_fails_with_an_error() -> None:
     code, out = await alcove_cli("verify-client", "http://127.0.0.1:9", "--json")
     result = json.loads(out)
     assert code == 1 and result["ok"] is False and result["error"]
+
+
+async def test_over_tls_with_the_development_certificate(tmp_path: Path) -> None:
+    """``alcove serve`` over TLS (its self-signed development certificate): trusted with --cafile, refused without
+    it, and --insecure on loopback."""
+    from .test_cli import free_port, start_serve, stop
+
+    port = free_port()
+    proc, _ = await start_serve(tmp_path, "--port", str(port))
+    url = f"https://127.0.0.1:{port}"
+    try:
+        code, out = await alcove_cli("verify-client", url, "--cafile", str(tmp_path / "certs" / "dev-cert.pem"))
+        assert code == 0 and out.startswith("OK"), out
+        code, out = await alcove_cli("verify-client", url, "--json")
+        assert code == 1 and "certificate" in json.loads(out)["error"].lower(), out
+        code, out = await alcove_cli("verify-client", url, "--insecure")
+        assert code == 0, out
+    finally:
+        await stop(proc)
+    code, out = await alcove_cli("verify-client", "https://alcove.example.org", "--insecure")
+    assert code == 2 and "loopback" in out  # refused before any packet is sent
