@@ -15,6 +15,7 @@ import aiohttp
 from .manifest import MANIFEST_PATH, ClientRelease, compare, sha256_hex
 
 MAX_FILE = 8 * 1024 * 1024
+MAX_PATHS = 5000  # a served manifest cannot make the check fetch without end
 
 
 def _paths(manifest: Any, key: str) -> dict[str, str]:
@@ -59,6 +60,8 @@ async def verify_client(server: str, *, insecure: bool = False, cafile: str | No
                 served_manifest = await r.json(content_type=None)
             expected = {**release.files, **release.pages}
             paths = sorted(set(expected) | set(_paths(served_manifest, "files")) | set(_paths(served_manifest, "pages")))
+            if len(paths) > MAX_PATHS:
+                raise ValueError(f"the served manifest names {len(paths)} files (at most {MAX_PATHS})")
             served: dict[str, str | None] = {}
             for path in paths:
                 body = await _fetch(http, base + path)
