@@ -119,3 +119,11 @@ async def test_over_tls_with_the_development_certificate(tmp_path: Path) -> None
         await stop(proc)
     code, out = await alcove_cli("verify-client", "https://alcove.example.org", "--insecure")
     assert code == 2 and "loopback" in out  # refused before any packet is sent
+
+
+async def test_alcove_manifest_prints_what_the_server_serves(alcove: Any) -> None:
+    code, out = await alcove_cli("manifest", "--json")
+    async with aiohttp.ClientSession() as http, http.get(f"{alcove.url}/client-manifest") as r:
+        served = await r.json()
+    assert code == 0 and json.loads(out) == served
+    assert set(served) == {"alcove", "algorithm", "files", "pages"} and set(served["pages"]) == set(pages.PAGES)
