@@ -66,6 +66,8 @@ class ClientRelease:
 
     def sri(self, url: str) -> str:
         """The ``integrity`` value of a static file; a file that is not part of the release is an error."""
+        if url not in self.files:
+            raise ValueError(f"{url} is not a file of this release's web/static")
         return sri_of_hex(self.files[url])
 
     @property
