@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import time
@@ -22,6 +23,7 @@ from signaling.effects import (
     MediaSignal,
     RevokeToken,
     RoomEnded,
+    SeatGeneration,
     Send,
 )
 from signaling.policy import Timing
@@ -192,6 +194,9 @@ class Hub:
 
     def connect(self, c: Connection, admission: Admission, hello: m.Hello) -> Joined | None:
         """Who the socket became in its room; None when the core refused it (the socket is being closed)."""
+        # The seat's persisted admission generation: a restart does not revive older resume credentials.
+        generation = self.tokens.revocations.generation(admission.token_id)
+        admission = dataclasses.replace(admission, generation=max(admission.generation, generation))
         connected = self.rooms.connect(c.conn, admission, hello, self.clock())
         self.perform(connected.effects)
         self.update_gauges()
@@ -214,6 +219,8 @@ class Hub:
                 self.close(e.conn, e.code, e.reason)
             elif isinstance(e, RevokeToken):
                 self.tokens.revocations.revoke_token(e.token_id, e.until)
+            elif isinstance(e, SeatGeneration):
+                self.tokens.revocations.set_generation(e.token_id, e.generation, e.until)
             elif isinstance(e, RoomEnded):
                 self.tokens.revocations.end_room(e.room_id, e.until)
                 self.metrics.session_ended(e.reason)

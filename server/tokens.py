@@ -126,16 +126,28 @@ class KeyRing:
 
 
 class Revocations:
-    """Revoked token ids and ended rooms, each until its tokens would expire anyway. Opaque ids only."""
+    """Revoked token ids, ended rooms and seats' admission generations, each until its tokens would expire anyway.
+    Opaque ids and numbers only."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
         self.tokens: dict[str, float] = {}
         self.rooms: dict[str, float] = {}
+        self.seats: dict[str, tuple[int, float]] = {}  # token id -> (admission generation, until)
         if path and path.exists():
             raw = json.loads(path.read_text())
             self.tokens = {str(k): float(v) for k, v in raw.get("tokens", {}).items()}
             self.rooms = {str(k): float(v) for k, v in raw.get("rooms", {}).items()}
+            self.seats = {str(k): (int(v[0]), float(v[1])) for k, v in raw.get("seats", {}).items()}
+
+    def set_generation(self, jti: str, generation: int, until: float) -> None:
+        """A seat left the session: resume credentials of older generations no longer admit (also after a restart)."""
+        old = self.seats.get(jti, (0, 0.0))
+        self.seats[jti] = (max(generation, old[0]), max(until, old[1]))
+        self._save()
+
+    def generation(self, jti: str) -> int:
+        return self.seats.get(jti, (0, 0.0))[0]
 
     def revoke_token(self, jti: str, until: float) -> None:
         self.tokens[jti] = max(until, self.tokens.get(jti, 0.0))
@@ -149,15 +161,17 @@ class Revocations:
         return jti in self.tokens or room_id in self.rooms
 
     def prune(self, now: float) -> None:
-        before = len(self.tokens) + len(self.rooms)
+        before = len(self.tokens) + len(self.rooms) + len(self.seats)
         self.tokens = {k: v for k, v in self.tokens.items() if v + LEEWAY >= now}
         self.rooms = {k: v for k, v in self.rooms.items() if v + LEEWAY >= now}
-        if len(self.tokens) + len(self.rooms) != before:
+        self.seats = {k: v for k, v in self.seats.items() if v[1] + LEEWAY >= now}
+        if len(self.tokens) + len(self.rooms) + len(self.seats) != before:
             self._save()
 
     def _save(self) -> None:
         if self.path:
-            _write_private(self.path, json.dumps({"tokens": self.tokens, "rooms": self.rooms}))
+            _write_private(self.path, json.dumps({"tokens": self.tokens, "rooms": self.rooms,
+                                                  "seats": {k: list(v) for k, v in self.seats.items()}}))
 
 
 @dataclass(frozen=True)
@@ -266,14 +280,15 @@ class Tokens:
         return self._sign("resume", {
             "sub": claims.pid, "jti": new_id("t", 6), "iat": int(now), "exp": int(now + ttl),
             "room": claims.room_id, "tok": claims.token_id, "role": claims.role, "adm": claims.admitted,
-            "name": claims.name})
+            "gen": claims.generation, "name": claims.name})
 
     def verify_resume(self, credential: str, now: float) -> ResumeClaims | None:
         try:
             c = self._verify("resume", credential, now)
             return ResumeClaims(room_id=str(c["room"]), pid=str(c["sub"]), token_id=str(c["tok"]),
-                                role=c["role"], admitted=bool(c["adm"]), name=str(c["name"]))
-        except (SignalingError, KeyError, TypeError):
+                                role=c["role"], admitted=bool(c["adm"]), name=str(c["name"]),
+                                generation=int(c.get("gen", -1)))  # no generation: never admits by itself
+        except (SignalingError, KeyError, TypeError, ValueError):
             return None
 
     # ---------------------------------------------------------------- tickets

@@ -39,6 +39,18 @@ class RevokeToken:
 
 
 @dataclass(frozen=True)
+class SeatGeneration:
+    """The seat held by room token ``token_id`` left the session (sent back, left, removed, declined, grace
+    expired): its admission generation is now ``generation``, and resume credentials of older generations never
+    admit again. Persist it (an opaque id and a number) until ``until``, so a restart keeps refusing them."""
+
+    room_id: RoomId
+    token_id: str
+    generation: int
+    until: float
+
+
+@dataclass(frozen=True)
 class RoomEnded:
     """The room is over: refuse each of its tokens until ``until``; persist it."""
 
@@ -64,4 +76,4 @@ class MediaMembers:
     pids: frozenset[str]
 
 
-Effect = Send | Close | RevokeToken | RoomEnded | MediaSignal | MediaMembers
+Effect = Send | Close | RevokeToken | SeatGeneration | RoomEnded | MediaSignal | MediaMembers

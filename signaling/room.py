@@ -22,6 +22,7 @@ from .effects import (
     RevokeToken,
     RoomEnded,
     RoomId,
+    SeatGeneration,
     Send,
 )
 from .errors import SignalingError
@@ -61,6 +62,7 @@ class ResumeClaims:
     role: m.Role
     admitted: bool
     name: str
+    generation: int = 0  # the seat's admission generation when this was signed (see ``Room.generation``)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class Admission:
     token_id: str
     token_expires: float
     resume: ResumeClaims | None = None
+    generation: int = 0  # the seat's admission generation the edge persisted (survives a restart)
 
 
 class Services(Protocol):
@@ -121,6 +124,7 @@ class Room:
         self.warned: set[int] = set()
         self.ended: str | None = None
         self.revoked: set[str] = set()
+        self.generations: dict[str, int] = {}  # token id -> admission generation, bumped on every way out
         self.away_since: float | None = None  # rebuilt after a restart by a resume, therapist not back yet
         self._dispatch: dict[type, Callable[[Member, m.ClientMessage, float, _Out], None]] = {
             m.Admit: self._admit,
@@ -178,6 +182,10 @@ class Room:
 
     def member(self, pid: str) -> Member | None:
         return self.members.get(Pid(pid))
+
+    def generation(self, token_id: str, persisted: int = 0) -> int:
+        """The seat's admission generation: how many times the holder of this token stopped being admitted."""
+        return max(self.generations.get(token_id, 0), persisted)
 
     def is_empty(self) -> bool:
         return not self.members
@@ -264,6 +272,7 @@ class Room:
         if gone:
             was_admitted = any(p.status == "admitted" for p in gone)
             for p in gone:
+                self._retire(p, out)
                 del self.members[p.pid]
             if was_admitted:
                 self._send_roster(out)
@@ -307,17 +316,21 @@ class Room:
         if resume is not None and (resume.room_id != self.room_id or resume.token_id != adm.token_id
                                    or resume.role != adm.role):
             resume = None
+        generation = self.generation(adm.token_id, adm.generation)
         if holder is not None:
             if resume is None or resume.pid != holder.pid:
                 raise SignalingError("device-in-use", "this link is in use on another device")
             self._reattach(holder, conn, out)
             member = holder
         elif resume is not None:
-            # The server lost the room (restart) or the grace ran out: rebuild from the signed credential.
+            # The server lost the room (restart) or the grace ran out: rebuild from the signed credential. It says
+            # "admitted" only for the generation it was signed in: once the seat went back to the waiting room (or
+            # left, was removed or declined, or its grace ran out) only the therapist's admit lets it in again.
             member = self._new_member(conn, adm, hello, now, pid=resume.pid, name=resume.name,
-                                      admitted=resume.admitted)
+                                      admitted=resume.admitted and resume.generation == generation)
         else:
             member = self._new_member(conn, adm, hello, now)
+        self.generations[adm.token_id] = generation
         self.by_conn[conn] = member.pid
         self._welcome(member, now, out)
 
@@ -344,6 +357,14 @@ class Room:
                         "admitted" if admitted else "waiting", now, conn, intro=hello.intro)
         self.members[member.pid] = member
         return member
+
+    def _retire(self, member: Member, out: _Out) -> None:
+        """An admitted client stops being admitted: every resume credential it holds stops admitting."""
+        if member.role != "client" or member.status != "admitted":
+            return
+        generation = self.generation(member.token_id) + 1
+        self.generations[member.token_id] = generation
+        out.effects.append(SeatGeneration(self.room_id, member.token_id, generation, member.token_expires))
 
     def _reattach(self, member: Member, conn: ConnId, out: _Out) -> None:
         if member.conn is not None:
@@ -436,6 +457,7 @@ class Room:
         self._send_queue(out)
 
     def _evict(self, target: Member, reason: str, code: int, out: _Out) -> None:
+        self._retire(target, out)
         del self.members[target.pid]
         if target.conn is not None:
             self.by_conn.pop(target.conn, None)
@@ -456,6 +478,7 @@ class Room:
         if not chosen:
             return
         for p in chosen:
+            self._retire(p, out)
             p.status = "waiting"
             p.since = now
         for p in chosen:
@@ -484,6 +507,7 @@ class Room:
         out.effects.extend(self.end("therapist", now))
 
     def _leave(self, member: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
+        self._retire(member, out)
         del self.members[member.pid]
         if member.conn is not None:
             self.by_conn.pop(member.conn, None)
@@ -581,7 +605,8 @@ class Room:
     def _resume_credential(self, member: Member, now: float) -> str:
         return self.services.sign_resume(ResumeClaims(
             room_id=self.room_id, pid=member.pid, token_id=member.token_id, role=member.role,
-            admitted=member.role == "therapist" or member.status == "admitted", name=member.name), now)
+            admitted=member.role == "therapist" or member.status == "admitted", name=member.name,
+            generation=self.generation(member.token_id)), now)
 
     def _send_resume(self, member: Member, now: float, out: _Out) -> None:
         member.resume_at = now

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
 from . import messages as m
-from .effects import Close, ConnId, Effect, Pid, RoomEnded, RoomId, Send
+from .effects import Close, ConnId, Effect, Pid, RoomEnded, RoomId, SeatGeneration, Send
 from .errors import SignalingError
 from .policy import Timing
 from .room import Admission, Room, RoomSpec, Services
@@ -46,6 +47,7 @@ class Rooms:
         self.rooms: dict[RoomId, Room] = {}
         self.conn_room: dict[ConnId, RoomId] = {}
         self.ended: dict[RoomId, float] = {}  # room id -> refuse its tokens until
+        self.generations: dict[str, tuple[int, float]] = {}  # token id -> (admission generation, until)
 
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(RoomId(room_id))
@@ -65,6 +67,9 @@ class Rooms:
         room = self.rooms.get(room_id)
         if room is None:
             room = Room(adm.spec, self.timing, self.services)
+        known = self.generations.get(adm.token_id)
+        if known is not None and known[0] > adm.generation:  # the room was dropped when it emptied: remember
+            adm = dataclasses.replace(adm, generation=known[0])
         effects = room.connect(conn, adm, hello, now)
         pid = room.by_conn.get(conn)
         member = room.member(pid) if pid is not None else None
@@ -97,6 +102,9 @@ class Rooms:
         for room_id, until in list(self.ended.items()):
             if now > until:
                 del self.ended[room_id]
+        for token_id, (_, until) in list(self.generations.items()):
+            if now > until:
+                del self.generations[token_id]
         return effects
 
     def end(self, room_id: str, reason: Literal["time", "therapist", "admin"], now: float,
@@ -151,6 +159,8 @@ class Rooms:
                 self.conn_room.pop(e.conn, None)
             elif isinstance(e, RoomEnded):
                 self.ended[e.room_id] = e.until
+            elif isinstance(e, SeatGeneration):
+                self.generations[e.token_id] = (e.generation, e.until)
         if room.ended or (room.is_empty() and room.room_id in self.rooms):
             self.rooms.pop(room.room_id, None)
         return effects

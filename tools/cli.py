@@ -122,6 +122,35 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- client code
+
+
+def cmd_verify_client(args: argparse.Namespace) -> int:
+    from .verify_client import verify_client
+
+    if args.insecure and not is_loopback(urlsplit(args.server).hostname or ""):
+        print("alcove: --insecure is for a development server on loopback; use --cafile", file=sys.stderr)
+        return 2
+    result = asyncio.run(verify_client(args.server, insecure=args.insecure, cafile=args.cafile))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for d in result["differences"]:
+            print(f"DIFFERS  {d['path']}  ({d['why']})")
+        if result["error"]:
+            print(f"error: {result['error']}")
+        verdict = "OK  identical to" if result["ok"] else "FAILED  not identical to"
+        print(f"{verdict} alcove {result['release']} ({result['checked']} files and pages checked)")
+    return 0 if result["ok"] else 1
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    from server.pages import installed_release
+
+    print(json.dumps(installed_release().manifest(), indent=None if args.json else 1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="alcove", description="Alcove: private video sessions for therapy")
     sub = p.add_subparsers(dest="command", required=True)
@@ -150,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("probe", help="smoke-test a deployment with real aiortc peers")
     pr.add_argument("--server", required=True)
     pr.add_argument("--scenario", required=True,
-                    choices=["basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay"])
+                    choices=["basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback"])
     pr.add_argument("--duration", type=parse_duration, default=15.0)
     pr.add_argument("--clients", type=int, default=1)
     pr.add_argument("--json", action="store_true")
@@ -167,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    v = sub.add_parser("verify-client", help="check that a server serves exactly this release's client code")
+    v.add_argument("server", help="https://host[:port]")
+    v.add_argument("--insecure", action="store_true",
+                   help="do not verify the certificate (the development certificate, loopback only)")
+    v.add_argument("--cafile", default=None, help="trust this CA or certificate (e.g. certs/dev.crt)")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_verify_client)
+
+    mf = sub.add_parser("manifest", help="print the SHA-256 manifest of this release's client code")
+    mf.add_argument("--json", action="store_true")
+    mf.set_defaults(func=cmd_manifest)
 
     c = sub.add_parser("certs", help="certificates").add_subparsers(dest="certs_command", required=True)
     cd = c.add_parser("dev", help="make a localhost certificate for development")

@@ -18,6 +18,10 @@ client(s) and checks one scenario:
 * ``group``   — a ``--clients N`` family/group room with topology ``sfu`` and E2EE: every peer receives frames
   from every other peer through the SFU; ``figures.server_decoded_frames`` is the server's
   ``alcove_sfu_decoded_frames`` gauge from ``/metrics`` (must be 0; ``null`` when the server does not expose it);
+* ``sendback`` — the therapist admits the client, keeps nothing of it but sends it back to the waiting room; the
+  client leaves and comes back with a new ticket of its link and the resume credential it was given while admitted
+  (what a client that wants to let itself back in would do); ok only if it is ``waiting`` again, gets no roster and
+  no ICE servers, and shows up in the therapist's queue; figures: the replayed credential's answer;
 * ``relay``   — every peer is relay-only (``iceTransportPolicy`` RELAY with the server's TURN credentials); ok
   only if media flows and every selected candidate pair is relay↔relay; figures: the pair types.
 
@@ -48,7 +52,7 @@ from tools.wrong_key import keystate_factory
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
-SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay")
+SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback")
 MIN_VIDEO = 11
 MIN_AUDIO = 10
 MEDIA_UNREACHABLE = "the media server has no reachable address"
@@ -328,6 +332,37 @@ class _Probe:
         _check(c.links.get(t.pid) is link, "the client's peer connection was replaced")
         await self._flow(max(self.duration - 2.0, 1.0))
         self.figures["frames"] = self._frames()
+
+    async def sendback(self) -> None:
+        self.n = 1
+        await self._setup()
+        t, c = self.therapist, self.clients[0]
+        assert t is not None and c.sc is not None
+        waiting_credential = c.resume_credential
+        await self._admit_all(expect_frames=False)
+        await c.wait_until(lambda: c.resume_credential != waiting_credential, 10, "an admitted resume credential")
+        admitted_credential = c.resume_credential
+        await t.send_to_waiting(c.pid)
+        await c.wait_until(lambda: c.status == "waiting", 10, "sent back to the waiting room")
+        await c.leave()
+        await t.wait_until(lambda: all(q.pid != c.pid for q in t.queue), 10, "seeing the client leave")
+        started = time.monotonic()
+        replay = await SignalingClient.open(self.server, self.room["client_links"][0], resume=admitted_credential,
+                                            insecure=self.insecure)
+        try:
+            assert replay.welcome is not None
+            self.figures["replay_ms"] = round((time.monotonic() - started) * 1000, 1)
+            self.figures["replayed_status"] = replay.welcome.status
+            _check(replay.welcome.status == "waiting",
+                   f"the sent-back client let itself back in with its old credential ({replay.welcome.status})")
+            await t.wait_until(lambda: any(q.pid == replay.pid for q in t.queue), 10, "the replayer in the queue")
+            await asyncio.sleep(0.3)  # time enough for a roster or ICE servers to arrive
+            got = sorted({str(type(x).__struct_config__.tag) for x in replay.pending()})
+            self.figures["replay_received"] = got
+            _check(not {"roster", "ice-servers", "admitted"} & set(got), f"the replayer received {got}")
+            _check(replay.pid not in t.roster, "the replayer is on the therapist's roster")
+        finally:
+            await replay.close()
 
     async def wrong_key(self) -> None:
         self.n = max(self.n, 2)

@@ -75,3 +75,11 @@ async def test_probe_mitm(alcove: Any) -> None:
     figures = result["figures"]
     assert figures["rewritten_sdp"] >= 1 and figures["forged_answers"] >= 1
     assert figures["security_failures"]["therapist"] and figures["security_failures"]["client1"]
+
+
+async def test_probe_sendback(alcove: Any) -> None:
+    result = await run_probe(alcove.url, "sendback", duration=1.0, admin_key=alcove.admin_key)
+    assert result["ok"], result
+    figures = result["figures"]
+    assert figures["replayed_status"] == "waiting"
+    assert not {"roster", "ice-servers", "admitted"} & set(figures["replay_received"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from signaling import messages as m
-from signaling.effects import Close, Effect, RevokeToken, RoomEnded, Send
+from signaling.effects import Close, Effect, RevokeToken, RoomEnded, SeatGeneration, Send
 from signaling.policy import Timing
 from signaling.room import ResumeClaims, RoomSpec
 from signaling.rooms import Rooms
@@ -281,8 +281,8 @@ def test_remove_revokes_and_updates_roster() -> None:
     room = therapist_and_client()
     room.receive(C("ct"), m.Admit(pid="p2"), NOW)
     out = room.receive(C("ct"), m.Remove(pid="p2"), NOW)
-    assert out[:3] == [Send(C("c1"), m.Removed()), Close(C("c1"), 4011, "removed"),
-                       RevokeToken(room.room_id, "t1", room.spec.ends_at + 900)]
+    assert out[:4] == [Send(C("c1"), m.Removed()), SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
+                       Close(C("c1"), 4011, "removed"), RevokeToken(room.room_id, "t1", room.spec.ends_at + 900)]
 
 
 def test_end_by_therapist() -> None:

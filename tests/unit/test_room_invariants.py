@@ -3,19 +3,23 @@
 - the seat cap is never exceeded; there is never more than one therapist;
 - nothing reaches a waiting client except the server's own messages (no relayed media signaling, no roster,
   no TURN credentials), and nothing a waiting client sends reaches anybody;
-- after the end nothing is left: no member, no socket, no effect on later input.
+- after the end nothing is left: no member, no socket, no effect on later input;
+- a client is admitted only by an admit since its last return to the waiting room: replaying any resume
+  credential it was ever given, in the same room or after a server restart, never admits it by itself.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from signaling import messages as m
-from signaling.effects import Close, ConnId, Effect, Send
+from signaling.effects import Close, ConnId, Effect, RevokeToken, SeatGeneration, Send
 from signaling.policy import Timing
-from signaling.room import ResumeClaims, Room
+from signaling.room import Admission, ResumeClaims, Room
 
 from .core_fixtures import T0, FakeServices, admission, hello, spec
 
@@ -24,14 +28,30 @@ ALLOWED_TO_WAITING = (m.Welcome, m.Waiting, m.Therapist, m.Warning, m.Time, m.Re
 TOKENS = ["t1", "t2", "t3", "t4", "t5"]
 
 
+class SigningServices(FakeServices):
+    """Keeps every resume credential the room signed (a client keeps them; a hostile one replays them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signed: list[ResumeClaims] = []
+
+    def sign_resume(self, claims: ResumeClaims, now: float) -> str:
+        self.signed.append(claims)
+        return super().sign_resume(claims, now)
+
+
 class RoomMachine(RuleBasedStateMachine):
     @initialize(kind=st.sampled_from([("individual", 1), ("couple", 2), ("family", 4)]))
     def setup(self, kind: tuple[str, int]) -> None:
         self.spec = spec(kind[0], seats=kind[1])  # type: ignore[arg-type]
-        self.room = Room(self.spec, Timing(), FakeServices())
+        self.services = SigningServices()
+        self.room = Room(self.spec, Timing(), self.services)
         self.now = T0
         self.n = 0
-        self.room.connect(self.conn(), admission(self.spec, "therapist", "tt"), hello(), self.now)
+        self.persisted: dict[str, int] = {}  # what the edge keeps across a restart: generations, revocations
+        self.revoked: set[str] = set()
+        self.let_in: set[str] = set()  # tokens admitted by an admit since their last return to the waiting room
+        self.room.connect(self.conn(), self.adm("therapist", "tt"), hello(), self.now)
 
     # -------------------------------------------------------------- helpers
 
@@ -39,12 +59,31 @@ class RoomMachine(RuleBasedStateMachine):
         self.n += 1
         return ConnId(f"c{self.n}")
 
+    def adm(self, role: str, token: str, resume: ResumeClaims | None = None) -> Admission:
+        """A ticket as the edge hands it in: with the seat's persisted admission generation."""
+        return dataclasses.replace(admission(self.spec, role, token, resume),  # type: ignore[arg-type]
+                                   generation=self.persisted.get(token, 0))
+
+    def connect(self, adm: Admission, hello_msg: m.Hello) -> None:
+        if adm.token_id in self.revoked:
+            return  # the edge refuses a revoked token before the core sees it (also after a restart)
+        self.apply(self.room.connect(self.conn(), adm, hello_msg, self.now))
+
     def apply(self, effects: list[Effect]) -> None:
         """Whoever is waiting *after* an input got only the server's own messages from it."""
         waiting_conns = {p.conn for p in self.room.clients("waiting") if p.conn is not None}
+        token_of = {p.conn: p.token_id for p in self.room.members.values() if p.conn is not None}
         for e in effects:
             if isinstance(e, Send) and e.conn in waiting_conns:
                 assert isinstance(e.message, ALLOWED_TO_WAITING), e.message
+            if isinstance(e, Send) and isinstance(e.message, m.Admitted):
+                self.let_in.add(token_of[e.conn])  # the therapist's admit
+            elif isinstance(e, SeatGeneration):
+                self.persisted[e.token_id] = max(e.generation, self.persisted.get(e.token_id, 0))
+            elif isinstance(e, RevokeToken):
+                self.revoked.add(e.token_id)
+        admitted = {p.token_id for p in self.room.clients("admitted")}
+        self.let_in &= admitted  # whoever is not admitted now has returned to the waiting room (or left)
 
     def members(self) -> list[str]:
         return list(self.room.members)
@@ -58,12 +97,28 @@ class RoomMachine(RuleBasedStateMachine):
 
     @rule()
     def therapist_connects(self) -> None:
-        self.apply(self.room.connect(self.conn(), admission(self.spec, "therapist", "tt"), hello(), self.now))
+        self.connect(self.adm("therapist", "tt"), hello())
 
     @rule(token=st.sampled_from(TOKENS),
           name=st.one_of(st.sampled_from(["Ana", "Radu", "Ioana"]), st.text(min_size=0, max_size=70)))
     def client_connects(self, token: str, name: str) -> None:
-        self.apply(self.room.connect(self.conn(), admission(self.spec, "client", token), hello(name), self.now))
+        self.connect(self.adm("client", token), hello(name))
+
+    @rule(data=st.data())
+    def client_replays_a_credential(self, data: st.DataObject) -> None:
+        """Any resume credential the room ever signed for a client, replayed with a new ticket of its link."""
+        signed = [c for c in self.services.signed if c.role == "client"]
+        if signed:
+            claims = data.draw(st.sampled_from(signed))
+            self.connect(self.adm("client", claims.token_id, claims), m.Hello(v=1, ticket="t"))
+
+    @rule()
+    def server_restarts(self) -> None:
+        """The process restarts: the room is gone, only the persisted generations and revocations remain."""
+        if self.room.ended:
+            return
+        self.room = Room(self.spec, Timing(), self.services)
+        self.apply([])
 
     @rule(data=st.data())
     def someone_resumes(self, data: st.DataObject) -> None:
@@ -73,8 +128,7 @@ class RoomMachine(RuleBasedStateMachine):
         p = self.room.members[pid]  # type: ignore[index]
         claims = ResumeClaims(room_id="r1", pid=p.pid, token_id=p.token_id, role=p.role,
                               admitted=data.draw(st.booleans()), name=p.name)
-        self.apply(self.room.connect(self.conn(), admission(self.spec, p.role, p.token_id, claims),
-                                     m.Hello(v=1, ticket="t"), self.now))
+        self.connect(self.adm(p.role, p.token_id, claims), m.Hello(v=1, ticket="t"))
 
     @rule(data=st.data())
     def someone_drops(self, data: st.DataObject) -> None:
@@ -153,6 +207,11 @@ class RoomMachine(RuleBasedStateMachine):
     def one_device_per_token(self) -> None:
         tokens = [p.token_id for p in self.room.members.values()]
         assert len(tokens) == len(set(tokens))
+
+    @invariant()
+    def admitted_only_by_an_admit_since_the_last_return_to_waiting(self) -> None:
+        for p in self.room.clients("admitted"):
+            assert p.token_id in self.let_in, (p.token_id, self.let_in)
 
     @invariant()
     def nothing_is_left_after_the_end(self) -> None:

@@ -124,12 +124,34 @@ def test_window_revocation_and_ended_rooms(tmp_path) -> None:  # type: ignore[no
     assert err.value.code == "room-ended"
 
 
+def test_seat_generations_persist_and_resume_credentials_carry_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    t = make(tmp_path)
+    t.revocations.set_generation("t_seat", 3, NOW + 100)
+    t.revocations.set_generation("t_seat", 2, NOW + 50)  # never goes back
+    again = make(tmp_path)  # a restart
+    assert again.revocations.generation("t_seat") == 3 and again.revocations.generation("t_other") == 0
+    claims = ResumeClaims(room_id="r_abc", pid="p_1", token_id="t_seat", role="client", admitted=True,
+                          name="Alex", generation=3)
+    assert again.verify_resume(t.sign_resume(claims, NOW, ttl=240), NOW) == claims
+    again.revocations.prune(NOW + 100 + 31)
+    assert make(tmp_path).revocations.seats == {}
+
+
+def test_a_resume_credential_without_a_generation_claim_never_matches() -> None:
+    t = make()
+    token = t._sign("resume", {"sub": "p_1", "jti": "t_x", "iat": int(NOW), "exp": int(NOW + 100), "room": "r_abc",
+                               "tok": "t_seat", "role": "client", "adm": True, "name": "Alex"})
+    claims = t.verify_resume(token, NOW)
+    assert claims is not None and claims.generation == -1
+
+
 def test_revocation_file_holds_only_opaque_ids(tmp_path) -> None:  # type: ignore[no-untyped-def]
     t = make(tmp_path)
     tok = t.issue_room_token(room_spec(), "client", NOW)
     t.revocations.revoke_token(tok.jti, tok.expires)
+    t.revocations.set_generation(tok.jti, 2, tok.expires)
     stored = json.loads((tmp_path / "rev.json").read_text())
-    assert stored == {"tokens": {tok.jti: tok.expires}, "rooms": {}}
+    assert stored == {"tokens": {tok.jti: tok.expires}, "rooms": {}, "seats": {tok.jti: [2, tok.expires]}}
     assert (tmp_path / "keys.json").stat().st_mode & 0o077 == 0
 
 

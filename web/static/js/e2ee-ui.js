@@ -9,6 +9,7 @@
 //   `security`  {pid, error}: a signed message or SDP did not verify (the SDP was not applied)
 
 import * as E from "./e2ee.js";
+import { confirmServedCode } from "alcove/codepin";
 
 export { SecurityCheckFailed } from "./e2ee.js";
 
@@ -359,6 +360,7 @@ export class TherapistE2ee extends E2eeBase {
     this.sLink = sLink;
     /** @type {Promise<E.TherapistKeys>} */
     this.keysP = (async () => {
+      await confirmServedCode(); // the pinned code, or the therapist accepted the change: only then the key
       const identity = await E.loadOrCreateIdentity();
       const keys = await E.TherapistKeys.create(room, await pidP, { identity, sLink, keyState: this.keyState });
       await this._restore(keys);
