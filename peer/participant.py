@@ -234,6 +234,11 @@ class Participant:
     def connected(self) -> bool:
         return self.tasks.sc is not None and not self.tasks.sc.closed
 
+    @property
+    def resume_credential(self) -> str | None:
+        """The latest resume credential the server gave this participant (the sendback probe replays it)."""
+        return self.tasks.sc.resume if self.tasks.sc is not None else None
+
     # ------------------------------------------------------------------ messages
 
     def _on_message(self, msg: m.ServerMessage) -> None:
