@@ -24,6 +24,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "server": frozenset({"signaling", "rtc"}),
     "peer": frozenset({"signaling", "rtc"}),
     "tools": frozenset({"signaling", "rtc", "server", "peer"}),
+    "web": frozenset(),  # the browser client as package data (templates, static files): no Python imports
 }
 """Package → the other project packages it may import (never itself listed: a package may import itself)."""
 
