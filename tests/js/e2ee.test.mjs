@@ -1,7 +1,7 @@
-// The E2EE key protocol in JS (web/static/js/e2ee.js): node --test tests/js/
+// The E2EE key protocol in JS (web/static/js/lib/e2ee.js): node --test tests/js/
 import test from "node:test";
 import assert from "node:assert/strict";
-import * as E from "../../web/static/js/e2ee.js";
+import * as E from "../../web/static/js/lib/e2ee.js";
 
 const ROOM = "r_test-room";
 const FP1 = "sha-256 " + Array(32).fill("AB").join(":");

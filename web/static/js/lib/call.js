@@ -10,7 +10,7 @@
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
 /**
- * End-to-end encryption hooks (shared with sfu.js; built by session.js, see e2ee-ui.js). null = no E2EE.
+ * End-to-end encryption hooks (shared with sfu.js; built by ui/e2ee-view.js, see e2ee-flow.js). null = no E2EE.
  * @typedef {{
  *   prepareSender: (sender: RTCRtpSender, kind: string) => void,
  *   prepareReceiver: (receiver: RTCRtpReceiver, kind: string, pid: string|null) => void,

@@ -3,7 +3,7 @@
 // interface that call.js (mesh) and sfu.js take as `e2ee`:
 //   prepareSender(sender, kind), prepareReceiver(receiver, kind, pid|null), signSdp(to, type, sdp),
 //   verifySdp(from, type, sdp, sig), ready(pid), onSecurityFailure(pid, error).
-// No DOM here: session.js / console.js render what this module reports through its events:
+// No DOM here: ui/session.js, ui/console.js and ui/e2ee-view.js render what this module reports through its events:
 //   `change`    keys, epoch, safety codes or intro checks changed
 //   `stats`     {peers: {pid: {encrypted, decrypted, failed, dropped}}} from the worker, every second
 //   `security`  {pid, error}: a signed message or SDP did not verify (the SDP was not applied)
@@ -57,7 +57,7 @@ class E2eeBase extends EventTarget {
     super();
     this.signaling = signaling;
     this.room = room;
-    this.worker = new Worker("/static/js/e2ee-worker.js", { type: "module" });
+    this.worker = new Worker(new URL("./e2ee-worker.js", import.meta.url), { type: "module" });
     this.keyState = new E.KeyState({ post: (m) => this.worker.postMessage(m) });
     /** @type {Record<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
     this.peerStats = {};

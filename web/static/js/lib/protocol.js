@@ -182,9 +182,10 @@ export class Signaling extends EventTarget {
    */
   connect(hello) {
     this.hello = { ...hello };
-    if (typeof window !== "undefined") {
-      window.addEventListener("offline", this._onOffline);
-      window.addEventListener("online", this._onOnline);
+    // The page's online/offline events (globalThis is the window in a page; Node has no such events).
+    if (typeof globalThis.addEventListener === "function") {
+      globalThis.addEventListener("offline", this._onOffline);
+      globalThis.addEventListener("online", this._onOnline);
     }
     return new Promise((resolve, reject) => {
       /** @param {Event} ev */
@@ -342,9 +343,9 @@ export class Signaling extends EventTarget {
     this.finished = true;
     this._closedSent = true;
     if (this._timer !== null) { clearTimeout(this._timer); this._timer = null; }
-    if (typeof window !== "undefined") {
-      window.removeEventListener("offline", this._onOffline);
-      window.removeEventListener("online", this._onOnline);
+    if (typeof globalThis.removeEventListener === "function") {
+      globalThis.removeEventListener("offline", this._onOffline);
+      globalThis.removeEventListener("online", this._onOnline);
     }
     if (!already) this.dispatchEvent(new CustomEvent("closed", { detail: { code, reason, error } }));
   }

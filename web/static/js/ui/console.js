@@ -1,9 +1,9 @@
 // The therapist's extras (DOM): waiting list, admitted participants, time controls, lock state, arrival cue.
 
-import { t, formatTime } from "./i18n.js";
-import { $, announce } from "./session.js";
-import { inviteLink, storedLinkSecret } from "./e2ee-ui.js";
-import { store } from "./store.js";
+import { t, formatTime } from "../lib/i18n.js";
+import { $, announce } from "./dom.js";
+import { inviteLink, storedLinkSecret } from "../lib/e2ee-flow.js";
+import { store } from "../lib/store.js";
 
 /**
  * A short, soft two-note chime made with an oscillator (no audio file).
@@ -96,7 +96,7 @@ export class Console {
     this.listeners.push([type, l]);
   }
 
-  /** The therapist's E2EE flow (e2ee-ui.js TherapistE2ee), or null without E2EE. @returns {any} */
+  /** The therapist's E2EE flow (lib/e2ee-flow.js TherapistE2ee), or null without E2EE. @returns {any} */
   get e2ee() {
     return this.session.e2ee;
   }

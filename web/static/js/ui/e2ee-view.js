@@ -1,14 +1,14 @@
-// End-to-end encryption in the session view (DOM): builds the E2EE flow of e2ee-ui.js for the session,
+// End-to-end encryption in the session view (DOM): builds the E2EE flow of lib/e2ee-flow.js for the session,
 // wires it to the signaling events, and shows its state: the safety-code panel (client), the room indicator
 // "End-to-end encrypted · epoch n", a health badge per tile and the full-page "Security check failed".
 
-import { t } from "./i18n.js";
-import { store } from "./store.js";
+import { t } from "../lib/i18n.js";
+import { store } from "../lib/store.js";
 import {
   ClientE2ee, TherapistE2ee, encodedTransformSupported, linkInfo, keepLinkSecret, storedLinkSecret,
-} from "./e2ee-ui.js";
-import { b64d } from "./e2ee.js";
-import { $, showEnded } from "./session.js";
+} from "../lib/e2ee-flow.js";
+import { b64d } from "../lib/e2ee.js";
+import { $, showEnded } from "./dom.js";
 
 /** @typedef {import("./session.js").Session} Session */
 

@@ -1,11 +1,12 @@
 // Entry point of /j/: reads the link, shows the join step (preview, devices, name), then hands over to the
 // session (waiting room, session view, console). A reload with a stored resume credential goes straight back.
 
-import { requestSession } from "./protocol.js";
-import { t, applyTranslations, formatTime, formatDate, isToday } from "./i18n.js";
-import { store, takeToken } from "./store.js";
-import { Session, showView, showError, $ } from "./session.js";
-import { encodedTransformSupported } from "./e2ee-ui.js";
+import { requestSession } from "../lib/protocol.js";
+import { t, formatTime, formatDate, isToday } from "../lib/i18n.js";
+import { store, takeToken } from "../lib/store.js";
+import { Session } from "./session.js";
+import { showView, showError, $, applyTranslations } from "./dom.js";
+import { encodedTransformSupported } from "../lib/e2ee-flow.js";
 import { e2eeWanted } from "./e2ee-view.js";
 
 /** @typedef {"full"|"audio"|"none"} Mode */
@@ -303,7 +304,7 @@ async function main() {
   try {
     grant = await requestSession(token);
   } catch (e) {
-    const err = /** @type {import("./protocol.js").SessionError} */ (e);
+    const err = /** @type {import("../lib/protocol.js").SessionError} */ (e);
     if (err.code === "device-in-use" && store.resume) {
       // A reload: the old page's socket may not be closed yet. The signaling client retries with the resume.
       grant = null;

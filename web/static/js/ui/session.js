@@ -1,100 +1,12 @@
-// Waiting room and session view (DOM). Drives protocol.js (signaling) and call.js (media).
+// Waiting room and session view (DOM). Drives lib/protocol.js (signaling) and lib/call.js / lib/sfu.js (media).
 
-import { Signaling } from "./protocol.js";
-import { Call } from "./call.js";
-import { SfuCall } from "./sfu.js";
-import { t, formatTime, formatDuration } from "./i18n.js";
-import { store } from "./store.js";
+import { Signaling } from "../lib/protocol.js";
+import { Call } from "../lib/call.js";
+import { SfuCall } from "../lib/sfu.js";
+import { t, formatTime, formatDuration } from "../lib/i18n.js";
+import { store } from "../lib/store.js";
+import { $, showView, announce, showError, showEnded } from "./dom.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
-
-/** @param {string} id */
-export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
-
-const VIEWS = ["view-loading", "view-error", "view-join", "view-waiting", "view-session", "view-ended"];
-
-/**
- * Shows one view and moves the focus to its heading (so screen readers hear the change).
- * @param {string} id
- * @param {boolean} [focus]
- */
-export function showView(id, focus = true) {
-  for (const v of VIEWS) {
-    const el = document.getElementById(v);
-    if (el) el.hidden = v !== id;
-  }
-  document.getElementById("main")?.classList.toggle("in-session", id === "view-session");
-  if (focus) {
-    const heading = /** @type {HTMLElement|null} */ (document.querySelector(`#${id} h1`));
-    if (heading) {
-      if (!heading.hasAttribute("tabindex")) heading.setAttribute("tabindex", "-1");
-      heading.focus({ preventScroll: true });
-    }
-  }
-}
-
-/** Polite announcement for screen readers. @param {string} text */
-export function announce(text) {
-  const live = $("live");
-  live.textContent = "";
-  setTimeout(() => { live.textContent = text; }, 50);
-}
-
-/**
- * Shows an error page for a refused link.
- * @param {string} code
- * @param {{opensAt?: string|null}} [extra]
- */
-export function showError(code, extra = {}) {
-  const known = ["token-invalid", "missing", "token-revoked", "room-not-open", "room-ended", "room-full", "device-in-use"];
-  const c = known.includes(code) ? code : "generic";
-  let title = t(`error.title.${c}`);
-  if (c === "room-not-open" && extra.opensAt) {
-    const opens = new Date(extra.opensAt);
-    const sameDay = opens.toDateString() === new Date().toDateString();
-    title = sameDay
-      ? t("error.title.room-not-open", { time: formatTime(opens) })
-      : t("error.title.room-not-open.other", { time: formatTime(opens), date: new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long" }).format(opens) });
-  } else if (c === "room-not-open") {
-    title = t("error.title.room-not-open", { time: "…" }).replace(" at …", "");
-  }
-  $("error-title").textContent = title;
-  $("error-body").textContent = t(`error.body.${c}`);
-  const reload = $("error-reload");
-  reload.hidden = !(c === "generic" || c === "device-in-use" || c === "room-not-open");
-  reload.onclick = () => location.reload();
-  document.title = `${title} – Alcove`;
-  document.body.dataset.state = `error-${c}`;
-  showView("view-error");
-}
-
-/**
- * @param {string} title
- * @param {string} body
- * @param {{message?: string|null, rejoin?: boolean, state?: string}} [extra]
- */
-export function showEnded(title, body, extra = {}) {
-  $("ended-title").textContent = title;
-  $("ended-body").textContent = body;
-  const msg = $("ended-message");
-  msg.hidden = !extra.message;
-  msg.textContent = extra.message ? t("ended.declined.message", { message: extra.message }) : "";
-  document.getElementById("ended-rejoin-row")?.remove();
-  if (extra.rejoin) {
-    const p = document.createElement("p");
-    const b = document.createElement("button");
-    b.type = "button";
-    b.id = "ended-rejoin";
-    b.className = "btn secondary";
-    b.textContent = t("ended.rejoin");
-    b.addEventListener("click", () => location.reload());
-    p.append(b);
-    p.id = "ended-rejoin-row";
-    $("view-ended").append(p);
-  }
-  document.title = `${title} – Alcove`;
-  document.body.dataset.state = extra.state || "ended";
-  showView("view-ended");
-}
 
 /**
  * Plays a video element; when the browser refuses sound without a user gesture, it plays muted and offers a
@@ -152,7 +64,7 @@ export class Session extends EventTarget {
     this.videoOn = true;
     /** @type {import("./console.js").Console|null} */
     this.console = null;
-    /** End-to-end encryption (e2ee-ui.js); null = none. @type {any} */
+    /** End-to-end encryption (lib/e2ee-flow.js); null = none. @type {any} */
     this.e2ee = null;
     this._wire();
     // Test and diagnostics hook: only numbers, no media, no names.
