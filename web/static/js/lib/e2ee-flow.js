@@ -253,6 +253,11 @@ export class ClientE2ee extends E2eeBase {
     super._changed();
   }
 
+  /** True while an admission's grant is being checked (admitted() called, not settled or reset yet). */
+  get grantPending() {
+    return this._grantP !== null;
+  }
+
   /** The hello.intro string. */
   async intro() {
     return (await this.keysP).makeIntro();
@@ -406,7 +411,7 @@ export class TherapistE2ee extends E2eeBase {
       console.warn("therapist state not restored:", /** @type {Error} */ (e).message);
       return;
     }
-    for (const [pid, seq] of Object.entries(saved.sdpSeq || {})) keys._sdpSeq.set(pid, Number(seq));
+    keys.restoreSdpCounters(saved.sdpSeq);
     for (const [pid, m] of keys.members) if (m.sas) this.sasOf.set(pid, m.sas);
     this.restored = true;
   }
@@ -415,7 +420,7 @@ export class TherapistE2ee extends E2eeBase {
     const keys = this.keys;
     if (!keys) return;
     try {
-      sessionStorage.setItem(this._stateKey, JSON.stringify({ state: keys.exportState(), sdpSeq: Object.fromEntries(keys._sdpSeq) }));
+      sessionStorage.setItem(this._stateKey, JSON.stringify({ state: keys.exportState(), sdpSeq: keys.sdpCounters() }));
     } catch { /* storage disabled: a reload starts afresh */ }
   }
 

@@ -726,6 +726,22 @@ export class TherapistKeys {
     });
   }
 
+  /**
+   * The signed-SDP counters per peer (kept beside exportState() across a reload: they must keep growing).
+   * @returns {Record<string, number>}
+   */
+  sdpCounters() {
+    return Object.fromEntries(this._sdpSeq);
+  }
+
+  /** Brings back sdpCounters() output; entries that are not whole numbers are ignored. @param {Record<string, unknown>} counters */
+  restoreSdpCounters(counters) {
+    for (const [pid, seq] of Object.entries(counters || {})) {
+      const n = Number(seq);
+      if (Number.isInteger(n)) this._sdpSeq.set(pid, n);
+    }
+  }
+
   /** Restore exportState() output (same room and IK_T only); throws TypeError. @param {string} data */
   async importState(data) {
     let state;

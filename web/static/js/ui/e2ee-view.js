@@ -66,7 +66,7 @@ export async function startE2ee(session) {
     th.addEventListener("security", (ev) => {
       const d = /** @type {CustomEvent} */ (ev).detail;
       const who = session.roster.find((p) => p.pid === d.pid);
-      session._banner(`security-${d.pid}`, t("e2ee.failed.peer", { name: who ? who.name : "?" }), "warn", 0);
+      session.banner(`security-${d.pid}`, t("e2ee.failed.peer", { name: who ? who.name : "?" }), "warn", 0);
       renderHealth(session);
     });
   } else {
@@ -117,7 +117,7 @@ export function e2eeResumed(session) {
   const flow = session.e2ee;
   if (!(flow instanceof ClientE2ee)) return;
   const check = () => {
-    if (session.e2ee !== flow || flow.granted || flow._grantP || session.status === "ended") return;
+    if (session.e2ee !== flow || flow.granted || flow.grantPending || session.status === "ended") return;
     if (!flow.required && !flow.lostState) {
       flow.stop();
       session.e2ee = null;
@@ -129,7 +129,7 @@ export function e2eeResumed(session) {
   };
   // The kept state is normally back before the page connects (the intro waits for the keys).
   if (flow.restoreSettled) {
-    if (!flow.granted && !flow._grantP && !flow.required && !flow.lostState) check();
+    if (!flow.granted && !flow.grantPending && !flow.required && !flow.lostState) check();
     else setTimeout(check, 0);
   } else {
     flow.restoreP.then(check);
@@ -143,7 +143,7 @@ export function e2eeResumed(session) {
 export function securityFailed(session, error) {
   if (session.status === "ended") return;
   console.warn("security check failed:", error && error.message ? error.message : error);
-  session._teardown(); // every connection closes now: no media either way
+  session.teardown(); // every connection closes now: no media either way
   // Leave the room a moment later, so the SDP already on its way to the therapist is still checked there
   // (the therapist sees the failure too instead of only "left").
   setTimeout(() => session.signaling.leave(), 2000);

@@ -133,8 +133,8 @@ export class Session extends EventTarget {
     }
     this.therapist = m.therapist || this.therapist;
     if (store.name === null && this.name) store.name = this.name;
-    this._removeBanner("reconnecting");
-    if (wasReconnecting) this._banner("reconnected", t("session.reconnected"), "info", 4000);
+    this.removeBanner("reconnecting");
+    if (wasReconnecting) this.banner("reconnected", t("session.reconnected"), "info", 4000);
     if (!this.isTherapist && m.status === "admitted") e2eeResumed(this);
     if (this.isTherapist || m.status === "admitted") {
       this._enterSession();
@@ -439,7 +439,7 @@ export class Session extends EventTarget {
     if (m.ends_at) this.endsAt = new Date(m.ends_at);
     if (this.room) this.room.ends_at = m.ends_at;
     if (m.extended_minutes && this.status === "admitted") {
-      this._banner("time", t("session.extended", { n: m.extended_minutes, end: formatTime(this.endsAt || new Date()) }), "info", 10000);
+      this.banner("time", t("session.extended", { n: m.extended_minutes, end: formatTime(this.endsAt || new Date()) }), "info", 10000);
     }
     this._startClock();
     if (this.console) this.console.onTime(m);
@@ -449,7 +449,7 @@ export class Session extends EventTarget {
   _onWarning(m) {
     if (m.ends_at) this.endsAt = new Date(m.ends_at);
     const text = m.minutes === 1 ? t("session.warning.one") : t("session.warning", { n: m.minutes });
-    this._banner("warning", text, "warn", 0);
+    this.banner("warning", text, "warn", 0);
     document.body.dataset.warning = String(m.minutes);
   }
 
@@ -462,12 +462,12 @@ export class Session extends EventTarget {
       return;
     }
     if (status === "reconnecting" || status === "absent") {
-      this._banner("therapist", t("session.therapist.reconnecting"), "warn", 0);
+      this.banner("therapist", t("session.therapist.reconnecting"), "warn", 0);
       document.body.dataset.therapist = status;
     } else {
-      this._removeBanner("therapist");
+      this.removeBanner("therapist");
       delete document.body.dataset.therapist;
-      this._banner("therapist-back", t("session.therapist.back"), "info", 4000);
+      this.banner("therapist-back", t("session.therapist.back"), "info", 4000);
     }
   }
 
@@ -478,8 +478,8 @@ export class Session extends EventTarget {
    * @param {"info"|"warn"} kind
    * @param {number} ttl ms, 0 = until replaced or dismissed
    */
-  _banner(key, text, kind, ttl) {
-    this._removeBanner(key);
+  banner(key, text, kind, ttl) {
+    this.removeBanner(key);
     const box = $("banners");
     const div = document.createElement("div");
     div.className = `banner ${kind}`;
@@ -493,7 +493,7 @@ export class Session extends EventTarget {
   }
 
   /** @param {string} key */
-  _removeBanner(key) {
+  removeBanner(key) {
     document.querySelectorAll(`#banners .banner[data-key="${key}"]`).forEach((el) => el.remove());
   }
 
@@ -501,14 +501,15 @@ export class Session extends EventTarget {
     if (this.status === "ended") return;
     if (!this._reconnecting) {
       this._reconnecting = true;
-      if (this.status === "admitted") this._banner("reconnecting", t("session.reconnecting"), "warn", 0);
+      if (this.status === "admitted") this.banner("reconnecting", t("session.reconnecting"), "warn", 0);
       if (this.console) this.console.onLocked(true);
     }
   }
 
   // ---- the end ------------------------------------------------------------------------------------------
 
-  _teardown() {
+  /** Stops everything at once (connections, E2EE, media, clock, console); the page shows whatever comes next. */
+  teardown() {
     this.status = "ended";
     if (this.call) { this.call.stop(); this.call = null; }
     if (this.e2ee) { this.e2ee.stop(); }
@@ -521,7 +522,7 @@ export class Session extends EventTarget {
 
   /** @param {string} reason */
   _onEnded(reason) {
-    this._teardown();
+    this.teardown();
     store.forgetSession();
     const r = ["time", "therapist", "admin"].includes(reason) ? reason : "time";
     showEnded(t("ended.title"), t(`ended.body.${r}`), { state: "ended" });
@@ -532,7 +533,7 @@ export class Session extends EventTarget {
    * @param {string|null} message
    */
   _finish(kind, message) {
-    this._teardown();
+    this.teardown();
     store.forgetSession();
     showEnded(t(`ended.${kind}.title`), t(`ended.${kind}.body`), { message, state: kind });
   }
@@ -545,7 +546,7 @@ export class Session extends EventTarget {
     if (reason === "declined" || reason === "removed") { this._finish(reason, null); return; }
     if (reason === "room-ended" || reason === "session-ended") { this._onEnded("time"); return; }
     if (reason === "closed") return; // our own close (leave)
-    this._teardown();
+    this.teardown();
     if (reason === "token-revoked" || reason === "token-invalid" || reason === "room-full") store.forgetSession();
     showError(reason, { opensAt: d.error && d.error.opensAt });
   }
@@ -553,7 +554,7 @@ export class Session extends EventTarget {
   /** Leaves on purpose: the seat is free at once. */
   leave() {
     this.signaling.leave();
-    this._teardown();
+    this.teardown();
     store.forgetSession();
     showEnded(t("ended.title"), t("ended.body.left"), { rejoin: true, state: "left" });
   }
