@@ -104,3 +104,29 @@ export function applyTranslations(root = document) {
     });
   }
 }
+
+/**
+ * @param {string} tag
+ * @param {string} [className]
+ * @param {string} [text]
+ */
+export function el(tag, className, text) {
+  const e = document.createElement(tag);
+  if (className) e.className = className;
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+/**
+ * @param {string} visible
+ * @param {string} accessible exact accessible name
+ * @param {string} className
+ * @param {() => void} onClick
+ */
+export function button(visible, accessible, className, onClick) {
+  const b = /** @type {HTMLButtonElement} */ (el("button", `btn ${className}`, visible));
+  b.type = "button";
+  b.setAttribute("aria-label", accessible);
+  b.addEventListener("click", onClick);
+  return b;
+}

@@ -198,8 +198,7 @@ export function renderStatus(session) {
 /** A badge per remote tile from the worker's counters: no silent black video. @param {Session} session */
 export function renderHealth(session) {
   const flow = session.e2ee;
-  for (const [pid, tile] of session.tiles) {
-    if (pid === "self") continue;
+  for (const [pid, tile] of session.tiles.remote()) {
     let badge = /** @type {HTMLElement|null} */ (tile.querySelector(".e2ee-badge"));
     if (!flow) {
       if (badge) badge.remove();

@@ -5,6 +5,7 @@ import { requestSession } from "../lib/protocol.js";
 import { t, formatTime, formatDate, isToday } from "../lib/i18n.js";
 import { store, takeToken } from "../lib/store.js";
 import { Session } from "./session.js";
+import { exposeDiagnostics } from "./diagnostics.js";
 import { showView, showError, $, applyTranslations } from "./dom.js";
 import { encodedTransformSupported } from "../lib/e2ee-flow.js";
 import { e2eeWanted } from "./e2ee-view.js";
@@ -215,6 +216,7 @@ async function enterSession(token, name) {
   if (audioCtx) { audioCtx.close().catch(() => {}); audioCtx = null; }
   store.mode = mode;
   const session = new Session({ token, role, room, name, stream, mode });
+  exposeDiagnostics(session);
   await session.start();
 }
 
