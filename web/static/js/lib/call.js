@@ -7,8 +7,10 @@
 //  - `state`   {pid, state}    connectionState of a peer's connection
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
 
+import { preferredCodecs } from "./codecs.js";
+
 /** @typedef {import("./protocol.js").Signaling} Signaling */
-/** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
+/** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
 /**
  * End-to-end encryption hooks (shared with sfu.js; built by ui/e2ee-view.js, see e2ee-flow.js). null = no E2EE.
  * @typedef {{
@@ -27,23 +29,6 @@ const FIRST_OFFER_WAIT_MS = 1500;
 const FINGERPRINT = /^a=fingerprint:(.+)$/m;
 
 /**
- * The codecs E2EE may use (SFrame's clear prefixes are defined for VP8 and Opus only): VP8 (+ RTX) for video,
- * Opus for audio. Throws when the browser cannot do VP8/Opus: then nothing is sent.
- * @param {string} kind
- * @returns {RTCRtpCodec[]}
- */
-export function e2eeCodecs(kind) {
-  const caps = typeof RTCRtpReceiver !== "undefined" && RTCRtpReceiver.getCapabilities
-    ? RTCRtpReceiver.getCapabilities(kind) : null;
-  const codecs = caps ? caps.codecs : [];
-  const main = kind === "video" ? "video/vp8" : "audio/opus";
-  const chosen = codecs.filter((c) => c.mimeType.toLowerCase() === main);
-  if (!chosen.length) throw new Error(`${main} is not available: end-to-end encryption needs it`);
-  if (kind === "video") chosen.push(...codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx"));
-  return chosen;
-}
-
-/**
  * E2EE: VP8/Opus only, and the SFrame transforms on every sender and receiver that has none yet. Must run
  * before createOffer/setRemoteDescription (receiver transforms attached later never see a frame in Chromium).
  * @param {RTCPeerConnection} pc
@@ -55,7 +40,7 @@ function protectTransceivers(pc, e2ee, pid, done) {
   for (const tr of pc.getTransceivers()) {
     const kind = tr.receiver.track ? tr.receiver.track.kind : (tr.sender.track ? tr.sender.track.kind : null);
     if (!kind) continue;
-    if (tr.setCodecPreferences) tr.setCodecPreferences(e2eeCodecs(kind));
+    if (tr.setCodecPreferences) tr.setCodecPreferences(preferredCodecs(kind));
     if (!done.has(tr.sender)) { done.add(tr.sender); e2ee.prepareSender(tr.sender, kind); }
     if (!done.has(tr.receiver)) { done.add(tr.receiver); e2ee.prepareReceiver(tr.receiver, kind, pid); }
   }

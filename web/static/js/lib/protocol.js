@@ -44,6 +44,11 @@ export const MESSAGE_TYPES = Object.freeze({
 
 export const PROTOCOL_VERSION = 1;
 
+/** The pseudo-pid of the forwarding SFU in `to`/`from` of offer, answer, candidate and tracks (docs/sfu.md). */
+export const SFU = "sfu";
+
+/** @typedef {{pid: string, role: string, name: string, connected?: boolean}} RosterEntry a roster participant */
+
 /** Close codes after which reconnecting is pointless (docs/protocol.md, "Error codes"). */
 const FINAL_CLOSE_CODES = new Map([
   [4002, "unsupported-version"],

@@ -8,7 +8,7 @@
 import { store } from "./store.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
-/** @typedef {{pid: string, role: string, name: string, connected?: boolean}} RosterEntry */
+/** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
 
 export class SessionState extends EventTarget {
   /**

@@ -4,7 +4,7 @@
 import { t } from "../lib/i18n.js";
 import { $, announce } from "./dom.js";
 
-/** @typedef {import("../lib/session-state.js").RosterEntry} RosterEntry */
+/** @typedef {import("../lib/protocol.js").RosterEntry} RosterEntry */
 
 const SELF = "self";
 
