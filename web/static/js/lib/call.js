@@ -408,22 +408,6 @@ export class Call extends MediaCall {
     }
   }
 
-  /**
-   * Swaps the local media (device change) without renegotiating when the kinds stay the same.
-   * @param {MediaStream|null} stream
-   */
-  async setLocalStream(stream) {
-    this.localStream = stream;
-    for (const peer of this.peers.values()) {
-      for (const sender of peer.pc.getSenders()) {
-        const kind = sender.track ? sender.track.kind : null;
-        if (!kind) continue;
-        const next = stream ? stream.getTracks().find((t) => t.kind === kind) || null : null;
-        await sender.replaceTrack(next).catch((e) => this._log("replaceTrack", e));
-      }
-    }
-  }
-
   /** Restarts ICE on every connection (e.g. after the network came back). */
   restartAll() {
     for (const peer of this.peers.values()) {

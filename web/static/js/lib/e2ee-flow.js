@@ -10,8 +10,6 @@
 
 import * as E from "./e2ee.js";
 
-export { SecurityCheckFailed } from "./e2ee.js";
-
 /** How long a signed SDP waits for the sender's key to be bound (grant / signed roster / intro). */
 const READY_TIMEOUT_MS = 10_000;
 /** A peer counts as "can't decrypt" after this long with failures and no frame decrypted. */

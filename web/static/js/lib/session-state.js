@@ -72,9 +72,4 @@ export class SessionState extends EventTarget {
     this.roster = participants;
     this.dispatchEvent(new CustomEvent("roster", { detail: { participants, before } }));
   }
-
-  /** The roster entry of `pid`, if any. @param {string} pid */
-  member(pid) {
-    return this.roster.find((p) => p.pid === pid) || null;
-  }
 }

@@ -91,23 +91,6 @@ export class SfuCall extends MediaCall {
   }
 
   /**
-   * Swaps the local media (device change) without renegotiating.
-   * @param {MediaStream|null} stream
-   */
-  async setLocalStream(stream) {
-    this.localStream = stream;
-    const c = this.conn;
-    if (!c || c.closed) return;
-    for (const kind of /** @type {const} */ (["audio", "video"])) {
-      const t = c.publish[kind];
-      if (!t) continue;
-      const next = stream ? stream.getTracks().find((tr) => tr.kind === kind) || null : null;
-      await t.sender.replaceTrack(next).catch((e) => this._log("replaceTrack", e));
-    }
-    this._applyProfile();
-  }
-
-  /**
    * After the signaling reconnected (or the network came back): the SFU dropped our connection when our socket
    * went away, and aiortc cannot restart ICE, so a connection that is not up is replaced by a new one.
    */

@@ -215,7 +215,7 @@ async function enterSession(token, name) {
   cancelAnimationFrame(meterFrame);
   if (audioCtx) { audioCtx.close().catch(() => {}); audioCtx = null; }
   store.mode = mode;
-  const session = new Session({ token, role, room, name, stream, mode });
+  const session = new Session({ token, role, room, name, stream });
   exposeDiagnostics(session);
   await session.start();
 }

@@ -11,18 +11,15 @@ import { TileGrid } from "./tiles.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
 
 /**
- * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null,
- *            mode: string}} SessionOptions
+ * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null}} SessionOptions
  */
 
-export class Session extends EventTarget {
+export class Session {
   /** @param {SessionOptions} options */
   constructor(options) {
-    super();
     this.token = options.token;
     this.name = options.name;
     this.stream = options.stream;
-    this.mode = options.mode;
     this.signaling = new Signaling({ token: this.token, resume: store.resume });
     /** What the server says about the session (wired first: the handlers below see it up to date). */
     this.state = new SessionState(this.signaling, { role: options.role, room: options.room });
@@ -103,7 +100,6 @@ export class Session extends EventTarget {
     } else {
       this._enterWaiting(null);
     }
-    this.dispatchEvent(new CustomEvent("welcome", { detail: m }));
   }
 
   /** @param {any} m */
@@ -337,7 +333,6 @@ export class Session extends EventTarget {
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.stream?.getTracks().forEach((tr) => tr.stop());
     if (this.console) this.console.stop();
-    this.dispatchEvent(new Event("ended"));
   }
 
   /** @param {string} reason */
