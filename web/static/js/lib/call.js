@@ -19,7 +19,7 @@ import { preferredCodecs } from "./codecs.js";
  *   signSdp: (to: string, type: "offer"|"answer", sdp: string) => Promise<string|null>,
  *   verifySdp: (from: string, type: "offer"|"answer", sdp: string, sig: string|null|undefined) => Promise<void>,
  *   ready: (pid: string) => Promise<void>,
- *   onSecurityFailure: (pid: string, error: any) => void,
+ *   onSecurityFailure: (pid: string|null, error: any) => void,
  * }} E2eeHooks
  */
 
@@ -69,6 +69,9 @@ class Peer {
     this.closed = false;
     /** @type {Promise<void>} */
     this.queue = Promise.resolve();
+    /** senders/receivers of the current connection that have their E2EE transforms (set by _create) */
+    /** @type {WeakSet<object>} */
+    this.prepared = new WeakSet();
     this.stream = new MediaStream();
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.disconnectTimer = null;
@@ -84,7 +87,6 @@ class Peer {
     // Older Chromium without RTCRtpScriptTransform: the legacy encoded streams need this flag.
     if (call.e2ee && typeof RTCRtpScriptTransform !== "function") config.encodedInsertableStreams = true;
     const pc = new RTCPeerConnection(config);
-    /** @type {WeakSet<object>} */
     this.prepared = new WeakSet();
     const stream = call.localStream;
     const kinds = new Set();

@@ -63,7 +63,7 @@ class E2eeBase extends EventTarget {
     this._health = new Map();
     /** @type {Array<{check: () => boolean, resolve: () => void}>} */
     this._waiters = [];
-    /** @type {Array<{pid: string, error: string}>} */
+    /** @type {Array<{pid: string|null, error: string}>} */
     this.failures = [];
     /** @type {Promise<any>} key messages are handled one at a time, in order */
     this._keyChain = Promise.resolve();
@@ -98,7 +98,7 @@ class E2eeBase extends EventTarget {
     this._attach(receiver, options);
   }
 
-  /** @param {string} pid @param {any} error */
+  /** @param {string|null} pid null: the SFU connection @param {any} error */
   onSecurityFailure(pid, error) {
     const text = error && error.message ? String(error.message) : String(error);
     this.failures.push({ pid, error: text });
@@ -400,7 +400,7 @@ export class TherapistE2ee extends E2eeBase {
    * @param {E.TherapistKeys} keys
    */
   async _restore(keys) {
-    let saved = null;
+    let saved;
     try { saved = JSON.parse(sessionStorage.getItem(this._stateKey) || "null"); } catch { saved = null; }
     if (!saved || typeof saved.state !== "string") return;
     try {

@@ -71,6 +71,7 @@ function ownBuffer(u) {
 function indicesOf(peer) {
   if (peer === undefined || peer === null) return null; // any roster member
   if (typeof peer === "number") return [peer];
+  /** @type {number[]} */
   const out = [];
   for (const e of [...epochs.keys()].sort((a, b) => b - a)) {
     const idx = /** @type {any} */ (epochs.get(e)).roster[peer];

@@ -501,6 +501,7 @@ export class KeyState {
 
   /** @param {string} pid @returns {number[]} */
   _indicesOf(pid) {
+    /** @type {number[]} */
     const out = [];
     for (const e of [...this._epochs.keys()].sort((a, b) => b - a)) {
       const idx = /** @type {any} */ (this._epochs.get(e)).roster[pid];
@@ -750,7 +751,7 @@ export class TherapistKeys {
       if (state.v !== PROTOCOL_VERSION || state.room !== this.room || !eq(b64d(state.ik_t), this.ikRaw))
         throw new Error("state of another room or identity");
     } catch (e) {
-      throw new TypeError(`bad therapist state: ${/** @type {Error} */ (e).message}`);
+      throw new TypeError(`bad therapist state: ${/** @type {Error} */ (e).message}`, { cause: e });
     }
     for (const [pid, m] of Object.entries(state.members)) {
       const intro = { ik: b64d(m.ik), dk: b64d(m.dk), commit: b64d(m.commit), ts: Number(m.ts), macOk: m.mac_ok };

@@ -113,7 +113,7 @@ export async function requestSession(token, base = "") {
     err.final = false;
     throw err;
   }
-  let body = null;
+  let body;
   try {
     body = await response.json();
   } catch {

@@ -25,7 +25,7 @@ async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
   });
-  let data = null;
+  let data;
   try { data = await res.json(); } catch { data = null; }
   if (!res.ok) {
     const message = res.status === 401 || res.status === 403

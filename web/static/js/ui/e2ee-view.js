@@ -213,7 +213,7 @@ export function renderHealth(session) {
     let state = flow.health(pid);
     /** @type {string} */
     let text;
-    if (flow.failures.some((f) => f.pid === pid)) {
+    if (flow.failures.some((/** @type {{pid: string|null}} */ f) => f.pid === pid)) {
       state = "failing";
       text = t("e2ee.badge.security");
     } else if (flow instanceof TherapistE2ee && flow.unkeyed().includes(pid)) {

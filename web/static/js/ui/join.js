@@ -98,7 +98,8 @@ function startMeter(s) {
 async function fillDevices() {
   const camSel = /** @type {HTMLSelectElement} */ ($("join-camera"));
   const micSel = /** @type {HTMLSelectElement} */ ($("join-mic"));
-  let devices = [];
+  /** @type {MediaDeviceInfo[]} */
+  let devices;
   try { devices = await navigator.mediaDevices.enumerateDevices(); } catch { devices = []; }
   const current = {
     video: stream?.getVideoTracks()[0]?.getSettings().deviceId || store.camera,
@@ -267,6 +268,8 @@ function showJoin(token) {
   form.onsubmit = async (ev) => {
     ev.preventDefault();
     if (/** @type {HTMLButtonElement} */ ($("join-submit")).disabled) return;
+    // Control and bidirectional-override characters are dropped from the name.
+    // eslint-disable-next-line no-control-regex
     const name = nameInput.value.replace(/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/g, "").trim();
     const err = $("join-name-error");
     if (role !== "therapist" && !name) {
