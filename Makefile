@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint typecheck unit deps venv clean
+.PHONY: run test lint jscheck typecheck unit deps venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ deps:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	command -v turnserver >/dev/null || missing="$$missing coturn"; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	dpkg-query -W -f='$${Status}' fonts-noto-color-emoji 2>/dev/null | grep -q "ok installed" || missing="$$missing fonts-noto-color-emoji"; \
 	if [ -n "$$missing" ]; then \
@@ -35,10 +36,21 @@ deps:
 run: $(STAMP)
 	$(BIN)/alcove serve --demo
 
-lint: $(STAMP)
+lint: $(STAMP) jscheck
 	$(BIN)/ruff check signaling rtc server peer tools tests
 	$(BIN)/mypy signaling
 	$(BIN)/mypy rtc server peer tools
+
+## The browser client's JavaScript: TypeScript over the JSDoc types (no emit) and ESLint, with the exact
+## versions of web/package-lock.json (installed into web/node_modules when the lock file changes).
+WEB_TOOLS := web/node_modules/.package-lock.json
+
+$(WEB_TOOLS): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+jscheck: $(WEB_TOOLS)
+	cd web && ./node_modules/.bin/tsc -p . && ./node_modules/.bin/eslint .
 
 ## Every test. Media tests run in a network namespace with only `lo` (no packet can leave the machine).
 test: $(STAMP) deps lint
@@ -50,4 +62,4 @@ test: $(STAMP) deps lint
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules

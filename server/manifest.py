@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 STATIC_PREFIX = "/static/"
-BARE = {"alcove/codepin": "codepin.js"}  # bare specifiers a module imports wherever the file lives
 MANIFEST_PATH = "/client-manifest"
 
 
@@ -74,8 +73,7 @@ class ClientRelease:
     def import_map(self) -> str:
         """The import map's JSON text: integrity for every ES module of the release (the e2ee worker included)."""
         modules = {url: self.sri(url) for url in self.files if url.endswith((".js", ".mjs"))}
-        imports = {name: url for name, file in BARE.items() for url in modules if url.rsplit("/", 1)[-1] == file}
-        return json.dumps({"imports": imports, "integrity": modules}, separators=(",", ":"), sort_keys=True)
+        return json.dumps({"integrity": modules}, separators=(",", ":"), sort_keys=True)
 
     @property
     def script_hash(self) -> str:

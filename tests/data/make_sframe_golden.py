@@ -1,6 +1,6 @@
 """Write tests/data/sframe-golden.json: Alcove SFrame frames protected by peer/sframe.py.
 
-The JS implementation (web/static/js/sframe.js) must reproduce every value byte
+The JS implementation (web/static/js/lib/sframe.js) must reproduce every value byte
 for byte; tests/unit/test_js_crypto.py also checks that this file is current.
 
 Usage: .venv/bin/python tests/data/make_sframe_golden.py [--check]

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.e2ee, pytest.mark.browser]
 ROOT = Path(__file__).resolve().parents[2]
 
 CHECK = """async () => {
-  const S = await import("/static/js/sframe.js");
+  const S = await import("/static/js/lib/sframe.js");
   const text = await (await fetch("/data/sframe-rfc9605.json")).text();
   // BigInt-safe (vectors README): quote kid/ctr before JSON.parse.
   const V = JSON.parse(text.replace(/("(?:kid|ctr)": *)(\\d+)/g, '$1"$2"'));

@@ -1,4 +1,4 @@
-"""The E2EE media worker (web/static/js/e2ee-worker.js) in Debian's Chromium, driven by Playwright.
+"""The E2EE media worker (web/static/js/lib/e2ee-worker.js) in Debian's Chromium, driven by Playwright.
 
 Two RTCPeerConnections in one page, each side with its own worker (as two pages would have), keys
 installed through e2ee.js KeyState. Run inside the loopback-only namespace:
@@ -25,14 +25,14 @@ PAGE = """<!doctype html>
 <meta charset="utf-8">
 <title>e2ee worker test</title>
 <script type="module">
-import { KeyState, loadOrCreateIdentity, pubRaw } from "/static/js/e2ee.js";
-import { epochBaseKey } from "/static/js/sframe.js";
+import { KeyState, loadOrCreateIdentity, pubRaw } from "/static/js/lib/e2ee.js";
+import { epochBaseKey } from "/static/js/lib/sframe.js";
 
 const rnd = (n) => crypto.getRandomValues(new Uint8Array(n));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function makeWorker() {
-  const w = new Worker("/static/js/e2ee-worker.js", { type: "module" });
+  const w = new Worker("/static/js/lib/e2ee-worker.js", { type: "module" });
   w.lastStats = null;
   w.errors = [];
   w.onmessage = (e) => {

@@ -12,8 +12,8 @@
 //   hpke-seal             {pk, info, pt}            -> {data: hex(enc||ct)}
 //   hpke-open             {sk, info, data}          -> {pt: hex}  (or {error})
 //   hpke-seal-fixed       {pk, info, aad, pt, ikmE} -> {enc, ct}
-import * as S from "../../web/static/js/sframe.js";
-import * as H from "../../web/static/js/hpke.js";
+import * as S from "../../web/static/js/lib/sframe.js";
+import * as H from "../../web/static/js/lib/hpke.js";
 
 const hex = S.hexToBytes;
 const toHex = S.bytesToHex;

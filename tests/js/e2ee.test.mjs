@@ -1,7 +1,7 @@
-// The E2EE key protocol in JS (web/static/js/e2ee.js): node --test tests/js/
+// The E2EE key protocol in JS (web/static/js/lib/e2ee.js): node --test tests/js/
 import test from "node:test";
 import assert from "node:assert/strict";
-import * as E from "../../web/static/js/e2ee.js";
+import * as E from "../../web/static/js/lib/e2ee.js";
 
 const ROOM = "r_test-room";
 const FP1 = "sha-256 " + Array(32).fill("AB").join(":");
@@ -260,6 +260,25 @@ test("e2ee: signed SDP round trip and refusals", async () => {
   await assert.rejects(a.verifySdp("p_therapist", "offer", SDP, old), /stale/);
   const outsider = await E.ClientKeys.create(ROOM, null, { pid: "p_x" });
   await assert.rejects(a.verifySdp("p_x", "offer", SDP, await outsider.signSdp("p_a", "offer", SDP)), E.SecurityCheckFailed);
+});
+
+test("e2ee: a reloaded therapist keeps its SDP counters (sdpCounters / restoreSdpCounters)", async () => {
+  const { t, a } = await session();
+  await a.verifySdp("p_therapist", "offer", SDP, await t.signSdp("p_a", "offer", SDP));
+  await a.verifySdp("p_therapist", "offer", SDP, await t.signSdp("p_a", "offer", SDP));
+  assert.deepEqual(t.sdpCounters(), { p_a: 2 });
+  const reloaded = async () => {
+    const r = await E.TherapistKeys.create(ROOM, "p_therapist", { identity: t.identity, sLink: t.sLink, firstEpoch: 9 });
+    await r.importState(t.exportState());
+    return r;
+  };
+  const kept = await reloaded();
+  kept.restoreSdpCounters({ ...t.sdpCounters(), p_junk: "x" });
+  assert.deepEqual(kept.sdpCounters(), { p_a: 2 });
+  await a.verifySdp("p_therapist", "offer", SDP, await kept.signSdp("p_a", "offer", SDP));
+  // Without the counters the next offer reuses a number the client has seen: refused as replayed.
+  const forgot = await reloaded();
+  await assert.rejects(a.verifySdp("p_therapist", "offer", SDP, await forgot.signSdp("p_a", "offer", SDP)), /replayed/);
 });
 
 test("e2ee: a client sent back to the waiting room loses its keys", async () => {

@@ -1,10 +1,10 @@
-// Line-oriented driver for web/static/js/e2ee.js, used by tests/unit/test_e2ee_interop.py.
+// Line-oriented driver for web/static/js/lib/e2ee.js, used by tests/unit/test_e2ee_interop.py.
 // Reads one JSON request per line on stdin: {"id": n, "cmd": "...", "obj": "name", ...args};
 // writes one JSON response per line: {"id": n, "ok": result} or {"id": n, "error": name, "message": msg}.
 // Objects (TherapistKeys / ClientKeys) persist across lines under their "obj" name.
 import readline from "node:readline";
-import * as E from "../../web/static/js/e2ee.js";
-import * as S from "../../web/static/js/sframe.js";
+import * as E from "../../web/static/js/lib/e2ee.js";
+import * as S from "../../web/static/js/lib/sframe.js";
 
 const hex = S.hexToBytes;
 const toHex = S.bytesToHex;

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
-import * as S from "../../web/static/js/sframe.js";
+import * as S from "../../web/static/js/lib/sframe.js";
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 const hex = S.hexToBytes;

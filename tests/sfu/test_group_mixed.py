@@ -1,4 +1,4 @@
-"""A group through the forwarding SFU with mixed clients: Chromium pages (web/static/js/sfu.js) and aiortc
+"""A group through the forwarding SFU with mixed clients: Chromium pages (web/static/js/lib/sfu.js) and aiortc
 participants (peer/participant.py) in one room. Everyone decodes everyone; a removed client stops receiving;
 the SFU never decodes (``/metrics``); a killed SFU worker is reported (``media-ended``) and media comes back
 once every client has built a new connection.

@@ -1,4 +1,4 @@
-"""Cross-language E2EE key protocol: peer/e2ee.py <-> web/static/js/e2ee.js (driven through tests/js/e2ee_cli.mjs).
+"""Cross-language E2EE key protocol: peer/e2ee.py <-> web/static/js/lib/e2ee.js (driven through tests/js/e2ee_cli.mjs).
 
 JS therapist <-> Python client and Python therapist <-> JS client: grant, reveal, SAS, epoch, ack, switch,
 signed SDP, and media frames protected on one side and opened on the other.

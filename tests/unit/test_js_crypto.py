@@ -1,4 +1,4 @@
-"""JS crypto (web/static/js/sframe.js, hpke.js): node --test suite and cross-language checks.
+"""JS crypto (web/static/js/lib/sframe.js, hpke.js): node --test suite and cross-language checks.
 
 Needs Node >= 20 (WebCrypto on globalThis). Skipped only when `node` is missing
 and the CI environment variable is unset; in CI a missing node is a failure.

@@ -66,7 +66,7 @@ def test_protocol_js_knows_the_same_types() -> None:
     require(node is not None, "node")
     out = subprocess.run(
         [node, "--input-type=module", "-e",
-         "import {MESSAGE_TYPES} from './web/static/js/protocol.js'; console.log(JSON.stringify(MESSAGE_TYPES))"],
+         "import {MESSAGE_TYPES} from './web/static/js/lib/protocol.js'; console.log(JSON.stringify(MESSAGE_TYPES))"],
         cwd=ROOT, capture_output=True, text=True, check=True, timeout=30)
     js = json.loads(out.stdout)
     assert js["client"] == list(m.CLIENT_TYPES)

@@ -3,15 +3,12 @@
 // interface that call.js (mesh) and sfu.js take as `e2ee`:
 //   prepareSender(sender, kind), prepareReceiver(receiver, kind, pid|null), signSdp(to, type, sdp),
 //   verifySdp(from, type, sdp, sig), ready(pid), onSecurityFailure(pid, error).
-// No DOM here: session.js / console.js render what this module reports through its events:
+// No DOM here: ui/session.js, ui/console.js and ui/e2ee-view.js render what this module reports through its events:
 //   `change`    keys, epoch, safety codes or intro checks changed
 //   `stats`     {peers: {pid: {encrypted, decrypted, failed, dropped}}} from the worker, every second
 //   `security`  {pid, error}: a signed message or SDP did not verify (the SDP was not applied)
 
 import * as E from "./e2ee.js";
-import { confirmServedCode } from "alcove/codepin";
-
-export { SecurityCheckFailed } from "./e2ee.js";
 
 /** How long a signed SDP waits for the sender's key to be bound (grant / signed roster / intro). */
 const READY_TIMEOUT_MS = 10_000;
@@ -58,7 +55,7 @@ class E2eeBase extends EventTarget {
     super();
     this.signaling = signaling;
     this.room = room;
-    this.worker = new Worker("/static/js/e2ee-worker.js", { type: "module" });
+    this.worker = new Worker(new URL("./e2ee-worker.js", import.meta.url), { type: "module" });
     this.keyState = new E.KeyState({ post: (m) => this.worker.postMessage(m) });
     /** @type {Record<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
     this.peerStats = {};
@@ -66,7 +63,7 @@ class E2eeBase extends EventTarget {
     this._health = new Map();
     /** @type {Array<{check: () => boolean, resolve: () => void}>} */
     this._waiters = [];
-    /** @type {Array<{pid: string, error: string}>} */
+    /** @type {Array<{pid: string|null, error: string}>} */
     this.failures = [];
     /** @type {Promise<any>} key messages are handled one at a time, in order */
     this._keyChain = Promise.resolve();
@@ -101,7 +98,7 @@ class E2eeBase extends EventTarget {
     this._attach(receiver, options);
   }
 
-  /** @param {string} pid @param {any} error */
+  /** @param {string|null} pid null: the SFU connection @param {any} error */
   onSecurityFailure(pid, error) {
     const text = error && error.message ? String(error.message) : String(error);
     this.failures.push({ pid, error: text });
@@ -254,6 +251,11 @@ export class ClientE2ee extends E2eeBase {
     super._changed();
   }
 
+  /** True while an admission's grant is being checked (admitted() called, not settled or reset yet). */
+  get grantPending() {
+    return this._grantP !== null;
+  }
+
   /** The hello.intro string. */
   async intro() {
     return (await this.keysP).makeIntro();
@@ -354,13 +356,14 @@ export class TherapistE2ee extends E2eeBase {
    * @param {import("./protocol.js").Signaling} signaling @param {string} room
    * @param {Promise<string>} pidP resolves with our pid (from welcome)
    * @param {Uint8Array|null} sLink the room's link secret
+   * @param {() => Promise<void>} [beforeUnlock] resolves once the key may be unlocked (the view's served-code check)
    */
-  constructor(signaling, room, pidP, sLink) {
+  constructor(signaling, room, pidP, sLink, beforeUnlock = async () => {}) {
     super(signaling, room);
     this.sLink = sLink;
     /** @type {Promise<E.TherapistKeys>} */
     this.keysP = (async () => {
-      await confirmServedCode(); // the pinned code, or the therapist accepted the change: only then the key
+      await beforeUnlock(); // the pinned code, or the therapist accepted the change: only then the key
       const identity = await E.loadOrCreateIdentity();
       const keys = await E.TherapistKeys.create(room, await pidP, { identity, sLink, keyState: this.keyState });
       await this._restore(keys);
@@ -399,7 +402,7 @@ export class TherapistE2ee extends E2eeBase {
    * @param {E.TherapistKeys} keys
    */
   async _restore(keys) {
-    let saved = null;
+    let saved;
     try { saved = JSON.parse(sessionStorage.getItem(this._stateKey) || "null"); } catch { saved = null; }
     if (!saved || typeof saved.state !== "string") return;
     try {
@@ -408,7 +411,7 @@ export class TherapistE2ee extends E2eeBase {
       console.warn("therapist state not restored:", /** @type {Error} */ (e).message);
       return;
     }
-    for (const [pid, seq] of Object.entries(saved.sdpSeq || {})) keys._sdpSeq.set(pid, Number(seq));
+    keys.restoreSdpCounters(saved.sdpSeq);
     for (const [pid, m] of keys.members) if (m.sas) this.sasOf.set(pid, m.sas);
     this.restored = true;
   }
@@ -417,7 +420,7 @@ export class TherapistE2ee extends E2eeBase {
     const keys = this.keys;
     if (!keys) return;
     try {
-      sessionStorage.setItem(this._stateKey, JSON.stringify({ state: keys.exportState(), sdpSeq: Object.fromEntries(keys._sdpSeq) }));
+      sessionStorage.setItem(this._stateKey, JSON.stringify({ state: keys.exportState(), sdpSeq: keys.sdpCounters() }));
     } catch { /* storage disabled: a reload starts afresh */ }
   }
 

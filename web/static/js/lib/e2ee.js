@@ -501,6 +501,7 @@ export class KeyState {
 
   /** @param {string} pid @returns {number[]} */
   _indicesOf(pid) {
+    /** @type {number[]} */
     const out = [];
     for (const e of [...this._epochs.keys()].sort((a, b) => b - a)) {
       const idx = /** @type {any} */ (this._epochs.get(e)).roster[pid];
@@ -726,6 +727,22 @@ export class TherapistKeys {
     });
   }
 
+  /**
+   * The signed-SDP counters per peer (kept beside exportState() across a reload: they must keep growing).
+   * @returns {Record<string, number>}
+   */
+  sdpCounters() {
+    return Object.fromEntries(this._sdpSeq);
+  }
+
+  /** Brings back sdpCounters() output; entries that are not whole numbers are ignored. @param {Record<string, unknown>} counters */
+  restoreSdpCounters(counters) {
+    for (const [pid, seq] of Object.entries(counters || {})) {
+      const n = Number(seq);
+      if (Number.isInteger(n)) this._sdpSeq.set(pid, n);
+    }
+  }
+
   /** Restore exportState() output (same room and IK_T only); throws TypeError. @param {string} data */
   async importState(data) {
     let state;
@@ -734,7 +751,7 @@ export class TherapistKeys {
       if (state.v !== PROTOCOL_VERSION || state.room !== this.room || !eq(b64d(state.ik_t), this.ikRaw))
         throw new Error("state of another room or identity");
     } catch (e) {
-      throw new TypeError(`bad therapist state: ${/** @type {Error} */ (e).message}`);
+      throw new TypeError(`bad therapist state: ${/** @type {Error} */ (e).message}`, { cause: e });
     }
     for (const [pid, m] of Object.entries(state.members)) {
       const intro = { ik: b64d(m.ik), dk: b64d(m.dk), commit: b64d(m.commit), ts: Number(m.ts), macOk: m.mac_ok };

@@ -44,6 +44,11 @@ export const MESSAGE_TYPES = Object.freeze({
 
 export const PROTOCOL_VERSION = 1;
 
+/** The pseudo-pid of the forwarding SFU in `to`/`from` of offer, answer, candidate and tracks (docs/sfu.md). */
+export const SFU = "sfu";
+
+/** @typedef {{pid: string, role: string, name: string, connected?: boolean}} RosterEntry a roster participant */
+
 /** Close codes after which reconnecting is pointless (docs/protocol.md, "Error codes"). */
 const FINAL_CLOSE_CODES = new Map([
   [4002, "unsupported-version"],
@@ -108,7 +113,7 @@ export async function requestSession(token, base = "") {
     err.final = false;
     throw err;
   }
-  let body = null;
+  let body;
   try {
     body = await response.json();
   } catch {
@@ -182,9 +187,10 @@ export class Signaling extends EventTarget {
    */
   connect(hello) {
     this.hello = { ...hello };
-    if (typeof window !== "undefined") {
-      window.addEventListener("offline", this._onOffline);
-      window.addEventListener("online", this._onOnline);
+    // The page's online/offline events (globalThis is the window in a page; Node has no such events).
+    if (typeof globalThis.addEventListener === "function") {
+      globalThis.addEventListener("offline", this._onOffline);
+      globalThis.addEventListener("online", this._onOnline);
     }
     return new Promise((resolve, reject) => {
       /** @param {Event} ev */
@@ -342,9 +348,9 @@ export class Signaling extends EventTarget {
     this.finished = true;
     this._closedSent = true;
     if (this._timer !== null) { clearTimeout(this._timer); this._timer = null; }
-    if (typeof window !== "undefined") {
-      window.removeEventListener("offline", this._onOffline);
-      window.removeEventListener("online", this._onOnline);
+    if (typeof globalThis.removeEventListener === "function") {
+      globalThis.removeEventListener("offline", this._onOffline);
+      globalThis.removeEventListener("online", this._onOnline);
     }
     if (!already) this.dispatchEvent(new CustomEvent("closed", { detail: { code, reason, error } }));
   }

@@ -1,14 +1,15 @@
-// End-to-end encryption in the session view (DOM): builds the E2EE flow of e2ee-ui.js for the session,
+// End-to-end encryption in the session view (DOM): builds the E2EE flow of lib/e2ee-flow.js for the session,
 // wires it to the signaling events, and shows its state: the safety-code panel (client), the room indicator
 // "End-to-end encrypted · epoch n", a health badge per tile and the full-page "Security check failed".
 
-import { t } from "./i18n.js";
-import { store } from "./store.js";
+import { t } from "../lib/i18n.js";
+import { store } from "../lib/store.js";
 import {
   ClientE2ee, TherapistE2ee, encodedTransformSupported, linkInfo, keepLinkSecret, storedLinkSecret,
-} from "./e2ee-ui.js";
-import { b64d } from "./e2ee.js";
-import { $, showEnded } from "./session.js";
+} from "../lib/e2ee-flow.js";
+import { b64d } from "../lib/e2ee.js";
+import { $, showEnded } from "./dom.js";
+import { confirmServedCode } from "./codepin.js";
 
 /** @typedef {import("./session.js").Session} Session */
 
@@ -51,7 +52,7 @@ export async function startE2ee(session) {
     let gotPid = () => {};
     /** @type {Promise<string>} */
     const pidP = new Promise((r) => { gotPid = r; });
-    const th = new TherapistE2ee(s, room, pidP, b64d(secret));
+    const th = new TherapistE2ee(s, room, pidP, b64d(secret), confirmServedCode);
     flow = th;
     on("welcome", (m) => gotPid(m.pid));
     on("queue", (m) => { th.checkQueue(m.waiting || []).catch((e) => console.warn("intro check", e)); });
@@ -66,7 +67,7 @@ export async function startE2ee(session) {
     th.addEventListener("security", (ev) => {
       const d = /** @type {CustomEvent} */ (ev).detail;
       const who = session.roster.find((p) => p.pid === d.pid);
-      session._banner(`security-${d.pid}`, t("e2ee.failed.peer", { name: who ? who.name : "?" }), "warn", 0);
+      session.banner(`security-${d.pid}`, t("e2ee.failed.peer", { name: who ? who.name : "?" }), "warn", 0);
       renderHealth(session);
     });
   } else {
@@ -117,7 +118,7 @@ export function e2eeResumed(session) {
   const flow = session.e2ee;
   if (!(flow instanceof ClientE2ee)) return;
   const check = () => {
-    if (session.e2ee !== flow || flow.granted || flow._grantP || session.status === "ended") return;
+    if (session.e2ee !== flow || flow.granted || flow.grantPending || session.status === "ended") return;
     if (!flow.required && !flow.lostState) {
       flow.stop();
       session.e2ee = null;
@@ -129,7 +130,7 @@ export function e2eeResumed(session) {
   };
   // The kept state is normally back before the page connects (the intro waits for the keys).
   if (flow.restoreSettled) {
-    if (!flow.granted && !flow._grantP && !flow.required && !flow.lostState) check();
+    if (!flow.granted && !flow.grantPending && !flow.required && !flow.lostState) check();
     else setTimeout(check, 0);
   } else {
     flow.restoreP.then(check);
@@ -143,7 +144,7 @@ export function e2eeResumed(session) {
 export function securityFailed(session, error) {
   if (session.status === "ended") return;
   console.warn("security check failed:", error && error.message ? error.message : error);
-  session._teardown(); // every connection closes now: no media either way
+  session.teardown(); // every connection closes now: no media either way
   // Leave the room a moment later, so the SDP already on its way to the therapist is still checked there
   // (the therapist sees the failure too instead of only "left").
   setTimeout(() => session.signaling.leave(), 2000);
@@ -198,8 +199,7 @@ export function renderStatus(session) {
 /** A badge per remote tile from the worker's counters: no silent black video. @param {Session} session */
 export function renderHealth(session) {
   const flow = session.e2ee;
-  for (const [pid, tile] of session.tiles) {
-    if (pid === "self") continue;
+  for (const [pid, tile] of session.tiles.remote()) {
     let badge = /** @type {HTMLElement|null} */ (tile.querySelector(".e2ee-badge"));
     if (!flow) {
       if (badge) badge.remove();
@@ -214,7 +214,7 @@ export function renderHealth(session) {
     let state = flow.health(pid);
     /** @type {string} */
     let text;
-    if (flow.failures.some((f) => f.pid === pid)) {
+    if (flow.failures.some((/** @type {{pid: string|null}} */ f) => f.pid === pid)) {
       state = "failing";
       text = t("e2ee.badge.security");
     } else if (flow instanceof TherapistE2ee && flow.unkeyed().includes(pid)) {

@@ -1,9 +1,8 @@
 // The therapist's extras (DOM): waiting list, admitted participants, time controls, lock state, arrival cue.
 
-import { t, formatTime } from "./i18n.js";
-import { $, announce } from "./session.js";
-import { inviteLink, storedLinkSecret } from "./e2ee-ui.js";
-import { store } from "./store.js";
+import { t, formatTime } from "../lib/i18n.js";
+import { $, announce, el, button } from "./dom.js";
+import { renderInvitePanel } from "./invite-panel.js";
 
 /**
  * A short, soft two-note chime made with an oscillator (no audio file).
@@ -28,42 +27,6 @@ function chime(ctx) {
       osc.stop(start + 0.4);
     }
   } catch { /* no audio output: the title and the list still show the arrival */ }
-}
-
-/**
- * @param {string} tag
- * @param {string} [className]
- * @param {string} [text]
- */
-function el(tag, className, text) {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text !== undefined) e.textContent = text;
-  return e;
-}
-
-/**
- * @param {string} visible
- * @param {string} accessible exact accessible name
- * @param {string} className
- * @param {() => void} onClick
- */
-/** Copies text to the clipboard (or selects it for a manual copy). @param {string} text @param {HTMLInputElement} field */
-async function copyText(text, field) {
-  try {
-    await navigator.clipboard.writeText(text);
-  } catch {
-    field.select();
-    document.execCommand?.("copy");
-  }
-}
-
-function button(visible, accessible, className, onClick) {
-  const b = /** @type {HTMLButtonElement} */ (el("button", `btn ${className}`, visible));
-  b.type = "button";
-  b.setAttribute("aria-label", accessible);
-  b.addEventListener("click", onClick);
-  return b;
 }
 
 export class Console {
@@ -96,7 +59,7 @@ export class Console {
     this.listeners.push([type, l]);
   }
 
-  /** The therapist's E2EE flow (e2ee-ui.js TherapistE2ee), or null without E2EE. @returns {any} */
+  /** The therapist's E2EE flow (lib/e2ee-flow.js TherapistE2ee), or null without E2EE. @returns {any} */
   get e2ee() {
     return this.session.e2ee;
   }
@@ -149,7 +112,7 @@ export class Console {
       this._e2eeWired = true;
       e2ee.addEventListener("change", () => { this.renderQueue(); this.onRoster(this.session.roster); });
     }
-    this._renderInvite();
+    renderInvitePanel(this.session);
     this.renderQueue();
     this.renderLock();
     this.onRoster(this.session.roster);
@@ -275,73 +238,6 @@ export class Console {
       box.append(button(t("e2ee.sas.mark"), t("e2ee.sas.mark.named", { name: p.name }), "secondary small-btn", () => e2ee.markVerified(p.pid)));
     }
     return box;
-  }
-
-  /** "Invite links": an admin-made client link + this room's link secret and this device's therapist key. */
-  _renderInvite() {
-    const panel = document.getElementById("invite-panel");
-    if (!panel) return;
-    const room = this.session.room && this.session.room.id;
-    const on = !!this.e2ee;
-    $("invite-on").hidden = !on;
-    $("invite-off").hidden = on;
-    const input = /** @type {HTMLInputElement} */ ($("invite-input"));
-    const out = /** @type {HTMLInputElement} */ ($("invite-output"));
-    const err = $("invite-error");
-    const copy = /** @type {HTMLButtonElement} */ ($("invite-copy"));
-    $("invite-make").onclick = async () => {
-      err.hidden = true;
-      out.value = "";
-      copy.disabled = true;
-      const s = room ? storedLinkSecret(room) : null;
-      if (!this.e2ee || !s) return;
-      try {
-        out.value = inviteLink(input.value, s, await this.e2ee.tk());
-        copy.disabled = false;
-        out.focus();
-        out.select();
-      } catch {
-        err.textContent = t("e2ee.invite.bad");
-        err.hidden = false;
-      }
-    };
-    copy.onclick = async () => {
-      await copyText(out.value, out);
-      $("invite-status").textContent = t("admin.copied");
-    };
-    // One secure link per seat, made here: fresh client tokens of this room from the server (POST /api/invites,
-    // authorised by this therapist link) with the room secret and this device's key hash added to the fragment.
-    const list = $("invite-list");
-    $("invite-create").onclick = async () => {
-      err.hidden = true;
-      list.replaceChildren();
-      const s = room ? storedLinkSecret(room) : null;
-      if (!this.e2ee || !s || !store.token) return;
-      try {
-        const res = await fetch("/api/invites", {
-          method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ token: store.token }), credentials: "same-origin", referrerPolicy: "no-referrer",
-        });
-        if (!res.ok) throw new Error(String(res.status));
-        const data = await res.json();
-        const tk = await this.e2ee.tk();
-        /** @type {string[]} */ (data.client_links).forEach((link, i) => {
-          const secure = inviteLink(link, s, tk);
-          const item = el("li", "invite-item");
-          const field = /** @type {HTMLInputElement} */ (el("input", "invite-link"));
-          field.type = "text";
-          field.readOnly = true;
-          field.value = secure;
-          field.setAttribute("aria-label", t("e2ee.invite.seat", { n: i + 1 }));
-          item.append(field, button(t("admin.copy"), t("e2ee.invite.copy.seat", { n: i + 1 }), "secondary small-btn",
-            async () => { await copyText(secure, field); $("invite-status").textContent = t("admin.copied"); }));
-          list.append(item);
-        });
-      } catch {
-        err.textContent = t("e2ee.invite.failed");
-        err.hidden = false;
-      }
-    };
   }
 
   /** @param {boolean} locked */

@@ -1,6 +1,7 @@
 // The admin page: create a session and copy its links. The admin key stays in this tab's sessionStorage.
 
-import { t, applyTranslations, formatTime } from "./i18n.js";
+import { t, formatTime } from "../lib/i18n.js";
+import { applyTranslations } from "./dom.js";
 
 const KEY = "alcove.admin-key";
 /** @param {string} id */
@@ -24,7 +25,7 @@ async function api(method, path, body) {
     body: body === undefined ? undefined : JSON.stringify(body),
     cache: "no-store",
   });
-  let data = null;
+  let data;
   try { data = await res.json(); } catch { data = null; }
   if (!res.ok) {
     const message = res.status === 401 || res.status === 403

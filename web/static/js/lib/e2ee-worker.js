@@ -2,7 +2,7 @@
 //
 // Start ONE per page, as a module worker, shared by every transform of every
 // RTCPeerConnection, so SFrame counters continue across transform rebuilds:
-//   const worker = new Worker("/js/e2ee-worker.js", {type: "module"});
+//   const worker = new Worker("/static/js/lib/e2ee-worker.js", {type: "module"});
 //
 // Two ways to attach it (use exactly one per RTCPeerConnection):
 //   - RTCRtpScriptTransform (preferred):
@@ -71,6 +71,7 @@ function ownBuffer(u) {
 function indicesOf(peer) {
   if (peer === undefined || peer === null) return null; // any roster member
   if (typeof peer === "number") return [peer];
+  /** @type {number[]} */
   const out = [];
   for (const e of [...epochs.keys()].sort((a, b) => b - a)) {
     const idx = /** @type {any} */ (epochs.get(e)).roster[peer];

@@ -16,16 +16,14 @@
 // attached, nothing is offered (fail closed) and onSecurityFailure(null, err) is called.
 
 import { MediaCall } from "./call.js";
+import { SFU } from "./protocol.js";
+import { Conn } from "./sfu-conn.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
-/** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
-
-export const SFU = "sfu";
+/** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
 
 /** Wait for the answer this long before giving up on the connection and building a new one. */
 const ANSWER_TIMEOUT_MS = 15000;
-/** Wait at most this long for ICE gathering before sending the first offer (the rest is trickled). */
-const GATHER_WAIT_MS = 1500;
 /** Coalesce roster/ice-servers bursts into one offer. */
 const DEBOUNCE_MS = 40;
 /** Group send profile (docs/sfu.md §3): no simulcast, small picture, capped bitrate. */
@@ -33,54 +31,6 @@ const PROFILE = {
   small: { width: 640, maxBitrate: 500_000, maxFramerate: 15 },
   large: { width: 480, maxBitrate: 350_000, maxFramerate: 15 }, // above 4 members
 };
-const AUDIO_MAX_BITRATE = 32_000;
-
-/**
- * Orders codecs: VP8 (and its RTX) for video, Opus for audio. The SFU forwards VP8 only (no H.264: aiortc's
- * pack() re-splits NAL units).
- * @param {RTCRtpTransceiver} t
- * @param {string} kind
- */
-function preferCodecs(t, kind) {
-  if (typeof t.setCodecPreferences !== "function" || typeof RTCRtpReceiver.getCapabilities !== "function") {
-    throw new Error("this browser cannot choose codecs (setCodecPreferences)");
-  }
-  const caps = RTCRtpReceiver.getCapabilities(kind);
-  const main = kind === "video" ? "video/vp8" : "audio/opus";
-  const codecs = caps ? caps.codecs.filter((c) => c.mimeType.toLowerCase() === main) : [];
-  if (!codecs.length) throw new Error(`${main} is not available: the SFU forwards VP8 and Opus only`);
-  if (kind === "video") codecs.push(...(caps ? caps.codecs : []).filter((c) => c.mimeType.toLowerCase() === "video/rtx"));
-  t.setCodecPreferences(codecs);
-}
-
-/** One connection to the SFU (a new one after `media-ended` or a failure). */
-class Conn {
-  /** @param {RTCPeerConnection} pc */
-  constructor(pc) {
-    this.pc = pc;
-    /** @type {{video: RTCRtpTransceiver|null, audio: RTCRtpTransceiver|null}} */
-    this.publish = { video: null, audio: null };
-    /** @type {{video: RTCRtpTransceiver, audio: RTCRtpTransceiver}[]} */
-    this.pairs = [];
-    this.negotiations = 0;
-    this.closed = false;
-    this.offerSent = false;
-    /** @type {((sdp: string|null) => void)|null} */
-    this.answerWaiter = null;
-    /** @type {ReturnType<typeof setTimeout>|null} */
-    this.disconnectTimer = null;
-    /** mid -> {pid, base}: frames decoded on that mid before the current publisher got it (stats) */
-    /** @type {Map<string, {pid: string, base: {framesDecoded: number, audioSamples: number}|null}>} */
-    this.owners = new Map();
-    /** @type {Promise<unknown>} the publish senders' E2EE transforms */
-    this.ready = Promise.resolve();
-  }
-
-  /** @returns {RTCRtpTransceiver[]} */
-  receivers() {
-    return this.pairs.flatMap((p) => [p.video, p.audio]);
-  }
-}
 
 export class SfuCall extends MediaCall {
   /**
@@ -138,23 +88,6 @@ export class SfuCall extends MediaCall {
     }
     if (bigBefore !== this.others.size + 1 > 4) this._applyProfile();
     this._schedule();
-  }
-
-  /**
-   * Swaps the local media (device change) without renegotiating.
-   * @param {MediaStream|null} stream
-   */
-  async setLocalStream(stream) {
-    this.localStream = stream;
-    const c = this.conn;
-    if (!c || c.closed) return;
-    for (const kind of /** @type {const} */ (["audio", "video"])) {
-      const t = c.publish[kind];
-      if (!t) continue;
-      const next = stream ? stream.getTracks().find((tr) => tr.kind === kind) || null : null;
-      await t.sender.replaceTrack(next).catch((e) => this._log("replaceTrack", e));
-    }
-    this._applyProfile();
   }
 
   /**
@@ -218,18 +151,10 @@ export class SfuCall extends MediaCall {
     await c.ready;
     const need = this.others.size;
     if (c.negotiations > 0 && c.pairs.length >= need) return;
-    while (c.pairs.length < need) {
-      const video = c.pc.addTransceiver("video", { direction: "recvonly" });
-      const audio = c.pc.addTransceiver("audio", { direction: "recvonly" });
-      this._codecs(video, "video");
-      this._codecs(audio, "audio");
-      c.pairs.push({ video, audio });
-      await this._protectReceiver(video, "video");
-      await this._protectReceiver(audio, "audio");
-    }
+    while (c.pairs.length < need) await c.addReceivePair();
     if (c.closed) return;
     await c.pc.setLocalDescription(await c.pc.createOffer());
-    if (!c.offerSent) await this._gathered(c.pc);
+    if (!c.offerSent) await c.gathered();
     if (c.closed || !c.pc.localDescription) return;
     const answer = new Promise((resolve) => {
       const timer = setTimeout(() => resolve(null), ANSWER_TIMEOUT_MS);
@@ -249,46 +174,12 @@ export class SfuCall extends MediaCall {
     if (c.pairs.length < this.others.size) this._again = true;
   }
 
-  /** Waits for ICE gathering (bounded): the first offer carries our candidates, later ones are trickled. */
-  async _gathered(/** @type {RTCPeerConnection} */ pc) {
-    if (pc.iceGatheringState === "complete") return;
-    await new Promise((resolve) => {
-      const done = () => { pc.removeEventListener("icegatheringstatechange", check); clearTimeout(timer); resolve(null); };
-      const check = () => { if (pc.iceGatheringState === "complete") done(); };
-      const timer = setTimeout(done, GATHER_WAIT_MS);
-      pc.addEventListener("icegatheringstatechange", check);
-    });
-  }
-
   _newConn() {
-    /** @type {RTCConfiguration & {encodedInsertableStreams?: boolean}} */
-    const config = { iceServers: this.iceServers, bundlePolicy: "max-bundle" };
-    // Older Chromium without RTCRtpScriptTransform: the legacy encoded streams (E2EE) need this flag.
-    if (this.e2ee && typeof RTCRtpScriptTransform !== "function") config.encodedInsertableStreams = true;
-    const pc = new RTCPeerConnection(config);
-    const c = new Conn(pc);
-    const stream = this.localStream;
-    const profile = this._profile();
-    for (const kind of /** @type {const} */ (["video", "audio"])) {
-      const track = stream ? stream.getTracks().find((tr) => tr.kind === kind) || null : null;
-      /** @type {RTCRtpTransceiverInit} */
-      const init = { direction: "sendonly", streams: stream ? [stream] : [] };
-      if (kind === "video") {
-        const width = (track && track.getSettings().width) || 640;
-        init.sendEncodings = [{ maxBitrate: profile.maxBitrate, maxFramerate: profile.maxFramerate,
-          scaleResolutionDownBy: Math.max(1, width / profile.width) }];
-      } else {
-        init.sendEncodings = [{ maxBitrate: AUDIO_MAX_BITRATE }];
-      }
-      const t = pc.addTransceiver(track || kind, init);
-      c.publish[kind] = t;
-      try {
-        this._codecs(t, kind);
-      } catch (e) {
-        pc.close();
-        throw e;
-      }
-    }
+    const c = new Conn({
+      iceServers: this.iceServers, localStream: this.localStream, profile: this._profile(), e2ee: this.e2ee,
+      onSecurityFailure: (e) => this._securityFailure(e), log: (...args) => this._log(...args),
+    });
+    const pc = c.pc;
     pc.addEventListener("icecandidate", (ev) => {
       if (this.conn !== c || c.closed || !ev.candidate || !c.offerSent) return;
       this.signaling.candidate(SFU, ev.candidate.toJSON());
@@ -307,51 +198,7 @@ export class SfuCall extends MediaCall {
         }, 4000);
       }
     });
-    // The E2EE transforms go on before anything is negotiated (the negotiation awaits this promise).
-    c.ready = Promise.all([
-      this._protectSender(/** @type {RTCRtpTransceiver} */ (c.publish.video).sender, "video"),
-      this._protectSender(/** @type {RTCRtpTransceiver} */ (c.publish.audio).sender, "audio"),
-    ]);
     return c;
-  }
-
-  /**
-   * VP8/Opus only. Without them E2EE cannot run (SFrame's clear prefixes are defined for VP8 and Opus): fail
-   * closed. Without E2EE, offer what the browser has (the SFU refuses what it cannot forward).
-   * @param {RTCRtpTransceiver} t @param {string} kind
-   */
-  _codecs(t, kind) {
-    try {
-      preferCodecs(t, kind);
-    } catch (e) {
-      if (this.e2ee) {
-        this._securityFailure(e);
-        throw e;
-      }
-      this._log("codecs", e);
-    }
-  }
-
-  /** @param {RTCRtpSender} sender @param {string} kind */
-  async _protectSender(sender, kind) {
-    if (!this.e2ee) return;
-    try {
-      await this.e2ee.prepareSender(sender, kind);
-    } catch (e) {
-      this._securityFailure(e);
-      throw e;
-    }
-  }
-
-  /** @param {RTCRtpTransceiver} t @param {string} kind */
-  async _protectReceiver(t, kind) {
-    if (!this.e2ee) return;
-    try {
-      await this.e2ee.prepareReceiver(t.receiver, kind, null);
-    } catch (e) {
-      this._securityFailure(e);
-      throw e;
-    }
   }
 
   /** @param {unknown} err */
@@ -393,11 +240,7 @@ export class SfuCall extends MediaCall {
   _closeConn() {
     const c = this.conn;
     this.conn = null;
-    if (!c || c.closed) return;
-    c.closed = true;
-    if (c.disconnectTimer) clearTimeout(c.disconnectTimer);
-    if (c.answerWaiter) c.answerWaiter(null);
-    try { c.pc.close(); } catch { /* ignore */ }
+    if (c) c.close();
   }
 
   // ---- mapping: mids -> publishers ----------------------------------------------------------------------
@@ -424,27 +267,10 @@ export class SfuCall extends MediaCall {
 
   /** Counters of a mid that changed hands start from the moment it did (stats per publisher). */
   async _captureBases(/** @type {Conn} */ c) {
-    const now = await this._midCounters(c);
+    const now = await c.midCounters();
     for (const [mid, owner] of c.owners) {
       if (owner.base === null) owner.base = now.get(mid) || { framesDecoded: 0, audioSamples: 0 };
     }
-  }
-
-  /** @param {Conn} c */
-  async _midCounters(c) {
-    /** @type {Map<string, {framesDecoded: number, audioSamples: number}>} */
-    const out = new Map();
-    try {
-      const report = await c.pc.getStats();
-      report.forEach((s) => {
-        if (s.type !== "inbound-rtp" || !s.mid) return;
-        const e = out.get(s.mid) || { framesDecoded: 0, audioSamples: 0 };
-        if (s.kind === "video") e.framesDecoded += s.framesDecoded || 0;
-        if (s.kind === "audio") e.audioSamples += s.totalSamplesReceived || 0;
-        out.set(s.mid, e);
-      });
-    } catch { /* closed meanwhile */ }
-    return out;
   }
 
   /** Rebuilds each publisher's MediaStream from the mapping and the receivers' tracks. */
@@ -535,7 +361,7 @@ export class SfuCall extends MediaCall {
     const out = {};
     const c = this.conn;
     if (!c || c.closed) return out;
-    const counters = await this._midCounters(c);
+    const counters = await c.midCounters();
     // after the await: a publisher may have been added (or dropped) meanwhile
     const state = c.pc.connectionState;
     for (const pid of this.peers.keys()) out[pid] = { framesDecoded: 0, audioSamples: 0, state };

@@ -1,11 +1,13 @@
 // Entry point of /j/: reads the link, shows the join step (preview, devices, name), then hands over to the
 // session (waiting room, session view, console). A reload with a stored resume credential goes straight back.
 
-import { requestSession } from "./protocol.js";
-import { t, applyTranslations, formatTime, formatDate, isToday } from "./i18n.js";
-import { store, takeToken } from "./store.js";
-import { Session, showView, showError, $ } from "./session.js";
-import { encodedTransformSupported } from "./e2ee-ui.js";
+import { requestSession } from "../lib/protocol.js";
+import { t, formatTime, formatDate, isToday } from "../lib/i18n.js";
+import { store, takeToken } from "../lib/store.js";
+import { Session } from "./session.js";
+import { exposeDiagnostics } from "./diagnostics.js";
+import { showView, showError, $, applyTranslations } from "./dom.js";
+import { encodedTransformSupported } from "../lib/e2ee-flow.js";
 import { e2eeWanted } from "./e2ee-view.js";
 
 /** @typedef {"full"|"audio"|"none"} Mode */
@@ -96,7 +98,8 @@ function startMeter(s) {
 async function fillDevices() {
   const camSel = /** @type {HTMLSelectElement} */ ($("join-camera"));
   const micSel = /** @type {HTMLSelectElement} */ ($("join-mic"));
-  let devices = [];
+  /** @type {MediaDeviceInfo[]} */
+  let devices;
   try { devices = await navigator.mediaDevices.enumerateDevices(); } catch { devices = []; }
   const current = {
     video: stream?.getVideoTracks()[0]?.getSettings().deviceId || store.camera,
@@ -213,7 +216,8 @@ async function enterSession(token, name) {
   cancelAnimationFrame(meterFrame);
   if (audioCtx) { audioCtx.close().catch(() => {}); audioCtx = null; }
   store.mode = mode;
-  const session = new Session({ token, role, room, name, stream, mode });
+  const session = new Session({ token, role, room, name, stream });
+  exposeDiagnostics(session);
   await session.start();
 }
 
@@ -264,6 +268,8 @@ function showJoin(token) {
   form.onsubmit = async (ev) => {
     ev.preventDefault();
     if (/** @type {HTMLButtonElement} */ ($("join-submit")).disabled) return;
+    // Control and bidirectional-override characters are dropped from the name.
+    // eslint-disable-next-line no-control-regex
     const name = nameInput.value.replace(/[\u0000-\u001f\u007f\u202a-\u202e\u2066-\u2069]/g, "").trim();
     const err = $("join-name-error");
     if (role !== "therapist" && !name) {
@@ -303,7 +309,7 @@ async function main() {
   try {
     grant = await requestSession(token);
   } catch (e) {
-    const err = /** @type {import("./protocol.js").SessionError} */ (e);
+    const err = /** @type {import("../lib/protocol.js").SessionError} */ (e);
     if (err.code === "device-in-use" && store.resume) {
       // A reload: the old page's socket may not be closed yet. The signaling client retries with the resume.
       grant = null;

@@ -1,4 +1,4 @@
 // The landing page: translations only.
-import { applyTranslations } from "./i18n.js";
+import { applyTranslations } from "./dom.js";
 
 applyTranslations();

@@ -1,5 +1,5 @@
 // What a tab remembers, in sessionStorage only (gone when the tab closes): the room token, the link's E2EE
-// fields (s, tk), the resume credential, the display name and the media choice (and, kept by e2ee-ui.js, a
+// fields (s, tk), the resume credential, the display name and the media choice (and, kept by e2ee-flow.js, a
 // client's E2EE identity for a reload, dropped with the resume credential). No DOM.
 
 const PREFIX = "alcove.";
@@ -44,7 +44,7 @@ export const store = {
   },
 };
 
-/** Drops the client's E2EE identity kept for a reload (`alcove.e2ee.client.<room>`, e2ee-ui.js). */
+/** Drops the client's E2EE identity kept for a reload (`alcove.e2ee.client.<room>`, e2ee-flow.js). */
 export function forgetClientE2ee() {
   try {
     for (let i = sessionStorage.length - 1; i >= 0; i--) {

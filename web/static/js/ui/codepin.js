@@ -2,7 +2,7 @@
 // therapist's key is unlocked, when the served code changed. The hashes come from this page's own import map and
 // integrity attributes, which the browser enforces (a module whose bytes differ from its hash does not run), so
 // a server that changes the code must change these hashes too. Trust on first use: the first run pins silently.
-// No imports and no paths: the page's elements are the only input (found by the import map as "alcove/codepin").
+// No imports and no paths: the page's elements are the only input (the console view passes confirmServedCode to the E2EE flow).
 
 const KEY = "alcove.codepin";
 

@@ -7,17 +7,19 @@
 //  - `state`   {pid, state}    connectionState of a peer's connection
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
 
+import { preferredCodecs } from "./codecs.js";
+
 /** @typedef {import("./protocol.js").Signaling} Signaling */
-/** @typedef {{pid: string, role: string, name: string, connected: boolean}} RosterEntry */
+/** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
 /**
- * End-to-end encryption hooks (shared with sfu.js; built by session.js, see e2ee-ui.js). null = no E2EE.
+ * End-to-end encryption hooks (shared with sfu.js; built by ui/e2ee-view.js, see e2ee-flow.js). null = no E2EE.
  * @typedef {{
  *   prepareSender: (sender: RTCRtpSender, kind: string) => void,
  *   prepareReceiver: (receiver: RTCRtpReceiver, kind: string, pid: string|null) => void,
  *   signSdp: (to: string, type: "offer"|"answer", sdp: string) => Promise<string|null>,
  *   verifySdp: (from: string, type: "offer"|"answer", sdp: string, sig: string|null|undefined) => Promise<void>,
  *   ready: (pid: string) => Promise<void>,
- *   onSecurityFailure: (pid: string, error: any) => void,
+ *   onSecurityFailure: (pid: string|null, error: any) => void,
  * }} E2eeHooks
  */
 
@@ -25,23 +27,6 @@
 const FIRST_OFFER_WAIT_MS = 1500;
 
 const FINGERPRINT = /^a=fingerprint:(.+)$/m;
-
-/**
- * The codecs E2EE may use (SFrame's clear prefixes are defined for VP8 and Opus only): VP8 (+ RTX) for video,
- * Opus for audio. Throws when the browser cannot do VP8/Opus: then nothing is sent.
- * @param {string} kind
- * @returns {RTCRtpCodec[]}
- */
-export function e2eeCodecs(kind) {
-  const caps = typeof RTCRtpReceiver !== "undefined" && RTCRtpReceiver.getCapabilities
-    ? RTCRtpReceiver.getCapabilities(kind) : null;
-  const codecs = caps ? caps.codecs : [];
-  const main = kind === "video" ? "video/vp8" : "audio/opus";
-  const chosen = codecs.filter((c) => c.mimeType.toLowerCase() === main);
-  if (!chosen.length) throw new Error(`${main} is not available: end-to-end encryption needs it`);
-  if (kind === "video") chosen.push(...codecs.filter((c) => c.mimeType.toLowerCase() === "video/rtx"));
-  return chosen;
-}
 
 /**
  * E2EE: VP8/Opus only, and the SFrame transforms on every sender and receiver that has none yet. Must run
@@ -55,7 +40,7 @@ function protectTransceivers(pc, e2ee, pid, done) {
   for (const tr of pc.getTransceivers()) {
     const kind = tr.receiver.track ? tr.receiver.track.kind : (tr.sender.track ? tr.sender.track.kind : null);
     if (!kind) continue;
-    if (tr.setCodecPreferences) tr.setCodecPreferences(e2eeCodecs(kind));
+    if (tr.setCodecPreferences) tr.setCodecPreferences(preferredCodecs(kind));
     if (!done.has(tr.sender)) { done.add(tr.sender); e2ee.prepareSender(tr.sender, kind); }
     if (!done.has(tr.receiver)) { done.add(tr.receiver); e2ee.prepareReceiver(tr.receiver, kind, pid); }
   }
@@ -84,6 +69,9 @@ class Peer {
     this.closed = false;
     /** @type {Promise<void>} */
     this.queue = Promise.resolve();
+    /** senders/receivers of the current connection that have their E2EE transforms (set by _create) */
+    /** @type {WeakSet<object>} */
+    this.prepared = new WeakSet();
     this.stream = new MediaStream();
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.disconnectTimer = null;
@@ -99,7 +87,6 @@ class Peer {
     // Older Chromium without RTCRtpScriptTransform: the legacy encoded streams need this flag.
     if (call.e2ee && typeof RTCRtpScriptTransform !== "function") config.encodedInsertableStreams = true;
     const pc = new RTCPeerConnection(config);
-    /** @type {WeakSet<object>} */
     this.prepared = new WeakSet();
     const stream = call.localStream;
     const kinds = new Set();
@@ -420,22 +407,6 @@ export class Call extends MediaCall {
       sender.setParameters(params).catch((e) => this._log("setParameters", e));
     } catch (e) {
       this._log("encoding", e);
-    }
-  }
-
-  /**
-   * Swaps the local media (device change) without renegotiating when the kinds stay the same.
-   * @param {MediaStream|null} stream
-   */
-  async setLocalStream(stream) {
-    this.localStream = stream;
-    for (const peer of this.peers.values()) {
-      for (const sender of peer.pc.getSenders()) {
-        const kind = sender.track ? sender.track.kind : null;
-        if (!kind) continue;
-        const next = stream ? stream.getTracks().find((t) => t.kind === kind) || null : null;
-        await sender.replaceTrack(next).catch((e) => this._log("replaceTrack", e));
-      }
     }
   }
 

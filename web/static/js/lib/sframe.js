@@ -704,7 +704,8 @@ export class FrameDecryptor {
    */
   async unprotect(kind, data, expectedSenderIndex = null) {
     if (data.length === 0) return new Uint8Array(0);
-    let candidates = [];
+    /** @type {ReturnType<typeof splitCandidates>} */
+    let candidates;
     try {
       candidates = splitCandidates(kind, data);
     } catch {

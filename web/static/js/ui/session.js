@@ -1,0 +1,377 @@
+// Waiting room and session view (DOM). Drives lib/protocol.js (signaling) and lib/call.js / lib/sfu.js (media).
+
+import { Signaling } from "../lib/protocol.js";
+import { Call } from "../lib/call.js";
+import { SfuCall } from "../lib/sfu.js";
+import { t, formatTime, formatDuration } from "../lib/i18n.js";
+import { store } from "../lib/store.js";
+import { SessionState } from "../lib/session-state.js";
+import { $, showView, announce, showError, showEnded } from "./dom.js";
+import { TileGrid } from "./tiles.js";
+import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
+
+/**
+ * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null}} SessionOptions
+ */
+
+export class Session {
+  /** @param {SessionOptions} options */
+  constructor(options) {
+    this.token = options.token;
+    this.name = options.name;
+    this.stream = options.stream;
+    this.signaling = new Signaling({ token: this.token, resume: store.resume });
+    /** What the server says about the session (wired first: the handlers below see it up to date). */
+    this.state = new SessionState(this.signaling, { role: options.role, room: options.room });
+    /** @type {Call|SfuCall|null} */
+    this.call = null;
+    /** @type {ReturnType<typeof setInterval>|null} */
+    this.clockTimer = null;
+    this.tiles = new TileGrid();
+    this.audioOn = true;
+    this.videoOn = true;
+    /** @type {import("./console.js").Console|null} */
+    this.console = null;
+    /** End-to-end encryption (lib/e2ee-flow.js); null = none. @type {any} */
+    this.e2ee = null;
+    this._reconnecting = false;
+    this._wire();
+  }
+
+  get pid() { return this.state.pid; }
+  get role() { return this.state.role; }
+  get room() { return this.state.room; }
+  get roster() { return this.state.roster; }
+  get therapist() { return this.state.therapist; }
+  get endsAt() { return this.state.endsAt; }
+  /** "connecting" | "waiting" | "admitted" | "ended" */
+  get status() { return this.state.status; }
+  set status(value) { this.state.status = value; }
+
+  get isTherapist() { return this.role === "therapist"; }
+
+  async start() {
+    if (this.isTherapist) {
+      const mod = await import("./console.js");
+      this.console = new mod.Console(this);
+    }
+    try {
+      this.e2ee = await startE2ee(this);
+      const intro = this.e2ee && !this.isTherapist ? await this.e2ee.intro() : null;
+      const welcome = await this.signaling.connect({ name: this.name, intro });
+      return welcome;
+    } catch (e) {
+      return null; // the "closed" handler shows the page
+    }
+  }
+
+  _wire() {
+    const s = this.signaling;
+    /** @param {string} type @param {(m: any) => void} fn */
+    const on = (type, fn) => s.addEventListener(type, (ev) => fn(/** @type {CustomEvent} */ (ev).detail));
+    on("welcome", (m) => this._onWelcome(m));
+    on("waiting", (m) => this._onWaiting(m));
+    on("admitted", (m) => { e2eeAdmitted(this, m); this._enterSession(); });
+    this.state.addEventListener("roster", (ev) => {
+      const d = /** @type {CustomEvent} */ (ev).detail;
+      this._onRoster(d.participants, d.before);
+    });
+    on("therapist", (m) => this._onTherapist(m.status));
+    on("time", (m) => this._onTime(m));
+    on("warning", (m) => this._onWarning(m));
+    on("session-ended", (m) => this._onEnded(m.reason || "time"));
+    on("declined", (m) => this._finish("declined", m.message || null));
+    on("removed", () => this._finish("removed", null));
+    on("reconnecting", () => this._onReconnecting());
+    on("closed", (d) => this._onClosed(d));
+  }
+
+  /** @param {any} m */
+  _onWelcome(m) {
+    const wasReconnecting = this._reconnecting;
+    this._reconnecting = false;
+    if (store.name === null && this.name) store.name = this.name;
+    this.removeBanner("reconnecting");
+    if (wasReconnecting) this.banner("reconnected", t("session.reconnected"), "info", 4000);
+    if (!this.isTherapist && m.status === "admitted") e2eeResumed(this);
+    if (this.isTherapist || m.status === "admitted") {
+      this._enterSession();
+      if (this.call) this.call.restartAll();
+    } else {
+      this._enterWaiting(null);
+    }
+  }
+
+  /** @param {any} m */
+  _onWaiting(m) {
+    if (this.isTherapist) return;
+    this._enterWaiting(m.reason);
+  }
+
+  /** @param {string|null|undefined} why the waiting message's reason */
+  _enterWaiting(why) {
+    const wasIn = this.status === "admitted";
+    if (this.call) {
+      // Sent back: every remote connection closes at once, so no media flows either way.
+      this.call.stop();
+      this.call = null;
+      this.tiles.clearRemote();
+    }
+    this.status = "waiting";
+    this._attachPreview("waiting-preview", "waiting-preview-off");
+    const start = this.room && this.room.starts_at ? formatTime(this.room.starts_at) : "";
+    const end = this.endsAt ? formatTime(this.endsAt) : "";
+    $("waiting-time").textContent = start && end ? t("waiting.session-time", { start, end }) : "";
+    this._renderWaitingFacts();
+    const notice = $("waiting-notice");
+    const reason = why || (wasIn ? "sent-back" : null);
+    if (reason === "sent-back" || reason === "therapist-away") {
+      notice.textContent = t(reason === "sent-back" ? "waiting.sent-back" : "waiting.therapist-away");
+      notice.hidden = false;
+    } else if (!wasIn && document.getElementById("view-waiting")?.hidden) {
+      notice.hidden = true;
+    }
+    const leave = $("waiting-leave");
+    leave.onclick = () => this.leave();
+    document.title = `${t("waiting.heading")} – Alcove`;
+    document.body.dataset.state = "waiting";
+    if (document.getElementById("view-waiting")?.hidden) showView("view-waiting");
+  }
+
+  _renderWaitingFacts() {
+    const th = this.therapist === "present" ? "present" : this.therapist === "reconnecting" ? "reconnecting" : "absent";
+    $("waiting-therapist").textContent = t(`waiting.therapist.${th}`);
+    const pos = this.state.position;
+    $("waiting-position").textContent = typeof pos === "number" && pos > 0
+      ? (pos === 1 ? t("waiting.position.first") : t("waiting.position", { position: pos }))
+      : "";
+  }
+
+  /**
+   * @param {string} videoId
+   * @param {string} offId
+   */
+  _attachPreview(videoId, offId) {
+    const video = /** @type {HTMLVideoElement} */ ($(videoId));
+    const hasVideo = !!(this.stream && this.stream.getVideoTracks().length) && this.videoOn;
+    if (hasVideo && video.srcObject !== this.stream) {
+      video.srcObject = this.stream;
+      video.play().catch(() => {});
+    }
+    video.hidden = !hasVideo;
+    $(offId).hidden = hasVideo;
+  }
+
+  _enterSession() {
+    if (this.status === "ended") return;
+    const first = this.status !== "admitted";
+    this.status = "admitted";
+    // The hidden previews (join page, waiting room) must not keep rendering the camera: on some systems a
+    // capture device shared by hidden consumers stalls for about a second just as the video senders start.
+    for (const id of ["join-preview", "waiting-preview"]) {
+      const v = /** @type {HTMLVideoElement|null} */ (document.getElementById(id));
+      if (v && v.srcObject) { v.pause(); v.srcObject = null; }
+    }
+    if (!this.call && this.pid) {
+      // Family and group rooms: one connection to the forwarding SFU (docs/sfu.md) instead of the mesh.
+      const CallClass = this.room && this.room.topology === "sfu" ? SfuCall : Call;
+      this.call = new CallClass(this.signaling, { pid: this.pid, localStream: this.stream, iceServers: [], e2ee: this.e2ee });
+      /** @param {Event} ev */
+      const detail = (ev) => /** @type {CustomEvent} */ (ev).detail;
+      this.call.addEventListener("stream", (ev) => this.tiles.showStream(detail(ev).pid, detail(ev).stream));
+      this.call.addEventListener("peer-closed", (ev) => this.tiles.remove(detail(ev).pid));
+      this.call.addEventListener("levels", (ev) => this.tiles.setLevels(detail(ev).levels));
+      this.call.addEventListener("media-unreachable", () => this.banner("media", t("session.media-unreachable"), "warn", 0));
+      if (this.roster.length) this.call.updateRoster(this.roster);
+    }
+    if (first) {
+      $("waiting-notice").hidden = true;
+      this._setupControls();
+      this.tiles.ensureSelf(this.name, this.stream);
+      this._updateSelf();
+      this._startClock();
+      $("console").hidden = !this.isTherapist;
+      if (this.console) this.console.show();
+      document.body.dataset.state = this.isTherapist ? "console" : "session";
+      if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
+      showView("view-session");
+    }
+    renderSafety(this);
+    renderStatus(this);
+  }
+
+  _setupControls() {
+    const mute = /** @type {HTMLButtonElement} */ ($("btn-mute"));
+    const cam = /** @type {HTMLButtonElement} */ ($("btn-camera"));
+    const hasAudio = !!(this.stream && this.stream.getAudioTracks().length);
+    const hasVideo = !!(this.stream && this.stream.getVideoTracks().length);
+    const render = () => {
+      mute.textContent = this.audioOn && hasAudio ? t("session.mute") : t("session.unmute");
+      mute.setAttribute("aria-pressed", String(!(this.audioOn && hasAudio)));
+      cam.textContent = this.videoOn && hasVideo ? t("session.camera.off") : t("session.camera.on");
+      cam.setAttribute("aria-pressed", String(!(this.videoOn && hasVideo)));
+      mute.disabled = !hasAudio;
+      cam.disabled = !hasVideo;
+    };
+    mute.onclick = () => {
+      this.audioOn = !this.audioOn;
+      this.stream?.getAudioTracks().forEach((tr) => { tr.enabled = this.audioOn; });
+      render();
+      this._updateSelf();
+    };
+    cam.onclick = () => {
+      this.videoOn = !this.videoOn;
+      this.stream?.getVideoTracks().forEach((tr) => { tr.enabled = this.videoOn; });
+      render();
+      this._updateSelf();
+    };
+    $("btn-leave").onclick = () => this.leave();
+    render();
+  }
+
+  /** @param {any[]} participants @param {Set<string>} before */
+  _onRoster(participants, before) {
+    if (this.call) this.call.updateRoster(participants);
+    this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
+    renderHealth(this);
+    if (this.console) this.console.onRoster(participants);
+  }
+
+  _updateSelf() {
+    this.tiles.updateSelf(this.stream, this.audioOn, this.videoOn);
+  }
+
+  // ---- time ---------------------------------------------------------------------------------------------
+
+  _startClock() {
+    const tick = () => {
+      if (!this.endsAt) return;
+      const left = this.endsAt.getTime() - Date.now();
+      $("session-clock").textContent = left > 0 ? formatDuration(left) : t("session.clock.over");
+      $("session-endtime").textContent = `– ${formatTime(this.endsAt)}`;
+    };
+    tick();
+    if (this.clockTimer) clearInterval(this.clockTimer);
+    this.clockTimer = setInterval(tick, 1000);
+  }
+
+  /** @param {any} m */
+  _onTime(m) {
+    if (m.extended_minutes && this.status === "admitted") {
+      this.banner("time", t("session.extended", { n: m.extended_minutes, end: formatTime(this.endsAt || new Date()) }), "info", 10000);
+    }
+    this._startClock();
+    if (this.console) this.console.onTime(m);
+  }
+
+  /** @param {any} m */
+  _onWarning(m) {
+    const text = m.minutes === 1 ? t("session.warning.one") : t("session.warning", { n: m.minutes });
+    this.banner("warning", text, "warn", 0);
+    document.body.dataset.warning = String(m.minutes);
+  }
+
+  /** @param {string} status */
+  _onTherapist(status) {
+    if (this.isTherapist) return;
+    if (this.status === "waiting") {
+      this._renderWaitingFacts();
+      return;
+    }
+    if (status === "reconnecting" || status === "absent") {
+      this.banner("therapist", t("session.therapist.reconnecting"), "warn", 0);
+      document.body.dataset.therapist = status;
+    } else {
+      this.removeBanner("therapist");
+      delete document.body.dataset.therapist;
+      this.banner("therapist-back", t("session.therapist.back"), "info", 4000);
+    }
+  }
+
+  /**
+   * A calm banner in the session's status region, one per key.
+   * @param {string} key
+   * @param {string} text
+   * @param {"info"|"warn"} kind
+   * @param {number} ttl ms, 0 = until replaced or dismissed
+   */
+  banner(key, text, kind, ttl) {
+    this.removeBanner(key);
+    const box = $("banners");
+    const div = document.createElement("div");
+    div.className = `banner ${kind}`;
+    div.dataset.key = key;
+    const span = document.createElement("span");
+    span.textContent = text;
+    div.append(span);
+    box.append(div);
+    if (ttl) setTimeout(() => { if (div.isConnected) div.remove(); }, ttl);
+    if (this.status !== "admitted") announce(text);
+  }
+
+  /** @param {string} key */
+  removeBanner(key) {
+    document.querySelectorAll(`#banners .banner[data-key="${key}"]`).forEach((el) => el.remove());
+  }
+
+  _onReconnecting() {
+    if (this.status === "ended") return;
+    if (!this._reconnecting) {
+      this._reconnecting = true;
+      if (this.status === "admitted") this.banner("reconnecting", t("session.reconnecting"), "warn", 0);
+      if (this.console) this.console.onLocked(true);
+    }
+  }
+
+  // ---- the end ------------------------------------------------------------------------------------------
+
+  /** Stops everything at once (connections, E2EE, media, clock, console); the page shows whatever comes next. */
+  teardown() {
+    this.status = "ended";
+    if (this.call) { this.call.stop(); this.call = null; }
+    if (this.e2ee) { this.e2ee.stop(); }
+    this.tiles.clearRemote();
+    if (this.clockTimer) clearInterval(this.clockTimer);
+    this.stream?.getTracks().forEach((tr) => tr.stop());
+    if (this.console) this.console.stop();
+  }
+
+  /** @param {string} reason */
+  _onEnded(reason) {
+    this.teardown();
+    store.forgetSession();
+    const r = ["time", "therapist", "admin"].includes(reason) ? reason : "time";
+    showEnded(t("ended.title"), t(`ended.body.${r}`), { state: "ended" });
+  }
+
+  /**
+   * @param {"declined"|"removed"|"replaced"} kind
+   * @param {string|null} message
+   */
+  _finish(kind, message) {
+    this.teardown();
+    store.forgetSession();
+    showEnded(t(`ended.${kind}.title`), t(`ended.${kind}.body`), { message, state: kind });
+  }
+
+  /** @param {{code: number, reason: string, error: any}} d */
+  _onClosed(d) {
+    if (this.status === "ended") return;
+    const reason = d.reason;
+    if (reason === "replaced") { this._finish("replaced", null); return; }
+    if (reason === "declined" || reason === "removed") { this._finish(reason, null); return; }
+    if (reason === "room-ended" || reason === "session-ended") { this._onEnded("time"); return; }
+    if (reason === "closed") return; // our own close (leave)
+    this.teardown();
+    if (reason === "token-revoked" || reason === "token-invalid" || reason === "room-full") store.forgetSession();
+    showError(reason, { opensAt: d.error && d.error.opensAt });
+  }
+
+  /** Leaves on purpose: the seat is free at once. */
+  leave() {
+    this.signaling.leave();
+    this.teardown();
+    store.forgetSession();
+    showEnded(t("ended.title"), t("ended.body.left"), { rejoin: true, state: "left" });
+  }
+}

@@ -1,0 +1,196 @@
+// The session's video tiles (DOM): one per remote participant in the roster's order and the self-view last;
+// one remote peer fills the stage with the self-view floating, more share a grid. The active speaker is outlined.
+
+import { t } from "../lib/i18n.js";
+import { $, announce } from "./dom.js";
+
+/** @typedef {import("../lib/protocol.js").RosterEntry} RosterEntry */
+
+const SELF = "self";
+
+/**
+ * Plays a video element; when the browser refuses sound without a user gesture, it plays muted and offers a
+ * "Turn on sound" button.
+ * @param {HTMLVideoElement} video
+ */
+function playWithSound(video) {
+  video.play().catch(() => {
+    video.muted = true;
+    video.play().catch(() => {});
+    const b = $("btn-sound");
+    b.hidden = false;
+    b.onclick = () => {
+      document.querySelectorAll("video[data-remote]").forEach((v) => {
+        const el = /** @type {HTMLVideoElement} */ (v);
+        el.muted = false;
+        el.play().catch(() => {});
+      });
+      b.hidden = true;
+    };
+  });
+}
+
+/**
+ * @param {string} key
+ * @param {string} label
+ * @param {boolean} self
+ */
+function makeTile(key, label, self) {
+  const tile = document.createElement("figure");
+  tile.className = self ? "tile self" : "tile";
+  tile.dataset.pid = key;
+  tile.setAttribute("role", "group");
+  tile.setAttribute("aria-label", label);
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  if (self) {
+    video.muted = true;
+    video.dataset.self = "";
+  } else {
+    video.dataset.remote = key;
+  }
+  video.setAttribute("aria-hidden", "true");
+  const off = document.createElement("div");
+  off.className = "tile-off";
+  const avatar = document.createElement("span");
+  avatar.className = "avatar";
+  avatar.setAttribute("aria-hidden", "true");
+  off.append(avatar);
+  const name = document.createElement("figcaption");
+  name.className = "name";
+  name.textContent = label;
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.hidden = true;
+  tile.append(off, video, name, badge);
+  return tile;
+}
+
+/** @param {HTMLElement} tile */
+const videoOf = (tile) => /** @type {HTMLVideoElement} */ (tile.querySelector("video"));
+/** @param {HTMLElement} tile */
+const badgeOf = (tile) => /** @type {HTMLElement} */ (tile.querySelector(".badge"));
+
+export class TileGrid {
+  constructor() {
+    /** @type {Map<string, HTMLElement>} pid (or "self") -> tile */
+    this.tiles = new Map();
+  }
+
+  /** The remote tiles: [pid, tile]. */
+  *remote() {
+    for (const entry of this.tiles) if (entry[0] !== SELF) yield entry;
+  }
+
+  /**
+   * The self-view (once).
+   * @param {string|null} name @param {MediaStream|null} stream
+   */
+  ensureSelf(name, stream) {
+    if (this.tiles.has(SELF)) return;
+    const label = name ? t("session.you.named", { name }) : t("session.you");
+    const tile = makeTile(SELF, label, true);
+    const video = videoOf(tile);
+    if (stream && stream.getVideoTracks().length) {
+      video.srcObject = stream;
+      video.play().catch(() => {});
+    } else {
+      video.hidden = true;
+    }
+    this.tiles.set(SELF, tile);
+    $("tiles").append(tile);
+    this._layout();
+  }
+
+  /**
+   * The self-view's camera picture and "muted" badge.
+   * @param {MediaStream|null} stream @param {boolean} audioOn @param {boolean} videoOn
+   */
+  updateSelf(stream, audioOn, videoOn) {
+    const tile = this.tiles.get(SELF);
+    if (!tile) return;
+    const hasVideo = !!(stream && stream.getVideoTracks().length);
+    videoOf(tile).hidden = !(hasVideo && videoOn);
+    const badge = badgeOf(tile);
+    const hasAudio = !!(stream && stream.getAudioTracks().length);
+    badge.hidden = hasAudio && audioOn;
+    badge.textContent = t("session.muted");
+  }
+
+  /**
+   * Follows the roster: a tile per other participant (an "offline" badge when its connection is down), in the
+   * roster's order; arrivals after the first roster are announced.
+   * @param {RosterEntry[]} others @param {Set<string>} before the pids of the previous roster
+   */
+  setRoster(others, before) {
+    const now = new Set(others.map((p) => p.pid));
+    for (const [key] of [...this.remote()]) if (!now.has(key)) this.remove(key);
+    for (const p of others) {
+      let tile = this.tiles.get(p.pid);
+      if (!tile) {
+        tile = makeTile(p.pid, p.name, false);
+        videoOf(tile).hidden = true;
+        this.tiles.set(p.pid, tile);
+        $("tiles").insertBefore(tile, this.tiles.get(SELF) || null);
+        if (before.size && !before.has(p.pid)) announce(t("session.joined", { name: p.name }));
+      }
+      /** @type {HTMLElement} */ (tile.querySelector(".name")).textContent = p.name;
+      tile.setAttribute("aria-label", p.name);
+      const badge = badgeOf(tile);
+      badge.hidden = p.connected !== false;
+      badge.textContent = t("console.offline");
+    }
+    // Grid order: the roster's order (therapist first), the self-view last.
+    const box = $("tiles");
+    for (const p of others) { const tile = this.tiles.get(p.pid); if (tile) box.append(tile); }
+    const selfTile = this.tiles.get(SELF);
+    if (selfTile) box.append(selfTile);
+    this._layout();
+  }
+
+  /** A remote participant's media. @param {string} pid @param {MediaStream} stream */
+  showStream(pid, stream) {
+    const tile = this.tiles.get(pid);
+    if (!tile) return;
+    const video = videoOf(tile);
+    if (video.srcObject !== stream) video.srcObject = stream;
+    video.hidden = stream.getVideoTracks().length === 0;
+    playWithSound(video);
+  }
+
+  /** @param {string} pid */
+  remove(pid) {
+    const tile = this.tiles.get(pid);
+    if (!tile || pid === SELF) return;
+    const video = /** @type {HTMLVideoElement|null} */ (tile.querySelector("video"));
+    if (video) video.srcObject = null;
+    tile.remove();
+    this.tiles.delete(pid);
+    this._layout();
+  }
+
+  clearRemote() {
+    for (const [key] of [...this.remote()]) this.remove(key);
+  }
+
+  /** Outlines the loudest participant. @param {Record<string, number>} levels */
+  setLevels(levels) {
+    let best = null;
+    let bestLevel = 0.02;
+    for (const [pid, level] of Object.entries(levels)) {
+      if (level > bestLevel) { best = pid; bestLevel = level; }
+    }
+    for (const [key, tile] of this.tiles) tile.classList.toggle("speaking", key === best);
+  }
+
+  _layout() {
+    const tiles = $("tiles");
+    const remote = this.tiles.size - (this.tiles.has(SELF) ? 1 : 0);
+    // One remote peer: it fills the stage and the self-view floats. More: everyone in the grid.
+    const pip = remote === 1;
+    tiles.classList.toggle("with-pip", pip);
+    tiles.dataset.count = String(pip ? 1 : Math.max(1, this.tiles.size));
+    $("session-alone").hidden = remote > 0;
+  }
+}
