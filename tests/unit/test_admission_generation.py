@@ -153,7 +153,7 @@ def test_the_registry_remembers_generations_when_an_emptied_room_is_dropped() ->
     rooms.receive(C("c1"), m.Leave(), NOW + 2)
     rooms.receive(C("ct"), m.Leave(), NOW + 3)
     assert rooms.rooms == {}  # everyone left: the room is dropped
-    out = rooms.connect(C("c1x"), admission(s, "client", "t1", old), m.Hello(v=1, ticket="t"), NOW + 4)
+    out = rooms.connect(C("c1x"), admission(s, "client", "t1", old), m.Hello(v=1, ticket="t"), NOW + 4).effects
     assert sent(out, "c1x")[0].status == "waiting"  # type: ignore[union-attr]
     rooms.tick(UNTIL + 1)
     assert "t1" not in rooms.generations  # forgotten once the token expired

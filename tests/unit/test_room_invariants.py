@@ -78,12 +78,14 @@ class RoomMachine(RuleBasedStateMachine):
                 assert isinstance(e.message, ALLOWED_TO_WAITING), e.message
             if isinstance(e, Send) and isinstance(e.message, m.Admitted):
                 self.let_in.add(token_of[e.conn])  # the therapist's admit
-            elif isinstance(e, SeatGeneration):
+            elif isinstance(e, SeatGeneration):  # the seat stopped being admitted: sent back, left, removed…
                 self.persisted[e.token_id] = max(e.generation, self.persisted.get(e.token_id, 0))
+                self.let_in.discard(e.token_id)
             elif isinstance(e, RevokeToken):
                 self.revoked.add(e.token_id)
-        admitted = {p.token_id for p in self.room.clients("admitted")}
-        self.let_in &= admitted  # whoever is not admitted now has returned to the waiting room (or left)
+        # A return to the waiting room is what the core announces as a new seat generation (above): a seat merely
+        # absent (a restart emptied the room), or waiting because it chose to replay an older waiting credential,
+        # has not been sent back, and its current credential may bring it back.
 
     def members(self) -> list[str]:
         return list(self.room.members)

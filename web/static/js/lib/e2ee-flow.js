@@ -356,7 +356,7 @@ export class TherapistE2ee extends E2eeBase {
    * @param {import("./protocol.js").Signaling} signaling @param {string} room
    * @param {Promise<string>} pidP resolves with our pid (from welcome)
    * @param {Uint8Array|null} sLink the room's link secret
-   * @param {() => Promise<void>} [beforeUnlock] resolves once the key may be unlocked (the view's served-code check)
+   * @param {() => Promise<unknown>} [beforeUnlock] resolves once the key may be unlocked (the view's served-code check)
    */
   constructor(signaling, room, pidP, sLink, beforeUnlock = async () => {}) {
     super(signaling, room);

@@ -2,7 +2,9 @@
 // therapist's key is unlocked, when the served code changed. The hashes come from this page's own import map and
 // integrity attributes, which the browser enforces (a module whose bytes differ from its hash does not run), so
 // a server that changes the code must change these hashes too. Trust on first use: the first run pins silently.
-// No imports and no paths: the page's elements are the only input (the console view passes confirmServedCode to the E2EE flow).
+// No paths: the page's elements are the only input (the console view passes confirmServedCode to the E2EE flow).
+
+import { t } from "../lib/i18n.js";
 
 const KEY = "alcove.codepin";
 
@@ -45,7 +47,7 @@ export function confirmServedCode(opts = {}) {
   const served = servedCode(doc);
   const pin = () => { try { storage && storage.setItem(KEY, JSON.stringify(served)); } catch { /* disabled */ } };
   /** @type {Record<string, string>|null} */
-  let pinned = null;
+  let pinned;
   try { pinned = storage ? JSON.parse(storage.getItem(KEY) || "null") : null; } catch { pinned = {}; }
   if (!pinned) {
     pin();
@@ -60,11 +62,9 @@ export function confirmServedCode(opts = {}) {
     box.setAttribute("role", "alert");
     const text = doc.createElement("div");
     const title = doc.createElement("strong");
-    title.textContent = "The code of this page changed since you last used it on this device.";
+    title.textContent = t("codepin.title");
     const body = doc.createElement("p");
-    body.textContent = `${changed.length} file(s) differ. Your encryption key stays locked until you continue. ` +
-      "If you did not expect an update of this server, close this page and ask its administrator to run " +
-      "alcove verify-client.";
+    body.textContent = t("codepin.body", { n: changed.length });
     const list = doc.createElement("ul");
     for (const url of changed.slice(0, 12)) {
       const li = doc.createElement("li");
@@ -73,7 +73,7 @@ export function confirmServedCode(opts = {}) {
     }
     const button = doc.createElement("button");
     button.type = "button";
-    button.textContent = "Continue with this version";
+    button.textContent = t("codepin.continue");
     button.addEventListener("click", () => {
       pin();
       box.remove();
