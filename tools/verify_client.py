@@ -43,7 +43,7 @@ async def verify_client(server: str, *, insecure: bool = False, cafile: str | No
                         release: ClientRelease | None = None) -> dict[str, Any]:
     """``{"ok", "server", "release", "checked", "differences": [{"path", "why"}], "error"}``; never raises."""
     if release is None:
-        from .pages import installed_release
+        from server.pages import installed_release
 
         release = installed_release()
     base = server.rstrip("/")

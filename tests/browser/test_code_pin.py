@@ -56,10 +56,10 @@ async def test_changed_code_warns_before_the_therapists_key_is_unlocked(
 
     # The server now serves changed code (a module with one more line).
     copy = tmp_path / "static"
-    shutil.copytree(server_pages.STATIC_DIR, copy)
+    shutil.copytree(server_pages.static_dir(), copy)
     changed = next(p for p in sorted(copy.rglob("store.js")))
     changed.write_text(changed.read_text() + "// changed by the server\n")
-    monkeypatch.setattr(server_pages, "STATIC_DIR", copy)
+    monkeypatch.setattr(server_pages, "static_dir", lambda: copy)
     await alcove.restart()
 
     page = await context.new_page()
@@ -93,8 +93,8 @@ async def test_a_module_changed_behind_the_pages_back_does_not_run(
         alcove: Any, pages: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The import map's integrity is enforced by Chromium for imported modules (not only entry scripts)."""
     copy = tmp_path / "static"
-    shutil.copytree(server_pages.STATIC_DIR, copy)
-    monkeypatch.setattr(server_pages, "STATIC_DIR", copy)
+    shutil.copytree(server_pages.static_dir(), copy)
+    monkeypatch.setattr(server_pages, "static_dir", lambda: copy)
     await alcove.restart()
     page = await pages.new()
     await page.goto(alcove.url + "/")

@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration]
 
 
 async def alcove_cli(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", *args,
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "tools.cli", *args,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -32,7 +32,7 @@ async def alcove_cli(*args: str) -> tuple[int, str]:
 def served_copy(tmp_path: Path, change: str | None) -> Path:
     """A copy of the installed web/static, with one byte of ``change`` (a path under it) flipped."""
     copy = tmp_path / "static"
-    shutil.copytree(pages.STATIC_DIR, copy)
+    shutil.copytree(pages.static_dir(), copy)
     if change is not None:
         target = copy / change
         data = bytearray(target.read_bytes())
@@ -47,13 +47,13 @@ async def test_identical_release_verifies(tmp_path: Path) -> None:
     result = json.loads(out)
     assert code == 0 and result["ok"] is True, out
     assert result["differences"] == [] and result["error"] is None
-    assert result["checked"] == len(static_files(pages.STATIC_DIR)) + len(pages.PAGES)
+    assert result["checked"] == len(static_files(pages.static_dir())) + len(pages.PAGES)
 
 
 async def test_one_changed_byte_fails_and_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    changed = next(p for p in sorted(static_files(pages.STATIC_DIR)) if p.endswith("i18n.js"))
+    changed = next(p for p in sorted(static_files(pages.static_dir())) if p.endswith("i18n.js"))
     copy = served_copy(tmp_path, changed.removeprefix("/static/"))
-    monkeypatch.setattr(pages, "STATIC_DIR", copy)  # the server serves the copy; the command checks the install
+    monkeypatch.setattr(pages, "static_dir", lambda: copy)  # the server serves the copy; the command checks the install
     async with serving(tmp_path / "data") as alcove:
         code, out = await alcove_cli("verify-client", alcove.url)
         json_code, json_out = await alcove_cli("verify-client", alcove.url, "--json")
@@ -69,7 +69,7 @@ async def test_an_extra_or_missing_file_fails(tmp_path: Path, monkeypatch: pytes
     copy = served_copy(tmp_path, None)
     (copy / "js" / "extra.js").write_text("console.log('not released');\n")
     (copy / "img" / "icon.svg").unlink()
-    monkeypatch.setattr(pages, "STATIC_DIR", copy)
+    monkeypatch.setattr(pages, "static_dir", lambda: copy)
     async with serving(tmp_path / "data") as alcove:
         code, out = await alcove_cli("verify-client", alcove.url, "--json")
     result = json.loads(out)
@@ -83,7 +83,7 @@ async def test_served_manifest_matches_the_served_bytes(alcove: Any) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.get(f"{alcove.url}/client-manifest") as r:
             manifest = await r.json()
-        assert manifest["algorithm"] == "sha256" and manifest["files"] == static_files(pages.STATIC_DIR)
+        assert manifest["algorithm"] == "sha256" and manifest["files"] == static_files(pages.static_dir())
         for path, digest in [*manifest["pages"].items(), *list(manifest["files"].items())[:5]]:
             async with http.get(f"{alcove.url}{path}") as r:
                 assert sha256_hex(await r.read()) == digest, path
