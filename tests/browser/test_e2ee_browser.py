@@ -120,7 +120,10 @@ async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alc
     assert decimal and decimal == (await row.locator(".sas-decimal-line").inner_text()).strip()
     assert decimal.replace(" ", ",") == code.split("|")[1]
     await client.get_by_role("heading", name="Safety code").wait_for()
-    await client.get_by_text("Compare this code with your therapist. If it is the same, nobody is listening in.").wait_for()
+    await client.get_by_text("Compare this code with the one your therapist reads out.", exact=False).wait_for()
+    # the console's link carries tk: the client's device is anchored; the therapist has not compared yet
+    await client.get_by_text("Verified: your link carries your therapist's key, and it matches.").wait_for()
+    await row.get_by_text("Not verified yet").wait_for()
     # the media really went through the SFrame worker both ways; health and epoch are shown
     for page in (client, therapist):
         await wait_js(page, "(window.alcove.e2ee().peers.self || {}).encrypted > 20")

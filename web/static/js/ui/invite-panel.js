@@ -54,6 +54,20 @@ export function renderInvitePanel(session) {
     await copyText(out.value, out);
     $("invite-status").textContent = t("admin.copied");
   };
+  // The therapist's key code (the links' tk), for the practice's administration: the admin page and
+  // `alcove room create --therapist-key-code` add it to the client links they make, on the admin's side.
+  const codeOut = /** @type {HTMLInputElement} */ ($("keycode-output"));
+  $("keycode-show").onclick = async () => {
+    if (!session.e2ee) return;
+    codeOut.value = await session.e2ee.tk();
+    $("keycode-box").hidden = false;
+    codeOut.focus();
+    codeOut.select();
+  };
+  $("keycode-copy").onclick = async () => {
+    await copyText(codeOut.value, codeOut);
+    $("invite-status").textContent = t("admin.copied");
+  };
   // One secure link per seat, made here: fresh client tokens of this room from the server (POST /api/invites,
   // authorised by this therapist link) with the room secret and this device's key hash added to the fragment.
   const list = $("invite-list");
