@@ -90,12 +90,20 @@ async def test_e2ee_call_frames_both_ways_and_equal_sas(alcove: Any, join: Any) 
 AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
 
-def watch_rtp(pc: Any) -> list[tuple[int, list[int]]]:
+class Seen(list[tuple[int, list[int]]]):
+    """(payload type, header-extension ids) per packet, and ``sizes``: payload type -> packet lengths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict[int, list[int]] = {}
+
+
+def watch_rtp(pc: Any) -> Seen:
     """Every RTP packet ``pc`` receives after now, as (payload type, header-extension ids), read from the
-    packet's clear header as a relay on the path sees it."""
+    packet's clear header as a relay on the path sees it, and the packets' sizes."""
     from aiortc.rtp import unpack_header_extensions
 
-    seen: list[tuple[int, list[int]]] = []
+    seen = Seen()
     transport = next(t.receiver.transport for t in pc.getTransceivers())
     original = transport._handle_rtp_data
 
@@ -107,6 +115,7 @@ def watch_rtp(pc: Any) -> list[tuple[int, list[int]]]:
             length = int.from_bytes(data[at + 2:at + 4], "big") * 4
             ids = [x_id for x_id, _ in unpack_header_extensions(profile, data[at + 4:at + 4 + length])]
         seen.append((data[1] & 0x7F, ids))
+        seen.sizes.setdefault(data[1] & 0x7F, []).append(len(data))
         await original(data, arrival_time_ms)
 
     transport._handle_rtp_data = observe

@@ -124,6 +124,10 @@ async def test_browser_therapist_and_aiortc_client(alcove: Any, pages: Any,  # n
             if line.startswith("a=rtpmap:") and "opus/48000" in line.lower()}
     audio = [ids for pt, ids in packets if pt in opus]
     assert len(audio) >= 10 and all(set(ids) <= set(extmaps) for ids in audio), audio[:5]
+    # Opus at constant bitrate: every audio packet has the same size, give or take the SFrame counter's length
+    # (measured: 118-119 bytes; with VBR the same tone-and-silence input gives 70-130 bytes)
+    sizes = sorted(n for pt in opus for n in packets.sizes.get(pt, []))
+    assert sizes[-1] - sizes[0] <= 2, sizes
     assert await sas_at_therapist(therapist, c.pid) == sas_text(c.sas)
     assert c.security_failures == [] and (await e2ee_state(therapist))["failures"] == []
     assert c.keystate is not None and c.keystate.counters["decrypted"] > 20
