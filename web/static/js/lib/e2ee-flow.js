@@ -498,7 +498,8 @@ export class TherapistE2ee extends E2eeBase {
         this._ikHash.set(w.pid, await shortHash(info.ik));
         /** @type {IntroCheck["status"]} */
         let status = "ok";
-        if (info.macOk === false) status = introHasMac(w.intro) ? "no-link" : "plain";
+        // A wrong MAC, or none where this room's links carry the secret: "did not come through your invite link".
+        if (info.macOk === false) status = introHasMac(w.intro) || secretExpected(this.room) ? "no-link" : "plain";
         this.intros.set(w.pid, { intro: w.intro, status });
       } catch (e) {
         this.intros.set(w.pid, { intro: w.intro, status: "bad", error: String(/** @type {Error} */ (e).message) });
@@ -635,12 +636,38 @@ export function storedLinkSecret(room) {
   try { return localStorage.getItem(secretKey(room)); } catch { return null; }
 }
 
-/** Keeps (or creates) the room's link secret; returns it (b64url). @param {string} room @param {string|null} [value] */
+/** Keeps (or creates) the room's link secret; returns it (b64url). With `value` (the therapist's own link
+ * carried it) the room's client links carry it too: a client without it is then unexpected.
+ * @param {string} room @param {string|null} [value] */
 export function keepLinkSecret(room, value = null) {
   let s = value || storedLinkSecret(room);
   if (!s) s = E.b64e(crypto.getRandomValues(new Uint8Array(32)));
   try { localStorage.setItem(secretKey(room), s); } catch { /* storage disabled: this page only */ }
+  if (value) expectLinkSecret(room);
   return s;
+}
+
+/** @param {string} room */
+const expectedKey = (room) => `alcove.slink-expected.${room}`;
+
+/**
+ * From now on this room's clients are expected to come with the link secret: this device handed out links
+ * with it (the console's invite links), or the therapist's own link carried it. An intro without a MAC is
+ * then "did not come through your invite link"; before, it is a link from the practice (no warning).
+ * @param {string} room
+ */
+export function expectLinkSecret(room) {
+  try { localStorage.setItem(expectedKey(room), "1"); } catch { /* storage disabled: this page only */ }
+  expectedInMemory.add(room);
+}
+
+/** @type {Set<string>} */
+const expectedInMemory = new Set();
+
+/** @param {string} room */
+function secretExpected(room) {
+  if (expectedInMemory.has(room)) return true;
+  try { return localStorage.getItem(expectedKey(room)) === "1"; } catch { return false; }
 }
 
 /**
