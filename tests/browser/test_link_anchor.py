@@ -43,6 +43,8 @@ async def test_admin_page_adds_the_therapists_key_code_locally_and_the_client_is
         alcove: Any, pages: Any) -> None:
     first = await alcove.create_room(type="individual", host="Dr. Ionescu")  # where the therapist reads the code
     console, code = await therapist_console(alcove, pages, first)
+    await console.get_by_label("Your key code").scroll_into_view_if_needed()
+    await shot(console, "e2ee-therapist-key-code")
 
     admin = await pages.new()
     sent = record_requests(admin)
