@@ -218,7 +218,10 @@ class E2eeGlue:
         return keys.keystate.decrypt_from(kind, data, pid)  # type: ignore[arg-type]
 
     def protect(self, pc: RTCPeerConnection, peer_of: Callable[[RTCRtpTransceiver], str | None]) -> None:
-        """VP8/Opus only, and (E2EE) SFrame transforms on every sender and receiver of ``pc``."""
+        """VP8/Opus only, and (E2EE) SFrame transforms on every sender and receiver of ``pc``, with less
+        metadata in clear: no audio level or other header extension the transport does not need, Opus CBR."""
+        if self.enabled:
+            hooks.limit_metadata(pc)
         for t in pc.getTransceivers():
             prefer_vp8_opus(t)
             if not self.enabled:

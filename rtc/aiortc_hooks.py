@@ -35,11 +35,19 @@ How the hooks work (aiortc 1.16.0):
 
 * **Keyframes.** ``RTCRtpSender._handle_rtcp_packet`` calls ``self._send_keyframe()`` on PLI/FIR; we shadow
   it on the instance to notify callbacks. ``RTCRtpReceiver._send_rtcp_pli(media_ssrc)`` sends a PLI.
+
+* **Metadata.** ``RTCPeerConnection.createOffer`` and ``setRemoteDescription`` assign each transceiver's
+  private ``_headerExtensions`` (from the module global ``HEADER_EXTENSIONS``) and ``_codecs``, and the SDP
+  and the RTP header-extension maps are built from them. :func:`limit_metadata` gives each transceiver of one
+  peer connection (and those it creates later: ``__createTransceiver`` is shadowed on the instance) a
+  subclass whose two attributes filter what is assigned: only the transport's header extensions, and Opus
+  with ``cbr=1``. Its Opus encoders are set to constant bitrate (libopus ``vbr=off``) when created.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import fractions
 import inspect
@@ -55,15 +63,18 @@ from typing import Any
 import aioice.ice
 import aiortc
 import aiortc.codecs
+import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
 import aiortc.rtcrtpsender as _tx_mod
 import av
-from aiortc import RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from av.frame import Frame
+
+from rtc.codecs import OPUS_CBR, TRANSPORT_HEADER_EXTENSIONS
 
 __all__ = [
     "SUPPORTED_AIORTC",
@@ -77,6 +88,7 @@ __all__ = [
     "force_keyframe",
     "host_addresses",
     "is_vp8_keyframe",
+    "limit_metadata",
     "make_passthrough",
     "on_keyframe_request",
     "receiver_stats",
@@ -106,6 +118,7 @@ _RX_DECODER_QUEUE = "_RTCRtpReceiver__decoder_queue"
 _RX_RTCP_SSRC = "_RTCRtpReceiver__rtcp_ssrc"
 _RX_RTX_SSRC = "_RTCRtpReceiver__rtx_ssrc"
 _RX_KIND = "_RTCRtpReceiver__kind"
+_PC_CREATE_TRANSCEIVER = "_RTCPeerConnection__createTransceiver"
 _WRAPPED = "_alcove_wrapped"
 
 
@@ -201,6 +214,7 @@ class _SenderHook:
         self.stats = SenderHookStats()
         self.lock = threading.Lock()
         self.pending: set[asyncio.Future[Any]] = set()
+        self.cbr = False
 
     def apply(self, kind: str, data: bytes) -> bytes | None:
         fn = self.transform
@@ -308,6 +322,8 @@ def _sender_hook(sender: RTCRtpSender) -> _SenderHook:
         if encoder is None:
             # Same factory and same moment as aiortc would use; aiortc then finds it already set.
             encoder = _tx_mod.get_encoder(codec)  # type: ignore[attr-defined]
+            if hook.cbr and isinstance(encoder, OpusEncoder):
+                _opus_cbr(encoder)
             setattr(s, _TX_ENCODER, encoder)
         _wrap_encoder(encoder, s.kind, hook)
         return await orig_next(s, codec)
@@ -373,6 +389,74 @@ def force_keyframe(sender: RTCRtpSender) -> None:
 def sender_stats(sender: RTCRtpSender) -> SenderHookStats:
     """The counters of ``sender`` (installs the hooks if needed; they are inert without a transform)."""
     return _sender_hook(sender).stats
+
+
+# --------------------------------------------------------------------------------------------------------
+# Metadata: header extensions and Opus bitrate
+# --------------------------------------------------------------------------------------------------------
+
+
+def _opus_cbr(encoder: OpusEncoder) -> None:
+    """Constant bitrate for one Opus encoder *instance* (before its codec context opens on the first frame)."""
+    encoder.codec.options = {**encoder.codec.options, "vbr": "off"}
+
+
+def _with_cbr(codec: RTCRtpCodecParameters) -> RTCRtpCodecParameters:
+    if codec.mimeType.lower() != "audio/opus" or all(codec.parameters.get(k) == v for k, v in OPUS_CBR.items()):
+        return codec
+    return dataclasses.replace(codec, parameters={**codec.parameters, **OPUS_CBR})
+
+
+class _QuietTransceiver(RTCRtpTransceiver):
+    """A transceiver whose negotiated header extensions are the transport's only and whose Opus says cbr=1."""
+
+    @property
+    def _headerExtensions(self) -> list[Any]:
+        return self.__dict__["_alcove_header_extensions"]  # type: ignore[no-any-return]
+
+    @_headerExtensions.setter
+    def _headerExtensions(self, value: list[Any]) -> None:
+        self.__dict__["_alcove_header_extensions"] = [e for e in value if e.uri in TRANSPORT_HEADER_EXTENSIONS]
+
+    @property
+    def _codecs(self) -> list[RTCRtpCodecParameters]:
+        return self.__dict__["_alcove_codecs"]  # type: ignore[no-any-return]
+
+    @_codecs.setter
+    def _codecs(self, value: list[RTCRtpCodecParameters]) -> None:
+        self.__dict__["_alcove_codecs"] = [_with_cbr(c) for c in value]
+
+
+def _quiet(transceiver: RTCRtpTransceiver) -> None:
+    if not isinstance(transceiver, _QuietTransceiver):
+        extensions = transceiver.__dict__.pop("_headerExtensions", [])
+        codecs = transceiver.__dict__.pop("_codecs", [])
+        transceiver.__class__ = _QuietTransceiver
+        transceiver._headerExtensions = extensions
+        transceiver._codecs = codecs
+    _sender_hook(transceiver.sender).cbr = True
+
+
+def limit_metadata(pc: RTCPeerConnection) -> None:
+    """Less metadata in clear on ``pc``: only :data:`rtc.codecs.TRANSPORT_HEADER_EXTENSIONS` are negotiated
+    (no ``ssrc-audio-level``: aiortc then writes no audio level into its packets), the SDP's Opus format says
+    ``cbr=1``, and its Opus encoders run at constant bitrate. For every transceiver of ``pc``, now and later
+    (those ``addTrack``/``addTransceiver``/``setRemoteDescription`` create). Call before ``createOffer`` or
+    ``setRemoteDescription``; idempotent; affects only ``pc``.
+    """
+    for transceiver in pc.getTransceivers():
+        _quiet(transceiver)
+    create = getattr(pc, _PC_CREATE_TRANSCEIVER)
+    if getattr(create, _WRAPPED, False):
+        return
+
+    def create_transceiver(*args: Any, **kwargs: Any) -> RTCRtpTransceiver:
+        transceiver: RTCRtpTransceiver = create(*args, **kwargs)
+        _quiet(transceiver)
+        return transceiver
+
+    setattr(create_transceiver, _WRAPPED, True)
+    setattr(pc, _PC_CREATE_TRANSCEIVER, create_transceiver)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -641,6 +725,22 @@ def check_internals() -> list[str]:
                f"Vp8Encoder.{method} no longer goes through _packetize")
     expect_sig(OpusEncoder, "encode", ["self", "frame", "force_keyframe"])
     expect_sig(OpusEncoder, "pack", ["self", "packet"])
+    expect("options" in names(OpusEncoder.__init__) and "codec" in names(OpusEncoder.__init__),
+           "OpusEncoder.__init__ no longer sets codec.options (limit_metadata's constant bitrate)")
+
+    # metadata: header extensions and codecs per transceiver
+    expect_sig(RTCPeerConnection, _PC_CREATE_TRANSCEIVER, ["self", "direction", "kind", "sender_track"])
+    for method in ("addTrack", "addTransceiver", "setRemoteDescription"):
+        expect(_PC_CREATE_TRANSCEIVER in names(getattr(RTCPeerConnection, method, None)),
+               f"RTCPeerConnection.{method} no longer creates transceivers with {_PC_CREATE_TRANSCEIVER}")
+    for method in ("createOffer", "setRemoteDescription"):
+        used = names(getattr(RTCPeerConnection, method, None))
+        expect({"_headerExtensions", "_codecs", "HEADER_EXTENSIONS"} <= used,
+               f"RTCPeerConnection.{method} no longer assigns transceiver._headerExtensions/_codecs")
+    expect({"_headerExtensions", "_codecs"} <= names(RTCRtpTransceiver.__init__),
+           "RTCRtpTransceiver.__init__ no longer sets _headerExtensions/_codecs")
+    expect(callable(getattr(_pc_mod, "find_common_header_extensions", None)),
+           "aiortc.rtcpeerconnection.find_common_header_extensions is missing")
 
     # receiver
     expect_sig(_rx_mod, "decoder_worker", ["loop", "input_q", "output_q", "decode_error"])

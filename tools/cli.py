@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from server.commands import DEFAULT_DATA_DIR, cmd_certs_dev, cmd_keys_rotate, cmd_serve
 from server.config import is_loopback
-from tools.admin_client import RoomNotCreated, create_room
+from tools.admin_client import RoomNotCreated, create_room, parse_key_code, with_key_code
 
 
 def parse_duration(text: str) -> float:
@@ -62,10 +62,25 @@ async def _create_room(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"alcove: {err.code}: {err.reason}") from None
 
 
+def therapist_key_code(args: argparse.Namespace) -> str | None:
+    """``--therapist-key-code`` or ``ALCOVE_THERAPIST_KEY_CODE`` (canonical), or None; exits on a bad code."""
+    text = args.therapist_key_code or os.environ.get("ALCOVE_THERAPIST_KEY_CODE") or ""
+    if not text.strip():
+        return None
+    try:
+        return parse_key_code(text)
+    except ValueError as err:
+        raise SystemExit(f"alcove: therapist key code: {err}") from None
+
+
 def cmd_room_create(args: argparse.Namespace) -> int:
+    code = therapist_key_code(args)  # a bad code stops here, before any request
     data = asyncio.run(_create_room(args))
     keys = ("room_id", "type", "opens_at", "starts_at", "ends_at", "therapist_link", "client_links")
     out = {k: data[k] for k in keys}
+    if code is not None:
+        # Added here, after the server answered: the code is never part of a request.
+        out["client_links"] = [with_key_code(link, code) for link in out["client_links"]]
     if args.json:
         print(json.dumps(out))
     else:
@@ -172,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--clients", type=int, default=None)
     rc.add_argument("--host-name", default=None, help="the therapist's name shown to clients")
     rc.add_argument("--topology", choices=["mesh", "sfu"], default=None)
+    rc.add_argument("--therapist-key-code", default=None, metavar="CODE",
+                    help="the therapist's key code (shown in their console, given to you out of band; or "
+                         "ALCOVE_THERAPIST_KEY_CODE): added to the client links here, never sent to the server")
     rc.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     rc.add_argument("--json", action="store_true")
     rc.set_defaults(func=cmd_room_create)

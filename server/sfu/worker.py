@@ -424,7 +424,11 @@ class Worker:
 
     def new_pc(self) -> RTCPeerConnection:
         # MAX_BUNDLE (see rtc.ice.aiortc_configuration): clients must offer BUNDLE (browsers always do).
-        return RTCPeerConnection(aiortc_configuration(self.config.ice_servers, relay_only=False, bundle=True))
+        pc = RTCPeerConnection(aiortc_configuration(self.config.ice_servers, relay_only=False, bundle=True))
+        # The SFU needs no audio level (nor any header extension but the transport's): none is negotiated, so
+        # no client sends who speaks when in clear; its SDP asks for Opus at constant bitrate.
+        hooks.limit_metadata(pc)
+        return pc
 
     async def offer(self, room_id: str, pid: str, sdp: str) -> None:
         room = self.rooms.get(room_id)

@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import decodes_from_all, frames, join, shot, wait_for, wait_js
+from rtc.codecs import TRANSPORT_HEADER_EXTENSIONS
+
+from .conftest import TRACK_PCS, decodes_from_all, frames, join, shot, wait_for, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2ee]
 
@@ -71,9 +73,39 @@ async def sas_at_therapist(therapist: Any, pid: str) -> str:
     return str((await e2ee_state(therapist))["sasOf"][pid])
 
 
+AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+DESCRIPTIONS = """window.__pcs.filter((pc) => pc.connectionState !== "closed" && pc.remoteDescription)
+  .map((pc) => [pc.localDescription.sdp, pc.remoteDescription.sdp])"""
+
+
+def assert_little_metadata(sdp: str) -> dict[int, str]:
+    """An E2EE description: only the transport's header extensions (no audio level), Opus with cbr=1.
+    Returns its header extensions by id."""
+    extmaps = {int(line[9:].split(" ")[0].split("/")[0]): line.split(" ", 1)[1].split(" ")[0]
+               for line in sdp.splitlines() if line.startswith("a=extmap:")}
+    assert AUDIO_LEVEL not in sdp and set(extmaps.values()) <= TRANSPORT_HEADER_EXTENSIONS, extmaps
+    opus = [line.split(":", 1)[1].split(" ")[0] for line in sdp.splitlines()
+            if line.startswith("a=rtpmap:") and "opus/48000" in line.lower()]
+    assert opus
+    for pt in opus:
+        fmtp = [line for line in sdp.splitlines() if line.startswith(f"a=fmtp:{pt} ")]
+        assert fmtp and all("cbr=1" in line.split(" ", 1)[1].split(";") for line in fmtp), fmtp
+    return extmaps
+
+
+async def assert_page_negotiated_little_metadata(page: Any) -> None:
+    """Every live connection of the page, both descriptions (Chromium's own and the other side's)."""
+    pairs = await page.evaluate(DESCRIPTIONS)
+    assert pairs
+    for local, remote in pairs:
+        assert_little_metadata(local)
+        assert_little_metadata(remote)
+
+
 async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alcove: Any, pages: Any) -> None:
     room, therapist, (client,), (link,) = await secure_room(alcove, pages)
     assert "&s=" in link and "&tk=" in link and link.startswith(room["client_links"][0].split("#")[0])
+    await client.add_init_script(TRACK_PCS)
     await join(client, link, "Alex")
     assert "#" not in client.url  # the fragment (token, s, tk) was stripped from the address bar
     await admit(therapist, "Alex")
@@ -88,7 +120,10 @@ async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alc
     assert decimal and decimal == (await row.locator(".sas-decimal-line").inner_text()).strip()
     assert decimal.replace(" ", ",") == code.split("|")[1]
     await client.get_by_role("heading", name="Safety code").wait_for()
-    await client.get_by_text("Compare this code with your therapist. If it is the same, nobody is listening in.").wait_for()
+    await client.get_by_text("Compare this code with the one your therapist reads out.", exact=False).wait_for()
+    # the console's link carries tk: the client's device is anchored; the therapist has not compared yet
+    await client.get_by_text("Verified: your link carries your therapist's key, and it matches.").wait_for()
+    await row.get_by_text("Not verified yet").wait_for()
     # the media really went through the SFrame worker both ways; health and epoch are shown
     for page in (client, therapist):
         await wait_js(page, "(window.alcove.e2ee().peers.self || {}).encrypted > 20")
@@ -99,6 +134,8 @@ async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alc
         await page.get_by_text(f"End-to-end encrypted · epoch {state['epoch']}").wait_for()
         await wait_js(page, "[...document.querySelectorAll('.e2ee-badge')].some(b => b.dataset.state === 'ok')")
         assert await page.locator(".e2ee-badge", has_text="Encrypted").count() == 1
+    # less metadata: no audio level or other clear header extension, Opus at constant bitrate, both ways
+    await assert_page_negotiated_little_metadata(client)
     # Mark verified is remembered per client key
     await therapist.get_by_role("button", name="Mark Alex verified", exact=True).click()
     await row.get_by_text("Verified ✓").wait_for()

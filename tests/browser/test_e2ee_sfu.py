@@ -17,10 +17,11 @@ import pytest
 from tests.conftest import AlcoveServer
 from tests.conftest import sfu_decoded_frames as decoded_frames
 
-from .conftest import decodes_from_all, frames, join, wait_for, wait_js
+from .conftest import TRACK_PCS, decodes_from_all, frames, join, wait_for, wait_js
 from .test_e2ee_browser import (
     _grew,
     admit,
+    assert_page_negotiated_little_metadata,
     e2ee_state,
     invite_link,
     sas_at_therapist,
@@ -68,6 +69,7 @@ async def test_family_room_e2ee_through_the_sfu(alcove: AlcoveServer, pages: Any
     await therapist.get_by_text("Nobody is waiting.").wait_for()
     links = [await invite_link(therapist, link) for link in room["client_links"]]
     a, b = pages_ = [await pages.new(viewport=SMALL) for _ in links]
+    await a.add_init_script(TRACK_PCS)
     for page, link, name in zip(pages_, links, ("Alex", "Sam"), strict=True):
         await join(page, link, name)
     await admit(therapist, "Alex")
@@ -86,6 +88,9 @@ async def test_family_room_e2ee_through_the_sfu(alcove: AlcoveServer, pages: Any
     for page in everyone:
         state = await e2ee_state(page)
         assert sum(p.get("decrypted", 0) for k, p in state["peers"].items() if k != "self") > 20, state
+
+    # less metadata towards the SFU: no audio level or other clear header extension, Opus at constant bitrate
+    await assert_page_negotiated_little_metadata(a)
 
     # (2) the SFU forwarded every frame and decoded none
     assert await sfu_decoded_frames(alcove) == 0

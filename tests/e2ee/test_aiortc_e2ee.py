@@ -87,6 +87,64 @@ async def test_e2ee_call_frames_both_ways_and_equal_sas(alcove: Any, join: Any) 
         assert p.keystate.counters["encrypted"] > 20
 
 
+AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+class Seen(list[tuple[int, list[int]]]):
+    """(payload type, header-extension ids) per packet, and ``sizes``: payload type -> packet lengths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: dict[int, list[int]] = {}
+
+
+def watch_rtp(pc: Any) -> Seen:
+    """Every RTP packet ``pc`` receives after now, as (payload type, header-extension ids), read from the
+    packet's clear header as a relay on the path sees it, and the packets' sizes."""
+    from aiortc.rtp import unpack_header_extensions
+
+    seen = Seen()
+    transport = next(t.receiver.transport for t in pc.getTransceivers())
+    original = transport._handle_rtp_data
+
+    async def observe(data: bytes, arrival_time_ms: int) -> None:
+        ids: list[int] = []
+        if data[0] & 0x10:  # X bit
+            at = 12 + 4 * (data[0] & 0x0F)
+            profile = int.from_bytes(data[at:at + 2], "big")
+            length = int.from_bytes(data[at + 2:at + 4], "big") * 4
+            ids = [x_id for x_id, _ in unpack_header_extensions(profile, data[at + 4:at + 4 + length])]
+        seen.append((data[1] & 0x7F, ids))
+        seen.sizes.setdefault(data[1] & 0x7F, []).append(len(data))
+        await original(data, arrival_time_ms)
+
+    transport._handle_rtp_data = observe
+    return seen
+
+
+async def test_e2ee_negotiates_no_audio_level_and_opus_cbr_and_packets_carry_none(alcove: Any, join: Any) -> None:
+    from rtc.codecs import TRANSPORT_HEADER_EXTENSIONS
+
+    t, (c,) = await e2ee_room(alcove, join)
+    await admit(t, c)
+    await switched(t, c)
+    await t.wait_until(lambda: c.pid in t.links and t.links[c.pid].pc.remoteDescription is not None, 10, "link")
+    pc = t.links[c.pid].pc
+    packets = watch_rtp(pc)
+    await t.wait_frames(c.pid, video=11, audio=10, timeout=15)
+    for sdp in (pc.localDescription.sdp, pc.remoteDescription.sdp):
+        extmaps = {int(line[9:].split(" ")[0].split("/")[0]): line.split(" ", 1)[1]
+                   for line in sdp.splitlines() if line.startswith("a=extmap:")}
+        assert AUDIO_LEVEL not in extmaps.values() and set(extmaps.values()) <= TRANSPORT_HEADER_EXTENSIONS
+        opus = [line.split(":", 1)[1].split(" ")[0] for line in sdp.splitlines() if "opus/48000" in line.lower()]
+        assert opus and all(f"a=fmtp:{pt} cbr=1" in sdp for pt in opus), sdp
+    opus_pts = {int(pt) for pt in opus}
+    audio = [ids for pt, ids in packets if pt in opus_pts]
+    assert len(audio) >= 10
+    allowed = {i for i, uri in extmaps.items() if uri in TRANSPORT_HEADER_EXTENSIONS}
+    assert all(set(ids) <= allowed for ids in audio), audio[:5]
+
+
 async def test_wrong_key_decodes_nothing_while_the_others_go_on(alcove: Any, join: Any) -> None:
     t, (a, b) = await e2ee_room(alcove, join, clients=2, wrong=(1,))
     await admit(t, a)

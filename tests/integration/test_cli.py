@@ -8,6 +8,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -104,3 +105,76 @@ def test_topology_per_session_type_is_configurable() -> None:
     assert config.kinds["group"].topology == "sfu" and config.kinds["individual"].topology == "mesh"
     with pytest.raises(ValueError):
         Config.from_env({"ALCOVE_TOPOLOGY": "family=p2p"})
+
+
+class RecordingProxy:
+    """A loopback TCP proxy in front of the server: keeps every byte the CLI sends (what the server receives)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sent = bytearray()
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_r, up_w = await asyncio.open_connection("127.0.0.1", self.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, keep: bool) -> None:
+            while data := await src.read(65536):
+                if keep:
+                    self.sent.extend(data)
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_w, True), pipe(up_r, writer, False), return_exceptions=True)
+
+
+async def _room_create(server: str, admin_key: str, *args: str, env: dict[str, str] | None = None
+                       ) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        *ALCOVE, "room", "create", "--server", server, "--type", "couple", "--json", *args, cwd=ROOT,
+        env={**os.environ, "ALCOVE_ADMIN_KEY": admin_key, **(env or {})},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+async def test_room_create_adds_the_therapist_key_code_locally_and_never_sends_it(alcove: Any) -> None:
+    import base64
+    import hashlib
+
+    raw = hashlib.sha256(b"a therapist's identity key").digest()[:16]
+    code = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    proxy = RecordingProxy(alcove.port)
+    async with proxy as port:
+        server = f"http://127.0.0.1:{port}"
+        rc, out, _ = await _room_create(server, alcove.admin_key, "--therapist-key-code", f" {code[:11]} {code[11:]} ")
+        assert rc == 0
+        room = json.loads(out)
+        assert set(room) == {"room_id", "type", "opens_at", "starts_at", "ends_at", "therapist_link", "client_links"}
+        assert len(room["client_links"]) == 2
+        for link in room["client_links"]:
+            assert link.endswith(f"&tk={code}") and "#t=" in link
+        assert "tk=" not in room["therapist_link"]
+        # The same from the environment (a file the admin keeps, sourced into the shell).
+        rc, out, _ = await _room_create(server, alcove.admin_key, env={"ALCOVE_THERAPIST_KEY_CODE": code})
+        assert rc == 0 and all(link.endswith(f"&tk={code}") for link in json.loads(out)["client_links"])
+        assert b"POST /api/rooms" in proxy.sent
+        # The server never received the code, in any form.
+        for form in (code.encode(), code[:11].encode(), raw, raw.hex().encode(), b"tk="):
+            assert form not in proxy.sent
+        # A bad code: a clear error, non-zero exit, and no request at all.
+        before = len(proxy.sent)
+        for bad in ("not-a-code", code[:-1] + "!", code + "AA"):
+            rc, out, err = await _room_create(server, alcove.admin_key, "--therapist-key-code", bad)
+            assert rc != 0 and out == b"" and b"therapist key code" in err
+        assert len(proxy.sent) == before

@@ -285,3 +285,96 @@ async def test_passthrough_yields_packets_and_plis(pc: RTCPeerConnection) -> Non
     assert await hooks.request_keyframe(receiver, min_interval=60) is False  # rate-limited
     assert await hooks.request_keyframe(receiver, ssrc=SSRC) is True
     assert stats.plis_sent == 2
+
+
+# ---------------------------------------------------------------- metadata: header extensions, Opus CBR
+
+AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+
+
+def _extmaps(sdp: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in sdp.splitlines() if line.startswith("a=extmap:")]
+
+
+def _opus_fmtp(sdp: str) -> list[str]:
+    pts = [line.split(":", 1)[1].split(" ", 1)[0] for line in sdp.splitlines()
+           if line.startswith("a=rtpmap:") and "opus/48000" in line.lower()]
+    return [line.split(" ", 1)[1] for line in sdp.splitlines()
+            if any(line.startswith(f"a=fmtp:{pt} ") for pt in pts)]
+
+
+async def test_limit_metadata_offer_and_answer_carry_no_audio_level_and_opus_cbr() -> None:
+    from rtc.codecs import TRANSPORT_HEADER_EXTENSIONS, prefer_vp8_opus_all
+
+    plain = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    quiet = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    other = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        # A plain aiortc offer has the audio level: what the hook must take away.
+        plain.addTrack(SyntheticAudioTrack())
+        plain.addTrack(SyntheticVideoTrack(64, 48, 5))
+        prefer_vp8_opus_all(plain)
+        plain_offer = await plain.createOffer()
+        assert AUDIO_LEVEL in _extmaps(plain_offer.sdp)
+        # Offerer side: transceivers made by addTrack before limit_metadata, and one added after it.
+        quiet.addTrack(SyntheticAudioTrack())
+        hooks.limit_metadata(quiet)
+        hooks.limit_metadata(quiet)  # idempotent
+        quiet.addTrack(SyntheticVideoTrack(64, 48, 5))
+        prefer_vp8_opus_all(quiet)
+        offer = await quiet.createOffer()
+        assert _extmaps(offer.sdp) and set(_extmaps(offer.sdp)) <= TRANSPORT_HEADER_EXTENSIONS
+        assert _opus_fmtp(offer.sdp) == ["cbr=1"]
+        # Answerer side: transceivers created by setRemoteDescription from an offer that has the audio level.
+        hooks.limit_metadata(other)
+        await other.setRemoteDescription(plain_offer)
+        answer = await other.createAnswer()
+        assert set(_extmaps(answer.sdp)) <= TRANSPORT_HEADER_EXTENSIONS and AUDIO_LEVEL not in answer.sdp
+        assert _opus_fmtp(answer.sdp) == ["cbr=1"]
+    finally:
+        for p in (plain, quiet, other):
+            await p.close()
+
+
+class SpeechAndSilence(MediaStreamTrack):
+    """20 ms mono frames, unpaced: a loud tone with noise for 10 frames, then silence for 10, and so on."""
+
+    kind = "audio"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    async def recv(self) -> av.AudioFrame:
+        import math
+        import random
+
+        frame = av.AudioFrame(format="s16", layout="mono", samples=960)
+        loud = (self.n // 10) % 2 == 0
+        rng = random.Random(self.n)
+        samples = [int(12000 * math.sin(2 * math.pi * 440 * i / 48000) + rng.randint(-4000, 4000)) if loud else 0
+                   for i in range(960)]
+        frame.planes[0].update(b"".join(s.to_bytes(2, "little", signed=True) for s in samples))
+        frame.sample_rate = 48000
+        frame.pts = self.n * 960
+        frame.time_base = fractions.Fraction(1, 48000)
+        self.n += 1
+        return frame
+
+
+async def test_limit_metadata_makes_the_opus_encoder_constant_bitrate() -> None:
+    async def sizes(limited: bool) -> list[int]:
+        p = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        try:
+            sender = p.addTrack(SpeechAndSilence())
+            if limited:
+                hooks.limit_metadata(p)
+            frames = await _frames(sender, OPUS, 60)
+            return [len(f) for f in frames if f][5:]  # past the encoder's start-up
+        finally:
+            await p.close()
+
+    vbr = await sizes(False)
+    cbr = await sizes(True)
+    assert max(vbr) > 2 * min(vbr), vbr  # VBR: silence is much smaller than speech
+    assert len(set(cbr)) == 1, cbr  # CBR: every packet has the same size

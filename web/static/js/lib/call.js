@@ -7,7 +7,7 @@
 //  - `state`   {pid, state}    connectionState of a peer's connection
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
 
-import { preferredCodecs } from "./codecs.js";
+import { preferredCodecs, limitHeaderExtensions, setLimitedLocalDescription } from "./codecs.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
@@ -41,6 +41,7 @@ function protectTransceivers(pc, e2ee, pid, done) {
     const kind = tr.receiver.track ? tr.receiver.track.kind : (tr.sender.track ? tr.sender.track.kind : null);
     if (!kind) continue;
     if (tr.setCodecPreferences) tr.setCodecPreferences(preferredCodecs(kind));
+    limitHeaderExtensions(tr); // no audio level or other clear metadata the transport does not need
     if (!done.has(tr.sender)) { done.add(tr.sender); e2ee.prepareSender(tr.sender, kind); }
     if (!done.has(tr.receiver)) { done.add(tr.receiver); e2ee.prepareReceiver(tr.receiver, kind, pid); }
   }
@@ -121,7 +122,8 @@ class Peer {
       if (this.refused) return;
       try {
         this.makingOffer = true;
-        await pc.setLocalDescription();
+        if (call.e2ee) await setLimitedLocalDescription(pc); // Opus CBR, no clear header extensions
+        else await pc.setLocalDescription();
         if (pc.localDescription && pc.localDescription.type === "offer") {
           await call._sendDescription(this.pid, "offer", pc.localDescription.sdp);
         }
@@ -223,7 +225,8 @@ class Peer {
       await pc.setRemoteDescription({ type, sdp }); // rolls back our offer on a collision (polite side)
       if (type === "offer") {
         if (e2ee) protectTransceivers(pc, e2ee, this.pid, this.prepared); // m-lines the offer added
-        await pc.setLocalDescription();
+        if (e2ee) await setLimitedLocalDescription(pc);
+        else await pc.setLocalDescription();
         if (pc.localDescription) await this.call._sendDescription(this.pid, "answer", pc.localDescription.sdp);
       }
     });

@@ -196,6 +196,8 @@ export class ClientE2ee extends E2eeBase {
     this.granted = false;
     /** @type {E.Sas|null} */
     this.sas = null;
+    /** @type {string|null} the safety code this person said matches (see `verification`) */
+    this._compared = null;
     /** @type {Promise<void>|null} */
     this._grantP = null;
     /** @type {string|null} this tab's kept identity (a reload during the session), checked on welcome */
@@ -315,6 +317,8 @@ export class ClientE2ee extends E2eeBase {
     this._grantP = null;
     this.granted = false;
     this.sas = null;
+    this._compared = null;
+    try { sessionStorage.removeItem(this._comparedKey); } catch { /* storage disabled */ }
     this._forget();
     this._changed();
   }
@@ -344,11 +348,50 @@ export class ClientE2ee extends E2eeBase {
   get epochNumber() {
     return this.keys && this.keys.newestEpoch >= 0 ? this.keys.newestEpoch : null;
   }
+
+  /**
+   * What this client knows about the therapist's key: "anchored" (its link carries tk and the granted key
+   * matches it), "compared" (the person said the safety code matches the therapist's), "unverified", or null
+   * before the grant. The therapist's own "Mark verified" stays on the therapist's device: a signed
+   * confirmation could only come from the key the code is meant to check (a middleman holds its own).
+   * @returns {"anchored"|"compared"|"unverified"|null}
+   */
+  get verification() {
+    if (!this.granted || !this.sas) return null;
+    if (this.link && this.link.tk) return "anchored"; // checkGrant refused any key that does not match tk
+    return this._comparedCode() === this.sas.decimal.join(" ") ? "compared" : "unverified";
+  }
+
+  /** The person compared the safety code with the therapist's and it matches (this code, this tab). */
+  markCompared() {
+    if (!this.sas) return;
+    try { sessionStorage.setItem(this._comparedKey, this.sas.decimal.join(" ")); } catch { /* this page only */ }
+    this._compared = this.sas.decimal.join(" ");
+    this._changed();
+  }
+
+  /** @returns {string|null} */
+  _comparedCode() {
+    if (this._compared) return this._compared;
+    try { return sessionStorage.getItem(this._comparedKey); } catch { return null; }
+  }
+
+  get _comparedKey() {
+    return `alcove.e2ee.compared.${this.room}`;
+  }
 }
 
 /**
- * @typedef {{intro: string|null, status: "ok"|"no-link"|"bad"|"none", error?: string}} IntroCheck
+ * What the therapist's check of an intro found: "ok" (its MAC proves the link secret, or the therapist has
+ * none), "plain" (no MAC: a link without this room's secret, e.g. made by the practice's administration),
+ * "no-link" (a MAC that is wrong: a link secret was expected and not proven), "bad" (refused), "none" (no intro).
+ * @typedef {{intro: string|null, status: "ok"|"plain"|"no-link"|"bad"|"none", error?: string}} IntroCheck
  */
+
+/** Whether an intro envelope carries a MAC at all (a link with a secret makes one). @param {string} intro */
+function introHasMac(intro) {
+  try { return typeof JSON.parse(intro).mac === "string"; } catch { return false; }
+}
 
 /** The therapist: persistent IK_T, intro checks, grants, reveals (SAS), epochs and switches. */
 export class TherapistE2ee extends E2eeBase {
@@ -453,7 +496,11 @@ export class TherapistE2ee extends E2eeBase {
       try {
         const info = await keys.checkIntro(w.pid, w.intro);
         this._ikHash.set(w.pid, await shortHash(info.ik));
-        this.intros.set(w.pid, { intro: w.intro, status: info.macOk === false ? "no-link" : "ok" });
+        /** @type {IntroCheck["status"]} */
+        let status = "ok";
+        // A wrong MAC, or none where this room's links carry the secret: "did not come through your invite link".
+        if (info.macOk === false) status = introHasMac(w.intro) || secretExpected(this.room) ? "no-link" : "plain";
+        this.intros.set(w.pid, { intro: w.intro, status });
       } catch (e) {
         this.intros.set(w.pid, { intro: w.intro, status: "bad", error: String(/** @type {Error} */ (e).message) });
       }
@@ -465,7 +512,7 @@ export class TherapistE2ee extends E2eeBase {
   async grantFor(pid) {
     const keys = await this.keysP;
     const check = this.intros.get(pid);
-    if (!check || (check.status !== "ok" && check.status !== "no-link")) return null;
+    if (!check || (check.status !== "ok" && check.status !== "plain" && check.status !== "no-link")) return null;
     return keys.makeGrant(pid);
   }
 
@@ -589,12 +636,38 @@ export function storedLinkSecret(room) {
   try { return localStorage.getItem(secretKey(room)); } catch { return null; }
 }
 
-/** Keeps (or creates) the room's link secret; returns it (b64url). @param {string} room @param {string|null} [value] */
+/** Keeps (or creates) the room's link secret; returns it (b64url). With `value` (the therapist's own link
+ * carried it) the room's client links carry it too: a client without it is then unexpected.
+ * @param {string} room @param {string|null} [value] */
 export function keepLinkSecret(room, value = null) {
   let s = value || storedLinkSecret(room);
   if (!s) s = E.b64e(crypto.getRandomValues(new Uint8Array(32)));
   try { localStorage.setItem(secretKey(room), s); } catch { /* storage disabled: this page only */ }
+  if (value) expectLinkSecret(room);
   return s;
+}
+
+/** @param {string} room */
+const expectedKey = (room) => `alcove.slink-expected.${room}`;
+
+/**
+ * From now on this room's clients are expected to come with the link secret: this device handed out links
+ * with it (the console's invite links), or the therapist's own link carried it. An intro without a MAC is
+ * then "did not come through your invite link"; before, it is a link from the practice (no warning).
+ * @param {string} room
+ */
+export function expectLinkSecret(room) {
+  try { localStorage.setItem(expectedKey(room), "1"); } catch { /* storage disabled: this page only */ }
+  expectedInMemory.add(room);
+}
+
+/** @type {Set<string>} */
+const expectedInMemory = new Set();
+
+/** @param {string} room */
+function secretExpected(room) {
+  if (expectedInMemory.has(room)) return true;
+  try { return localStorage.getItem(expectedKey(room)) === "1"; } catch { return false; }
 }
 
 /**

@@ -3,7 +3,7 @@
 // (codecs.js) and the E2EE transforms, put on before anything is negotiated (fail closed: a transceiver that
 // cannot get them makes the connection unusable and reports a security failure). Negotiation is sfu.js's.
 
-import { preferCodecs } from "./codecs.js";
+import { preferCodecs, limitHeaderExtensions, setLimitedLocalDescription } from "./codecs.js";
 
 /** Wait at most this long for ICE gathering before sending the first offer (the rest is trickled). */
 const GATHER_WAIT_MS = 1500;
@@ -116,6 +116,12 @@ export class Conn {
     return out;
   }
 
+  /** The offer: with E2EE, Opus CBR and no clear header extensions but the transport's (codecs.js). */
+  async setLocalOffer() {
+    if (this.e2ee) await setLimitedLocalDescription(this.pc);
+    else await this.pc.setLocalDescription(await this.pc.createOffer());
+  }
+
   /** Closes for good; a pending answer wait ends with null. */
   close() {
     if (this.closed) return;
@@ -133,6 +139,7 @@ export class Conn {
   _codecs(t, kind) {
     try {
       preferCodecs(t, kind);
+      if (this.e2ee) limitHeaderExtensions(t); // no audio level or other clear metadata the transport does not need
     } catch (e) {
       if (this.e2ee) {
         this._onSecurityFailure(e);

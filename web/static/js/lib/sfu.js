@@ -153,7 +153,7 @@ export class SfuCall extends MediaCall {
     if (c.negotiations > 0 && c.pairs.length >= need) return;
     while (c.pairs.length < need) await c.addReceivePair();
     if (c.closed) return;
-    await c.pc.setLocalDescription(await c.pc.createOffer());
+    await c.setLocalOffer();
     if (!c.offerSent) await c.gathered();
     if (c.closed || !c.pc.localDescription) return;
     const answer = new Promise((resolve) => {

@@ -1,9 +1,12 @@
-// The admin page: create a session and copy its links. The admin key stays in this tab's sessionStorage.
+// The admin page: create a session and copy its links. The admin key stays in this tab's sessionStorage; the
+// therapist's key code (optional) in this browser's localStorage, added to the client links here (never sent).
 
 import { t, formatTime } from "../lib/i18n.js";
+import { parseKeyCode, withKeyCode } from "../lib/keycode.js";
 import { applyTranslations } from "./dom.js";
 
 const KEY = "alcove.admin-key";
+const KEY_CODE = "alcove.admin.key-code";
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -51,14 +54,28 @@ async function copy(text, code) {
   $("created-status").textContent = t("admin.copied");
 }
 
-/** @param {any} room */
-function showCreated(room) {
+/**
+ * The therapist's key code typed on this page, canonical; "" when none; null when it is not a key code.
+ * @returns {string|null}
+ */
+function keyCode() {
+  const text = /** @type {HTMLInputElement} */ ($("room-key-code")).value;
+  if (!text.trim()) return "";
+  try { return parseKeyCode(text); } catch { return null; }
+}
+
+/** @param {any} room @param {string} code the therapist's key code ("" for none), added to the client links here */
+function showCreated(room, code) {
   $("created-title").textContent = t("admin.created", { start: formatTime(room.starts_at), end: formatTime(room.ends_at) });
   const list = $("links");
   list.replaceChildren();
+  const anchor = $("links-anchor");
+  anchor.textContent = code ? t("admin.keycode.added") : t("admin.keycode.none");
+  anchor.hidden = false;
   /** @type {[string, string][]} */
   const links = [[t("admin.links.therapist"), room.therapist_link]];
-  (room.client_links || []).forEach((/** @type {string} */ l, /** @type {number} */ i) => links.push([t("admin.links.client", { n: i + 1 }), l]));
+  (room.client_links || []).forEach((/** @type {string} */ l, /** @type {number} */ i) => links.push(
+    [t("admin.links.client", { n: i + 1 }), code ? withKeyCode(l, code) : l]));
   links.forEach(([label, url], i) => {
     const li = document.createElement("li");
     const name = document.createElement("span");
@@ -98,6 +115,16 @@ function main() {
   keyInput.value = sessionStorage.getItem(KEY) || "";
   keyInput.addEventListener("input", () => sessionStorage.setItem(KEY, keyInput.value));
   $("key-form").addEventListener("submit", (e) => e.preventDefault());
+  // The therapist's key code stays in this browser (it is not a secret, but it must come from the therapist).
+  const codeInput = /** @type {HTMLInputElement} */ ($("room-key-code"));
+  try { codeInput.value = localStorage.getItem(KEY_CODE) || ""; } catch { /* storage disabled */ }
+  codeInput.addEventListener("change", () => {
+    const code = keyCode();
+    try {
+      if (code) localStorage.setItem(KEY_CODE, code);
+      else if (code === "") localStorage.removeItem(KEY_CODE);
+    } catch { /* storage disabled: this page only */ }
+  });
   $("admin-key-forget").onclick = () => { sessionStorage.removeItem(KEY); keyInput.value = ""; keyInput.focus(); };
 
   const type = /** @type {HTMLSelectElement} */ ($("room-type"));
@@ -125,6 +152,14 @@ function main() {
     e.preventDefault();
     const err = $("create-error");
     err.hidden = true;
+    const code = keyCode();
+    if (code === null) {
+      // Refused before anything is sent: a session is not created with links the clients could not check.
+      err.textContent = t("admin.keycode.bad");
+      err.hidden = false;
+      $("room-key-code").focus();
+      return;
+    }
     /** @type {Record<string, any>} */
     const body = { type: type.value };
     const at = /** @type {HTMLInputElement} */ (document.querySelector('input[name="start"]:checked')).value === "at";
@@ -135,7 +170,7 @@ function main() {
     const host = /** @type {HTMLInputElement} */ ($("room-host")).value.trim();
     if (host) body.host = host;
     try {
-      showCreated(await api("POST", "/api/rooms", body));
+      showCreated(await api("POST", "/api/rooms", body), code);
     } catch (ex) {
       err.textContent = t("admin.error", { message: /** @type {Error} */ (ex).message });
       err.hidden = false;

@@ -186,6 +186,7 @@ export class Console {
       list.append(li);
     }
     $("people-empty").hidden = clients.length > 0;
+    $("people-sas-hint").hidden = !this.e2ee || clients.length === 0;
     const seats = this.session.room && this.session.room.seats;
     $("seats").textContent = seats ? t("console.seats", { admitted: clients.length, seats }) : "";
   }
@@ -201,7 +202,8 @@ export class Console {
     const c = e2ee.intros.get(pid);
     if (!c) return { status: "checking", kind: "quiet", text: t("e2ee.intro.checking") };
     if (c.status === "ok") return e2ee.sLink ? { status: "ok", kind: "ok", text: t("e2ee.intro.ok") } : null;
-    return { status: c.status, kind: c.status === "bad" || c.status === "none" ? "danger" : "warn", text: t(`e2ee.intro.${c.status}`) };
+    const kind = c.status === "bad" || c.status === "none" ? "danger" : c.status === "plain" ? "quiet" : "warn";
+    return { status: c.status, kind, text: t(`e2ee.intro.${c.status}`) };
   }
 
   /** With E2EE only clients with a verified intro can be admitted (they would get no key). @param {string} pid */
@@ -209,7 +211,7 @@ export class Console {
     const e2ee = this.e2ee;
     if (!e2ee) return true;
     const c = e2ee.intros.get(pid);
-    return !!c && (c.status === "ok" || c.status === "no-link");
+    return !!c && (c.status === "ok" || c.status === "plain" || c.status === "no-link");
   }
 
   /**
@@ -233,8 +235,12 @@ export class Console {
     box.append(emoji);
     box.append(el("span", "sas-decimal-line", sas.decimal.join(" ")));
     if (e2ee.isVerified(p.pid)) {
+      box.dataset.verified = "yes";
       box.append(el("span", "verified", t("e2ee.sas.verified")));
     } else {
+      // Media may flow, visibly unverified, until the therapist has read the code with this client.
+      box.dataset.verified = "no";
+      box.append(el("span", "unverified", t("e2ee.verify.not-yet")));
       box.append(button(t("e2ee.sas.mark"), t("e2ee.sas.mark.named", { name: p.name }), "secondary small-btn", () => e2ee.markVerified(p.pid)));
     }
     return box;

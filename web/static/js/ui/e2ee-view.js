@@ -84,7 +84,7 @@ export async function startE2ee(session) {
     on("waiting", () => { cl.reset(); renderSafety(session); });
     cl.addEventListener("security", (ev) => securityFailed(session, /** @type {CustomEvent} */ (ev).detail.error));
   }
-  flow.addEventListener("change", () => { renderSafety(session); renderStatus(session); });
+  flow.addEventListener("change", () => { renderSafety(session); renderStatus(session); renderHealth(session); });
   flow.addEventListener("stats", () => { renderHealth(session); renderStatus(session); });
   return flow;
 }
@@ -175,6 +175,17 @@ export function renderSafety(session) {
     list.append(li);
   }
   $("safety-decimal").textContent = sas.decimal.join(" ");
+  // What the code has proven so far: the link's key, the person's own comparison, or nothing yet.
+  const state = /** @type {ClientE2ee} */ (flow).verification || "unverified";
+  const line = $("safety-state");
+  line.textContent = t(`e2ee.verify.${state}`);
+  line.dataset.state = state;
+  panel.dataset.verified = state;
+  const match = /** @type {HTMLButtonElement} */ ($("safety-match"));
+  match.hidden = state !== "unverified";
+  match.onclick = () => /** @type {ClientE2ee} */ (flow).markCompared();
+  const type = session.room ? session.room.type : "individual";
+  $("safety-group").hidden = type === "individual";
   const hide = $("safety-hide");
   hide.onclick = () => { panel.classList.toggle("collapsed"); hide.setAttribute("aria-expanded", String(!panel.classList.contains("collapsed"))); };
 }
@@ -191,8 +202,12 @@ export function renderStatus(session) {
     return;
   }
   const epoch = flow.epoch;
-  el.textContent = epoch === null ? t("e2ee.status.starting") : t("e2ee.status.on", { epoch });
+  // A client whose therapist key is neither pinned by its link nor compared: encrypted, visibly not verified.
+  const unverified = flow instanceof ClientE2ee && flow.verification === "unverified";
+  el.textContent = epoch === null ? t("e2ee.status.starting")
+    : t(unverified ? "e2ee.status.unverified" : "e2ee.status.on", { epoch });
   el.dataset.state = epoch === null ? "starting" : "on";
+  el.dataset.verified = unverified ? "no" : "yes";
   el.dataset.epoch = epoch === null ? "" : String(epoch);
 }
 
@@ -226,5 +241,32 @@ export function renderHealth(session) {
     if (badge.textContent !== text) badge.textContent = text;
     badge.dataset.state = state;
     tile.dataset.e2ee = state;
+    renderVerified(flow, pid, tile);
   }
+}
+
+/**
+ * "Not verified yet" on a remote tile: on the therapist's screen for each client whose safety code is not
+ * marked compared; on a client's screen for the therapist, until the link's key or the person's comparison
+ * verified it. (Other clients in a group are not checked by a code: the therapist's signed roster admits them.)
+ * @param {ClientE2ee|TherapistE2ee} flow @param {string} pid @param {HTMLElement} tile
+ */
+function renderVerified(flow, pid, tile) {
+  const unverified = flow instanceof TherapistE2ee
+    ? flow.sasOf.has(pid) && !flow.isVerified(pid)
+    : flow.verification === "unverified" && flow.roleOf(pid) === "therapist";
+  let tag = /** @type {HTMLElement|null} */ (tile.querySelector(".verify-badge"));
+  if (!unverified) {
+    if (tag) tag.remove();
+    delete tile.dataset.verified;
+    return;
+  }
+  if (!tag) {
+    tag = document.createElement("span");
+    tag.className = "verify-badge";
+    tile.append(tag);
+  }
+  const text = t("e2ee.verify.not-yet");
+  if (tag.textContent !== text) tag.textContent = text;
+  tile.dataset.verified = "no";
 }

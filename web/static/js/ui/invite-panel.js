@@ -4,7 +4,7 @@
 
 import { t } from "../lib/i18n.js";
 import { store } from "../lib/store.js";
-import { inviteLink, storedLinkSecret } from "../lib/e2ee-flow.js";
+import { expectLinkSecret, inviteLink, storedLinkSecret } from "../lib/e2ee-flow.js";
 import { $, el, button } from "./dom.js";
 
 /** @typedef {import("./session.js").Session} Session */
@@ -42,6 +42,7 @@ export function renderInvitePanel(session) {
     if (!session.e2ee || !s) return;
     try {
       out.value = inviteLink(input.value, s, await session.e2ee.tk());
+      if (room) expectLinkSecret(room); // this room's clients now come with the secret
       copy.disabled = false;
       out.focus();
       out.select();
@@ -52,6 +53,20 @@ export function renderInvitePanel(session) {
   };
   copy.onclick = async () => {
     await copyText(out.value, out);
+    $("invite-status").textContent = t("admin.copied");
+  };
+  // The therapist's key code (the links' tk), for the practice's administration: the admin page and
+  // `alcove room create --therapist-key-code` add it to the client links they make, on the admin's side.
+  const codeOut = /** @type {HTMLInputElement} */ ($("keycode-output"));
+  $("keycode-show").onclick = async () => {
+    if (!session.e2ee) return;
+    codeOut.value = await session.e2ee.tk();
+    $("keycode-box").hidden = false;
+    codeOut.focus();
+    codeOut.select();
+  };
+  $("keycode-copy").onclick = async () => {
+    await copyText(codeOut.value, codeOut);
     $("invite-status").textContent = t("admin.copied");
   };
   // One secure link per seat, made here: fresh client tokens of this room from the server (POST /api/invites,
@@ -70,6 +85,7 @@ export function renderInvitePanel(session) {
       if (!res.ok) throw new Error(String(res.status));
       const data = await res.json();
       const tk = await session.e2ee.tk();
+      if (room) expectLinkSecret(room); // this room's clients now come with the secret
       /** @type {string[]} */ (data.client_links).forEach((link, i) => {
         const secure = inviteLink(link, s, tk);
         const item = el("li", "invite-item");
