@@ -75,12 +75,13 @@ class SfuManager:
         ports: tuple[int, int] | None = None,
         pli_interval: float = 0.5,
         transcode: bool = False,
+        pack: bool = False,
     ) -> None:
         self.send = send
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
         self.config = WorkerConfig(ice_servers=list(ice_servers or []), loopback=loopback, announced=announced,
                                    ports=ports,
-                                   pli_interval=pli_interval, transcode=transcode)
+                                   pli_interval=pli_interval, transcode=transcode, pack=pack)
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}
         """room id → admitted pids, a cache of the latest ``MediaMembers`` effect (the core's ``Room`` decides;
