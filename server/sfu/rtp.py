@@ -224,6 +224,7 @@ class Forwarder:
         self._out = [-1] * HISTORY
         self._in = [0] * HISTORY
         self._tsoff = [0] * HISTORY
+        self._pidoff = [0] * HISTORY
         self.forwarded = 0
         self.dropped = 0
         self.retransmitted = 0
@@ -333,11 +334,12 @@ class Forwarder:
             self.last_in = seq
         out_seq = (seq + self.seq_off) & 0xFFFF
         out_ts = (packet.ts + self.ts_off) & 0xFFFFFFFF
-        self._send(packet, out_seq, out_ts)
+        self._send(packet, out_seq, out_ts, self.pid_off)
         idx = out_seq % HISTORY
         self._out[idx] = out_seq
         self._in[idx] = seq
         self._tsoff[idx] = self.ts_off
+        self._pidoff[idx] = self.pid_off
         if _newer(out_seq, self.last_out_seq):
             self.last_out_seq = out_seq
             self.last_out_ts = out_ts
@@ -357,7 +359,7 @@ class Forwarder:
             self._ext = b"\xbe\xde" + _U16.pack(len(body) // 4) + body if body else b""
         return self._ext
 
-    def _send(self, packet: Packet, out_seq: int, out_ts: int) -> None:
+    def _send(self, packet: Packet, out_seq: int, out_ts: int, pid_off: int) -> None:
         sink = self.sink
         ext = self._header_ext()
         abs_id = sink.abs_send_time_id
@@ -371,23 +373,24 @@ class Forwarder:
             body += b"\x00" * (-len(body) % 4)
             ext = b"\xbe\xde" + _U16.pack(len(body) // 4) + body
         payload = packet.payload
-        if self.pid_off and self.kind == "video" and payload and payload[0] & 0x80:
-            payload = self._rewrite_picture_id(payload)
+        if pid_off and self.kind == "video" and payload and payload[0] & 0x80:
+            payload = self._rewrite_picture_id(payload, pid_off)
         head = _HEAD.pack(0x90 if ext else 0x80, (packet.marker << 7) | sink.payload_type, out_seq, out_ts, sink.ssrc)
         data = head + ext + payload
         if sink.send(data):
             self.sent_bytes += len(data)
             sink.sent(out_ts, packet.ntp, 1, len(payload))
 
-    def _rewrite_picture_id(self, payload: bytes) -> bytes:
+    @staticmethod
+    def _rewrite_picture_id(payload: bytes, pid_off: int) -> bytes:
         off, bits = picture_id_offset(payload)
         if not bits:
             return payload
         if bits == 15:
             pid = ((payload[off] & 0x7F) << 8) | payload[off + 1]
-            pid = (pid - self.pid_off) & 0x7FFF
+            pid = (pid - pid_off) & 0x7FFF
             return payload[:off] + bytes([0x80 | (pid >> 8), pid & 0xFF]) + payload[off + 2:]
-        pid = (payload[off] - self.pid_off) & 0x7F
+        pid = (payload[off] - pid_off) & 0x7F
         return payload[:off] + bytes([pid]) + payload[off + 1:]
 
     # ---------------------------------------------------------------- feedback
@@ -401,7 +404,7 @@ class Forwarder:
             if packet is None:
                 missed += 1
                 continue
-            self._send(packet, out_seq, (packet.ts + self._tsoff[idx]) & 0xFFFFFFFF)
+            self._send(packet, out_seq, (packet.ts + self._tsoff[idx]) & 0xFFFFFFFF, self._pidoff[idx])
             self.retransmitted += 1
         self.nack_missed += missed
         return missed
