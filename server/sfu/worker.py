@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import resource
@@ -53,7 +54,8 @@ from rtc import aiortc_hooks as hooks
 from rtc.ice import aiortc_configuration
 
 from .addressing import UNREACHABLE_MESSAGE, announce, has_candidates
-from .rtp import Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
+from .layers import LayerChooser, LayerMeter
+from .rtp import PAUSED, Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
 
 log = logging.getLogger("alcove.sfu.worker")
 
@@ -275,6 +277,7 @@ class RtpStream:
         self.reports: hooks.ReceiveReports | None = None
         self.packets_in = 0
         self.keyframes_in = 0
+        self.meter = LayerMeter()
         self.limiter = KeyframeLimiter(receiver, pli_interval, lambda: self.ssrc) if kind == "video" else None
 
     def learn(self, ssrc: int) -> None:
@@ -295,6 +298,7 @@ class RtpStream:
                 return
             if packet.key:
                 self.keyframes_in += 1
+            self.meter.add(packet.tid, len(packet.payload))
         self.buffer.add(packet)
         for forwarder in self.forwarders:
             forwarder.forward(packet)
@@ -332,7 +336,15 @@ class RtpSlot(MediaStreamTrack):
         self.keyframe_requests = 0
         self.nacks = 0
         self.unsubscribe: Callable[[], None] | None = None
+        self.chooser = LayerChooser()
+        self.on_pause: Callable[[], None] | None = None
+        """Called when video to this subscriber pauses or resumes (the worker tells the client)."""
+        self._forwarded_at_decision = 0
         self._stopped = asyncio.Event()
+
+    @property
+    def paused(self) -> bool:
+        return self.forwarder.max_layer == PAUSED
 
     @property
     def forwarded(self) -> int:
@@ -373,8 +385,34 @@ class RtpSlot(MediaStreamTrack):
         """RTCP feedback from the subscriber for this slot (NACK; REMB and receiver reports)."""
         if kind == "nack":
             self.nacks += len(value)
+            self.chooser.on_nack(len(value))
             if self.source is not None:
                 self.forwarder.nack(value, self.source.buffer)
+            return
+        if self.kind != "video":
+            return  # audio is never dropped for video
+        now = time.monotonic()
+        if kind == "remb":
+            self.chooser.on_remb(float(value), now)
+        elif kind == "rr":
+            self.chooser.on_loss(int(value[0]))
+        self.choose_layer(now)
+
+    def choose_layer(self, now: float) -> None:
+        """Per feedback report: the layer this subscriber's link carries (applied at a safe point)."""
+        source = self.source
+        if source is None:
+            return
+        source.meter.tick(now)
+        sent = self.forwarder.forwarded - self._forwarded_at_decision
+        self._forwarded_at_decision = self.forwarder.forwarded
+        was_paused = self.paused
+        self.forwarder.max_layer = self.chooser.decide(source.meter, now, sent)
+        if self.paused != was_paused:
+            if not self.paused:
+                source.request_keyframe()  # resume on a key frame
+            if self.on_pause is not None:
+                self.on_pause()
 
     async def recv(self) -> Any:
         if not self.started:
@@ -402,7 +440,7 @@ class MemberConnection:
         """mid -> :class:`RtpSlot` (or the baseline's :class:`Slot`)."""
         self.forwarders: dict[str, Forwarder] = {}
         """mid -> the latest forwarder of that sender (a new slot's forwarder continues its numbering)."""
-        self.mapping: dict[str, dict[str, str]] | None = None
+        self.mapping: dict[str, dict[str, Any]] | None = None
         self.lock = asyncio.Lock()
         self.closed = False
         self.untap: Callable[[], None] | None = None
@@ -580,13 +618,32 @@ class Worker:
                         slot.publisher = free.pop(0)
                     publisher = room.peers.get(slot.publisher) if slot.publisher else None
                     slot.attach(publisher.streams.get(kind) if publisher else None)
-            mapping = {
-                s.mid: {"pid": s.publisher, "kind": s.kind} for s in sub.slots.values() if s.publisher is not None
-            }
+            mapping = self.mapping_of(sub)
             if mapping != sub.mapping:
                 sub.mapping = mapping
                 changed.append(sub.pid)
         return changed
+
+    @staticmethod
+    def mapping_of(member: MemberConnection) -> dict[str, dict[str, Any]]:
+        mapping: dict[str, dict[str, Any]] = {}
+        for slot in member.slots.values():
+            if slot.publisher is not None:
+                mapping[slot.mid] = {"pid": slot.publisher, "kind": slot.kind}
+                if isinstance(slot, RtpSlot) and slot.paused:
+                    mapping[slot.mid]["paused"] = True  # "video paused to keep the sound clear"
+        return mapping
+
+    def remap(self, room_id: str, pid: str) -> None:
+        """A slot of ``pid`` paused or resumed: send its mapping again."""
+        room = self.rooms.get(room_id)
+        member = room.peers.get(pid) if room is not None else None
+        if room is None or member is None or member.closed:
+            return
+        mapping = self.mapping_of(member)
+        if mapping != member.mapping:
+            member.mapping = mapping
+            self.send_tracks(room, pid)
 
     def send_tracks(self, room: ForwardingRoom, pid: str) -> None:
         member = room.peers.get(pid)
@@ -654,6 +711,7 @@ class Worker:
                             forwarder.continue_from(previous)
                         member.forwarders[mid] = forwarder
                         slot = RtpSlot(media.kind, mid, order, forwarder)
+                        slot.on_pause = functools.partial(self.remap, room.id, member.pid)
                         sink.feedback = slot.on_feedback
                     else:
                         slot = Slot(media.kind, mid, order)
