@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 import pytest
-from aiortc.rtp import RTCP_RTPFB_NACK, RtcpRtpfbPacket
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket, pack_remb_fci
 from aiortc.sdp import SessionDescription
 
 from .harness import Harness, until
@@ -101,3 +101,36 @@ async def test_a_subscriber_joining_mid_stream_decodes_within_half_a_second(sfu:
     print(f"\n[join] first decoded frame {delay * 1000:.0f} ms after the subscriber's connection was up")
     assert delay <= 0.5
     assert await sink.wait_frames(11, within=2)
+
+
+async def test_video_pauses_when_the_subscribers_estimate_cannot_carry_it_and_audio_goes_on(sfu: Harness) -> None:
+    sfu.members("r-pause", {"a", "s1"})
+    pub = sfu.client("r-pause", "a", colour=RED)
+    await pub.negotiate()
+    sub = sfu.client("r-pause", "s1", slots=1)
+    await sub.negotiate()
+    video, audio = sub.sink_of("a"), sub.sink_of("a", "audio")
+    assert await video.wait_frames(11, within=6)
+    mid = sub.mid_of("a")
+    answer = SessionDescription.parse(sub.pc.remoteDescription.sdp)
+    sfu_ssrc = next(m.ssrc[0].ssrc for m in answer.media if m.rtp.muxId == mid)
+    receiver = next(t.receiver for t in sub.pc.getTransceivers() if t.mid == mid)
+
+    async def remb(bitrate: int) -> None:
+        await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
+                                                 fci=pack_remb_fci(bitrate, [sfu_ssrc])))
+
+    await asyncio.sleep(1.2)  # the SFU has measured what the publisher's layers cost
+    await remb(500)  # far below even the base layer
+    assert await until(lambda: sub.mapping.get(mid, {}).get("paused") is True, 3), sub.mapping
+    await asyncio.sleep(0.3)
+    frames, samples = video.frames, audio.frames
+    for _ in range(4):
+        await remb(500)
+        await asyncio.sleep(0.5)
+    print(f"\n[pause] video frames while paused: {video.frames - frames}, audio frames: {audio.frames - samples}")
+    assert video.frames - frames <= 1
+    assert audio.frames - samples >= 50  # the sound goes on
+    await remb(20_000_000)
+    assert await until(lambda: "paused" not in sub.mapping.get(mid, {}), 3), sub.mapping
+    assert await video.wait_frames(video.frames + 10, within=3)  # resumes on a key frame
