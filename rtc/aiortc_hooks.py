@@ -91,6 +91,7 @@ __all__ = [
     "check_internals",
     "force_keyframe",
     "host_addresses",
+    "impair_receive",
     "is_vp8_keyframe",
     "make_passthrough",
     "on_keyframe_request",
@@ -772,6 +773,31 @@ def rtp_sink(sender: RTCRtpSender) -> RtpSink:
     return sink
 
 
+def impair_receive(dtls: Any, keep: Callable[[bytes], bool]) -> Callable[[], None]:
+    """Emulate a bad link into one connection: every datagram ``dtls`` (an ``RTCDtlsTransport``) would read from
+    the wire goes through ``keep(datagram)`` first (still SRTP-protected, as on the wire); False drops it.
+
+    For benchmarks and tests (a lossy, rate-limited subscriber). Shadows ``_recv`` on the transport's
+    ``RTCIceTransport`` *instance* (aiortc sets it to the aioice connection's ``recv``). Returns a function
+    that restores it."""
+    ice = dtls.transport
+    wire = ice._recv
+
+    async def _recv() -> bytes:
+        while True:
+            data: bytes = await wire()
+            if keep(data):
+                return data
+
+    ice._recv = _recv
+
+    def restore() -> None:
+        if ice.__dict__.get("_recv") is _recv:
+            ice._recv = wire
+
+    return restore
+
+
 # --------------------------------------------------------------------------------------------------------
 # Contract check
 # --------------------------------------------------------------------------------------------------------
@@ -914,8 +940,10 @@ def check_internals() -> list[str]:
     send_rtp = getattr(dtls_cls, "_send_rtp", None)
     expect(send_rtp is not None and {"_tx_srtp", "protect", "transport", "_send"} <= names(send_rtp),
            "RTCDtlsTransport._send_rtp no longer protects with _tx_srtp and sends on its ICE transport")
-    expect("_connection" in names(aiortc.RTCIceTransport.__init__),
-           "RTCIceTransport no longer keeps its aioice Connection in _connection")
+    expect({"_connection", "_recv"} <= names(aiortc.RTCIceTransport.__init__),
+           "RTCIceTransport no longer keeps its aioice Connection in _connection and its recv in _recv")
+    expect(recv_next is not None and {"transport", "_recv"} <= names(recv_next),
+           "RTCDtlsTransport._recv_next no longer reads datagrams with self.transport._recv() (impair_receive)")
     sendto = getattr(aioice.ice.Connection, "sendto", None)
     expect(sendto is not None and {"_nominated", "protocol", "send_data", "remote_addr"} <= names(sendto),
            "aioice Connection.sendto no longer sends through _nominated[component].protocol.send_data")

@@ -60,11 +60,50 @@ def _textured_video_track(width: int, height: int, colour: tuple[int, int, int])
     return TexturedVideoTrack(width, height, 30, colour)
 
 
-def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int) -> None:
-    asyncio.run(_clients(conn, publishers, subscribers, width, height))
+LOSSY_LOSS = 0.03
+"""``--lossy``: random loss on the impaired subscriber's link..."""
+LOSSY_RATE_BPS = 600_000
+"""... and the rate its link carries (a policer with a 64 kB bucket), below what it is sent (~1.1 Mbps for 2
+publishers)."""
+LOSSY_BUCKET = 64_000
 
 
-async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int) -> None:
+class _Policer:
+    """A lossy, rate-limited link: random loss, then a token bucket that drops what exceeds the rate."""
+
+    def __init__(self, loss: float, rate_bps: int, bucket: int) -> None:
+        import random
+
+        self.random = random.Random(16)
+        self.loss = loss
+        self.rate = rate_bps / 8
+        self.bucket = bucket
+        self.tokens = float(bucket)
+        self.at = time.monotonic()
+        self.dropped = 0
+        self.passed = 0
+
+    def keep(self, data: bytes) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.bucket, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if not 128 <= data[0] < 192:  # STUN and DTLS pass: the link is impaired for media only
+            return True
+        if self.random.random() < self.loss or self.tokens < len(data):
+            self.dropped += 1
+            return False
+        self.tokens -= len(data)
+        self.passed += 1
+        return True
+
+
+def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
+                  lossy: bool = False) -> None:
+    asyncio.run(_clients(conn, publishers, subscribers, width, height, lossy))
+
+
+async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
+                   lossy: bool = False) -> None:
     from aiortc import (
         RTCBundlePolicy,
         RTCConfiguration,
@@ -133,6 +172,9 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
     deadline = time.monotonic() + 20
     while any(pc.connectionState != "connected" for pc in pcs.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    policer = _Policer(LOSSY_LOSS, LOSSY_RATE_BPS, LOSSY_BUCKET) if lossy else None
+    if policer is not None:  # subscriber s0 sits behind the bad link
+        hooks.impair_receive(pcs["s0"].getTransceivers()[0].receiver.transport, policer.keep)
     conn.send(("connected", {pid: pc.connectionState for pid, pc in pcs.items()}))
     try:
         while True:
@@ -143,6 +185,8 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
                 await asyncio.sleep(msg[1])
                 span = time.monotonic() - t0
                 fps = {s: {p: (k.frames - before[s][p]) / span for p, k in d.items()} for s, d in sinks.items()}
+                if policer is not None:
+                    fps["link"] = {"dropped": policer.dropped, "passed": policer.passed}
                 conn.send(("fps", fps))
             elif msg[0] == "stop":
                 break
@@ -230,7 +274,7 @@ def _proc_cpu_seconds(pid: int) -> float:
 PHASES = ("forward", "pack", "transcode")
 
 
-async def _phase(*, mode: str, publishers: int, subscribers: int, seconds: float, width: int, height: int,
+async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers: int, seconds: float, width: int, height: int,
                  probe: _SignalingProbe) -> dict[str, Any]:
     from server.sfu import SfuManager
     from signaling import messages as m
@@ -266,7 +310,8 @@ async def _phase(*, mode: str, publishers: int, subscribers: int, seconds: float
             loop.remove_reader(parent.fileno())
 
     loop.add_reader(parent.fileno(), readable)
-    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height), daemon=True)
+    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height, lossy),
+                              daemon=True)
     clients.start()
     child.close()
     try:
@@ -282,6 +327,7 @@ async def _phase(*, mode: str, publishers: int, subscribers: int, seconds: float
         probe.recording = True
         parent.send(("measure", seconds))
         _, fps = await asyncio.wait_for(events.get(), seconds + 30)
+        link = fps.pop("link", None)
         probe.recording = False
         wall = time.monotonic() - t0
         cpu = 100 * (_proc_cpu_seconds(worker_pid) - cpu0) / wall
@@ -301,6 +347,8 @@ async def _phase(*, mode: str, publishers: int, subscribers: int, seconds: float
             "streams": streams,
             "signaling": latency,
         }
+        if lossy:
+            result["lossy"] = _lossy_figures(before, stats, fps, link, wall, publishers)
         if mode == "forward":  # RTP packets out are counted by the RTP-level path only
             result["packets_out_per_second"] = round(out_pps)
             result["packets_per_second_per_core"] = round(out_pps / (cpu / 100)) if cpu > 0 else None
@@ -334,6 +382,31 @@ def _rtp_packets_out(stats: dict[int, Any]) -> int:
     return _slot_sum(stats, "forwarded") + _slot_sum(stats, "retransmitted")
 
 
+def _lossy_figures(before: dict[int, Any], after: dict[int, Any], fps: dict[str, dict[str, float]],
+                   link: dict[str, int] | None, wall: float, publishers: int) -> dict[str, Any]:
+    """What the impaired subscriber s0 got, against the others, and what it cost the publishers."""
+
+    def peers(stats: dict[int, Any]) -> dict[str, Any]:
+        return {pid: peer for worker in stats.values() for room in worker.get("rooms", {}).values()
+                for pid, peer in room["peers"].items()}
+
+    def keyframes(stats: dict[int, Any]) -> int:
+        return sum(p["published"].get("video", {}).get("keyframes_in", 0) for p in peers(stats).values())
+
+    s0 = [slot for slot in peers(after).get("s0", {}).get("slots", {}).values() if slot["kind"] == "video"]
+    others = [v for sub, per in fps.items() if sub != "s0" for v in per.values()]
+    impaired = list(fps.get("s0", {}).values())
+    return {
+        "link": {"loss": LOSSY_LOSS, "rate_bps": LOSSY_RATE_BPS, **(link or {})},
+        "impaired_fps": [round(v, 1) for v in impaired],
+        "others_fps_median": round(statistics.median(others), 1) if others else 0.0,
+        "impaired_layers": [{"layer": x.get("layer"), "max_layer": x.get("max_layer"),
+                             "switches": x.get("layer_switches"), "retransmitted": x.get("retransmitted"),
+                             "nack_missed": x.get("nack_missed")} for x in s0],
+        "publisher_keyframes_per_second": round((keyframes(after) - keyframes(before)) / wall / publishers, 2),
+    }
+
+
 def _loopback_only() -> bool:
     import ifaddr
 
@@ -341,7 +414,7 @@ def _loopback_only() -> bool:
 
 
 async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width: int = 640, height: int = 480,
-                    require_loopback: bool = True) -> dict[str, Any]:
+                    require_loopback: bool = True, lossy: bool = False) -> dict[str, Any]:
     """Run the three phases (forward, then the ``pack()`` and transcoding baselines); the figures (module doc)."""
     if not 1 <= publishers <= MAX_PUBLISHERS or not 1 <= subscribers <= MAX_SUBSCRIBERS:
         raise ValueError(f"publishers 1..{MAX_PUBLISHERS}, subscribers 1..{MAX_SUBSCRIBERS}")
@@ -355,6 +428,14 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     hooks.allow_loopback_candidates()
     probe = _SignalingProbe()
     await probe.start()
+    if lossy:  # the forwarding path only, one subscriber behind a bad link
+        try:
+            result = await _phase(mode="forward", lossy=True, publishers=publishers, subscribers=subscribers,
+                                  seconds=seconds, width=width, height=height, probe=probe)
+        finally:
+            await probe.stop()
+        return {"publishers": publishers, "subscribers": subscribers, "seconds": seconds,
+                "resolution": f"{width}x{height}", "forward": result, "lossy": result.pop("lossy")}
     try:
         kw = {"publishers": publishers, "subscribers": subscribers, "seconds": seconds, "width": width,
               "height": height, "probe": probe}
@@ -414,15 +495,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--lossy", action="store_true",
+                        help="subscriber s0 behind a lossy, rate-limited link (forwarding path only)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
-                                       seconds=args.seconds, width=args.width, height=args.height))
+                                       seconds=args.seconds, width=args.width, height=args.height,
+                                       lossy=args.lossy))
     except (ValueError, RuntimeError) as exc:
         print(f"alcove bench sfu: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.json or args.lossy:
         print(json.dumps(result, indent=2))
     else:
         f, p, t = result["forward"], result["pack"], result["transcode"]
