@@ -353,6 +353,9 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             result["packets_out_per_second"] = round(out_pps)
             result["packets_per_second_per_core"] = round(out_pps / (cpu / 100)) if cpu > 0 else None
             result["retransmitted"] = _slot_sum(stats, "retransmitted")
+            result["pauses"] = _slot_sum(stats, "pauses") - _slot_sum(before, "pauses")
+            rembs = [int(x["remb"]) for x in _slots(stats) if x["kind"] == "video" and x.get("remb")]
+            result["subscriber_remb_kbps_median"] = round(statistics.median(rembs) / 1000) if rembs else None
             result["video_kbps_per_stream"] = round(8 * video_bytes / wall / 1000 / streams) if streams else 0
         return result
     finally:

@@ -8,8 +8,9 @@ dropped for video). The forwarder applies a change at a safe point (a key frame 
 
 Policy (one decision per feedback report, ~1 per second):
 
-* with a REMB younger than :data:`REMB_TTL`: the highest layer whose cumulative bitrate fits in
-  :data:`HEADROOM` of the estimate; PAUSED when not even the base layer fits;
+* with a REMB younger than :data:`REMB_TTL`: the highest layer whose cumulative bitrate is at most
+  :data:`REMB_TRUST` times the estimate (a REMB only caps when it is far below the stream); PAUSED when not even
+  the base layer passes;
 * loss (receiver reports, NACK rate): above :data:`LOSS_HIGH` step one layer down (at most every
   :data:`STEP_DOWN_EVERY`; from the base layer, pause); below :data:`LOSS_LOW` for :data:`STEP_UP_AFTER`,
   step one layer up (a paused subscriber tries the base layer again after :data:`RETRY_PAUSED_AFTER`);
@@ -24,7 +25,10 @@ from .rtp import PAUSED
 
 TOP = 2
 """The highest temporal layer of L1T3."""
-HEADROOM = 0.85
+REMB_TRUST = 3.0
+"""A receiver's REMB follows what it is sent (it cannot see more than that without probing, which the SFU does
+not do), so it is a cap only when it is far below the stream: a layer is too much when it costs more than
+``REMB_TRUST`` times the estimate. Loss is the primary signal."""
 REMB_TTL = 3.0
 LOSS_HIGH = 0.10
 LOSS_LOW = 0.02
@@ -116,7 +120,7 @@ class LayerChooser:
     def _by_remb(self, meter: LayerMeter, now: float) -> int:
         if self.remb is None or now - self.remb_at > REMB_TTL or meter.cumulative(0) <= 0:
             return TOP
-        budget = HEADROOM * self.remb
+        budget = REMB_TRUST * self.remb
         for layer in range(TOP, -1, -1):
             if meter.cumulative(layer) <= budget:
                 return layer

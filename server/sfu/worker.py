@@ -340,6 +340,7 @@ class RtpSlot(MediaStreamTrack):
         self.on_pause: Callable[[], None] | None = None
         """Called when video to this subscriber pauses or resumes (the worker tells the client)."""
         self._forwarded_at_decision = 0
+        self.pauses = 0
         self._stopped = asyncio.Event()
 
     @property
@@ -409,6 +410,7 @@ class RtpSlot(MediaStreamTrack):
         was_paused = self.paused
         self.forwarder.max_layer = self.chooser.decide(source.meter, now, sent)
         if self.paused != was_paused:
+            self.pauses += self.paused
             if not self.paused:
                 source.request_keyframe()  # resume on a key frame
             if self.on_pause is not None:
@@ -819,6 +821,7 @@ class Worker:
                         f = slot.forwarder
                         slots[mid].update(nacks=slot.nacks, retransmitted=f.retransmitted, nack_missed=f.nack_missed,
                                           layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
+                                          pauses=slot.pauses, remb=slot.chooser.remb,
                                           sent_bytes=f.sent_bytes)
                 peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots}
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}

@@ -28,8 +28,9 @@ def l1t3_meter() -> LayerMeter:
     return meter
 
 
-@pytest.mark.parametrize(("remb", "layer"), [(1_000_000, 2), (500_000, 1), (350_000, 0), (200_000, PAUSED)])
-def test_remb_picks_the_highest_layer_that_fits(remb: int, layer: int) -> None:
+@pytest.mark.parametrize(("remb", "layer"), [(1_000_000, 2), (170_000, 2), (150_000, 1), (100_000, 0),
+                                             (50_000, PAUSED)])
+def test_a_remb_far_below_the_stream_caps_the_layer(remb: int, layer: int) -> None:
     chooser = LayerChooser()
     chooser.on_remb(remb, now=10.0)
     assert chooser.decide(l1t3_meter(), now=10.0) == layer
@@ -37,7 +38,7 @@ def test_remb_picks_the_highest_layer_that_fits(remb: int, layer: int) -> None:
 
 def test_an_old_remb_no_longer_limits() -> None:
     chooser = LayerChooser()
-    chooser.on_remb(200_000, now=0.0)
+    chooser.on_remb(50_000, now=0.0)
     assert chooser.decide(l1t3_meter(), now=1.0) == PAUSED
     chooser.on_loss(0)
     assert chooser.decide(l1t3_meter(), now=1.0 + RETRY_PAUSED_AFTER + 0.1) == 0  # the REMB expired: try again
@@ -83,13 +84,15 @@ def test_a_publisher_without_temporal_layers_has_all_or_nothing() -> None:
     chooser.on_loss(64)
     assert chooser.decide(meter, 0.0) == PAUSED  # no useless steps through layers that do not exist
     chooser = LayerChooser()
-    chooser.on_remb(600_000, 0.0)
+    chooser.on_remb(170_000, 0.0)
     assert chooser.decide(meter, 0.0) == 0  # 0 means everything it sends
+    chooser.on_remb(150_000, 0.0)
+    assert chooser.decide(meter, 0.0) == PAUSED
 
 
 def test_a_fresh_remb_that_fits_resumes_a_paused_subscriber_at_once() -> None:
     chooser, meter = LayerChooser(), l1t3_meter()
-    chooser.on_remb(100_000, now=0.0)
+    chooser.on_remb(50_000, now=0.0)
     assert chooser.decide(meter, 0.0) == PAUSED
     chooser.on_remb(2_000_000, now=1.0)
     assert chooser.decide(meter, 1.0) == 2
