@@ -9,12 +9,13 @@ dropped for video). The forwarder applies a change at a safe point (a key frame 
 Policy (one decision per feedback report, ~1 per second):
 
 * with a REMB younger than :data:`REMB_TTL`: the highest layer whose cumulative bitrate is at most
-  :data:`REMB_TRUST` times the estimate (a REMB only caps when it is far below the stream); PAUSED when not even
-  the base layer passes;
+  :data:`REMB_TRUST` times the estimate (a REMB only caps when it is far below the stream), never below the base
+  layer: a REMB alone never pauses (while paused, the receiver's estimate sees only the audio);
 * loss (receiver reports, NACK rate): above :data:`LOSS_HIGH` step one layer down (at most every
-  :data:`STEP_DOWN_EVERY`; from the base layer, pause); below :data:`LOSS_LOW` for :data:`STEP_UP_AFTER`,
+  :data:`STEP_DOWN_EVERY`; from the base layer, pause: the only way into a pause); below :data:`LOSS_LOW` for :data:`STEP_UP_AFTER`,
   step one layer up (a paused subscriber tries the base layer again after :data:`RETRY_PAUSED_AFTER`);
-* the result is the lower of the two, except that a paused subscriber whose fresh REMB fits resumes at once.
+* the result is the lower of the two. A paused subscriber resumes only by the retry (its REMB, seeing only the
+  audio, says nothing about the video).
 """
 
 from __future__ import annotations
@@ -105,11 +106,7 @@ class LayerChooser:
             self.layer = top
         by_loss = self._by_loss(now)
         by_remb = self._by_remb(meter, now)
-        fresh = self.remb is not None and now - self.remb_at <= REMB_TTL
-        if self.layer == PAUSED and fresh and by_remb != PAUSED and self.loss <= LOSS_HIGH:
-            layer = by_remb  # the estimate says it fits again: resume without waiting for a retry
-        else:
-            layer = min(by_loss, by_remb)
+        layer = min(by_loss, by_remb)
         if layer == PAUSED and self.layer != PAUSED:
             self.paused_since = now
         elif layer != PAUSED:
@@ -121,10 +118,10 @@ class LayerChooser:
         if self.remb is None or now - self.remb_at > REMB_TTL or meter.cumulative(0) <= 0:
             return TOP
         budget = REMB_TRUST * self.remb
-        for layer in range(TOP, -1, -1):
+        for layer in range(TOP, 0, -1):
             if meter.cumulative(layer) <= budget:
                 return layer
-        return PAUSED
+        return 0  # never a pause: while paused, a receiver's REMB only sees the audio
 
     def _by_loss(self, now: float) -> int:
         layer = self.layer

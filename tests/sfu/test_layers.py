@@ -29,7 +29,7 @@ def l1t3_meter() -> LayerMeter:
 
 
 @pytest.mark.parametrize(("remb", "layer"), [(1_000_000, 2), (170_000, 2), (150_000, 1), (100_000, 0),
-                                             (50_000, PAUSED)])
+                                             (50_000, 0), (1_000, 0)])
 def test_a_remb_far_below_the_stream_caps_the_layer(remb: int, layer: int) -> None:
     chooser = LayerChooser()
     chooser.on_remb(remb, now=10.0)
@@ -38,10 +38,10 @@ def test_a_remb_far_below_the_stream_caps_the_layer(remb: int, layer: int) -> No
 
 def test_an_old_remb_no_longer_limits() -> None:
     chooser = LayerChooser()
-    chooser.on_remb(50_000, now=0.0)
-    assert chooser.decide(l1t3_meter(), now=1.0) == PAUSED
-    chooser.on_loss(0)
-    assert chooser.decide(l1t3_meter(), now=1.0 + RETRY_PAUSED_AFTER + 0.1) == 0  # the REMB expired: try again
+    chooser.on_remb(100_000, now=0.0)
+    assert chooser.decide(l1t3_meter(), now=1.0) == 0
+    assert chooser.decide(l1t3_meter(), now=5.0) == 0  # expired; loss-free climbing goes one step at a time
+    assert chooser.decide(l1t3_meter(), now=10.0) == 1
 
 
 def test_loss_steps_down_one_layer_at_a_time_then_pauses_and_retries() -> None:
@@ -84,15 +84,15 @@ def test_a_publisher_without_temporal_layers_has_all_or_nothing() -> None:
     chooser.on_loss(64)
     assert chooser.decide(meter, 0.0) == PAUSED  # no useless steps through layers that do not exist
     chooser = LayerChooser()
-    chooser.on_remb(170_000, 0.0)
-    assert chooser.decide(meter, 0.0) == 0  # 0 means everything it sends
-    chooser.on_remb(150_000, 0.0)
-    assert chooser.decide(meter, 0.0) == PAUSED
+    chooser.on_remb(1_000, 0.0)
+    assert chooser.decide(meter, 0.0) == 0  # 0 means everything it sends; a REMB alone never pauses
 
 
-def test_a_fresh_remb_that_fits_resumes_a_paused_subscriber_at_once() -> None:
-    chooser, meter = LayerChooser(), l1t3_meter()
-    chooser.on_remb(50_000, now=0.0)
+def test_a_remb_does_not_resume_a_paused_subscriber_the_retry_does() -> None:
+    chooser, meter = LayerChooser(layer=0), l1t3_meter()
+    chooser.on_loss(64)
     assert chooser.decide(meter, 0.0) == PAUSED
+    chooser.on_loss(0)
     chooser.on_remb(2_000_000, now=1.0)
-    assert chooser.decide(meter, 1.0) == 2
+    assert chooser.decide(meter, 1.0) == PAUSED
+    assert chooser.decide(meter, RETRY_PAUSED_AFTER) == 0

@@ -7,8 +7,18 @@ import time
 from typing import Any
 
 import pytest
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
+)
 from aiortc.sdp import SessionDescription
+
+from server.sfu.layers import RETRY_PAUSED_AFTER
 
 from .harness import Harness, until
 
@@ -103,7 +113,7 @@ async def test_a_subscriber_joining_mid_stream_decodes_within_half_a_second(sfu:
     assert await sink.wait_frames(11, within=2)
 
 
-async def test_video_pauses_when_the_subscribers_estimate_cannot_carry_it_and_audio_goes_on(sfu: Harness) -> None:
+async def test_video_pauses_when_the_subscribers_link_cannot_carry_it_and_audio_goes_on(sfu: Harness) -> None:
     sfu.members("r-pause", {"a", "s1"})
     pub = sfu.client("r-pause", "a", colour=RED)
     await pub.negotiate()
@@ -120,17 +130,28 @@ async def test_video_pauses_when_the_subscribers_estimate_cannot_carry_it_and_au
         await receiver._send_rtcp(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=1, media_ssrc=0,
                                                  fci=pack_remb_fci(bitrate, [sfu_ssrc])))
 
+    async def report_loss(fraction_lost: int) -> None:
+        await receiver._send_rtcp(RtcpRrPacket(ssrc=1, reports=[RtcpReceiverInfo(
+            ssrc=sfu_ssrc, fraction_lost=fraction_lost, packets_lost=100, highest_sequence=0, jitter=0, lsr=0,
+            dlsr=0)]))
+
     await asyncio.sleep(1.2)  # the SFU has measured what the publisher's layers cost
-    await remb(500)  # far below even the base layer
-    assert await until(lambda: sub.mapping.get(mid, {}).get("paused") is True, 3), sub.mapping
+    await remb(500)  # a REMB alone never pauses
+    await asyncio.sleep(0.3)
+    assert "paused" not in sub.mapping.get(mid, {})
+    deadline = time.monotonic() + 6
+    while sub.mapping.get(mid, {}).get("paused") is not True and time.monotonic() < deadline:
+        await report_loss(128)  # half of it lost: even the base layer (all aiortc sends) does not fit
+        await asyncio.sleep(0.25)
+    assert sub.mapping.get(mid, {}).get("paused") is True, sub.mapping
     await asyncio.sleep(0.3)
     frames, samples = video.frames, audio.frames
-    for _ in range(4):
-        await remb(500)
-        await asyncio.sleep(0.5)
+    for _ in range(8):
+        await report_loss(128)
+        await asyncio.sleep(0.25)
     print(f"\n[pause] video frames while paused: {video.frames - frames}, audio frames: {audio.frames - samples}")
     assert video.frames - frames <= 1
     assert audio.frames - samples >= 50  # the sound goes on
-    await remb(20_000_000)
-    assert await until(lambda: "paused" not in sub.mapping.get(mid, {}), 3), sub.mapping
-    assert await video.wait_frames(video.frames + 10, within=3)  # resumes on a key frame
+    # the link is good again: the SFU retries the base layer by itself (RETRY_PAUSED_AFTER), on a key frame
+    assert await until(lambda: "paused" not in sub.mapping.get(mid, {}), RETRY_PAUSED_AFTER + 3), sub.mapping
+    assert await video.wait_frames(video.frames + 10, within=3)
