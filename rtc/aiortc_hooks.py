@@ -47,6 +47,7 @@ How the hooks work (aiortc 1.16.0):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import fractions
@@ -63,6 +64,7 @@ from typing import Any
 import aioice.ice
 import aiortc
 import aiortc.codecs
+import aiortc.rtcdtlstransport as _dtls_mod
 import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
 import aiortc.rtcrtpsender as _tx_mod
@@ -72,6 +74,15 @@ from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSrPacket,
+    unpack_remb_fci,
+)
 from av.frame import Frame
 
 from rtc.codecs import OPUS_CBR, TRANSPORT_HEADER_EXTENSIONS
@@ -80,22 +91,29 @@ __all__ = [
     "SUPPORTED_AIORTC",
     "FrameTransform",
     "KeyframeCallback",
+    "ReceiveReports",
     "ReceiverHookStats",
+    "RtcpFeedback",
+    "RtpSink",
+    "RtpTap",
     "SenderHookStats",
     "allow_loopback_candidates",
     "bind_host_candidates_in",
     "check_internals",
     "force_keyframe",
     "host_addresses",
+    "impair_receive",
     "is_vp8_keyframe",
     "limit_metadata",
     "make_passthrough",
     "on_keyframe_request",
     "receiver_stats",
     "request_keyframe",
+    "rtp_sink",
     "sender_stats",
     "set_receiver_transform",
     "set_sender_transform",
+    "tap_rtp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -623,6 +641,248 @@ async def request_keyframe(
 
 
 # --------------------------------------------------------------------------------------------------------
+# RTP-level forwarding (the SFU): raw packets in after SRTP unprotect, raw packets out through SRTP protect
+# --------------------------------------------------------------------------------------------------------
+
+RtpTap = Callable[[bytes, int], bool]
+"""``fn(rtp, arrival_ms) -> consumed``: called with each unprotected RTP packet a DTLS transport receives."""
+
+RtcpFeedback = Callable[[str, Any], None]
+"""``fn(kind, value)`` for RTCP feedback reaching a sender: ``("nack", [seq, ...])``, ``("remb", bps)``,
+``("rr", (fraction_lost, jitter))``. PLI/FIR keep going to :func:`on_keyframe_request`."""
+
+MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+_DTLS_HANDLE_RTP = "_handle_rtp_data"
+_TX_NTP = "_RTCRtpSender__ntp_timestamp"
+_TX_RTP_TS = "_RTCRtpSender__rtp_timestamp"
+_TX_PACKETS = "_RTCRtpSender__packet_count"
+_TX_OCTETS = "_RTCRtpSender__octet_count"
+_RX_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
+
+
+def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
+    """Hand every RTP packet ``dtls`` (an ``RTCDtlsTransport``) receives to ``fn`` once, after SRTP unprotect
+    and before aiortc parses it; a packet ``fn`` consumes (returns True) never reaches aiortc's receivers.
+
+    aiortc's ``_recv_next`` calls ``self._handle_rtp_data(data, arrival_time_ms)`` with the unprotected bytes;
+    this shadows that method on the *instance* (RTCP still goes through aiortc). Returns a function that
+    removes the tap. One tap per transport (BUNDLE: one per peer connection)."""
+    orig = type(dtls)._handle_rtp_data
+    dtls_ref = weakref.ref(dtls)
+
+    async def _handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        if fn(data, arrival_time_ms):
+            return
+        d = dtls_ref()
+        if d is not None:
+            await orig(d, data, arrival_time_ms)
+
+    setattr(dtls, _DTLS_HANDLE_RTP, _handle_rtp_data)
+
+    def untap() -> None:
+        d = dtls_ref()
+        if d is not None and d.__dict__.get(_DTLS_HANDLE_RTP) is _handle_rtp_data:
+            del d.__dict__[_DTLS_HANDLE_RTP]
+
+    return untap
+
+
+class ReceiveReports:
+    """Feeds aiortc's own receiver statistics for packets that bypass the receiver, so that its RTCP loop keeps
+    sending receiver reports (loss, jitter, LSR/DLSR) upstream for them."""
+
+    __slots__ = ("_pkt", "_stats")
+
+    def __init__(self, receiver: RTCRtpReceiver, ssrc: int, clock_rate: int) -> None:
+        streams: dict[int, Any] = getattr(receiver, _RX_REMOTE_STREAMS)
+        stats = streams.get(ssrc)
+        if stats is None:
+            stats = streams[ssrc] = _rx_mod.StreamStatistics(clock_rate)
+        self._stats = stats
+        self._pkt = _SeqTs()
+
+    def add(self, sequence_number: int, timestamp: int) -> None:
+        pkt = self._pkt
+        pkt.sequence_number = sequence_number
+        pkt.timestamp = timestamp
+        self._stats.add(pkt)  # type: ignore[arg-type]  # it reads only these two fields (contract check)
+
+
+class _SeqTs:
+    __slots__ = ("sequence_number", "timestamp")
+
+    def __init__(self) -> None:
+        self.sequence_number = 0
+        self.timestamp = 0
+
+
+class RtpSink:
+    """Sends finished RTP packets as one :class:`aiortc.RTCRtpSender`'s stream, below aiortc's send path.
+
+    The sender keeps doing what it does well: it is negotiated, registered for RTCP routing, and sends its
+    sender reports (fed from :meth:`sent`). The packets themselves skip ``encoder.pack()``, ``RtpPacket`` and
+    the async ``_send_rtp`` chain: they are SRTP-protected with the sender's transport's ``pylibsrtp`` session
+    and written to the nominated ICE pair's UDP socket directly (through the pair's ``send_data`` for relayed
+    pairs). Attributes set once the sender is negotiated: ``ssrc``, ``payload_type``, ``mime_type``,
+    ``clock_rate``, ``mid``, ``mid_id`` / ``abs_send_time_id`` (0 if not negotiated)."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self.sender = sender
+        self.ssrc: int = sender._ssrc
+        self.payload_type = -1
+        self.mime_type = ""
+        self.clock_rate = 0
+        self.mid = ""
+        self.mid_id = 0
+        self.abs_send_time_id = 0
+        self.ready = False
+        self.feedback: RtcpFeedback | None = None
+        self._pair: Any = None
+        self._nominated: dict[int, Any] = {}
+        self._fast: Any = None
+        self._srtp: Any = None
+        self._pending: set[asyncio.Future[Any]] = set()
+
+    def configure(self, parameters: Any) -> None:
+        codec = parameters.codecs[0]
+        self.payload_type = codec.payloadType
+        self.mime_type = codec.mimeType.lower()
+        self.clock_rate = codec.clockRate
+        self.mid = parameters.muxId or ""
+        for ext in parameters.headerExtensions:
+            if ext.uri == MID_URI:
+                self.mid_id = ext.id
+            elif ext.uri == ABS_SEND_TIME_URI:
+                self.abs_send_time_id = ext.id
+        self.ready = True
+
+    def _route(self) -> Any:
+        dtls = self.sender.transport
+        if dtls.state != "connected" or dtls._tx_srtp is None:
+            return None
+        self._nominated = dtls.transport._connection._nominated
+        pair = self._nominated.get(1)
+        if pair is None:
+            return None
+        self._pair = pair
+        self._srtp = dtls._tx_srtp
+        protocol = pair.protocol
+        self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
+        return pair
+
+    def send(self, packet: bytes) -> bool:
+        """SRTP-protect and send one RTP (or RTCP) packet; False if the transport is not connected."""
+        pair = self._pair
+        if pair is None or self._nominated.get(1) is not pair:
+            pair = self._route()
+            if pair is None:
+                return False
+        try:
+            data = self._srtp.protect(packet)
+        except Exception:  # pylibsrtp.Error: the session is gone
+            self._pair = None
+            return False
+        fast = self._fast
+        if fast is not None:
+            fast.sendto(data, pair.remote_addr)
+        else:  # a relayed pair: TURN wraps the datagram (ordering is kept: tasks run in creation order)
+            future = asyncio.ensure_future(pair.protocol.send_data(data, pair.remote_addr))
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
+        return True
+
+    def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
+        """Account forwarded packets for the sender's RTCP sender reports (A/V sync, RTT at the receiver).
+
+        ``ntp_timestamp``: when the packet with ``rtp_timestamp`` was sent (64-bit NTP fixed point)."""
+        s = self.sender
+        setattr(s, _TX_NTP, ntp_timestamp)
+        setattr(s, _TX_RTP_TS, rtp_timestamp)
+        setattr(s, _TX_PACKETS, getattr(s, _TX_PACKETS) + packets)
+        setattr(s, _TX_OCTETS, getattr(s, _TX_OCTETS) + octets)
+
+
+_sinks: weakref.WeakKeyDictionary[RTCRtpSender, RtpSink] = weakref.WeakKeyDictionary()
+
+
+def rtp_sink(sender: RTCRtpSender) -> RtpSink:
+    """The :class:`RtpSink` of ``sender`` (created once; install before negotiation completes).
+
+    Shadows on the instance: ``send(parameters)`` (public; recorded, then aiortc's runs) and
+    ``_handle_rtcp_packet`` (NACK, REMB and receiver reports go to ``sink.feedback``; aiortc keeps RR/SR
+    bookkeeping and PLI/FIR handling; its own retransmission is skipped: it never sent these packets)."""
+    with _hooks_lock:
+        sink = _sinks.get(sender)
+        if sink is not None:
+            return sink
+        sink = _sinks[sender] = RtpSink(sender)
+    sink_ref = weakref.ref(sink)
+    sender_ref = weakref.ref(sender)
+    orig_send = type(sender).send
+    orig_rtcp = type(sender)._handle_rtcp_packet
+
+    async def send(parameters: Any) -> None:
+        s, k = sender_ref(), sink_ref()
+        if s is None:
+            return
+        if k is not None and not k.ready:
+            k.configure(parameters)
+        await orig_send(s, parameters)
+
+    async def _handle_rtcp_packet(packet: Any) -> None:
+        s, k = sender_ref(), sink_ref()
+        if s is None:
+            return
+        callback = k.feedback if k is not None else None
+        if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
+            if callback is not None:
+                callback("nack", list(packet.lost))
+            return
+        if callback is not None:
+            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+                with contextlib.suppress(ValueError):
+                    bitrate, ssrcs = unpack_remb_fci(packet.fci)
+                    if s._ssrc in ssrcs:
+                        callback("remb", bitrate)
+            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+                for report in packet.reports:
+                    if report.ssrc == s._ssrc:
+                        callback("rr", (report.fraction_lost, report.jitter))
+        await orig_rtcp(s, packet)
+
+    sender.send = send  # type: ignore[method-assign]
+    sender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]
+    return sink
+
+
+def impair_receive(dtls: Any, keep: Callable[[bytes], bool]) -> Callable[[], None]:
+    """Emulate a bad link into one connection: every datagram ``dtls`` (an ``RTCDtlsTransport``) would read from
+    the wire goes through ``keep(datagram)`` first (still SRTP-protected, as on the wire); False drops it.
+
+    For benchmarks and tests (a lossy, rate-limited subscriber). Shadows ``_recv`` on the transport's
+    ``RTCIceTransport`` *instance* (aiortc sets it to the aioice connection's ``recv``). Returns a function
+    that restores it."""
+    ice = dtls.transport
+    wire = ice._recv
+
+    async def _recv() -> bytes:
+        while True:
+            data: bytes = await wire()
+            if keep(data):
+                return data
+
+    ice._recv = _recv
+
+    def restore() -> None:
+        if ice.__dict__.get("_recv") is _recv:
+            ice._recv = wire
+
+    return restore
+
+
+# --------------------------------------------------------------------------------------------------------
 # Contract check
 # --------------------------------------------------------------------------------------------------------
 
@@ -767,4 +1027,44 @@ def check_internals() -> list[str]:
     expect("_queue" in names(_rx_mod.RemoteStreamTrack.__init__),
            "RemoteStreamTrack no longer has an asyncio queue _queue")
     expect_sig(JitterFrame, "__init__", ["self", "data", "timestamp"])
+
+    # RTP-level forwarding (tap_rtp, RtpSink, ReceiveReports)
+    dtls_cls = _dtls_mod.RTCDtlsTransport
+    expect_sig(dtls_cls, _DTLS_HANDLE_RTP, ["self", "data", "arrival_time_ms"], is_async=True)
+    recv_next = getattr(dtls_cls, "_recv_next", None)
+    expect(recv_next is not None and {_DTLS_HANDLE_RTP, "_rx_srtp", "unprotect"} <= names(recv_next),
+           "RTCDtlsTransport._recv_next no longer hands unprotected RTP to self._handle_rtp_data")
+    setup = getattr(dtls_cls, "_setup_srtp", None)
+    expect(setup is not None and {"_tx_srtp", "allow_repeat_tx"} <= names(setup),
+           "RTCDtlsTransport._setup_srtp no longer keeps its tx pylibsrtp Session in _tx_srtp (repeat allowed)")
+    send_rtp = getattr(dtls_cls, "_send_rtp", None)
+    expect(send_rtp is not None and {"_tx_srtp", "protect", "transport", "_send"} <= names(send_rtp),
+           "RTCDtlsTransport._send_rtp no longer protects with _tx_srtp and sends on its ICE transport")
+    expect({"_connection", "_recv"} <= names(aiortc.RTCIceTransport.__init__),
+           "RTCIceTransport no longer keeps its aioice Connection in _connection and its recv in _recv")
+    expect(recv_next is not None and {"transport", "_recv"} <= names(recv_next),
+           "RTCDtlsTransport._recv_next no longer reads datagrams with self.transport._recv() (impair_receive)")
+    sendto = getattr(aioice.ice.Connection, "sendto", None)
+    expect(sendto is not None and {"_nominated", "protocol", "send_data", "remote_addr"} <= names(sendto),
+           "aioice Connection.sendto no longer sends through _nominated[component].protocol.send_data")
+    expect_sig(aioice.ice.StunProtocol, "send_data", ["self", "data", "addr"], is_async=True)
+    expect("transport" in names(aioice.ice.StunProtocol.send_data), "StunProtocol.send_data no longer uses "
+           "self.transport.sendto")
+    expect_sig(RTCRtpSender, "send", ["self", "parameters"], is_async=True)
+    expect_sig(RTCRtpSender, "_handle_rtcp_packet", ["self", "packet"], is_async=True)
+    if rtcp is not None:
+        expect({"_retransmit", "lost"} <= names(rtcp), "RTCRtpSender._handle_rtcp_packet no longer serves NACKs "
+               "with _retransmit")
+    expect("_ssrc" in names(RTCRtpSender.__init__), "RTCRtpSender.__init__ no longer sets _ssrc")
+    sr_attrs = {_TX_NTP, _TX_RTP_TS, _TX_PACKETS, _TX_OCTETS}
+    expect(sr_attrs <= names(RTCRtpSender.__init__) and sr_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)),
+           "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.sent feeds")
+    expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
+           and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
+           "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")
+    expect_sig(_rx_mod.StreamStatistics, "__init__", ["self", "clockrate"])
+    expect_sig(_rx_mod.StreamStatistics, "add", ["self", "packet"])
+    expect({"sequence_number", "timestamp"} >= {n for n in names(_rx_mod.StreamStatistics.add)
+                                                 if n in ("sequence_number", "timestamp", "payload", "ssrc")},
+           "StreamStatistics.add reads more of the packet than sequence_number and timestamp")
     return problems

@@ -234,9 +234,12 @@ class PeerKey(_Out, tag="key"):
     data: str = ""
 
 
-class TrackRef(Struct):
+class TrackRef(Struct, omit_defaults=True):
     pid: str
     kind: Literal["audio", "video"]
+    paused: bool = False
+    """The SFU stopped this video to the receiver: its link cannot carry even the lowest layer (the sound goes
+    on); it resumes by itself."""
 
 
 class Tracks(_Out, tag="tracks"):

@@ -6,14 +6,17 @@ Three processes per phase, so that each figure measures what it names:
   WebSocket echo that a client on the same loop pings every 20 ms (the "signaling latency" while media
   flows);
 * the SFU worker process (spawned by the manager) forwards the media; its CPU is read from ``/proc``;
-* a clients process runs ``publishers`` aiortc publishers (synthetic VP8 + Opus, 320x240 at 30 fps, aiortc's
-  default ~500 kbps) and ``subscribers`` aiortc subscribers, each receiving every publisher (their receivers
+* a clients process runs ``publishers`` aiortc publishers (synthetic VP8 + Opus, 640x480 at 30 fps, half of
+  the picture noise so that the encoder sends its full ~500 kbps) and ``subscribers`` aiortc subscribers, each receiving every publisher (their receivers
   are pass-through too, so counting frames costs the clients nothing).
 
-Phase ``forward`` uses the real SFU worker; phase ``transcode`` the same worker with ``transcode=True``: each
-publish stream is decoded once and fanned out (MediaRelay(buffered=False) semantics) to senders that
-re-encode it per subscriber — aiortc's stock relay. A *stream* is one publisher's audio+video delivered to
-one subscriber (``publishers * subscribers`` streams).
+Phase ``forward`` uses the real SFU worker (RTP-level forwarding); phase ``pack`` the same worker on the former
+path (``WorkerConfig.pack``: packets re-packetized by aiortc's sender with ``encoder.pack()``); phase
+``transcode`` the same worker with ``transcode=True``: each publish stream is decoded once and fanned out
+(MediaRelay(buffered=False) semantics) to senders that re-encode it per subscriber — aiortc's stock relay.
+A *stream* is one publisher's audio+video delivered to one subscriber (``publishers * subscribers`` streams).
+``packets_per_second_per_core``: RTP packets the forwarder sent per second, divided by the share of a core
+it used. The default size is 640x480 (aiortc's VP8 encoder sends ~500 kbps).
 
 Loopback only: run it inside ``unshare -n sh -c 'ip link set lo up && …'``.
 """
@@ -42,11 +45,65 @@ PING_INTERVAL = 0.02
 # ------------------------------------------------------------------------------------------------ clients
 
 
-def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int) -> None:
-    asyncio.run(_clients(conn, publishers, subscribers, width, height))
+def _textured_video_track(width: int, height: int, colour: tuple[int, int, int]) -> Any:
+    """The synthetic test picture with low-amplitude noise over its lower half, fresh every frame, so that VP8
+    needs about its whole target bitrate (aiortc's ~500 kbps) instead of the few kbps a flat picture costs."""
+    from peer.media import SyntheticVideoTrack
+
+    class TexturedVideoTrack(SyntheticVideoTrack):
+        def _make_planes(self, index: int, variants: int) -> tuple[bytes, bytes, bytes]:
+            luma, u, v = super()._make_planes(index, variants)
+            half = (self.height // 2) * self.width
+            noise = bytes(luma[half + i] ^ (b & 0x0F) for i, b in enumerate(os.urandom(len(luma) - half)))
+            return luma[:half] + noise, u, v
+
+    return TexturedVideoTrack(width, height, 30, colour)
 
 
-async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int) -> None:
+LOSSY_LOSS = 0.03
+"""``--lossy``: random loss on the impaired subscriber's link..."""
+LOSSY_RATE_BPS = 600_000
+"""... and the rate its link carries (a policer with a 64 kB bucket), below what it is sent (~1.1 Mbps for 2
+publishers)."""
+LOSSY_BUCKET = 64_000
+
+
+class _Policer:
+    """A lossy, rate-limited link: random loss, then a token bucket that drops what exceeds the rate."""
+
+    def __init__(self, loss: float, rate_bps: int, bucket: int) -> None:
+        import random
+
+        self.random = random.Random(16)
+        self.loss = loss
+        self.rate = rate_bps / 8
+        self.bucket = bucket
+        self.tokens = float(bucket)
+        self.at = time.monotonic()
+        self.dropped = 0
+        self.passed = 0
+
+    def keep(self, data: bytes) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.bucket, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if not 128 <= data[0] < 192:  # STUN and DTLS pass: the link is impaired for media only
+            return True
+        if self.random.random() < self.loss or self.tokens < len(data):
+            self.dropped += 1
+            return False
+        self.tokens -= len(data)
+        self.passed += 1
+        return True
+
+
+def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
+                  lossy: bool = False) -> None:
+    asyncio.run(_clients(conn, publishers, subscribers, width, height, lossy))
+
+
+async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
+                   lossy: bool = False) -> None:
     from aiortc import (
         RTCBundlePolicy,
         RTCConfiguration,
@@ -54,7 +111,7 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
         RTCSessionDescription,
     )
 
-    from peer.media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
+    from peer.media import SyntheticAudioTrack, TrackSink
     from rtc import aiortc_hooks as hooks
     from rtc.codecs import prefer_vp8_opus_all
 
@@ -91,7 +148,7 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
     config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     for i in range(publishers):
         pc = pcs[f"p{i}"] = RTCPeerConnection(config)
-        pc.addTransceiver(SyntheticVideoTrack(width, height, 30, (40 + 20 * i, 160, 220)), direction="sendonly")
+        pc.addTransceiver(_textured_video_track(width, height, (40 + 20 * i, 160, 220)), direction="sendonly")
         pc.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
     for i in range(subscribers):
         pc = pcs[f"s{i}"] = RTCPeerConnection(config)
@@ -115,6 +172,9 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
     deadline = time.monotonic() + 20
     while any(pc.connectionState != "connected" for pc in pcs.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
+    policer = _Policer(LOSSY_LOSS, LOSSY_RATE_BPS, LOSSY_BUCKET) if lossy else None
+    if policer is not None:  # subscriber s0 sits behind the bad link
+        hooks.impair_receive(pcs["s0"].getTransceivers()[0].receiver.transport, policer.keep)
     conn.send(("connected", {pid: pc.connectionState for pid, pc in pcs.items()}))
     try:
         while True:
@@ -125,6 +185,8 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
                 await asyncio.sleep(msg[1])
                 span = time.monotonic() - t0
                 fps = {s: {p: (k.frames - before[s][p]) / span for p, k in d.items()} for s, d in sinks.items()}
+                if policer is not None:
+                    fps["link"] = {"dropped": policer.dropped, "passed": policer.passed}
                 conn.send(("fps", fps))
             elif msg[0] == "stop":
                 break
@@ -209,7 +271,10 @@ def _proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
 
 
-async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds: float, width: int, height: int,
+PHASES = ("forward", "pack", "transcode")
+
+
+async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers: int, seconds: float, width: int, height: int,
                  probe: _SignalingProbe) -> dict[str, Any]:
     from server.sfu import SfuManager
     from signaling import messages as m
@@ -227,7 +292,7 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
             elif isinstance(message, m.Tracks):
                 parent.send(("tracks", pid, {k: {"pid": v.pid, "kind": v.kind} for k, v in message.mids.items()}))
 
-    manager = SfuManager(send, workers=1, loopback=True, transcode=transcode)
+    manager = SfuManager(send, workers=1, loopback=True, transcode=mode == "transcode", pack=mode == "pack")
     await manager.start()
     pids = [f"p{i}" for i in range(publishers)] + [f"s{i}" for i in range(subscribers)]
     manager.handle(MediaMembers(room, frozenset(pids)))  # type: ignore[arg-type]
@@ -245,7 +310,8 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
             loop.remove_reader(parent.fileno())
 
     loop.add_reader(parent.fileno(), readable)
-    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height), daemon=True)
+    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height, lossy),
+                              daemon=True)
     clients.start()
     child.close()
     try:
@@ -255,11 +321,13 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
         await asyncio.sleep(WARMUP)
         worker_pid = manager.worker_of(room)
         assert worker_pid is not None
+        before = await manager.stats()
         cpu0, t0 = _proc_cpu_seconds(worker_pid), time.monotonic()
         probe.take()
         probe.recording = True
         parent.send(("measure", seconds))
         _, fps = await asyncio.wait_for(events.get(), seconds + 30)
+        link = fps.pop("link", None)
         probe.recording = False
         wall = time.monotonic() - t0
         cpu = 100 * (_proc_cpu_seconds(worker_pid) - cpu0) / wall
@@ -268,7 +336,9 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
         decoded = sum(s.get("decoded_frames", 0) for s in stats.values())
         values = sorted(v for per_sub in fps.values() for v in per_sub.values())
         streams = publishers * subscribers
-        return {
+        out_pps = (_rtp_packets_out(stats) - _rtp_packets_out(before)) / wall
+        video_bytes = _slot_sum(stats, "sent_bytes", "video") - _slot_sum(before, "sent_bytes", "video")
+        result = {
             "cpu_percent": round(cpu, 1),
             "cpu_per_stream_percent": round(cpu / streams, 2) if streams else 0.0,
             "fps_min": round(values[0], 1) if values else 0.0,
@@ -277,6 +347,17 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
             "streams": streams,
             "signaling": latency,
         }
+        if lossy:
+            result["lossy"] = _lossy_figures(before, stats, fps, link, wall, publishers)
+        if mode == "forward":  # RTP packets out are counted by the RTP-level path only
+            result["packets_out_per_second"] = round(out_pps)
+            result["packets_per_second_per_core"] = round(out_pps / (cpu / 100)) if cpu > 0 else None
+            result["retransmitted"] = _slot_sum(stats, "retransmitted")
+            result["pauses"] = _slot_sum(stats, "pauses") - _slot_sum(before, "pauses")
+            rembs = [int(x["remb"]) for x in _slots(stats) if x["kind"] == "video" and x.get("remb")]
+            result["subscriber_remb_kbps_median"] = round(statistics.median(rembs) / 1000) if rembs else None
+            result["video_kbps_per_stream"] = round(8 * video_bytes / wall / 1000 / streams) if streams else 0
+        return result
     finally:
         with contextlib.suppress(BrokenPipeError, OSError):
             parent.send(("stop",))
@@ -291,15 +372,53 @@ async def _phase(*, transcode: bool, publishers: int, subscribers: int, seconds:
         await manager.stop()
 
 
+def _slots(stats: dict[int, Any]) -> list[dict[str, Any]]:
+    return [slot for worker in stats.values() for room in worker.get("rooms", {}).values()
+            for peer in room["peers"].values() for slot in peer["slots"].values()]
+
+
+def _slot_sum(stats: dict[int, Any], key: str, kind: str | None = None) -> int:
+    return sum(int(slot.get(key, 0)) for slot in _slots(stats) if kind in (None, slot["kind"]))
+
+
+def _rtp_packets_out(stats: dict[int, Any]) -> int:
+    return _slot_sum(stats, "forwarded") + _slot_sum(stats, "retransmitted")
+
+
+def _lossy_figures(before: dict[int, Any], after: dict[int, Any], fps: dict[str, dict[str, float]],
+                   link: dict[str, int] | None, wall: float, publishers: int) -> dict[str, Any]:
+    """What the impaired subscriber s0 got, against the others, and what it cost the publishers."""
+
+    def peers(stats: dict[int, Any]) -> dict[str, Any]:
+        return {pid: peer for worker in stats.values() for room in worker.get("rooms", {}).values()
+                for pid, peer in room["peers"].items()}
+
+    def keyframes(stats: dict[int, Any]) -> int:
+        return sum(p["published"].get("video", {}).get("keyframes_in", 0) for p in peers(stats).values())
+
+    s0 = [slot for slot in peers(after).get("s0", {}).get("slots", {}).values() if slot["kind"] == "video"]
+    others = [v for sub, per in fps.items() if sub != "s0" for v in per.values()]
+    impaired = list(fps.get("s0", {}).values())
+    return {
+        "link": {"loss": LOSSY_LOSS, "rate_bps": LOSSY_RATE_BPS, **(link or {})},
+        "impaired_fps": [round(v, 1) for v in impaired],
+        "others_fps_median": round(statistics.median(others), 1) if others else 0.0,
+        "impaired_layers": [{"layer": x.get("layer"), "max_layer": x.get("max_layer"),
+                             "switches": x.get("layer_switches"), "retransmitted": x.get("retransmitted"),
+                             "nack_missed": x.get("nack_missed")} for x in s0],
+        "publisher_keyframes_per_second": round((keyframes(after) - keyframes(before)) / wall / publishers, 2),
+    }
+
+
 def _loopback_only() -> bool:
     import ifaddr
 
     return {a.nice_name for a in ifaddr.get_adapters()} == {"lo"}
 
 
-async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width: int = 320, height: int = 240,
-                    require_loopback: bool = True) -> dict[str, Any]:
-    """Run both phases (forward, then the transcoding baseline) and return the figures (see module doc)."""
+async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width: int = 640, height: int = 480,
+                    require_loopback: bool = True, lossy: bool = False) -> dict[str, Any]:
+    """Run the three phases (forward, then the ``pack()`` and transcoding baselines); the figures (module doc)."""
     if not 1 <= publishers <= MAX_PUBLISHERS or not 1 <= subscribers <= MAX_SUBSCRIBERS:
         raise ValueError(f"publishers 1..{MAX_PUBLISHERS}, subscribers 1..{MAX_SUBSCRIBERS}")
     if not 1 <= seconds <= MAX_SECONDS:
@@ -312,11 +431,18 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     hooks.allow_loopback_candidates()
     probe = _SignalingProbe()
     await probe.start()
+    if lossy:  # the forwarding path only, one subscriber behind a bad link
+        try:
+            result = await _phase(mode="forward", lossy=True, publishers=publishers, subscribers=subscribers,
+                                  seconds=seconds, width=width, height=height, probe=probe)
+        finally:
+            await probe.stop()
+        return {"publishers": publishers, "subscribers": subscribers, "seconds": seconds,
+                "resolution": f"{width}x{height}", "forward": result, "lossy": result.pop("lossy")}
     try:
         kw = {"publishers": publishers, "subscribers": subscribers, "seconds": seconds, "width": width,
               "height": height, "probe": probe}
-        forward = await _phase(transcode=False, **kw)  # type: ignore[arg-type]
-        transcode = await _phase(transcode=True, **kw)  # type: ignore[arg-type]
+        phases = {mode: await _phase(mode=mode, **kw) for mode in PHASES}  # type: ignore[arg-type]
         await asyncio.sleep(1.0)  # the same probe with no media at all, for comparison
         probe.take()
         probe.recording = True
@@ -325,23 +451,41 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         idle = probe.take()
     finally:
         await probe.stop()
-    ratio = forward["cpu_percent"] / transcode["cpu_percent"] if transcode["cpu_percent"] else 0.0
+    forward, pack, transcode = phases["forward"], phases["pack"], phases["transcode"]
+
+    def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
+        return round(a["cpu_percent"] / b["cpu_percent"], 3) if b["cpu_percent"] else 0.0
+
+    def per_frame(a: dict[str, Any], b: dict[str, Any]) -> float:
+        # CPU per delivered frame: fair when the baseline saturates and delivers fewer frames
+        a_cost = a["cpu_percent"] / a["fps_median"] if a["fps_median"] else 0.0
+        b_cost = b["cpu_percent"] / b["fps_median"] if b["fps_median"] else 0.0
+        return round(a_cost / b_cost, 3) if b_cost else 0.0
+
     per_stream = forward["cpu_per_stream_percent"]
-    # CPU per delivered frame: fair when the baseline saturates and delivers fewer frames than the forwarder
-    f_cost = forward["cpu_percent"] / forward["fps_median"] if forward["fps_median"] else 0.0
-    t_cost = transcode["cpu_percent"] / transcode["fps_median"] if transcode["fps_median"] else 0.0
+    pack_per_stream = pack["cpu_per_stream_percent"]
     return {
         "publishers": publishers,
         "subscribers": subscribers,
         "seconds": seconds,
         "resolution": f"{width}x{height}",
         "forward": forward,
+        "pack": pack,
         "transcode": transcode,
-        "ratio": round(ratio, 3),
-        "ratio_per_delivered_frame": round(f_cost / t_cost, 3) if t_cost else 0.0,
+        "ratio": ratio(forward, transcode),
+        "ratio_per_delivered_frame": per_frame(forward, transcode),
+        "ratios": {
+            "forward_to_transcode": ratio(forward, transcode),
+            "forward_to_pack": ratio(forward, pack),
+            "pack_to_transcode": ratio(pack, transcode),
+            "forward_to_transcode_per_delivered_frame": per_frame(forward, transcode),
+            "forward_to_pack_per_delivered_frame": per_frame(forward, pack),
+        },
+        "packets_per_second_per_core": forward.get("packets_per_second_per_core"),
         "signaling_p99_ms": forward["signaling"]["p99_ms"],
         "signaling_idle_p99_ms": idle["p99_ms"],
         "streams_per_core_estimate": int(100 / per_stream) if per_stream > 0 else None,
+        "pack_streams_per_core_estimate": int(100 / pack_per_stream) if pack_per_stream > 0 else None,
         "cpu_count": os.cpu_count(),
     }
 
@@ -352,26 +496,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publishers", type=int, default=2)
     parser.add_argument("--subscribers", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--width", type=int, default=320)
-    parser.add_argument("--height", type=int, default=240)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--lossy", action="store_true",
+                        help="subscriber s0 behind a lossy, rate-limited link (forwarding path only)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
-                                       seconds=args.seconds, width=args.width, height=args.height))
+                                       seconds=args.seconds, width=args.width, height=args.height,
+                                       lossy=args.lossy))
     except (ValueError, RuntimeError) as exc:
         print(f"alcove bench sfu: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.json or args.lossy:
         print(json.dumps(result, indent=2))
     else:
-        f, t = result["forward"], result["transcode"]
+        f, p, t = result["forward"], result["pack"], result["transcode"]
         print(f"{args.publishers} publishers x {args.subscribers} subscribers, {args.seconds:g} s, {result['resolution']}")
         print(f"forward:   CPU {f['cpu_percent']}% ({f['cpu_per_stream_percent']}%/stream), "
               f"fps min {f['fps_min']} median {f['fps_median']}, decoded {f['decoded_frames']}")
+        print(f"pack():    CPU {p['cpu_percent']}% ({p['cpu_per_stream_percent']}%/stream), "
+              f"fps min {p['fps_min']} median {p['fps_median']}, decoded {p['decoded_frames']}")
         print(f"transcode: CPU {t['cpu_percent']}% ({t['cpu_per_stream_percent']}%/stream), "
               f"fps min {t['fps_min']} median {t['fps_median']}, decoded {t['decoded_frames']}")
-        print(f"ratio {result['ratio']}; signaling p99 {result['signaling_p99_ms']} ms "
+        print(f"forward/transcode {result['ratio']}, forward/pack() {result['ratios']['forward_to_pack']}; "
+              f"{result['packets_per_second_per_core']} packets/s per core; signaling p99 {result['signaling_p99_ms']} ms "
               f"(idle {result['signaling_idle_p99_ms']} ms); ~{result['streams_per_core_estimate']} streams/core")
     return 0
 

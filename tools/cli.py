@@ -132,7 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tools.bench_sfu import bench_sfu
 
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
-                                       seconds=args.seconds))
+                                       seconds=args.seconds, lossy=args.lossy))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2)
     b.add_argument("--subscribers", type=int, default=4)
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
+    b.add_argument("--lossy", action="store_true", help="sfu: one subscriber behind a lossy, rate-limited link")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 

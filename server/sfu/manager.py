@@ -75,12 +75,13 @@ class SfuManager:
         ports: tuple[int, int] | None = None,
         pli_interval: float = 0.5,
         transcode: bool = False,
+        pack: bool = False,
     ) -> None:
         self.send = send
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
         self.config = WorkerConfig(ice_servers=list(ice_servers or []), loopback=loopback, announced=announced,
                                    ports=ports,
-                                   pli_interval=pli_interval, transcode=transcode)
+                                   pli_interval=pli_interval, transcode=transcode, pack=pack)
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}
         """room id → admitted pids, a cache of the latest ``MediaMembers`` effect (the core's ``Room`` decides;
@@ -268,7 +269,8 @@ class SfuManager:
         elif op == "tracks":
             _, room_id, pid, mids = msg
             self._deliver(room_id, pid, m.Tracks(from_=m.SFU_PID, mids={
-                mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"]) for mid, ref in mids.items()}))
+                mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"], paused=bool(ref.get("paused")))
+                for mid, ref in mids.items()}))
         elif op == "error":
             _, room_id, pid, code, message, ref = msg
             self._deliver(room_id, pid, m.Error(code=code, message=message, ref=ref), force=True)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import resource
@@ -53,6 +54,8 @@ from rtc import aiortc_hooks as hooks
 from rtc.ice import aiortc_configuration
 
 from .addressing import UNREACHABLE_MESSAGE, announce, has_candidates
+from .layers import LayerChooser, LayerMeter
+from .rtp import PAUSED, Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
 
 log = logging.getLogger("alcove.sfu.worker")
 
@@ -76,6 +79,9 @@ class WorkerConfig:
     """Minimum seconds between two PLIs sent upstream to one publisher."""
     transcode: bool = False
     """Benchmark baseline only: decode every publish stream and re-encode it per subscriber."""
+    pack: bool = False
+    """Benchmark baseline only: the former path, packets re-packetized by aiortc's sender (``encoder.pack()``)
+    instead of forwarded at the RTP level."""
 
 
 # ------------------------------------------------------------------------------------------------ media
@@ -84,8 +90,11 @@ class WorkerConfig:
 class KeyframeLimiter:
     """At most one upstream PLI per ``interval`` for one publisher's video; extra requests coalesce."""
 
-    def __init__(self, receiver: RTCRtpReceiver, interval: float) -> None:
+    def __init__(self, receiver: RTCRtpReceiver, interval: float,
+                 ssrc: Callable[[], int | None] = lambda: None) -> None:
         self.receiver = receiver
+        self.ssrc = ssrc
+        """The publisher's media SSRC if known (RTP-level forwarding: aiortc's receiver never sees a packet)."""
         self.interval = interval
         self.last = float("-inf")
         self.requests = 0
@@ -114,7 +123,7 @@ class KeyframeLimiter:
 
     async def _pli(self) -> None:
         try:
-            await hooks.request_keyframe(self.receiver)
+            await hooks.request_keyframe(self.receiver, self.ssrc())
         except Exception:  # the transport may be closing
             log.debug("upstream PLI failed", exc_info=True)
 
@@ -246,17 +255,221 @@ class Stream:
             self.limiter.close()
 
 
+class RtpStream:
+    """One publisher's audio or video at the RTP level: each packet parsed once, buffered, fanned out.
+
+    Fed by the member's :func:`rtc.aiortc_hooks.tap_rtp` (after SRTP unprotect); aiortc's receiver never sees
+    a packet (it still negotiates, sends receiver reports from :class:`~rtc.aiortc_hooks.ReceiveReports` and the
+    PLIs of the limiter)."""
+
+    def __init__(self, pid: str, kind: str, receiver: RTCRtpReceiver, payload_types: set[int], clock_rate: int,
+                 *, pli_interval: float) -> None:
+        self.pid = pid
+        self.kind = kind
+        self.receiver = receiver
+        self.payload_types = payload_types
+        self.clock_rate = clock_rate
+        self.stats = hooks.make_passthrough(receiver)  # belt and braces: nothing is ever decoded
+        self.slots: set[RtpSlot] = set()
+        self.forwarders: list[Forwarder] = []
+        self.buffer = RetransmitBuffer()
+        self.ssrc: int | None = None
+        self.reports: hooks.ReceiveReports | None = None
+        self.packets_in = 0
+        self.keyframes_in = 0
+        self.meter = LayerMeter()
+        self.limiter = KeyframeLimiter(receiver, pli_interval, lambda: self.ssrc) if kind == "video" else None
+
+    def learn(self, ssrc: int) -> None:
+        self.ssrc = ssrc
+        self.reports = hooks.ReceiveReports(self.receiver, ssrc, self.clock_rate)
+
+    def on_rtp(self, data: bytes) -> None:
+        packet = parse(data, ntp_now())
+        if packet is None or packet.pt not in self.payload_types:
+            return
+        if packet.ssrc != self.ssrc:
+            self.learn(packet.ssrc)
+        self.packets_in += 1
+        assert self.reports is not None
+        self.reports.add(packet.seq, packet.ts)
+        if self.kind == "video":
+            if not read_vp8(packet):
+                return
+            if packet.key:
+                self.keyframes_in += 1
+            self.meter.add(packet.tid, len(packet.payload))
+        self.buffer.add(packet)
+        for forwarder in self.forwarders:
+            forwarder.forward(packet)
+
+    def request_keyframe(self) -> None:
+        if self.limiter is not None:
+            self.limiter.request()
+
+    @property
+    def decoded(self) -> int:
+        return self.stats.frames_decoded + self.stats.frames_to_decoder
+
+    def close(self) -> None:
+        for slot in tuple(self.slots):
+            slot.detach()
+        if self.limiter is not None:
+            self.limiter.close()
+
+
+class RtpSlot(MediaStreamTrack):
+    """One subscriber ``sendonly`` transceiver at the RTP level: a :class:`Forwarder` writing to its sender.
+
+    As a track it only tells when the sender started (its ``recv()`` never yields: aiortc's send loop idles
+    while the forwarder sends below it)."""
+
+    def __init__(self, kind: str, mid: str, order: int, forwarder: Forwarder) -> None:
+        super().__init__()
+        self.kind = kind
+        self.mid = mid
+        self.order = order
+        self.forwarder = forwarder
+        self.publisher: str | None = None
+        self.source: RtpStream | None = None
+        self.started = False
+        self.keyframe_requests = 0
+        self.nacks = 0
+        self.unsubscribe: Callable[[], None] | None = None
+        self.chooser = LayerChooser()
+        self.on_pause: Callable[[], None] | None = None
+        """Called when video to this subscriber pauses or resumes (the worker tells the client)."""
+        self._forwarded_at_decision = 0
+        self.pauses = 0
+        self._stopped = asyncio.Event()
+
+    @property
+    def paused(self) -> bool:
+        return self.forwarder.max_layer == PAUSED
+
+    @property
+    def forwarded(self) -> int:
+        return self.forwarder.forwarded
+
+    @property
+    def dropped(self) -> int:
+        return self.forwarder.dropped
+
+    def attach(self, stream: RtpStream | None) -> None:
+        if stream is self.source:
+            return
+        self.detach()
+        if stream is None:
+            return
+        self.source = stream
+        self.forwarder.reset()
+        stream.slots.add(self)
+        stream.forwarders.append(self.forwarder)
+        if self.started:
+            stream.request_keyframe()
+
+    def detach(self) -> None:
+        source = self.source
+        if source is not None:
+            source.slots.discard(self)
+            with contextlib.suppress(ValueError):
+                source.forwarders.remove(self.forwarder)
+            self.source = None
+
+    def on_keyframe_request(self) -> None:
+        """A PLI/FIR from the subscriber for this slot."""
+        self.keyframe_requests += 1
+        if self.source is not None:
+            self.source.request_keyframe()
+
+    def on_feedback(self, kind: str, value: Any) -> None:
+        """RTCP feedback from the subscriber for this slot (NACK; REMB and receiver reports)."""
+        if kind == "nack":
+            self.nacks += len(value)
+            self.chooser.on_nack(len(value))
+            if self.source is not None:
+                self.forwarder.nack(value, self.source.buffer)
+            return
+        if self.kind != "video":
+            return  # audio is never dropped for video
+        now = time.monotonic()
+        if kind == "remb":
+            self.chooser.on_remb(float(value), now)
+        elif kind == "rr":
+            self.chooser.on_loss(int(value[0]))
+        self.choose_layer(now)
+
+    def choose_layer(self, now: float) -> None:
+        """Per feedback report: the layer this subscriber's link carries (applied at a safe point)."""
+        source = self.source
+        if source is None:
+            return
+        source.meter.tick(now)
+        sent = self.forwarder.forwarded - self._forwarded_at_decision
+        self._forwarded_at_decision = self.forwarder.forwarded
+        was_paused = self.paused
+        self.forwarder.max_layer = self.chooser.decide(source.meter, now, sent)
+        if self.paused != was_paused:
+            self.pauses += self.paused
+            if not self.paused:
+                source.request_keyframe()  # resume on a key frame
+            if self.on_pause is not None:
+                self.on_pause()
+
+    async def recv(self) -> Any:
+        if not self.started:
+            self.started = True
+            if self.source is not None and self.kind == "video":
+                self.source.request_keyframe()
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        self.detach()
+        super().stop()
+        self._stopped.set()
+
+
 class MemberConnection:
     """One member's peer connection to this worker: what it publishes (streams) and its receive slots."""
 
     def __init__(self, pid: str, pc: RTCPeerConnection) -> None:
         self.pid = pid
         self.pc = pc
-        self.streams: dict[str, Stream] = {}
-        self.slots: dict[str, Slot] = {}
-        self.mapping: dict[str, dict[str, str]] | None = None
+        self.streams: dict[str, Any] = {}
+        """kind -> :class:`RtpStream` (or the baseline's :class:`Stream`)."""
+        self.slots: dict[str, Any] = {}
+        """mid -> :class:`RtpSlot` (or the baseline's :class:`Slot`)."""
+        self.forwarders: dict[str, Forwarder] = {}
+        """mid -> the latest forwarder of that sender (a new slot's forwarder continues its numbering)."""
+        self.mapping: dict[str, dict[str, Any]] | None = None
         self.lock = asyncio.Lock()
         self.closed = False
+        self.untap: Callable[[], None] | None = None
+        self.by_ssrc: dict[int, RtpStream] = {}
+        self.by_pt: dict[int, RtpStream] = {}
+
+    def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
+        """Every RTP packet of this member's connection (the tap): publish streams are forwarded, the rest
+        (RTX, padding, unknown) dropped; aiortc's receivers never get a packet."""
+        if len(data) < 12:
+            return True
+        stream = self.by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        if stream is None:
+            stream = self.by_pt.get(data[1] & 0x7F)
+            if stream is None:
+                return True
+            self.by_ssrc[int.from_bytes(data[8:12], "big")] = stream
+        stream.on_rtp(data)
+        return True
+
+    def index_streams(self) -> None:
+        self.by_ssrc = {}
+        self.by_pt = {}
+        for stream in self.streams.values():
+            if isinstance(stream, RtpStream):
+                for pt in stream.payload_types:
+                    self.by_pt[pt] = stream
 
 
 def _sdp_identity(sdp: str) -> tuple[str, str]:
@@ -407,13 +620,32 @@ class Worker:
                         slot.publisher = free.pop(0)
                     publisher = room.peers.get(slot.publisher) if slot.publisher else None
                     slot.attach(publisher.streams.get(kind) if publisher else None)
-            mapping = {
-                s.mid: {"pid": s.publisher, "kind": s.kind} for s in sub.slots.values() if s.publisher is not None
-            }
+            mapping = self.mapping_of(sub)
             if mapping != sub.mapping:
                 sub.mapping = mapping
                 changed.append(sub.pid)
         return changed
+
+    @staticmethod
+    def mapping_of(member: MemberConnection) -> dict[str, dict[str, Any]]:
+        mapping: dict[str, dict[str, Any]] = {}
+        for slot in member.slots.values():
+            if slot.publisher is not None:
+                mapping[slot.mid] = {"pid": slot.publisher, "kind": slot.kind}
+                if isinstance(slot, RtpSlot) and slot.paused:
+                    mapping[slot.mid]["paused"] = True  # "video paused to keep the sound clear"
+        return mapping
+
+    def remap(self, room_id: str, pid: str) -> None:
+        """A slot of ``pid`` paused or resumed: send its mapping again."""
+        room = self.rooms.get(room_id)
+        member = room.peers.get(pid) if room is not None else None
+        if room is None or member is None or member.closed:
+            return
+        mapping = self.mapping_of(member)
+        if mapping != member.mapping:
+            member.mapping = mapping
+            self.send_tracks(room, pid)
 
     def send_tracks(self, room: ForwardingRoom, pid: str) -> None:
         member = room.peers.get(pid)
@@ -421,6 +653,11 @@ class Worker:
             self.out("tracks", room.id, pid, dict(member.mapping))
 
     # -------------------------------------------------------------- negotiation
+
+    @property
+    def rtp_level(self) -> bool:
+        """Forward at the RTP level (the default); the other paths are benchmark baselines only."""
+        return not (self.config.transcode or self.config.pack)
 
     def new_pc(self) -> RTCPeerConnection:
         # MAX_BUNDLE (see rtc.ice.aiortc_configuration): clients must offer BUNDLE (browsers always do).
@@ -459,7 +696,7 @@ class Worker:
         if member.closed:
             return
         by_mid = {t.mid: t for t in pc.getTransceivers()}
-        published: dict[str, Any] = {}
+        published: dict[str, tuple[Any, Any]] = {}
         slot_mids: set[str] = set()
         for order, media in enumerate(parsed.media):
             mid = media.rtp.muxId
@@ -467,29 +704,54 @@ class Worker:
                 continue
             transceiver = by_mid[mid]
             if media.direction in ("sendonly", "sendrecv") and media.kind not in published:
-                published[media.kind] = transceiver
+                published[media.kind] = (transceiver, media)
             elif media.direction == "recvonly":
                 slot_mids.add(mid)
                 slot = member.slots.get(mid)
                 if slot is None or slot.readyState != "live":
-                    slot = member.slots[mid] = Slot(media.kind, mid, order)
+                    if self.rtp_level:
+                        sink = hooks.rtp_sink(transceiver.sender)
+                        forwarder = Forwarder(media.kind, sink)
+                        previous = member.forwarders.get(mid)
+                        if previous is not None:  # same sender, same SSRC: its numbering goes on
+                            forwarder.continue_from(previous)
+                        member.forwarders[mid] = forwarder
+                        slot = RtpSlot(media.kind, mid, order, forwarder)
+                        slot.on_pause = functools.partial(self.remap, room.id, member.pid)
+                        sink.feedback = slot.on_feedback
+                    else:
+                        slot = Slot(media.kind, mid, order)
+                    member.slots[mid] = slot
                     transceiver.sender.replaceTrack(slot)
                     slot.unsubscribe = hooks.on_keyframe_request(transceiver.sender, slot.on_keyframe_request)
                 transceiver.direction = "sendonly"
         # publish streams (a new transceiver for a kind replaces the old stream)
-        for kind, transceiver in published.items():
+        for kind, (transceiver, media) in published.items():
             stream = member.streams.get(kind)
             if stream is None or stream.receiver is not transceiver.receiver:
                 if stream is not None:
                     self.decoded_closed += stream.decoded
                     stream.close()
-                member.streams[kind] = Stream(member.pid, kind, transceiver.receiver,
-                                              passthrough=not self.config.transcode,
-                                              pli_interval=self.config.pli_interval)
+                if self.rtp_level:
+                    codec = "vp8" if kind == "video" else "opus"
+                    codecs = [c for c in media.rtp.codecs if c.mimeType.lower() == f"{kind}/{codec}"]
+                    member.streams[kind] = RtpStream(member.pid, kind, transceiver.receiver,
+                                                     {c.payloadType for c in codecs},
+                                                     codecs[0].clockRate if codecs else 90000,
+                                                     pli_interval=self.config.pli_interval)
+                else:
+                    member.streams[kind] = Stream(member.pid, kind, transceiver.receiver,
+                                                  passthrough=not self.config.transcode,
+                                                  pli_interval=self.config.pli_interval)
         for kind in [k for k in member.streams if k not in published]:
             stream = member.streams.pop(kind)
             self.decoded_closed += stream.decoded
             stream.close()
+        if self.rtp_level:
+            member.index_streams()
+            if member.untap is None and published:
+                dtls = next(iter(published.values()))[0].receiver.transport
+                member.untap = hooks.tap_rtp(dtls, member.on_rtp)
         # slots the client no longer offers as recvonly
         for mid in [m for m in member.slots if m not in slot_mids]:
             slot = member.slots.pop(mid)
@@ -551,11 +813,20 @@ class Worker:
                         "pli_requests": stream.limiter.requests if stream.limiter else 0,
                         "plis_sent": stream.stats.plis_sent,
                     }
+                    if isinstance(stream, RtpStream):
+                        published[kind]["keyframes_in"] = stream.keyframes_in
                 slots = {}
                 for mid, slot in member.slots.items():
                     forwarded += slot.forwarded
                     slots[mid] = {"pid": slot.publisher, "kind": slot.kind, "forwarded": slot.forwarded,
-                                  "dropped": slot.dropped, "started": slot.started, "keyframe_requests": slot.keyframe_requests}
+                                  "dropped": slot.dropped, "started": slot.started,
+                                  "keyframe_requests": slot.keyframe_requests}
+                    if isinstance(slot, RtpSlot):
+                        f = slot.forwarder
+                        slots[mid].update(nacks=slot.nacks, retransmitted=f.retransmitted, nack_missed=f.nack_missed,
+                                          layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
+                                          pauses=slot.pauses, remb=slot.chooser.remb,
+                                          sent_bytes=f.sent_bytes)
                 peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots}
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}
         return {

@@ -56,8 +56,8 @@ class Client:
             self.pc.addTransceiver("video", direction="recvonly")
             self.pc.addTransceiver("audio", direction="recvonly")
         self.answers: asyncio.Queue[str] = asyncio.Queue()
-        self.mapping: dict[str, dict[str, str]] = {}
-        self.mappings: list[dict[str, dict[str, str]]] = []
+        self.mapping: dict[str, dict[str, Any]] = {}
+        self.mappings: list[dict[str, dict[str, Any]]] = []
         self.errors: list[m.Error] = []
         self.ended: list[m.MediaEnded] = []
         self.sinks: dict[str, TrackSink] = {}
@@ -70,7 +70,9 @@ class Client:
 
     def deliver(self, message: Any) -> None:
         if isinstance(message, m.Tracks):
-            mids = {mid: {"pid": ref.pid, "kind": ref.kind} for mid, ref in message.mids.items()}
+            mids: dict[str, dict[str, Any]] = {
+                mid: {"pid": ref.pid, "kind": ref.kind, **({"paused": True} if ref.paused else {})}
+                for mid, ref in message.mids.items()}
             self.mapping = mids
             self.mappings.append(mids)
         elif isinstance(message, m.MediaEnded):
@@ -103,7 +105,7 @@ class Client:
 
     def mid_of(self, publisher: str, kind: str = "video") -> str | None:
         for mid, entry in self.mapping.items():
-            if entry == {"pid": publisher, "kind": kind}:
+            if entry["pid"] == publisher and entry["kind"] == kind:
                 return mid
         return None
 

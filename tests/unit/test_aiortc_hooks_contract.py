@@ -378,3 +378,37 @@ async def test_limit_metadata_makes_the_opus_encoder_constant_bitrate() -> None:
     cbr = await sizes(True)
     assert max(vbr) > 2 * min(vbr), vbr  # VBR: silence is much smaller than speech
     assert len(set(cbr)) == 1, cbr  # CBR: every packet has the same size
+
+
+def test_check_internals_detects_moved_forwarding_internals(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+    monkeypatch.delattr(RTCDtlsTransport, "_handle_rtp_data")
+    monkeypatch.setattr(RTCRtpSender, "send", lambda self, parameters: None)
+    problems = hooks.check_internals()
+    assert any("_handle_rtp_data" in p for p in problems), problems
+    assert any("RTCRtpSender.send" in p for p in problems), problems
+
+
+async def test_tap_rtp_takes_packets_before_aiortc_and_untaps(pc: RTCPeerConnection) -> None:
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    seen: list[bytes] = []
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes, arrival_time_ms: int) -> None:
+        reached_aiortc.append(data)
+
+    # stand-in for aiortc's own handler, so that nothing needs a negotiated router
+    type_handler = type(dtls)._handle_rtp_data
+    try:
+        type(dtls)._handle_rtp_data = lambda self, data, arrival_time_ms: original(data, arrival_time_ms)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: seen.append(data) or data[1] != 0)
+        await dtls._handle_rtp_data(b"\x80\x60" + b"\x00" * 10, 0)  # consumed by the tap
+        await dtls._handle_rtp_data(b"\x80\x00" + b"\x00" * 10, 0)  # passed on
+        untap()
+        await dtls._handle_rtp_data(b"\x80\x61" + b"\x00" * 10, 0)
+    finally:
+        type(dtls)._handle_rtp_data = type_handler
+    assert [d[1] for d in seen] == [0x60, 0x00]
+    assert [d[1] for d in reached_aiortc] == [0x00, 0x61]

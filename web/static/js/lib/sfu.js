@@ -8,6 +8,9 @@
 //  - `peer-closed` {pid}       a publisher is gone (left the roster or the mapping, or we left)
 //  - `state`   {pid, state}    connectionState of the SFU connection (pid "sfu")
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
+//  - `video-paused` {pid, paused}  the SFU stopped (or resumed) this publisher's video to us because our link
+//                                 cannot carry even its lowest layer; the sound goes on (the view says "video
+//                                 paused to keep the sound clear"). A hint from the server, never about keys.
 //
 // E2EE (options.e2ee, the interface of call.js): prepareSender/prepareReceiver are called on every transceiver
 // right after it is created and BEFORE createOffer (receivers with pid null: the decrypt side accepts any
@@ -26,7 +29,8 @@ import { Conn } from "./sfu-conn.js";
 const ANSWER_TIMEOUT_MS = 15000;
 /** Coalesce roster/ice-servers bursts into one offer. */
 const DEBOUNCE_MS = 40;
-/** Group send profile (docs/sfu.md §3): no simulcast, small picture, capped bitrate. */
+/** Group send profile (docs/sfu.md §3): one encoding with three VP8 temporal layers (L1T3, so the SFU can give
+ * a weak link a lower frame rate instead of a frozen picture), small picture, capped bitrate. */
 const PROFILE = {
   small: { width: 640, maxBitrate: 500_000, maxFramerate: 15 },
   large: { width: 480, maxBitrate: 350_000, maxFramerate: 15 }, // above 4 members
@@ -47,8 +51,10 @@ export class SfuCall extends MediaCall {
     this.others = new Set();
     /** @type {Conn|null} */
     this.conn = null;
-    /** @type {Record<string, {pid: string, kind: string}>} the latest `tracks` mapping */
+    /** @type {Record<string, {pid: string, kind: string, paused?: boolean}>} the latest `tracks` mapping */
     this.mapping = {};
+    /** @type {Set<string>} publishers whose video the SFU paused to us */
+    this.paused = new Set();
     this._running = false;
     this._again = false;
     /** @type {ReturnType<typeof setTimeout>|null} */
@@ -245,9 +251,10 @@ export class SfuCall extends MediaCall {
 
   // ---- mapping: mids -> publishers ----------------------------------------------------------------------
 
-  /** @param {Record<string, {pid: string, kind: string}>} mids */
+  /** @param {Record<string, {pid: string, kind: string, paused?: boolean}>} mids */
   _onTracks(mids) {
     this.mapping = mids;
+    this._onPaused(mids);
     const c = this.conn;
     if (c) {
       let changed = false;
@@ -263,6 +270,15 @@ export class SfuCall extends MediaCall {
       if (changed && c.negotiations > 0) this._captureBases(c);
     }
     this._refresh();
+  }
+
+  /** @param {Record<string, {pid: string, kind: string, paused?: boolean}>} mids */
+  _onPaused(mids) {
+    const now = new Set();
+    for (const ref of Object.values(mids)) if (ref.kind === "video" && ref.paused === true) now.add(ref.pid);
+    for (const pid of now) if (!this.paused.has(pid)) this._emit("video-paused", { pid, paused: true });
+    for (const pid of this.paused) if (!now.has(pid)) this._emit("video-paused", { pid, paused: false });
+    this.paused = now;
   }
 
   /** Counters of a mid that changed hands start from the moment it did (stats per publisher). */
@@ -327,9 +343,24 @@ export class SfuCall extends MediaCall {
         e.maxBitrate = profile.maxBitrate;
         e.maxFramerate = profile.maxFramerate;
       }
-      t.sender.setParameters(params).catch((e) => this._log("setParameters", e));
+      t.sender.setParameters(params)
+        .then(() => this._temporalLayers(t.sender))
+        .catch((e) => this._log("setParameters", e));
     } catch (e) {
       this._log("encoding", e);
+    }
+  }
+
+  /** VP8 L1T3 on the one encoding, on its own: a browser that cannot keeps the profile above. */
+  async _temporalLayers(/** @type {RTCRtpSender} */ sender) {
+    const params = sender.getParameters();
+    const encodings = /** @type {Array<RTCRtpEncodingParameters & {scalabilityMode?: string}>} */ (params.encodings || []);
+    if (!encodings.length || encodings.every((e) => e.scalabilityMode === "L1T3")) return;
+    for (const e of encodings) e.scalabilityMode = "L1T3";
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      this._log("scalabilityMode L1T3 refused", e);
     }
   }
 

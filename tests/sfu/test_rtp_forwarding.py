@@ -1,0 +1,235 @@
+"""The RTP-level forwarder (server.sfu.rtp) on synthetic packets: rewriting, continuity, layers, NACK buffer."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import pytest
+
+from server.sfu.rtp import HISTORY, PAUSED, Forwarder, Packet, RetransmitBuffer, parse, picture_id, read_vp8
+
+pytestmark = pytest.mark.sfu
+
+PUB_SSRC = 0x1111
+L1T3 = (0, 2, 1, 2)
+"""The temporal layer of each frame in an L1T3 cycle (libvpx / libwebrtc pattern)."""
+
+
+class FakeSink:
+    ready = True
+    ssrc = 0xABCD
+    payload_type = 100
+    mime_type = "video/vp8"
+    clock_rate = 90000
+    mid = "3"
+    mid_id = 9
+    abs_send_time_id = 0
+
+    def __init__(self, kind: str = "video") -> None:
+        if kind == "audio":
+            self.mime_type = "audio/opus"
+            self.clock_rate = 48000
+        self.packets: list[bytes] = []
+        self.sr: tuple[int, int] | None = None
+
+    def send(self, packet: bytes) -> bool:
+        self.packets.append(packet)
+        return True
+
+    def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
+        self.sr = (rtp_timestamp, ntp_timestamp)
+
+
+def vp8(seq: int, ts: int, *, pid: int, tid: int, sync: bool = False, key: bool = False, start: bool = True,
+        body: bytes = b"\x5a" * 40, ssrc: int = PUB_SSRC, marker: int = 1, ext: bytes = b"") -> bytes:
+    """An RTP packet with a VP8 payload descriptor (X, I 15-bit, L, T) and a VP8 payload."""
+    desc = bytes([0x80 | (0x10 if start else 0), 0x80 | 0x40 | 0x20, 0x80 | (pid >> 8), pid & 0xFF, 7,
+                  (tid << 6) | (0x20 if sync else 0)])
+    head = (0x90 if ext else 0x80, (marker << 7) | 96)
+    vp8_header = bytes([0x00 if key else 0x01]) if start else b""
+    return struct.pack("!BBHII", *head, seq, ts, ssrc) + ext + desc + vp8_header + body
+
+
+def rewritten(raw: bytes) -> Packet:
+    packet = parse(raw)
+    assert packet is not None
+    return packet
+
+
+def feed(forwarder: Forwarder, buffer: RetransmitBuffer, raw: bytes) -> Packet:
+    packet = parse(raw, 0x1234_5678_0000_0000)
+    assert packet is not None and read_vp8(packet)
+    buffer.add(packet)
+    forwarder.forward(packet)
+    return packet
+
+
+def stream(frames: int, *, first_seq: int = 65530, first_pid: int = 32760, packets_per_frame: int = 2) -> list[bytes]:
+    """``frames`` L1T3 frames (the first a key frame), sequence numbers and picture ids wrapping around."""
+    out = []
+    seq = first_seq
+    for n in range(frames):
+        tid = L1T3[n % 4]
+        for i in range(packets_per_frame):
+            out.append(vp8(seq & 0xFFFF, 1000 + 3000 * n, pid=(first_pid + n) & 0x7FFF, tid=tid,
+                           sync=tid > 0 and n % 4 in (1, 2), key=n == 0, start=i == 0,
+                           marker=int(i == packets_per_frame - 1)))
+            seq += 1
+    return out
+
+
+def out_fields(sink: FakeSink) -> list[Packet]:
+    return [rewritten(p) for p in sink.packets]
+
+
+def test_parse_reads_the_descriptor_outside_the_payload_it_keeps_untouched() -> None:
+    ext = b"\xbe\xde\x00\x01\x10\xff\x00\x00"
+    raw = vp8(7, 90000, pid=300, tid=2, sync=True, key=False, ext=ext)
+    packet = rewritten(raw)
+    assert (packet.seq, packet.ts, packet.ssrc, packet.pt, packet.marker) == (7, 90000, PUB_SSRC, 96, 1)
+    assert read_vp8(packet)
+    assert (packet.start, packet.key, packet.tid, packet.sync) == (True, False, 2, True)
+    assert picture_id(packet.payload) == 300
+    assert raw.endswith(packet.payload)
+    assert parse(b"\x80\x60") is None and parse(b"\x00" * 20) is None
+
+
+def test_rewrites_only_the_header_and_keeps_the_payload_byte_for_byte() -> None:
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    sent = [feed(forwarder, buffer, raw) for raw in stream(8)]
+    outs = out_fields(sink)
+    assert len(outs) == len(sent)
+    for packet, out in zip(sent, outs, strict=True):
+        assert out.ssrc == FakeSink.ssrc and out.pt == FakeSink.payload_type
+        assert out.payload == packet.payload  # E2EE: the SFrame ciphertext and its clear header are untouched
+        assert out.marker == packet.marker
+    seqs = [o.seq for o in outs]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    # the subscriber's negotiated mid extension, nothing of the publisher's
+    assert sink.packets[0][12:16] == b"\xbe\xde\x00\x01" and sink.packets[0][16:18] == b"\x90" + b"3"
+
+
+def test_waits_for_a_key_frame_then_numbers_on_across_a_layer_switch() -> None:
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    raws = stream(40)
+    for raw in raws[2:8]:  # joined mid-frame: nothing until a key frame
+        feed(forwarder, buffer, raw)
+    assert sink.packets == [] and forwarder.dropped == 6
+    forwarder.reset()
+    for raw in raws[:16]:  # 8 frames, all layers
+        feed(forwarder, buffer, raw)
+    forwarder.max_layer = 0  # down: at the next frame start
+    for raw in raws[16:48]:
+        feed(forwarder, buffer, raw)
+    forwarder.max_layer = 2  # up: only at a layer-sync frame (then stepwise) or a key frame
+    for raw in raws[48:]:
+        feed(forwarder, buffer, raw)
+    outs = out_fields(sink)
+    seqs = [o.seq for o in outs]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs)), seqs  # no gap to NACK
+    pids = [picture_id(o.payload) for o in outs if o.payload[0] & 0x10]
+    assert all((b - a) & 0x7FFF == 1 for a, b in itertools.pairwise(pids)), pids  # no missing picture
+    tids = []
+    for o in outs:
+        assert read_vp8(o)
+        if o.start:
+            tids.append(o.tid)
+    assert tids[:8] == [0, 2, 1, 2] * 2
+    assert tids[8:12] == [0] * 4  # 16 frames at the base layer only (one in four)
+    assert set(tids[12:]) == {0, 1, 2}
+    assert forwarder.layer == 2 and forwarder.layer_switches >= 2
+    starts = [o.ts for o in outs if o.start]
+    assert all(0 < (b - a) & 0xFFFFFFFF <= 4 * 3000 and (b - a) % 3000 == 0
+               for a, b in itertools.pairwise(starts))  # the publisher's timing, one offset
+
+
+def test_a_new_source_continues_the_numbering_on_its_key_frame() -> None:
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    for raw in stream(4):
+        feed(forwarder, buffer, raw)
+    last = out_fields(sink)[-1]
+    forwarder.reset()  # the slot now carries another member
+    other = [vp8(500 + i, 77_000 + 3000 * (i // 2), pid=9 + i // 2, tid=0, key=i == 0, start=i % 2 == 0,
+                 ssrc=0x2222) for i in range(4)]
+    for raw in other:
+        feed(forwarder, buffer, raw)
+    outs = out_fields(sink)[8:]
+    assert [o.seq for o in outs] == [(last.seq + 1 + i) & 0xFFFF for i in range(4)]
+    assert all(o.ssrc == FakeSink.ssrc for o in outs)
+    assert ((outs[0].ts - last.ts) & 0xFFFFFFFF) < 0x80000000  # time goes on
+    assert picture_id(outs[0].payload) == (picture_id(last.payload) + 1) & 0x7FFF
+
+
+def test_nack_is_served_from_the_buffer_and_never_reaches_the_publisher() -> None:
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    for raw in stream(20):
+        feed(forwarder, buffer, raw)
+    first = list(sink.packets)
+    lost = [rewritten(first[5]).seq, rewritten(first[17]).seq]
+    missed = forwarder.nack([*lost, (rewritten(first[0]).seq - 50) & 0xFFFF], buffer)
+    assert missed == 1 and forwarder.retransmitted == 2 and forwarder.nack_missed == 1
+    assert sink.packets[-2:] == [first[5], first[17]]  # the very same packets again
+
+
+def test_nack_after_a_layer_switch_maps_back_to_the_right_packet() -> None:
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    raws = stream(24)
+    for raw in raws[:8]:
+        feed(forwarder, buffer, raw)
+    forwarder.max_layer = 0
+    for raw in raws[8:]:
+        feed(forwarder, buffer, raw)
+    first = list(sink.packets)
+    target = rewritten(first[-1])
+    assert forwarder.nack([target.seq], buffer) == 0
+    assert sink.packets[-1] == first[-1]
+    # older than the history: not served (the subscriber asks for a key frame instead)
+    for i in range(HISTORY):
+        buffer.add(Packet(20000 + i, 0, 0, 96, PUB_SSRC, b"", False, 0))
+    assert forwarder.nack([target.seq], buffer) == 1
+
+
+def test_paused_video_sends_nothing_and_resumes_on_a_key_frame() -> None:
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    raws = stream(16)
+    for raw in raws[:8]:
+        feed(forwarder, buffer, raw)
+    forwarder.max_layer = PAUSED
+    for raw in raws[8:]:
+        feed(forwarder, buffer, raw)
+    assert len(sink.packets) == 8
+    forwarder.max_layer = 2
+    key = vp8(102, 1_006_000, pid=7, tid=0, key=True)
+    feed(forwarder, buffer, vp8(101, 1_003_000, pid=6, tid=2))
+    assert len(sink.packets) == 8
+    feed(forwarder, buffer, key)
+    outs = out_fields(sink)
+    assert len(outs) == 9 and (outs[8].seq - outs[7].seq) & 0xFFFF == 1
+
+
+def test_audio_is_forwarded_whatever_the_video_layer() -> None:
+    sink = FakeSink("audio")
+    forwarder = Forwarder("audio", sink)
+    forwarder.max_layer = PAUSED  # pausing concerns video only
+    for i in range(5):
+        raw = struct.pack("!BBHII", 0x80, 111, 10 + i, 960 * i, 0x3333) + b"\x78" + b"\x01" * 60
+        packet = parse(raw)
+        assert packet is not None
+        forwarder.forward(packet)
+    assert len(sink.packets) == 5 and all(p.endswith(b"\x78" + b"\x01" * 60) for p in sink.packets)
+
+
+def test_a_subscriber_that_negotiated_another_codec_gets_nothing() -> None:
+    sink = FakeSink()
+    sink.mime_type = "video/h264"
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    for raw in stream(4):
+        feed(forwarder, buffer, raw)
+    assert sink.packets == [] and forwarder.dropped == 8
