@@ -80,3 +80,59 @@ async def test_a_revocation_on_one_instance_holds_on_the_other(cluster2: Cluster
     with pytest.raises(JoinRefused) as refused:
         await SignalingClient.open(cluster2.instances[1].url, info["client_links"][0], name="Alex")
     assert refused.value.code == "room-ended"
+
+
+PLANTED = "Zephyrine Quillfeather"
+
+
+async def redis_dump(url: str) -> list[tuple[str, bytes, int]]:
+    """Every key in Redis: (key, value, TTL in ms)."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        found = []
+        async for key in client.scan_iter(count=1000):
+            kind = (await client.type(key)).decode()
+            assert kind == "string", (key, kind)  # only opaque ids, numbers and sealed blobs
+            found.append((key.decode(), await client.get(key) or b"", await client.pttl(key)))
+        return found
+    finally:
+        await client.aclose()
+
+
+async def test_nothing_personal_in_redis_and_every_key_expires(cluster2: ClusterHarness, media_namespace: None
+                                                              ) -> None:
+    info = await cluster2.create_room(host=PLANTED)
+    t = await Participant.join(cluster2.url, info["therapist_link"], name="Dr. T", media=True)
+    c = await Participant.join(cluster2.url, info["client_links"][0], name=PLANTED, media=True)
+    async with aiohttp.ClientSession() as http, http.post(  # a ticket taken and never used: sealed in Redis
+            f"{cluster2.url}/api/session", json={"token": info["therapist_link"].split("#t=")[1]}) as r:
+        assert r.status == 200
+    dumps = []
+    try:
+        await t.wait_until(lambda: any(q.pid == c.pid for q in t.queue), 5, "queued")
+        await t.admit(c.pid)
+        await c.wait_until(lambda: c.status == "admitted", 5, "admitted")
+        await t.wait_until(lambda: t.mesh.frames_from(c.pid).get("video", 0) > 5, 20, "video from the client")
+        dumps.append(await redis_dump(cluster2.redis.url))
+        secrets_ = [info["therapist_link"].split("#t=")[1], *(x.split("#t=")[1] for x in info["client_links"]),
+                    c.resume_credential or "", t.resume_credential or ""]
+        await t.remove(c.pid)  # a revocation and a seat generation land in Redis
+        await c.wait_until(lambda: not c.connected, 5, "removed")
+        await t.leave()
+    finally:
+        await c.close()
+        await t.close()
+    dumps.append(await redis_dump(cluster2.redis.url))
+    kinds = {key.split(":")[1] for dump in dumps for key, _, _ in dump}
+    assert {"own", "inst", "rev", "gen", "tk"} <= kinds, kinds
+    needles = [PLANTED, "Zephyrine", "Dr. T", "v=0", "candidate", "127.0.0.1", "a=fingerprint", *secrets_]
+    for dump in dumps:
+        for key, value, ttl in dump:
+            assert ttl > 0, f"{key} has no expiry"
+            for needle in needles:
+                assert needle.encode() not in value and needle not in key, f"{key} holds something personal"
+    for key, value, _ in dumps[0]:
+        if key.startswith("alc:own:"):
+            assert key == f"alc:own:{info['room_id']}" and value.startswith(b"i_")
