@@ -85,6 +85,7 @@ class RedisServer:
 class Instance:
     def __init__(self, name: str, data_dir: Path, redis_url: str, public_url: str, lease: float) -> None:
         self.name = name
+        self.log = data_dir.parent / f"instance-{name}.log"
         self.port = free_port()
         self.env = {**os.environ, "ALCOVE_REDIS_URL": redis_url, "ALCOVE_DATA_DIR": str(data_dir),
                     "ALCOVE_ADMIN_KEY": ADMIN_KEY, "ALCOVE_TRUST_PROXY": "1", "ALCOVE_PUBLIC_URL": public_url,
@@ -98,7 +99,7 @@ class Instance:
     def start(self) -> None:
         alcove = str(Path(sys.executable).with_name("alcove"))
         self.proc = subprocess.Popen([alcove, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--no-tls"],
-                                     env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                     env=self.env, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
 
     def kill(self) -> None:
         """``kill -9``: no goodbye, no lease released."""

@@ -27,7 +27,7 @@ async def admitted_pair(cluster: ClusterHarness, media: bool = False, **room: An
 
 
 async def test_participants_on_two_instances_share_one_room(cluster2: ClusterHarness) -> None:
-    info, t, c = await admitted_pair(cluster2)
+    _, t, c = await admitted_pair(cluster2)
     try:
         census = await cluster2.census()
         # nginx spread the two sockets: one instance owns the room, the other relays a socket to it
