@@ -104,7 +104,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = asyncio.run(bench_signaling(rooms=args.rooms, participants=args.participants,
                                              seconds=args.seconds, server=args.server,
-                                             admin_key=os.environ.get("ALCOVE_ADMIN_KEY")))
+                                             admin_key=os.environ.get("ALCOVE_ADMIN_KEY"), knee=True,
+                                             instances=args.instances, redis=args.redis))
     elif args.what == "join":
         from tools.bench_join import bench_join
 
@@ -194,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--publishers", type=int, default=2)
     b.add_argument("--subscribers", type=int, default=4)
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
+    b.add_argument("--instances", type=int, default=1,
+                   help="signaling: also run the load on this many instances sharing --redis")
+    b.add_argument("--redis", default=None, help="signaling: the Redis URL several instances share (a test Redis)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 
