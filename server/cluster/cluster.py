@@ -428,11 +428,12 @@ class Cluster:
         got = got[len(rooms) + len(drop):]
         owners = {r: (o.decode() if isinstance(o, bytes) else None) for r, o in zip(watched, got[:len(watched)], strict=True)}
         for conn, entry in list(self.relayed.items()):
-            if owners.get(entry.room_id) != entry.owner:
+            # (a socket relayed while this round trip was under way is checked next time)
+            if entry.room_id in owners and owners[entry.room_id] != entry.owner:
                 self.hub.close(conn, 1001, "owner-moved")
         alive = dict(zip(edges, got[len(watched):], strict=True))
         for conn, edge in list(self.remote.items()):
-            if not alive.get(edge):
+            if edge in alive and not alive[edge]:
                 del self.remote[conn]
                 self.hub.unregister_remote(conn)
         if self._pending:
