@@ -136,3 +136,26 @@ async def test_nothing_personal_in_redis_and_every_key_expires(cluster2: Cluster
     for key, value, _ in dumps[0]:
         if key.startswith("alc:own:"):
             assert key == f"alc:own:{info['room_id']}" and value.startswith(b"i_")
+
+
+async def test_three_instances_one_room_three_participants(cluster_factory: Any) -> None:
+    cluster: ClusterHarness = await cluster_factory(3)
+    info = await cluster.create_room(type="couple", topology="mesh")
+    t = await Participant.join(cluster.url, info["therapist_link"], name="Dr. T", media=False)
+    clients = [await Participant.join(cluster.url, link, name=f"C{i}", media=False)
+               for i, link in enumerate(info["client_links"])]
+    try:
+        census = await cluster.census()
+        # nginx (least connections) put one socket on each instance: one owns the room, two relay to it
+        assert sorted(x["owned"] for x in census.values()) == [0, 0, 1], census
+        assert sorted(x["relayed"] for x in census.values()) == [0, 1, 1], census
+        for c in clients:
+            await t.wait_until(lambda c=c: any(q.pid == c.pid for q in t.queue), 5, "queued")
+            await t.admit(c.pid)
+            await c.wait_until(lambda c=c: c.status == "admitted", 5, "admitted")
+        everyone = {t.pid, *(c.pid for c in clients)}
+        for p in (t, *clients):
+            await p.wait_until(lambda p=p: set(p.roster) == everyone, 5, "the whole roster")
+    finally:
+        for p in (t, *clients):
+            await p.close()
