@@ -16,7 +16,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-## Debian packages the tests drive for real (Chromium, coturn, node; emoji font for the safety code).
+## Debian packages the tests drive for real (Chromium, coturn, node; emoji font for the safety code; redis-server
+## and nginx for several instances behind a load balancer, started by the tests on loopback, never as services).
 ## Installed only when missing and root.
 deps:
 	@missing=""; \
@@ -25,6 +26,8 @@ deps:
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v npm >/dev/null || missing="$$missing npm"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v nginx >/dev/null || missing="$$missing nginx-light"; \
 	dpkg-query -W -f='$${Status}' fonts-noto-color-emoji 2>/dev/null | grep -q "ok installed" || missing="$$missing fonts-noto-color-emoji"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \

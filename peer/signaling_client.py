@@ -144,6 +144,8 @@ class SignalingClient:
         ``intro`` may be a callable: it is called with the ``POST /api/session`` answer (role, room) once the
         ticket is in hand, and returns the ``hello.intro`` (the E2EE intro needs the room id).
         """
+        if resume is not None:
+            self.resume = resume  # still held if this attempt fails: the next reconnect resumes with it
         try:
             await asyncio.wait_for(self._join(name, resume, intro), timeout)
         except BaseException:

@@ -17,6 +17,7 @@ from signaling.names import clean_name
 from signaling.room import RoomSpec, iso
 
 from . import jsondecode, throttle
+from .cluster.common import ClusterUnavailable
 from .hub import Hub
 from .logs import log_event
 from .sfu.addressing import UNREACHABLE_MESSAGE
@@ -28,6 +29,13 @@ STATUS = {"token-invalid": 400, "token-revoked": 410, "room-ended": 410, "room-n
 MAX_DURATION = 4 * 3600
 MAX_AHEAD = timedelta(days=400)
 ROOM_ID = re.compile(r"r_[A-Za-z0-9_-]{1,62}")  # new_id("r", 9): opaque, URL-safe base64
+
+
+def unavailable(err: ClusterUnavailable) -> web.Response:
+    """Redis (shared by several instances) is out of reach: a clear, retryable refusal that changed nothing."""
+    response = error_response(err.code, err.message, status=503)
+    response.headers["Retry-After"] = str(err.retry_after)
+    return response
 
 
 def error_response(code: str, message: str, status: int | None = None, **extra: Any) -> web.Response:
@@ -83,11 +91,26 @@ async def session(request: web.Request) -> web.Response:
     if (refused := throttle.spend("ticket", request.app[THROTTLES].tickets, admission.token_id, hub.metrics.throttle)):
         return refused
     spec = admission.spec
+    if hub.cluster is not None:  # revocations and ended rooms of every instance, and a ticket any instance redeems
+        try:
+            await hub.cluster.refresh(admission.token_id, spec.room_id)
+            hub.tokens.check_revoked(admission)
+        except ClusterUnavailable as err:
+            return unavailable(err)
+        except SignalingError as err:
+            hub.metrics.error(err.code)
+            return error_response(err.code, err.message)
     if hub.rooms.is_over(spec, now):
         return error_response("room-ended", "this session has ended")
     room = hub.rooms.get(spec.room_id)
     ends_at = room.ends_at if room is not None else spec.ends_at
-    ticket = hub.tokens.issue_ticket(admission, now)
+    if hub.cluster is not None:
+        try:
+            ticket = await hub.cluster.issue_ticket(admission, now)
+        except ClusterUnavailable as err:
+            return unavailable(err)
+    else:
+        ticket = hub.tokens.issue_ticket(admission, now)
     return web.json_response({
         "ticket": ticket,
         "role": admission.role,
@@ -248,6 +271,11 @@ async def rooms_delete(request: web.Request) -> web.Response:
     now = hub.clock()
     room = hub.rooms.get(room_id)
     until = now + MAX_DURATION + hub.config.timing.overrun_cap + hub.config.timing.early_join + 400 * 86400
+    if hub.cluster is not None and room is None:  # the room may live on another instance: its owner ends it
+        try:
+            await hub.cluster.end_room(room_id)
+        except ClusterUnavailable as err:
+            return unavailable(err)
     hub.perform(hub.rooms.end(room_id, "admin", now, until=None if room else until))
     log_event("room-deleted", room=room_id)
     return web.json_response({"room_id": room_id, "ended": True})
@@ -258,7 +286,10 @@ async def healthz(request: web.Request) -> web.Response:
     media: dict[str, object] = {"reachable": hub.media_unreachable is None}
     if hub.media_unreachable is not None:
         media.update(reason=hub.media_unreachable, message=UNREACHABLE_MESSAGE)
-    return web.json_response({"ok": True, "rooms": hub.rooms.live_count(), "media": media})
+    body: dict[str, object] = {"ok": True, "rooms": hub.rooms.live_count(), "media": media}
+    if hub.cluster is not None:
+        body["cluster"] = hub.cluster.census()
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

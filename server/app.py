@@ -39,7 +39,15 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         await hub.start()
+        cluster = None
+        if config.redis_url:
+            from .cluster.cluster import Cluster  # imports redis: only when several instances share one
+
+            hub.cluster = cluster = Cluster(config.redis_url.reveal(), hub, lease=config.redis_lease)
+            await cluster.start()
         yield
+        if cluster is not None:
+            await cluster.stop()
         await hub.stop()
 
     async def close_sockets(app: web.Application) -> None:

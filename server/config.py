@@ -30,6 +30,13 @@ def _bool(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def _lease(value: str) -> float:
+    lease = float(value)
+    if not 1.0 <= lease <= 10.0:
+        raise ValueError("ALCOVE_REDIS_LEASE_SECONDS: between 1 and 10 seconds")
+    return lease
+
+
 def parse_topologies(value: str) -> dict[SessionType, SessionKind]:
     """``ALCOVE_TOPOLOGY``: e.g. ``family=mesh,group=sfu`` overrides the default topology per session type."""
     kinds = dict(DEFAULT_KINDS)
@@ -72,6 +79,8 @@ class Config:
     media_announced_address: str | None = None  # advertised in the SFU's host candidates (1:1 NAT)
     media_ports: tuple[int, int] | None = None  # UDP port range of the SFU's sockets
     limits: Limits = field(default_factory=Limits)  # ALCOVE_LIMIT_*: throttling (server/throttle.py)
+    redis_url: Secret = field(default_factory=lambda: Secret(""))  # several instances share rooms (server/cluster)
+    redis_lease: float = 6.0  # seconds a room's owner lease lasts unrenewed (takeover bound after an owner dies)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -106,6 +115,8 @@ class Config:
             media_announced_address=parse_announced_address(announced) if announced.strip() else None,
             media_ports=parse_ports(ports) if ports.strip() else None,
             limits=Limits.from_env(env),
+            redis_url=Secret(env.get("ALCOVE_REDIS_URL", "")),
+            redis_lease=_lease(env.get("ALCOVE_REDIS_LEASE_SECONDS", "6")),
         )
 
     def media_addressing(self) -> MediaAddressing:

@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,16 +26,21 @@ from signaling.effects import (
     SeatGeneration,
     Send,
 )
+from signaling.errors import SignalingError
 from signaling.policy import Timing
 from signaling.room import Admission, ResumeClaims
 from signaling.rooms import Joined, Rooms
 
+from . import jsondecode
 from .coalesce import Coalescer
 from .config import Config
 from .logs import log_event
 from .metrics import Metrics
 from .tokens import Tokens, new_id
 from .turn import TurnConfig, ice_server_entry, issue_credentials
+
+if TYPE_CHECKING:
+    from .cluster.common import ClusterLike
 
 log = logging.getLogger("alcove")
 
@@ -47,13 +52,14 @@ RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey)
 @dataclass
 class Connection:
     conn: ConnId
-    ws: web.WebSocketResponse
+    ws: web.WebSocketResponse | None  # None: the socket is on another instance (``edge``), relayed through Redis
     outbox: asyncio.Queue[tuple[bytes, float, str] | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=OUTBOX_LIMIT))
     writer: asyncio.Task[None] | None = None
     closing: bool = False
     close_code: int = 1000
     close_reason: str = ""
+    edge: str | None = None
 
 
 class CoreServices:
@@ -100,6 +106,8 @@ class Hub:
         self.media_unreachable: str | None = None
         """Why no client could reach the SFU (a code, never an address), or None; checked at start."""
         self.coalescer = Coalescer(self._deliver_coalesced)  # queue/waiting state: latest, a few per second
+        self.cluster: ClusterLike | None = None
+        """Several instances on Redis (``ALCOVE_REDIS_URL``); None: this process alone, everything in memory."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,7 +143,7 @@ class Hub:
 
     async def close_sockets(self) -> None:
         for c in list(self.connections.values()):
-            if not c.ws.closed:
+            if c.ws is not None and not c.ws.closed:
                 with contextlib.suppress(Exception):
                     await c.ws.close(code=1001, message=b"server-shutdown")
 
@@ -166,6 +174,8 @@ class Hub:
 
     async def unregister(self, c: Connection) -> None:
         self.connections.pop(c.conn, None)
+        if self.cluster is not None:
+            self.cluster.relay_bye(c.conn)
         self.coalescer.forget(c.conn)
         self.perform(self.rooms.disconnect(c.conn, self.clock()))
         if c.writer and not c.writer.done():
@@ -184,10 +194,11 @@ class Hub:
                 if item is None:
                     break
                 data, queued_at, kind = item
+                assert c.ws is not None
                 await c.ws.send_str(data.decode())
                 if kind == "relay":
                     self.metrics.observe_relay_latency(time.perf_counter() - queued_at)
-            if c.closing and not c.ws.closed:
+            if c.closing and c.ws is not None and not c.ws.closed:
                 await c.ws.close(code=c.close_code, message=c.close_reason.encode())
         except (ConnectionResetError, RuntimeError):
             pass
@@ -205,6 +216,61 @@ class Hub:
     def receive(self, c: Connection, msg: m.ClientMessage) -> None:
         self.perform(self.rooms.receive(c.conn, msg, self.clock()))
 
+    def receive_data(self, c: Connection, data: str | bytes) -> None:
+        """A message of a joined socket, through the one bounded decoder, to the core."""
+        try:
+            decoded = jsondecode.decode_client(data)
+        except SignalingError as err:
+            self.send_error(c, err.code, err.message, err.ref)
+            return
+        if isinstance(decoded, m.Hello):
+            self.send_error(c, "not-allowed", "already joined", "hello")
+            return
+        self.receive(c, decoded)
+
+    # ------------------------------------------------------------------ sockets on other instances (cluster)
+
+    def connect_remote(self, conn: ConnId, edge: str, admission: Admission, hello_data: str) -> bool:
+        """A socket of a room this instance owns, on instance ``edge``: True when it joined."""
+        c = Connection(conn, None, edge=edge)
+        self.connections[conn] = c
+        try:
+            hello = jsondecode.decode_client(hello_data)
+            if not isinstance(hello, m.Hello):
+                raise SignalingError("hello-expected", "send hello first")
+        except SignalingError as err:
+            self.send_error(c, err.code, err.message, err.ref)
+            self.close(conn, err.close_code or 4000, err.code)
+            return False
+        joined = self.connect(c, admission, hello) is not None
+        if joined:
+            log_event("joined", conn=conn, room=admission.spec.room_id, role=admission.role)
+        return joined
+
+    def receive_raw(self, conn: ConnId, data: str) -> None:
+        c = self.connections.get(conn)
+        if c is not None and c.edge is not None and not c.closing:
+            self.receive_data(c, data)
+
+    def unregister_remote(self, conn: ConnId) -> None:
+        c = self.connections.get(conn)
+        if c is None or c.edge is None:
+            return
+        del self.connections[conn]
+        self.coalescer.forget(conn)
+        self.perform(self.rooms.disconnect(conn, self.clock()))
+        self.update_gauges()
+
+    def deliver_raw(self, conn: ConnId, data: bytes) -> None:
+        """A message the room's owner sent to a socket on this instance."""
+        c = self.connections.get(conn)
+        if c is None or c.closing:
+            return
+        try:
+            c.outbox.put_nowait((data, time.perf_counter(), "control"))
+        except asyncio.QueueFull:
+            self.close(conn, 4009, "slow-consumer", force=True)
+
     def send_error(self, c: Connection, code: str, message: str, ref: str | None = None) -> None:
         self.perform([Send(c.conn, m.Error(code=code, message=message, ref=ref))])
 
@@ -219,10 +285,16 @@ class Hub:
                 self.close(e.conn, e.code, e.reason)
             elif isinstance(e, RevokeToken):
                 self.tokens.revocations.revoke_token(e.token_id, e.until)
+                if self.cluster is not None:
+                    self.cluster.shared("t", e.token_id, 1, e.until)
             elif isinstance(e, SeatGeneration):
                 self.tokens.revocations.set_generation(e.token_id, e.generation, e.until)
+                if self.cluster is not None:
+                    self.cluster.shared("gen", e.token_id, e.generation, e.until)
             elif isinstance(e, RoomEnded):
                 self.tokens.revocations.end_room(e.room_id, e.until)
+                if self.cluster is not None:
+                    self.cluster.shared("r", e.room_id, 1, e.until)
                 self.metrics.session_ended(e.reason)
                 log_event("room-ended", room=e.room_id, reason=e.reason)
             elif isinstance(e, (MediaSignal, MediaMembers)):
@@ -294,6 +366,9 @@ class Hub:
         elif isinstance(message, m.Declined):
             self.metrics.decline()
         kind = "relay" if isinstance(message, RELAYED) else "control"
+        if c.edge is not None and self.cluster is not None:
+            self.cluster.to_edge(c.edge, conn, m.encode(message))
+            return
         try:
             c.outbox.put_nowait((m.encode(message), now, kind))
         except asyncio.QueueFull:
@@ -306,6 +381,10 @@ class Hub:
         if c is None or c.closing:
             return
         c.closing, c.close_code, c.close_reason = True, code, reason
+        if c.edge is not None:
+            if self.cluster is not None:
+                self.cluster.close_on_edge(c.edge, conn, code, reason)
+            return
         if force:
             while not c.outbox.empty():
                 c.outbox.get_nowait()

@@ -308,8 +308,12 @@ class Tokens:
         if entry is None or entry[1] < now:
             raise SignalingError("ticket-invalid", "the ticket is unknown, used or expired")
         admission = entry[0]
-        if admission.spec.room_id in self.revocations.rooms:  # ended after the ticket was taken
+        self.check_revoked(admission)
+        return admission
+
+    def check_revoked(self, admission: Admission) -> None:
+        """Ended or revoked since the ticket was taken: ``room-ended`` / ``token-revoked``."""
+        if admission.spec.room_id in self.revocations.rooms:
             raise SignalingError("room-ended", "this session has ended")
         if self.revocations.is_revoked(admission.token_id, admission.spec.room_id):
             raise SignalingError("token-revoked", "this link was revoked")
-        return admission

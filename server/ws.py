@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from aiohttp import WSMessage, WSMsgType, web
 
@@ -13,6 +14,7 @@ from signaling import messages as m
 from signaling.errors import SignalingError
 
 from . import jsondecode, throttle
+from .cluster.common import ANSWER_TIMEOUT, ClusterUnavailable
 from .hub import Connection, Hub
 from .logs import log_event
 from .security import origin_allowed, websocket_version_ok
@@ -77,7 +79,7 @@ async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None
     await ws.prepare(request)
     c = hub.register(ws)
     limit = RateLimit()
-    joined = False
+    joined: bool | Literal["relayed"] = False
     try:
         try:
             first = await asyncio.wait_for(ws.receive(), HELLO_TIMEOUT)
@@ -86,9 +88,10 @@ async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None
             hub.close(c.conn, 4001, "hello-expected")
             return ws
         said_hello()
-        joined = _hello(hub, c, first)
+        joined = await _hello(hub, c, first)
         if not joined:
             return ws
+        relayed = joined == "relayed"
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
@@ -99,15 +102,10 @@ async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None
                     break
                 hub.send_error(c, "rate-limited", "too many messages; slow down")
                 continue
-            try:
-                decoded = jsondecode.decode_client(msg.data)
-            except SignalingError as err:
-                hub.send_error(c, err.code, err.message, err.ref)
+            if relayed:  # the room's owner (another instance) validates it
+                hub.cluster.relay_message(c.conn, msg.data if isinstance(msg.data, str) else msg.data.decode())  # type: ignore[union-attr]
                 continue
-            if isinstance(decoded, m.Hello):
-                hub.send_error(c, "not-allowed", "already joined", "hello")
-                continue
-            hub.receive(c, decoded)
+            hub.receive_data(c, msg.data)
         if ws.close_code == 1009:
             hub.metrics.error("too-large")
     except Exception:
@@ -119,8 +117,9 @@ async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None
     return ws
 
 
-def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
-    """The first message must be a valid hello with a live ticket; True when the socket joined a room."""
+async def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool | Literal["relayed"]:
+    """The first message must be a valid hello with a live ticket; True when the socket joined a room here,
+    ``"relayed"`` when another instance owns the room (its messages go there through Redis)."""
     if first.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
         if first.type == WSMsgType.ERROR or first.type == WSMsgType.CLOSE:
             return False
@@ -134,10 +133,25 @@ def _hello(hub: Hub, c: Connection, first: WSMessage) -> bool:
         if hello.v != m.PROTOCOL_VERSION:
             raise SignalingError("unsupported-version", f"this server speaks version {m.PROTOCOL_VERSION}", "hello")
         now = hub.clock()
-        admission = hub.tokens.redeem_ticket(hello.ticket, now)
+        if hub.cluster is not None:
+            admission = await hub.cluster.redeem_ticket(hello.ticket, now)
+        else:
+            admission = hub.tokens.redeem_ticket(hello.ticket, now)
         if hello.resume:
             resume = hub.tokens.verify_resume(hello.resume, now)
             admission = dataclasses.replace(admission, resume=resume)
+        if hub.cluster is not None and (owner := await hub.cluster.owner_for(admission.spec.room_id)) != hub.cluster.me:
+            data = first.data if isinstance(first.data, str) else first.data.decode()
+            entry = hub.cluster.relay_hello(c.conn, owner, admission, data)
+            try:
+                await asyncio.wait_for(entry.answered.wait(), ANSWER_TIMEOUT)
+            except TimeoutError:  # the owner died and its lease has not run out yet
+                raise ClusterUnavailable() from None
+            return "relayed"
+    except ClusterUnavailable as err:
+        hub.send_error(c, err.code, err.message)
+        hub.close(c.conn, 1001, err.code)  # the client reconnects (and resumes) after 1001
+        return False
     except SignalingError as err:
         hub.send_error(c, err.code, err.message, err.ref)
         hub.close(c.conn, err.close_code or 4000, err.code)

@@ -30,6 +30,7 @@ CLOSE_CODES: Final[dict[str, int | None]] = {
     "replaced": 4012,
     "media-unreachable": None,
     "server-error": 1011,
+    "unavailable": 1001,  # several instances: the shared state (Redis) is out of reach; retry
 }
 
 ERROR_CODES: Final[frozenset[str]] = frozenset(CLOSE_CODES)

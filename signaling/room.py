@@ -6,6 +6,7 @@ each input is applied atomically. A refused input returns an ``error`` for its s
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,13 @@ ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones ar
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def resign_offset(pid: str, grace: float) -> float:
+    """How much earlier than half the grace this participant's resume credential is signed again: a fixed share
+    of a quarter of the grace per participant, so that participants who joined together (a restart, a takeover)
+    are not all signed again in the same tick."""
+    return (zlib.crc32(pid.encode()) % 1024) / 1024 * grace / 4
 
 
 @dataclass(frozen=True)
@@ -278,7 +286,7 @@ class Room:
                 self._send_roster(out)
             self._send_queue(out)
         for p in self._connected():
-            if now - p.resume_at >= grace / 2:
+            if now - p.resume_at >= grace / 2 - resign_offset(p.pid, grace):
                 self._send_resume(p, now, out)
             if p.status == "admitted" and p.ice_expires is not None and now >= p.ice_expires - ICE_REFRESH:
                 self._send_ice(p, now, out)  # fresh TURN credentials well before the old ones expire

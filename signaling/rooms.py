@@ -118,6 +118,17 @@ class Rooms:
             return [RoomEnded(rid, reason, stop)]
         return self._after(room, room.end(reason, now))
 
+    def evict(self, room_id: str) -> list[ConnId]:
+        """Forget a room without ending it (another instance owns it now): the sockets to close so its
+        participants resume there. No effect: nothing is revoked, nobody's seat changes."""
+        room = self.rooms.pop(RoomId(room_id), None)
+        if room is None:
+            return []
+        conns = [conn for conn, rid in self.conn_room.items() if rid == room.room_id]
+        for conn in conns:
+            del self.conn_room[conn]
+        return conns
+
     def live_count(self) -> int:
         """Rooms held in memory (somebody joined and the session is not over)."""
         return len(self.rooms)

@@ -9,6 +9,12 @@ sends one ``candidate`` per second (evenly spread) to the next admitted particip
 latency is measured from send to receive on this process's clock. The same sockets/rate pattern is then run
 against a bare aiohttp websocket relay (``serve-echo``, also a child process) as the baseline.
 
+With ``knee`` (always from ``alcove bench signaling``) the offered load is then stepped up, for Alcove and for the
+baseline, until the relay median passes 10 ms: ``knee`` and ``baseline.knee`` are the highest delivered loads
+under it, ``knee_ratio`` Alcove's share of the baseline's. With ``instances`` > 1 and a ``redis`` URL, the same
+load runs on one and on that many instances sharing Redis (``instances`` in the JSON: latency, delivered/s, the
+share of deliveries that cross Redis, CPU microseconds per message and per crossing).
+
 CLI: ``python -m tools.bench_signaling bench --rooms 500 --participants 3 --seconds 20``.
 """
 
@@ -151,7 +157,7 @@ def serve_alcove(port: int, admin_key: str, data_dir: str) -> None:
     _exit_with_parent()
     # the load generator is one address: the benchmark's own server does not throttle it
     config = Config(host="127.0.0.1", port=port, tls=False, admin_key=Secret(admin_key), data_dir=Path(data_dir),
-                    limits=Limits.unlimited())
+                    limits=Limits.unlimited(), redis_url=Secret(os.environ.get("ALCOVE_REDIS_URL", "")))
     web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
 
 
@@ -228,10 +234,11 @@ async def _gather_limited(factories: list[Callable[[], Awaitable[Any]]], limit: 
     return await asyncio.gather(*(run(f) for f in factories))
 
 
-async def _steady(senders: list[Callable[[], Awaitable[None]]], seconds: float, lat: Latencies) -> int:
-    """Each sender is called ``RATE`` times a second with an even phase spread; the number of sends."""
+async def _steady(senders: list[Callable[[], Awaitable[None]]], seconds: float, lat: Latencies,
+                  rate: float = RATE) -> int:
+    """Each sender is called ``rate`` times a second with an even phase spread; the number of sends."""
     count = 0
-    period = 1.0 / RATE
+    period = 1.0 / rate
     gc.collect()
     gc.freeze()  # the load generator's own GC pauses would show up as relay latency (both runs alike)
     end = time.monotonic() + seconds
@@ -258,8 +265,67 @@ async def _steady(senders: list[Callable[[], Awaitable[None]]], seconds: float, 
     return count
 
 
-async def _alcove_run(server: str, admin_key: str, rooms: int, participants: int, seconds: float
-                      ) -> dict[str, Any]:
+KNEE_MEDIAN = 0.010
+"""The knee: the highest delivered load whose relay median stays under 10 ms."""
+KNEE_RATES = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0)
+"""Messages per second per participant, stepped up (the server's own limit is 50 per socket)."""
+
+
+async def _measure(senders: list[Callable[[], Awaitable[None]]], seconds: float, lat: Latencies, knee: bool,
+                   cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    """The steady run at ``RATE`` (with the CPU seconds ``cpu()`` counts over it), then, with ``knee``, the offered
+    load stepped up until the median passes 10 ms."""
+    before = cpu() if cpu is not None else 0.0
+    messages = await _steady(senders, seconds, lat)
+    used = (cpu() - before) if cpu is not None else None
+    result: dict[str, Any] = {"messages": messages, "lost": len(lat.sent), "samples": list(lat.samples),
+                              "cpu_s": used}
+    if knee:
+        step = max(1.0, min(seconds, 4.0))
+        steps, best = [], None
+        for rate in KNEE_RATES:
+            lat.samples.clear()
+            lat.sent.clear()
+            sent = await _steady(senders, step, lat, rate)
+            p50 = percentile(lat.samples, 0.5)
+            delivered = round(len(lat.samples) / step)
+            steps.append({"offered_per_s": round(sent / step), "delivered_per_s": delivered, "p50_ms": _ms(p50)})
+            if p50 is None or p50 >= KNEE_MEDIAN or len(lat.samples) < 0.95 * sent:
+                break
+            best = delivered
+        result["knee"] = {"deliveries_per_s": best, "steps": steps}
+    return result
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+async def _redis_cpu(url: str) -> float:
+    """Redis's own CPU seconds (INFO cpu), so its share of a relayed message can be counted."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(url)
+    try:
+        info = await client.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    finally:
+        await client.aclose()
+
+
+async def _alcove_run(server: str | list[str], admin_key: str, rooms: int, participants: int, seconds: float,
+                      *, knee: bool = False, cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    """Participant ``j`` of room ``r`` joins ``servers[(r + j) % len(servers)]``: with several instances the first
+    joiner (who takes the room's lease) rotates, and the others land on instances that relay to the owner."""
+    servers = [server] if isinstance(server, str) else server
+    server = servers[0]
     lat = Latencies()
     clients: list[SignalingClient] = []
     created: list[dict[str, Any]] = []
@@ -274,24 +340,29 @@ async def _alcove_run(server: str, admin_key: str, rooms: int, participants: int
         if isinstance(msg, m.PeerCandidate) and msg.candidate:
             lat.got(int(msg.candidate[10:].split(" ", 1)[0]))
 
-    async def join(link: str, name: str) -> SignalingClient:
-        sc = await SignalingClient.open(server, link, name=name, timeout=60, listeners=[on_message])
+    place: dict[str, int] = {}  # pid -> index of its instance
+
+    async def join(link: str, name: str, at: int) -> SignalingClient:
+        sc = await SignalingClient.open(servers[at], link, name=name, timeout=60, listeners=[on_message])
         clients.append(sc)
+        if sc.pid is not None:
+            place[sc.pid] = at
         return sc
 
     try:
-        async def setup_room(room: dict[str, Any]) -> list[SignalingClient]:
-            t = await join(room["therapist_link"], "Therapist")
+        async def setup_room(r: int, room: dict[str, Any]) -> list[SignalingClient]:
+            t = await join(room["therapist_link"], "Therapist", r % len(servers))
             members = [t]
             for i, link in enumerate(room["client_links"]):
-                c = await join(link, f"Client {i}")
+                c = await join(link, f"Client {i}", (r + i + 1) % len(servers))
                 await t.send(m.Admit(pid=c.pid))
                 await c.next("admitted", timeout=30)
                 members.append(c)
             await t.next("roster", timeout=30)
             return members
 
-        groups = await _gather_limited([functools.partial(setup_room, r) for r in created], JOIN_CONCURRENCY // 4)
+        groups = await _gather_limited([functools.partial(setup_room, i, r) for i, r in enumerate(created)],
+                                       JOIN_CONCURRENCY // 4)
         joins = [sc.join_seconds for sc in clients if sc.join_seconds is not None]
         for sc in clients:
             sc.keep_inbox = False
@@ -305,13 +376,18 @@ async def _alcove_run(server: str, admin_key: str, rooms: int, participants: int
             return send
 
         senders = [sender(g[i], g[(i + 1) % len(g)].pid) for g in groups for i in range(len(g))]
-        messages = await _steady(senders, seconds, lat)
-        return {"messages": messages, "lost": len(lat.sent), "samples": lat.samples, "joins": joins}
+        # a delivery crosses Redis when its sender or its receiver is not on the room's owner (its first joiner)
+        crossing = sum(1 for g in groups for i in range(len(g))
+                       if place.get(g[i].pid or "") != place.get(g[0].pid or "")
+                       or place.get(g[(i + 1) % len(g)].pid or "") != place.get(g[0].pid or ""))
+        result = await _measure(senders, seconds, lat, knee, cpu)
+        return {**result, "joins": joins, "cross_share": round(crossing / len(senders), 3) if senders else 0.0}
     finally:
         await asyncio.gather(*(sc.close() for sc in clients), return_exceptions=True)
 
 
-async def _echo_run(server: str, rooms: int, participants: int, seconds: float) -> dict[str, Any]:
+async def _echo_run(server: str, rooms: int, participants: int, seconds: float, *, knee: bool = False
+                    ) -> dict[str, Any]:
     lat = Latencies()
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # no pool cap on websockets
     sockets: list[aiohttp.ClientWebSocketResponse] = []
@@ -350,8 +426,7 @@ async def _echo_run(server: str, rooms: int, participants: int, seconds: float) 
             return send
 
         senders = [sender(by_id[g[i]], g[(i + 1) % len(g)]) for g in ids for i in range(len(g))]
-        messages = await _steady(senders, seconds, lat)
-        return {"messages": messages, "lost": len(lat.sent), "samples": lat.samples}
+        return await _measure(senders, seconds, lat, knee)
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         for task in readers:
@@ -361,10 +436,16 @@ async def _echo_run(server: str, rooms: int, participants: int, seconds: float) 
 
 
 async def bench_signaling(*, rooms: int, participants: int, seconds: float, server: str | None = None,
-                          admin_key: str | None = None) -> dict[str, Any]:
-    """Run the benchmark (see the module docstring); returns the figures as a JSON-able dict."""
+                          admin_key: str | None = None, instances: int = 1, redis: str | None = None,
+                          knee: bool = False) -> dict[str, Any]:
+    """Run the benchmark (see the module docstring); returns the figures as a JSON-able dict.
+
+    ``knee``: also step the offered load up, for Alcove and the baseline relay, until the median passes 10 ms.
+    ``instances`` > 1 (with ``redis``): the same load once more on that many instances sharing Redis."""
     if participants < 2 or rooms < 1 or seconds <= 0:
         raise ValueError("at least 1 room, 2 participants and a positive duration")
+    if instances < 1 or (instances > 1 and not redis) or (instances > 1 and server is not None):
+        raise ValueError("several instances need --redis (and are started here: no --server)")
     fd_limit = raise_fd_limit()
     children: list[Child] = []
     tmp = tempfile.TemporaryDirectory(prefix="alcove-bench-")
@@ -372,7 +453,8 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
         server_pid: int | None = None
         if server is None:
             admin_key = secrets.token_urlsafe(24)
-            child = Child(["serve-alcove", "--data-dir", tmp.name], _free_port(), {"ALCOVE_BENCH_ADMIN_KEY": admin_key})
+            child = Child(["serve-alcove", "--data-dir", tmp.name], _free_port(),
+                          {"ALCOVE_BENCH_ADMIN_KEY": admin_key, "ALCOVE_REDIS_URL": ""})  # the default: no Redis
             children.append(child)
             await child.ready()
             server, server_pid = child.url, child.proc.pid
@@ -380,17 +462,22 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
             raise ValueError("an admin key is needed with a server URL")
         assert admin_key is not None
         started = time.monotonic()
-        run = await _alcove_run(base_of(server), admin_key, rooms, participants, seconds)
+        pids = [server_pid] if server_pid is not None else []
+        run = await _alcove_run(base_of(server), admin_key, rooms, participants, seconds, knee=knee,
+                                cpu=(lambda: _cpu_seconds(pids)) if pids else None)
         rss = rss_mb(server_pid) if server_pid is not None else None
         alcove_wall = time.monotonic() - started
+        for child in children:
+            child.stop()
 
         echo = Child(["serve-echo"], _free_port())
         children.append(echo)
         await echo.ready()
-        base = await _echo_run(echo.url, rooms, participants, seconds)
+        base = await _echo_run(echo.url, rooms, participants, seconds, knee=knee)
+        echo.stop()
         p99 = percentile(run["samples"], 0.99)
         base_p99 = percentile(base["samples"], 0.99)
-        return {
+        result: dict[str, Any] = {
             "rooms": rooms,
             "participants": participants,
             "seconds": seconds,
@@ -409,10 +496,58 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
                          "p50_ms": _ms(percentile(base["samples"], 0.5)), "p99_ms": _ms(base_p99)},
             "baseline_ratio": round(p99 / base_p99, 2) if p99 is not None and base_p99 else None,
         }
+        if knee:
+            mine, theirs = run["knee"]["deliveries_per_s"], base["knee"]["deliveries_per_s"]
+            result["knee"] = run["knee"]
+            result["baseline"]["knee"] = base["knee"]
+            result["knee_ratio"] = round(mine / theirs, 3) if mine and theirs else None
+        if instances > 1 and redis:
+            result["instances"] = await _instances_run(redis, instances, rooms, participants, seconds, run, tmp.name)
+        return result
     finally:
         for child in children:
             child.stop()
         tmp.cleanup()
+
+
+async def _instances_run(redis: str, n: int, rooms: int, participants: int, seconds: float,
+                         single: dict[str, Any], tmp: str) -> dict[str, Any]:
+    """The same offered load on 1 and on ``n`` instances sharing ``redis``: latency, delivered/s, the share of
+    deliveries that cross Redis, and the CPU each message costs (instances and Redis), in microseconds."""
+    from server.tokens import KeyRing
+
+    figures: dict[str, Any] = {"redis": "given", "offered_per_s": round(rooms * participants * RATE)}
+    for count in (1, n):
+        data_dir = Path(tmp) / f"cluster-{count}"
+        KeyRing.load_or_create(data_dir)  # one key ring for every instance
+        admin_key = secrets.token_urlsafe(24)
+        env = {"ALCOVE_BENCH_ADMIN_KEY": admin_key, "ALCOVE_REDIS_URL": redis}
+        children = [Child(["serve-alcove", "--data-dir", str(data_dir)], _free_port(), env) for _ in range(count)]
+        try:
+            for child in children:
+                await child.ready()
+            pids = [c.proc.pid for c in children]
+            redis_before = await _redis_cpu(redis)
+            run = await _alcove_run([c.url for c in children], admin_key, rooms, participants, seconds,
+                                    cpu=lambda pids=pids: _cpu_seconds(pids))  # type: ignore[misc]
+            redis_cpu = await _redis_cpu(redis) - redis_before
+        finally:
+            for child in children:
+                child.stop()
+        delivered = len(run["samples"])
+        crossings = delivered * run["cross_share"]
+        figures[str(count)] = {
+            "p50_ms": _ms(percentile(run["samples"], 0.5)), "p99_ms": _ms(percentile(run["samples"], 0.99)),
+            "delivered_per_s": round(delivered / seconds), "lost": run["lost"],
+            "cross_instance_share": run["cross_share"],
+            "instances_cpu_us_per_message": round(run["cpu_s"] * 1e6 / delivered, 1) if delivered else None,
+            "redis_cpu_us_per_crossing": round(redis_cpu * 1e6 / crossings, 1) if crossings else None,
+        }
+    one, many = figures["1"], figures[str(n)]
+    if one["instances_cpu_us_per_message"] and many["instances_cpu_us_per_message"] and many["cross_instance_share"]:
+        extra = many["instances_cpu_us_per_message"] - one["instances_cpu_us_per_message"]
+        figures["instances_cpu_us_per_crossing"] = round(extra / many["cross_instance_share"], 1)
+    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -424,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--seconds", type=float, default=20.0)
     bench.add_argument("--server")
     bench.add_argument("--admin-key", default=os.environ.get("ALCOVE_ADMIN_KEY"))
+    bench.add_argument("--instances", type=int, default=1)
+    bench.add_argument("--redis")
+    bench.add_argument("--knee", action="store_true")
     alcove = sub.add_parser("serve-alcove")
     alcove.add_argument("--port", type=int, required=True)
     alcove.add_argument("--data-dir", required=True)
@@ -436,7 +574,8 @@ def main(argv: list[str] | None = None) -> int:
         serve_echo(args.port)
     else:
         result = asyncio.run(bench_signaling(rooms=args.rooms, participants=args.participants,
-                                             seconds=args.seconds, server=args.server, admin_key=args.admin_key))
+                                             seconds=args.seconds, server=args.server, admin_key=args.admin_key,
+                                             instances=args.instances, redis=args.redis, knee=args.knee))
         print(json.dumps(result, indent=2))
     return 0
 

@@ -119,7 +119,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = asyncio.run(bench_signaling(rooms=args.rooms, participants=args.participants,
                                              seconds=args.seconds, server=args.server,
-                                             admin_key=os.environ.get("ALCOVE_ADMIN_KEY")))
+                                             admin_key=os.environ.get("ALCOVE_ADMIN_KEY"), knee=True,
+                                             instances=args.instances, redis=args.redis))
     elif args.what == "join":
         from tools.bench_join import bench_join
 
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--subscribers", type=int, default=4)
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
     b.add_argument("--lossy", action="store_true", help="sfu: one subscriber behind a lossy, rate-limited link")
+    b.add_argument("--instances", type=int, default=1,
+                   help="signaling: also run the load on this many instances sharing --redis")
+    b.add_argument("--redis", default=None, help="signaling: the Redis URL several instances share (a test Redis)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
 

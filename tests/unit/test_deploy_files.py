@@ -58,6 +58,18 @@ def test_compose_has_the_app_and_coturn_with_restart_and_health(compose: dict) -
         assert {"interval", "timeout", "retries"} <= set(health), name
 
 
+def test_the_redis_profile_adds_redis_and_a_second_instance_on_the_same_keys(compose: dict) -> None:
+    services = compose["services"]
+    assert "profiles" not in services["alcove"] and "profiles" not in services["coturn"]  # no Redis by default
+    redis, second = services["redis"], services["alcove-2"]
+    assert redis["profiles"] == ["redis"] and second["profiles"] == ["redis"]
+    assert redis["image"].startswith("redis:") and "--appendonly" in redis["command"]
+    assert redis["healthcheck"]["test"][0] == "CMD" and redis["restart"] == "unless-stopped"
+    assert second["command"] == services["alcove"]["command"]
+    keys = [v for v in services["alcove"]["volumes"] if v.startswith("alcove-data:")]
+    assert keys and keys[0] in second["volumes"]
+
+
 def test_app_service_runs_alcove_serve_on_8443(compose: dict) -> None:
     app = compose["services"]["alcove"]
     assert app["build"]["context"] == "."

@@ -316,10 +316,14 @@ def test_key_messages_go_therapist_to_clients_and_clients_to_therapist_only() ->
     assert types(room.receive(C("c1"), m.Key(to="p3", data="x"), NOW), "c2") == []
 
 
-def test_resume_credentials_are_refreshed_every_half_grace() -> None:
+def test_resume_credentials_are_refreshed_every_half_grace_less_a_spread() -> None:
+    from signaling.room import resign_offset
+
     room = therapist_and_client()
-    assert sent(room.tick(NOW + 59), "c1") == []
-    assert sent(room.tick(NOW + 60), "c1") == [m.Resume(credential="R:p2:0")]
+    due = NOW + 60 - resign_offset("p2", 120)  # between a quarter and half the grace (tests/unit/test_resign_spread.py)
+    assert NOW + 30 < due <= NOW + 60
+    assert sent(room.tick(due - 0.01), "c1") == []
+    assert sent(room.tick(due), "c1") == [m.Resume(credential="R:p2:0")]
 
 
 class TurnServices(FakeServices):
