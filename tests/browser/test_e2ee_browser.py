@@ -100,7 +100,7 @@ async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alc
         await wait_js(page, "[...document.querySelectorAll('.e2ee-badge')].some(b => b.dataset.state === 'ok')")
         assert await page.locator(".e2ee-badge", has_text="Encrypted").count() == 1
     # Mark verified is remembered per client key
-    await therapist.get_by_role("button", name="Mark Alex verified", exact=True).click()
+    await therapist.get_by_role("button", name="Mark verified: Alex", exact=True).click()
     await row.get_by_text("Verified ✓").wait_for()
     await shot(client, "e2ee-client-safety-code")
     await shot(therapist, "e2ee-therapist-console")

@@ -30,8 +30,8 @@ process.stdout.write(JSON.stringify(out));
 """
 
 
-@pytest.fixture(scope="module")
-def catalogs() -> dict[str, Any]:
+def load_catalogs() -> dict[str, Any]:
+    """{lang: {"catalog": {key: text}, "plural": [categories]}, "__registered": [langs in lib/i18n.js]}."""
     node = shutil.which("node")
     if node is None:
         if os.environ.get("CI"):
@@ -42,6 +42,11 @@ def catalogs() -> dict[str, Any]:
                          capture_output=True, text=True, encoding="utf-8", check=True, timeout=60)
     data: dict[str, Any] = json.loads(out.stdout)
     return data
+
+
+@pytest.fixture(scope="module")
+def catalogs() -> dict[str, Any]:
+    return load_catalogs()
 
 
 def _base(key: str) -> str:

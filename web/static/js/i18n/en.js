@@ -125,6 +125,7 @@ export default {
   "ended.replaced.title": "This session continues in another window",
   "ended.replaced.body": "You opened this link again elsewhere, so this page has stopped.",
   "ended.rejoin": "Rejoin",
+  "ended.announce": "{title}. {body}",
 
   "console.waiting.heading": "Waiting room",
   "console.waiting.empty": "Nobody is waiting.",
@@ -183,7 +184,7 @@ export default {
   "e2ee.sas.label": "Safety code:",
   "e2ee.sas.waiting": "Safety code: waiting…",
   "e2ee.sas.mark": "Mark verified",
-  "e2ee.sas.mark.named": "Mark {name} verified",
+  "e2ee.sas.mark.named": "Mark verified: {name}",
   "e2ee.sas.verified": "Verified ✓",
   // The safety code's 64 emoji by index (lib/e2ee.js EMOJI), named for screen readers and under each emoji.
   "sas.0": "Dog",

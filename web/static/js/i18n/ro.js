@@ -128,6 +128,7 @@ export default {
   "ended.replaced.title": "Ședința continuă în altă fereastră",
   "ended.replaced.body": "Ați deschis acest link din nou în altă parte, așa că această pagină s-a oprit.",
   "ended.rejoin": "Intrați din nou",
+  "ended.announce": "{title}. {body}",
 
   "console.waiting.heading": "Sala de așteptare",
   "console.waiting.empty": "Nu așteaptă nimeni.",
@@ -186,7 +187,7 @@ export default {
   "e2ee.sas.label": "Codul de siguranță:",
   "e2ee.sas.waiting": "Codul de siguranță: se așteaptă…",
   "e2ee.sas.mark": "Marcați ca verificat",
-  "e2ee.sas.mark.named": "Marcați-l pe {name} ca verificat",
+  "e2ee.sas.mark.named": "Marcați ca verificat: {name}",
   "e2ee.sas.verified": "Verificat ✓",
   // Codul de siguranță: cele 64 de emoji după index (lib/e2ee.js EMOJI), cu numele lor pentru cititoarele de ecran.
   "sas.0": "Câine",

@@ -118,7 +118,7 @@ export function showEnded(titleKey, bodyKey, extra = {}) {
   document.title = `${title} – Alcove`;
   document.body.dataset.state = extra.state || "ended";
   showView("view-ended", extra.focus !== false);
-  if (first && extra.focus !== false) announceNow(`${title}. ${body}`);
+  if (first && extra.focus !== false) announceNow(t("ended.announce", { title, body }));
 }
 
 /** Fills every element with data-i18n (text) or data-i18n-<attr> (attributes) under `root`. */
