@@ -14,6 +14,7 @@ and a tablet (768×1024).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tools.chromium import launch
 
 from .conftest import SCREENSHOTS, Pages, decodes_from_all, wait_for, wait_js
 from .test_e2ee_browser import with_secret
+from .test_screens import drop_socket
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -262,6 +264,7 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
                                                  catalogs: dict[str, Any]) -> None:
     t = catalogs[lang]["catalog"]
     suffix = "" if lang == "en" else f"-{lang}"
+    server.clock.now = time.time()  # the module's server: an earlier test moved its clock on
     room = await server.create_room(type="individual", host="Dr. Ionescu", duration_minutes=50)
     therapist = await devices.device(lang, (1280, 720), phone=False)
     await therapist.goto(with_secret(room["therapist_link"]))
@@ -330,8 +333,20 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
     for size in ((1280, 720), (768, 1024)):
         await therapist.set_viewport_size({"width": size[0], "height": size[1]})
         await check_console(therapist, t, f"console at {size}")
+    if lang == "en":
+        await therapist.evaluate("window.scrollTo(0, 0)")
+        await shot(therapist, "console-tablet")
+    await therapist.set_viewport_size({"width": 1280, "height": 720})
     await check_texts(therapist, catalogs, lang, "console")
     await check_axe(therapist, "console")
+
+    # "Therapist reconnecting" reaches the client's live region; the therapist comes back.
+    await therapist.context.set_offline(True)
+    drop_socket(server, "therapist")
+    await announced(client, t["session.therapist.reconnecting"], "the therapist reconnecting")
+    await therapist.context.set_offline(False)
+    await therapist.get_by_text(t["console.lock.open"]).wait_for(timeout=20000)
+    await announced(client, t["session.therapist.back"], "the therapist back")
 
     # A time warning reaches the live region, in the plural form of the language.
     await server.advance(45 * 60 + 5)
