@@ -16,8 +16,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import pytest_asyncio
@@ -28,7 +30,7 @@ from tools.chromium import launch
 
 from .conftest import SCREENSHOTS, Pages, decodes_from_all, wait_for, wait_js
 from .test_e2ee_browser import with_secret
-from .test_screens import drop_socket
+from .test_screens import DENY_MEDIA, drop_socket
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -70,8 +72,7 @@ VISIBLE_TEXTS = """() => {
       if (v && v.trim()) out.push(...(el.classList.contains("sas-emoji-line") ? v.split(", ") : [v.trim()]));
     }
   }
-  out.push(...document.title.split(" – "));
-  return out;
+  return { texts: out, title: document.title };
 }"""
 
 MEASURE = """() => {
@@ -186,11 +187,15 @@ async def check_texts(page: Any, catalogs: dict[str, Any], lang: str, where: str
     patterns = texts_of(catalogs, lang)
     assert await page.evaluate("document.documentElement.lang") == lang, where
     stray = []
-    for text in await page.evaluate(VISIBLE_TEXTS):
+    shown = await page.evaluate(VISIBLE_TEXTS)
+    for text in shown["texts"]:
         if text in USER_TEXT or not re.search(r"[^\W\d_]", text):
             continue
         if not any(p.fullmatch(text) for p in patterns):
             stray.append(text)
+    title = shown["title"]  # a catalog text, alone or followed by " – Alcove"
+    if not any(p.fullmatch(title) or p.fullmatch(title.removesuffix(" – Alcove")) for p in patterns):
+        stray.append(f"<title> {title}")
     assert not stray, f"{where} ({lang}): texts not from the {lang} catalog: {stray}"
 
 
@@ -300,6 +305,8 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
     assert await client.evaluate("getComputedStyle(document.querySelector('.breathing span')).animationName") == "none"
     await client.emulate_media(reduced_motion="no-preference")
     await shot(client, f"phone-waiting{suffix}")
+    await check_texts(therapist, catalogs, lang, "console with a client waiting")
+    await check_axe(therapist, "console with a client waiting")
 
     # The therapist admits by keyboard, on the laptop screen; the console is checked there and on a tablet.
     admit = t["console.admit"].replace("{name}", "Alex")
@@ -329,6 +336,14 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
     await client.mouse.move(stage["x"] + stage["width"] * 0.8, stage["y"] + 30, steps=5)
     await client.mouse.up()
     assert await own.get_attribute("data-corner") == "tr"
+    # The call controls by keyboard: Tab to "Mute", Space mutes, the button says so.
+    await client.locator("body").focus()
+    await tab_to(client, t["session.mute"])
+    await client.keyboard.press("Space")
+    await client.get_by_role("button", name=t["session.unmute"], exact=True).wait_for()
+    assert await client.locator("#btn-mute").get_attribute("aria-pressed") == "true"
+    await client.keyboard.press("Space")
+    await client.get_by_role("button", name=t["session.mute"], exact=True).wait_for()
 
     for size in ((1280, 720), (768, 1024)):
         await therapist.set_viewport_size({"width": size[0], "height": size[1]})
@@ -401,6 +416,34 @@ async def test_link_pages_in_both_languages(lang: str, server: Any, devices: Dev
     await check_axe(page, "refused link")
     await check_phone(page, "refused link")
     await shot(page, f"phone-link-refused{suffix}")
+
+    # Too early: the opening time in the client's own locale and time zone.
+    start = datetime.fromtimestamp(server.clock.now, UTC) + timedelta(days=2)
+    early = await server.create_room(type="individual", start=start.isoformat(), host="Dr. Ionescu")
+    await page.goto("about:blank")  # not a mere change of fragment (the join page reloads itself on one)
+    await page.goto(early["client_links"][0])
+    await wait_js(page, "document.body.dataset.state === 'error-room-not-open'")
+    await check_texts(page, catalogs, lang, "too early")
+    await check_axe(page, "too early")
+    opens = datetime.fromisoformat(early["opens_at"].replace("Z", "+00:00")).astimezone(ZoneInfo("Europe/Bucharest"))
+    heading = await page.locator("#error-title").inner_text()
+    assert f"{opens:%H:%M}" in heading, heading  # Europe/Bucharest, 24-hour clock in both en-GB and ro-RO
+
+    # Camera and microphone refused: the join page offers to go on without them.
+    denied = await devices.device(lang, (360, 740), phone=True)
+    await denied.add_init_script(DENY_MEDIA)
+    room = await server.create_room(type="individual", host="Dr. Ionescu")
+    await denied.goto(room["client_links"][0])
+    await denied.get_by_role("heading", name=catalogs[lang]["catalog"]["join.media.denied.title"]).wait_for()
+    await check_texts(denied, catalogs, lang, "media denied")
+    await check_axe(denied, "media denied")
+    await check_phone(denied, "media denied")
+
+    # The practice's administration page.
+    await page.goto(server.url + "/admin")
+    await page.get_by_role("heading", name=catalogs[lang]["catalog"]["admin.title"]).wait_for()
+    await check_texts(page, catalogs, lang, "admin")
+    await check_axe(page, "admin")
 
 
 async def test_language_follows_the_browser_and_the_switcher_is_remembered(server: Any, devices: Devices,
