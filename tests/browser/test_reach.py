@@ -395,6 +395,13 @@ async def check_console(page: Any, t: dict[str, str], where: str) -> None:
         box = await button.bounding_box()
         assert box and box["y"] >= 0 and box["y"] + box["height"] <= m["vh"] and box["x"] + box["width"] <= m["vw"], \
             f"{where}: {name} not on screen: {box}"
+        on_top = await button.evaluate("(b) => { const r = b.getBoundingClientRect();"
+                                       " return b.contains(document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)); }")
+        assert on_top, f"{where}: {name} is covered (by the call controls?)"
+        await button.focus()  # as the keyboard would: it scrolls into view, above the call controls
+        on_top = await button.evaluate("(b) => { const r = b.getBoundingClientRect();"
+                                       " return b.contains(document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2)); }")
+        assert on_top, f"{where}: {name} is covered once focused"
     tools = await page.evaluate(MEASURE)
     for b in tools["tools"]:
         assert b["b"] <= tools["vh"] and b["r"] <= tools["vw"], f"{where}: call control {b} off screen"

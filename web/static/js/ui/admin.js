@@ -1,7 +1,7 @@
 // The admin page: create a session and copy its links. The admin key stays in this tab's sessionStorage.
 
 import { t, formatTime } from "../lib/i18n.js";
-import { applyTranslations } from "./dom.js";
+import { applyTranslations, onLocaleChange } from "./dom.js";
 
 const KEY = "alcove.admin-key";
 /** @param {string} id */
@@ -51,8 +51,12 @@ async function copy(text, code) {
   $("created-status").textContent = t("admin.copied");
 }
 
-/** @param {any} room */
-function showCreated(room) {
+/** The session just created (its links are shown again when the language changes). @type {any} */
+let shown = null;
+
+/** @param {any} room @param {boolean} [focus] */
+function showCreated(room, focus = true) {
+  shown = room;
   $("created-title").textContent = t("admin.created", { start: formatTime(room.starts_at), end: formatTime(room.ends_at) });
   const list = $("links");
   list.replaceChildren();
@@ -87,13 +91,14 @@ function showCreated(room) {
       $("created-status").textContent = t("admin.error", { message: /** @type {Error} */ (e).message });
     }
   };
-  $("created-status").textContent = "";
+  if (focus) $("created-status").textContent = "";
   $("created").hidden = false;
-  $("created").focus();
+  if (focus) $("created").focus();
 }
 
 function main() {
   applyTranslations();
+  onLocaleChange(() => { if (shown) showCreated(shown, false); });
   const keyInput = /** @type {HTMLInputElement} */ ($("admin-key"));
   keyInput.value = sessionStorage.getItem(KEY) || "";
   keyInput.addEventListener("input", () => sessionStorage.setItem(KEY, keyInput.value));
