@@ -248,7 +248,8 @@ async def announced(page: Any, pattern: str | re.Pattern[str], what: str) -> Non
 
 async def accessible_name(page: Any) -> str:
     name: str = await page.evaluate(
-        "(() => { const e = document.activeElement; return e ? (e.getAttribute('aria-label') || e.textContent || '').trim() : ''; })()")
+        "(() => { const e = document.activeElement; if (!e || e === document.body) return '<body>';"
+        " return (e.getAttribute('aria-label') || e.textContent || '').trim().slice(0, 80); })()")
     return name
 
 
@@ -305,6 +306,7 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
     assert await client.evaluate("getComputedStyle(document.querySelector('.breathing span')).animationName") == "none"
     await client.emulate_media(reduced_motion="no-preference")
     await shot(client, f"phone-waiting{suffix}")
+    await announced(therapist, t["console.arrived"].replace("{name}", "Alex"), "the arrival")
     await check_texts(therapist, catalogs, lang, "console with a client waiting")
     await check_axe(therapist, "console with a client waiting")
 
@@ -359,6 +361,8 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
     await therapist.context.set_offline(True)
     drop_socket(server, "therapist")
     await announced(client, t["session.therapist.reconnecting"], "the therapist reconnecting")
+    await check_texts(client, catalogs, lang, "therapist reconnecting")
+    await check_axe(client, "therapist reconnecting")
     await therapist.context.set_offline(False)
     await therapist.get_by_text(t["console.lock.open"]).wait_for(timeout=20000)
     await announced(client, t["session.therapist.back"], "the therapist back")
