@@ -140,3 +140,26 @@ def test_every_key_the_code_asks_for_exists(catalogs: dict[str, Any]) -> None:
             if not ok:
                 missing.append(f"{path.relative_to(JS.parents[1])}: {key}")
     assert not missing, missing
+
+
+def test_counts_take_the_languages_plural_form() -> None:
+    """tn() picks the form Intl.PluralRules gives the count: Romanian has three (1, 2–19, 20+), English two."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not installed")
+    script = """
+const i18n = await import(process.argv[1]);
+const out = {};
+for (const lang of ["en", "ro"]) {
+  i18n.setLocale(lang);
+  out[lang] = [1, 2, 5, 19, 20, 101].map((n) => i18n.tn("session.warning", n));
+}
+process.stdout.write(JSON.stringify(out));
+"""
+    out = subprocess.run([node, "--input-type=module", "-e", script, (JS / "lib" / "i18n.js").as_uri()],
+                         capture_output=True, text=True, encoding="utf-8", check=True, timeout=60)
+    got = json.loads(out.stdout)
+    assert got["en"] == ["1 minute left in this session."] + [f"{n} minutes left in this session." for n in (2, 5, 19, 20, 101)]
+    assert got["ro"] == ["Mai este un minut din ședință.", "Mai sunt 2 minute din ședință.", "Mai sunt 5 minute din ședință.",
+                         "Mai sunt 19 minute din ședință.", "Mai sunt 20 de minute din ședință.",
+                         "Mai sunt 101 minute din ședință."]
