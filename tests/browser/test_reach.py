@@ -346,6 +346,15 @@ async def test_client_path_on_phones_by_keyboard(lang: str, server: Any, devices
     assert await client.locator("#btn-mute").get_attribute("aria-pressed") == "true"
     await client.keyboard.press("Space")
     await client.get_by_role("button", name=t["session.mute"], exact=True).wait_for()
+    # The switcher changes the whole session page in place (no reload, the call goes on), and back.
+    other = "ro" if lang == "en" else "en"
+    o = catalogs[other]["catalog"]
+    await client.get_by_role("button", name=o[f"lang.{other}"], exact=True).click()
+    await client.get_by_role("button", name=o["session.mute"], exact=True).wait_for()
+    await check_texts(client, catalogs, other, "session after switching language")
+    await client.get_by_role("button", name=t[f"lang.{lang}"], exact=True).click()
+    await client.get_by_role("button", name=t["session.mute"], exact=True).wait_for()
+    await check_texts(client, catalogs, lang, "session after switching back")
 
     for size in ((1280, 720), (768, 1024)):
         await therapist.set_viewport_size({"width": size[0], "height": size[1]})
