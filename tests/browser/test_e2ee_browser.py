@@ -137,7 +137,7 @@ async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alc
     # less metadata: no audio level or other clear header extension, Opus at constant bitrate, both ways
     await assert_page_negotiated_little_metadata(client)
     # Mark verified is remembered per client key
-    await therapist.get_by_role("button", name="Mark Alex verified", exact=True).click()
+    await therapist.get_by_role("button", name="Mark verified: Alex", exact=True).click()
     await row.get_by_text("Verified ✓").wait_for()
     await shot(client, "e2ee-client-safety-code")
     await shot(therapist, "e2ee-therapist-console")

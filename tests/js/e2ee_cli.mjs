@@ -12,10 +12,10 @@ const toHex = S.bytesToHex;
 const objs = new Map();
 
 /** @param {any} s */
-const sasOut = (s) => ({ indices: s.indices, decimal: s.decimal, emoji: s.emoji.map((e) => e[0]) });
+const sasOut = (s) => ({ indices: s.indices, decimal: s.decimal, emoji: s.emoji });
 
 const commands = {
-  emoji: async () => E.EMOJI.map((e) => [e[0], e[1]]),
+  emoji: async () => [...E.EMOJI],
   "therapist.create": async (r) => {
     const t = await E.TherapistKeys.create(r.room, r.pid, {
       sLink: r.s_link ? hex(r.s_link) : null,

@@ -30,25 +30,18 @@ const EPOCH_INFO = te.encode("alcove-e2ee epoch");
 const ECDSA = { name: "ECDSA", namedCurve: "P-256" };
 const ECDSA_SIGN = { name: "ECDSA", hash: "SHA-256" };
 
-/** The 64 SAS emoji (Matrix SAS list) as [emoji, English name]; identical to peer/e2ee.py EMOJI.
- * @type {ReadonlyArray<readonly [string, string]>} */
+/** The 64 SAS emoji (Matrix SAS list) by index; the same order as peer/e2ee.py EMOJI. Their names are words of
+ * the page's language, so they live in the catalogs (`sas.<index>` in i18n/*.js), not here.
+ * @type {ReadonlyArray<string>} */
 export const EMOJI = Object.freeze([
-  ["\ud83d\udc36", "Dog"], ["\ud83d\udc31", "Cat"], ["\ud83e\udd81", "Lion"], ["\ud83d\udc0e", "Horse"],
-  ["\ud83e\udd84", "Unicorn"], ["\ud83d\udc37", "Pig"], ["\ud83d\udc18", "Elephant"], ["\ud83d\udc30", "Rabbit"],
-  ["\ud83d\udc3c", "Panda"], ["\ud83d\udc13", "Rooster"], ["\ud83d\udc27", "Penguin"], ["\ud83d\udc22", "Turtle"],
-  ["\ud83d\udc1f", "Fish"], ["\ud83d\udc19", "Octopus"], ["\ud83e\udd8b", "Butterfly"], ["\ud83c\udf37", "Flower"],
-  ["\ud83c\udf33", "Tree"], ["\ud83c\udf35", "Cactus"], ["\ud83c\udf44", "Mushroom"], ["\ud83c\udf0f", "Globe"],
-  ["\ud83c\udf19", "Moon"], ["\u2601\ufe0f", "Cloud"], ["\ud83d\udd25", "Fire"], ["\ud83c\udf4c", "Banana"],
-  ["\ud83c\udf4e", "Apple"], ["\ud83c\udf53", "Strawberry"], ["\ud83c\udf3d", "Corn"], ["\ud83c\udf55", "Pizza"],
-  ["\ud83c\udf82", "Cake"], ["\u2764\ufe0f", "Heart"], ["\ud83d\ude00", "Smiley"], ["\ud83e\udd16", "Robot"],
-  ["\ud83c\udfa9", "Hat"], ["\ud83d\udc53", "Glasses"], ["\ud83d\udd27", "Spanner"], ["\ud83c\udf85", "Santa"],
-  ["\ud83d\udc4d", "Thumbs Up"], ["\u2602\ufe0f", "Umbrella"], ["\u231b", "Hourglass"], ["\u23f0", "Clock"],
-  ["\ud83c\udf81", "Gift"], ["\ud83d\udca1", "Light Bulb"], ["\ud83d\udcd5", "Book"], ["\u270f\ufe0f", "Pencil"],
-  ["\ud83d\udcce", "Paperclip"], ["\u2702\ufe0f", "Scissors"], ["\ud83d\udd12", "Lock"], ["\ud83d\udd11", "Key"],
-  ["\ud83d\udd28", "Hammer"], ["\u260e\ufe0f", "Telephone"], ["\ud83c\udfc1", "Flag"], ["\ud83d\ude82", "Train"],
-  ["\ud83d\udeb2", "Bicycle"], ["\u2708\ufe0f", "Aeroplane"], ["\ud83d\ude80", "Rocket"], ["\ud83c\udfc6", "Trophy"],
-  ["\u26bd", "Ball"], ["\ud83c\udfb8", "Guitar"], ["\ud83c\udfba", "Trumpet"], ["\ud83d\udd14", "Bell"],
-  ["\u2693", "Anchor"], ["\ud83c\udfa7", "Headphones"], ["\ud83d\udcc1", "Folder"], ["\ud83d\udccc", "Pin"],
+  "\ud83d\udc36", "\ud83d\udc31", "\ud83e\udd81", "\ud83d\udc0e", "\ud83e\udd84", "\ud83d\udc37", "\ud83d\udc18", "\ud83d\udc30",
+  "\ud83d\udc3c", "\ud83d\udc13", "\ud83d\udc27", "\ud83d\udc22", "\ud83d\udc1f", "\ud83d\udc19", "\ud83e\udd8b", "\ud83c\udf37",
+  "\ud83c\udf33", "\ud83c\udf35", "\ud83c\udf44", "\ud83c\udf0f", "\ud83c\udf19", "\u2601\ufe0f", "\ud83d\udd25", "\ud83c\udf4c",
+  "\ud83c\udf4e", "\ud83c\udf53", "\ud83c\udf3d", "\ud83c\udf55", "\ud83c\udf82", "\u2764\ufe0f", "\ud83d\ude00", "\ud83e\udd16",
+  "\ud83c\udfa9", "\ud83d\udc53", "\ud83d\udd27", "\ud83c\udf85", "\ud83d\udc4d", "\u2602\ufe0f", "\u231b", "\u23f0",
+  "\ud83c\udf81", "\ud83d\udca1", "\ud83d\udcd5", "\u270f\ufe0f", "\ud83d\udcce", "\u2702\ufe0f", "\ud83d\udd12", "\ud83d\udd11",
+  "\ud83d\udd28", "\u260e\ufe0f", "\ud83c\udfc1", "\ud83d\ude82", "\ud83d\udeb2", "\u2708\ufe0f", "\ud83d\ude80", "\ud83c\udfc6",
+  "\u26bd", "\ud83c\udfb8", "\ud83c\udfba", "\ud83d\udd14", "\u2693", "\ud83c\udfa7", "\ud83d\udcc1", "\ud83d\udccc",
 ]);
 
 /** A signed message or SDP did not verify. The UI shows "security check failed". */
@@ -290,7 +283,7 @@ export function makeLinkFragment(token, sLink = null, tk = null) {
 // SAS
 // ---------------------------------------------------------------------------
 
-/** @typedef {{emoji: Array<readonly [string, string]>, indices: number[], decimal: number[]}} Sas */
+/** @typedef {{emoji: string[], indices: number[], decimal: number[]}} Sas */
 
 /**
  * HKDF-SHA256(ikm=IK_P||IK_T||n_C||n_T, salt=empty, info="alcove-e2ee sas v1"||room, 6 bytes):

@@ -1,17 +1,35 @@
-// The i18n lookup (no DOM): picks the catalog for the browser's languages and translates keys. The catalogs
-// are one file per language under ../i18n/ with the same keys. Dates and times are shown with
-// Intl.DateTimeFormat in the user's own time zone. ui/dom.js applies the strings to a page.
+// The i18n lookup (no DOM): picks the catalog for the browser's languages (or the one the user chose, kept in
+// localStorage) and translates keys. The catalogs are one file per language under ../i18n/ with the same keys;
+// a plural key is written `key#one`, `key#few`, `key#other`… one entry per category of Intl.PluralRules for
+// that language. Dates and times are shown with Intl.DateTimeFormat in the user's own locale and time zone.
+// ui/dom.js applies the strings to a page.
 
 import en from "../i18n/en.js";
+import ro from "../i18n/ro.js";
 
 /** @type {Record<string, Record<string, string>>} */
-export const CATALOG = { en };
+export const CATALOG = { en, ro };
+
+/** The languages in the switcher's order. */
+export const LANGUAGES = Object.freeze(["ro", "en"]);
+
+const PREF = "alcove.lang";
 
 /** @type {string} */
 let locale = "en";
 
-/** Picks the best catalog for the browser's languages. */
+/** The language the user chose with the switcher, if any. */
+function chosen() {
+  try {
+    const v = localStorage.getItem(PREF);
+    return v && CATALOG[v] ? v : null;
+  } catch { return null; }
+}
+
+/** Picks the catalog: the user's choice, else the first of the browser's languages that has one, else English. */
 export function detectLocale() {
+  const pick = chosen();
+  if (pick) return pick;
   const langs = typeof navigator !== "undefined" ? navigator.languages || [navigator.language] : [];
   for (const l of langs) {
     const short = String(l || "").toLowerCase().split("-")[0];
@@ -25,6 +43,12 @@ export function setLocale(l) {
   locale = CATALOG[l] ? l : "en";
 }
 
+/** The user's choice from the switcher: used now and remembered on this device. @param {string} l */
+export function chooseLocale(l) {
+  setLocale(l);
+  try { localStorage.setItem(PREF, locale); } catch { /* storage disabled: this page only */ }
+}
+
 export function getLocale() { return locale; }
 
 /**
@@ -35,6 +59,19 @@ export function getLocale() { return locale; }
 export function t(key, params = {}) {
   const text = (CATALOG[locale] && CATALOG[locale][key]) ?? CATALOG.en[key] ?? key;
   return text.replace(/\{(\w+)\}/g, (m, name) => (name in params ? String(params[name]) : m));
+}
+
+/**
+ * Translates a plural key for the count `n` (Intl.PluralRules of the UI language); `{n}` is the count.
+ * @param {string} key
+ * @param {number} n
+ * @param {Record<string, string|number>} [params]
+ */
+export function tn(key, n, params = {}) {
+  const cat = new Intl.PluralRules(locale).select(n);
+  const table = CATALOG[locale] || CATALOG.en;
+  const k = `${key}#${cat}` in table ? `${key}#${cat}` : `${key}#other`;
+  return t(k, { n, ...params });
 }
 
 /** Formatting locale: the UI language, with the browser's regional preferences when they match. */

@@ -3,7 +3,7 @@
 
 import { t, formatTime } from "../lib/i18n.js";
 import { parseKeyCode, withKeyCode } from "../lib/keycode.js";
-import { applyTranslations } from "./dom.js";
+import { applyTranslations, onLocaleChange } from "./dom.js";
 
 const KEY = "alcove.admin-key";
 const KEY_CODE = "alcove.admin.key-code";
@@ -64,8 +64,17 @@ function keyCode() {
   try { return parseKeyCode(text); } catch { return null; }
 }
 
-/** @param {any} room @param {string} code the therapist's key code ("" for none), added to the client links here */
-function showCreated(room, code) {
+/** The session just created and its key code (its links are shown again when the language changes). @type {any} */
+let shown = null;
+let shownCode = "";
+
+/**
+ * @param {any} room @param {string} code the therapist's key code ("" for none), added to the client links here
+ * @param {boolean} [focus]
+ */
+function showCreated(room, code, focus = true) {
+  shown = room;
+  shownCode = code;
   $("created-title").textContent = t("admin.created", { start: formatTime(room.starts_at), end: formatTime(room.ends_at) });
   const list = $("links");
   list.replaceChildren();
@@ -104,13 +113,14 @@ function showCreated(room, code) {
       $("created-status").textContent = t("admin.error", { message: /** @type {Error} */ (e).message });
     }
   };
-  $("created-status").textContent = "";
+  if (focus) $("created-status").textContent = "";
   $("created").hidden = false;
-  $("created").focus();
+  if (focus) $("created").focus();
 }
 
 function main() {
   applyTranslations();
+  onLocaleChange(() => { if (shown) showCreated(shown, shownCode, false); });
   const keyInput = /** @type {HTMLInputElement} */ ($("admin-key"));
   keyInput.value = sessionStorage.getItem(KEY) || "";
   keyInput.addEventListener("input", () => sessionStorage.setItem(KEY, keyInput.value));

@@ -118,6 +118,13 @@ export class Console {
     this.onRoster(this.session.roster);
   }
 
+  /** The console's texts again, in the language just chosen. */
+  relabel() {
+    this.renderQueue();
+    this.renderLock();
+    this.onRoster(this.session.roster);
+  }
+
   /** @param {any[]} waiting */
   onQueue(waiting) {
     const arrivals = waiting.filter((w) => !this.seen.has(w.pid));
@@ -140,9 +147,10 @@ export class Console {
       const li = el("li");
       li.dataset.pid = w.pid;
       li.append(el("span", "who", w.name));
-      const since = w.since ? t("console.waiting.since", { time: formatTime(w.since) }) : "";
-      const meta = w.connected === false ? `${since} · ${t("console.waiting.offline")}` : since;
-      li.append(el("span", "meta", meta));
+      const meta = el("span", "meta");
+      if (w.since) meta.append(el("span", "", t("console.waiting.since", { time: formatTime(w.since) })));
+      if (w.connected === false) meta.append(el("span", "offline", t("console.waiting.offline")));
+      li.append(meta);
       const intro = this._introNote(w.pid);
       if (intro) {
         const note = el("span", `intro-note ${intro.kind}`, intro.text);
@@ -229,8 +237,8 @@ export class Console {
     }
     box.append(el("span", "sas-label", t("e2ee.sas.label")));
     const emoji = el("span", "sas-emoji-line");
-    emoji.textContent = sas.emoji.map((/** @type {any} */ e) => e[0]).join(" ");
-    emoji.setAttribute("aria-label", sas.emoji.map((/** @type {any} */ e) => e[1]).join(", "));
+    emoji.textContent = sas.emoji.join(" ");
+    emoji.setAttribute("aria-label", sas.indices.map((/** @type {number} */ i) => t(`sas.${i}`)).join(", "));
     emoji.setAttribute("role", "img");
     box.append(emoji);
     box.append(el("span", "sas-decimal-line", sas.decimal.join(" ")));
@@ -268,7 +276,9 @@ export class Console {
   onError(m) {
     if (m.code === "room-locked") this.onLocked(true);
     const box = $("console-error");
-    box.textContent = t("console.error", { message: m.message || m.code });
+    const known = ["room-full", "room-locked", "unknown-peer", "not-allowed", "extend-limit", "e2ee"];
+    const reason = t(`console.error.${known.includes(m.code) ? m.code : "generic"}`);
+    box.textContent = t("console.error", { message: reason });
     box.hidden = false;
     setTimeout(() => { box.hidden = true; }, 8000);
   }

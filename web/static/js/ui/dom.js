@@ -1,7 +1,7 @@
 // The DOM helpers every view shares: element lookup, switching views, announcements, the error and ended
-// pages, and applying the translations of lib/i18n.js to a page.
+// pages, applying the translations of lib/i18n.js to a page and the language switcher.
 
-import { t, formatTime, getLocale } from "../lib/i18n.js";
+import { t, formatTime, formatDate, getLocale, chooseLocale, LANGUAGES } from "../lib/i18n.js";
 
 /** @param {string} id */
 export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -28,19 +28,42 @@ export function showView(id, focus = true) {
   }
 }
 
-/** Polite announcement for screen readers. @param {string} text */
+/** Polite announcement for screen readers (the page's live region). @param {string} text */
 export function announce(text) {
   const live = $("live");
   live.textContent = "";
   setTimeout(() => { live.textContent = text; }, 50);
 }
 
+/** Urgent announcement (the end of a session): interrupts what the screen reader is saying. @param {string} text */
+export function announceNow(text) {
+  const live = $("live-urgent");
+  if (!live) { announce(text); return; }
+  live.textContent = "";
+  setTimeout(() => { live.textContent = text; }, 50);
+}
+
+/** @type {Set<() => void>} */
+const relabel = new Set();
+
+/**
+ * Registers a view's re-render for a change of language (the switcher changes it without a reload).
+ * @param {() => void} fn
+ */
+export function onLocaleChange(fn) {
+  relabel.add(fn);
+}
+
+/** The page shown last by showError/showEnded, re-rendered in a new language. @type {(() => void)|null} */
+let finalPage = null;
+
 /**
  * Shows an error page for a refused link.
  * @param {string} code
- * @param {{opensAt?: string|null}} [extra]
+ * @param {{opensAt?: string|null, focus?: boolean}} [extra]
  */
 export function showError(code, extra = {}) {
+  finalPage = () => showError(code, { ...extra, focus: false });
   const known = ["token-invalid", "missing", "token-revoked", "room-not-open", "room-ended", "room-full", "device-in-use"];
   const c = known.includes(code) ? code : "generic";
   let title = t(`error.title.${c}`);
@@ -49,9 +72,9 @@ export function showError(code, extra = {}) {
     const sameDay = opens.toDateString() === new Date().toDateString();
     title = sameDay
       ? t("error.title.room-not-open", { time: formatTime(opens) })
-      : t("error.title.room-not-open.other", { time: formatTime(opens), date: new Intl.DateTimeFormat(undefined, { weekday: "long", day: "numeric", month: "long" }).format(opens) });
+      : t("error.title.room-not-open.other", { time: formatTime(opens), date: formatDate(opens) });
   } else if (c === "room-not-open") {
-    title = t("error.title.room-not-open", { time: "…" }).replace(" at …", "");
+    title = t("error.title.room-not-open.unknown");
   }
   $("error-title").textContent = title;
   $("error-body").textContent = t(`error.body.${c}`);
@@ -60,15 +83,20 @@ export function showError(code, extra = {}) {
   reload.onclick = () => location.reload();
   document.title = `${title} – Alcove`;
   document.body.dataset.state = `error-${c}`;
-  showView("view-error");
+  showView("view-error", extra.focus !== false);
 }
 
 /**
- * @param {string} title
- * @param {string} body
- * @param {{message?: string|null, rejoin?: boolean, state?: string}} [extra]
+ * The page after a session (ended, declined, removed, left, security check failed).
+ * @param {string} titleKey catalog key of the heading
+ * @param {string} bodyKey catalog key of the text
+ * @param {{message?: string|null, rejoin?: boolean, state?: string, focus?: boolean}} [extra]
  */
-export function showEnded(title, body, extra = {}) {
+export function showEnded(titleKey, bodyKey, extra = {}) {
+  finalPage = () => showEnded(titleKey, bodyKey, { ...extra, focus: false });
+  const title = t(titleKey);
+  const body = t(bodyKey);
+  const first = document.getElementById("view-ended")?.hidden !== false;
   $("ended-title").textContent = title;
   $("ended-body").textContent = body;
   const msg = $("ended-message");
@@ -89,12 +117,14 @@ export function showEnded(title, body, extra = {}) {
   }
   document.title = `${title} – Alcove`;
   document.body.dataset.state = extra.state || "ended";
-  showView("view-ended");
+  showView("view-ended", extra.focus !== false);
+  if (first && extra.focus !== false) announceNow(t("ended.announce", { title, body }));
 }
 
 /** Fills every element with data-i18n (text) or data-i18n-<attr> (attributes) under `root`. */
 export function applyTranslations(root = document) {
   document.documentElement.lang = getLocale();
+  renderSwitcher();
   root.querySelectorAll("[data-i18n]").forEach((el) => {
     el.textContent = t(/** @type {HTMLElement} */ (el).dataset.i18n || "");
   });
@@ -129,4 +159,34 @@ export function button(visible, accessible, className, onClick) {
   b.setAttribute("aria-label", accessible);
   b.addEventListener("click", onClick);
   return b;
+}
+
+/** The language switcher in the page's header: one button per catalog, each named in its own language. */
+function renderSwitcher() {
+  const box = document.getElementById("lang-switch");
+  if (!box) return;
+  if (!box.childElementCount) {
+    for (const l of LANGUAGES) {
+      const b = document.createElement("button");
+      b.type = "button";
+      b.className = "lang-btn";
+      b.lang = l;
+      b.dataset.lang = l;
+      b.dataset.i18n = `lang.${l}`;
+      b.addEventListener("click", () => switchLanguage(l));
+      box.append(b);
+    }
+  }
+  box.querySelectorAll("button").forEach((b) => {
+    b.setAttribute("aria-pressed", String(/** @type {HTMLElement} */ (b).dataset.lang === getLocale()));
+  });
+}
+
+/** Changes the language at once (remembered on this device) and re-renders the page. @param {string} l */
+export function switchLanguage(l) {
+  if (l === getLocale()) return;
+  chooseLocale(l);
+  applyTranslations();
+  for (const fn of relabel) fn();
+  if (finalPage) finalPage();
 }

@@ -67,7 +67,8 @@ export async function startE2ee(session) {
     th.addEventListener("security", (ev) => {
       const d = /** @type {CustomEvent} */ (ev).detail;
       const who = session.roster.find((p) => p.pid === d.pid);
-      session.banner(`security-${d.pid}`, t("e2ee.failed.peer", { name: who ? who.name : "?" }), "warn", 0);
+      const name = who ? who.name : "?";
+      session.banner(`security-${d.pid}`, () => t("e2ee.failed.peer", { name }), "warn", 0);
       renderHealth(session);
     });
   } else {
@@ -149,10 +150,14 @@ export function securityFailed(session, error) {
   // (the therapist sees the failure too instead of only "left").
   setTimeout(() => session.signaling.leave(), 2000);
   store.forgetSession();
-  showEnded(t("e2ee.failed.title"), t("e2ee.failed.body"), { state: "security-failed" });
+  showEnded("e2ee.failed.title", "e2ee.failed.body", { state: "security-failed" });
 }
 
-/** The safety-code panel (client): 7 emoji and the decimal form, with one line of explanation. @param {Session} session */
+/**
+ * The safety-code panel (client): 7 emoji, each named under it in the page's language (the same words for
+ * screen readers), and the decimal form, with one line of explanation.
+ * @param {Session} session
+ */
 export function renderSafety(session) {
   const panel = document.getElementById("safety");
   if (!panel) return;
@@ -162,7 +167,9 @@ export function renderSafety(session) {
   if (!sas) return;
   const list = $("safety-emoji");
   list.replaceChildren();
-  for (const [emoji, name] of sas.emoji) {
+  sas.indices.forEach((index, i) => {
+    const emoji = sas.emoji[i];
+    const name = t(`sas.${index}`);
     const li = document.createElement("li");
     const e = document.createElement("span");
     e.className = "sas-emoji";
@@ -173,7 +180,7 @@ export function renderSafety(session) {
     n.textContent = name;
     li.append(e, n);
     list.append(li);
-  }
+  });
   $("safety-decimal").textContent = sas.decimal.join(" ");
   // What the code has proven so far: the link's key, the person's own comparison, or nothing yet.
   const state = /** @type {ClientE2ee} */ (flow).verification || "unverified";

@@ -6,7 +6,7 @@ import { t, formatTime, formatDate, isToday } from "../lib/i18n.js";
 import { store, takeToken } from "../lib/store.js";
 import { Session } from "./session.js";
 import { exposeDiagnostics } from "./diagnostics.js";
-import { showView, showError, $, applyTranslations } from "./dom.js";
+import { showView, showError, $, applyTranslations, onLocaleChange } from "./dom.js";
 import { encodedTransformSupported } from "../lib/e2ee-flow.js";
 import { e2eeWanted } from "./e2ee-view.js";
 
@@ -25,6 +25,8 @@ let room = null;
 /** @type {Promise<unknown>} */
 let previewReady = Promise.resolve();
 let role = "client";
+/** The media problem shown, if any (its texts follow the language). @type {"denied"|"none"|null} */
+let problem = null;
 
 /** Capture size: small rooms get VGA, larger meshes a quarter of it (CPU and bandwidth grow with each peer). */
 function videoConstraints() {
@@ -117,7 +119,7 @@ async function fillDevices() {
     list.forEach((d, i) => {
       const o = document.createElement("option");
       o.value = d.deviceId;
-      o.textContent = d.label || `${kind === "videoinput" ? t("join.camera") : t("join.microphone")} ${i + 1}`;
+      o.textContent = d.label || t(kind === "videoinput" ? "join.camera.numbered" : "join.microphone.numbered", { n: i + 1 });
       if (d.deviceId === selected) o.selected = true;
       sel.append(o);
     });
@@ -143,14 +145,20 @@ function showPreview(m) {
   video.hidden = !hasVideo;
   $("join-preview-off").hidden = hasVideo;
   startMeter(stream);
-  const modeText = $("media-mode");
-  modeText.hidden = m === "full";
-  modeText.textContent = m === "audio" ? t("join.media.mode.audio") : m === "none" ? t("join.media.mode.none") : "";
   document.body.dataset.media = m;
+  $("media-mode").hidden = m === "full";
+  renderMode();
+}
+
+/** The media choice's line (its visibility is set by whoever changes the choice). */
+function renderMode() {
+  const m = document.body.dataset.media || "full";
+  $("media-mode").textContent = m === "audio" ? t("join.media.mode.audio") : m === "none" ? t("join.media.mode.none") : "";
 }
 
 /** @param {"denied"|"none"} kind */
 function showMediaProblem(kind) {
+  problem = kind;
   $("media-problem-title").textContent = t(`join.media.${kind}.title`);
   $("media-problem-body").textContent = t(`join.media.${kind}.body`);
   $("media-problem").hidden = false;
@@ -221,8 +229,22 @@ async function enterSession(token, name) {
   await session.start();
 }
 
+/** The join page's texts again, in the language just chosen. */
+function relabelJoin() {
+  if (document.getElementById("view-join")?.hidden) return;
+  renderWhen();
+  document.title = `${t("join.heading")} – Alcove`;
+  if (problem && !$("media-problem").hidden) showMediaProblem(problem);
+  renderMode();
+  fillDevices();
+  const err = $("join-name-error");
+  if (!err.hidden) err.textContent = t("join.name.required");
+  if ($("join-status").textContent) $("join-status").textContent = t("join.connecting");
+}
+
 /** @param {string} token */
 function showJoin(token) {
+  onLocaleChange(relabelJoin);
   const nameInput = /** @type {HTMLInputElement} */ ($("join-name"));
   nameInput.value = store.name || (role === "therapist" ? room.host || "" : "");
   nameInput.required = role !== "therapist";

@@ -3,10 +3,10 @@
 import { Signaling } from "../lib/protocol.js";
 import { Call } from "../lib/call.js";
 import { SfuCall } from "../lib/sfu.js";
-import { t, formatTime, formatDuration } from "../lib/i18n.js";
+import { t, tn, formatTime, formatDuration } from "../lib/i18n.js";
 import { store } from "../lib/store.js";
 import { SessionState } from "../lib/session-state.js";
-import { $, showView, announce, showError, showEnded } from "./dom.js";
+import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
 import { TileGrid } from "./tiles.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
 
@@ -35,7 +35,31 @@ export class Session {
     /** End-to-end encryption (lib/e2ee-flow.js); null = none. @type {any} */
     this.e2ee = null;
     this._reconnecting = false;
+    /** The banners' texts, re-rendered when the language changes. @type {Map<string, () => string>} */
+    this._bannerText = new Map();
+    /** @type {(() => void)|null} */
+    this._renderControls = null;
     this._wire();
+    onLocaleChange(() => this._relabel());
+  }
+
+  /** Everything this view wrote, again in the new language. */
+  _relabel() {
+    if (this.status === "waiting") this._renderWaitingTexts();
+    if (this._renderControls) this._renderControls();
+    this.tiles.relabel(this.name);
+    for (const [key, text] of this._bannerText) {
+      const span = document.querySelector(`#banners .banner[data-key="${key}"] span`);
+      if (span) span.textContent = text();
+    }
+    if (this.status === "admitted") {
+      this._tick();
+      renderSafety(this);
+      renderStatus(this);
+      renderHealth(this);
+      if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
+    }
+    if (this.console) this.console.relabel();
   }
 
   get pid() { return this.state.pid; }
@@ -92,7 +116,7 @@ export class Session {
     this._reconnecting = false;
     if (store.name === null && this.name) store.name = this.name;
     this.removeBanner("reconnecting");
-    if (wasReconnecting) this.banner("reconnected", t("session.reconnected"), "info", 4000);
+    if (wasReconnecting) this.banner("reconnected", () => t("session.reconnected"), "info", 4000);
     if (!this.isTherapist && m.status === "admitted") e2eeResumed(this);
     if (this.isTherapist || m.status === "admitted") {
       this._enterSession();
@@ -119,23 +143,30 @@ export class Session {
     }
     this.status = "waiting";
     this._attachPreview("waiting-preview", "waiting-preview-off");
-    const start = this.room && this.room.starts_at ? formatTime(this.room.starts_at) : "";
-    const end = this.endsAt ? formatTime(this.endsAt) : "";
-    $("waiting-time").textContent = start && end ? t("waiting.session-time", { start, end }) : "";
-    this._renderWaitingFacts();
     const notice = $("waiting-notice");
     const reason = why || (wasIn ? "sent-back" : null);
     if (reason === "sent-back" || reason === "therapist-away") {
-      notice.textContent = t(reason === "sent-back" ? "waiting.sent-back" : "waiting.therapist-away");
+      notice.dataset.key = reason === "sent-back" ? "waiting.sent-back" : "waiting.therapist-away";
       notice.hidden = false;
     } else if (!wasIn && document.getElementById("view-waiting")?.hidden) {
       notice.hidden = true;
     }
+    this._renderWaitingTexts();
     const leave = $("waiting-leave");
     leave.onclick = () => this.leave();
-    document.title = `${t("waiting.heading")} – Alcove`;
     document.body.dataset.state = "waiting";
     if (document.getElementById("view-waiting")?.hidden) showView("view-waiting");
+  }
+
+  /** The waiting room's texts: session time, notice, facts, page title. */
+  _renderWaitingTexts() {
+    const start = this.room && this.room.starts_at ? formatTime(this.room.starts_at) : "";
+    const end = this.endsAt ? formatTime(this.endsAt) : "";
+    $("waiting-time").textContent = start && end ? t("waiting.session-time", { start, end }) : "";
+    const notice = $("waiting-notice");
+    if (notice.dataset.key) notice.textContent = t(notice.dataset.key);
+    document.title = `${t("waiting.heading")} – Alcove`;
+    this._renderWaitingFacts();
   }
 
   _renderWaitingFacts() {
@@ -143,7 +174,7 @@ export class Session {
     $("waiting-therapist").textContent = t(`waiting.therapist.${th}`);
     const pos = this.state.position;
     $("waiting-position").textContent = typeof pos === "number" && pos > 0
-      ? (pos === 1 ? t("waiting.position.first") : t("waiting.position", { position: pos }))
+      ? (pos === 1 ? t("waiting.position.first") : tn("waiting.ahead", pos - 1))
       : "";
   }
 
@@ -181,7 +212,7 @@ export class Session {
       this.call.addEventListener("stream", (ev) => this.tiles.showStream(detail(ev).pid, detail(ev).stream));
       this.call.addEventListener("peer-closed", (ev) => this.tiles.remove(detail(ev).pid));
       this.call.addEventListener("levels", (ev) => this.tiles.setLevels(detail(ev).levels));
-      this.call.addEventListener("media-unreachable", () => this.banner("media", t("session.media-unreachable"), "warn", 0));
+      this.call.addEventListener("media-unreachable", () => this.banner("media", () => t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
     }
     if (first) {
@@ -195,6 +226,8 @@ export class Session {
       document.body.dataset.state = this.isTherapist ? "console" : "session";
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
       showView("view-session");
+      // The focus moves to the (hidden) heading; the live region says what happened.
+      if (!this.isTherapist) announce(t("session.admitted"));
     }
     renderSafety(this);
     renderStatus(this);
@@ -205,7 +238,7 @@ export class Session {
     const cam = /** @type {HTMLButtonElement} */ ($("btn-camera"));
     const hasAudio = !!(this.stream && this.stream.getAudioTracks().length);
     const hasVideo = !!(this.stream && this.stream.getVideoTracks().length);
-    const render = () => {
+    const render = this._renderControls = () => {
       mute.textContent = this.audioOn && hasAudio ? t("session.mute") : t("session.unmute");
       mute.setAttribute("aria-pressed", String(!(this.audioOn && hasAudio)));
       cam.textContent = this.videoOn && hasVideo ? t("session.camera.off") : t("session.camera.on");
@@ -243,22 +276,24 @@ export class Session {
 
   // ---- time ---------------------------------------------------------------------------------------------
 
+  _tick() {
+    if (!this.endsAt) return;
+    const left = this.endsAt.getTime() - Date.now();
+    $("session-clock").textContent = left > 0 ? formatDuration(left) : t("session.clock.over");
+    $("session-endtime").textContent = t("session.clock.end", { time: formatTime(this.endsAt) });
+  }
+
   _startClock() {
-    const tick = () => {
-      if (!this.endsAt) return;
-      const left = this.endsAt.getTime() - Date.now();
-      $("session-clock").textContent = left > 0 ? formatDuration(left) : t("session.clock.over");
-      $("session-endtime").textContent = `– ${formatTime(this.endsAt)}`;
-    };
-    tick();
+    this._tick();
     if (this.clockTimer) clearInterval(this.clockTimer);
-    this.clockTimer = setInterval(tick, 1000);
+    this.clockTimer = setInterval(() => this._tick(), 1000);
   }
 
   /** @param {any} m */
   _onTime(m) {
     if (m.extended_minutes && this.status === "admitted") {
-      this.banner("time", t("session.extended", { n: m.extended_minutes, end: formatTime(this.endsAt || new Date()) }), "info", 10000);
+      const n = m.extended_minutes;
+      this.banner("time", () => tn("session.extended", n, { end: formatTime(this.endsAt || new Date()) }), "info", 10000);
     }
     this._startClock();
     if (this.console) this.console.onTime(m);
@@ -266,8 +301,7 @@ export class Session {
 
   /** @param {any} m */
   _onWarning(m) {
-    const text = m.minutes === 1 ? t("session.warning.one") : t("session.warning", { n: m.minutes });
-    this.banner("warning", text, "warn", 0);
+    this.banner("warning", () => tn("session.warning", m.minutes), "warn", 0);
     document.body.dataset.warning = String(m.minutes);
   }
 
@@ -279,19 +313,19 @@ export class Session {
       return;
     }
     if (status === "reconnecting" || status === "absent") {
-      this.banner("therapist", t("session.therapist.reconnecting"), "warn", 0);
+      this.banner("therapist", () => t("session.therapist.reconnecting"), "warn", 0);
       document.body.dataset.therapist = status;
     } else {
       this.removeBanner("therapist");
       delete document.body.dataset.therapist;
-      this.banner("therapist-back", t("session.therapist.back"), "info", 4000);
+      this.banner("therapist-back", () => t("session.therapist.back"), "info", 4000);
     }
   }
 
   /**
-   * A calm banner in the session's status region, one per key.
+   * A calm banner in the session's status region (a live region: screen readers read it out), one per key.
    * @param {string} key
-   * @param {string} text
+   * @param {() => string} text the text in the current language (called again when the language changes)
    * @param {"info"|"warn"} kind
    * @param {number} ttl ms, 0 = until replaced or dismissed
    */
@@ -302,15 +336,17 @@ export class Session {
     div.className = `banner ${kind}`;
     div.dataset.key = key;
     const span = document.createElement("span");
-    span.textContent = text;
+    span.textContent = text();
     div.append(span);
     box.append(div);
-    if (ttl) setTimeout(() => { if (div.isConnected) div.remove(); }, ttl);
-    if (this.status !== "admitted") announce(text);
+    this._bannerText.set(key, text);
+    if (ttl) setTimeout(() => { if (div.isConnected) { div.remove(); this._bannerText.delete(key); } }, ttl);
+    if (this.status !== "admitted") announce(text());
   }
 
   /** @param {string} key */
   removeBanner(key) {
+    this._bannerText.delete(key);
     document.querySelectorAll(`#banners .banner[data-key="${key}"]`).forEach((el) => el.remove());
   }
 
@@ -318,7 +354,7 @@ export class Session {
     if (this.status === "ended") return;
     if (!this._reconnecting) {
       this._reconnecting = true;
-      if (this.status === "admitted") this.banner("reconnecting", t("session.reconnecting"), "warn", 0);
+      if (this.status === "admitted") this.banner("reconnecting", () => t("session.reconnecting"), "warn", 0);
       if (this.console) this.console.onLocked(true);
     }
   }
@@ -341,7 +377,7 @@ export class Session {
     this.teardown();
     store.forgetSession();
     const r = ["time", "therapist", "admin"].includes(reason) ? reason : "time";
-    showEnded(t("ended.title"), t(`ended.body.${r}`), { state: "ended" });
+    showEnded("ended.title", `ended.body.${r}`, { state: "ended" });
   }
 
   /**
@@ -351,7 +387,7 @@ export class Session {
   _finish(kind, message) {
     this.teardown();
     store.forgetSession();
-    showEnded(t(`ended.${kind}.title`), t(`ended.${kind}.body`), { message, state: kind });
+    showEnded(`ended.${kind}.title`, `ended.${kind}.body`, { message, state: kind });
   }
 
   /** @param {{code: number, reason: string, error: any}} d */
@@ -372,6 +408,6 @@ export class Session {
     this.signaling.leave();
     this.teardown();
     store.forgetSession();
-    showEnded(t("ended.title"), t("ended.body.left"), { rejoin: true, state: "left" });
+    showEnded("ended.title", "ended.body.left", { rejoin: true, state: "left" });
   }
 }

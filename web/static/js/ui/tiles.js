@@ -1,5 +1,6 @@
 // The session's video tiles (DOM): one per remote participant in the roster's order and the self-view last;
 // one remote peer fills the stage with the self-view floating, more share a grid. The active speaker is outlined.
+// The floating self-view can be moved to another corner: dragged (mouse, touch) or with its own button.
 
 import { t } from "../lib/i18n.js";
 import { $, announce } from "./dom.js";
@@ -7,6 +8,8 @@ import { $, announce } from "./dom.js";
 /** @typedef {import("../lib/protocol.js").RosterEntry} RosterEntry */
 
 const SELF = "self";
+/** The floating self-view's corners, in the order its button moves it. */
+const CORNERS = ["br", "bl", "tl", "tr"];
 
 /**
  * Plays a video element; when the browser refuses sound without a user gesture, it plays muted and offers a
@@ -67,6 +70,43 @@ function makeTile(key, label, self) {
   return tile;
 }
 
+/**
+ * Lets the floating self-view be dragged; on release it settles in the nearest corner of the stage.
+ * @param {HTMLElement} tile
+ */
+function dragToCorner(tile) {
+  /** @type {{id: number, x: number, y: number}|null} */
+  let drag = null;
+  tile.addEventListener("pointerdown", (ev) => {
+    const box = tile.parentElement;
+    if (!box || !box.classList.contains("with-pip") || (ev.target instanceof Element && ev.target.closest("button"))) return;
+    drag = { id: ev.pointerId, x: ev.clientX, y: ev.clientY };
+    tile.setPointerCapture(ev.pointerId);
+    tile.classList.add("dragging");
+  });
+  tile.addEventListener("pointermove", (ev) => {
+    if (!drag || ev.pointerId !== drag.id) return;
+    tile.style.translate = `${ev.clientX - drag.x}px ${ev.clientY - drag.y}px`;
+  });
+  /** @param {PointerEvent} ev */
+  const drop = (ev) => {
+    if (!drag || ev.pointerId !== drag.id) return;
+    drag = null;
+    tile.classList.remove("dragging");
+    const box = tile.parentElement;
+    if (box) {
+      const r = tile.getBoundingClientRect();
+      const b = box.getBoundingClientRect();
+      const right = r.left + r.width / 2 > b.left + b.width / 2;
+      const bottom = r.top + r.height / 2 > b.top + b.height / 2;
+      tile.dataset.corner = (bottom ? "b" : "t") + (right ? "r" : "l");
+    }
+    tile.style.translate = "";
+  };
+  tile.addEventListener("pointerup", drop);
+  tile.addEventListener("pointercancel", drop);
+}
+
 /** @param {HTMLElement} tile */
 const videoOf = (tile) => /** @type {HTMLVideoElement} */ (tile.querySelector("video"));
 /** @param {HTMLElement} tile */
@@ -98,9 +138,33 @@ export class TileGrid {
     } else {
       video.hidden = true;
     }
+    const move = document.createElement("button");
+    move.type = "button";
+    move.className = "move-self";
+    move.setAttribute("aria-label", t("session.self.move"));
+    move.addEventListener("click", () => {
+      const at = CORNERS.indexOf(tile.dataset.corner || "br");
+      tile.dataset.corner = CORNERS[(at + 1) % CORNERS.length];
+    });
+    tile.dataset.corner = "br";
+    tile.append(move);
+    dragToCorner(tile);
     this.tiles.set(SELF, tile);
     $("tiles").append(tile);
     this._layout();
+  }
+
+  /** The labels again, in the language just chosen. @param {string|null} name */
+  relabel(name) {
+    const self = this.tiles.get(SELF);
+    if (self) {
+      const label = name ? t("session.you.named", { name }) : t("session.you");
+      self.setAttribute("aria-label", label);
+      /** @type {HTMLElement} */ (self.querySelector(".name")).textContent = label;
+      badgeOf(self).textContent = t("session.muted");
+      self.querySelector(".move-self")?.setAttribute("aria-label", t("session.self.move"));
+    }
+    for (const [, tile] of this.remote()) badgeOf(tile).textContent = t("console.offline");
   }
 
   /**
