@@ -115,7 +115,7 @@ async def test_without_an_anchor_both_sides_show_not_verified_until_the_code_is_
     await client.get_by_text("Verified ✓ You confirmed the code matches.").wait_for()
     await wait_js(client, "!document.getElementById('e2ee-status').textContent.includes('not verified')")
     assert await client.locator(".verify-badge").count() == 0
-    await therapist.get_by_role("button", name="Mark Alex verified", exact=True).click()
+    await therapist.get_by_role("button", name="Mark verified: Alex", exact=True).click()
     await row.get_by_text("Verified ✓").wait_for()
     assert await therapist.locator(".verify-badge").count() == 0
 
