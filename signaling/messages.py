@@ -29,6 +29,8 @@ Status = Literal["waiting", "admitted"]
 TherapistStatus = Literal["present", "reconnecting", "absent"]
 SessionType = Literal["individual", "couple", "family", "group"]
 Topology = Literal["mesh", "sfu"]
+CheckResult = Literal["direct", "relay", "blocked"]
+"""The outcome of the join page's connection test, as the client reports it (a hint)."""
 
 
 class _In(Struct, tag_field="type", forbid_unknown_fields=True):
@@ -48,6 +50,7 @@ class Hello(_In, tag="hello"):
     name: Annotated[str, Meta(max_length=512)] | None = None
     resume: Annotated[str, Meta(max_length=4096)] | None = None
     intro: Opaque8k | None = None
+    check: CheckResult | None = None
 
 
 class Admit(_In, tag="admit"):
@@ -153,6 +156,7 @@ class QueueEntry(Struct):
     since: str
     connected: bool
     intro: str | None
+    check: CheckResult | None = None
 
 
 class Queue(_Out, tag="queue"):

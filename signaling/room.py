@@ -99,6 +99,7 @@ class Member:
     conn: ConnId | None
     dropped_at: float | None = None
     intro: str | None = None
+    check: m.CheckResult | None = None
     resume_at: float = 0.0
     ice_expires: float | None = None
 
@@ -354,7 +355,8 @@ class Room:
         if not admitted and len(self.clients("waiting")) >= self.spec.seats * 2 + self.timing.waiting_extra:
             raise SignalingError("room-full", "the waiting room is full")
         member = Member(Pid(pid or self.services.new_pid()), "client", adm.token_id, adm.token_expires, display,
-                        "admitted" if admitted else "waiting", now, conn, intro=hello.intro)
+                        "admitted" if admitted else "waiting", now, conn, intro=hello.intro,
+                        check=hello.check)
         self.members[member.pid] = member
         return member
 
@@ -577,7 +579,7 @@ class Room:
         if t is not None and t.conn is not None:
             out.send(t.conn, m.Queue(waiting=[
                 m.QueueEntry(pid=p.pid, name=p.name, since=iso(p.since), connected=p.conn is not None,
-                             intro=p.intro) for p in waiting]))
+                             intro=p.intro, check=p.check) for p in waiting]))
         status = self.therapist_status()
         for i, p in enumerate(waiting, start=1):
             if skip is None or p.pid not in skip:
