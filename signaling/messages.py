@@ -30,6 +30,8 @@ TherapistStatus = Literal["present", "reconnecting", "absent"]
 SessionType = Literal["individual", "couple", "family", "group"]
 Topology = Literal["mesh", "sfu"]
 CheckResult = Literal["direct", "relay", "blocked"]
+VideoState = Literal["on", "paused"]
+Quality = Literal["good", "weak", "reconnecting"]
 """The outcome of the join page's connection test, as the client reports it (a hint)."""
 
 
@@ -111,13 +113,20 @@ class Key(_In, tag="key"):
     data: Annotated[str, Meta(min_length=1, max_length=32_768)]
 
 
+class MediaState(_In, tag="media-state"):
+    """An admitted participant's own link, as it measures it: video paused to keep the sound, quality."""
+
+    video: VideoState
+    quality: Quality
+
+
 ClientMessage = (
     Hello | Admit | AdmitAll | Decline | SendToWaiting | Remove | Extend | End | Leave | Offer | Answer
-    | Candidate | Key
+    | Candidate | Key | MediaState
 )
 CLIENT_TYPES: Final[tuple[str, ...]] = (
     "hello", "admit", "admit-all", "decline", "send-to-waiting", "remove", "extend", "end", "leave",
-    "offer", "answer", "candidate", "key",
+    "offer", "answer", "candidate", "key", "media-state",
 )
 
 # ---------------------------------------------------------------- server → client
@@ -257,6 +266,14 @@ class MediaEnded(_Out, tag="media-ended"):
     reason: Literal["sfu-failure"] = "sfu-failure"
 
 
+class PeerMediaState(_Out, tag="media-state"):
+    """A participant's own report of its link (``media-state`` relayed to the other admitted participants)."""
+
+    from_: str = msgspec.field(name="from")
+    video: VideoState = "on"
+    quality: Quality = "good"
+
+
 class Error(_Out, tag="error"):
     code: str
     message: str
@@ -265,12 +282,13 @@ class Error(_Out, tag="error"):
 
 ServerMessage = (
     Welcome | Waiting | Queue | Admitted | Roster | IceServers | Therapist | Declined | Removed | Time | Warning
-    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | Error
+    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | PeerMediaState
+    | Error
 )
 SERVER_TYPES: Final[tuple[str, ...]] = (
     "welcome", "waiting", "queue", "admitted", "roster", "ice-servers", "therapist", "declined", "removed",
     "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "tracks", "media-ended",
-    "error",
+    "media-state", "error",
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)

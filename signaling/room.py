@@ -140,6 +140,7 @@ class Room:
             m.Answer: self._relay,
             m.Candidate: self._relay,
             m.Key: self._key,
+            m.MediaState: self._media_state,
         }
         self._therapist_only = {m.Admit, m.AdmitAll, m.Decline, m.SendToWaiting, m.Remove, m.Extend, m.End}
 
@@ -562,6 +563,16 @@ class Room:
             targets = [t]
         for p in targets:
             out.send(p.conn, relayed)
+
+    def _media_state(self, sender: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
+        """Relayed as is to the other admitted participants: the server learns only that a pause happened."""
+        assert isinstance(msg, m.MediaState)
+        if sender.status != "admitted":
+            raise SignalingError("not-allowed", "only admitted participants report their media")
+        relayed = m.PeerMediaState(from_=sender.pid, video=msg.video, quality=msg.quality)
+        for p in self.admitted():
+            if p.pid != sender.pid and p.conn is not None:
+                out.send(p.conn, relayed)
 
     # ------------------------------------------------------------------ fan-out helpers
 

@@ -368,3 +368,14 @@ def test_the_clients_connection_test_result_reaches_the_therapist_as_sent() -> N
         assert getattr(err, "code", None) == "invalid-message"
     else:
         raise AssertionError("an unknown check result was accepted")
+
+
+def test_media_state_goes_to_the_other_admitted_participants_only() -> None:
+    room = therapist_and_client()
+    s = room.spec
+    room.connect(C("c2"), admission(s, "client", "t2"), hello("Sam"), NOW)
+    waiting = room.receive(C("c2"), m.MediaState(video="paused", quality="weak"), NOW)
+    assert [type(e.message) for e in waiting if isinstance(e, Send)] == [m.Error]
+    room.receive(C("ct"), m.Admit(pid="p2"), NOW)
+    effects = room.receive(C("c1"), m.MediaState(video="paused", quality="weak"), NOW)
+    assert effects == [Send(C("ct"), m.PeerMediaState(from_="p2", video="paused", quality="weak"))]
