@@ -18,6 +18,7 @@
 import { MediaCall } from "./call.js";
 import { SFU } from "./protocol.js";
 import { Conn } from "./sfu-conn.js";
+import { encodingFor } from "./quality.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
@@ -322,15 +323,23 @@ export class SfuCall extends MediaCall {
       const params = t.sender.getParameters();
       if (!params.encodings || !params.encodings.length) return;
       const width = t.sender.track.getSettings().width || 640;
+      const base = { scale: Math.max(1, width / profile.width), maxBitrate: profile.maxBitrate };
       for (const e of params.encodings) {
-        e.scaleResolutionDownBy = Math.max(1, width / profile.width);
-        e.maxBitrate = profile.maxBitrate;
+        encodingFor(e, this.videoLevel, base);
         e.maxFramerate = profile.maxFramerate;
       }
       t.sender.setParameters(params).catch((e) => this._log("setParameters", e));
     } catch (e) {
       this._log("encoding", e);
     }
+  }
+
+  _applyVideo() { this._applyProfile(); }
+
+  /** @returns {[string, RTCPeerConnection][]} */
+  connections() {
+    const c = this.conn;
+    return c && !c.closed ? [["sfu", c.pc]] : [];
   }
 
   // ---- levels and stats ---------------------------------------------------------------------------------

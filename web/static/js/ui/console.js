@@ -143,6 +143,12 @@ export class Console {
       const since = w.since ? t("console.waiting.since", { time: formatTime(w.since) }) : "";
       const meta = w.connected === false ? `${since} · ${t("console.waiting.offline")}` : since;
       li.append(el("span", "meta", meta));
+      if (w.check === "direct" || w.check === "relay" || w.check === "blocked") {
+        const hint = el("span", `check-note ${w.check === "blocked" ? "warn" : "quiet"}`, t(`console.check.${w.check}`));
+        hint.dataset.check = w.check;
+        hint.title = t("console.check.hint");
+        li.append(hint);
+      }
       const intro = this._introNote(w.pid);
       if (intro) {
         const note = el("span", `intro-note ${intro.kind}`, intro.text);

@@ -8,10 +8,12 @@ import { store } from "../lib/store.js";
 import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded } from "./dom.js";
 import { TileGrid } from "./tiles.js";
+import { QualityView } from "./quality-view.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
 
 /**
- * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null}} SessionOptions
+ * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null,
+ *            check?: "direct"|"relay"|"blocked"|null}} SessionOptions
  */
 
 export class Session {
@@ -20,6 +22,8 @@ export class Session {
     this.token = options.token;
     this.name = options.name;
     this.stream = options.stream;
+    /** The join page's connection test result, sent to the therapist as a hint. */
+    this.check = options.check || null;
     this.signaling = new Signaling({ token: this.token, resume: store.resume });
     /** What the server says about the session (wired first: the handlers below see it up to date). */
     this.state = new SessionState(this.signaling, { role: options.role, room: options.room });
@@ -35,6 +39,8 @@ export class Session {
     /** End-to-end encryption (lib/e2ee-flow.js); null = none. @type {any} */
     this.e2ee = null;
     this._reconnecting = false;
+    /** Connection quality and the audio fallback (ui/quality-view.js). */
+    this.quality = new QualityView(this);
     this._wire();
   }
 
@@ -58,7 +64,7 @@ export class Session {
     try {
       this.e2ee = await startE2ee(this);
       const intro = this.e2ee && !this.isTherapist ? await this.e2ee.intro() : null;
-      const welcome = await this.signaling.connect({ name: this.name, intro });
+      const welcome = await this.signaling.connect({ name: this.name, intro, check: this.check });
       return welcome;
     } catch (e) {
       return null; // the "closed" handler shows the page
@@ -115,6 +121,7 @@ export class Session {
       // Sent back: every remote connection closes at once, so no media flows either way.
       this.call.stop();
       this.call = null;
+      this.quality.stopMonitor();
       this.tiles.clearRemote();
     }
     this.status = "waiting";
@@ -183,6 +190,7 @@ export class Session {
       this.call.addEventListener("levels", (ev) => this.tiles.setLevels(detail(ev).levels));
       this.call.addEventListener("media-unreachable", () => this.banner("media", t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
+      this.quality.start();
     }
     if (first) {
       $("waiting-notice").hidden = true;
@@ -233,6 +241,7 @@ export class Session {
   _onRoster(participants, before) {
     if (this.call) this.call.updateRoster(participants);
     this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
+    this.quality.render();
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
   }
@@ -329,6 +338,7 @@ export class Session {
   teardown() {
     this.status = "ended";
     if (this.call) { this.call.stop(); this.call = null; }
+    this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }
     this.tiles.clearRemote();
     if (this.clockTimer) clearInterval(this.clockTimer);
