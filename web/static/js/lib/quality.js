@@ -28,6 +28,8 @@ const DOWN_AFTER = 2;
 const UP_AFTER = 5;
 const PROBE_FIRST_S = 8;
 const PROBE_MAX_S = 60;
+/** Seconds after the start and after a probe begins in which only loss counts: the estimate is still ramping. */
+const RAMP_S = 6;
 
 /**
  * @typedef {{availableOutgoingBitrate: number|null, lossOut: number|null, lossIn: number|null,
@@ -140,6 +142,8 @@ export class VideoGovernor {
     this._probeAt = 0;
     this._probeWait = PROBE_FIRST_S;
     this._probing = false;
+    /** @type {number|null} until when only loss counts (the bandwidth estimate is ramping up) */
+    this._rampUntil = null;
   }
 
   /**
@@ -149,8 +153,11 @@ export class VideoGovernor {
    */
   step(s, now) {
     if (s.state !== "connected") { this._bad = 0; this._good = 0; return this.level; } // reconnecting: wait
+    if (this._rampUntil === null) this._rampUntil = now + RAMP_S;
     if (this.level < PAUSED) {
-      if (!carries(s, this.level, 1)) {
+      const ramping = now < this._rampUntil;
+      const ok = ramping ? (s.lossOut ?? 0) <= MAX_LOSS[/** @type {0|1} */ (this.level)] : carries(s, this.level, 1);
+      if (!ok) {
         this._good = 0;
         if (++this._bad >= DOWN_AFTER) {
           this._bad = 0;
@@ -174,6 +181,7 @@ export class VideoGovernor {
     if (now >= this._probeAt) {
       this.level = LOW;
       this._probing = true;
+      this._rampUntil = now + RAMP_S;
       this._bad = 0;
       this._good = 0;
     }

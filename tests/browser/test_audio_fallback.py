@@ -1,0 +1,87 @@
+"""Degrade to audio, and say so: a client whose only path is a lossy, rate-limited UDP relay (tools.lossy_relay,
+between Chromium and a throw-away coturn, the client forced to relay-only) stops sending video and keeps its
+sound; both sides say "video paused to keep the sound clear"; the video comes back when the link heals."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.config import Config, Secret
+from tests.conftest import AlcoveServer, require_loopback_namespace, serving
+from tests.turn.conftest import HOST, coturn  # noqa: F401  (the fixture)
+from tools.lossy_relay import LossyRelay
+
+from .conftest import decodes_from_all, join, wait_for, wait_js
+from .test_turn_browser import RELAY_ONLY_JS
+
+pytestmark = [pytest.mark.browser, pytest.mark.turn, pytest.mark.media]
+
+PAUSED_ON_TILE = "!!document.querySelector('.tile:not(.self) .paused-note:not([hidden])')"
+
+
+@pytest.fixture
+async def relay(coturn: Any) -> AsyncIterator[LossyRelay]:  # noqa: F811
+    require_loopback_namespace()
+    r = await LossyRelay((HOST, coturn.port)).start()
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+async def alcove(tmp_path: Path, coturn: Any, relay: LossyRelay) -> AsyncIterator[AlcoveServer]:  # noqa: F811
+    """The server hands out the lossy relay's address as its TURN URL (coturn's secret)."""
+    config = Config(turn_urls=(relay.url,), turn_secret=Secret(coturn.secret))
+    async with serving(tmp_path / "data", config) as server:
+        yield server
+
+
+async def peer_stats(page: Any) -> dict[str, Any]:
+    stats: dict[str, Any] = await page.evaluate("async () => window.alcove ? window.alcove.stats() : {}")
+    [only] = stats.values()
+    return only
+
+
+async def test_video_pauses_audio_flows_and_video_returns(alcove: AlcoveServer, pages: Any,
+                                                          relay: LossyRelay) -> None:
+    room = await alcove.create_room(type="individual", host="Dr. Ionescu")
+    therapist = await pages.new()
+    client = await pages.new()
+    await client.add_init_script(RELAY_ONLY_JS)
+    await join(therapist, room["therapist_link"])
+    await join(client, room["client_links"][0], "Alex")
+    await therapist.get_by_role("button", name="Admit Alex", exact=True).click()
+    await decodes_from_all(therapist, 1)
+    await decodes_from_all(client, 1)
+    assert relay.forwarded > 0, "the client's media does not cross the lossy relay"
+
+    # A bad link: a quarter of the packets lost, 100 kbit/s each way.
+    relay.impair(loss=0.25, rate_bps=100_000)
+    await client.get_by_text("Your video is paused to keep the sound clear.").wait_for(timeout=40_000)
+    await wait_js(therapist, PAUSED_ON_TILE, timeout=10)
+    assert "Video paused to keep the sound clear" in await therapist.locator(
+        ".tile:not(.self) .paused-note").inner_text()
+
+    # While paused: the sound keeps coming, the picture does not.
+    # (What the sender's pacer still held when it stopped drains first.)
+    await therapist.wait_for_timeout(3000)
+    before = await peer_stats(therapist)
+    await therapist.wait_for_timeout(4000)
+    after = await peer_stats(therapist)
+    assert after["audioSamples"] - before["audioSamples"] > 48_000, (before, after)  # > 1 s of 48 kHz in 4 s
+    assert after["framesDecoded"] - before["framesDecoded"] <= 3, (before, after)
+
+    # The link heals: the client probes, sends video again and both sides say so.
+    relay.impair()
+    await client.get_by_text("Your connection recovered: your video is back.").wait_for(timeout=60_000)
+
+    async def paused_note_gone() -> bool:
+        return not await therapist.evaluate(PAUSED_ON_TILE)
+
+    await wait_for(paused_note_gone, timeout=10, what="the therapist's paused note to go")
+    await decodes_from_all(therapist, 1)
