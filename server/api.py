@@ -142,6 +142,10 @@ async def _echo_admission(request: web.Request, allowed: set[str]) -> tuple[dict
         return {}, error_response(err.code, err.message)
     if hub.rooms.is_over(admission.spec, now):
         return {}, error_response("room-ended", "this session has ended")
+    room = hub.rooms.get(admission.spec.room_id)
+    if room is not None and room.is_admitted(admission.token_id):
+        # Once in the session, media goes end-to-end encrypted to the others only, never to this echo.
+        return {}, error_response("not-allowed", "the connection test is for before the session", status=409)
     refused = throttle.spend("echo", request.app[THROTTLES].echo, admission.token_id, hub.metrics.throttle)
     return body, refused
 

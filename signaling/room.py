@@ -185,6 +185,10 @@ class Room:
     def member(self, pid: str) -> Member | None:
         return self.members.get(Pid(pid))
 
+    def is_admitted(self, token_id: str) -> bool:
+        """True while the holder of this link is admitted (the pre-join test is not for them then)."""
+        return any(p.token_id == token_id and p.status == "admitted" for p in self.members.values())
+
     def generation(self, token_id: str, persisted: int = 0) -> int:
         """The seat's admission generation: how many times the holder of this token stopped being admitted."""
         return max(self.generations.get(token_id, 0), persisted)

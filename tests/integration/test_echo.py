@@ -16,6 +16,7 @@ from server.echo import TURN_LIFETIME_S
 from server.turn import verify_credentials
 
 from ..conftest import AlcoveServer, serving
+from .test_server_http import join, next_of
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +48,22 @@ async def test_echo_needs_a_live_link(alcove: AlcoveServer) -> None:
     await alcove.delete_room(room["room_id"])
     status, data, _ = await post(f"{alcove.url}/api/echo/ice", {"token": token})
     assert (status, data["error"]["code"]) == (410, "room-ended")
+
+
+async def test_echo_is_refused_once_admitted(alcove: AlcoveServer) -> None:
+    room = await alcove.create_room()
+    link = room["client_links"][0]
+    async with aiohttp.ClientSession() as http:
+        therapist = await join(alcove, http, room["therapist_link"], None)
+        client = await join(alcove, http, link, "Alex")
+        welcome = await next_of(client, "welcome")
+        assert (await post(f"{alcove.url}/api/echo/ice", {"token": token_of(link)}))[0] == 200  # waiting: fine
+        await therapist.send_json({"type": "admit", "pid": welcome["pid"]})
+        await next_of(client, "admitted")
+        status, data, _ = await post(f"{alcove.url}/api/echo/ice", {"token": token_of(link)})
+        assert (status, data["error"]["code"]) == (409, "not-allowed")
+        await therapist.close()
+        await client.close()
 
 
 async def test_echo_is_throttled_per_link(alcove: AlcoveServer) -> None:
