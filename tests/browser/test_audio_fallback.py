@@ -4,6 +4,7 @@ sound; both sides say "video paused to keep the sound clear"; the video comes ba
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -60,9 +61,23 @@ async def test_video_pauses_audio_flows_and_video_returns(alcove: AlcoveServer, 
     await decodes_from_all(client, 1)
     assert relay.forwarded > 0, "the client's media does not cross the lossy relay"
 
-    # A bad link: a quarter of the packets lost, 100 kbit/s each way.
+    # A bad link: a quarter of the packets lost, 100 kbit/s each way. The client lowers its video, then pauses it.
+    levels: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            level = await client.evaluate("() => window.alcove.video()")
+            if not levels or levels[-1] != level:
+                levels.append(level)
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
     relay.impair(loss=0.25, rate_bps=100_000)
-    await client.get_by_text("Your video is paused to keep the sound clear.").wait_for(timeout=40_000)
+    try:
+        await client.get_by_text("Your video is paused to keep the sound clear.").wait_for(timeout=40_000)
+    finally:
+        watcher.cancel()
+    assert levels[:3] == [0, 1, 2], levels
     await wait_js(therapist, PAUSED_ON_TILE, timeout=10)
     assert "Video paused to keep the sound clear" in await therapist.locator(
         ".tile:not(.self) .paused-note").inner_text()

@@ -79,6 +79,10 @@ async def test_prejoin_relay_only(turn_alcove: AlcoveServer, browser: Any) -> No
         await client.add_init_script(RELAY_ONLY_JS)
         assert await run_check(client, room["client_links"][0]) == "relay"
         assert "Through the relay" in await client.locator("#prejoin-result").inner_text()
+        # "Audio only" on the join page: the preview drops the camera, and the session will send sound only.
+        await client.get_by_label("Audio only").check()
+        await wait_js(client, "document.body.dataset.media === 'audio'")
+        assert await client.evaluate("document.querySelector('#join-preview').hidden")
     finally:
         await pages.close()
     assert not pages.foreign
