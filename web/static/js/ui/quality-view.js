@@ -25,6 +25,8 @@ export class QualityView {
     this.paused = false;
     /** @type {LinkMonitor|null} */
     this.monitor = null;
+    /** @type {Set<string>} the roster's pids when we last looked */
+    this._known = new Set();
     /** @type {EventListener} */
     this._onReport = (ev) => this.onReport(/** @type {CustomEvent} */ (ev).detail);
     session.signaling.addEventListener("media-state", this._onReport);
@@ -68,6 +70,22 @@ export class QualityView {
   onReport(m) {
     if (!m || !m.from) return;
     this.reported.set(m.from, { video: m.video, quality: m.quality });
+    this.render();
+  }
+
+  /**
+   * The roster changed: forget the reports of those who left (a new page of theirs starts afresh), and tell
+   * newcomers our own state if it is not the default (they missed it).
+   * @param {{pid: string}[]} participants
+   */
+  onRoster(participants) {
+    const pids = new Set(participants.map((p) => p.pid));
+    for (const pid of [...this.reported.keys()]) if (!pids.has(pid)) this.reported.delete(pid);
+    const newcomers = [...pids].some((pid) => pid !== this.session.pid && !this._known.has(pid));
+    this._known = pids;
+    if (newcomers && (this.sent.video !== "on" || this.sent.quality !== "good")) {
+      this.session.signaling.send("media-state", this.sent);
+    }
     this.render();
   }
 

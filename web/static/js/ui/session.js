@@ -241,7 +241,7 @@ export class Session {
   _onRoster(participants, before) {
     if (this.call) this.call.updateRoster(participants);
     this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
-    this.quality.render();
+    this.quality.onRoster(participants);
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
   }
