@@ -88,3 +88,31 @@ test("the connection test's path: relay if either end of the selected pair is a 
   assert.equal(pathOf(stats("host", "relay")), "relay");
   assert.equal(pathOf([{ type: "transport", id: "T" }]), null);
 });
+
+test("the link monitor: per-connection quality, and the SFU's low REMB estimate ignored when asked", async () => {
+  const { LinkMonitor } = await import("../../web/static/js/lib/quality.js");
+  let sent = 0;
+  const pc = {
+    connectionState: "connected",
+    getStats: async () => {
+      sent += 100;
+      return [
+        { type: "transport", id: "T", selectedCandidatePairId: "CP" },
+        { type: "candidate-pair", id: "CP", availableOutgoingBitrate: 150_000, currentRoundTripTime: 0.01 },
+        { type: "outbound-rtp", kind: "video", packetsSent: sent },
+      ];
+    },
+  };
+  for (const [bitrate, expected] of [[true, LOW], [false, FULL]]) {
+    let now = 0;
+    const changes = [];
+    const m = new LinkMonitor(() => [["sfu", pc]], (s) => changes.push(s), { interval: 1e9, clock: () => now, bitrate });
+    try {
+      for (let i = 0; i < 12; i++) { await m.poll(); now += 1; }
+    } finally {
+      m.stop();
+    }
+    assert.equal(m.level, expected, `bitrate ${bitrate}`);
+    assert.equal(m.peers.sfu, bitrate ? "weak" : "good");
+  }
+});

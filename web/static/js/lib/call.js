@@ -312,6 +312,9 @@ export class MediaCall extends EventTarget {
   /** Closes every connection (left, sent back to the waiting room, ended). Media stops at once. */
   closeAll() {}
 
+  /** Whether the browser's bandwidth estimate on these connections says what the link can carry (lib/quality.js). */
+  get trustsBandwidthEstimate() { return true; }
+
   /** The peer connections of this call, for the link monitor (lib/quality.js). @returns {[string, RTCPeerConnection][]} */
   connections() { return []; }
 

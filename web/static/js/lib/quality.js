@@ -211,10 +211,13 @@ export class LinkMonitor {
   /**
    * @param {() => [string, RTCPeerConnection][]} connections
    * @param {(state: {level: number, quality: Quality, peers: Record<string, Quality>}) => void} onChange
-   * @param {{interval?: number, clock?: () => number}} [options]
+   * @param {{interval?: number, clock?: () => number, bitrate?: boolean}} [options] `bitrate: false` ignores
+   *   the bandwidth estimate (the far end is the aiortc SFU: its REMB follows what it receives, so the estimate
+   *   stays low on a healthy link); loss and freezes still count
    */
   constructor(connections, onChange, options = {}) {
     this.connections = connections;
+    this.useBitrate = options.bitrate !== false;
     this.onChange = onChange;
     this.governor = new VideoGovernor();
     this.clock = options.clock || (() => performance.now() / 1000);
@@ -239,6 +242,7 @@ export class LinkMonitor {
       try { report = await pc.getStats(); } catch { continue; }
       const counters = countersOf(report);
       const sample = sampleOf(this._last.get(key) || null, counters, pc.connectionState);
+      if (!this.useBitrate) sample.availableOutgoingBitrate = null;
       this._last.set(key, counters);
       peers[key] = qualityOf(sample);
       if (!worst || rank(sample) > rank(worst)) worst = sample;

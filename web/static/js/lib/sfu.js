@@ -336,6 +336,9 @@ export class SfuCall extends MediaCall {
 
   _applyVideo() { this._applyProfile(); }
 
+  /** aiortc's REMB follows what the SFU receives: the estimate stays low on a healthy link, so only loss counts. */
+  get trustsBandwidthEstimate() { return false; }
+
   /** @returns {[string, RTCPeerConnection][]} */
   connections() {
     const c = this.conn;

@@ -37,7 +37,8 @@ export class QualityView {
     this.stopMonitor();
     const call = this.session.call;
     if (!call) return;
-    this.monitor = new LinkMonitor(() => call.connections(), (state) => this.onMeasured(state));
+    this.monitor = new LinkMonitor(() => call.connections(), (state) => this.onMeasured(state),
+      { bitrate: call.trustsBandwidthEstimate });
   }
 
   /** @param {{level: number, quality: Quality, peers: Record<string, Quality>}} state */
