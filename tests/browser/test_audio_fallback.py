@@ -91,6 +91,8 @@ async def test_video_pauses_audio_flows_and_video_returns(alcove: AlcoveServer, 
         levels.append(final)
     assert levels[:3] == [0, 1, 2], levels
     await wait_js(therapist, PAUSED_ON_TILE, timeout=10)
+    await wait_js(therapist, "document.querySelector('#live').textContent === "
+                             "\"Alex's video is paused to keep the sound clear.\"", timeout=5)
     assert "Video paused to keep the sound clear" in await therapist.locator(
         ".tile:not(.self) .paused-note").inner_text()
 

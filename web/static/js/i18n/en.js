@@ -59,6 +59,8 @@ export default {
   "quality.paused.self": "Your video is paused to keep the sound clear.",
   "quality.paused.peer": "Video paused to keep the sound clear",
   "quality.resumed.self": "Your connection recovered: your video is back.",
+  "quality.paused.peer.named": "{name}'s video is paused to keep the sound clear.",
+  "quality.resumed.peer.named": "{name}'s video is back.",
   "console.check.direct": "their test: direct connection",
   "console.check.relay": "their test: through the relay",
   "console.check.blocked": "their test: blocked",

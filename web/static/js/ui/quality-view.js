@@ -6,6 +6,7 @@
 import { t } from "../lib/i18n.js";
 import { LinkMonitor, PAUSED } from "../lib/quality.js";
 import { SELF_TILE } from "./tiles.js";
+import { announce } from "./dom.js";
 
 /**
  * @typedef {import("../lib/quality.js").Quality} Quality
@@ -70,8 +71,14 @@ export class QualityView {
   /** @param {{from: string, video: "on"|"paused", quality: Quality}} m */
   onReport(m) {
     if (!m || !m.from) return;
+    const before = this.reported.get(m.from);
     this.reported.set(m.from, { video: m.video, quality: m.quality });
     this.render();
+    // Screen readers hear it too (the note on the tile is not in a live region).
+    if ((before ? before.video : "on") !== m.video) {
+      const who = this.session.roster.find((p) => p.pid === m.from);
+      if (who) announce(t(m.video === "paused" ? "quality.paused.peer.named" : "quality.resumed.peer.named", { name: who.name }));
+    }
   }
 
   /**
