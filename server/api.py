@@ -18,6 +18,7 @@ from signaling.room import RoomSpec, iso
 
 from . import jsondecode, throttle
 from .cluster.common import ClusterUnavailable
+from .echo import CALL_LIMIT_S, TURN_LIFETIME_S, EchoBusy, EchoUnreachable
 from .hub import Hub
 from .logs import log_event
 from .sfu.addressing import UNREACHABLE_MESSAGE
@@ -142,6 +143,66 @@ async def invites(request: web.Request) -> web.Response:
     links = [f"{base}/j/#t={hub.tokens.issue_room_token(spec, 'client', now).token}" for _ in range(spec.seats)]
     log_event("invites-issued", room=spec.room_id, count=len(links))
     return web.json_response({"room_id": spec.room_id, "client_links": links})
+
+
+# ---------------------------------------------------------------- pre-join connectivity test (server.echo)
+
+MAX_SDP = 60_000
+
+
+async def _echo_admission(request: web.Request, allowed: set[str]) -> tuple[dict[str, Any], web.Response | None]:
+    """The body of an echo request, or the error to answer: a valid, live link's token, throttled per link."""
+    hub = request.app[HUB]
+    now = hub.clock()
+    try:
+        body = await _json(request)
+        token = body.get("token")
+        if not isinstance(token, str) or set(body) - allowed:
+            raise SignalingError("invalid-message", f"send exactly {{{', '.join(sorted(allowed))}}}")
+        admission = hub.tokens.verify_room_token(token, now)
+    except SignalingError as err:
+        hub.metrics.error(err.code)
+        return {}, error_response(err.code, err.message)
+    if hub.rooms.is_over(admission.spec, now):
+        return {}, error_response("room-ended", "this session has ended")
+    room = hub.rooms.get(admission.spec.room_id)
+    if room is not None and room.is_admitted(admission.token_id):
+        # Once in the session, media goes end-to-end encrypted to the others only, never to this echo.
+        return {}, error_response("not-allowed", "the connection test is for before the session", status=409)
+    refused = throttle.spend("echo", request.app[THROTTLES].echo, admission.token_id, hub.metrics.throttle)
+    return body, refused
+
+
+async def echo_ice(request: web.Request) -> web.Response:
+    """The test's own ICE servers: TURN credentials that expire after ``TURN_LIFETIME_S`` seconds (or none)."""
+    _, refused = await _echo_admission(request, {"token"})
+    if refused is not None:
+        return refused
+    hub = request.app[HUB]
+    return web.json_response({"ice_servers": hub.echo_ice_servers(), "expires_in": TURN_LIFETIME_S,
+                              "limit_s": CALL_LIMIT_S})
+
+
+async def echo_offer(request: web.Request) -> web.Response:
+    """Answer an offer with the echo peer, which returns the client's media for ``CALL_LIMIT_S`` seconds."""
+    body, refused = await _echo_admission(request, {"token", "sdp"})
+    if refused is not None:
+        return refused
+    sdp = body.get("sdp")
+    if not isinstance(sdp, str) or not 0 < len(sdp) <= MAX_SDP:
+        return error_response("invalid-message", f"sdp is an offer of at most {MAX_SDP} characters")
+    hub = request.app[HUB]
+    try:
+        answer = await hub.echo.answer(sdp)
+    except EchoBusy:
+        hub.metrics.throttle("echo-busy")
+        return error_response("busy", "too many connection tests right now; try again in a minute", status=503)
+    except EchoUnreachable:
+        return error_response("media-unreachable", UNREACHABLE_MESSAGE, status=503)
+    except ValueError as err:
+        return error_response("invalid-message", str(err))
+    log_event("echo-call")
+    return web.json_response({"sdp": answer, "limit_s": CALL_LIMIT_S})
 
 
 # ---------------------------------------------------------------- admin

@@ -28,6 +28,8 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
 
     app.router.add_post("/api/session", api.session)
     app.router.add_post("/api/invites", api.invites)
+    app.router.add_post("/api/echo/ice", api.echo_ice)
+    app.router.add_post("/api/echo/offer", api.echo_offer)
     app.router.add_post("/api/admin/token", api.admin_token)
     app.router.add_post("/api/rooms", api.rooms_create)
     app.router.add_delete("/api/rooms/{room_id}", api.rooms_delete)

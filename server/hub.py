@@ -34,10 +34,11 @@ from signaling.rooms import Joined, Rooms
 from . import jsondecode
 from .coalesce import Coalescer
 from .config import Config
+from .echo import TURN_LIFETIME_S, EchoCalls
 from .logs import log_event
 from .metrics import Metrics
 from .tokens import Tokens, new_id
-from .turn import TurnConfig, ice_server_entry, issue_credentials
+from .turn import TurnConfig, ice_server_entry, issue_credentials, issue_test_credentials
 
 if TYPE_CHECKING:
     from .cluster.common import ClusterLike
@@ -108,6 +109,8 @@ class Hub:
         self.coalescer = Coalescer(self._deliver_coalesced)  # queue/waiting state: latest, a few per second
         self.cluster: ClusterLike | None = None
         """Several instances on Redis (``ALCOVE_REDIS_URL``); None: this process alone, everything in memory."""
+        self.echo = EchoCalls([], config.media_addressing())
+        """The pre-join connectivity test's echo peer (host candidates only, as the SFU's)."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,6 +138,7 @@ class Hub:
                 await self._media_start
         if self.media is not None:
             await self.media.stop()
+        await self.echo.close()
         if self._ticker:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -333,6 +337,15 @@ class Hub:
         pending, self._media_pending = self._media_pending, []
         for e in pending:
             manager.handle(e)
+
+    def echo_ice_servers(self) -> list[dict[str, object]]:
+        """ICE servers for one pre-join test: TURN credentials valid :data:`TURN_LIFETIME_S` seconds, or none."""
+        turn = self.services.turn
+        if turn is None:
+            return []
+        creds = issue_test_credentials(turn, opaque_id=new_id("e", 6), now=self.clock(), lifetime_s=TURN_LIFETIME_S)
+        self.metrics.turn_credentials()
+        return [ice_server_entry(creds)]
 
     def _sfu_ice_servers(self) -> list[dict[str, object]]:
         """The SFU's own TURN credentials (for an SFU host behind NAT), refreshed by the tick well before expiry."""

@@ -19,9 +19,11 @@ ROOM_STATES: tuple[str, ...] = ("scheduled", "open", "in-session", "ended")
 """scheduled: link not open yet · open: link open, nobody admitted · in-session: somebody admitted · ended."""
 ROLES: tuple[str, ...] = ("therapist", "client")
 END_REASONS: tuple[str, ...] = ("time", "therapist", "admin")
-THROTTLE_KINDS: tuple[str, ...] = ("admin-auth", "ticket", "invite", "room", "connection", "pending")
+THROTTLE_KINDS: tuple[str, ...] = ("admin-auth", "ticket", "invite", "room", "connection", "pending", "echo",
+                                   "echo-busy")
 """What a 429 refused: failed admin authentications, tickets per link, invitations per room, rooms, websocket
-upgrades per address, websockets waiting for hello per address. Never the key (address, link) itself."""
+upgrades per address, websockets waiting for hello per address, pre-join tests per link (and, 503, pre-join
+tests refused because too many run at once). Never the key (address, link) itself."""
 ERROR_CODE_RE = re.compile(r"^[a-z][a-z0-9-]{1,40}$")
 MAX_ERROR_CODES = 64
 """A hard cap on distinct error-code label values (the protocol has about 25)."""

@@ -46,13 +46,14 @@ class Limits:
     invites: Rate = Rate(10, 5)  # invitation batches per room
     rooms: Rate = Rate(120, 60)  # rooms created per address
     connections: Rate = Rate(600, 120)  # websocket upgrades per address
+    echo: Rate = Rate(6, 6)  # pre-join test requests per link (two per test: ICE servers, offer)
     pending_per_address: int = 16  # websockets per address that have not said hello yet
 
     @classmethod
     def unlimited(cls) -> Limits:
         """No throttling: for a load test's own server on loopback (``alcove bench``), never for a deployment."""
         off = Rate(1e12, 1e12)
-        return cls(off, off, off, off, off, 1_000_000)
+        return cls(off, off, off, off, off, off, 1_000_000)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Limits:
@@ -74,6 +75,7 @@ LIMIT_ENV: Final = {
     "invites": "ALCOVE_LIMIT_INVITES",
     "rooms": "ALCOVE_LIMIT_ROOMS",
     "connections": "ALCOVE_LIMIT_CONNECTIONS",
+    "echo": "ALCOVE_LIMIT_ECHO",
     "pending_per_address": "ALCOVE_LIMIT_PENDING_PER_ADDRESS",
 }
 
@@ -120,6 +122,7 @@ class Throttles:
         self.invites = Throttle(limits.invites)
         self.rooms = Throttle(limits.rooms)
         self.connections = Throttle(limits.connections)
+        self.echo = Throttle(limits.echo)
         self.pending: dict[str, int] = {}  # address -> websockets that have not said hello yet
 
     def hold_pending(self, address: str) -> bool:

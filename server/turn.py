@@ -114,6 +114,17 @@ def issue_credentials(config: TurnConfig, *, opaque_id: str, now: float, session
     }
 
 
+def issue_test_credentials(config: TurnConfig, *, opaque_id: str, now: float, lifetime_s: int) -> dict[str, Any]:
+    """Credentials for the pre-join connectivity test (``server.echo``): valid ``lifetime_s`` seconds, no margin.
+
+    Given to a client that has not been admitted, so they must not outlive the test: see docs/security.md.
+    """
+    if not 1 <= lifetime_s <= 300:
+        raise ValueError("a test credential lives between 1 second and 5 minutes")
+    short = TurnConfig(urls=config.urls, secret=config.secret, ttl_margin_s=0)
+    return issue_credentials(short, opaque_id=opaque_id, now=now, session_ends_at=now + lifetime_s)
+
+
 def ice_server_entry(credentials: Mapping[str, Any]) -> dict[str, Any]:
     """Only the RTCIceServer keys (``urls``, ``username``, ``credential``) of :func:`issue_credentials`."""
     return {k: credentials[k] for k in ("urls", "username", "credential") if k in credentials}

@@ -29,6 +29,10 @@ Status = Literal["waiting", "admitted"]
 TherapistStatus = Literal["present", "reconnecting", "absent"]
 SessionType = Literal["individual", "couple", "family", "group"]
 Topology = Literal["mesh", "sfu"]
+CheckResult = Literal["direct", "relay", "blocked"]
+VideoState = Literal["on", "paused"]
+Quality = Literal["good", "weak", "reconnecting"]
+"""The outcome of the join page's connection test, as the client reports it (a hint)."""
 
 
 class _In(Struct, tag_field="type", forbid_unknown_fields=True):
@@ -48,6 +52,7 @@ class Hello(_In, tag="hello"):
     name: Annotated[str, Meta(max_length=512)] | None = None
     resume: Annotated[str, Meta(max_length=4096)] | None = None
     intro: Opaque8k | None = None
+    check: CheckResult | None = None
 
 
 class Admit(_In, tag="admit"):
@@ -108,13 +113,20 @@ class Key(_In, tag="key"):
     data: Annotated[str, Meta(min_length=1, max_length=32_768)]
 
 
+class MediaState(_In, tag="media-state"):
+    """An admitted participant's own link, as it measures it: video paused to keep the sound, quality."""
+
+    video: VideoState
+    quality: Quality
+
+
 ClientMessage = (
     Hello | Admit | AdmitAll | Decline | SendToWaiting | Remove | Extend | End | Leave | Offer | Answer
-    | Candidate | Key
+    | Candidate | Key | MediaState
 )
 CLIENT_TYPES: Final[tuple[str, ...]] = (
     "hello", "admit", "admit-all", "decline", "send-to-waiting", "remove", "extend", "end", "leave",
-    "offer", "answer", "candidate", "key",
+    "offer", "answer", "candidate", "key", "media-state",
 )
 
 # ---------------------------------------------------------------- server → client
@@ -153,6 +165,7 @@ class QueueEntry(Struct):
     since: str
     connected: bool
     intro: str | None
+    check: CheckResult | None = None
 
 
 class Queue(_Out, tag="queue"):
@@ -256,6 +269,14 @@ class MediaEnded(_Out, tag="media-ended"):
     reason: Literal["sfu-failure"] = "sfu-failure"
 
 
+class PeerMediaState(_Out, tag="media-state"):
+    """A participant's own report of its link (``media-state`` relayed to the other admitted participants)."""
+
+    from_: str = msgspec.field(name="from")
+    video: VideoState = "on"
+    quality: Quality = "good"
+
+
 class Error(_Out, tag="error"):
     code: str
     message: str
@@ -264,12 +285,13 @@ class Error(_Out, tag="error"):
 
 ServerMessage = (
     Welcome | Waiting | Queue | Admitted | Roster | IceServers | Therapist | Declined | Removed | Time | Warning
-    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | Error
+    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | PeerMediaState
+    | Error
 )
 SERVER_TYPES: Final[tuple[str, ...]] = (
     "welcome", "waiting", "queue", "admitted", "roster", "ice-servers", "therapist", "declined", "removed",
     "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "tracks", "media-ended",
-    "error",
+    "media-state", "error",
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)

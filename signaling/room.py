@@ -107,6 +107,7 @@ class Member:
     conn: ConnId | None
     dropped_at: float | None = None
     intro: str | None = None
+    check: m.CheckResult | None = None
     resume_at: float = 0.0
     ice_expires: float | None = None
 
@@ -147,6 +148,7 @@ class Room:
             m.Answer: self._relay,
             m.Candidate: self._relay,
             m.Key: self._key,
+            m.MediaState: self._media_state,
         }
         self._therapist_only = {m.Admit, m.AdmitAll, m.Decline, m.SendToWaiting, m.Remove, m.Extend, m.End}
 
@@ -190,6 +192,10 @@ class Room:
 
     def member(self, pid: str) -> Member | None:
         return self.members.get(Pid(pid))
+
+    def is_admitted(self, token_id: str) -> bool:
+        """True while the holder of this link is admitted (the pre-join test is not for them then)."""
+        return any(p.token_id == token_id and p.status == "admitted" for p in self.members.values())
 
     def generation(self, token_id: str, persisted: int = 0) -> int:
         """The seat's admission generation: how many times the holder of this token stopped being admitted."""
@@ -362,7 +368,8 @@ class Room:
         if not admitted and len(self.clients("waiting")) >= self.spec.seats * 2 + self.timing.waiting_extra:
             raise SignalingError("room-full", "the waiting room is full")
         member = Member(Pid(pid or self.services.new_pid()), "client", adm.token_id, adm.token_expires, display,
-                        "admitted" if admitted else "waiting", now, conn, intro=hello.intro)
+                        "admitted" if admitted else "waiting", now, conn, intro=hello.intro,
+                        check=hello.check)
         self.members[member.pid] = member
         return member
 
@@ -569,6 +576,16 @@ class Room:
         for p in targets:
             out.send(p.conn, relayed)
 
+    def _media_state(self, sender: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
+        """Relayed as is to the other admitted participants: the server learns only that a pause happened."""
+        assert isinstance(msg, m.MediaState)
+        if sender.status != "admitted":
+            raise SignalingError("not-allowed", "only admitted participants report their media")
+        relayed = m.PeerMediaState(from_=sender.pid, video=msg.video, quality=msg.quality)
+        for p in self.admitted():
+            if p.pid != sender.pid and p.conn is not None:
+                out.send(p.conn, relayed)
+
     # ------------------------------------------------------------------ fan-out helpers
 
     def _connected(self) -> Iterable[Member]:
@@ -585,7 +602,7 @@ class Room:
         if t is not None and t.conn is not None:
             out.send(t.conn, m.Queue(waiting=[
                 m.QueueEntry(pid=p.pid, name=p.name, since=iso(p.since), connected=p.conn is not None,
-                             intro=p.intro) for p in waiting]))
+                             intro=p.intro, check=p.check) for p in waiting]))
         status = self.therapist_status()
         for i, p in enumerate(waiting, start=1):
             if skip is None or p.pid not in skip:

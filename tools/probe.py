@@ -23,7 +23,11 @@ client(s) and checks one scenario:
   (what a client that wants to let itself back in would do); ok only if it is ``waiting`` again, gets no roster and
   no ICE servers, and shows up in the therapist's queue; figures: the replayed credential's answer;
 * ``relay``   — every peer is relay-only (``iceTransportPolicy`` RELAY with the server's TURN credentials); ok
-  only if media flows and every selected candidate pair is relay↔relay; figures: the pair types.
+  only if media flows and every selected candidate pair is relay↔relay; figures: the pair types;
+* ``echo``    — the pre-join connectivity test: with a client link's token only (no admission), the probe asks
+  ``/api/echo/ice``, calls the server's echo peer through ``/api/echo/offer`` and checks that its own audio and
+  video come back; figures: the time to the answer and to the first returned frame, frames returned, the
+  selected candidate pair types, whether TURN credentials were offered and how long they live.
 
 It returns ``{"ok", "scenario", "figures", "error"}``; the CLI decides the exit code.
 """
@@ -52,7 +56,7 @@ from tools.wrong_key import keystate_factory
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
-SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback")
+SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback", "echo")
 MIN_VIDEO = 11
 MIN_AUDIO = 10
 MEDIA_UNREACHABLE = "the media server has no reachable address"
@@ -473,6 +477,60 @@ class _Probe:
         self.figures["local_candidate_types"] = sorted(local_types)
         _check(local_types == {"relay"}, f"non-relay candidates were offered: {sorted(local_types)}")
         self.figures["frames"] = self._frames()
+
+    async def echo(self) -> None:
+        """The pre-join test as a waiting client runs it: the link's token, the echo peer, media back."""
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        from peer.media import SyntheticAudioTrack, SyntheticVideoTrack, TrackSink
+        from peer.signaling_client import token_of
+        from rtc.codecs import prefer_vp8_opus_all
+        from rtc.ice import aiortc_configuration
+
+        self.room = await create_room(self.server, self.admin_key, {"type": "individual", "clients": 1},
+                                      insecure=self.insecure)
+        self.figures["room_id"] = self.room["room_id"]
+        token = token_of(self.room["client_links"][0])
+        connector = aiohttp.TCPConnector(ssl=False if self.insecure else True)
+        async with aiohttp.ClientSession(connector=connector) as http:
+            async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+                async with http.post(self.server + path, json=body) as resp:
+                    data: dict[str, Any] = await resp.json()
+                    _check(resp.status == 200, f"{path}: {resp.status} {data.get('error')}")
+                    return data
+
+            started = time.monotonic()
+            ice = await post("/api/echo/ice", {"token": token})
+            servers = list(ice["ice_servers"])
+            self.figures["turn_offered"] = any("turn" in str(s.get("urls")) for s in servers)
+            self.figures["turn_lifetime_s"] = ice["expires_in"] if servers else None
+            pc = RTCPeerConnection(aiortc_configuration(servers, relay_only=False, bundle=True))
+            sinks: dict[str, TrackSink] = {}
+            pc.on("track", lambda track: sinks.setdefault(track.kind, TrackSink(track).start()))
+            sources = [SyntheticVideoTrack(), SyntheticAudioTrack()]
+            try:
+                for track in sources:
+                    pc.addTrack(track)
+                prefer_vp8_opus_all(pc)
+                await pc.setLocalDescription(await pc.createOffer())
+                answer = await post("/api/echo/offer", {"token": token, "sdp": pc.localDescription.sdp})
+                self.figures["answer_ms"] = round((time.monotonic() - started) * 1000, 1)
+                self.figures["limit_s"] = answer["limit_s"]
+                await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+                within = min(8.0, float(answer["limit_s"]) - 1)
+                for kind, count in (("video", MIN_VIDEO), ("audio", MIN_AUDIO)):
+                    if kind in sinks:
+                        await sinks[kind].wait_frames(count, within)
+                first = [s.first_frame_time for s in sinks.values() if s.first_frame_time is not None]
+                self.figures["first_frame_ms"] = round((max(first) if first else 0) * 1000, 1) or None
+                self.figures["frames_returned"] = {k: s.frames for k, s in sorted(sinks.items())}
+                self.figures["candidate_pairs"] = [list(x) for x in selected_pair_types(pc)]
+                _check("video" in sinks and sinks["video"].frames >= MIN_VIDEO, "the echo peer returned no video")
+                _check("audio" in sinks and sinks["audio"].frames >= MIN_AUDIO, "the echo peer returned no audio")
+            finally:
+                for sink in sinks.values():
+                    await sink.stop()
+                await pc.close()
 
     # ------------------------------------------------------------------ cleanup
 

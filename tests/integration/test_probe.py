@@ -83,3 +83,12 @@ async def test_probe_sendback(alcove: Any) -> None:
     figures = result["figures"]
     assert figures["replayed_status"] == "waiting"
     assert not {"roster", "ice-servers", "admitted"} & set(figures["replay_received"])
+
+
+async def test_probe_echo(alcove: Any) -> None:
+    """The pre-join test's echo peer answers a link's token alone and returns the caller's media."""
+    result = await run_probe(alcove.url, "echo", admin_key=alcove.admin_key)
+    assert result["ok"], result
+    figures = result["figures"]
+    assert figures["frames_returned"]["video"] >= 11 and figures["frames_returned"]["audio"] >= 10
+    assert figures["candidate_pairs"] and figures["limit_s"] == 10

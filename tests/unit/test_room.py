@@ -357,3 +357,29 @@ def test_after_a_restart_a_resuming_client_waits_for_the_therapist_for_the_grace
     out = quiet(room.tick(NOW + 120))
     assert sent(out, "c1") == [m.Waiting(position=1, therapist="absent", reason="therapist-away"),
                                m.Therapist(status="absent")]
+
+
+def test_the_clients_connection_test_result_reaches_the_therapist_as_sent() -> None:
+    room = new_room()
+    room.connect(C("ct"), admission(room.spec, "therapist", "tt"), hello(), NOW)
+    effects = room.connect(C("c1"), admission(room.spec, "client", "t1"),
+                           m.Hello(v=1, ticket="tk", name="Alex", check="relay"), NOW)
+    [queue] = [e.message for e in effects if isinstance(e, Send) and isinstance(e.message, m.Queue)]
+    assert [(q.name, q.check) for q in queue.waiting] == [("Alex", "relay")]
+    try:
+        m.decode_client(b'{"type":"hello","v":1,"ticket":"tk","name":"Alex","check":"great"}')
+    except Exception as err:
+        assert getattr(err, "code", None) == "invalid-message"
+    else:
+        raise AssertionError("an unknown check result was accepted")
+
+
+def test_media_state_goes_to_the_other_admitted_participants_only() -> None:
+    room = therapist_and_client()
+    s = room.spec
+    room.connect(C("c2"), admission(s, "client", "t2"), hello("Sam"), NOW)
+    waiting = room.receive(C("c2"), m.MediaState(video="paused", quality="weak"), NOW)
+    assert [type(e.message) for e in waiting if isinstance(e, Send)] == [m.Error]
+    room.receive(C("ct"), m.Admit(pid="p2"), NOW)
+    effects = room.receive(C("c1"), m.MediaState(video="paused", quality="weak"), NOW)
+    assert effects == [Send(C("ct"), m.PeerMediaState(from_="p2", video="paused", quality="weak"))]

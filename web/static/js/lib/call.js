@@ -8,6 +8,7 @@
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
 
 import { preferredCodecs, limitHeaderExtensions, setLimitedLocalDescription } from "./codecs.js";
+import { encodingFor, FULL } from "./quality.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
@@ -276,6 +277,8 @@ export class MediaCall extends EventTarget {
     /** @type {E2eeHooks|null} */
     this.e2ee = options.e2ee || null;
     this.active = true;
+    /** lib/quality.js level of the video we send. */
+    this.videoLevel = FULL;
     /** @type {[string, EventListener][]} */
     this._listeners = [];
     this._listen("ice-servers", (m) => this.setIceServers(m.ice_servers || []));
@@ -311,6 +314,26 @@ export class MediaCall extends EventTarget {
 
   /** Closes every connection (left, sent back to the waiting room, ended). Media stops at once. */
   closeAll() {}
+
+  /** Whether the browser's bandwidth estimate on these connections says what the link can carry (lib/quality.js). */
+  get trustsBandwidthEstimate() { return true; }
+
+  /** The peer connections of this call, for the link monitor (lib/quality.js). @returns {[string, RTCPeerConnection][]} */
+  connections() { return []; }
+
+  /**
+   * The video level to send at (lib/quality.js: 0 full, 1 low, 2 paused; audio is never touched).
+   * @param {number} level
+   */
+  setVideoLevel(level) {
+    const changed = level !== this.videoLevel;
+    this.videoLevel = level;
+    // Also when unchanged but lowered: a connection made since then starts at the call's own profile.
+    if (changed || level !== FULL) this._applyVideo();
+  }
+
+  /** Re-applies the video encodings (the level and the call's own profile). */
+  _applyVideo() {}
 
   async _pollLevels() {}
 
@@ -403,15 +426,18 @@ export class Call extends MediaCall {
       // With two or more peers every picture is small on screen: send at most about 320 pixels wide.
       const width = sender.track.getSettings().width || 640;
       const scale = this.videoScale > 1 ? Math.max(1, width / 320) : 1;
-      for (const e of params.encodings) {
-        e.scaleResolutionDownBy = scale;
-        e.maxBitrate = scale > 1 || width <= 320 ? 350_000 : 900_000;
-      }
+      const base = { scale, maxBitrate: scale > 1 || width <= 320 ? 350_000 : 900_000 };
+      for (const e of params.encodings) encodingFor(e, this.videoLevel, base);
       sender.setParameters(params).catch((e) => this._log("setParameters", e));
     } catch (e) {
       this._log("encoding", e);
     }
   }
+
+  /** @returns {[string, RTCPeerConnection][]} */
+  connections() { return [...this.peers].map(([pid, peer]) => /** @type {[string, RTCPeerConnection]} */ ([pid, peer.pc])); }
+
+  _applyVideo() { for (const peer of this.peers.values()) for (const s of peer.pc.getSenders()) this._applyEncoding(s); }
 
   /** Restarts ICE on every connection (e.g. after the network came back). */
   restartAll() {

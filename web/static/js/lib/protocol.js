@@ -17,6 +17,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "answer",
     "candidate",
     "key",
+    "media-state",
   ]),
   server: Object.freeze([
     "welcome",
@@ -38,6 +39,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "key",
     "tracks",
     "media-ended",
+    "media-state",
     "error",
   ]),
 });
@@ -78,7 +80,7 @@ const FINAL_SESSION_ERRORS = new Set([
  *            host?: string, seats?: number, topology?: string}} RoomInfo
  * @typedef {{ticket: string, role: "therapist"|"client", room: RoomInfo}} SessionGrant
  * @typedef {{code: string, message: string, opens_at?: string}} ApiError
- * @typedef {{name?: string|null, intro?: string|null}} HelloFields
+ * @typedef {{name?: string|null, intro?: string|null, check?: "direct"|"relay"|"blocked"|null}} HelloFields
  */
 
 /** An error from POST /api/session or from the socket, with its stable code. */
@@ -244,6 +246,7 @@ export class Signaling extends EventTarget {
         name: this.hello.name ?? null,
         resume: this.resume,
         intro: this.hello.intro ?? null,
+        check: this.hello.check ?? null,
       }));
       this.dispatchEvent(new CustomEvent("open", { detail: { first } }));
     });

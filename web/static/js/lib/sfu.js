@@ -21,6 +21,7 @@
 import { MediaCall } from "./call.js";
 import { SFU } from "./protocol.js";
 import { Conn } from "./sfu-conn.js";
+import { encodingFor } from "./quality.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
@@ -338,9 +339,9 @@ export class SfuCall extends MediaCall {
       const params = t.sender.getParameters();
       if (!params.encodings || !params.encodings.length) return;
       const width = t.sender.track.getSettings().width || 640;
+      const base = { scale: Math.max(1, width / profile.width), maxBitrate: profile.maxBitrate };
       for (const e of params.encodings) {
-        e.scaleResolutionDownBy = Math.max(1, width / profile.width);
-        e.maxBitrate = profile.maxBitrate;
+        encodingFor(e, this.videoLevel, base);
         e.maxFramerate = profile.maxFramerate;
       }
       t.sender.setParameters(params)
@@ -362,6 +363,17 @@ export class SfuCall extends MediaCall {
     } catch (e) {
       this._log("scalabilityMode L1T3 refused", e);
     }
+  }
+
+  _applyVideo() { this._applyProfile(); }
+
+  /** aiortc's REMB follows what the SFU receives: the estimate stays low on a healthy link, so only loss counts. */
+  get trustsBandwidthEstimate() { return false; }
+
+  /** @returns {[string, RTCPeerConnection][]} */
+  connections() {
+    const c = this.conn;
+    return c && !c.closed ? [["sfu", c.pc]] : [];
   }
 
   // ---- levels and stats ---------------------------------------------------------------------------------

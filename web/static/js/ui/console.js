@@ -151,6 +151,12 @@ export class Console {
       if (w.since) meta.append(el("span", "", t("console.waiting.since", { time: formatTime(w.since) })));
       if (w.connected === false) meta.append(el("span", "offline", t("console.waiting.offline")));
       li.append(meta);
+      if (w.check === "direct" || w.check === "relay" || w.check === "blocked") {
+        const hint = el("span", `check-note ${w.check === "blocked" ? "warn" : "quiet"}`, t(`console.check.${w.check}`));
+        hint.dataset.check = w.check;
+        hint.title = t("console.check.hint");
+        li.append(hint);
+      }
       const intro = this._introNote(w.pid);
       if (intro) {
         const note = el("span", `intro-note ${intro.kind}`, intro.text);

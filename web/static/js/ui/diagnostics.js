@@ -13,6 +13,8 @@ export function exposeDiagnostics(session) {
     status: () => session.status,
     pid: () => session.pid,
     connected: () => session.signaling.connected,
+    // The video level we send at (lib/quality.js: 0 full, 1 low, 2 paused) and what each tile shows.
+    video: () => (session.call ? session.call.videoLevel : null),
     // E2EE: the safety codes, the epoch and the worker's counters (no keys).
     e2ee: () => {
       const e = session.e2ee;

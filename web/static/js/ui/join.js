@@ -9,6 +9,7 @@ import { exposeDiagnostics } from "./diagnostics.js";
 import { showView, showError, $, applyTranslations, onLocaleChange } from "./dom.js";
 import { encodedTransformSupported } from "../lib/e2ee-flow.js";
 import { e2eeWanted } from "./e2ee-view.js";
+import { PrejoinCheck } from "./prejoin.js";
 
 /** @typedef {"full"|"audio"|"none"} Mode */
 
@@ -27,6 +28,8 @@ let previewReady = Promise.resolve();
 let role = "client";
 /** The media problem shown, if any (its texts follow the language). @type {"denied"|"none"|null} */
 let problem = null;
+/** @type {PrejoinCheck|null} */
+let check = null;
 
 /** Capture size: small rooms get VGA, larger meshes a quarter of it (CPU and bandwidth grow with each peer). */
 function videoConstraints() {
@@ -224,7 +227,7 @@ async function enterSession(token, name) {
   cancelAnimationFrame(meterFrame);
   if (audioCtx) { audioCtx.close().catch(() => {}); audioCtx = null; }
   store.mode = mode;
-  const session = new Session({ token, role, room, name, stream });
+  const session = new Session({ token, role, room, name, stream, check: check ? check.result : null });
   exposeDiagnostics(session);
   await session.start();
 }
@@ -270,6 +273,15 @@ function showJoin(token) {
     await fillDevices();
   };
   $("media-retry").onclick = () => { previewReady = startPreview("full"); };
+  // The "will this work?" check (clients only: the therapist's console has its own view of the clients).
+  if (role !== "therapist") {
+    check = new PrejoinCheck({
+      token,
+      getStream: () => stream,
+      audioOnly: store.mode === "audio",
+      onAudioOnly: (on) => { previewReady = startPreview(on ? "audio" : "full"); },
+    });
+  }
   $("join-camera").onchange = (ev) => {
     const v = /** @type {HTMLSelectElement} */ (ev.target).value;
     store.camera = v || null;

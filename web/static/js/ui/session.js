@@ -8,10 +8,12 @@ import { store } from "../lib/store.js";
 import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
 import { TileGrid } from "./tiles.js";
+import { QualityView } from "./quality-view.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
 
 /**
- * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null}} SessionOptions
+ * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null,
+ *            check?: "direct"|"relay"|"blocked"|null}} SessionOptions
  */
 
 export class Session {
@@ -20,6 +22,8 @@ export class Session {
     this.token = options.token;
     this.name = options.name;
     this.stream = options.stream;
+    /** The join page's connection test result, sent to the therapist as a hint. */
+    this.check = options.check || null;
     this.signaling = new Signaling({ token: this.token, resume: store.resume });
     /** What the server says about the session (wired first: the handlers below see it up to date). */
     this.state = new SessionState(this.signaling, { role: options.role, room: options.room });
@@ -39,6 +43,8 @@ export class Session {
     this._bannerText = new Map();
     /** @type {(() => void)|null} */
     this._renderControls = null;
+    /** Connection quality and the audio fallback (ui/quality-view.js). */
+    this.quality = new QualityView(this);
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -82,7 +88,7 @@ export class Session {
     try {
       this.e2ee = await startE2ee(this);
       const intro = this.e2ee && !this.isTherapist ? await this.e2ee.intro() : null;
-      const welcome = await this.signaling.connect({ name: this.name, intro });
+      const welcome = await this.signaling.connect({ name: this.name, intro, check: this.check });
       return welcome;
     } catch (e) {
       return null; // the "closed" handler shows the page
@@ -139,6 +145,7 @@ export class Session {
       // Sent back: every remote connection closes at once, so no media flows either way.
       this.call.stop();
       this.call = null;
+      this.quality.stopMonitor();
       this.tiles.clearRemote();
     }
     this.status = "waiting";
@@ -214,6 +221,7 @@ export class Session {
       this.call.addEventListener("levels", (ev) => this.tiles.setLevels(detail(ev).levels));
       this.call.addEventListener("media-unreachable", () => this.banner("media", () => t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
+      this.quality.start();
     }
     if (first) {
       $("waiting-notice").hidden = true;
@@ -266,6 +274,7 @@ export class Session {
   _onRoster(participants, before) {
     if (this.call) this.call.updateRoster(participants);
     this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
+    this.quality.onRoster(participants);
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
   }
@@ -365,6 +374,7 @@ export class Session {
   teardown() {
     this.status = "ended";
     if (this.call) { this.call.stop(); this.call = null; }
+    this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }
     this.tiles.clearRemote();
     if (this.clockTimer) clearInterval(this.clockTimer);

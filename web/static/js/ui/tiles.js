@@ -10,6 +10,8 @@ import { $, announce } from "./dom.js";
 const SELF = "self";
 /** The floating self-view's corners, in the order its button moves it. */
 const CORNERS = ["br", "bl", "tl", "tr"];
+/** The self-view's key in `TileGrid.tiles` (and for `setLink`). */
+export const SELF_TILE = SELF;
 
 /**
  * Plays a video element; when the browser refuses sound without a user gesture, it plays muted and offers a
@@ -246,6 +248,38 @@ export class TileGrid {
       if (level > bestLevel) { best = pid; bestLevel = level; }
     }
     for (const [key, tile] of this.tiles) tile.classList.toggle("speaking", key === best);
+  }
+
+  /**
+   * The small connection indicator of a tile and its "video paused to keep the sound clear" note
+   * (ui/quality-view.js). Unknown pids are ignored.
+   * @param {string} pid a participant's pid, or SELF_TILE
+   * @param {{quality?: "good"|"weak"|"reconnecting", paused?: boolean}} link
+   */
+  setLink(pid, link) {
+    const tile = this.tiles.get(pid);
+    if (!tile) return;
+    if (link.quality) {
+      let q = /** @type {HTMLElement|null} */ (tile.querySelector(".quality"));
+      if (!q) {
+        q = document.createElement("span");
+        q.className = "quality";
+        tile.append(q);
+      }
+      q.dataset.quality = link.quality;
+      q.textContent = t(`quality.${link.quality}`);
+    }
+    if (link.paused !== undefined) {
+      let note = /** @type {HTMLElement|null} */ (tile.querySelector(".paused-note"));
+      if (!note) {
+        note = document.createElement("span");
+        note.className = "paused-note";
+        tile.append(note);
+      }
+      note.textContent = t("quality.paused.peer");
+      note.hidden = !link.paused;
+      tile.dataset.videoPaused = String(link.paused);
+    }
   }
 
   _layout() {
