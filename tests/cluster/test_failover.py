@@ -80,3 +80,33 @@ async def test_kill_the_owner_another_instance_takes_over(cluster_factory: Any, 
     finally:
         for p in everyone:
             await p.close()
+
+
+async def test_kill_an_edge_its_sockets_leave_no_ghost(cluster_factory: Any) -> None:
+    """The instance that relays a socket dies: the owner forgets that socket once the edge's heartbeat runs out
+    (the participant shows as dropped, not as a ghost), and the participant resumes through the other instance."""
+    cluster: ClusterHarness = await cluster_factory(2)
+    info = await cluster.create_room()
+    t = await Participant.join(cluster.url, info["therapist_link"], name="Dr. T", media=False)
+    c = await Participant.join(cluster.url, info["client_links"][0], name="Alex", media=False)
+    try:
+        await t.wait_until(lambda: any(q.pid == c.pid for q in t.queue), 5, "queued")
+        await t.admit(c.pid)
+        await c.wait_until(lambda: c.status == "admitted", 5, "admitted")
+        census = await cluster.census()
+        edge = next(i for i in cluster.instances if census[i.name]["relayed"] == 1)
+        killed = time.monotonic()
+        edge.kill()
+        await t.wait_until(lambda: c.pid in t.roster and not t.roster[c.pid].connected, 3 * LEASE,
+                           "the dropped client shown as dropped")
+        dropped_after = time.monotonic() - killed
+        print(f"\nedge killed: the owner saw its socket gone after {dropped_after:.2f} s (lease {LEASE} s)")
+        assert dropped_after <= 2 * LEASE
+        await back_in(c, killed)
+        assert c.status == "admitted"
+        await t.wait_until(lambda: t.roster[c.pid].connected, 5, "the client back")
+        census = await cluster.census()
+        assert [x["remote"] for x in census.values()] == [0], census  # one instance left, every socket its own
+    finally:
+        await c.close()
+        await t.close()
