@@ -64,6 +64,9 @@ SLOT_QUEUE_LIMIT = 120
 
 KINDS = ("audio", "video")
 
+DECIDE_EVERY = 0.5
+"""Seconds between two layer decisions of a slot driven by REMB alone (every receiver report decides)."""
+
 
 @dataclass(frozen=True)
 class WorkerConfig:
@@ -340,6 +343,7 @@ class RtpSlot(MediaStreamTrack):
         self.on_pause: Callable[[], None] | None = None
         """Called when video to this subscriber pauses or resumes (the worker tells the client)."""
         self._forwarded_at_decision = 0
+        self._decided_at = float("-inf")
         self.pauses = 0
         self._stopped = asyncio.Event()
 
@@ -397,7 +401,9 @@ class RtpSlot(MediaStreamTrack):
             self.chooser.on_remb(float(value), now)
         elif kind == "rr":
             self.chooser.on_loss(int(value[0]))
-        self.choose_layer(now)
+        if kind == "rr" or now - self._decided_at >= DECIDE_EVERY:  # receivers may send REMB every few packets
+            self._decided_at = now
+            self.choose_layer(now)
 
     def choose_layer(self, now: float) -> None:
         """Per feedback report: the layer this subscriber's link carries (applied at a safe point)."""
