@@ -812,7 +812,8 @@ def rtp_sink(sender: RTCRtpSender) -> RtpSink:
 
     Shadows on the instance: ``send(parameters)`` (public; recorded, then aiortc's runs) and
     ``_handle_rtcp_packet`` (NACK, REMB and receiver reports go to ``sink.feedback``; aiortc keeps RR/SR
-    bookkeeping and PLI/FIR handling; its own retransmission is skipped: it never sent these packets)."""
+    bookkeeping and PLI/FIR handling; its own retransmission and REMB handling are skipped: it never sent these
+    packets and has no encoder to tune)."""
     with _hooks_lock:
         sink = _sinks.get(sender)
         if sink is not None:
@@ -840,13 +841,16 @@ def rtp_sink(sender: RTCRtpSender) -> RtpSink:
             if callback is not None:
                 callback("nack", list(packet.lost))
             return
-        if callback is not None:
-            if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            # REMB: aiortc would only hand it to an encoder this sender does not use
+            if callback is not None:
                 with contextlib.suppress(ValueError):
                     bitrate, ssrcs = unpack_remb_fci(packet.fci)
                     if s._ssrc in ssrcs:
                         callback("remb", bitrate)
-            elif isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
+            return
+        if callback is not None:
+            if isinstance(packet, (RtcpRrPacket, RtcpSrPacket)):
                 for report in packet.reports:
                     if report.ssrc == s._ssrc:
                         callback("rr", (report.fraction_lost, report.jitter))

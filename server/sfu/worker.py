@@ -1,16 +1,21 @@
-"""The SFU worker process: forwards encoded RTP payloads between the admitted members of its rooms.
+"""The SFU worker process: forwards RTP packets between the admitted members of its rooms.
 
 One process runs many rooms on its own asyncio loop. Per participant there is one ``RTCPeerConnection``
 whose offer comes from the client (the client always offers, the SFU always answers):
 
 * the client's ``sendonly``/``sendrecv`` audio and video m-lines (the first of each kind) are its *publish*
-  streams: their receivers are made pass-through (:func:`rtc.aiortc_hooks.make_passthrough`), so
-  ``receiver.track.recv()`` yields encoded ``av.Packet`` objects and nothing is ever decoded;
-* its ``recvonly`` m-lines are *slots*: the SFU answers them ``sendonly`` and feeds each one with one other
-  member's stream of that kind (a :class:`Slot` track; the sender ``pack()``s the packets, no re-encode).
+  streams (:class:`RtpStream`): every packet its connection receives is taken once after SRTP unprotect
+  (:func:`rtc.aiortc_hooks.tap_rtp`), parsed, kept in a retransmission buffer and handed to each subscriber's
+  :class:`server.sfu.rtp.Forwarder`; aiortc's receivers never see a packet, nothing is ever decoded;
+* its ``recvonly`` m-lines are *slots* (:class:`RtpSlot`): the SFU answers them ``sendonly``; the slot's
+  forwarder rewrites each packet of the member it carries and sends it through the sender's
+  :class:`rtc.aiortc_hooks.RtpSink` (SRTP protect, UDP send), below aiortc's send path. NACKs are served
+  from the publisher's buffer; REMB and receiver reports choose the slot's temporal layer
+  (:mod:`server.sfu.layers`), down to a pause that the client is told about (``tracks`` ``paused``).
 
-A :class:`Stream` pump reads each publish track once and fans the packets out to the slots currently
-attached to it (``MediaRelay(buffered=False)`` semantics, but gated by membership). Key-frame requests
+Benchmark baselines only (``WorkerConfig.pack`` / ``transcode``, never a default install): :class:`Stream`
+pumps a pass-through (or decoding) receiver's track and fans out to :class:`Slot` tracks whose senders
+``pack()`` (or re-encode) them. Key-frame requests
 (PLI/FIR) from subscribers go upstream through a per-publisher :class:`KeyframeLimiter` (at most one PLI
 per ``pli_interval``; a suppressed request is coalesced into one deferred PLI, so a new subscriber still
 gets its key frame within one interval).
@@ -21,7 +26,7 @@ manager → worker: ``("members", room, [pids])`` (empty = the room ended), ``("
 ``("candidate", room, pid, candidate|None, sdp_mid, sdp_mline_index)``, ``("stats", req)``, ``("stop",)``.
 
 worker → manager: ``("ready", os_pid)``, ``("answer", room, pid, sdp)``, ``("tracks", room, pid, {mid: {"pid",
-"kind"}})``, ``("error", room, pid, code, message, ref)``, ``("stats", req, dict)``.
+"kind"[, "paused": True]}})``, ``("error", room, pid, code, message, ref)``, ``("stats", req, dict)``.
 """
 
 from __future__ import annotations
@@ -63,6 +68,9 @@ SLOT_QUEUE_LIMIT = 120
 """Packets a slot may hold for a sender that does not keep up; beyond it the slot resyncs on a key frame."""
 
 KINDS = ("audio", "video")
+
+DECIDE_EVERY = 0.5
+"""Seconds between two layer decisions of a slot driven by REMB alone (every receiver report decides)."""
 
 
 @dataclass(frozen=True)
@@ -134,7 +142,7 @@ class KeyframeLimiter:
 
 
 class Slot(MediaStreamTrack):
-    """The track behind one subscriber ``sendonly`` transceiver; fed by at most one :class:`Stream`."""
+    """Benchmark baseline: the track behind one subscriber ``sendonly`` transceiver, fed by one :class:`Stream`."""
 
     def __init__(self, kind: str, mid: str, order: int) -> None:
         super().__init__()
@@ -215,7 +223,8 @@ class Slot(MediaStreamTrack):
 
 
 class Stream:
-    """One publisher's audio or video: reads the (pass-through) track once, fans out to attached slots."""
+    """Benchmark baseline: one publisher's audio or video read from its (pass-through or decoding) track once,
+    fanned out to attached :class:`Slot` tracks."""
 
     def __init__(self, pid: str, kind: str, receiver: RTCRtpReceiver, *, passthrough: bool, pli_interval: float):
         self.pid = pid
@@ -340,6 +349,7 @@ class RtpSlot(MediaStreamTrack):
         self.on_pause: Callable[[], None] | None = None
         """Called when video to this subscriber pauses or resumes (the worker tells the client)."""
         self._forwarded_at_decision = 0
+        self._decided_at = float("-inf")
         self.pauses = 0
         self._stopped = asyncio.Event()
 
@@ -397,7 +407,9 @@ class RtpSlot(MediaStreamTrack):
             self.chooser.on_remb(float(value), now)
         elif kind == "rr":
             self.chooser.on_loss(int(value[0]))
-        self.choose_layer(now)
+        if kind == "rr" or now - self._decided_at >= DECIDE_EVERY:  # receivers may send REMB every few packets
+            self._decided_at = now
+            self.choose_layer(now)
 
     def choose_layer(self, now: float) -> None:
         """Per feedback report: the layer this subscriber's link carries (applied at a safe point)."""
