@@ -24,6 +24,8 @@ export class QualityView {
     /** @type {Reported} what we last told the others */
     this.sent = { video: "on", quality: "good" };
     this.paused = false;
+    /** @type {Set<string>} publishers whose video the SFU paused to us (our link cannot carry it) */
+    this.sfuPaused = new Set();
     /** @type {LinkMonitor|null} */
     this.monitor = null;
     /** @type {Set<string>} the roster's pids when we last looked */
@@ -107,9 +109,19 @@ export class QualityView {
         .sort((a, b) => order.indexOf(String(b)) - order.indexOf(String(a)))[0];
       this.session.tiles.setLink(pid, {
         quality: /** @type {Quality|undefined} */ (worst),
-        paused: reported ? reported.video === "paused" : false,
+        paused: (reported ? reported.video === "paused" : false) || this.sfuPaused.has(pid),
       });
     }
+  }
+
+  /**
+   * The SFU paused (or resumed) a publisher's video to us because our own link cannot carry even its lowest layer.
+   * @param {string} pid @param {boolean} paused
+   */
+  onSfuPaused(pid, paused) {
+    if (paused) this.sfuPaused.add(pid);
+    else this.sfuPaused.delete(pid);
+    this.render();
   }
 
   stopMonitor() {
@@ -117,6 +129,7 @@ export class QualityView {
     this.monitor = null;
     this.measured = {};
     this.paused = false;
+    this.sfuPaused.clear();
     this.sent = { video: "on", quality: "good" };
   }
 

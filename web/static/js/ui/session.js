@@ -219,6 +219,7 @@ export class Session {
       this.call.addEventListener("stream", (ev) => this.tiles.showStream(detail(ev).pid, detail(ev).stream));
       this.call.addEventListener("peer-closed", (ev) => this.tiles.remove(detail(ev).pid));
       this.call.addEventListener("levels", (ev) => this.tiles.setLevels(detail(ev).levels));
+      this.call.addEventListener("video-paused", (ev) => this.quality.onSfuPaused(detail(ev).pid, detail(ev).paused));
       this.call.addEventListener("media-unreachable", () => this.banner("media", () => t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
       this.quality.start();
