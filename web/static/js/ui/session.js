@@ -8,7 +8,7 @@ import { store } from "../lib/store.js";
 import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded } from "./dom.js";
 import { TileGrid } from "./tiles.js";
-import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
+import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
  * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null}} SessionOptions
@@ -233,6 +233,7 @@ export class Session {
   _onRoster(participants, before) {
     if (this.call) this.call.updateRoster(participants);
     this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
+    renderNames(this);
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
   }
@@ -294,6 +295,7 @@ export class Session {
    * @param {string} text
    * @param {"info"|"warn"} kind
    * @param {number} ttl ms, 0 = until replaced or dismissed
+   * @returns {HTMLElement}
    */
   banner(key, text, kind, ttl) {
     this.removeBanner(key);
@@ -307,6 +309,7 @@ export class Session {
     box.append(div);
     if (ttl) setTimeout(() => { if (div.isConnected) div.remove(); }, ttl);
     if (this.status !== "admitted") announce(text);
+    return div;
   }
 
   /** @param {string} key */
