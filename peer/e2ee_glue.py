@@ -235,7 +235,8 @@ class E2eeGlue:
 
     def _schedule_periodic(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._rekey_timer is None:
-            self._rekey_timer = loop.call_later(min(REKEY_CHECK_S, self.epoch_lifetime_ms / 4000), self._periodic)
+            # checked often enough that the new epoch is switched to well before the current one expires
+            self._rekey_timer = loop.call_later(min(REKEY_CHECK_S, self.epoch_lifetime_ms / 8000), self._periodic)
 
     def _periodic(self) -> None:
         """Therapist: a new epoch well before the current one expires, even when nothing changed."""
