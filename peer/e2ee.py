@@ -58,6 +58,7 @@ __all__ = [
     "sdp_fingerprints",
     "sign_sdp",
     "tk_of",
+    "unwrap_any",
     "verify_sdp",
 ]
 
@@ -1017,6 +1018,31 @@ def _name(value: str | None) -> str:
 
 def _epoch_info(room: str, epoch: int) -> bytes:
     return _EPOCH_INFO + room.encode("utf-8") + epoch.to_bytes(4, "big")
+
+
+def unwrap_any(data: str | Mapping[str, Any], room: str,
+               private_keys: Iterable[ec.EllipticCurvePrivateKey]) -> bytes | None:
+    """What an outsider can open of an epoch message: every wrapped slot tried with every key (no checks).
+
+    The epoch secret, or None. For probes and tests (a ghost must open nothing); never used to accept an epoch.
+    """
+    try:
+        _, _, payload, _ = _parse_envelope(data)
+        epoch = _int_field(payload, "epoch")
+        wrapped = payload.get("wrapped")
+        slots = [b64d(v) for v in wrapped.values()] if isinstance(wrapped, dict) else []
+    except (SecurityCheckFailed, ValueError, TypeError):
+        return None
+    if epoch >= 1 << 32:
+        return None
+    info = _epoch_info(room, epoch)
+    for key in private_keys:
+        for sealed in slots:
+            try:
+                return _HPKE.decrypt(sealed, key, info=info)
+            except Exception:  # any failure means "cannot open"
+                continue
+    return None
 
 
 # ---------------------------------------------------------------------------

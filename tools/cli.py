@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("probe", help="smoke-test a deployment with real aiortc peers")
     pr.add_argument("--server", required=True)
     pr.add_argument("--scenario", required=True,
-                    choices=["basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback"])
+                    choices=["basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback",
+                             "ghost"])
     pr.add_argument("--duration", type=parse_duration, default=15.0)
     pr.add_argument("--clients", type=int, default=1)
     pr.add_argument("--json", action="store_true")
