@@ -20,6 +20,8 @@ import { preferredCodecs } from "./codecs.js";
  *   verifySdp: (from: string, type: "offer"|"answer", sdp: string, sig: string|null|undefined) => Promise<void>,
  *   ready: (pid: string) => Promise<void>,
  *   onSecurityFailure: (pid: string|null, error: any) => void,
+ *   senderOfReceiver?: (receiver: RTCRtpReceiver) => string|null,
+ *   addEventListener?: (type: string, listener: () => void) => void,
  * }} E2eeHooks
  */
 

@@ -69,6 +69,11 @@ class E2eeBase extends EventTarget {
     this._waiters = [];
     /** @type {Array<{pid: string|null, error: string}>} */
     this.failures = [];
+    /** @type {WeakMap<RTCRtpReceiver, number>} SFU receivers (any publisher) -> their slot in the worker */
+    this._slots = new WeakMap();
+    this._slotSeq = 0;
+    /** @type {Record<string, string>} slot -> the pid whose key decrypted its newest frame (from the worker) */
+    this.slotOwners = {};
     /** @type {Array<{what: string, pid: string|null, error: string}>} every refused key, epoch, switch or intro */
     this.refusals = [];
     /** The epoch this page sent with expired and no newer one came: nothing is sent ("reconnecting encryption"). */
@@ -88,7 +93,7 @@ class E2eeBase extends EventTarget {
 
   // ---- the hook interface ---------------------------------------------------------------------------
 
-  /** @param {any} target @param {{operation: string, kind: string, peer?: string}} options */
+  /** @param {any} target @param {{operation: string, kind: string, peer?: string, slot?: number}} options */
   _attach(target, options) {
     if (typeof globalThis.RTCRtpScriptTransform === "function") {
       target.transform = new RTCRtpScriptTransform(this.worker, options);
@@ -105,10 +110,25 @@ class E2eeBase extends EventTarget {
 
   /** @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid */
   prepareReceiver(receiver, kind, pid) {
-    /** @type {{operation: string, kind: string, peer?: string}} */
+    /** @type {{operation: string, kind: string, peer?: string, slot?: number}} */
     const options = { operation: "decrypt", kind };
     if (pid) options.peer = pid;
+    else {
+      const slot = ++this._slotSeq;
+      this._slots.set(receiver, slot);
+      options.slot = slot;
+    }
     this._attach(receiver, options);
+  }
+
+  /**
+   * The authenticated sender of an SFU receiver's frames: the pid (signed roster) whose key decrypted the newest
+   * frame it carried, or null before one did.
+   * @param {RTCRtpReceiver} receiver @returns {string|null}
+   */
+  senderOfReceiver(receiver) {
+    const slot = this._slots.get(receiver);
+    return slot === undefined ? null : this.slotOwners[String(slot)] ?? null;
   }
 
   /** @param {string|null} pid null: the SFU connection @param {any} error */
@@ -157,6 +177,7 @@ class E2eeBase extends EventTarget {
   /** @param {any} m */
   _onStats(m) {
     this.peerStats = m.peers || {};
+    this.slotOwners = m.slots || {};
     if (m.sendExpired && !this.sendExpired) {
       this.sendExpired = true; // the worker dropped the expired epoch on its own clock
       this.dispatchEvent(new CustomEvent("expired", { detail: { epoch: m.sendEpoch } }));

@@ -13,7 +13,8 @@
 //       const {readable, writable} = sender.createEncodedStreams();
 //       worker.postMessage({type: "transform", readable, writable, options: {...}}, [readable, writable]);
 //
-// options: {operation: "encrypt" | "decrypt", kind: "audio" | "video", peer?: pid (string) | sender idx (number)}.
+// options: {operation: "encrypt" | "decrypt", kind: "audio" | "video", peer?: pid (string) | sender idx (number),
+//           slot?: number (an SFU receiver: the pid whose key decrypts its frames is reported in stats.slots)}.
 //
 // Key updates (normally posted by e2ee.js KeyState's `post`):
 //   {type: "keys", epoch, sendIdx, baseKeys: {idx: Uint8Array(16)}, roster?: {pid: idx}, expiresAt?: ms}
@@ -42,6 +43,8 @@ let sendEpoch = null;
 let sendExpired = false;
 /** @type {Map<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
 const stats = new Map();
+/** @type {Map<number, string>} SFU receiver slot -> the pid whose key decrypted its newest frame (authenticated) */
+const slotOwners = new Map();
 /** @type {Set<any>} live encrypt transformers (RTCRtpScriptTransform), for keyframe requests */
 const senders = new Set();
 /** @type {Promise<void>} key updates are applied in order */
@@ -172,7 +175,7 @@ async function applyKeys(msg) {
 
 /**
  * @param {ReadableStream} readable @param {WritableStream} writable
- * @param {{operation: string, kind: "audio" | "video", peer?: string | number}} options
+ * @param {{operation: string, kind: "audio" | "video", peer?: string | number, slot?: number}} options
  * @param {any} [transformer]
  */
 function handle(readable, writable, options, transformer) {
@@ -233,6 +236,7 @@ function handle(readable, writable, options, transformer) {
         if (from) out = await decryptor.unprotect(kind, data, from.idx);
         if (from && out !== null) {
           counts = statsFor(from.pid);
+          if (typeof options.slot === "number") slotOwners.set(options.slot, from.pid);
         } else {
           out = await decryptor.unprotect(kind, data, null);
           if (from && out === null) counts = statsFor(from.pid); // its failure, shown on its tile
@@ -279,5 +283,8 @@ setInterval(() => {
   const peers = {};
   for (const [k, v] of stats) peers[k] = { ...v };
   expireDue();
-  self.postMessage({ type: "stats", sendEpoch, sendExpired, epochs: [...epochs.keys()].sort((a, b) => a - b), peers });
+  self.postMessage({
+    type: "stats", sendEpoch, sendExpired, epochs: [...epochs.keys()].sort((a, b) => a - b), peers,
+    slots: Object.fromEntries(slotOwners),
+  });
 }, 1000);
