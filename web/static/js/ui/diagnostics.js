@@ -21,6 +21,8 @@ export function exposeDiagnostics(session) {
       return {
         epoch: e.epoch, sas: e.sas ? sasText(e.sas) : null, sasOf, peers: e.peerStats,
         failures: e.failures.map((/** @type {{pid: string}} */ f) => f.pid),
+        refusals: e.refusals.map((/** @type {{what: string, pid: string|null}} */ r) => ({ what: r.what, pid: r.pid })),
+        sendExpired: e.sendExpired,
         health: Object.fromEntries(session.roster.map((p) => [p.pid, e.health(p.pid)])),
       };
     },
