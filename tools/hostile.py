@@ -43,6 +43,8 @@ class HostileProxy(MitmProxy):
         """Queue entries (with forged intros) added to every queue delivered."""
         self.hidden: set[str] = set()
         """Pids taken out of every roster delivered (and out of queues, unless forged there)."""
+        self.only: set[str] = set()
+        """When not empty, rosters and queues are forged only on their way to these pids."""
         self._withhold: dict[str, set[str]] = {}
         self.withheld: list[tuple[str, str]] = []
         """(to pid, key kind) of every key message withheld."""
@@ -94,7 +96,7 @@ class HostileProxy(MitmProxy):
             self.grants[pid] = msg["grant"]
         if kind in ("roster", "queue"):
             self._last.setdefault(pid, {})[str(kind)] = msg
-            return json.dumps(self._forge(msg))
+            return json.dumps(self._forge(msg)) if not self.only or pid in self.only else text
         if kind == "key" and isinstance(msg.get("data"), str):
             what = message_kind(msg["data"]) or "?"
             rule = self._withhold.get(pid, set())
@@ -121,4 +123,4 @@ class HostileProxy(MitmProxy):
             if last is None and kind == "queue" and self.extra_queue:
                 last = {"type": "queue", "waiting": []}
             if last is not None:
-                await self.inject(pid, self._forge(last))
+                await self.inject(pid, self._forge(last) if not self.only or pid in self.only else last)

@@ -95,6 +95,22 @@ async def test_a_forged_roster_gets_no_key_in_chromium(alcove: Any, hostile: Any
         assert "p_ghost" not in json.loads(json.loads(data)["p"])["wrapped"]
         assert unwrap_any(data, room["room_id"], keys) is None
     assert (await e2ee_state(a))["failures"] == [] and (await e2ee_state(b))["failures"] == []
+    # The server renames Alex in Blake's roster: Blake's tile keeps the name the therapist signed.
+    b_pid = await b.evaluate("window.alcove.pid()")
+    tile = b.locator(f'.tile[data-pid="{a_pid}"] .name')
+    await wait_for(lambda: _text_is(tile, "Alex"), timeout=10, what="the signed name on Blake's tile")
+    server.only = {b_pid}
+    server.hidden.add(a_pid)
+    server.extra_roster = [{"pid": a_pid, "role": "client", "name": "Mallory", "connected": True}]
+    await server.resend(b_pid)
+    await wait_js(b, "window.alcove.status() === 'admitted'")
+    await b.wait_for_timeout(1000)
+    assert await tile.inner_text() == "Alex"
+    assert await b.get_by_text("Mallory").count() == 0
+
+
+async def _text_is(locator: Any, text: str) -> bool:
+    return bool(await locator.count()) and (await locator.inner_text()) == text
 
 
 async def test_a_pid_takeover_is_refused_and_shown_on_both_screens(alcove: Any, hostile: Any) -> None:
