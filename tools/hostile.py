@@ -10,6 +10,7 @@ without the fingerprint swap). It plays the compromised server of docs/security.
 * **replay credentials** -- every ``welcome.resume`` and ``admitted.grant`` it saw is kept
   (:attr:`credentials`, :attr:`grants`) for the test to replay, and :meth:`inject` delivers any message as if the
   server sent it;
+* **forge the SFU's mapping** -- :attr:`swap` swaps two publishers in every ``tracks`` message;
 * **withhold** -- :meth:`withhold` drops ``key`` messages of some kinds (``"epoch"``, ``"switch"``) on their way to
   a pid; every withheld message is counted in :attr:`withheld`.
 
@@ -43,6 +44,8 @@ class HostileProxy(MitmProxy):
         """Queue entries (with forged intros) added to every queue delivered."""
         self.hidden: set[str] = set()
         """Pids taken out of every roster delivered (and out of queues, unless forged there)."""
+        self.swap: tuple[str, str] | None = None
+        """Two pids swapped in every SFU ``tracks`` mapping delivered (the SFU shows A's media as B's)."""
         self.only: set[str] = set()
         """When not empty, rosters and queues are forged only on their way to these pids."""
         self._withhold: dict[str, set[str]] = {}
@@ -97,6 +100,11 @@ class HostileProxy(MitmProxy):
         if kind in ("roster", "queue"):
             self._last.setdefault(pid, {})[str(kind)] = msg
             return json.dumps(self._forge(msg)) if not self.only or pid in self.only else text
+        if kind == "tracks" and self.swap and isinstance(msg.get("mids"), dict) and (not self.only or pid in self.only):
+            x, y = self.swap
+            swapped = {mid: {**ref, "pid": y if ref.get("pid") == x else x if ref.get("pid") == y else ref.get("pid")}
+                       for mid, ref in msg["mids"].items() if isinstance(ref, dict)}
+            return json.dumps({**msg, "mids": swapped})
         if kind == "key" and isinstance(msg.get("data"), str):
             what = message_kind(msg["data"]) or "?"
             rule = self._withhold.get(pid, set())

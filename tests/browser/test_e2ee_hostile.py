@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from peer.e2ee import ClientKeys, KeyState, message_kind, unwrap_any
 from peer.participant import Participant
 from rtc.aiortc_hooks import allow_loopback_candidates
+from tests.conftest import AlcoveServer
 from tests.e2ee.test_aiortc_e2ee import e2ee_links
 from tools.hostile import HostileProxy
 
@@ -193,3 +194,54 @@ async def test_a_withheld_switch_stops_the_remaining_browser_at_the_expiry(alcov
 
 async def _grew(page: Any, before: int) -> bool:
     return int((await e2ee_state(page))["peers"]["self"]["encrypted"]) > before
+
+
+@pytest.fixture
+async def hostile_sfu(browser: Any, sfu_alcove: AlcoveServer) -> AsyncIterator[tuple[HostileProxy, Pages]]:
+    server = HostileProxy(sfu_alcove.url)
+    await server.start()
+    pages = Pages(browser, server.url)
+    try:
+        yield server, pages
+    finally:
+        await pages.close()
+        await server.stop()
+    assert not pages.foreign, f"requests to other origins: {pages.foreign}"
+
+
+@pytest.mark.sfu
+async def test_an_sfu_mapping_that_swaps_publishers_does_not_swap_the_tiles(sfu_alcove: AlcoveServer,
+                                                                              hostile_sfu: Any) -> None:
+    """The server tells Alex that the therapist's media is Sam's and Sam's the therapist's: each tile still shows
+    the media of the member whose key decrypts it (SFrame KID -> the signed roster)."""
+    server, pages = hostile_sfu
+    room = await sfu_alcove.create_room(type="family", clients=2, host="Dr. Ionescu")
+    small = {"width": 320, "height": 240}
+    therapist = await pages.new(viewport=small)
+    await join(therapist, via(server, sfu_alcove, with_secret(room["therapist_link"])))
+    await therapist.get_by_text("Nobody is waiting.").wait_for()
+    links = [await invite_link(therapist, via(server, sfu_alcove, link)) for link in room["client_links"]]
+    a, b = [await pages.new(viewport=small) for _ in links]
+    t_pid = await therapist.evaluate("window.alcove.pid()")
+    await join(a, links[0], "Alex")
+    await admit(therapist, "Alex")
+    a_pid = await a.evaluate("window.alcove.pid()")
+    await join(b, links[1], "Sam")
+    b_pid = await wait_pid(b)
+    server.only = {a_pid}
+    server.swap = (t_pid, b_pid)
+    await admit(therapist, "Sam")
+
+    async def placed_by_sender() -> bool:
+        shown = (await e2ee_state(a)).get("shownFrom") or {}
+        return set(shown) == {t_pid, b_pid} and all(sender == pid for pid, sender in shown.items())
+
+    await wait_for(placed_by_sender, timeout=40, what="Alex's tiles placed by the authenticated sender")
+    await decodes_from_all(a, 2, timeout=40)
+    shown = (await e2ee_state(a))["shownFrom"]
+    assert shown == {t_pid: t_pid, b_pid: b_pid}
+
+
+async def wait_pid(page: Any) -> str:
+    await wait_js(page, "!!window.alcove && !!window.alcove.pid()")
+    return str(await page.evaluate("window.alcove.pid()"))

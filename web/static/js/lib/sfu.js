@@ -375,11 +375,16 @@ export class SfuCall extends MediaCall {
     // after the await: a publisher may have been added (or dropped) meanwhile
     const state = c.pc.connectionState;
     for (const pid of this.peers.keys()) out[pid] = { framesDecoded: 0, audioSamples: 0, state };
+    const senderOf = this.e2ee && this.e2ee.senderOfReceiver;
+    const byMid = new Map(c.receivers().map((t) => [t.mid, t.receiver]));
     for (const [mid, owner] of c.owners) {
-      if (!this.peers.has(owner.pid)) continue;
+      // E2EE: counted for the authenticated sender of the slot's frames, as the tiles are
+      const receiver = byMid.get(mid);
+      const pid = senderOf ? (receiver ? senderOf.call(this.e2ee, receiver) : null) : owner.pid;
+      if (!pid || !this.peers.has(pid)) continue;
       const now = counters.get(mid) || { framesDecoded: 0, audioSamples: 0 };
       if (owner.base === null) owner.base = now;
-      const e = out[owner.pid];
+      const e = out[pid];
       e.framesDecoded += Math.max(0, now.framesDecoded - owner.base.framesDecoded);
       e.audioSamples += Math.max(0, now.audioSamples - owner.base.audioSamples);
     }
