@@ -920,8 +920,14 @@ class TherapistKeys:
         return result
 
     def rekey_due(self, now_ms: int | None = None) -> bool:
-        """True when the current epoch is older than :data:`REKEY_AFTER_MS` (scaled to the lifetime)."""
-        cur = self.current or self.pending
+        """True when the current epoch is older than :data:`REKEY_AFTER_MS` (scaled to the lifetime).
+
+        Never while an epoch is pending (waiting for acks or the switch timeout): withheld acks cannot keep the
+        therapist from ever switching by having the timer replace the pending epoch again and again.
+        """
+        if self.pending is not None:
+            return False
+        cur = self.current
         if cur is None:
             return False
         now = _now_ms() if now_ms is None else now_ms

@@ -481,3 +481,15 @@ test("e2ee v2: the signed roster carries the therapist's names; a frame's sender
   const forged = payloadOf(res.message).roster.map((e) => ({ ...e, name: "Mallory" }));
   await assert.rejects(b.acceptEpoch(tamper(res.message, { roster: forged })), E.SecurityCheckFailed);
 });
+
+test("e2ee v2: no periodic rekey while an epoch is pending (withheld acks cannot stall the switch)", async () => {
+  const t = await therapist();
+  await admit(t, "p_a");
+  const res = await t.makeEpoch(["p_a"], null, { nowMs: 1000 });
+  const half = E.EPOCH_LIFETIME_MS / 2;
+  assert.equal(t.pending, res);
+  assert.equal(t.rekeyDue(1000 + 10 * half), false);
+  await t.makeSwitch();
+  assert.equal(t.rekeyDue(1000 + half - 1), false);
+  assert.equal(t.rekeyDue(1000 + half), true);
+});

@@ -578,3 +578,14 @@ def test_signed_roster_carries_the_therapists_names() -> None:
     assert a.sender_of(15) is None
     with pytest.raises(SecurityCheckFailed):
         b.accept_epoch(_tamper(res.message, roster=[{**e, "name": "Mallory"} for e in _payload(res.message)["roster"]]))
+
+
+def test_no_periodic_rekey_while_an_epoch_is_pending() -> None:
+    """Withheld acks must not keep the therapist from switching: a pending epoch is never replaced by the timer."""
+    t = _therapist()
+    _admit(t, "p_a")
+    res = t.make_epoch(["p_a"], now_ms=1_000)
+    half = EPOCH_LIFETIME_MS // 2
+    assert t.pending is res and not t.rekey_due(1_000 + 10 * half)
+    t.make_switch()
+    assert not t.rekey_due(1_000 + half - 1) and t.rekey_due(1_000 + half)

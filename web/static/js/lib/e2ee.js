@@ -949,9 +949,13 @@ export class TherapistKeys {
     return result;
   }
 
-  /** True when the current epoch is older than REKEY_AFTER_MS (scaled to the lifetime). @param {number} [nowMs] */
+  /**
+   * True when the current epoch is older than REKEY_AFTER_MS (scaled to the lifetime). Never while an epoch is
+   * pending: withheld acks cannot keep the therapist from ever switching.
+   * @param {number} [nowMs] */
   rekeyDue(nowMs) {
-    const cur = this.current ?? this.pending;
+    if (this.pending) return false;
+    const cur = this.current;
     if (!cur) return false;
     return (nowMs ?? Date.now()) - cur.issuedAt >= Math.floor((this.epochLifetimeMs * REKEY_AFTER_MS) / EPOCH_LIFETIME_MS);
   }
