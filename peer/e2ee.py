@@ -1,4 +1,4 @@
-"""Alcove E2EE key protocol (v1): intro, grant, reveal, SAS, epochs, switch, signed SDP.
+"""Alcove E2EE key protocol (v2): intro, grant, reveal, SAS, epochs, switch, signed SDP.
 
 The same protocol is implemented in ``web/static/js/e2ee.js``; the two are
 checked against each other by ``tests/unit/test_e2ee_interop.py``.  The
@@ -45,6 +45,7 @@ __all__ = [
     "IntroInfo",
     "KeyState",
     "LinkInfo",
+    "NewPerson",
     "SecurityCheckFailed",
     "TherapistKeys",
     "b64d",
@@ -57,10 +58,21 @@ __all__ = [
     "sdp_fingerprints",
     "sign_sdp",
     "tk_of",
+    "unwrap_any",
     "verify_sdp",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
+#: An epoch is good for this long after it is issued (milliseconds); its expiry is signed.
+EPOCH_LIFETIME_MS: Final = 10 * 60 * 1000
+#: The therapist issues a new epoch this long after the current one (well before its expiry).
+REKEY_AFTER_MS: Final = EPOCH_LIFETIME_MS // 2
+#: A client refuses an epoch that claims to be good for longer than this from its own clock (milliseconds).
+MAX_EPOCH_AHEAD_MS: Final = EPOCH_LIFETIME_MS + 5 * 60 * 1000
+#: A client keeps at most this many announced HPKE private keys (the oldest is erased first).
+MAX_HPKE_KEYS: Final = 8
+#: Longest display name carried in a signed roster (characters).
+MAX_NAME: Final = 64
 #: Old epoch stays decrypt-only this long after a switch (seconds).
 RETIRE_AFTER: Final = 5.0
 #: Therapist sends the switch after all acks or after this long (seconds).
@@ -101,6 +113,13 @@ class SecurityCheckFailed(Exception):
     def __init__(self, detail: str = "") -> None:
         super().__init__(f"security check failed: {detail}" if detail else "security check failed")
         self.detail = detail
+
+
+class NewPerson(SecurityCheckFailed):
+    """An intro with a new identity key for a pid the therapist granted before: a new person.
+
+    It is never keyed under the old grant; only a new Admit (:meth:`TherapistKeys.make_grant`) lets it in.
+    """
 
 
 # ---------------------------------------------------------------------------
@@ -415,31 +434,43 @@ class KeyState:
 
     Epochs are installed decrypt-only (:meth:`install`), become the sending
     epoch on :meth:`switch`, and older epochs are dropped :data:`RETIRE_AFTER`
-    seconds after the switch.  ``encrypt``/``decrypt`` are thread-safe and
-    return ``None`` when a frame must not be sent / must be dropped.
+    seconds after the switch.  An epoch installed with an expiry (``expires_at``,
+    ms on ``wall``) is dropped at that instant: nothing is sent or decrypted with it
+    afterwards (:attr:`send_expired` tells the UI to show "reconnecting encryption").
+    ``encrypt``/``decrypt`` are thread-safe and return ``None`` when a frame must
+    not be sent / must be dropped.  ``clock`` (seconds) and ``wall`` (ms since the
+    Unix epoch) are injectable for tests.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] | None = None) -> None:
         self._lock = threading.Lock()
         self._clock = clock
+        self._wall = wall if wall is not None else (lambda: time.time() * 1000)
         self.encryptor = FrameEncryptor()
         self.decryptor = FrameDecryptor()
         # epoch -> (base_key, own send idx or None, {pid: idx})
         self._epochs: dict[int, tuple[bytes, int | None, dict[str, int]]] = {}
         self._retire_at: dict[int, float] = {}
+        self._expires_at: dict[int, float] = {}
         self.send_epoch: int | None = None
+        self.send_expired = False
+        """True once the sending epoch expired and no newer one was switched to: nothing is sent."""
         self.on_switch: list[Callable[[int], None]] = []  # e.g. force a keyframe
-        self.counters = {"encrypted": 0, "decrypted": 0, "failed": 0, "dropped": 0}
+        self.counters = {"encrypted": 0, "decrypted": 0, "failed": 0, "dropped": 0, "expired": 0}
 
     # -- key management --------------------------------------------------
-    def install(self, epoch: int, base_key: bytes, roster: Mapping[str, int], send_idx: int | None) -> None:
-        """Install ``epoch`` decrypt-only for every roster idx (``roster`` = {pid: idx})."""
+    def install(self, epoch: int, base_key: bytes, roster: Mapping[str, int], send_idx: int | None,
+                expires_at: float | None = None) -> None:
+        """Install ``epoch`` decrypt-only for every roster idx (``roster`` = {pid: idx}) until ``expires_at``."""
         with self._lock:
-            if epoch in self._epochs:
+            if epoch in self._epochs or (expires_at is not None and expires_at <= self._wall()):
                 return
             for idx in sorted(set(roster.values())):
                 self.decryptor.add_key(epoch, idx, base_key)
             self._epochs[epoch] = (base_key, send_idx, dict(roster))
+            if expires_at is not None:
+                self._expires_at[epoch] = expires_at
 
     def switch(self, epoch: int) -> bool:
         """Start sending with ``epoch``; older epochs stay decrypt-only for 5 s. False if unknown/old."""
@@ -453,6 +484,7 @@ class KeyState:
             else:
                 self.encryptor.set_key(epoch, send_idx, base_key)
             self.send_epoch = epoch
+            self.send_expired = False
             deadline = self._clock() + RETIRE_AFTER
             for old in self._epochs:
                 if old < epoch:
@@ -470,14 +502,29 @@ class KeyState:
         self.decryptor.remove_epoch(epoch)
         self._epochs.pop(epoch, None)
         self._retire_at.pop(epoch, None)
+        self._expires_at.pop(epoch, None)
+        if epoch == self.send_epoch:
+            self.encryptor.clear()
 
     def _retire_due(self) -> None:
-        if not self._retire_at:
-            return
-        now = self._clock()
-        for epoch, t in list(self._retire_at.items()):
-            if t <= now:
-                self._retire_locked(epoch)
+        if self._retire_at:
+            now = self._clock()
+            for epoch, t in list(self._retire_at.items()):
+                if t <= now:
+                    self._retire_locked(epoch)
+        if self._expires_at:
+            wall = self._wall()
+            for epoch, t in list(self._expires_at.items()):
+                if t <= wall:
+                    if epoch == self.send_epoch:
+                        self.send_expired = True
+                    self._retire_locked(epoch)
+
+    def expire_due(self) -> bool:
+        """Drop the epochs past their expiry now; True when the sending epoch has expired."""
+        with self._lock:
+            self._retire_due()
+            return self.send_expired
 
     def clear(self) -> None:
         """Forget every key (removed / sent back to the waiting room): nothing is sent or decrypted."""
@@ -486,6 +533,7 @@ class KeyState:
             for epoch in list(self._epochs):
                 self._retire_locked(epoch)
             self.send_epoch = None
+            self.send_expired = False
 
     def epochs(self) -> list[int]:
         with self._lock:
@@ -506,6 +554,9 @@ class KeyState:
         """Protect one encoded frame; ``None`` = do not send (no key, counter exhausted)."""
         with self._lock:
             self._retire_due()
+            if self.send_expired:
+                self.counters["expired"] += 1
+                return None
         if not frame:
             return b""
         try:
@@ -531,6 +582,8 @@ class KeyState:
 
     def decrypt_from(self, kind: FrameKind, data: bytes, pid: str) -> bytes | None:
         """Like :meth:`decrypt`, with the sender given by pid (looked up in the signed rosters)."""
+        with self._lock:
+            self._retire_due()
         idxs = self._indices_of(pid)
         if not idxs:
             with self._lock:
@@ -567,10 +620,21 @@ class IntroInfo:
 @dataclass
 class _Member:
     intro: IntroInfo
-    n_t: bytes | None = None
-    n_c: bytes | None = None
+    n_t: bytes | None = None  # set by the therapist's own Admit (make_grant)
+    n_c: bytes | None = None  # set once the reveal verified
     sas: SAS | None = None
     last_sdp_seq: int = -1
+    dk: bytes = b""  # the HPKE public key the next epoch is wrapped to (the intro's, then each ack's)
+    ack_epoch: int = -1  # the newest epoch whose ack brought ``dk``
+
+    def __post_init__(self) -> None:
+        if not self.dk:
+            self.dk = self.intro.dk
+
+    @property
+    def keyable(self) -> bool:
+        """Granted by the therapist's Admit and its reveal verified: only then it gets epoch keys."""
+        return self.n_t is not None and self.n_c is not None
 
 
 @dataclass
@@ -580,6 +644,8 @@ class EpochResult:
     roster: dict[str, int]  # pid -> idx
     waiting_acks: set[str] = field(default_factory=set)
     started: float = 0.0
+    issued_at: int = 0  # ms since the Unix epoch (signed)
+    expires_at: int = 0  # ms since the Unix epoch (signed)
 
 
 def _check_intro(room: str, intro: str | Mapping[str, Any], s_link: bytes | None) -> IntroInfo:
@@ -613,15 +679,22 @@ class TherapistKeys:
         s_link: bytes | None = None,
         first_epoch: int | None = None,
         keystate: KeyState | None = None,
+        epoch_lifetime_ms: int = EPOCH_LIFETIME_MS,
     ) -> None:
         self.room = room
         self.pid = pid
+        self.epoch_lifetime_ms = epoch_lifetime_ms
         self.ik = ik if ik is not None else ec.generate_private_key(ec.SECP256R1())
         self.ik_raw = pub_raw(self.ik)
         self.tk = tk_of(self.ik_raw)
         self.s_link = s_link
         self.keystate = keystate if keystate is not None else KeyState()
         self.members: dict[str, _Member] = {}
+        self.frozen: dict[str, bytes] = {}
+        """pid -> the IK_P the therapist granted in this session (frozen: a new key is a new person)."""
+        self.newcomers: dict[str, IntroInfo] = {}
+        """pid -> a new person's verified intro for a granted pid, waiting for a new Admit."""
+        self._last_dk: dict[str, tuple[bytes, int]] = {}  # pid -> (dk, ack_epoch) of a forgotten member
         # Epoch numbers must grow across therapist reloads: start at the Unix time in seconds.
         self._next_epoch = first_epoch if first_epoch is not None else max(1, int(time.time()))
         self._indices: dict[str, int] = {}
@@ -631,20 +704,42 @@ class TherapistKeys:
 
     # -- admission ---------------------------------------------------------
     def check_intro(self, pid: str, intro: str | Mapping[str, Any]) -> IntroInfo:
-        """Verify a waiting client's intro (from the ``queue``) and remember it for ``pid``."""
+        """Verify a waiting client's intro (from the ``queue``) and remember it for ``pid``.
+
+        The server's queue is only a hint: a pid the therapist granted keeps its identity key for the session.
+        A different key for it raises :class:`NewPerson` (kept in :attr:`newcomers`; only a new Admit lets it
+        in). A pid not granted yet may change its intro (a reload in the waiting room).
+        """
         info = _check_intro(self.room, intro, self.s_link)
+        frozen = self.frozen.get(pid)
+        if frozen is not None and frozen != info.ik:
+            self.newcomers[pid] = info
+            raise NewPerson(f"a new person with the seat of {pid}: needs a new Admit")
         old = self.members.get(pid)
-        if old is not None and old.intro.ik != info.ik:
-            raise SecurityCheckFailed("the client's key changed")
-        if old is None:
-            self.members[pid] = _Member(info)
+        if old is None or (old.n_t is None and old.intro != info):
+            member = _Member(info)
+            if frozen is not None and pid in self._last_dk:
+                # the same person again (sent back, then in the queue): its newest HPKE key, not the intro's
+                member.dk, member.ack_epoch = self._last_dk[pid]
+            self.members[pid] = member
+        self.newcomers.pop(pid, None)
         return info
 
     def make_grant(self, pid: str) -> str:
-        """The ``admit.grant`` for ``pid`` (after :meth:`check_intro`)."""
+        """The ``admit.grant`` for ``pid`` (after :meth:`check_intro`): the therapist's Admit.
+
+        For a pid in :attr:`newcomers` this is the new Admit of that new person: it replaces the identity
+        granted before (which gets no key from now on).
+        """
+        newcomer = self.newcomers.pop(pid, None)
+        if newcomer is not None:
+            self.members[pid] = _Member(newcomer)
         member = self.members.get(pid)
         if member is None:
             raise SecurityCheckFailed("no verified intro for this client")
+        if self.frozen.get(pid) != member.intro.ik:
+            self._last_dk.pop(pid, None)
+        self.frozen[pid] = member.intro.ik
         member.n_t = os.urandom(16)
         member.n_c = None
         member.sas = None
@@ -675,8 +770,15 @@ class TherapistKeys:
         return member.sas
 
     def forget(self, pid: str) -> None:
-        """Drop a removed client (the next epoch will not include it)."""
-        self.members.pop(pid, None)
+        """Drop a removed client (the next epoch will not include it).
+
+        Its frozen identity stays: the same person comes back through the waiting room and a new Admit; a
+        different key for the pid is a new person (:class:`NewPerson`).
+        """
+        member = self.members.pop(pid, None)
+        if member is not None and self.frozen.get(pid) == member.intro.ik:
+            self._last_dk[pid] = (member.dk, member.ack_epoch)
+        self.newcomers.pop(pid, None)
         self._indices.pop(pid, None)
         # _sdp_seq is kept: a client sent back and admitted again keeps its ClientKeys, whose "last seq seen
         # from the therapist" must keep growing (otherwise our next offer/answer looks replayed to it).
@@ -697,6 +799,8 @@ class TherapistKeys:
                 "mac_ok": m.intro.mac_ok,
                 "n_t": b64e(m.n_t) if m.n_t is not None else None,
                 "n_c": b64e(m.n_c) if m.n_c is not None else None,
+                "dk_next": b64e(m.dk),
+                "ack_epoch": m.ack_epoch,
             }
             for pid, m in self.members.items()
         }
@@ -707,6 +811,8 @@ class TherapistKeys:
             "next_epoch": self._next_epoch,
             "indices": dict(self._indices),
             "members": members,
+            "frozen": {pid: b64e(ik) for pid, ik in self.frozen.items()},
+            "last_dk": {pid: [b64e(dk), n] for pid, (dk, n) in self._last_dk.items()},
         }
         return _dumps(state)
 
@@ -725,12 +831,17 @@ class TherapistKeys:
                 member = _Member(info)
                 member.n_t = b64d(m["n_t"]) if m["n_t"] else None
                 member.n_c = b64d(m["n_c"]) if m["n_c"] else None
+                member.dk = b64d(m["dk_next"])
+                _load_pub(member.dk)
+                member.ack_epoch = int(m["ack_epoch"])
                 if member.n_t is not None and member.n_c is not None:
                     member.sas = sas(info.ik, self.ik_raw, member.n_c, member.n_t, self.room)
                 self.members[str(pid)] = member
             self._indices.update({str(k): int(v) for k, v in state["indices"].items()})
+            self.frozen.update({str(k): b64d(v) for k, v in state["frozen"].items()})
+            self._last_dk.update({str(k): (b64d(v[0]), int(v[1])) for k, v in state["last_dk"].items()})
             self._next_epoch = max(self._next_epoch, int(state["next_epoch"]))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, SecurityCheckFailed) as e:
             raise ValueError(f"bad therapist state: {e}") from None
 
     # -- epochs --------------------------------------------------------------
@@ -748,35 +859,51 @@ class TherapistKeys:
                 used.add(free)
         return {pid: self._indices[pid] for pid in pids}
 
-    def make_epoch(self, pids: Iterable[str]) -> EpochResult:
-        """A new epoch for the admitted clients ``pids`` (everyone else gets no key).
+    def keyable(self, pid: str) -> bool:
+        """True when ``pid`` was granted by the therapist's Admit and its reveal verified."""
+        member = self.members.get(pid)
+        return member is not None and member.keyable
 
-        Installs it decrypt-only in :attr:`keystate`; send ``result.message`` as
-        ``key`` data with ``to: null``, collect acks, then :meth:`make_switch`.
+    def make_epoch(
+        self,
+        pids: Iterable[str],
+        names: Mapping[str, str] | None = None,
+        *,
+        now_ms: int | None = None,
+    ) -> EpochResult:
+        """A new epoch for the granted clients ``pids`` (everyone else gets no key).
+
+        Every pid must have been granted by :meth:`make_grant` and its reveal verified
+        (:meth:`keyable`), whatever the server's roster says. ``names`` (pid -> display name as the
+        therapist's console knows them, the therapist's own under its pid) go into the signed roster.
+        Installs it decrypt-only in :attr:`keystate`; send ``result.message`` as ``key`` data with
+        ``to: null``, collect acks, then :meth:`make_switch`.
         """
         members = list(dict.fromkeys(pids))
         for pid in members:
-            if pid not in self.members:
-                raise SecurityCheckFailed(f"no verified intro for {pid}")
+            if not self.keyable(pid):
+                raise SecurityCheckFailed(f"not granted by the therapist: {pid}")
+        names = names or {}
         epoch = self._next_epoch
         self._next_epoch += 1
         secret = os.urandom(32)
         idx = self._assign(members)
-        roster = [{"pid": self.pid, "ik": b64e(self.ik_raw), "idx": 0}] + [
-            {"pid": pid, "ik": b64e(self.members[pid].intro.ik), "idx": idx[pid]} for pid in members
+        roster = [{"pid": self.pid, "ik": b64e(self.ik_raw), "idx": 0, "name": _name(names.get(self.pid))}] + [
+            {"pid": pid, "ik": b64e(self.members[pid].intro.ik), "idx": idx[pid], "name": _name(names.get(pid))}
+            for pid in members
         ]
         info = _epoch_info(self.room, epoch)
-        wrapped = {
-            pid: b64e(_HPKE.encrypt(secret, _load_pub(self.members[pid].intro.dk), info=info))
-            for pid in members
-        }
+        wrapped = {pid: b64e(_HPKE.encrypt(secret, _load_pub(self.members[pid].dk), info=info)) for pid in members}
+        issued_at = _now_ms() if now_ms is None else now_ms
+        expires_at = issued_at + self.epoch_lifetime_ms
         payload = {
             "v": PROTOCOL_VERSION,
             "t": "epoch",
             "room": self.room,
             "epoch": epoch,
             "roster": roster,
-            "issued_at": _now_ms(),
+            "issued_at": issued_at,
+            "expires_at": expires_at,
             "wrapped": wrapped,
         }
         result = EpochResult(
@@ -785,10 +912,26 @@ class TherapistKeys:
             {self.pid: 0, **idx},
             set(members),
             time.monotonic(),
+            issued_at,
+            expires_at,
         )
-        self.keystate.install(epoch, epoch_base_key(secret, self.room), result.roster, 0)
+        self.keystate.install(epoch, epoch_base_key(secret, self.room), result.roster, 0, expires_at)
         self.pending = result
         return result
+
+    def rekey_due(self, now_ms: int | None = None) -> bool:
+        """True when the current epoch is older than :data:`REKEY_AFTER_MS` (scaled to the lifetime).
+
+        Never while an epoch is pending (waiting for acks or the switch timeout): withheld acks cannot keep the
+        therapist from ever switching by having the timer replace the pending epoch again and again.
+        """
+        if self.pending is not None:
+            return False
+        cur = self.current
+        if cur is None:
+            return False
+        now = _now_ms() if now_ms is None else now_ms
+        return now - cur.issued_at >= self.epoch_lifetime_ms * REKEY_AFTER_MS // EPOCH_LIFETIME_MS
 
     def check_ack(self, pid: str, data: str | Mapping[str, Any]) -> bool:
         """Verify an ack; True once every member of the pending epoch has acked."""
@@ -799,6 +942,11 @@ class TherapistKeys:
         if payload.get("pid") != pid:
             raise SecurityCheckFailed("ack for another client")
         epoch = _int_field(payload, "epoch")
+        dk_next = _b64field(payload, "dk", 65)
+        _load_pub(dk_next)
+        issued = {r.epoch for r in (self.pending, self.current) if r is not None}
+        if epoch in issued and epoch > member.ack_epoch:
+            member.dk, member.ack_epoch = dk_next, epoch  # the next epoch is wrapped to the new key
         if self.pending is None or epoch != self.pending.epoch:
             return False  # a late ack for an older epoch: ignore
         self.pending.waiting_acks.discard(pid)
@@ -855,6 +1003,8 @@ class TherapistKeys:
         member = self.members.get(from_pid)
         if member is None:
             raise SecurityCheckFailed("SDP from an unknown client")
+        if member.n_t is None:
+            raise SecurityCheckFailed("SDP from a client this therapist did not admit")
         payload = verify_sdp(
             sig,
             sdp,
@@ -868,8 +1018,37 @@ class TherapistKeys:
         member.last_sdp_seq = payload["seq"]
 
 
+def _name(value: str | None) -> str:
+    return (value or "")[:MAX_NAME]
+
+
 def _epoch_info(room: str, epoch: int) -> bytes:
     return _EPOCH_INFO + room.encode("utf-8") + epoch.to_bytes(4, "big")
+
+
+def unwrap_any(data: str | Mapping[str, Any], room: str,
+               private_keys: Iterable[ec.EllipticCurvePrivateKey]) -> bytes | None:
+    """What an outsider can open of an epoch message: every wrapped slot tried with every key (no checks).
+
+    The epoch secret, or None. For probes and tests (a ghost must open nothing); never used to accept an epoch.
+    """
+    try:
+        _, _, payload, _ = _parse_envelope(data)
+        epoch = _int_field(payload, "epoch")
+        wrapped = payload.get("wrapped")
+        slots = [b64d(v) for v in wrapped.values()] if isinstance(wrapped, dict) else []
+    except (SecurityCheckFailed, ValueError, TypeError):
+        return None
+    if epoch >= 1 << 32:
+        return None
+    info = _epoch_info(room, epoch)
+    for key in private_keys:
+        for sealed in slots:
+            try:
+                return _HPKE.decrypt(sealed, key, info=info)
+            except Exception:  # any failure means "cannot open"
+                continue
+    return None
 
 
 # ---------------------------------------------------------------------------
@@ -893,15 +1072,20 @@ class ClientKeys:
         self.link = link
         self.ik = ec.generate_private_key(ec.SECP256R1())
         self.ik_raw = pub_raw(self.ik)
-        self.dk = ec.generate_private_key(ec.SECP256R1())
-        self.dk_raw = pub_raw(self.dk)
+        dk = ec.generate_private_key(ec.SECP256R1())
+        self.dk_raw = pub_raw(dk)  # DK_P of the intro (public)
         self.n_c = os.urandom(16)
         self.keystate = keystate if keystate is not None else KeyState()
         self.ik_t: bytes | None = None
         self.n_t: bytes | None = None
         self.therapist_pid: str | None = None
         self.newest_epoch = -1
+        self.expires_at = 0  # the newest epoch's signed expiry (ms)
         self.roster: dict[str, tuple[bytes, int]] = {}  # pid -> (ik, idx) of the newest epoch
+        self.names: dict[str, str] = {}  # pid -> display name, from the newest signed roster
+        # The HPKE keys announced to the therapist (the intro's, then one per ack), oldest first. Older ones
+        # are erased as soon as an epoch unwraps with a newer one.
+        self.hpke_keys: list[tuple[bytes, ec.EllipticCurvePrivateKey]] = [(self.dk_raw, dk)]
         self._sdp_seq: dict[str, int] = {}
         self._last_seq: dict[str, int] = {}
 
@@ -912,7 +1096,7 @@ class ClientKeys:
             "t": "intro",
             "room": self.room,
             "ik": b64e(self.ik_raw),
-            "dk": b64e(self.dk_raw),
+            "dk": b64e(self.hpke_keys[-1][0]),
             "commit": b64e(_sha256(self.n_c + self.ik_raw)),
             "ts": _now_ms(),
         }
@@ -961,11 +1145,11 @@ class ClientKeys:
             raise ValueError("no grant yet")
         return sas(self.ik_raw, self.ik_t, self.n_c, self.n_t, self.room)
 
-    def accept_epoch(self, data: str | Mapping[str, Any]) -> str | None:
+    def accept_epoch(self, data: str | Mapping[str, Any], now_ms: int | None = None) -> str | None:
         """Install a therapist-signed epoch; returns the ack to send, or None if it is old (ignored).
 
-        Raises :class:`SecurityCheckFailed` for forged or malformed epochs, or
-        when this client is not in it (removed).
+        Raises :class:`SecurityCheckFailed` for forged, malformed or expired epochs, or
+        when this client is not in it (removed).  ``now_ms``: this client's clock.
         """
         if self.ik_t is None:
             raise SecurityCheckFailed("epoch before grant")
@@ -975,11 +1159,18 @@ class ClientKeys:
             return None
         if epoch >= 1 << 32:
             raise SecurityCheckFailed("epoch out of range")
+        now = _now_ms() if now_ms is None else now_ms
+        expires_at = _int_field(payload, "expires_at")
+        if expires_at <= now:
+            raise SecurityCheckFailed("expired epoch")
+        if expires_at > now + MAX_EPOCH_AHEAD_MS:
+            raise SecurityCheckFailed("epoch valid for too long")
         roster_in = payload.get("roster")
         wrapped = payload.get("wrapped")
         if not isinstance(roster_in, list) or not isinstance(wrapped, dict):
             raise SecurityCheckFailed("bad epoch")
         roster: dict[str, tuple[bytes, int]] = {}
+        names: dict[str, str] = {}
         seen_idx: set[int] = set()
         therapist_pid: str | None = None
         for entry in roster_in:
@@ -988,10 +1179,12 @@ class ClientKeys:
             pid = _str_field(entry, "pid")
             ik = _b64field(entry, "ik", 65)
             idx = _int_field(entry, "idx")
-            if idx >= MAX_MEMBERS or idx in seen_idx or pid in roster:
+            name = entry.get("name")
+            if idx >= MAX_MEMBERS or idx in seen_idx or pid in roster or not isinstance(name, str):
                 raise SecurityCheckFailed("bad roster")
             seen_idx.add(idx)
             roster[pid] = (ik, idx)
+            names[pid] = name
             if idx == 0:
                 if ik != self.ik_t:
                     raise SecurityCheckFailed("roster names another therapist key")
@@ -1005,22 +1198,49 @@ class ClientKeys:
         ):
             raise SecurityCheckFailed("not a member of this epoch")
         try:
-            secret = _HPKE.decrypt(b64d(wrapped[self.pid]), self.dk, info=_epoch_info(self.room, epoch))
-        except Exception:
+            sealed = b64d(wrapped[self.pid])
+        except ValueError:
             raise SecurityCheckFailed("cannot unwrap the epoch key") from None
+        secret, used = None, -1
+        for i in range(len(self.hpke_keys) - 1, -1, -1):  # newest first
+            try:
+                secret = _HPKE.decrypt(sealed, self.hpke_keys[i][1], info=_epoch_info(self.room, epoch))
+            except Exception:
+                continue
+            used = i
+            break
+        if secret is None:
+            raise SecurityCheckFailed("cannot unwrap the epoch key")
         if len(secret) != 32:
             raise SecurityCheckFailed("bad epoch key")
+        # Per-epoch HPKE keys: the therapist has the key that worked, so every older one is erased; the ack
+        # announces a fresh one for the next epoch.
+        del self.hpke_keys[:used]
+        nxt = ec.generate_private_key(ec.SECP256R1())
+        self.hpke_keys.append((pub_raw(nxt), nxt))
+        del self.hpke_keys[:-MAX_HPKE_KEYS]
         self.newest_epoch = epoch
+        self.expires_at = expires_at
         self.roster = roster
+        self.names = names
         self.therapist_pid = therapist_pid
         self.keystate.install(
             epoch,
             epoch_base_key(secret, self.room),
             {p: i for p, (_, i) in roster.items()},
             roster[self.pid][1],
+            expires_at,
         )
-        ack = {"v": PROTOCOL_VERSION, "t": "ack", "room": self.room, "pid": self.pid, "epoch": epoch}
+        ack = {"v": PROTOCOL_VERSION, "t": "ack", "room": self.room, "pid": self.pid, "epoch": epoch,
+               "dk": b64e(self.hpke_keys[-1][0])}
         return _dumps(_envelope(self.ik, ack))
+
+    def sender_of(self, idx: int) -> tuple[str, str] | None:
+        """(pid, name) of the signed roster's member with sender index ``idx`` (from a frame's KID)."""
+        for pid, (_, i) in self.roster.items():
+            if i == idx:
+                return pid, self.names.get(pid, "")
+        return None
 
     def accept_switch(self, data: str | Mapping[str, Any]) -> bool:
         """Apply a therapist-signed switch; False if old or for an epoch we do not have."""
@@ -1029,11 +1249,11 @@ class ClientKeys:
         payload, _ = _open(data, self.room, "switch", self.ik_t)
         return self.keystate.switch(_int_field(payload, "epoch"))
 
-    def handle_key(self, data: str) -> str | bool | None:
+    def handle_key(self, data: str, now_ms: int | None = None) -> str | bool | None:
         """Dispatch ``key`` data from the therapist: epoch -> ack string (or None), switch -> bool."""
         kind = message_kind(data)
         if kind == "epoch":
-            return self.accept_epoch(data)
+            return self.accept_epoch(data, now_ms)
         if kind == "switch":
             return self.accept_switch(data)
         raise SecurityCheckFailed("unexpected key message")

@@ -22,12 +22,14 @@ from rtc.codecs import prefer_vp8_opus
 from signaling import messages as m
 
 from .e2ee import (
+    EPOCH_LIFETIME_MS,
     SAS,
     SWITCH_TIMEOUT,
     ClientKeys,
     IntroInfo,
     KeyState,
     LinkInfo,
+    NewPerson,
     SecurityCheckFailed,
     TherapistKeys,
     message_kind,
@@ -38,14 +40,19 @@ log = logging.getLogger("alcove.peer")
 
 KeyStateFactory = Callable[[], KeyState]
 
+#: How often the therapist checks whether the current epoch is due for a periodic rekey (seconds).
+REKEY_CHECK_S = 5.0
+
 
 class E2eeGlue:
     """Keys, SAS and signed SDP of one participant; ``enabled=False`` leaves media and SDP in clear."""
 
     def __init__(self, state: RoomState, tasks: Tasks, *, enabled: bool, link_info: LinkInfo,
                  therapist_ik: ec.EllipticCurvePrivateKey | None = None,
-                 keystate_factory: KeyStateFactory = KeyState, who: Callable[[], str] = lambda: "") -> None:
+                 keystate_factory: KeyStateFactory = KeyState, who: Callable[[], str] = lambda: "",
+                 epoch_lifetime_ms: int = EPOCH_LIFETIME_MS) -> None:
         self.state, self.tasks = state, tasks
+        self.epoch_lifetime_ms = epoch_lifetime_ms
         self.enabled = enabled
         self.link_info = link_info
         self.therapist_ik = therapist_ik
@@ -62,11 +69,19 @@ class E2eeGlue:
         """The therapist's verified intros per waiting pid."""
         self.security_failures: list[str] = []
         """Every failed E2EE check (forged/unsigned SDP, bad grant, bad epoch, …)."""
+        self.refusals: list[dict[str, str | None]] = []
+        """Every refused key, epoch, intro or signature as ``{"what", "pid", "detail"}``, queryable (never only
+        logged): ``what`` is one of intro, new-person, grant, reveal, ack, epoch, switch, sdp, unkeyed."""
+        self.new_people: dict[str, IntroInfo] = {}
+        """Therapist: pids whose queued intro is a new person with the seat of someone granted before."""
         self.ignored_epochs = 0
         """Epoch messages ignored because they were not newer than the newest one (replays)."""
         self.epochs_made: list[int] = []
         self._epoch_members: tuple[str, ...] | None = None
         self._connected_clients: set[str] = set()
+        self._admitted_clients: set[str] = set()
+        self._intro_seen: dict[str, str] = {}
+        self._rekey_timer: asyncio.TimerHandle | None = None
 
     @property
     def keystate(self) -> KeyState | None:
@@ -81,10 +96,25 @@ class E2eeGlue:
         for listener in self.on_switch:
             listener(epoch)
 
-    def failed(self, what: str) -> None:
+    def failed(self, what: str, *, kind: str = "check", pid: str | None = None) -> None:
         log.warning("%s: security check failed: %s", self.who(), what)
         self.security_failures.append(what)
+        self.refusals.append({"what": kind, "pid": pid, "detail": what})
         self.state.changed.set()
+
+    def refused(self, kind: str, pid: str | None = None) -> list[dict[str, str | None]]:
+        """The recorded refusals of one kind (and pid)."""
+        return [r for r in self.refusals if r["what"] == kind and (pid is None or r["pid"] == pid)]
+
+    @property
+    def encryption_state(self) -> str:
+        """"off" (no E2EE), "waiting" (no key yet), "ok" or "reconnecting" (the sending epoch expired)."""
+        ks = self.keystate
+        if not self.enabled or ks is None:
+            return "off"
+        if ks.expire_due():
+            return "reconnecting"
+        return "ok" if ks.send_epoch is not None else "waiting"
 
     # ------------------------------------------------------------------ the room's messages
 
@@ -102,7 +132,7 @@ class E2eeGlue:
     def welcomed(self, msg: m.Welcome) -> None:
         if self.enabled and msg.role == "therapist" and self.keys is None:
             self.keys = TherapistKeys(msg.room.id, msg.pid, self.therapist_ik, s_link=self.link_info.s_link,
-                                      keystate=self._new_keystate())
+                                      keystate=self._new_keystate(), epoch_lifetime_ms=self.epoch_lifetime_ms)
         elif isinstance(self.keys, ClientKeys):
             self.keys.pid = msg.pid
 
@@ -121,7 +151,7 @@ class E2eeGlue:
             self.sas = self.keys.sas()
             reveal = self.keys.make_reveal()
         except SecurityCheckFailed as err:
-            self.failed(f"grant: {err}")
+            self.failed(f"grant: {err}", kind="grant")
             return False
         self.tasks.send_soon(m.Key(to=None, data=reveal))
         return True
@@ -133,50 +163,90 @@ class E2eeGlue:
         if not isinstance(self.keys, TherapistKeys):
             return
         for q in self.state.queue:
-            if q.intro is None or q.pid in self.intros:
+            if q.intro is None or self._intro_seen.get(q.pid) == q.intro:
                 continue
+            self._intro_seen[q.pid] = q.intro
             try:
                 self.intros[q.pid] = self.keys.check_intro(q.pid, q.intro)
+                self.new_people.pop(q.pid, None)
+            except NewPerson as err:
+                # Never re-keyed silently: shown as a new person, who needs the therapist's new Admit.
+                self.intros.pop(q.pid, None)
+                self.new_people[q.pid] = self.keys.newcomers[q.pid]
+                self.failed(f"intro of {q.pid}: {err}", kind="new-person", pid=q.pid)
             except SecurityCheckFailed as err:
-                self.failed(f"intro of {q.pid}: {err}")
+                self.failed(f"intro of {q.pid}: {err}", kind="intro", pid=q.pid)
 
     def grant_for(self, pid: str) -> str | None:
         """The therapist's grant for a waiting client (from its verified intro); None without E2EE."""
         if not isinstance(self.keys, TherapistKeys):
             return None
         try:
-            return self.keys.make_grant(pid)
+            grant = self.keys.make_grant(pid)
         except SecurityCheckFailed as err:
-            self.failed(f"admit {pid}: {err}")
+            self.failed(f"admit {pid}: {err}", kind="grant", pid=pid)
             raise
+        if pid in self.new_people:  # the therapist's new Admit of a new person
+            self.intros[pid] = self.new_people.pop(pid)
+        return grant
 
-    def maybe_rekey(self) -> None:
-        """Therapist: a new epoch whenever the admitted set of clients changes (or after a return)."""
+    def maybe_rekey(self, *, force: bool = False) -> None:
+        """Therapist: a new epoch whenever the set of granted, present clients changes (or after a return).
+
+        The server's roster is a hint: a client gets a key only if this therapist granted it (its own Admit)
+        and verified its reveal. A client that left the roster is forgotten: it needs a new Admit.
+        """
         keys = self.keys
         if not isinstance(keys, TherapistKeys) or self.state.status != "admitted":
             return
         roster = self.state.roster
         admitted = [p for p, e in sorted(roster.items()) if e.role == "client"]
+        for pid in self._admitted_clients - set(admitted):
+            keys.forget(pid)  # removed / sent back / left: no key any more; a new admission starts afresh
+            self.intros.pop(pid, None)
+            self._intro_seen.pop(pid, None)
+            self.sas_of.pop(pid, None)
+        self._admitted_clients = set(admitted)
         connected = {p for p, e in roster.items() if e.role == "client" and e.connected}
         returned = (connected - self._connected_clients) & set(admitted)
         self._connected_clients = connected
-        if returned and self._epoch_members is not None:
+        if (returned or force) and self._epoch_members is not None:
             self._epoch_members = None  # a client came back (a reload): it holds no epoch secret any more
         members = []
         for pid in admitted:
-            if pid in keys.members:
+            if keys.keyable(pid):
                 members.append(pid)
-            else:
-                self.failed(f"admitted client {pid} has no verified intro: no key for it")
+            elif keys.members.get(pid) is None or keys.members[pid].n_t is None:
+                if not self.refused("unkeyed", pid):
+                    self.failed(f"admitted client {pid} was not granted by this therapist: no key for it",
+                                kind="unkeyed", pid=pid)
         if tuple(members) == self._epoch_members:
             return
         self._epoch_members = tuple(members)
         if not members:
             return
-        result = keys.make_epoch(members)
+        names = {p: e.name for p, e in roster.items() if p == keys.pid or p in members}
+        result = keys.make_epoch(members, names)
         self.epochs_made.append(result.epoch)
         self.tasks.send_soon(m.Key(to=None, data=result.message))
-        asyncio.get_running_loop().call_later(SWITCH_TIMEOUT + 0.02, self._maybe_switch)
+        loop = asyncio.get_running_loop()
+        loop.call_later(SWITCH_TIMEOUT + 0.02, self._maybe_switch)
+        self._schedule_periodic(loop)
+
+    def _schedule_periodic(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._rekey_timer is None:
+            # checked often enough that the new epoch is switched to well before the current one expires
+            self._rekey_timer = loop.call_later(min(REKEY_CHECK_S, self.epoch_lifetime_ms / 8000), self._periodic)
+
+    def _periodic(self) -> None:
+        """Therapist: a new epoch well before the current one expires, even when nothing changed."""
+        self._rekey_timer = None
+        keys = self.keys
+        if not isinstance(keys, TherapistKeys) or self.tasks.closing:
+            return
+        if keys.rekey_due():
+            self.maybe_rekey(force=True)
+        self._schedule_periodic(asyncio.get_running_loop())
 
     def _maybe_switch(self) -> None:
         keys = self.keys
@@ -192,6 +262,7 @@ class E2eeGlue:
                 result = keys.handle_key(from_pid, data)
                 if isinstance(result, SAS):
                     self.sas_of[from_pid] = result
+                    self.maybe_rekey()  # granted and revealed: now it gets the key
                 elif result is True:
                     self._maybe_switch()
             elif isinstance(keys, ClientKeys):
@@ -203,7 +274,7 @@ class E2eeGlue:
                     self.ignored_epochs += 1
                 self.state.changed.set()
         except SecurityCheckFailed as err:
-            self.failed(f"key from {from_pid}: {err}")
+            self.failed(f"key from {from_pid}: {err}", kind=message_kind(data) or "key", pid=from_pid)
 
     # ------------------------------------------------------------------ media and SDP
 
@@ -253,7 +324,7 @@ class E2eeGlue:
         try:
             keys.verify_sdp(pid, sdp_type, sdp, sig)
         except SecurityCheckFailed as err:
-            self.failed(f"{sdp_type} from {pid}: {err}")
+            self.failed(f"{sdp_type} from {pid}: {err}", kind="sdp", pid=pid)
             return False
         return True
 

@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from rtc import aiortc_hooks as hooks
 from signaling import messages as m
 
-from .e2ee import KeyState, LinkInfo, parse_link_fragment
+from .e2ee import EPOCH_LIFETIME_MS, KeyState, LinkInfo, parse_link_fragment
 from .e2ee_glue import E2eeGlue
 from .mesh import MediaOptions, Mesh, PeerLink
 from .sfu_session import SfuLink, SfuSession
@@ -105,6 +105,9 @@ class Participant:
     sas_of = _Forward("e2ee_glue")
     intros = _Forward("e2ee_glue")
     security_failures = _Forward("e2ee_glue")
+    refusals = _Forward("e2ee_glue")
+    new_people = _Forward("e2ee_glue")
+    encryption_state = _Forward("e2ee_glue")
     ignored_epochs = _Forward("e2ee_glue")
     epochs_made = _Forward("e2ee_glue")
     keystate = _Forward("e2ee_glue")
@@ -122,7 +125,8 @@ class Participant:
     def __init__(self, server: str, link: str, *, name: str | None = None, intro: str | None = None,
                  insecure: bool = False, media: bool = True, width: int = 320, height: int = 240,
                  fps: int = 30, e2ee: bool | None = None, therapist_ik: ec.EllipticCurvePrivateKey | None = None,
-                 relay_only: bool = False, keystate_factory: Callable[[], KeyState] = KeyState) -> None:
+                 relay_only: bool = False, keystate_factory: Callable[[], KeyState] = KeyState,
+                 epoch_lifetime_ms: int = EPOCH_LIFETIME_MS) -> None:
         self.base_url = base_of(server)
         self.token = token_of(link)
         self.link_info = link_info_of(link)
@@ -136,7 +140,8 @@ class Participant:
         self.state = RoomState()
         self.tasks = Tasks()
         self.e2ee_glue = E2eeGlue(self.state, self.tasks, enabled=self.e2ee, link_info=self.link_info,
-                                  therapist_ik=therapist_ik, keystate_factory=keystate_factory, who=self._who)
+                                  therapist_ik=therapist_ik, keystate_factory=keystate_factory, who=self._who,
+                                  epoch_lifetime_ms=epoch_lifetime_ms)
         self.mesh = Mesh(self.state, self.tasks, self.e2ee_glue, self.options, resync=self._sync_links)
         self.sfu_session = SfuSession(self.state, self.tasks, self.e2ee_glue, self.options)
         self.e2ee_glue.on_switch.append(lambda epoch: self._force_keyframes())
@@ -181,7 +186,8 @@ class Participant:
                    width: int = 320, height: int = 240, fps: int = 30, **options: Any) -> Participant:
         """Join the room of ``link``; raises :class:`JoinRefused` if refused.
 
-        ``options``: ``e2ee``, ``therapist_ik``, ``relay_only``, ``keystate_factory`` (see :class:`Participant`).
+        ``options``: ``e2ee``, ``therapist_ik``, ``relay_only``, ``keystate_factory``, ``epoch_lifetime_ms``
+        (see :class:`Participant`).
         """
         self = cls(server, link, name=name, intro=intro, insecure=insecure, media=media, width=width,
                    height=height, fps=fps, **options)

@@ -154,7 +154,8 @@ class MitmProxy:
                 out = self._from_server(data, me)
                 if me.get("pid") and self._sockets.get(me["pid"]) is not down:
                     self._sockets[me["pid"]] = down
-                await down.send_str(out)
+                if out is not None:  # None: withheld (tools/hostile.py)
+                    await down.send_str(out)
             await down.close(code=up.close_code or 1000)
 
         tasks = [asyncio.create_task(to_server()), asyncio.create_task(to_client())]
@@ -168,7 +169,7 @@ class MitmProxy:
             del self._sockets[me["pid"]]
         return down
 
-    def _from_server(self, text: str, me: dict[str, str]) -> str:
+    def _from_server(self, text: str, me: dict[str, str]) -> str | None:
         try:
             msg = json.loads(text)
         except ValueError:

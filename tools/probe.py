@@ -22,6 +22,11 @@ client(s) and checks one scenario:
   client leaves and comes back with a new ticket of its link and the resume credential it was given while admitted
   (what a client that wants to let itself back in would do); ok only if it is ``waiting`` again, gets no roster and
   no ICE servers, and shows up in the therapist's queue; figures: the replayed credential's answer;
+* ``ghost``   — an E2EE room behind the probe's own hostile relay (``tools.hostile.HostileProxy``): it queues a
+  ghost participant with a valid intro and puts it in every roster (never admitted by the therapist), then the
+  therapist admits the real client; ok only if the ghost opens no epoch (every wrapped key of every epoch the
+  relay saw, tried with the ghost's keys), decrypts no frame of either peer, and the real peers' media flows;
+  figures: epochs seen, epochs and frames the ghost opened, the therapist's refusals;
 * ``relay``   — every peer is relay-only (``iceTransportPolicy`` RELAY with the server's TURN credentials); ok
   only if media flows and every selected candidate pair is relay↔relay; figures: the pair types;
 * ``echo``    — the pre-join connectivity test: with a client link's token only (no admission), the probe asks
@@ -45,18 +50,20 @@ from urllib.parse import urlsplit
 import aiohttp
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from peer.e2ee import b64e, pub_raw, tk_of
+from peer.e2ee import ClientKeys, b64e, message_kind, pub_raw, tk_of, unwrap_any
 from peer.participant import Participant
+from peer.sframe import FrameKind
 from peer.signaling_client import JoinRefused, SignalingClient, base_of
 from rtc.aiortc_hooks import allow_loopback_candidates, selected_pair_types
 from rtc.urls import sdp_candidate_types
 from tools import admin_client
+from tools.hostile import HostileProxy
 from tools.mitm import MitmProxy
 from tools.wrong_key import keystate_factory
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
-SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback", "echo")
+SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback", "echo", "ghost")
 MIN_VIDEO = 11
 MIN_AUDIO = 10
 MEDIA_UNREACHABLE = "the media server has no reachable address"
@@ -418,6 +425,53 @@ class _Probe:
             _check(not p.ever_connected(), f"{self._who(p)} connected through the middleman")
         _check(self.figures["frames"] == {"therapist": {"video": 0, "audio": 0}, "client1": {"video": 0, "audio": 0}},
                "media flowed through the middleman")
+
+    async def ghost(self) -> None:
+        relay = HostileProxy(self.server, insecure=self.insecure)
+        self.proxy = relay
+        await relay.start()
+        self.n = 1
+        await self._setup(e2ee=True, via=relay.url)
+        t, c = self.therapist, self.clients[0]
+        assert t is not None and t.pid is not None and c.pid is not None
+        ghost_pid = "p_ghost" + b64e(os.urandom(6))
+        ghost = ClientKeys(self.room["room_id"], pid=ghost_pid)
+        self.figures["ghost"] = ghost_pid
+        relay.extra_queue.append({"pid": ghost_pid, "name": "Probe ghost", "since": "2026-01-01T00:00:00Z",
+                                  "connected": True, "intro": ghost.make_intro()})
+        await relay.resend(t.pid)
+        await t.wait_until(lambda: ghost_pid in t.intros, 10, "the ghost's intro checked by the therapist")
+        relay.extra_queue.clear()
+        relay.extra_roster.append({"pid": ghost_pid, "role": "client", "name": "Probe ghost", "connected": True})
+        for p in (t, c):
+            await relay.resend(str(p.pid))
+        await t.wait_until(lambda: ghost_pid in t.roster, 10, "the forged roster at the therapist")
+        await self._admit_all()  # a new epoch is made while the ghost sits in the forged roster
+        await self._flow(max(min(self.duration, 5.0), 1.0))
+        epochs = [data for _, data in relay.keys_seen if message_kind(data) == "epoch"]
+        keys = [k for _, k in ghost.hpke_keys]
+        opened = sum(unwrap_any(data, self.room["room_id"], keys) is not None for data in epochs)
+        decrypted = 0
+        for sender in (t, c):
+            ks = sender.keystate
+            assert ks is not None
+            samples: tuple[tuple[FrameKind, bytes], ...] = (
+                ("video", bytes([0x10, 0x02, 0x00, 0x9D, 0x01, 0x2A]) + os.urandom(400)),
+                ("audio", b"\xfc" + os.urandom(60)))
+            for kind, frame in samples:
+                sealed = ks.encrypt(kind, frame)
+                if sealed is not None:
+                    for who in (t.pid, c.pid, ghost_pid):
+                        decrypted += ghost.keystate.decrypt_from(kind, sealed, who) is not None
+        self.figures["epochs_seen"] = len(epochs)
+        self.figures["epochs_opened_by_ghost"] = opened
+        self.figures["frames_decrypted_by_ghost"] = decrypted
+        self.figures["therapist_refusals"] = sorted({str(r["what"]) for r in t.refusals if r["pid"] == ghost_pid})
+        self.figures["frames"] = self._frames()
+        _check(bool(epochs), "no epoch passed the relay: nothing to try")
+        _check(opened == 0, f"the ghost opened {opened} epoch(s)")
+        _check(decrypted == 0, f"the ghost decrypted {decrypted} frame(s)")
+        _check(all(ghost_pid not in data for data in epochs), "an epoch names the ghost")
 
     async def group(self) -> None:
         await self._setup(e2ee=True, topology="sfu")

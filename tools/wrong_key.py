@@ -17,8 +17,9 @@ def wrong_keystate() -> KeyState:
     ks = KeyState()
     install = ks.install
 
-    def corrupted(epoch: int, base_key: bytes, roster: Any, send_idx: int | None) -> None:
-        install(epoch, bytes(b ^ 0x5A for b in base_key), roster, send_idx)
+    def corrupted(epoch: int, base_key: bytes, roster: Any, send_idx: int | None,
+                  expires_at: float | None = None) -> None:
+        install(epoch, bytes(b ^ 0x5A for b in base_key), roster, send_idx, expires_at)
 
     ks.install = corrupted  # type: ignore[method-assign]
     return ks

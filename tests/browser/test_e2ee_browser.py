@@ -203,8 +203,9 @@ async def test_therapist_reload_issues_a_new_epoch_and_media_resumes(alcove: Any
     assert await sas_at_therapist(therapist, c_pid) == code
 
 
-CLIENT_STATE_FIELDS = {"v", "room", "pid", "ik", "dk", "n_c", "ik_t", "n_t", "therapist", "epoch", "roster",
-                       "sdp_seq", "last_seq"}
+# v2: "dk" became "hpke" (the HPKE private keys not erased yet) and the newest epoch's signed "expires_at" is kept
+CLIENT_STATE_FIELDS = {"v", "room", "pid", "ik", "hpke", "expires_at", "n_c", "ik_t", "n_t", "therapist", "epoch",
+                       "roster", "sdp_seq", "last_seq"}
 
 
 async def client_state(page: Any) -> dict[str, Any] | None:
@@ -232,7 +233,7 @@ async def test_client_reload_returns_without_admission_with_the_same_code(alcove
     # what this tab keeps: its identity and the verified therapist state, never an epoch secret or media key
     kept = await client_state(client)
     assert kept is not None and set(kept) == CLIENT_STATE_FIELDS and kept["pid"] == c_pid
-    assert kept["therapist"] == t_pid and "d" in kept["ik"] and "d" in kept["dk"]
+    assert kept["therapist"] == t_pid and "d" in kept["ik"] and all("d" in k for k in kept["hpke"])
 
     await client.reload()
     # straight back into the session: no join step, no waiting room, no new "Admit"

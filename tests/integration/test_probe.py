@@ -92,3 +92,13 @@ async def test_probe_echo(alcove: Any) -> None:
     figures = result["figures"]
     assert figures["frames_returned"]["video"] >= 11 and figures["frames_returned"]["audio"] >= 10
     assert figures["candidate_pairs"] and figures["limit_s"] == 10
+
+
+async def test_probe_ghost(alcove: Any) -> None:
+    result = await run_probe(alcove.url, "ghost", duration=1.0, admin_key=alcove.admin_key)
+    assert result["ok"], result
+    figures = result["figures"]
+    assert figures["epochs_seen"] >= 1
+    assert figures["epochs_opened_by_ghost"] == 0 and figures["frames_decrypted_by_ghost"] == 0
+    assert "unkeyed" in figures["therapist_refusals"]
+    assert figures["frames"]["client1"]["video"] > 10

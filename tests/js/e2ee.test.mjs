@@ -191,6 +191,8 @@ test("e2ee: forged epoch / switch / ack refused", async () => {
   await assert.rejects(a.acceptEpoch(tamper(res.message, { epoch: res.epoch + 5 })), E.SecurityCheckFailed);
   const mitm = await E.TherapistKeys.create(ROOM, "p_therapist", { firstEpoch: 50 });
   await mitm.checkIntro("p_a", await a.makeIntro());
+  await mitm.makeGrant("p_a"); // v2: epochs go only to granted, revealed clients
+  await mitm.checkReveal("p_a", await a.makeReveal());
   await assert.rejects(a.acceptEpoch((await mitm.makeEpoch(["p_a"])).message), E.SecurityCheckFailed);
   await assert.rejects(a.acceptSwitch(await mitm.makeSwitch()), E.SecurityCheckFailed);
   assert.equal(a.newestEpoch, -1);
@@ -318,7 +320,7 @@ test("e2ee: a client's kept identity (tab reload) keeps its code and takes the n
   await c.verifySdp("p_therapist", "offer", SDP, sig);
   const kept = c.exportIdentity();
   const o = JSON.parse(kept);
-  assert.deepEqual(Object.keys(o).sort(), ["dk", "epoch", "ik", "ik_t", "last_seq", "n_c", "n_t", "pid", "room", "roster", "sdp_seq", "therapist", "v"]);
+  assert.deepEqual(Object.keys(o).sort(), ["epoch", "expires_at", "hpke", "ik", "ik_t", "last_seq", "n_c", "n_t", "pid", "room", "roster", "sdp_seq", "therapist", "v"]);
   assert.equal(o.epoch, first);
 
   const back = await E.ClientKeys.restoreIdentity(ROOM, link, kept);
@@ -333,4 +335,161 @@ test("e2ee: a client's kept identity (tab reload) keeps its code and takes the n
   const bad = JSON.stringify({ ...o, ik_t: E.b64e(E.b64d(o.ik_t).map((b, i) => (i ? b ^ 1 : b))) });
   await assert.rejects(E.ClientKeys.restoreIdentity(ROOM, link, bad));
   await assert.rejects(E.ClientKeys.restoreIdentity("r_other", link, kept));
+});
+
+// --- v2: keys follow the therapist's grants, signed expiry, per-epoch HPKE keys ---------------------------------
+
+const payloadOf = (envStr) => JSON.parse(JSON.parse(envStr).p);
+
+test("e2ee v2: an epoch goes only to clients the therapist granted and whose reveal verified", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const ghost = await E.ClientKeys.create(ROOM, null, { pid: "p_ghost" });
+  await t.checkIntro("p_ghost", await ghost.makeIntro()); // the server queued it: its intro verifies
+  assert.equal(t.keyable("p_ghost"), false);
+  await assert.rejects(t.makeEpoch(["p_a", "p_ghost"]), /not granted/);
+  const half = await E.ClientKeys.create(ROOM);
+  await t.checkIntro("p_half", await half.makeIntro());
+  await half.checkGrant(await t.makeGrant("p_half"), "p_half");
+  assert.equal(t.keyable("p_half"), false);
+  await assert.rejects(t.makeEpoch(["p_half"]), E.SecurityCheckFailed);
+  const res = await t.makeEpoch(["p_a"]);
+  assert.deepEqual(Object.keys(payloadOf(res.message).wrapped), ["p_a"]);
+  ghost.ikT = t.ikRaw;
+  await assert.rejects(ghost.acceptEpoch(res.message), /not a member/);
+  assert.equal(typeof (await a.acceptEpoch(res.message)), "string");
+});
+
+test("e2ee v2: a pid takeover is a new person that needs a new Admit", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  await runEpoch(t, { p_a: a });
+  t.forget("p_a");
+  const attacker = await E.ClientKeys.create(ROOM, null, { pid: "p_a" });
+  await assert.rejects(t.checkIntro("p_a", await attacker.makeIntro()), E.NewPerson);
+  assert.ok(t.newcomers.has("p_a") && !t.keyable("p_a"));
+  await assert.rejects(t.makeEpoch(["p_a"]), E.SecurityCheckFailed);
+  await t.checkIntro("p_a", await a.makeIntro()); // the same person, queued again with its frozen key
+  assert.ok(!t.newcomers.has("p_a"));
+  a.reset();
+  await a.checkGrant(await t.makeGrant("p_a"), "p_a");
+  await t.checkReveal("p_a", await a.makeReveal());
+  const res = await t.makeEpoch(["p_a"]);
+  assert.equal(payloadOf(res.message).roster[1].ik, E.b64e(a.ikRaw));
+  assert.equal(typeof (await a.acceptEpoch(res.message)), "string");
+  t.forget("p_a");
+  await assert.rejects(t.checkIntro("p_a", await attacker.makeIntro()), E.NewPerson);
+  await attacker.checkGrant(await t.makeGrant("p_a"), "p_a"); // the therapist's explicit new Admit
+  await t.checkReveal("p_a", await attacker.makeReveal());
+  const res2 = await t.makeEpoch(["p_a"]);
+  await assert.rejects(a.acceptEpoch(res2.message), /not a member/);
+  assert.equal(typeof (await attacker.acceptEpoch(res2.message)), "string");
+});
+
+test("e2ee v2: the epoch's expiry is signed and enforced by senders and receivers", async () => {
+  let wall = 1_000_000_000_000;
+  const now = () => wall;
+  const t = await therapist({ keyState: new E.KeyState({ now }) });
+  const a = await E.ClientKeys.create(ROOM, null, { keyState: new E.KeyState({ now }) });
+  await t.checkIntro("p_a", await a.makeIntro());
+  await a.checkGrant(await t.makeGrant("p_a"), "p_a");
+  await t.checkReveal("p_a", await a.makeReveal());
+  const t0 = wall;
+  const res = await t.makeEpoch(["p_a"], null, { nowMs: t0 });
+  const p = payloadOf(res.message);
+  assert.equal(p.expires_at, t0 + E.EPOCH_LIFETIME_MS);
+  assert.equal(p.issued_at, t0);
+  await assert.rejects(a.acceptEpoch(tamper(res.message, { expires_at: t0 + 10 * E.EPOCH_LIFETIME_MS }), t0), /signature/);
+  await assert.rejects(a.acceptEpoch(res.message, t0 + E.EPOCH_LIFETIME_MS), /expired/);
+  await assert.rejects(a.acceptEpoch((await t.makeEpoch(["p_a"], null, { nowMs: t0 + 3 * E.EPOCH_LIFETIME_MS })).message, t0), /too long/);
+  t.pending = res;
+  const ack = await a.acceptEpoch(res.message, t0);
+  assert.equal(await t.checkAck("p_a", ack), true);
+  assert.equal(await a.acceptSwitch(await t.makeSwitch()), true);
+  assert.equal(t.rekeyDue(t0 + E.EPOCH_LIFETIME_MS / 2 - 1), false);
+  assert.equal(t.rekeyDue(t0 + E.EPOCH_LIFETIME_MS / 2), true);
+  const frame = await t.keyState.encrypt("video", VP8_DELTA);
+  assert.deepEqual(await a.keyState.decrypt("video", frame, 0), VP8_DELTA);
+  const expired = [];
+  a.keyState.onExpire.push((e) => expired.push(e));
+  wall = t0 + E.EPOCH_LIFETIME_MS; // every newer epoch withheld: the key is gone at its expiry
+  assert.equal(await a.keyState.encrypt("video", VP8_DELTA), null);
+  assert.ok(a.keyState.sendExpired);
+  assert.deepEqual(expired, [res.epoch]);
+  assert.equal(a.keyState.counters.expired, 1);
+  assert.equal(await t.keyState.encrypt("video", VP8_DELTA), null);
+  assert.equal(await a.keyState.decrypt("video", frame, 0), null);
+  assert.deepEqual(a.keyState.epochs(), []);
+});
+
+test("e2ee v2: each ack carries the next HPKE key; older private keys are erased", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const introKey = a.hpkeKeys[0];
+  const res1 = await t.makeEpoch(["p_a"]);
+  const ack1 = await a.acceptEpoch(res1.message);
+  const dk1 = E.b64d(payloadOf(ack1).dk);
+  assert.notDeepEqual(dk1, introKey.raw);
+  assert.deepEqual(a.hpkeKeys[a.hpkeKeys.length - 1].raw, dk1);
+  await t.checkAck("p_a", ack1);
+  await t.makeSwitch();
+  const res2 = await t.makeEpoch(["p_a"]);
+  const H = await import("../../web/static/js/lib/hpke.js");
+  const n = new Uint8Array(4);
+  new DataView(n.buffer).setUint32(0, res2.epoch);
+  const info = new Uint8Array([...new TextEncoder().encode("alcove-e2ee epoch"), ...new TextEncoder().encode(ROOM), ...n]);
+  await assert.rejects(H.openCombined(introKey.key, E.b64d(payloadOf(res2.message).wrapped.p_a), info));
+  assert.equal(typeof (await a.acceptEpoch(res2.message)), "string");
+  assert.ok(!a.hpkeKeys.some((k) => E.b64e(k.raw) === E.b64e(introKey.raw)));
+  const res3 = await t.makeEpoch(["p_a"]);
+  assert.equal(typeof (await a.acceptEpoch(res3.message)), "string"); // its ack is lost
+  assert.equal(typeof (await a.acceptEpoch((await t.makeEpoch(["p_a"])).message)), "string");
+  await t.checkAck("p_a", await a.acceptEpoch((await t.makeEpoch(["p_a"])).message));
+  const t2 = await E.TherapistKeys.create(ROOM, "p_therapist", { identity: t.identity, sLink: t.sLink, firstEpoch: 1 });
+  await t2.importState(t.exportState());
+  assert.deepEqual(t2.members.get("p_a").dk, a.hpkeKeys[a.hpkeKeys.length - 1].raw);
+  assert.equal(typeof (await a.acceptEpoch((await t2.makeEpoch(["p_a"])).message)), "string");
+});
+
+test("e2ee v2: a kept identity keeps only the HPKE keys not erased", async () => {
+  const t = await therapist();
+  const c = await E.ClientKeys.create(ROOM, null, { keepable: true });
+  await t.checkIntro("p_c", await c.makeIntro());
+  await c.checkGrant(await t.makeGrant("p_c"), "p_c");
+  await t.checkReveal("p_c", await c.makeReveal());
+  await runEpoch(t, { p_c: c });
+  await runEpoch(t, { p_c: c });
+  const o = JSON.parse(c.exportIdentity());
+  assert.equal(o.hpke.length, c.hpkeKeys.length);
+  assert.ok(o.hpke.length <= 2);
+  const back = await E.ClientKeys.restoreIdentity(ROOM, null, c.exportIdentity());
+  assert.deepEqual(back.hpkeKeys.map((k) => E.b64e(k.raw)), c.hpkeKeys.map((k) => E.b64e(k.raw)));
+  assert.ok(back.hpkeKeys.every((k) => k.key.privateKey.extractable === false));
+  assert.ok((await runEpoch(t, { p_c: back })) > 0);
+});
+
+test("e2ee v2: the signed roster carries the therapist's names; a frame's sender index names its tile", async () => {
+  const t = await therapist();
+  const a = await admit(t, "p_a");
+  const b = await admit(t, "p_b");
+  const res = await t.makeEpoch(["p_a", "p_b"], { p_therapist: "Dr. T", p_a: "Ann", p_b: "B".repeat(100) });
+  await a.acceptEpoch(res.message);
+  assert.deepEqual(Object.fromEntries(a.names), { p_therapist: "Dr. T", p_a: "Ann", p_b: "B".repeat(64) });
+  assert.deepEqual(a.senderOf(0), { pid: "p_therapist", name: "Dr. T" });
+  assert.deepEqual(a.senderOf(a.roster.get("p_b").idx), { pid: "p_b", name: "B".repeat(64) });
+  assert.equal(a.senderOf(15), null);
+  const forged = payloadOf(res.message).roster.map((e) => ({ ...e, name: "Mallory" }));
+  await assert.rejects(b.acceptEpoch(tamper(res.message, { roster: forged })), E.SecurityCheckFailed);
+});
+
+test("e2ee v2: no periodic rekey while an epoch is pending (withheld acks cannot stall the switch)", async () => {
+  const t = await therapist();
+  await admit(t, "p_a");
+  const res = await t.makeEpoch(["p_a"], null, { nowMs: 1000 });
+  const half = E.EPOCH_LIFETIME_MS / 2;
+  assert.equal(t.pending, res);
+  assert.equal(t.rekeyDue(1000 + 10 * half), false);
+  await t.makeSwitch();
+  assert.equal(t.rekeyDue(1000 + half - 1), false);
+  assert.equal(t.rekeyDue(1000 + half), true);
 });

@@ -32,8 +32,8 @@ const commands = {
   "therapist.check_reveal": async (r) => sasOut(await objs.get(r.obj).checkReveal(r.pid, r.data)),
   "therapist.forget": async (r) => objs.get(r.obj).forget(r.pid) ?? null,
   "therapist.make_epoch": async (r) => {
-    const res = await objs.get(r.obj).makeEpoch(r.pids);
-    return { epoch: res.epoch, message: res.message, roster: res.roster };
+    const res = await objs.get(r.obj).makeEpoch(r.pids, r.names ?? null, r.now_ms ? { nowMs: r.now_ms } : {});
+    return { epoch: res.epoch, message: res.message, roster: res.roster, expires_at: res.expiresAt };
   },
   "therapist.check_ack": async (r) => objs.get(r.obj).checkAck(r.pid, r.data),
   "therapist.make_switch": async (r) => objs.get(r.obj).makeSwitch(),
@@ -47,7 +47,10 @@ const commands = {
   "client.check_grant": async (r) => (await objs.get(r.obj).checkGrant(r.grant, r.pid)) ?? null,
   "client.make_reveal": async (r) => objs.get(r.obj).makeReveal(),
   "client.sas": async (r) => sasOut(await objs.get(r.obj).sas()),
-  "client.accept_epoch": async (r) => objs.get(r.obj).acceptEpoch(r.data),
+  "client.accept_epoch": async (r) => objs.get(r.obj).acceptEpoch(r.data, r.now_ms ?? undefined),
+  "client.names": async (r) => Object.fromEntries(objs.get(r.obj).names),
+  "client.hpke_keys": async (r) => objs.get(r.obj).hpkeKeys.map((/** @type {any} */ k) => toHex(k.raw)),
+  "therapist.keyable": async (r) => objs.get(r.obj).keyable(r.pid),
   "client.accept_switch": async (r) => objs.get(r.obj).acceptSwitch(r.data),
   sign_sdp: async (r) => objs.get(r.obj).signSdp(r.to, r.type, r.sdp),
   verify_sdp: async (r) => (await objs.get(r.obj).verifySdp(r.from, r.type, r.sdp, r.sig)) ?? null,

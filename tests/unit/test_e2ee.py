@@ -10,8 +10,10 @@ import pytest
 
 from peer.e2ee import (
     EMOJI,
+    EPOCH_LIFETIME_MS,
     ClientKeys,
     KeyState,
+    NewPerson,
     SecurityCheckFailed,
     TherapistKeys,
     b64d,
@@ -245,7 +247,8 @@ def test_intro_mac_and_signature() -> None:
     assert t.check_intro("p_c", nolink.make_intro()).mac_ok is False
     with pytest.raises(SecurityCheckFailed):
         t.check_intro("p_d", _tamper(good.make_intro(), ts=1))
-    # The same pid cannot change its key.
+    # Once granted, the same pid cannot change its key (v2: before the grant it may, a reload in the queue).
+    t.make_grant("p_a")
     with pytest.raises(SecurityCheckFailed):
         t.check_intro("p_a", nolink.make_intro())
 
@@ -273,6 +276,8 @@ def test_forged_epoch_and_switch_refused() -> None:
     # Signed by another therapist key (server-made): refused.
     mitm = TherapistKeys(ROOM, "p_therapist", first_epoch=50)
     mitm.check_intro("p_a", a.make_intro())
+    mitm.make_grant("p_a")  # v2: epochs go only to granted, revealed clients
+    mitm.check_reveal("p_a", a.make_reveal())
     with pytest.raises(SecurityCheckFailed):
         a.accept_epoch(mitm.make_epoch(["p_a"]).message)
     with pytest.raises(SecurityCheckFailed):
@@ -426,3 +431,161 @@ def test_a_client_sent_back_and_admitted_again_accepts_the_therapists_next_offer
     t.check_reveal("p_a", a.make_reveal())
     _epoch(t, {"p_a": a, "p_b": b})
     a.verify_sdp("p_therapist", "offer", SDP, t.sign_sdp("p_a", "offer", SDP))  # not taken for a replay
+
+
+# --- v2: keys follow the therapist's grants, signed expiry, per-epoch HPKE keys -------------------------------
+
+
+def _payload(env_str: str) -> dict[str, Any]:
+    return json.loads(json.loads(env_str)["p"])
+
+
+def test_epoch_only_for_granted_and_revealed_clients() -> None:
+    """A forged roster (a pid with an intro, never admitted by the therapist) gets no key."""
+    t = _therapist()
+    a = _admit(t, "p_a")
+    ghost = ClientKeys(ROOM, pid="p_ghost")
+    t.check_intro("p_ghost", ghost.make_intro())  # the server queued it: its intro verifies
+    assert not t.keyable("p_ghost")
+    with pytest.raises(SecurityCheckFailed, match="not granted"):
+        t.make_epoch(["p_a", "p_ghost"])
+    # Granted but its reveal not verified yet: no key either.
+    half = ClientKeys(ROOM)
+    t.check_intro("p_half", half.make_intro())
+    half.check_grant(t.make_grant("p_half"), "p_half")
+    assert not t.keyable("p_half")
+    with pytest.raises(SecurityCheckFailed):
+        t.make_epoch(["p_half"])
+    res = t.make_epoch(["p_a"])
+    assert set(_payload(res.message)["wrapped"]) == {"p_a"}
+    ghost.ik_t = t.ik_raw  # even a ghost that trusts the therapist's key has nothing to unwrap
+    with pytest.raises(SecurityCheckFailed, match="not a member"):
+        ghost.accept_epoch(res.message)
+    assert a.accept_epoch(res.message) is not None
+
+
+def test_pid_takeover_is_a_new_person() -> None:
+    """Drop a granted pid from the roster, queue it again with a new intro, put it back: refused."""
+    t = _therapist()
+    a = _admit(t, "p_a")
+    _epoch(t, {"p_a": a})
+    t.forget("p_a")  # the server's roster no longer has it
+    attacker = ClientKeys(ROOM, pid="p_a")
+    with pytest.raises(NewPerson):
+        t.check_intro("p_a", attacker.make_intro())
+    assert "p_a" in t.newcomers and not t.keyable("p_a")
+    with pytest.raises(SecurityCheckFailed):
+        t.make_epoch(["p_a"])  # back in the server's roster: still no key for anyone under p_a
+    # The real client, queued again with its own (frozen) key, is the same person: a new Admit lets it in.
+    t.check_intro("p_a", a.make_intro())
+    assert "p_a" not in t.newcomers
+    a.reset()
+    a.check_grant(t.make_grant("p_a"), "p_a")
+    t.check_reveal("p_a", a.make_reveal())
+    res = t.make_epoch(["p_a"])
+    assert _payload(res.message)["roster"][1]["ik"] == b64e(a.ik_raw)
+    assert a.accept_epoch(res.message) is not None  # its newest HPKE key (the intro's is erased) opens it
+    # Only the therapist's explicit new Admit hands the seat to the new person; the old client is then refused.
+    t.forget("p_a")
+    with pytest.raises(NewPerson):
+        t.check_intro("p_a", attacker.make_intro())
+    attacker.check_grant(t.make_grant("p_a"), "p_a")
+    t.check_reveal("p_a", attacker.make_reveal())
+    res2 = t.make_epoch(["p_a"])
+    with pytest.raises(SecurityCheckFailed, match="not a member"):
+        a.accept_epoch(res2.message)
+    assert attacker.accept_epoch(res2.message) is not None
+
+
+def test_epoch_expiry_is_signed_and_enforced() -> None:
+    wall = Clock()
+    wall.t = 1_000_000_000_000.0
+    t = _therapist(keystate=KeyState(wall=wall))
+    a = ClientKeys(ROOM, keystate=KeyState(wall=wall))
+    t.check_intro("p_a", a.make_intro())
+    a.check_grant(t.make_grant("p_a"), "p_a")
+    t.check_reveal("p_a", a.make_reveal())
+    now = int(wall.t)
+    res = t.make_epoch(["p_a"], now_ms=now)
+    p = _payload(res.message)
+    assert p["expires_at"] == now + EPOCH_LIFETIME_MS == res.expires_at and p["issued_at"] == now
+    # Tampering with the expiry breaks the signature; an expired or too long-lived epoch is refused.
+    with pytest.raises(SecurityCheckFailed, match="signature"):
+        a.accept_epoch(_tamper(res.message, expires_at=now + 10 * EPOCH_LIFETIME_MS), now_ms=now)
+    with pytest.raises(SecurityCheckFailed, match="expired"):
+        a.accept_epoch(res.message, now_ms=now + EPOCH_LIFETIME_MS)
+    with pytest.raises(SecurityCheckFailed, match="too long"):
+        a.accept_epoch(t.make_epoch(["p_a"], now_ms=now + 3 * EPOCH_LIFETIME_MS).message, now_ms=now)
+    t.pending = res
+    ack = a.accept_epoch(res.message, now_ms=now)
+    assert ack is not None and t.check_ack("p_a", ack)
+    assert a.accept_switch(t.make_switch())
+    assert not t.rekey_due(now + EPOCH_LIFETIME_MS // 2 - 1) and t.rekey_due(now + EPOCH_LIFETIME_MS // 2)
+    frame = t.keystate.encrypt("video", VP8_DELTA)
+    assert frame is not None and a.keystate.decrypt("video", frame, 0) == VP8_DELTA
+    wall.t = now + EPOCH_LIFETIME_MS  # the server withheld every newer epoch: the key is gone at its expiry
+    assert a.keystate.encrypt("video", VP8_DELTA) is None  # the sender stops ("reconnecting encryption")
+    assert a.keystate.send_expired and a.keystate.counters["expired"] == 1
+    assert t.keystate.encrypt("video", VP8_DELTA) is None
+    assert a.keystate.decrypt("video", frame, 0) is None  # the receiver dropped the expired epoch
+    assert a.keystate.epochs() == []
+
+
+def test_per_epoch_hpke_keys() -> None:
+    """Each ack carries the next HPKE key; the next epoch is wrapped to it; older private keys are erased."""
+    t = _therapist()
+    a = _admit(t, "p_a")
+    intro_dk = a.hpke_keys[0]
+    res1 = t.make_epoch(["p_a"])
+    ack1 = a.accept_epoch(res1.message)
+    assert ack1 is not None
+    dk1 = b64d(_payload(ack1)["dk"])
+    assert dk1 != intro_dk[0] and a.hpke_keys[-1][0] == dk1
+    t.check_ack("p_a", ack1)
+    t.make_switch()
+    res2 = t.make_epoch(["p_a"])
+    sealed = b64d(_payload(res2.message)["wrapped"]["p_a"])
+    from peer import e2ee as E
+
+    info = E._epoch_info(ROOM, res2.epoch)
+    with pytest.raises(Exception):  # noqa: B017 - a leaked intro key does not open the next epoch
+        E._HPKE.decrypt(sealed, intro_dk[1], info=info)
+    assert a.accept_epoch(res2.message) is not None
+    assert intro_dk[0] not in [raw for raw, _ in a.hpke_keys]  # erased once a newer key worked
+    # A lost ack: the therapist wraps to the key it knows, which the client still holds.
+    res3 = t.make_epoch(["p_a"])
+    ack3 = a.accept_epoch(res3.message)
+    assert ack3 is not None
+    res4 = t.make_epoch(["p_a"])  # ack3 never arrived
+    assert a.accept_epoch(res4.message) is not None
+    # The state a therapist keeps across a reload carries the newest key.
+    t.check_ack("p_a", a.accept_epoch(t.make_epoch(["p_a"]).message) or "")
+    t2 = TherapistKeys(ROOM, "p_therapist", t.ik, s_link=t.s_link, first_epoch=1)
+    t2.import_state(t.export_state())
+    assert t2.members["p_a"].dk == a.hpke_keys[-1][0]
+    assert a.accept_epoch(t2.make_epoch(["p_a"]).message) is not None
+
+
+def test_signed_roster_carries_the_therapists_names() -> None:
+    t = _therapist()
+    a = _admit(t, "p_a")
+    b = _admit(t, "p_b")
+    res = t.make_epoch(["p_a", "p_b"], {"p_therapist": "Dr. T", "p_a": "Ann", "p_b": "B" * 100})
+    a.accept_epoch(res.message)
+    assert a.names == {"p_therapist": "Dr. T", "p_a": "Ann", "p_b": "B" * 64}
+    assert a.sender_of(0) == ("p_therapist", "Dr. T")
+    assert a.sender_of(a.roster["p_b"][1]) == ("p_b", "B" * 64)
+    assert a.sender_of(15) is None
+    with pytest.raises(SecurityCheckFailed):
+        b.accept_epoch(_tamper(res.message, roster=[{**e, "name": "Mallory"} for e in _payload(res.message)["roster"]]))
+
+
+def test_no_periodic_rekey_while_an_epoch_is_pending() -> None:
+    """Withheld acks must not keep the therapist from switching: a pending epoch is never replaced by the timer."""
+    t = _therapist()
+    _admit(t, "p_a")
+    res = t.make_epoch(["p_a"], now_ms=1_000)
+    half = EPOCH_LIFETIME_MS // 2
+    assert t.pending is res and not t.rekey_due(1_000 + 10 * half)
+    t.make_switch()
+    assert not t.rekey_due(1_000 + half - 1) and t.rekey_due(1_000 + half)

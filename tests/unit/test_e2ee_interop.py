@@ -18,6 +18,7 @@ import pytest
 
 from peer.e2ee import (
     EMOJI,
+    EPOCH_LIFETIME_MS,
     ClientKeys,
     SecurityCheckFailed,
     TherapistKeys,
@@ -233,3 +234,51 @@ def test_mitm_mixed_languages_gives_different_sas(js: Node) -> None:
     client_sees = js("client.sas", obj="c")
     assert client_sees["indices"] != list(therapist_sees.indices)
     assert client_sees["decimal"] != list(therapist_sees.decimal)
+
+
+def test_v2_grants_names_expiry_and_hpke_keys_across_languages(js: Node) -> None:
+    """JS therapist, Python clients: a forged roster gets no key, a takeover is a new person, the signed names
+    and expiry read the same, and each ack's HPKE key is what the next epoch is wrapped to."""
+    js("therapist.create", obj="tv", room=ROOM, pid="p_t", first_epoch=100)
+    a = ClientKeys(ROOM, pid="p_a")
+    js("therapist.check_intro", obj="tv", pid="p_a", intro=a.make_intro())
+    a.check_grant(js("therapist.make_grant", obj="tv", pid="p_a"), "p_a")
+    js("therapist.check_reveal", obj="tv", pid="p_a", data=a.make_reveal())
+    ghost = ClientKeys(ROOM, pid="p_ghost")
+    js("therapist.check_intro", obj="tv", pid="p_ghost", intro=ghost.make_intro())
+    assert js("therapist.keyable", obj="tv", pid="p_ghost") is False
+    with pytest.raises(JsError, match="not granted"):
+        js("therapist.make_epoch", obj="tv", pids=["p_a", "p_ghost"])
+    now = 1_700_000_000_000
+    ep = js("therapist.make_epoch", obj="tv", pids=["p_a"], names={"p_t": "Dr. T", "p_a": "Ann"}, now_ms=now)
+    assert ep["expires_at"] == now + EPOCH_LIFETIME_MS
+    with pytest.raises(SecurityCheckFailed, match="expired"):
+        a.accept_epoch(ep["message"], now_ms=now + EPOCH_LIFETIME_MS)
+    intro_key = a.hpke_keys[0][0]
+    ack = a.accept_epoch(ep["message"], now_ms=now)
+    assert ack is not None and a.names == {"p_t": "Dr. T", "p_a": "Ann"}
+    js("therapist.check_ack", obj="tv", pid="p_a", data=ack)
+    js("therapist.make_switch", obj="tv")
+    ep2 = js("therapist.make_epoch", obj="tv", pids=["p_a"])
+    assert a.accept_epoch(ep2["message"]) is not None
+    assert intro_key not in [raw for raw, _ in a.hpke_keys]
+    # Takeover: p_a leaves the server's roster and comes back with another key: a new person.
+    js("therapist.forget", obj="tv", pid="p_a")
+    with pytest.raises(JsError, match="NewPerson"):
+        js("therapist.check_intro", obj="tv", pid="p_a", intro=ClientKeys(ROOM, pid="p_a").make_intro())
+    with pytest.raises(JsError, match="not granted"):
+        js("therapist.make_epoch", obj="tv", pids=["p_a"])
+    # Python therapist, JS client: the JS client's ack key is what the next epoch is wrapped to.
+    t = TherapistKeys(ROOM, "p_t", first_epoch=5)
+    js("client.create", obj="cv", room=ROOM, fragment="#t=tok", pid="p_c")
+    t.check_intro("p_c", js("client.make_intro", obj="cv"))
+    js("client.check_grant", obj="cv", grant=t.make_grant("p_c"), pid="p_c")
+    t.check_reveal("p_c", js("client.make_reveal", obj="cv"))
+    first = t.make_epoch(["p_c"], {"p_t": "Dr. T", "p_c": "Cy"})
+    t.check_ack("p_c", js("client.accept_epoch", obj="cv", data=first.message))
+    assert js("client.names", obj="cv") == {"p_t": "Dr. T", "p_c": "Cy"}
+    newest = js("client.hpke_keys", obj="cv")[-1]
+    assert t.members["p_c"].dk.hex() == newest
+    t.make_switch()
+    assert js("client.accept_epoch", obj="cv", data=t.make_epoch(["p_c"]).message) is not None
+    assert len(js("client.hpke_keys", obj="cv")) == 2  # the intro's key is erased, one new for the next ack

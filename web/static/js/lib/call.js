@@ -21,6 +21,8 @@ import { encodingFor, FULL } from "./quality.js";
  *   verifySdp: (from: string, type: "offer"|"answer", sdp: string, sig: string|null|undefined) => Promise<void>,
  *   ready: (pid: string) => Promise<void>,
  *   onSecurityFailure: (pid: string|null, error: any) => void,
+ *   senderOfReceiver?: (receiver: RTCRtpReceiver) => string|null,
+ *   addEventListener?: (type: string, listener: () => void) => void,
  * }} E2eeHooks
  */
 

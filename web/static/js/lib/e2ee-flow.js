@@ -7,6 +7,8 @@
 //   `change`    keys, epoch, safety codes or intro checks changed
 //   `stats`     {peers: {pid: {encrypted, decrypted, failed, dropped}}} from the worker, every second
 //   `security`  {pid, error}: a signed message or SDP did not verify (the SDP was not applied)
+//   `refused`   {what, pid, error}: a key, epoch, switch or intro was refused (shown to the person, never only logged)
+//   `expired`   {epoch}: the epoch this page sent with expired before a newer one came ("reconnecting encryption")
 
 import * as E from "./e2ee.js";
 
@@ -14,6 +16,8 @@ import * as E from "./e2ee.js";
 const READY_TIMEOUT_MS = 10_000;
 /** A peer counts as "can't decrypt" after this long with failures and no frame decrypted. */
 const FAILING_AFTER_MS = 3000;
+/** How often the therapist checks whether the current epoch is due for a periodic rekey (ms). */
+const REKEY_CHECK_MS = 5000;
 
 /** Encoded transforms (and WebCrypto) available: without them no end-to-end encryption is possible. */
 export function encodedTransformSupported() {
@@ -65,6 +69,20 @@ class E2eeBase extends EventTarget {
     this._waiters = [];
     /** @type {Array<{pid: string|null, error: string}>} */
     this.failures = [];
+    /** @type {WeakMap<RTCRtpReceiver, number>} SFU receivers (any publisher) -> their slot in the worker */
+    this._slots = new WeakMap();
+    this._slotSeq = 0;
+    /** @type {Record<string, string>} slot -> the pid whose key decrypted its newest frame (from the worker) */
+    this.slotOwners = {};
+    /** @type {Array<{what: string, pid: string|null, error: string}>} every refused key, epoch, switch or intro */
+    this.refusals = [];
+    /** The epoch this page sent with expired and no newer one came: nothing is sent ("reconnecting encryption"). */
+    this.sendExpired = false;
+    this.keyState.onExpire.push((epoch) => {
+      this.sendExpired = true;
+      this.dispatchEvent(new CustomEvent("expired", { detail: { epoch } }));
+      this._changed();
+    });
     /** @type {Promise<any>} key messages are handled one at a time, in order */
     this._keyChain = Promise.resolve();
     this.worker.addEventListener("message", (ev) => {
@@ -75,7 +93,7 @@ class E2eeBase extends EventTarget {
 
   // ---- the hook interface ---------------------------------------------------------------------------
 
-  /** @param {any} target @param {{operation: string, kind: string, peer?: string}} options */
+  /** @param {any} target @param {{operation: string, kind: string, peer?: string, slot?: number}} options */
   _attach(target, options) {
     if (typeof globalThis.RTCRtpScriptTransform === "function") {
       target.transform = new RTCRtpScriptTransform(this.worker, options);
@@ -92,10 +110,25 @@ class E2eeBase extends EventTarget {
 
   /** @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid */
   prepareReceiver(receiver, kind, pid) {
-    /** @type {{operation: string, kind: string, peer?: string}} */
+    /** @type {{operation: string, kind: string, peer?: string, slot?: number}} */
     const options = { operation: "decrypt", kind };
     if (pid) options.peer = pid;
+    else {
+      const slot = ++this._slotSeq;
+      this._slots.set(receiver, slot);
+      options.slot = slot;
+    }
     this._attach(receiver, options);
+  }
+
+  /**
+   * The authenticated sender of an SFU receiver's frames: the pid (signed roster) whose key decrypted the newest
+   * frame it carried, or null before one did.
+   * @param {RTCRtpReceiver} receiver @returns {string|null}
+   */
+  senderOfReceiver(receiver) {
+    const slot = this._slots.get(receiver);
+    return slot === undefined ? null : this.slotOwners[String(slot)] ?? null;
   }
 
   /** @param {string|null} pid null: the SFU connection @param {any} error */
@@ -131,9 +164,28 @@ class E2eeBase extends EventTarget {
 
   // ---- health -----------------------------------------------------------------------------------------
 
+  /**
+   * A refused key message or intro: recorded and reported (the view shows it to the person).
+   * @param {string} what @param {string|null} pid @param {any} error
+   */
+  _refused(what, pid, error) {
+    const text = error && error.message ? String(error.message) : String(error);
+    this.refusals.push({ what, pid, error: text });
+    this.dispatchEvent(new CustomEvent("refused", { detail: { what, pid, error: text } }));
+  }
+
   /** @param {any} m */
   _onStats(m) {
     this.peerStats = m.peers || {};
+    this.slotOwners = m.slots || {};
+    if (m.sendExpired && !this.sendExpired) {
+      this.sendExpired = true; // the worker dropped the expired epoch on its own clock
+      this.dispatchEvent(new CustomEvent("expired", { detail: { epoch: m.sendEpoch } }));
+      this._changed();
+    } else if (!m.sendExpired && this.sendExpired && this.keyState.sendEpoch !== null && !this.keyState.sendExpired) {
+      this.sendExpired = false;
+      this._changed();
+    }
     const now = Date.now();
     for (const [peer, s] of Object.entries(this.peerStats)) {
       let h = this._health.get(peer);
@@ -170,6 +222,15 @@ class E2eeBase extends EventTarget {
   /** The epoch this page sends with (null before the first switch). */
   get epoch() {
     return this.keyState.sendEpoch;
+  }
+
+  /**
+   * The name the therapist signed for `pid` in the newest epoch's roster, or null (not in it).
+   * @param {string} pid @returns {string|null}
+   */
+  signedName(pid) {
+    void pid;
+    return null;
   }
 
   stop() {
@@ -216,9 +277,9 @@ export class ClientE2ee extends E2eeBase {
           this.restored = true;
           return keys;
         } catch (e) {
-          console.warn("client E2EE state not restored:", /** @type {Error} */ (e).message);
           this._forget();
-          this.lostState = true; // it had a grant: resuming must not go on without E2EE
+          this.lostState = true; // it had a grant: resuming must not go on without E2EE (shown by the view)
+          this.lostReason = /** @type {Error} */ (e).message;
         }
       }
       return E.ClientKeys.create(room, link, { keyState: this.keyState, keepable: true });
@@ -306,8 +367,20 @@ export class ClientE2ee extends E2eeBase {
     const keys = await this.keysP;
     // The first epoch can arrive while the grant is still being checked: keep the order.
     if (this._grantP) await this._grantP.catch(() => {});
-    const reply = await keys.handleKey(data);
-    if (typeof reply === "string") this.signaling.key(null, reply);
+    let reply;
+    try {
+      reply = await keys.handleKey(data);
+    } catch (e) {
+      this._refused(E.messageKind(data) || "key", from, e);
+      throw e;
+    }
+    if (typeof reply === "string") {
+      if (this.sendExpired && this.keyState.sendEpoch !== null && !this.keyState.sendExpired) this.sendExpired = false;
+      this._changed(); // keeps the new HPKE key in this tab before the ack announces it
+      this.signaling.key(null, reply);
+      return;
+    }
+    if (this.sendExpired && !this.keyState.sendExpired) this.sendExpired = false; // switched to a newer epoch
     this._changed();
   }
 
@@ -379,13 +452,20 @@ export class ClientE2ee extends E2eeBase {
   get _comparedKey() {
     return `alcove.e2ee.compared.${this.room}`;
   }
+
+  /** @param {string} pid @returns {string|null} */
+  signedName(pid) {
+    if (!this.keys || !this.keys.roster.has(pid)) return null;
+    return this.keys.names.get(pid) ?? "";
+  }
 }
 
 /**
  * What the therapist's check of an intro found: "ok" (its MAC proves the link secret, or the therapist has
  * none), "plain" (no MAC: a link without this room's secret, e.g. made by the practice's administration),
- * "no-link" (a MAC that is wrong: a link secret was expected and not proven), "bad" (refused), "none" (no intro).
- * @typedef {{intro: string|null, status: "ok"|"plain"|"no-link"|"bad"|"none", error?: string}} IntroCheck
+ * "no-link" (a MAC that is wrong: a link secret was expected and not proven), "bad" (refused), "none" (no intro),
+ * "new-person" (a new identity for a pid the therapist had granted: it needs an Admit of its own).
+ * @typedef {{intro: string|null, status: "ok"|"plain"|"no-link"|"bad"|"none"|"new-person", error?: string}} IntroCheck
  */
 
 /** Whether an intro envelope carries a MAC at all (a link with a secret makes one). @param {string} intro */
@@ -425,6 +505,10 @@ export class TherapistE2ee extends E2eeBase {
     this._members = [];
     /** @type {Set<string>} admitted clients (server roster) */
     this._admitted = new Set();
+    /** @type {Record<string, string>} display names as this console knows them (signed into each epoch's roster) */
+    this._names = {};
+    /** @type {ReturnType<typeof setInterval>|null} the periodic rekey (well before the epoch's expiry) */
+    this._rekeyTimer = null;
     /** @type {Set<string>} admitted clients whose connection is down (roster connected:false) */
     this._offline = new Set();
     /** an admitted client came back: the next rekey makes a new epoch even for the same members */
@@ -451,7 +535,7 @@ export class TherapistE2ee extends E2eeBase {
     try {
       await keys.importState(saved.state);
     } catch (e) {
-      console.warn("therapist state not restored:", /** @type {Error} */ (e).message);
+      this._refused("state", null, e); // shown: the clients need to be let in again
       return;
     }
     keys.restoreSdpCounters(saved.sdpSeq);
@@ -488,11 +572,8 @@ export class TherapistE2ee extends E2eeBase {
         this.intros.set(w.pid, { intro: null, status: "none" });
         continue;
       }
-      // A waiting client that reloaded comes with new keys; an admitted one may not change them.
-      if (!this._admitted.has(w.pid) && keys.members.has(w.pid)) {
-        keys.forget(w.pid);
-        this.sasOf.delete(w.pid);
-      }
+      // The queue is a hint: a pid this console granted keeps its key for the session (checkIntro); a new key
+      // for it is a new person, shown as such, who gets a key only by a new Admit.
       try {
         const info = await keys.checkIntro(w.pid, w.intro);
         this._ikHash.set(w.pid, await shortHash(info.ik));
@@ -502,7 +583,16 @@ export class TherapistE2ee extends E2eeBase {
         if (info.macOk === false) status = introHasMac(w.intro) || secretExpected(this.room) ? "no-link" : "plain";
         this.intros.set(w.pid, { intro: w.intro, status });
       } catch (e) {
-        this.intros.set(w.pid, { intro: w.intro, status: "bad", error: String(/** @type {Error} */ (e).message) });
+        const error = String(/** @type {Error} */ (e).message);
+        if (e instanceof E.NewPerson) {
+          const info = keys.newcomers.get(w.pid);
+          if (info) this._ikHash.set(w.pid, await shortHash(info.ik));
+          this.intros.set(w.pid, { intro: w.intro, status: "new-person", error });
+          this._refused("new-person", w.pid, e);
+        } else {
+          this.intros.set(w.pid, { intro: w.intro, status: "bad", error });
+          this._refused("intro", w.pid, e);
+        }
       }
     }
     this._changed();
@@ -512,8 +602,10 @@ export class TherapistE2ee extends E2eeBase {
   async grantFor(pid) {
     const keys = await this.keysP;
     const check = this.intros.get(pid);
-    if (!check || (check.status !== "ok" && check.status !== "plain" && check.status !== "no-link")) return null;
-    return keys.makeGrant(pid);
+    if (!check || (check.status !== "ok" && check.status !== "plain" && check.status !== "no-link" && check.status !== "new-person")) return null;
+    const grant = await keys.makeGrant(pid); // for a new person: this click is its new Admit
+    if (check.status === "new-person") this.intros.set(pid, { ...check, status: "ok" });
+    return grant;
   }
 
   /** Key data from a client (reveal, ack), in arrival order. @param {string} from @param {string} data */
@@ -530,6 +622,8 @@ export class TherapistE2ee extends E2eeBase {
     if (result && typeof result === "object") {
       this.sasOf.set(from, result);
       this._changed();
+      // granted by this console and its reveal verified: only now it gets the key
+      this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
     } else if (result === true && keys.switchDue()) {
       this._chain = this._chain.then(() => this._switch()).catch(() => {});
     }
@@ -539,9 +633,13 @@ export class TherapistE2ee extends E2eeBase {
    * Follows the admitted clients: a new epoch on every admission, removal or send-back, and when an admitted
    * client comes back (its entry goes from connected:false to connected:true: a reload or a network cut; a
    * reloaded client keeps its keys but has no media key any more).
+   * The server's roster is a hint: only clients this console granted (its own Admit) and whose reveal verified
+   * get a key.
    * @param {string[]} clientPids @param {string[]} [offline] the admitted clients whose connection is down
+   * @param {Record<string, string>} [names] display names as this console shows them (therapist included)
    */
-  onRoster(clientPids, offline = []) {
+  onRoster(clientPids, offline = [], names = {}) {
+    this._names = { ...names };
     const now = new Set(clientPids);
     const down = new Set(offline);
     for (const pid of this._offline) {
@@ -558,19 +656,30 @@ export class TherapistE2ee extends E2eeBase {
     }
     this._admitted = now;
     if (this._lastQueue.length) this.checkQueue(this._lastQueue).catch(() => {});
-    this._chain = this._chain.then(() => this._rekey()).catch((e) => console.warn("rekey failed", e));
+    this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
     this._changed();
+    if (this._rekeyTimer === null) {
+      this._rekeyTimer = setInterval(() => {
+        const keys = this.keys;
+        if (!keys || !keys.rekeyDue()) return;
+        this._returned = true; // nothing changed, yet the epoch must be renewed well before it expires
+        this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
+      }, REKEY_CHECK_MS);
+    }
   }
 
   async _rekey() {
     const keys = await this.keysP;
-    const members = [...this._admitted].filter((p) => keys.members.has(p)).sort();
+    const members = [...this._admitted].filter((p) => keys.keyable(p)).sort();
     const returned = this._returned;
     this._returned = false;
     if (members.join(",") === this._members.join(",") && !returned) return;
     this._members = members;
     if (!members.length) return;
-    const result = await keys.makeEpoch(members);
+    /** @type {Record<string, string>} */
+    const names = {};
+    for (const pid of [keys.pid, ...members]) if (typeof this._names[pid] === "string") names[pid] = this._names[pid];
+    const result = await keys.makeEpoch(members, names);
     this.epochsMade++;
     this.signaling.key(null, result.message);
     const until = Date.now() + E.SWITCH_TIMEOUT_MS + 20;
@@ -585,14 +694,27 @@ export class TherapistE2ee extends E2eeBase {
     this._changed();
   }
 
-  /** Admitted clients that have no verified intro (they get no key and cannot see or hear anyone). */
+  /** Admitted clients this console did not grant or whose reveal is not verified (they get no key). */
   unkeyed() {
-    return [...this._admitted].filter((p) => !this.keys || !this.keys.members.has(p));
+    return [...this._admitted].filter((p) => !this.keys || !this.keys.keyable(p));
+  }
+
+  stop() {
+    if (this._rekeyTimer !== null) clearInterval(this._rekeyTimer);
+    this._rekeyTimer = null;
+    super.stop();
+  }
+
+  /** @param {string} pid @returns {string|null} */
+  signedName(pid) {
+    const cur = this.keys && (this.keys.current ?? this.keys.pending);
+    if (!cur || !(pid in cur.roster)) return null;
+    return this._names[pid] ?? "";
   }
 
   /** @param {string} pid */
   ready(pid) {
-    return this._until(() => !!(this.keys && this.keys.members.has(pid)));
+    return this._until(() => !!(this.keys && this.keys.members.get(pid)?.nT));
   }
 
   /** @param {string} to @param {"offer"|"answer"} type @param {string} sdp */

@@ -13,10 +13,13 @@
 //       const {readable, writable} = sender.createEncodedStreams();
 //       worker.postMessage({type: "transform", readable, writable, options: {...}}, [readable, writable]);
 //
-// options: {operation: "encrypt" | "decrypt", kind: "audio" | "video", peer?: pid (string) | sender idx (number)}.
+// options: {operation: "encrypt" | "decrypt", kind: "audio" | "video", peer?: pid (string) | sender idx (number),
+//           slot?: number (an SFU receiver: the pid whose key decrypts its frames is reported in stats.slots)}.
 //
 // Key updates (normally posted by e2ee.js KeyState's `post`):
-//   {type: "keys", epoch, sendIdx, baseKeys: {idx: Uint8Array(16)}, roster?: {pid: idx}}  install decrypt-only
+//   {type: "keys", epoch, sendIdx, baseKeys: {idx: Uint8Array(16)}, roster?: {pid: idx}, expiresAt?: ms}
+//                              install decrypt-only; at its signed expiry the epoch is dropped (not sent with,
+//                              not decrypted with) even if the page says nothing more
 //   {type: "switch", epoch}    start sending with epoch (older epochs dropped 5 s later)
 //   {type: "retire", epoch}    drop an epoch now
 //   {type: "clear"}            drop everything (nothing is sent or decrypted any more)
@@ -32,12 +35,16 @@ const RETIRE_AFTER_MS = 5000;
 
 const encryptor = new FrameEncryptor();
 const decryptor = new FrameDecryptor();
-/** @type {Map<number, {sendIdx: number | null, baseKeys: Map<number, Uint8Array>, roster: Record<string, number>}>} */
+/** @type {Map<number, {sendIdx: number | null, baseKeys: Map<number, Uint8Array>, roster: Record<string, number>, expiresAt: number | null}>} */
 const epochs = new Map();
 /** @type {number | null} */
 let sendEpoch = null;
+/** The sending epoch expired and no newer one was switched to: nothing is sent ("reconnecting encryption"). */
+let sendExpired = false;
 /** @type {Map<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
 const stats = new Map();
+/** @type {Map<number, string>} SFU receiver slot -> the pid whose key decrypted its newest frame (authenticated) */
+const slotOwners = new Map();
 /** @type {Set<any>} live encrypt transformers (RTCRtpScriptTransform), for keyframe requests */
 const senders = new Set();
 /** @type {Promise<void>} key updates are applied in order */
@@ -104,6 +111,17 @@ function publisherOf(kind, data) {
 function retire(epoch) {
   decryptor.removeEpoch(epoch);
   epochs.delete(epoch);
+  if (epoch === sendEpoch) encryptor.clear();
+}
+
+/** Drops every epoch past its signed expiry (a withheld switch must not keep a removed member's key alive). */
+function expireDue() {
+  const now = Date.now();
+  for (const [epoch, e] of [...epochs]) {
+    if (e.expiresAt === null || e.expiresAt > now) continue;
+    if (epoch === sendEpoch) sendExpired = true;
+    retire(epoch);
+  }
 }
 
 /** @param {any} msg */
@@ -116,7 +134,8 @@ async function applyKeys(msg) {
       const baseKeys = new Map();
       for (const [idx, key] of Object.entries(msg.baseKeys ?? {})) baseKeys.set(Number(idx), bytes(key));
       for (const [idx, key] of baseKeys) await decryptor.addKey(epoch, idx, key);
-      epochs.set(epoch, { sendIdx: msg.sendIdx ?? null, baseKeys, roster: { ...(msg.roster ?? {}) } });
+      const expiresAt = Number.isFinite(msg.expiresAt) ? Number(msg.expiresAt) : null;
+      epochs.set(epoch, { sendIdx: msg.sendIdx ?? null, baseKeys, roster: { ...(msg.roster ?? {}) }, expiresAt });
       return;
     }
     case "switch": {
@@ -127,6 +146,7 @@ async function applyKeys(msg) {
       if (entry.sendIdx === null || !key) encryptor.clear();
       else await encryptor.setKey(epoch, entry.sendIdx, key);
       sendEpoch = epoch;
+      sendExpired = false;
       for (const old of [...epochs.keys()]) {
         if (old < epoch) setTimeout(() => retire(old), RETIRE_AFTER_MS);
       }
@@ -146,6 +166,7 @@ async function applyKeys(msg) {
       encryptor.clear();
       for (const e of [...epochs.keys()]) retire(e);
       sendEpoch = null;
+      sendExpired = false;
       return;
     default:
       return;
@@ -154,7 +175,7 @@ async function applyKeys(msg) {
 
 /**
  * @param {ReadableStream} readable @param {WritableStream} writable
- * @param {{operation: string, kind: "audio" | "video", peer?: string | number}} options
+ * @param {{operation: string, kind: "audio" | "video", peer?: string | number, slot?: number}} options
  * @param {any} [transformer]
  */
 function handle(readable, writable, options, transformer) {
@@ -167,6 +188,11 @@ function handle(readable, writable, options, transformer) {
         const data = new Uint8Array(frame.data);
         if (data.length === 0) {
           controller.enqueue(frame);
+          return;
+        }
+        expireDue();
+        if (sendExpired) {
+          s.dropped++; // the epoch expired: never send under a key a removed member may hold
           return;
         }
         let out;
@@ -197,6 +223,7 @@ function handle(readable, writable, options, transformer) {
         controller.enqueue(frame);
         return;
       }
+      expireDue();
       if (epochs.size === 0) {
         s.dropped++; // no key yet
         return;
@@ -209,6 +236,7 @@ function handle(readable, writable, options, transformer) {
         if (from) out = await decryptor.unprotect(kind, data, from.idx);
         if (from && out !== null) {
           counts = statsFor(from.pid);
+          if (typeof options.slot === "number") slotOwners.set(options.slot, from.pid);
         } else {
           out = await decryptor.unprotect(kind, data, null);
           if (from && out === null) counts = statsFor(from.pid); // its failure, shown on its tile
@@ -254,5 +282,9 @@ setInterval(() => {
   /** @type {Record<string, any>} */
   const peers = {};
   for (const [k, v] of stats) peers[k] = { ...v };
-  self.postMessage({ type: "stats", sendEpoch, epochs: [...epochs.keys()].sort((a, b) => a - b), peers });
+  expireDue();
+  self.postMessage({
+    type: "stats", sendEpoch, sendExpired, epochs: [...epochs.keys()].sort((a, b) => a - b), peers,
+    slots: Object.fromEntries(slotOwners),
+  });
 }, 1000);

@@ -1,4 +1,4 @@
-// Alcove E2EE key protocol (v1), on WebCrypto: intro, grant, reveal, SAS, epochs,
+// Alcove E2EE key protocol (v2), on WebCrypto: intro, grant, reveal, SAS, epochs,
 // switch, signed SDP, and the KeyState glue to SFrame (sframe.js / e2ee-worker.js).
 //
 // Vanilla ES module: no DOM. Works in a page, a Worker and Node >= 20. The same
@@ -15,7 +15,17 @@ import * as H from "./hpke.js";
 const subtle = globalThis.crypto.subtle;
 const te = new TextEncoder();
 
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+/** An epoch is good for this long after it is issued (ms); its expiry is signed. */
+export const EPOCH_LIFETIME_MS = 10 * 60 * 1000;
+/** The therapist issues a new epoch this long after the current one (well before its expiry). */
+export const REKEY_AFTER_MS = EPOCH_LIFETIME_MS / 2;
+/** A client refuses an epoch that claims to be good for longer than this from its own clock (ms). */
+export const MAX_EPOCH_AHEAD_MS = EPOCH_LIFETIME_MS + 5 * 60 * 1000;
+/** A client keeps at most this many announced HPKE private keys (the oldest is erased first). */
+export const MAX_HPKE_KEYS = 8;
+/** Longest display name carried in a signed roster (code points). */
+export const MAX_NAME = 64;
 /** Old epoch stays decrypt-only this long after a switch (ms). */
 export const RETIRE_AFTER_MS = 5000;
 /** The therapist switches after all acks or after this long (ms). */
@@ -52,6 +62,23 @@ export class SecurityCheckFailed extends Error {
     this.name = "SecurityCheckFailed";
     this.detail = detail;
   }
+}
+
+/**
+ * An intro with a new identity key for a pid the therapist granted before: a new person. It is never keyed
+ * under the old grant; only a new Admit (makeGrant) lets it in.
+ */
+export class NewPerson extends SecurityCheckFailed {
+  /** @param {string} [detail] */
+  constructor(detail = "") {
+    super(detail);
+    this.name = "NewPerson";
+  }
+}
+
+/** @param {unknown} value @returns {string} */
+function clipName(value) {
+  return typeof value === "string" ? [...value].slice(0, MAX_NAME).join("") : "";
 }
 
 // ---------------------------------------------------------------------------
@@ -396,11 +423,17 @@ export class KeyState {
     this._epochs = new Map();
     /** @type {Map<number, number>} epoch -> retire time (ms) */
     this._retireAt = new Map();
+    /** @type {Map<number, number>} epoch -> signed expiry (ms since the Unix epoch, on `now`) */
+    this._expiresAt = new Map();
     /** @type {number | null} */
     this.sendEpoch = null;
+    /** True once the sending epoch expired and no newer one was switched to: nothing is sent. */
+    this.sendExpired = false;
     /** @type {Array<(epoch: number) => void>} e.g. force a keyframe */
     this.onSwitch = [];
-    this.counters = { encrypted: 0, decrypted: 0, failed: 0, dropped: 0 };
+    this.counters = { encrypted: 0, decrypted: 0, failed: 0, dropped: 0, expired: 0 };
+    /** @type {Array<(epoch: number) => void>} called when the sending epoch expires ("reconnecting encryption") */
+    this.onExpire = [];
     /** @type {Promise<void>} serialises key changes */
     this._chain = Promise.resolve();
   }
@@ -416,20 +449,26 @@ export class KeyState {
   }
 
   /**
-   * Install `epoch` decrypt-only for every roster idx (roster = {pid: idx}).
+   * Install `epoch` decrypt-only for every roster idx (roster = {pid: idx}) until `expiresAt` (ms).
    * @param {number} epoch @param {Uint8Array} baseKey @param {Record<string, number>} roster
-   * @param {number | null} sendIdx
+   * @param {number | null} sendIdx @param {number | null} [expiresAt]
    */
-  install(epoch, baseKey, roster, sendIdx) {
+  install(epoch, baseKey, roster, sendIdx, expiresAt = null) {
     return this._serial(async () => {
-      if (this._epochs.has(epoch)) return;
+      if (this._epochs.has(epoch) || (expiresAt !== null && expiresAt <= this._now())) return;
       const idxs = [...new Set(Object.values(roster))].sort((a, b) => a - b);
       for (const idx of idxs) await this.decryptor.addKey(epoch, idx, baseKey);
       this._epochs.set(epoch, { baseKey, sendIdx, roster: { ...roster } });
+      if (expiresAt !== null) {
+        this._expiresAt.set(epoch, expiresAt);
+        const timer = setTimeout(() => this._retireDue(), Math.max(0, expiresAt - this._now()) + 5);
+        // @ts-ignore Node: do not keep the process alive for it
+        timer?.unref?.();
+      }
       /** @type {Record<number, Uint8Array>} */
       const baseKeys = {};
       for (const idx of idxs) baseKeys[idx] = baseKey;
-      this.post?.({ type: "keys", epoch, sendIdx, baseKeys, roster: { ...roster } });
+      this.post?.({ type: "keys", epoch, sendIdx, baseKeys, roster: { ...roster }, expiresAt });
     });
   }
 
@@ -444,6 +483,7 @@ export class KeyState {
       if (entry.sendIdx === null) this.encryptor.clear();
       else await this.encryptor.setKey(epoch, entry.sendIdx, entry.baseKey);
       this.sendEpoch = epoch;
+      this.sendExpired = false;
       this.post?.({ type: "switch", epoch });
       const at = this._now() + RETIRE_AFTER_MS;
       for (const old of this._epochs.keys()) {
@@ -465,12 +505,29 @@ export class KeyState {
     this.decryptor.removeEpoch(epoch);
     this._epochs.delete(epoch);
     this._retireAt.delete(epoch);
+    this._expiresAt.delete(epoch);
+    if (epoch === this.sendEpoch) this.encryptor.clear();
     this.post?.({ type: "retire", epoch });
   }
 
   _retireDue() {
     const now = this._now();
     for (const [epoch, t] of [...this._retireAt]) if (t <= now) this.retire(epoch);
+    for (const [epoch, t] of [...this._expiresAt]) {
+      if (t > now) continue;
+      const sending = epoch === this.sendEpoch;
+      this.retire(epoch);
+      if (sending && !this.sendExpired) {
+        this.sendExpired = true;
+        for (const cb of this.onExpire) cb(epoch);
+      }
+    }
+  }
+
+  /** Drops the epochs past their expiry now; true when the sending epoch has expired. */
+  expireDue() {
+    this._retireDue();
+    return this.sendExpired;
   }
 
   /** Forget every key (removed / sent back to the waiting room). */
@@ -478,6 +535,7 @@ export class KeyState {
     this.encryptor.clear();
     for (const epoch of [...this._epochs.keys()]) this.retire(epoch);
     this.sendEpoch = null;
+    this.sendExpired = false;
     this.post?.({ type: "clear" });
   }
 
@@ -515,6 +573,10 @@ export class KeyState {
    */
   async encrypt(kind, frame) {
     this._retireDue();
+    if (this.sendExpired) {
+      this.counters.expired++;
+      return null;
+    }
     if (frame.length === 0) return new Uint8Array(0);
     try {
       const out = await this.encryptor.protect(kind, frame);
@@ -565,7 +627,18 @@ export class KeyState {
 // ---------------------------------------------------------------------------
 
 /** @typedef {{ik: Uint8Array, dk: Uint8Array, commit: Uint8Array, ts: number, macOk: boolean | null}} IntroInfo */
-/** @typedef {{epoch: number, message: string, roster: Record<string, number>, waitingAcks: Set<string>, started: number}} EpochResult */
+/** @typedef {{epoch: number, message: string, roster: Record<string, number>, waitingAcks: Set<string>, started: number, issuedAt: number, expiresAt: number}} EpochResult */
+/** @typedef {{intro: IntroInfo, nT: Uint8Array | null, nC: Uint8Array | null, sas: Sas | null, lastSdpSeq: number, dk: Uint8Array, ackEpoch: number}} Member */
+
+/** @param {IntroInfo} intro @returns {Member} */
+function newMember(intro) {
+  return { intro, nT: null, nC: null, sas: null, lastSdpSeq: -1, dk: intro.dk, ackEpoch: -1 };
+}
+
+/** @param {IntroInfo} a @param {IntroInfo} b */
+function sameIntro(a, b) {
+  return eq(a.ik, b.ik) && eq(a.dk, b.dk) && eq(a.commit, b.commit) && a.ts === b.ts && a.macOk === b.macOk;
+}
 
 /** @param {string} room @param {number} epoch */
 function epochInfo(room, epoch) {
@@ -605,18 +678,25 @@ export class TherapistKeys {
   /**
    * @param {string} room @param {string} pid @param {CryptoKeyPair} identity @param {Uint8Array} ikRaw
    * @param {Uint8Array} tk
-   * @param {{sLink?: Uint8Array | null, firstEpoch?: number, keyState?: KeyState}} opts
+   * @param {{sLink?: Uint8Array | null, firstEpoch?: number, keyState?: KeyState, epochLifetimeMs?: number}} opts
    */
   constructor(room, pid, identity, ikRaw, tk, opts) {
     this.room = room;
     this.pid = pid;
+    this.epochLifetimeMs = opts.epochLifetimeMs ?? EPOCH_LIFETIME_MS;
     this.identity = identity;
     this.ikRaw = ikRaw;
     this.tk = tk;
     this.sLink = opts.sLink ?? null;
     this.keyState = opts.keyState ?? new KeyState();
-    /** @type {Map<string, {intro: IntroInfo, nT: Uint8Array | null, nC: Uint8Array | null, sas: Sas | null, lastSdpSeq: number}>} */
+    /** @type {Map<string, Member>} */
     this.members = new Map();
+    /** @type {Map<string, Uint8Array>} pid -> the IK_P granted in this session (frozen: a new key is a new person) */
+    this.frozen = new Map();
+    /** @type {Map<string, IntroInfo>} pid -> a new person's verified intro for a granted pid, waiting for a new Admit */
+    this.newcomers = new Map();
+    /** @type {Map<string, {dk: Uint8Array, ackEpoch: number}>} the newest HPKE key of a forgotten member */
+    this._lastDk = new Map();
     // Epoch numbers must grow across therapist reloads: start at the Unix time in seconds.
     this._nextEpoch = opts.firstEpoch ?? Math.max(1, Math.floor(Date.now() / 1000));
     /** @type {Map<string, number>} */
@@ -631,7 +711,7 @@ export class TherapistKeys {
 
   /**
    * @param {string} room @param {string} pid
-   * @param {{identity?: CryptoKeyPair, sLink?: Uint8Array | null, firstEpoch?: number, keyState?: KeyState}} [opts]
+   * @param {{identity?: CryptoKeyPair, sLink?: Uint8Array | null, firstEpoch?: number, keyState?: KeyState, epochLifetimeMs?: number}} [opts]
    * identity: IK_T (in the browser: `await loadOrCreateIdentity()`); a fresh one if omitted.
    */
   static async create(room, pid, opts = {}) {
@@ -640,20 +720,47 @@ export class TherapistKeys {
     return new TherapistKeys(room, pid, identity, ikRaw, await tkOf(ikRaw), opts);
   }
 
-  /** Verify a waiting client's intro (from the queue) and remember it for `pid`.
+  /**
+   * Verify a waiting client's intro (from the queue) and remember it for `pid`. The server's queue is only a
+   * hint: a pid the therapist granted keeps its identity key for the session; a different key for it throws
+   * NewPerson (kept in `newcomers`; only a new Admit lets it in). A pid not granted yet may change its intro.
    * @param {string} pid @param {string | Envelope} intro @returns {Promise<IntroInfo>} */
   async checkIntro(pid, intro) {
     const info = await checkIntro(this.room, intro, this.sLink);
+    const frozen = this.frozen.get(pid);
+    if (frozen && !eq(frozen, info.ik)) {
+      this.newcomers.set(pid, info);
+      throw new NewPerson(`a new person with the seat of ${pid}: needs a new Admit`);
+    }
     const old = this.members.get(pid);
-    if (old && !eq(old.intro.ik, info.ik)) throw new SecurityCheckFailed("the client's key changed");
-    if (!old) this.members.set(pid, { intro: info, nT: null, nC: null, sas: null, lastSdpSeq: -1 });
+    if (!old || (old.nT === null && !sameIntro(old.intro, info))) {
+      const m = newMember(info);
+      const last = this._lastDk.get(pid);
+      if (frozen && last) {
+        m.dk = last.dk; // the same person again: its newest HPKE key, not the intro's
+        m.ackEpoch = last.ackEpoch;
+      }
+      this.members.set(pid, m);
+    }
+    this.newcomers.delete(pid);
     return info;
   }
 
-  /** The admit.grant for `pid` (after checkIntro). @param {string} pid @returns {Promise<string>} */
+  /**
+   * The admit.grant for `pid` (after checkIntro): the therapist's Admit. For a pid in `newcomers` this is the
+   * new Admit of that new person: it replaces the identity granted before.
+   * @param {string} pid @returns {Promise<string>} */
   async makeGrant(pid) {
+    const newcomer = this.newcomers.get(pid);
+    if (newcomer) {
+      this.newcomers.delete(pid);
+      this.members.set(pid, newMember(newcomer));
+    }
     const m = this.members.get(pid);
     if (!m) throw new SecurityCheckFailed("no verified intro for this client");
+    const frozen = this.frozen.get(pid);
+    if (!frozen || !eq(frozen, m.intro.ik)) this._lastDk.delete(pid);
+    this.frozen.set(pid, m.intro.ik);
     m.nT = crypto.getRandomValues(new Uint8Array(16));
     m.nC = null;
     m.sas = null;
@@ -682,9 +789,13 @@ export class TherapistKeys {
     return m.sas;
   }
 
-  /** Drop a removed client (the next epoch will not include it). @param {string} pid */
+  /** Drop a removed client (the next epoch will not include it). Its frozen identity stays. @param {string} pid */
   forget(pid) {
+    const m = this.members.get(pid);
+    const frozen = this.frozen.get(pid);
+    if (m && frozen && eq(frozen, m.intro.ik)) this._lastDk.set(pid, { dk: m.dk, ackEpoch: m.ackEpoch });
     this.members.delete(pid);
+    this.newcomers.delete(pid);
     this._indices.delete(pid);
     // _sdpSeq is kept: a client sent back and admitted again keeps its ClientKeys, whose "last seq seen
     // from the therapist" must keep growing (otherwise our next offer/answer looks replayed to it).
@@ -708,6 +819,8 @@ export class TherapistKeys {
         mac_ok: m.intro.macOk,
         n_t: m.nT ? b64e(m.nT) : null,
         n_c: m.nC ? b64e(m.nC) : null,
+        dk_next: b64e(m.dk),
+        ack_epoch: m.ackEpoch,
       };
     }
     return JSON.stringify({
@@ -717,6 +830,8 @@ export class TherapistKeys {
       next_epoch: this._nextEpoch,
       indices: Object.fromEntries(this._indices),
       members,
+      frozen: Object.fromEntries([...this.frozen].map(([pid, ik]) => [pid, b64e(ik)])),
+      last_dk: Object.fromEntries([...this._lastDk].map(([pid, d]) => [pid, [b64e(d.dk), d.ackEpoch]])),
     });
   }
 
@@ -739,20 +854,28 @@ export class TherapistKeys {
   /** Restore exportState() output (same room and IK_T only); throws TypeError. @param {string} data */
   async importState(data) {
     let state;
+    /** @type {Array<[string, Member]>} */
+    const members = [];
     try {
       state = JSON.parse(data);
       if (state.v !== PROTOCOL_VERSION || state.room !== this.room || !eq(b64d(state.ik_t), this.ikRaw))
         throw new Error("state of another room or identity");
+      for (const [pid, m] of Object.entries(state.members)) {
+        const intro = { ik: b64d(m.ik), dk: b64d(m.dk), commit: b64d(m.commit), ts: Number(m.ts), macOk: m.mac_ok };
+        const nT = m.n_t ? b64d(m.n_t) : null;
+        const nC = m.n_c ? b64d(m.n_c) : null;
+        const dk = b64d(m.dk_next);
+        await H.importPublicKey(dk);
+        const s = nT && nC ? await sas(intro.ik, this.ikRaw, nC, nT, this.room) : null;
+        members.push([pid, { intro, nT, nC, sas: s, lastSdpSeq: -1, dk, ackEpoch: Number(m.ack_epoch) }]);
+      }
+      for (const [pid, ik] of Object.entries(state.frozen)) this.frozen.set(pid, b64d(/** @type {string} */ (ik)));
+      for (const [pid, d] of Object.entries(state.last_dk))
+        this._lastDk.set(pid, { dk: b64d(/** @type {any} */ (d)[0]), ackEpoch: Number(/** @type {any} */ (d)[1]) });
     } catch (e) {
       throw new TypeError(`bad therapist state: ${/** @type {Error} */ (e).message}`, { cause: e });
     }
-    for (const [pid, m] of Object.entries(state.members)) {
-      const intro = { ik: b64d(m.ik), dk: b64d(m.dk), commit: b64d(m.commit), ts: Number(m.ts), macOk: m.mac_ok };
-      const nT = m.n_t ? b64d(m.n_t) : null;
-      const nC = m.n_c ? b64d(m.n_c) : null;
-      const s = nT && nC ? await sas(intro.ik, this.ikRaw, nC, nT, this.room) : null;
-      this.members.set(pid, { intro, nT, nC, sas: s, lastSdpSeq: -1 });
-    }
+    for (const [pid, m] of members) this.members.set(pid, m);
     for (const [pid, idx] of Object.entries(state.indices)) this._indices.set(pid, Number(idx));
     this._nextEpoch = Math.max(this._nextEpoch, Number(state.next_epoch));
   }
@@ -777,30 +900,57 @@ export class TherapistKeys {
     return Object.fromEntries(pids.map((p) => [p, /** @type {number} */ (this._indices.get(p))]));
   }
 
+  /** True when `pid` was granted by the therapist's Admit and its reveal verified. @param {string} pid */
+  keyable(pid) {
+    const m = this.members.get(pid);
+    return !!(m && m.nT && m.nC);
+  }
+
   /**
-   * A new epoch for the admitted clients `pids` (everyone else gets no key). Installs it
-   * decrypt-only; send result.message as key data with to: null, collect acks, then makeSwitch().
-   * @param {Iterable<string>} pids @returns {Promise<EpochResult>}
+   * A new epoch for the granted clients `pids` (everyone else gets no key). Every pid must have been granted by
+   * makeGrant() and its reveal verified (keyable()), whatever the server's roster says. `names` (pid -> display
+   * name as the therapist's console knows them, the therapist's own under its pid) go into the signed roster.
+   * Installs it decrypt-only; send result.message as key data with to: null, collect acks, then makeSwitch().
+   * @param {Iterable<string>} pids @param {Record<string, string> | null} [names] @param {{nowMs?: number}} [opts]
+   * @returns {Promise<EpochResult>}
    */
-  async makeEpoch(pids) {
+  async makeEpoch(pids, names = null, opts = {}) {
     const members = [...new Set(pids)];
-    for (const pid of members) if (!this.members.has(pid)) throw new SecurityCheckFailed(`no verified intro for ${pid}`);
+    for (const pid of members) if (!this.keyable(pid)) throw new SecurityCheckFailed(`not granted by the therapist: ${pid}`);
+    const nm = names ?? {};
     const epoch = this._nextEpoch++;
     const secret = crypto.getRandomValues(new Uint8Array(32));
     const idx = this._assign(members);
-    const roster = [{ pid: this.pid, ik: b64e(this.ikRaw), idx: 0 }];
-    for (const pid of members) roster.push({ pid, ik: b64e(this._member(pid).intro.ik), idx: idx[pid] });
+    const roster = [{ pid: this.pid, ik: b64e(this.ikRaw), idx: 0, name: clipName(nm[this.pid]) }];
+    for (const pid of members) roster.push({ pid, ik: b64e(this._member(pid).intro.ik), idx: idx[pid], name: clipName(nm[pid]) });
     const info = epochInfo(this.room, epoch);
     /** @type {Record<string, string>} */
     const wrapped = {};
-    for (const pid of members) wrapped[pid] = b64e(await H.sealCombined(this._member(pid).intro.dk, info, secret));
-    const payload = { v: PROTOCOL_VERSION, t: "epoch", room: this.room, epoch, roster, issued_at: Date.now(), wrapped };
+    for (const pid of members) wrapped[pid] = b64e(await H.sealCombined(this._member(pid).dk, info, secret));
+    const issuedAt = opts.nowMs ?? Date.now();
+    const expiresAt = issuedAt + this.epochLifetimeMs;
+    const payload = {
+      v: PROTOCOL_VERSION, t: "epoch", room: this.room, epoch, roster, issued_at: issuedAt, expires_at: expiresAt, wrapped,
+    };
     const message = JSON.stringify(await envelope(this.identity.privateKey, payload));
     /** @type {EpochResult} */
-    const result = { epoch, message, roster: { [this.pid]: 0, ...idx }, waitingAcks: new Set(members), started: Date.now() };
-    await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), result.roster, 0);
+    const result = {
+      epoch, message, roster: { [this.pid]: 0, ...idx }, waitingAcks: new Set(members), started: Date.now(), issuedAt, expiresAt,
+    };
+    await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), result.roster, 0, expiresAt);
     this.pending = result;
     return result;
+  }
+
+  /**
+   * True when the current epoch is older than REKEY_AFTER_MS (scaled to the lifetime). Never while an epoch is
+   * pending: withheld acks cannot keep the therapist from ever switching.
+   * @param {number} [nowMs] */
+  rekeyDue(nowMs) {
+    if (this.pending) return false;
+    const cur = this.current;
+    if (!cur) return false;
+    return (nowMs ?? Date.now()) - cur.issuedAt >= Math.floor((this.epochLifetimeMs * REKEY_AFTER_MS) / EPOCH_LIFETIME_MS);
   }
 
   /** @param {string} pid */
@@ -818,6 +968,17 @@ export class TherapistKeys {
     const { payload } = await openEnvelope(data, this.room, "ack", m.intro.ik);
     if (payload.pid !== pid) throw new SecurityCheckFailed("ack for another client");
     const epoch = intField(payload, "epoch");
+    const dkNext = b64field(payload, "dk", 65);
+    try {
+      await H.importPublicKey(dkNext);
+    } catch {
+      throw new SecurityCheckFailed("bad public key");
+    }
+    const issued = [this.pending, this.current].filter((r) => r !== null).map((r) => /** @type {EpochResult} */ (r).epoch);
+    if (issued.includes(epoch) && epoch > m.ackEpoch) {
+      m.dk = dkNext; // the next epoch is wrapped to the new key
+      m.ackEpoch = epoch;
+    }
     if (!this.pending || epoch !== this.pending.epoch) return false;
     this.pending.waitingAcks.delete(pid);
     return this.pending.waitingAcks.size === 0;
@@ -865,6 +1026,7 @@ export class TherapistKeys {
   async verifySdp(from, type, sdp, sig) {
     const m = this.members.get(from);
     if (!m) throw new SecurityCheckFailed("SDP from an unknown client");
+    if (!m.nT) throw new SecurityCheckFailed("SDP from a client this therapist did not admit");
     const payload = await verifySdp(sig, sdp, { ik: m.intro.ik, room: this.room, from, to: this.pid, type, lastSeq: m.lastSdpSeq });
     m.lastSdpSeq = payload.seq;
   }
@@ -873,6 +1035,23 @@ export class TherapistKeys {
 // ---------------------------------------------------------------------------
 // Client side
 // ---------------------------------------------------------------------------
+
+const ECDH = { name: "ECDH", namedCurve: "P-256" };
+
+/** A new extractable HPKE (ECDH P-256) private key as JWK (exported once, for a reload of this tab). */
+async function newHpkeJwk() {
+  const kp = /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDH, true, ["deriveBits"]));
+  return subtle.exportKey("jwk", kp.privateKey);
+}
+
+/** The non-extractable HPKE key pair of a JWK. @param {JsonWebKey} jwk */
+async function hpkeFromJwk(jwk) {
+  const key = {
+    privateKey: await subtle.importKey("jwk", jwk, ECDH, false, ["deriveBits"]),
+    publicKey: await subtle.importKey("jwk", { kty: "EC", crv: "P-256", x: jwk.x, y: jwk.y, ext: true }, ECDH, true, []),
+  };
+  return { raw: await H.exportPublicKey(key.publicKey), key, jwk: { ...jwk } };
+}
 
 /** A client's ephemeral keys and its view of the therapist-signed state. */
 export class ClientKeys {
@@ -888,8 +1067,14 @@ export class ClientKeys {
     this.pid = opts.pid ?? null;
     this.ik = ik;
     this.ikRaw = ikRaw;
-    this.dk = dk;
+    /** DK_P of the intro (public) */
     this.dkRaw = dkRaw;
+    /**
+     * The HPKE keys announced to the therapist (the intro's, then one per ack), oldest first; older ones are
+     * erased as soon as an epoch unwraps with a newer one. `jwk` only for keepable keys (a reload of this tab).
+     * @type {Array<{raw: Uint8Array, key: CryptoKeyPair, jwk: JsonWebKey | null}>}
+     */
+    this.hpkeKeys = [{ raw: dkRaw, key: dk, jwk: null }];
     this.nC = crypto.getRandomValues(new Uint8Array(16));
     this.keyState = opts.keyState ?? new KeyState();
     /** @type {Uint8Array | null} */
@@ -899,13 +1084,17 @@ export class ClientKeys {
     /** @type {string | null} */
     this.therapistPid = null;
     this.newestEpoch = -1;
+    /** the newest epoch's signed expiry (ms) */
+    this.expiresAt = 0;
     /** @type {Map<string, {ik: Uint8Array, idx: number}>} roster of the newest epoch */
     this.roster = new Map();
+    /** @type {Map<string, string>} pid -> display name, from the newest signed roster */
+    this.names = new Map();
     /** @type {Map<string, number>} */
     this._sdpSeq = new Map();
     /** @type {Map<string, number>} */
     this._lastSeq = new Map();
-    /** @type {{ik: JsonWebKey, dk: JsonWebKey} | null} the private keys, only when made keepable */
+    /** @type {{ik: JsonWebKey} | null} the identity's private key, only when made keepable */
     this._jwk = null;
   }
 
@@ -922,16 +1111,15 @@ export class ClientKeys {
       return new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), dk, await H.exportPublicKey(dk.publicKey), opts);
     }
     const ikX = /** @type {CryptoKeyPair} */ (await subtle.generateKey(ECDSA, true, ["sign", "verify"]));
-    const dkX = /** @type {CryptoKeyPair} */ (await subtle.generateKey({ name: "ECDH", namedCurve: "P-256" }, true, ["deriveBits"]));
     const jwk = {
       ik: await subtle.exportKey("jwk", ikX.privateKey),
-      dk: await subtle.exportKey("jwk", dkX.privateKey),
+      hpke: [await newHpkeJwk()],
     };
     return ClientKeys._fromJwk(room, link, jwk, null, opts);
   }
 
   /**
-   * @param {string} room @param {LinkInfo | null} link @param {{ik: JsonWebKey, dk: JsonWebKey}} jwk
+   * @param {string} room @param {LinkInfo | null} link @param {{ik: JsonWebKey, hpke: JsonWebKey[]}} jwk
    * @param {Uint8Array | null} nC @param {{pid?: string | null, keyState?: KeyState}} opts
    */
   static async _fromJwk(room, link, jwk, nC, opts) {
@@ -941,14 +1129,21 @@ export class ClientKeys {
       privateKey: await subtle.importKey("jwk", jwk.ik, ECDSA, false, ["sign"]),
       publicKey: await subtle.importKey("jwk", pub(jwk.ik), ECDSA, true, ["verify"]),
     };
-    const dk = {
-      privateKey: await subtle.importKey("jwk", jwk.dk, { name: "ECDH", namedCurve: "P-256" }, false, ["deriveBits"]),
-      publicKey: await subtle.importKey("jwk", pub(jwk.dk), { name: "ECDH", namedCurve: "P-256" }, true, []),
-    };
-    const keys = new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), dk, await H.exportPublicKey(dk.publicKey), opts);
+    if (!Array.isArray(jwk.hpke) || jwk.hpke.length === 0) throw new TypeError("no HPKE key");
+    const hpke = [];
+    for (const k of jwk.hpke) hpke.push(await hpkeFromJwk(k));
+    const keys = new ClientKeys(room, link, ik, await pubRaw(ik.publicKey), hpke[0].key, hpke[0].raw, opts);
+    keys.hpkeKeys = hpke;
     if (nC) keys.nC = nC;
-    keys._jwk = { ik: { ...jwk.ik }, dk: { ...jwk.dk } };
+    keys._jwk = { ik: { ...jwk.ik } };
     return keys;
+  }
+
+  /** A fresh HPKE key pair for the next ack (keepable when this client's keys are). */
+  async _newHpkeKey() {
+    if (this._jwk) return hpkeFromJwk(await newHpkeJwk());
+    const key = await H.generateKeyPair();
+    return { raw: await H.exportPublicKey(key.publicKey), key, jwk: null };
   }
 
   /**
@@ -965,13 +1160,14 @@ export class ClientKeys {
       room: this.room,
       pid: this.pid,
       ik: this._jwk.ik,
-      dk: this._jwk.dk,
+      hpke: this.hpkeKeys.map((k) => k.jwk),
       n_c: b64e(this.nC),
       ik_t: b64e(this.ikT),
       n_t: b64e(this.nT),
       therapist: this.therapistPid,
       epoch: this.newestEpoch,
-      roster: [...this.roster].map(([pid, e]) => ({ pid, ik: b64e(e.ik), idx: e.idx })),
+      roster: [...this.roster].map(([pid, e]) => ({ pid, ik: b64e(e.ik), idx: e.idx, name: this.names.get(pid) ?? "" })),
+      expires_at: this.expiresAt,
       sdp_seq: Object.fromEntries(this._sdpSeq),
       last_seq: Object.fromEntries(this._lastSeq),
     });
@@ -988,12 +1184,16 @@ export class ClientKeys {
     if (!o || o.v !== PROTOCOL_VERSION || o.room !== room || typeof o.pid !== "string") throw new Error("bad client state");
     const ikT = b64field(o, "ik_t", 65);
     if (link?.tk && !eq(await tkOf(ikT), link.tk)) throw new SecurityCheckFailed("therapist key does not match the link");
-    const keys = await ClientKeys._fromJwk(room, link, { ik: o.ik, dk: o.dk }, b64field(o, "n_c", 16), { ...opts, pid: o.pid });
+    const keys = await ClientKeys._fromJwk(room, link, { ik: o.ik, hpke: o.hpke }, b64field(o, "n_c", 16), { ...opts, pid: o.pid });
     keys.ikT = ikT;
     keys.nT = b64field(o, "n_t", 16);
     keys.therapistPid = typeof o.therapist === "string" ? o.therapist : null;
     keys.newestEpoch = Number.isInteger(o.epoch) ? o.epoch : -1;
-    for (const e of Array.isArray(o.roster) ? o.roster : []) keys.roster.set(strField(e, "pid"), { ik: b64field(e, "ik", 65), idx: intField(e, "idx") });
+    keys.expiresAt = Number.isSafeInteger(o.expires_at) ? o.expires_at : 0;
+    for (const e of Array.isArray(o.roster) ? o.roster : []) {
+      keys.roster.set(strField(e, "pid"), { ik: b64field(e, "ik", 65), idx: intField(e, "idx") });
+      keys.names.set(e.pid, clipName(e.name));
+    }
     for (const [p, n] of Object.entries(o.sdp_seq || {})) if (Number.isInteger(n)) keys._sdpSeq.set(p, n);
     for (const [p, n] of Object.entries(o.last_seq || {})) if (Number.isInteger(n)) keys._lastSeq.set(p, n);
     return keys;
@@ -1006,7 +1206,7 @@ export class ClientKeys {
       t: "intro",
       room: this.room,
       ik: b64e(this.ikRaw),
-      dk: b64e(this.dkRaw),
+      dk: b64e(this.hpkeKeys[this.hpkeKeys.length - 1].raw),
       commit: b64e(await sha256(S.concat(this.nC, this.ikRaw))),
       ts: Date.now(),
     };
@@ -1047,21 +1247,27 @@ export class ClientKeys {
 
   /**
    * Install a therapist-signed epoch; resolves to the ack to send, or null if it is old (ignored).
-   * Throws SecurityCheckFailed for forged/malformed epochs or when this client is not in it.
-   * @param {string | Envelope} data @returns {Promise<string | null>}
+   * Throws SecurityCheckFailed for forged/malformed/expired epochs or when this client is not in it.
+   * @param {string | Envelope} data @param {number} [nowMs] this client's clock @returns {Promise<string | null>}
    */
-  async acceptEpoch(data) {
+  async acceptEpoch(data, nowMs) {
     if (!this.ikT) throw new SecurityCheckFailed("epoch before grant");
     const { payload } = await openEnvelope(data, this.room, "epoch", this.ikT);
     const epoch = intField(payload, "epoch");
     if (epoch <= this.newestEpoch) return null;
     if (epoch >= 2 ** 32) throw new SecurityCheckFailed("epoch out of range");
+    const now = nowMs ?? Date.now();
+    const expiresAt = intField(payload, "expires_at");
+    if (expiresAt <= now) throw new SecurityCheckFailed("expired epoch");
+    if (expiresAt > now + MAX_EPOCH_AHEAD_MS) throw new SecurityCheckFailed("epoch valid for too long");
     const rosterIn = payload.roster;
     const wrapped = payload.wrapped;
     if (!Array.isArray(rosterIn) || !wrapped || typeof wrapped !== "object" || Array.isArray(wrapped))
       throw new SecurityCheckFailed("bad epoch");
     /** @type {Map<string, {ik: Uint8Array, idx: number}>} */
     const roster = new Map();
+    /** @type {Map<string, string>} */
+    const names = new Map();
     const seen = new Set();
     /** @type {string | null} */
     let therapistPid = null;
@@ -1070,9 +1276,11 @@ export class ClientKeys {
       const pid = strField(entry, "pid");
       const ik = b64field(entry, "ik", 65);
       const idx = intField(entry, "idx");
-      if (idx >= MAX_MEMBERS || seen.has(idx) || roster.has(pid)) throw new SecurityCheckFailed("bad roster");
+      if (idx >= MAX_MEMBERS || seen.has(idx) || roster.has(pid) || typeof entry.name !== "string")
+        throw new SecurityCheckFailed("bad roster");
       seen.add(idx);
       roster.set(pid, { ik, idx });
+      names.set(pid, entry.name);
       if (idx === 0) {
         if (!eq(ik, this.ikT)) throw new SecurityCheckFailed("roster names another therapist key");
         therapistPid = pid;
@@ -1082,22 +1290,53 @@ export class ClientKeys {
     const me = this.pid === null ? undefined : roster.get(this.pid);
     const mine = this.pid === null ? undefined : wrapped[this.pid];
     if (!me || !eq(me.ik, this.ikRaw) || typeof mine !== "string") throw new SecurityCheckFailed("not a member of this epoch");
-    let secret;
+    let sealed;
     try {
-      secret = await H.openCombined(this.dk, b64d(mine), epochInfo(this.room, epoch));
+      sealed = b64d(mine);
     } catch {
       throw new SecurityCheckFailed("cannot unwrap the epoch key");
     }
+    /** @type {Uint8Array | null} */
+    let secret = null;
+    let used = -1;
+    for (let i = this.hpkeKeys.length - 1; i >= 0; i--) { // newest first
+      try {
+        secret = await H.openCombined(this.hpkeKeys[i].key, sealed, epochInfo(this.room, epoch));
+      } catch {
+        continue;
+      }
+      used = i;
+      break;
+    }
+    if (secret === null) throw new SecurityCheckFailed("cannot unwrap the epoch key");
     if (secret.length !== 32) throw new SecurityCheckFailed("bad epoch key");
+    // Per-epoch HPKE keys: the therapist has the key that worked, so every older one is erased; the ack
+    // announces a fresh one for the next epoch.
+    this.hpkeKeys.splice(0, used);
+    this.hpkeKeys.push(await this._newHpkeKey());
+    if (this.hpkeKeys.length > MAX_HPKE_KEYS) this.hpkeKeys.splice(0, this.hpkeKeys.length - MAX_HPKE_KEYS);
     this.newestEpoch = epoch;
+    this.expiresAt = expiresAt;
     this.roster = roster;
+    this.names = names;
     this.therapistPid = therapistPid;
     /** @type {Record<string, number>} */
     const idxs = {};
     for (const [p, e] of roster) idxs[p] = e.idx;
-    await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), idxs, me.idx);
-    const ack = { v: PROTOCOL_VERSION, t: "ack", room: this.room, pid: this.pid, epoch };
+    await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), idxs, me.idx, expiresAt);
+    const ack = {
+      v: PROTOCOL_VERSION, t: "ack", room: this.room, pid: this.pid, epoch, dk: b64e(this.hpkeKeys[this.hpkeKeys.length - 1].raw),
+    };
     return JSON.stringify(await envelope(this.ik.privateKey, ack));
+  }
+
+  /**
+   * The pid and signed name of the newest roster's member with sender index `idx` (from a frame's KID).
+   * @param {number} idx @returns {{pid: string, name: string} | null}
+   */
+  senderOf(idx) {
+    for (const [pid, e] of this.roster) if (e.idx === idx) return { pid, name: this.names.get(pid) ?? "" };
+    return null;
   }
 
   /** Apply a therapist-signed switch; false if old or for an epoch we do not have.
@@ -1109,10 +1348,10 @@ export class ClientKeys {
   }
 
   /** Dispatch key data from the therapist: epoch -> ack string (or null), switch -> boolean.
-   * @param {string} data @returns {Promise<string | boolean | null>} */
-  async handleKey(data) {
+   * @param {string} data @param {number} [nowMs] @returns {Promise<string | boolean | null>} */
+  async handleKey(data, nowMs) {
     const kind = messageKind(data);
-    if (kind === "epoch") return this.acceptEpoch(data);
+    if (kind === "epoch") return this.acceptEpoch(data, nowMs);
     if (kind === "switch") return this.acceptSwitch(data);
     throw new SecurityCheckFailed("unexpected key message");
   }

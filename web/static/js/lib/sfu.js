@@ -67,6 +67,10 @@ export class SfuCall extends MediaCall {
     this._listen("tracks", (m) => { if (m.from === SFU) this._onTracks(m.mids || {}); });
     this._listen("media-ended", () => this._onMediaEnded());
     this._listen("error", (m) => this._onError(m));
+    // With E2EE a slot's publisher is the authenticated sender of the frames it carries (SFrame KID -> the
+    // therapist-signed roster, reported by the worker), not the SFU's `tracks` mapping: re-place on every report.
+    const e2ee = this.e2ee;
+    if (e2ee && e2ee.addEventListener) e2ee.addEventListener("stats", () => this._refresh());
     this._schedule();
   }
 
@@ -296,12 +300,18 @@ export class SfuCall extends MediaCall {
     /** @type {Map<string, Record<string, MediaStreamTrack>>} */
     const wanted = new Map();
     if (c && !c.closed) {
+      const senderOf = this.e2ee && this.e2ee.senderOfReceiver;
       for (const t of c.receivers()) {
         const ref = t.mid ? this.mapping[t.mid] : undefined;
-        if (!ref || ref.pid === this.pid || !t.receiver.track) continue;
-        const entry = wanted.get(ref.pid) || {};
-        entry[ref.kind] = t.receiver.track;
-        wanted.set(ref.pid, entry);
+        if (!ref || !t.receiver.track) continue; // the SFU routes nothing to this slot now
+        // E2EE: the slot's publisher is the sender whose key decrypted its frames (the SFU's mapping only says the
+        // slot is in use); nothing before its first frame decrypts, and never someone who is not in the room
+        const pid = senderOf ? senderOf.call(this.e2ee, t.receiver) : ref.pid;
+        const kind = t.receiver.track.kind;
+        if (!pid || pid === this.pid || (senderOf && !this.others.has(pid))) continue;
+        const entry = wanted.get(pid) || {};
+        entry[kind] = t.receiver.track;
+        wanted.set(pid, entry);
       }
     }
     for (const pid of [...this.peers.keys()]) {
@@ -408,11 +418,16 @@ export class SfuCall extends MediaCall {
     // after the await: a publisher may have been added (or dropped) meanwhile
     const state = c.pc.connectionState;
     for (const pid of this.peers.keys()) out[pid] = { framesDecoded: 0, audioSamples: 0, state };
+    const senderOf = this.e2ee && this.e2ee.senderOfReceiver;
+    const byMid = new Map(c.receivers().map((t) => [t.mid, t.receiver]));
     for (const [mid, owner] of c.owners) {
-      if (!this.peers.has(owner.pid)) continue;
+      // E2EE: counted for the authenticated sender of the slot's frames, as the tiles are
+      const receiver = byMid.get(mid);
+      const pid = senderOf ? (receiver ? senderOf.call(this.e2ee, receiver) : null) : owner.pid;
+      if (!pid || !this.peers.has(pid)) continue;
       const now = counters.get(mid) || { framesDecoded: 0, audioSamples: 0 };
       if (owner.base === null) owner.base = now;
-      const e = out[owner.pid];
+      const e = out[pid];
       e.framesDecoded += Math.max(0, now.framesDecoded - owner.base.framesDecoded);
       e.audioSamples += Math.max(0, now.audioSamples - owner.base.audioSamples);
     }

@@ -79,7 +79,8 @@ export class Console {
     $("admit-all").onclick = async () => {
       if (!this.e2ee) { this.s.admitAll(); return; }
       // admit-all carries no grants: admit one by one, oldest first (the server enforces the seats).
-      for (const w of this.queue) if (w.connected !== false && this._introUsable(w.pid)) await this.admit(w.pid);
+      // "Admit all" never lets in a new person with a granted seat: that takes its own click.
+      for (const w of this.queue) if (w.connected !== false && this._introUsable(w.pid) && !this._newPerson(w.pid)) await this.admit(w.pid);
     };
     $("extend-5").onclick = () => this.s.extend(5);
     $("extend-10").onclick = () => this.s.extend(10);
@@ -216,8 +217,15 @@ export class Console {
     const c = e2ee.intros.get(pid);
     if (!c) return { status: "checking", kind: "quiet", text: t("e2ee.intro.checking") };
     if (c.status === "ok") return e2ee.sLink ? { status: "ok", kind: "ok", text: t("e2ee.intro.ok") } : null;
-    const kind = c.status === "bad" || c.status === "none" ? "danger" : c.status === "plain" ? "quiet" : "warn";
+    const kind = c.status === "bad" || c.status === "none" || c.status === "new-person" ? "danger"
+      : c.status === "plain" ? "quiet" : "warn";
     return { status: c.status, kind, text: t(`e2ee.intro.${c.status}`) };
+  }
+
+  /** A waiting pid whose intro is a new person with a seat granted before. @param {string} pid */
+  _newPerson(pid) {
+    const c = this.e2ee ? this.e2ee.intros.get(pid) : null;
+    return !!c && c.status === "new-person";
   }
 
   /** With E2EE only clients with a verified intro can be admitted (they would get no key). @param {string} pid */
@@ -225,7 +233,7 @@ export class Console {
     const e2ee = this.e2ee;
     if (!e2ee) return true;
     const c = e2ee.intros.get(pid);
-    return !!c && (c.status === "ok" || c.status === "plain" || c.status === "no-link");
+    return !!c && (c.status === "ok" || c.status === "plain" || c.status === "no-link" || c.status === "new-person");
   }
 
   /**

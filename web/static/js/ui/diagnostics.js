@@ -23,8 +23,29 @@ export function exposeDiagnostics(session) {
       return {
         epoch: e.epoch, sas: e.sas ? sasText(e.sas) : null, sasOf, peers: e.peerStats,
         failures: e.failures.map((/** @type {{pid: string}} */ f) => f.pid),
+        // SFU: for each publisher shown, the authenticated sender (SFrame KID -> signed roster) of its video slot
+        shownFrom: shownFrom(session),
+        refusals: e.refusals.map((/** @type {{what: string, pid: string|null}} */ r) => ({ what: r.what, pid: r.pid })),
+        sendExpired: e.sendExpired,
         health: Object.fromEntries(session.roster.map((p) => [p.pid, e.health(p.pid)])),
       };
     },
   };
+}
+
+/**
+ * SFU rooms with E2EE: {shown pid: the pid whose key decrypts the video it is shown with}. Null otherwise.
+ * @param {Session} session @returns {Record<string, string|null>|null}
+ */
+function shownFrom(session) {
+  const call = /** @type {any} */ (session.call);
+  const e = session.e2ee;
+  if (!call || !e || !call.peers || !call.conn || call.conn.closed) return null;
+  /** @type {Record<string, string|null>} */
+  const out = {};
+  for (const [pid, entry] of call.peers) {
+    const t = call.conn.receivers().find((/** @type {any} */ x) => x.receiver.track && x.receiver.track === entry.tracks.video);
+    out[pid] = t ? e.senderOfReceiver(t.receiver) : null;
+  }
+  return out;
 }

@@ -55,11 +55,13 @@ export async function startE2ee(session) {
     const th = new TherapistE2ee(s, room, pidP, b64d(secret), confirmServedCode);
     flow = th;
     on("welcome", (m) => gotPid(m.pid));
-    on("queue", (m) => { th.checkQueue(m.waiting || []).catch((e) => console.warn("intro check", e)); });
+    on("queue", (m) => { th.checkQueue(m.waiting || []).catch((e) => refusedBanner(session, "intro", null, e)); });
     on("roster", (m) => {
-      const clients = (m.participants || []).filter((/** @type {any} */ p) => p.role === "client");
+      const all = m.participants || [];
+      const clients = all.filter((/** @type {any} */ p) => p.role === "client");
       th.onRoster(clients.map((/** @type {any} */ p) => p.pid),
-        clients.filter((/** @type {any} */ p) => p.connected === false).map((/** @type {any} */ p) => p.pid));
+        clients.filter((/** @type {any} */ p) => p.connected === false).map((/** @type {any} */ p) => p.pid),
+        Object.fromEntries(all.map((/** @type {any} */ p) => [p.pid, String(p.name ?? "")])));
     });
     on("key", (m) => {
       th.onKey(m.from, m.data).catch((e) => th.onSecurityFailure(m.from, e));
@@ -78,14 +80,18 @@ export async function startE2ee(session) {
       return p ? p.role : null;
     });
     flow = cl;
-    on("welcome", (m) => { cl.welcome(m.pid, m.status).catch((e) => console.warn("welcome", e)); });
-    on("key", (m) => {
-      cl.onKey(m.from, m.data).catch((e) => console.warn("key message refused", e && e.message));
-    });
+    on("welcome", (m) => { cl.welcome(m.pid, m.status).catch((e) => securityFailed(session, e)); });
+    // A refused epoch or switch is shown by the "refused" event below (the flow records it first).
+    on("key", (m) => { cl.onKey(m.from, m.data).catch(() => {}); });
     on("waiting", () => { cl.reset(); renderSafety(session); });
     cl.addEventListener("security", (ev) => securityFailed(session, /** @type {CustomEvent} */ (ev).detail.error));
   }
-  flow.addEventListener("change", () => { renderSafety(session); renderStatus(session); renderHealth(session); });
+  flow.addEventListener("refused", (ev) => {
+    const d = /** @type {CustomEvent} */ (ev).detail;
+    refusedBanner(session, d.what, d.pid, d.error);
+  });
+  flow.addEventListener("expired", () => renderStatus(session));
+  flow.addEventListener("change", () => { renderSafety(session); renderStatus(session); renderHealth(session); renderNames(session); });
   flow.addEventListener("stats", () => { renderHealth(session); renderStatus(session); });
   return flow;
 }
@@ -135,6 +141,43 @@ export function e2eeResumed(session) {
     else setTimeout(check, 0);
   } else {
     flow.restoreP.then(check);
+  }
+}
+
+/**
+ * A refused key, epoch, switch or intro, shown to the person (never only logged). The therapist sees a new
+ * person with a granted seat by name; everyone else sees that a key message was refused.
+ * @param {Session} session @param {string} what @param {string|null} pid @param {any} error
+ */
+export function refusedBanner(session, what, pid, error) {
+  const waiting = session.console ? session.console.queue : [];
+  const who = pid ? session.roster.find((p) => p.pid === pid) || waiting.find((/** @type {any} */ p) => p.pid === pid) : null;
+  const name = who ? who.name : "?";
+  let text;
+  if (what === "new-person") text = t("e2ee.refused.new-person", { name });
+  else if (session.isTherapist) text = t("e2ee.refused.therapist", { name });
+  else text = t("e2ee.refused.client");
+  const el = session.banner(`refused-${what}-${pid ?? ""}`, text, "warn", 0);
+  el.dataset.refused = what;
+  el.dataset.detail = error && error.message ? String(error.message) : String(error);
+}
+
+/**
+ * Tile names from the therapist-signed roster of the newest epoch (not from the server's roster), once there is
+ * one; a tile whose pid is not in it is marked "not in the signed roster".
+ * @param {Session} session
+ */
+export function renderNames(session) {
+  const flow = session.e2ee;
+  if (!flow || flow.epoch === null) return;
+  for (const [pid, tile] of session.tiles.remote()) {
+    const signed = flow.signedName(pid);
+    const label = /** @type {HTMLElement|null} */ (tile.querySelector(".name"));
+    if (!label) continue;
+    const text = signed === null ? t("e2ee.name.unsigned") : signed;
+    if (label.textContent !== text) label.textContent = text;
+    tile.setAttribute("aria-label", text);
+    tile.dataset.signedName = signed === null ? "" : "1";
   }
 }
 
@@ -209,6 +252,12 @@ export function renderStatus(session) {
     return;
   }
   const epoch = flow.epoch;
+  if (flow.sendExpired) {
+    el.textContent = t("e2ee.status.reconnecting");
+    el.dataset.state = "reconnecting";
+    el.dataset.epoch = epoch === null ? "" : String(epoch);
+    return;
+  }
   // A client whose therapist key is neither pinned by its link nor compared: encrypted, visibly not verified.
   const unverified = flow instanceof ClientE2ee && flow.verification === "unverified";
   el.textContent = epoch === null ? t("e2ee.status.starting")

@@ -9,7 +9,7 @@ import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
-import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth } from "./e2ee-view.js";
+import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
  * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null,
@@ -276,6 +276,7 @@ export class Session {
     if (this.call) this.call.updateRoster(participants);
     this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
     this.quality.onRoster(participants);
+    renderNames(this);
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
   }
@@ -338,6 +339,7 @@ export class Session {
    * @param {() => string} text the text in the current language (called again when the language changes)
    * @param {"info"|"warn"} kind
    * @param {number} ttl ms, 0 = until replaced or dismissed
+   * @returns {HTMLElement}
    */
   banner(key, text, kind, ttl) {
     this.removeBanner(key);
@@ -352,6 +354,7 @@ export class Session {
     this._bannerText.set(key, text);
     if (ttl) setTimeout(() => { if (div.isConnected) { div.remove(); this._bannerText.delete(key); } }, ttl);
     if (this.status !== "admitted") announce(text());
+    return div;
   }
 
   /** @param {string} key */
