@@ -153,10 +153,8 @@ export function refusedBanner(session, what, pid, error) {
   const waiting = session.console ? session.console.queue : [];
   const who = pid ? session.roster.find((p) => p.pid === pid) || waiting.find((/** @type {any} */ p) => p.pid === pid) : null;
   const name = who ? who.name : "?";
-  let text;
-  if (what === "new-person") text = t("e2ee.refused.new-person", { name });
-  else if (session.isTherapist) text = t("e2ee.refused.therapist", { name });
-  else text = t("e2ee.refused.client");
+  const text = () => what === "new-person" ? t("e2ee.refused.new-person", { name })
+    : session.isTherapist ? t("e2ee.refused.therapist", { name }) : t("e2ee.refused.client");
   const el = session.banner(`refused-${what}-${pid ?? ""}`, text, "warn", 0);
   el.dataset.refused = what;
   el.dataset.detail = error && error.message ? String(error.message) : String(error);
