@@ -81,7 +81,8 @@ MEASURE = """() => {
   const small = [];
   for (const el of document.querySelectorAll("button, a[href], input, select, [role=button]")) {
     if (!shown(el) || el.closest(".visually-hidden") || el.type === "radio") continue;
-    const r = el.getBoundingClientRect();
+    // a checkbox inside its label: the label is what a finger taps
+    const r = (el.type === "checkbox" && el.closest("label") ? el.closest("label") : el).getBoundingClientRect();
     if (r.width < 44 || r.height < 44) small.push(`${el.id || el.className || el.tagName} ${Math.round(r.width)}x${Math.round(r.height)}`);
   }
   const box = (sel) => { const e = document.querySelector(sel); if (!e || !shown(e)) return null;

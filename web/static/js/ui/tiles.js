@@ -167,6 +167,12 @@ export class TileGrid {
       self.querySelector(".move-self")?.setAttribute("aria-label", t("session.self.move"));
     }
     for (const [, tile] of this.remote()) badgeOf(tile).textContent = t("console.offline");
+    for (const [, tile] of this.tiles) {
+      const q = /** @type {HTMLElement|null} */ (tile.querySelector(".quality"));
+      if (q && q.dataset.quality) q.textContent = t(`quality.${q.dataset.quality}`);
+      const note = tile.querySelector(".paused-note");
+      if (note) note.textContent = t("quality.paused.peer");
+    }
   }
 
   /**
