@@ -1080,6 +1080,9 @@ class ClientKeys:
         self.n_t: bytes | None = None
         self.therapist_pid: str | None = None
         self.newest_epoch = -1
+        # True from a grant (or a return to the waiting room) until an epoch is accepted: an epoch that does not
+        # list this client at all then only means the therapist has not keyed it yet (it is ignored, not refused).
+        self.awaiting_first_epoch = True
         self.expires_at = 0  # the newest epoch's signed expiry (ms)
         self.roster: dict[str, tuple[bytes, int]] = {}  # pid -> (ik, idx) of the newest epoch
         self.names: dict[str, str] = {}  # pid -> display name, from the newest signed roster
@@ -1127,6 +1130,7 @@ class ClientKeys:
             raise SecurityCheckFailed("grant for another client")
         self.ik_t = ik_t
         self.n_t = _b64field(payload, "n_t", 16)
+        self.awaiting_first_epoch = True
 
     def make_reveal(self) -> str:
         if self.n_t is None:
@@ -1191,6 +1195,8 @@ class ClientKeys:
                 therapist_pid = pid
         if therapist_pid is None:
             raise SecurityCheckFailed("roster without therapist")
+        if self.pid not in roster and self.awaiting_first_epoch:
+            return None  # not keyed yet (admitted a moment ago, reveal not seen): not for us, not an attack
         if (
             self.pid not in roster
             or roster[self.pid][0] != self.ik_raw
@@ -1220,6 +1226,7 @@ class ClientKeys:
         self.hpke_keys.append((pub_raw(nxt), nxt))
         del self.hpke_keys[:-MAX_HPKE_KEYS]
         self.newest_epoch = epoch
+        self.awaiting_first_epoch = False
         self.expires_at = expires_at
         self.roster = roster
         self.names = names
@@ -1262,6 +1269,7 @@ class ClientKeys:
         """Sent back to the waiting room: forget media keys (a re-admission brings a new grant/epoch)."""
         self.keystate.clear()
         self.n_t = None
+        self.awaiting_first_epoch = True
 
     # -- SDP -----------------------------------------------------------------
     def _ik_of(self, pid: str) -> bytes:

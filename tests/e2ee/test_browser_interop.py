@@ -126,8 +126,11 @@ async def test_browser_therapist_and_aiortc_client(alcove: Any, pages: Any,  # n
     assert len(audio) >= 10 and all(set(ids) <= set(extmaps) for ids in audio), audio[:5]
     # Opus at constant bitrate: every audio packet has the same size, give or take the SFrame counter's length
     # (measured: 118-119 bytes; with VBR the same tone-and-silence input gives 70-130 bytes)
+    # Chromium's encoder settles its constant rate after the first packets (110 bytes were seen before 118 under
+    # load), so: nearly every packet within 2 bytes of the usual size; VBR spreads over ±30 bytes.
     sizes = sorted(n for pt in opus for n in packets.sizes.get(pt, []))
-    assert sizes[-1] - sizes[0] <= 2, sizes
+    usual = max(set(sizes), key=sizes.count)
+    assert sum(abs(n - usual) <= 2 for n in sizes) >= 0.9 * len(sizes), sizes
     assert await sas_at_therapist(therapist, c.pid) == sas_text(c.sas)
     assert c.security_failures == [] and (await e2ee_state(therapist))["failures"] == []
     assert c.keystate is not None and c.keystate.counters["decrypted"] > 20

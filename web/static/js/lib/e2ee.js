@@ -1084,6 +1084,9 @@ export class ClientKeys {
     /** @type {string | null} */
     this.therapistPid = null;
     this.newestEpoch = -1;
+    /** True from a grant (or a return to the waiting room) until an epoch is accepted: an epoch that does not
+     *  list this client at all then only means the therapist has not keyed it yet (ignored, not refused). */
+    this.awaitingFirstEpoch = true;
     /** the newest epoch's signed expiry (ms) */
     this.expiresAt = 0;
     /** @type {Map<string, {ik: Uint8Array, idx: number}>} roster of the newest epoch */
@@ -1189,6 +1192,7 @@ export class ClientKeys {
     keys.nT = b64field(o, "n_t", 16);
     keys.therapistPid = typeof o.therapist === "string" ? o.therapist : null;
     keys.newestEpoch = Number.isInteger(o.epoch) ? o.epoch : -1;
+    keys.awaitingFirstEpoch = keys.newestEpoch < 0;
     keys.expiresAt = Number.isSafeInteger(o.expires_at) ? o.expires_at : 0;
     for (const e of Array.isArray(o.roster) ? o.roster : []) {
       keys.roster.set(strField(e, "pid"), { ik: b64field(e, "ik", 65), idx: intField(e, "idx") });
@@ -1230,6 +1234,7 @@ export class ClientKeys {
     if (this.pid === null || payload.pid !== this.pid) throw new SecurityCheckFailed("grant for another client");
     this.ikT = ikT;
     this.nT = b64field(payload, "n_t", 16);
+    this.awaitingFirstEpoch = true;
   }
 
   /** @returns {Promise<string>} */
@@ -1289,6 +1294,7 @@ export class ClientKeys {
     if (therapistPid === null) throw new SecurityCheckFailed("roster without therapist");
     const me = this.pid === null ? undefined : roster.get(this.pid);
     const mine = this.pid === null ? undefined : wrapped[this.pid];
+    if (!me && this.awaitingFirstEpoch) return null; // not keyed yet (admitted a moment ago): not for us, no attack
     if (!me || !eq(me.ik, this.ikRaw) || typeof mine !== "string") throw new SecurityCheckFailed("not a member of this epoch");
     let sealed;
     try {
@@ -1316,6 +1322,7 @@ export class ClientKeys {
     this.hpkeKeys.push(await this._newHpkeKey());
     if (this.hpkeKeys.length > MAX_HPKE_KEYS) this.hpkeKeys.splice(0, this.hpkeKeys.length - MAX_HPKE_KEYS);
     this.newestEpoch = epoch;
+    this.awaitingFirstEpoch = false;
     this.expiresAt = expiresAt;
     this.roster = roster;
     this.names = names;
@@ -1360,6 +1367,7 @@ export class ClientKeys {
   reset() {
     this.keyState.clear();
     this.nT = null;
+    this.awaitingFirstEpoch = true;
   }
 
   /** @param {string} pid @returns {Uint8Array} */
