@@ -167,6 +167,11 @@ export class TileGrid {
       self.querySelector(".move-self")?.setAttribute("aria-label", t("session.self.move"));
     }
     for (const [, tile] of this.remote()) badgeOf(tile).textContent = t("console.offline");
+    // the connection badges and the "video paused" notes, which carry their state
+    for (const q of document.querySelectorAll("#tiles .quality")) {
+      if (q instanceof HTMLElement && q.dataset.quality) q.textContent = t(`quality.${q.dataset.quality}`);
+    }
+    for (const n of document.querySelectorAll("#tiles .paused-note")) n.textContent = t("quality.paused.peer");
   }
 
   /**
