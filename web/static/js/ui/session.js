@@ -57,6 +57,8 @@ export class Session {
     for (const [key, text] of this._bannerText) {
       const span = document.querySelector(`#banners .banner[data-key="${key}"] span`);
       if (span) span.textContent = text();
+      const action = document.querySelector(`#banners .banner[data-key="${key}"] button[data-i18n]`);
+      if (action instanceof HTMLElement && action.dataset.i18n) action.textContent = t(action.dataset.i18n);
     }
     if (this.status === "admitted") {
       this._tick();
@@ -302,6 +304,8 @@ export class Session {
   _onTime(m) {
     if (m.extended_minutes && this.status === "admitted") {
       const n = m.extended_minutes;
+      this.removeBanner("warning");
+      delete document.body.dataset.warning;
       this.banner("time", () => tn("session.extended", n, { end: formatTime(this.endsAt || new Date()) }), "info", 10000);
     }
     this._startClock();
@@ -310,7 +314,11 @@ export class Session {
 
   /** @param {any} m */
   _onWarning(m) {
-    this.banner("warning", () => tn("session.warning", m.minutes), "warn", 0);
+    // At the last minute the therapist's banner itself offers more time: no looking for Extend in the console.
+    const console = this.console;
+    const action = console && m.minutes <= 1
+      ? { key: "console.extend5", run: () => console.s.extend(5) } : undefined;
+    this.banner("warning", () => tn("session.warning", m.minutes), "warn", 0, action);
     document.body.dataset.warning = String(m.minutes);
   }
 
@@ -337,8 +345,9 @@ export class Session {
    * @param {() => string} text the text in the current language (called again when the language changes)
    * @param {"info"|"warn"} kind
    * @param {number} ttl ms, 0 = until replaced or dismissed
+   * @param {{key: string, run: () => void}} [action] a button in the banner (its label a catalog key)
    */
-  banner(key, text, kind, ttl) {
+  banner(key, text, kind, ttl, action) {
     this.removeBanner(key);
     const box = $("banners");
     const div = document.createElement("div");
@@ -347,6 +356,15 @@ export class Session {
     const span = document.createElement("span");
     span.textContent = text();
     div.append(span);
+    if (action) {
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "btn secondary banner-action";
+      btn.dataset.i18n = action.key;
+      btn.textContent = t(action.key);
+      btn.onclick = () => { btn.disabled = true; action.run(); };
+      div.append(btn);
+    }
     box.append(div);
     this._bannerText.set(key, text);
     if (ttl) setTimeout(() => { if (div.isConnected) { div.remove(); this._bannerText.delete(key); } }, ttl);
