@@ -453,9 +453,8 @@ class Room:
     def _decline(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
         assert isinstance(msg, m.Decline)
         target = self._waiting_target(msg.pid)
-        message = " ".join(msg.message.split()) if msg.message else None
-        out.send(target.conn, m.Declined(message=message))
-        self._evict(target, "declined", 4010, out)
+        out.send(target.conn, m.Declined(message=_short_message(msg.message), blocked=msg.block))
+        self._evict(target, "declined", 4010, msg.block, out)
         self._send_queue(out)
 
     def _remove(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
@@ -464,21 +463,23 @@ class Room:
         if target is None or target.role != "client":
             raise SignalingError("unknown-peer", "no such client")
         was_admitted = target.status == "admitted"
-        out.send(target.conn, m.Removed())
-        self._evict(target, "removed", 4011, out)
+        out.send(target.conn, m.Removed(message=_short_message(msg.message), blocked=msg.block))
+        self._evict(target, "removed", 4011, msg.block, out)
         if was_admitted:
             self._send_roster(out)
             self._media_members(out)
         self._send_queue(out)
 
-    def _evict(self, target: Member, reason: str, code: int, out: _Out) -> None:
+    def _evict(self, target: Member, reason: str, code: int, block: bool, out: _Out) -> None:
+        """The seat leaves the room; its link stays usable (back to the waiting room) unless ``block``."""
         self._retire(target, out)
         del self.members[target.pid]
         if target.conn is not None:
             self.by_conn.pop(target.conn, None)
             out.effects.append(Close(target.conn, code, reason))
-        self.revoked.add(target.token_id)
-        out.effects.append(RevokeToken(self.room_id, target.token_id, target.token_expires))
+        if block:
+            self.revoked.add(target.token_id)
+            out.effects.append(RevokeToken(self.room_id, target.token_id, target.token_expires))
 
     def _send_to_waiting(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
         assert isinstance(msg, m.SendToWaiting)
@@ -641,3 +642,8 @@ class Room:
         if self.spec.topology == "sfu":
             pids = frozenset(p.pid for p in self.admitted() if p.conn is not None)
             out.effects.append(MediaMembers(self.room_id, pids))
+
+
+def _short_message(text: str | None) -> str | None:
+    """The therapist's optional note to the client, spaces collapsed; empty means none."""
+    return " ".join(text.split()) or None if text else None

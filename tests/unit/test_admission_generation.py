@@ -117,11 +117,11 @@ def test_no_way_out_is_undone_by_an_old_credential_after_a_restart(way_out: str)
     assert fresh.clients("admitted") == []
 
 
-def test_a_declined_seat_never_held_an_admitted_credential_and_its_token_is_refused() -> None:
+def test_a_blocked_declined_seat_never_held_an_admitted_credential_and_its_token_is_refused() -> None:
     room = new_room()
     room.connect(C("ct"), admission(room.spec, "therapist", "tt"), hello(), NOW)
     room.connect(C("c1"), admission(room.spec, "client", "t1"), hello("Alex"), NOW)
-    out = room.receive(C("ct"), m.Decline(pid="p2"), NOW)
+    out = room.receive(C("ct"), m.Decline(pid="p2", block=True), NOW)
     assert not any(isinstance(e, SeatGeneration) for e in out)  # it was never admitted: nothing to retire
     forged = ResumeClaims(room_id="r1", pid="p2", token_id="t1", role="client", admitted=True, name="Alex")
     assert replay(room, forged)[0] == m.Error(code="token-revoked", message="this link was revoked")

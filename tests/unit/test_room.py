@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from signaling import messages as m
 from signaling.effects import Close, Effect, RevokeToken, RoomEnded, SeatGeneration, Send
+from signaling.errors import SignalingError
 from signaling.policy import Timing
 from signaling.room import ResumeClaims, RoomSpec
 from signaling.rooms import Rooms
@@ -113,17 +118,42 @@ def test_relay_between_admitted_stamps_from() -> None:
         Send(C("c1"), m.PeerCandidate(from_="p1", candidate=None))]
 
 
-def test_decline_closes_the_client_and_revokes_its_token() -> None:
+def test_decline_closes_the_client_and_leaves_its_link_usable() -> None:
     room = therapist_and_client()
     effects = room.receive(C("ct"), m.Decline(pid="p2", message="  Not   today "), NOW)
     assert effects == [
-        Send(C("c1"), m.Declined(message="Not today")),
+        Send(C("c1"), m.Declined(message="Not today", blocked=False)),
+        Close(C("c1"), 4010, "declined"),
+        Send(C("ct"), m.Queue(waiting=[])),
+    ]
+    assert room.revoked == set() and "p2" not in room.members
+    # the same link knocks again later: back in the waiting room, as a new arrival
+    again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW + 60)
+    welcome = sent(again, "c9")[0]
+    assert isinstance(welcome, m.Welcome) and welcome.status == "waiting"
+    assert [w.name for w in sent(again, "ct")[-1].waiting] == ["Alex"]
+
+
+def test_decline_with_block_closes_the_client_and_revokes_its_token() -> None:
+    room = therapist_and_client()
+    effects = room.receive(C("ct"), m.Decline(pid="p2", message="   ", block=True), NOW)
+    assert effects == [
+        Send(C("c1"), m.Declined(message=None, blocked=True)),
         Close(C("c1"), 4010, "declined"),
         RevokeToken(room.room_id, "t1", room.spec.ends_at + 900),
         Send(C("ct"), m.Queue(waiting=[])),
     ]
     again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW)
     assert again[-1] == Close(C("c9"), 4003, "token-revoked")
+
+
+def test_decline_and_remove_refuse_a_message_over_280_characters_and_change_nothing() -> None:
+    room = therapist_and_client()
+    for bad in ({"type": "decline", "pid": "p2", "message": "x" * 281}, {"type": "remove", "pid": "p2", "block": "yes"}):
+        with pytest.raises(SignalingError) as err:
+            m.decode_client(json.dumps(bad))
+        assert err.value.code == "invalid-message"
+    assert room.clients("waiting")[0].pid == "p2" and room.revoked == set()
 
 
 def test_send_back_to_waiting_and_readmit() -> None:
@@ -277,12 +307,31 @@ def test_resume_after_a_restart_rebuilds_the_member_from_the_credential() -> Non
     assert isinstance(welcome, m.Welcome) and welcome.pid == "p7" and welcome.status == "admitted"
 
 
-def test_remove_revokes_and_updates_roster() -> None:
+def test_remove_updates_roster_and_leaves_the_link_usable() -> None:
     room = therapist_and_client()
     room.receive(C("ct"), m.Admit(pid="p2"), NOW)
-    out = room.receive(C("ct"), m.Remove(pid="p2"), NOW)
-    assert out[:4] == [Send(C("c1"), m.Removed()), SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
+    out = room.receive(C("ct"), m.Remove(pid="p2", message="We will talk on Thursday."), NOW)
+    assert out[:3] == [Send(C("c1"), m.Removed(message="We will talk on Thursday.", blocked=False)),
+                       SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
+                       Close(C("c1"), 4011, "removed")]
+    assert not any(isinstance(e, RevokeToken) for e in out) and room.revoked == set()
+    roster = sent(out, "ct")[0]
+    assert isinstance(roster, m.Roster) and [p.pid for p in roster.participants] == ["p1"]
+    # back later with the same link: waiting, never admitted without the therapist
+    again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW + 60)
+    welcome = sent(again, "c9")[0]
+    assert isinstance(welcome, m.Welcome) and welcome.status == "waiting"
+
+
+def test_remove_with_block_revokes_and_updates_roster() -> None:
+    room = therapist_and_client()
+    room.receive(C("ct"), m.Admit(pid="p2"), NOW)
+    out = room.receive(C("ct"), m.Remove(pid="p2", block=True), NOW)
+    assert out[:4] == [Send(C("c1"), m.Removed(message=None, blocked=True)),
+                       SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
                        Close(C("c1"), 4011, "removed"), RevokeToken(room.room_id, "t1", room.spec.ends_at + 900)]
+    again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW)
+    assert again[-1] == Close(C("c9"), 4003, "token-revoked")
 
 
 def test_end_by_therapist() -> None:
