@@ -112,8 +112,8 @@ export class Session {
     on("time", (m) => this._onTime(m));
     on("warning", (m) => this._onWarning(m));
     on("session-ended", (m) => this._onEnded(m.reason || "time"));
-    on("declined", (m) => this._finish("declined", m.message || null));
-    on("removed", () => this._finish("removed", null));
+    on("declined", (m) => this._finish("declined", m.message || null, m.blocked === true));
+    on("removed", (m) => this._finish("removed", m.message || null, m.blocked === true));
     on("reconnecting", () => this._onReconnecting());
     on("closed", (d) => this._onClosed(d));
   }
@@ -411,11 +411,14 @@ export class Session {
   /**
    * @param {"declined"|"removed"|"replaced"} kind
    * @param {string|null} message
+   * @param {boolean} [blocked] the therapist closed the link (declined, removed); otherwise it still opens
    */
-  _finish(kind, message) {
+  _finish(kind, message, blocked = false) {
+    if (this.status === "ended") return;
     this.teardown();
     store.forgetSession();
-    showEnded(`ended.${kind}.title`, `ended.${kind}.body`, { message, state: kind });
+    const body = kind === "replaced" ? "ended.replaced.body" : blocked ? "ended.link.blocked" : "ended.link.open";
+    showEnded(`ended.${kind}.title`, body, { message, state: blocked ? `${kind}-blocked` : kind });
   }
 
   /** @param {{code: number, reason: string, error: any}} d */
