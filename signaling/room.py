@@ -135,6 +135,7 @@ class Room:
         self.revoked: set[str] = set()
         self.generations: dict[str, int] = {}  # token id -> admission generation, bumped on every way out
         self.away_since: float | None = None  # rebuilt after a restart by a resume, therapist not back yet
+        self.stepped_out = False  # the therapist left on purpose (``leave``): away_since runs, the room waits
         self._dispatch: dict[type, Callable[[Member, m.ClientMessage, float, _Out], None]] = {
             m.Admit: self._admit,
             m.AdmitAll: self._admit_all,
@@ -169,7 +170,9 @@ class Room:
     def therapist_status(self) -> m.TherapistStatus:
         t = self.therapist
         if t is None:
-            return "reconnecting" if self.away_since is not None else "absent"
+            if self.away_since is None:
+                return "absent"
+            return "stepped-out" if self.stepped_out else "reconnecting"
         return "present" if t.conn is not None else "reconnecting"
 
     @property
@@ -280,6 +283,7 @@ class Room:
             self._broadcast_therapist(out)
         elif t is None and self.away_since is not None and now - self.away_since >= grace:
             self.away_since = None
+            self.stepped_out = False
             self._return_admitted_to_waiting(now, out)
             self._broadcast_therapist(out)
         gone = [p for p in self.clients() if p.dropped_at is not None and now - p.dropped_at >= grace]
@@ -358,6 +362,7 @@ class Room:
                             display, "admitted", now, conn)
             self.members[member.pid] = member
             self.away_since = None
+            self.stepped_out = False
             return member
         display = clean_name(hello.name if hello.name is not None else (name or ""))
         if admitted and len(self.clients("admitted")) >= self.spec.seats:
@@ -432,8 +437,8 @@ class Room:
         self._do_admit([target], {target.pid: msg.grant}, now, out)
 
     def _admit_all(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
-        if self.spec.type not in ("family", "group"):
-            raise SignalingError("not-allowed", "admit all is for family and group sessions")
+        if self.spec.type not in ("couple", "family", "group"):
+            raise SignalingError("not-allowed", "admit all is for couple, family and group sessions")
         free = self.spec.seats - len(self.clients("admitted"))
         chosen = [p for p in self.clients("waiting") if p.conn is not None][:max(free, 0)]
         self._do_admit(chosen, {}, now, out)
@@ -529,8 +534,12 @@ class Room:
             self.by_conn.pop(member.conn, None)
             out.effects.append(Close(member.conn, 1000, "left"))
         if member.role == "therapist":
-            self._return_admitted_to_waiting(now, out)
+            # Stepping out, not ending: the room locks and waits the grace for the therapist to come back; only
+            # then do the admitted clients go back to the waiting room (tick). ``end`` is the only ending.
+            self.away_since = now
+            self.stepped_out = True
             self._broadcast_therapist(out)
+            self._send_roster(out)
         elif member.status == "admitted":
             self._send_roster(out)
         else:

@@ -44,7 +44,10 @@ async def leave_the_session(alcove: Any, way_out: str, t: Participant, c: Partic
         await alcove.advance(alcove.config.timing.grace + 1)
         await t.wait_until(lambda: c.pid not in t.roster, 5, "grace expired")
     elif way_out == "therapist-left":
-        await t.leave()
+        await t.leave()  # steps out: the clients stay in the session for the grace, then wait
+        await c.wait_until(lambda: c.therapist == "stepped-out", 5, "stepped out")
+        assert c.status == "admitted"
+        await alcove.advance(alcove.config.timing.grace + 1)
         await c.wait_until(lambda: c.status == "waiting", 5, "back in the waiting room")
         await c.leave()
     elif way_out.startswith("removed"):

@@ -106,7 +106,9 @@ def test_no_way_out_is_undone_by_an_old_credential_after_a_restart(way_out: str)
         room.disconnect(C("c1"), NOW + 1)
         out = room.tick(NOW + 1 + Timing().grace)
     else:
-        out = room.receive(C("ct"), m.Leave(), NOW + 1)  # the therapist leaves: everyone back to waiting
+        # the therapist steps out: the room waits the grace, then everyone goes back to waiting
+        assert not any(isinstance(e, SeatGeneration) for e in room.receive(C("ct"), m.Leave(), NOW + 1))
+        out = room.tick(NOW + 1 + Timing().grace)
     bumps = [e for e in out if isinstance(e, SeatGeneration)]
     assert bumps == [SeatGeneration(room.room_id, "t1", 1, UNTIL)]
     # The server restarts: a fresh room, the therapist back, the edge hands in the persisted generation.

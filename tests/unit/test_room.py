@@ -178,8 +178,11 @@ def test_the_cap_is_enforced_on_admission() -> None:
     room.receive(C("ct"), m.Admit(pid="p3"), NOW)
     out = room.receive(C("ct"), m.Admit(pid="p4"), NOW)
     assert sent(out) == [m.Error(code="room-full", message="every seat of this session is taken", ref="admit")]
-    assert room.receive(C("ct"), m.AdmitAll(), NOW)[0] == Send(C("ct"), m.Error(
-        code="not-allowed", message="admit all is for family and group sessions", ref="admit-all"))
+    assert room.receive(C("ct"), m.AdmitAll(), NOW) == []  # the seats are taken: admit-all admits nobody
+    assert room.clients("waiting")[0].pid == "p4"
+    single = therapist_and_client()
+    assert single.receive(C("ct"), m.AdmitAll(), NOW) == [Send(C("ct"), m.Error(
+        code="not-allowed", message="admit all is for couple, family and group sessions", ref="admit-all"))]
 
 
 def test_admit_all_takes_the_oldest_up_to_the_seats() -> None:
@@ -432,3 +435,53 @@ def test_media_state_goes_to_the_other_admitted_participants_only() -> None:
     room.receive(C("ct"), m.Admit(pid="p2"), NOW)
     effects = room.receive(C("c1"), m.MediaState(video="paused", quality="weak"), NOW)
     assert effects == [Send(C("ct"), m.PeerMediaState(from_="p2", video="paused", quality="weak"))]
+
+
+def couple_in_session() -> object:
+    room = new_room(spec("couple", seats=2))
+    s = room.spec
+    room.connect(C("ct"), admission(s, "therapist", "tt"), hello(), NOW)
+    room.connect(C("c1"), admission(s, "client", "t1"), hello("Alex"), NOW)
+    room.connect(C("c2"), admission(s, "client", "t2"), hello("Sam"), NOW)
+    room.receive(C("ct"), m.AdmitAll(), NOW)
+    return room
+
+
+def test_the_therapist_steps_out_the_room_locks_and_nobody_is_sent_away_before_the_grace() -> None:
+    room = couple_in_session()
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]  # admit-all in a couple room
+    out = room.receive(C("ct"), m.Leave(), NOW + 10)
+    assert Close(C("ct"), 1000, "left") in out
+    for c in ("c1", "c2"):
+        got = sent(out, c)
+        assert m.Therapist(status="stepped-out") in got
+        assert not any(isinstance(x, m.Waiting) for x in got)
+    assert not any(isinstance(e, SeatGeneration) for e in out)
+    assert room.locked and [p.status for p in room.clients()] == ["admitted", "admitted"]
+    # just before the grace: still in the session
+    assert not any(isinstance(x, m.Waiting) for x in sent(room.tick(NOW + 10 + Timing().grace - 1), "c1"))
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]
+
+
+def test_the_therapist_back_within_the_grace_finds_everyone_still_in_the_session() -> None:
+    room = couple_in_session()
+    room.receive(C("ct"), m.Leave(), NOW + 10)
+    out = room.connect(C("ct2"), admission(room.spec, "therapist", "tt"), hello(), NOW + 60)
+    assert m.Therapist(status="present") in sent(out, "c1")
+    assert not room.locked and room.therapist_status() == "present"
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]
+    roster = [x for x in sent(out, "ct2") if isinstance(x, m.Roster)][-1]
+    assert sorted(p.pid for p in roster.participants) == sorted([room.therapist.pid, "p2", "p3"])  # type: ignore[union-attr]
+
+
+def test_after_the_grace_the_couple_waits_and_admit_all_brings_both_back() -> None:
+    room = couple_in_session()
+    room.receive(C("ct"), m.Leave(), NOW + 10)
+    out = room.tick(NOW + 10 + Timing().grace)
+    for c in ("c1", "c2"):
+        assert m.Waiting(position=1 if c == "c1" else 2, therapist="absent", reason="therapist-away") in sent(out, c)
+    assert [p.status for p in room.clients()] == ["waiting", "waiting"]
+    room.connect(C("ct2"), admission(room.spec, "therapist", "tt"), hello(), NOW + 200)
+    out = room.receive(C("ct2"), m.AdmitAll(), NOW + 201)
+    assert types(out, "c1")[0] == "admitted" and types(out, "c2")[0] == "admitted"
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]

@@ -99,7 +99,7 @@ export class Console {
     };
     $("end-confirm-yes").onclick = () => { this.s.end(); };
     const type = this.session.room ? this.session.room.type : "individual";
-    $("admit-all").hidden = !(type === "family" || type === "group");
+    $("admit-all").hidden = !(type === "couple" || type === "family" || type === "group");
     // Browsers allow sound only after a gesture: unlock the chime on the first one.
     const unlock = () => { if (this.audio && this.audio.state === "suspended") this.audio.resume().catch(() => {}); };
     document.addEventListener("pointerdown", unlock, { once: true });

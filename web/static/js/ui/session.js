@@ -179,7 +179,7 @@ export class Session {
   }
 
   _renderWaitingFacts() {
-    const th = this.therapist === "present" ? "present" : this.therapist === "reconnecting" ? "reconnecting" : "absent";
+    const th = ["present", "reconnecting", "stepped-out"].includes(this.therapist) ? this.therapist : "absent";
     $("waiting-therapist").textContent = t(`waiting.therapist.${th}`);
     const pos = this.state.position;
     $("waiting-position").textContent = typeof pos === "number" && pos > 0
@@ -268,7 +268,21 @@ export class Session {
       render();
       this._updateSelf();
     };
-    $("btn-leave").onclick = () => this.leave();
+    const leave = $("btn-leave");
+    if (this.isTherapist) {
+      // The therapist steps out (the clients wait for them); "End session" in the console is the only ending.
+      leave.dataset.i18n = "session.step-out";
+      leave.textContent = t("session.step-out");
+      const dialog = /** @type {HTMLDialogElement} */ ($("stepout-dialog"));
+      leave.onclick = () => {
+        dialog.returnValue = "";
+        dialog.onclose = () => { if (dialog.returnValue === "confirm") this.stepOut(); else leave.focus(); };
+        dialog.showModal();
+        $("stepout-confirm").focus();
+      };
+    } else {
+      leave.onclick = () => this.leave();
+    }
     render();
   }
 
@@ -329,7 +343,10 @@ export class Session {
       this._renderWaitingFacts();
       return;
     }
-    if (status === "reconnecting" || status === "absent") {
+    if (status === "stepped-out") {
+      this.banner("therapist", () => t("session.therapist.stepped-out"), "info", 0);
+      document.body.dataset.therapist = status;
+    } else if (status === "reconnecting" || status === "absent") {
       this.banner("therapist", () => t("session.therapist.reconnecting"), "warn", 0);
       document.body.dataset.therapist = status;
     } else {
@@ -432,6 +449,14 @@ export class Session {
     this.teardown();
     if (reason === "token-revoked" || reason === "token-invalid" || reason === "room-full") store.forgetSession();
     showError(reason, { opensAt: d.error && d.error.opensAt });
+  }
+
+  /** The therapist steps out: the clients stay for the grace and see that the therapist will be back. */
+  stepOut() {
+    this.signaling.leave();
+    this.teardown();
+    store.forgetSession();
+    showEnded("ended.stepped-out.title", "ended.stepped-out.body", { rejoin: true, state: "stepped-out" });
   }
 
   /** Leaves on purpose: the seat is free at once. */
