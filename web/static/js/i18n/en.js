@@ -112,6 +112,8 @@ export default {
   "session.clock.end": "– {time}",
   "session.warning#one": "{n} minute left in this session.",
   "session.warning#other": "{n} minutes left in this session.",
+  "session.warning.at#one": "Ends at {end} — {n} minute left.",
+  "session.warning.at#other": "Ends at {end} — {n} minutes left.",
   "session.extended#one": "The session was extended by {n} minute. It now ends at {end}.",
   "session.extended#other": "The session was extended by {n} minutes. It now ends at {end}.",
   "session.therapist.reconnecting": "Your therapist is reconnecting. Please stay on this page.",

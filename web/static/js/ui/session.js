@@ -3,7 +3,7 @@
 import { Signaling } from "../lib/protocol.js";
 import { Call } from "../lib/call.js";
 import { SfuCall } from "../lib/sfu.js";
-import { t, tn, formatTime, formatDuration } from "../lib/i18n.js";
+import { t, tn, formatTime, formatTimeZoned, formatDuration } from "../lib/i18n.js";
 import { store } from "../lib/store.js";
 import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
@@ -306,6 +306,10 @@ export class Session {
     const left = this.endsAt.getTime() - Date.now();
     $("session-clock").textContent = left > 0 ? formatDuration(left) : t("session.clock.over");
     $("session-endtime").textContent = t("session.clock.end", { time: formatTime(this.endsAt) });
+    // the warning follows the clock: its text changes in place when the minute left changes
+    const warning = this._bannerText.get("warning");
+    const span = document.querySelector('#banners .banner[data-key="warning"] span');
+    if (warning && span && span.textContent !== warning()) span.textContent = warning();
   }
 
   _startClock() {
@@ -332,8 +336,18 @@ export class Session {
     const console = this.console;
     const action = console && m.minutes <= 1
       ? { key: "console.extend5", run: () => console.s.extend(5) } : undefined;
-    this.banner("warning", () => tn("session.warning", m.minutes), "warn", 0, action);
+    this.banner("warning", () => this._warningText(m.minutes), "warn", 0, action);
     document.body.dataset.warning = String(m.minutes);
+  }
+
+  /**
+   * "Ends at 13:04 CET — 5 minutes left": from the time actually left (the threshold only if the end is unknown).
+   * @param {number} threshold minutes, from the server's warning
+   */
+  _warningText(threshold) {
+    if (!this.endsAt) return tn("session.warning", threshold);
+    const n = Math.max(1, Math.ceil((this.endsAt.getTime() - Date.now()) / 60000));
+    return tn("session.warning.at", n, { end: formatTimeZoned(this.endsAt) });
   }
 
   /** @param {string} status */
