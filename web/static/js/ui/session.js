@@ -234,6 +234,9 @@ export class Session {
       $("console").hidden = !this.isTherapist;
       if (this.console) this.console.show();
       document.body.dataset.state = this.isTherapist ? "console" : "session";
+      const alone = $("session-alone");
+      alone.dataset.i18n = this.isTherapist ? "session.alone.therapist" : "session.alone";
+      alone.textContent = t(alone.dataset.i18n);
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
       showView("view-session");
       // The focus moves to the (hidden) heading; the live region says what happened.
@@ -436,7 +439,8 @@ export class Session {
     this.teardown();
     store.forgetSession();
     const r = ["time", "therapist", "admin"].includes(reason) ? reason : "time";
-    showEnded("ended.title", `ended.body.${r}`, { state: "ended" });
+    const body = r === "therapist" && this.isTherapist ? "ended.body.therapist.self" : `ended.body.${r}`;
+    showEnded("ended.title", body, { state: "ended" });
   }
 
   /**
