@@ -397,14 +397,16 @@ class Participant:
             grant = self.e2ee_glue.grant_for(pid)
         await self.send(m.Admit(pid=pid, grant=grant))
 
-    async def decline(self, who: str, message: str | None = None) -> None:
-        await self.send(m.Decline(pid=self._target(who), message=message))
+    async def decline(self, who: str, message: str | None = None, block: bool = False) -> None:
+        """Refuse a waiting client; its link stays usable unless ``block``."""
+        await self.send(m.Decline(pid=self._target(who), message=message, block=block))
 
     async def send_to_waiting(self, who: str) -> None:
         await self.send(m.SendToWaiting(pid=self._target(who)))
 
-    async def remove(self, who: str) -> None:
-        await self.send(m.Remove(pid=self._target(who)))
+    async def remove(self, who: str, message: str | None = None, block: bool = False) -> None:
+        """Take a client out of the session; its link stays usable unless ``block``."""
+        await self.send(m.Remove(pid=self._target(who), message=message, block=block))
 
     async def extend(self, minutes: int) -> None:
         await self.send(m.Extend(minutes=minutes))  # type: ignore[arg-type]

@@ -26,7 +26,7 @@ Sig = Annotated[str, Meta(max_length=8192)]
 CandidateText = Annotated[str, Meta(max_length=1024)]
 Role = Literal["therapist", "client"]
 Status = Literal["waiting", "admitted"]
-TherapistStatus = Literal["present", "reconnecting", "absent"]
+TherapistStatus = Literal["present", "reconnecting", "stepped-out", "absent"]
 SessionType = Literal["individual", "couple", "family", "group"]
 Topology = Literal["mesh", "sfu"]
 CheckResult = Literal["direct", "relay", "blocked"]
@@ -67,6 +67,7 @@ class AdmitAll(_In, tag="admit-all"):
 class Decline(_In, tag="decline"):
     pid: Pid
     message: Annotated[str, Meta(max_length=280)] | None = None
+    block: bool = False
 
 
 class SendToWaiting(_In, tag="send-to-waiting"):
@@ -75,6 +76,8 @@ class SendToWaiting(_In, tag="send-to-waiting"):
 
 class Remove(_In, tag="remove"):
     pid: Pid
+    message: Annotated[str, Meta(max_length=280)] | None = None
+    block: bool = False
 
 
 class Extend(_In, tag="extend"):
@@ -198,10 +201,12 @@ class Therapist(_Out, tag="therapist"):
 
 class Declined(_Out, tag="declined"):
     message: str | None
+    blocked: bool = False
 
 
 class Removed(_Out, tag="removed"):
-    pass
+    message: str | None = None
+    blocked: bool = False
 
 
 class Time(_Out, tag="time"):

@@ -135,6 +135,7 @@ class Room:
         self.revoked: set[str] = set()
         self.generations: dict[str, int] = {}  # token id -> admission generation, bumped on every way out
         self.away_since: float | None = None  # rebuilt after a restart by a resume, therapist not back yet
+        self.stepped_out = False  # the therapist left on purpose (``leave``): away_since runs, the room waits
         self._dispatch: dict[type, Callable[[Member, m.ClientMessage, float, _Out], None]] = {
             m.Admit: self._admit,
             m.AdmitAll: self._admit_all,
@@ -169,7 +170,9 @@ class Room:
     def therapist_status(self) -> m.TherapistStatus:
         t = self.therapist
         if t is None:
-            return "reconnecting" if self.away_since is not None else "absent"
+            if self.away_since is None:
+                return "absent"
+            return "stepped-out" if self.stepped_out else "reconnecting"
         return "present" if t.conn is not None else "reconnecting"
 
     @property
@@ -280,6 +283,7 @@ class Room:
             self._broadcast_therapist(out)
         elif t is None and self.away_since is not None and now - self.away_since >= grace:
             self.away_since = None
+            self.stepped_out = False
             self._return_admitted_to_waiting(now, out)
             self._broadcast_therapist(out)
         gone = [p for p in self.clients() if p.dropped_at is not None and now - p.dropped_at >= grace]
@@ -358,6 +362,7 @@ class Room:
                             display, "admitted", now, conn)
             self.members[member.pid] = member
             self.away_since = None
+            self.stepped_out = False
             return member
         display = clean_name(hello.name if hello.name is not None else (name or ""))
         if admitted and len(self.clients("admitted")) >= self.spec.seats:
@@ -432,8 +437,8 @@ class Room:
         self._do_admit([target], {target.pid: msg.grant}, now, out)
 
     def _admit_all(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
-        if self.spec.type not in ("family", "group"):
-            raise SignalingError("not-allowed", "admit all is for family and group sessions")
+        if self.spec.type not in ("couple", "family", "group"):
+            raise SignalingError("not-allowed", "admit all is for couple, family and group sessions")
         free = self.spec.seats - len(self.clients("admitted"))
         chosen = [p for p in self.clients("waiting") if p.conn is not None][:max(free, 0)]
         self._do_admit(chosen, {}, now, out)
@@ -453,9 +458,8 @@ class Room:
     def _decline(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
         assert isinstance(msg, m.Decline)
         target = self._waiting_target(msg.pid)
-        message = " ".join(msg.message.split()) if msg.message else None
-        out.send(target.conn, m.Declined(message=message))
-        self._evict(target, "declined", 4010, out)
+        out.send(target.conn, m.Declined(message=_short_message(msg.message), blocked=msg.block))
+        self._evict(target, "declined", 4010, msg.block, out)
         self._send_queue(out)
 
     def _remove(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
@@ -464,21 +468,23 @@ class Room:
         if target is None or target.role != "client":
             raise SignalingError("unknown-peer", "no such client")
         was_admitted = target.status == "admitted"
-        out.send(target.conn, m.Removed())
-        self._evict(target, "removed", 4011, out)
+        out.send(target.conn, m.Removed(message=_short_message(msg.message), blocked=msg.block))
+        self._evict(target, "removed", 4011, msg.block, out)
         if was_admitted:
             self._send_roster(out)
             self._media_members(out)
         self._send_queue(out)
 
-    def _evict(self, target: Member, reason: str, code: int, out: _Out) -> None:
+    def _evict(self, target: Member, reason: str, code: int, block: bool, out: _Out) -> None:
+        """The seat leaves the room; its link stays usable (back to the waiting room) unless ``block``."""
         self._retire(target, out)
         del self.members[target.pid]
         if target.conn is not None:
             self.by_conn.pop(target.conn, None)
             out.effects.append(Close(target.conn, code, reason))
-        self.revoked.add(target.token_id)
-        out.effects.append(RevokeToken(self.room_id, target.token_id, target.token_expires))
+        if block:
+            self.revoked.add(target.token_id)
+            out.effects.append(RevokeToken(self.room_id, target.token_id, target.token_expires))
 
     def _send_to_waiting(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
         assert isinstance(msg, m.SendToWaiting)
@@ -528,8 +534,12 @@ class Room:
             self.by_conn.pop(member.conn, None)
             out.effects.append(Close(member.conn, 1000, "left"))
         if member.role == "therapist":
-            self._return_admitted_to_waiting(now, out)
+            # Stepping out, not ending: the room locks and waits the grace for the therapist to come back; only
+            # then do the admitted clients go back to the waiting room (tick). ``end`` is the only ending.
+            self.away_since = now
+            self.stepped_out = True
             self._broadcast_therapist(out)
+            self._send_roster(out)
         elif member.status == "admitted":
             self._send_roster(out)
         else:
@@ -641,3 +651,8 @@ class Room:
         if self.spec.topology == "sfu":
             pids = frozenset(p.pid for p in self.admitted() if p.conn is not None)
             out.effects.append(MediaMembers(self.room_id, pids))
+
+
+def _short_message(text: str | None) -> str | None:
+    """The therapist's optional note to the client, spaces collapsed; empty means none."""
+    return " ".join(text.split()) or None if text else None

@@ -5,7 +5,7 @@ client(s) and checks one scenario:
 
 * ``basic``   — the waiting room holds the client (no peer connection, no media), admission, frames both ways
   for ``duration`` seconds;
-* ``decline`` — the therapist declines; the client's socket is closed (4010) and its link refused afterwards;
+* ``decline`` — the therapist declines and blocks; the client's socket is closed (4010) and its link refused afterwards;
 * ``end``     — a room of ``duration`` seconds; media flows until the server's hard end, every socket gets
   ``session-ended`` and every link is refused afterwards (real clock);
 * ``resume``  — the admitted client drops its websocket (keeping its peer connection), reconnects with its
@@ -285,7 +285,7 @@ class _Probe:
         t, c = self.therapist, self.clients[0]
         assert t is not None and c.sc is not None
         started = time.monotonic()
-        await t.decline(c.pid, "The probe declines you.")
+        await t.decline(c.pid, "The probe declines you.", block=True)
         await c.wait_until(lambda: c.status == "declined", 10, "declined")
         code = await c.sc.wait_closed(10)
         self.figures["decline_to_close_ms"] = round((time.monotonic() - started) * 1000, 1)

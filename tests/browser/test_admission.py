@@ -30,8 +30,10 @@ async def test_decline_send_back_readmit_and_remove(alcove: Any, pages: Any) -> 
     assert "Alex" not in await declined.content()
     assert "Sam" not in await client.content()
 
-    # Decline: Sam gets a calm page, and the link is refused from then on.
+    # Decline, closing the link: Sam gets a calm page, and the link is refused from then on.
     await therapist.get_by_role("button", name="Decline Sam", exact=True).click()
+    await therapist.get_by_role("checkbox", name="Also close this link for good").check()
+    await therapist.get_by_role("dialog").get_by_role("button", name="Decline", exact=True).click()
     await declined.get_by_role("heading", name="Your therapist could not let you in").wait_for()
     await declined.goto(room["client_links"][0])
     await declined.get_by_role("heading", name="This link is no longer valid").wait_for()
@@ -54,8 +56,10 @@ async def test_decline_send_back_readmit_and_remove(alcove: Any, pages: Any) -> 
     await decodes_from_all(client, 1)
     await decodes_from_all(therapist, 1)
 
-    # Remove: the client is out, and its link is revoked.
+    # Remove, closing the link: the client is out, and its link is revoked.
     await therapist.get_by_role("button", name="Remove Alex", exact=True).click()
+    await therapist.get_by_role("checkbox", name="Also close this link for good").check()
+    await therapist.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
     await client.get_by_role("heading", name="You were removed from the session").wait_for()
     assert await remote_videos(client) == 0
     await client.goto(room["client_links"][1])

@@ -157,6 +157,7 @@ async def test_couple_removed_client_stops_decoding_other_goes_on(alcove: Any, p
     epoch_before = (await e2ee_state(therapist))["epoch"]
 
     await therapist.get_by_role("button", name="Remove Sam", exact=True).click()
+    await therapist.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
     removed_at = asyncio.get_running_loop().time()
     # b's view of the therapist freezes within 3 s (its connections close and it gets no new key)
     last = (await frames(b)).get(t_pid, 0)

@@ -42,12 +42,12 @@ async def admitted_pair(alcove: Any, join: Any, type: str = "individual", client
     return room, t, cs
 
 
-async def test_decline_kills_the_token(alcove: Any, join: Any) -> None:
+async def test_decline_with_block_kills_the_token(alcove: Any, join: Any) -> None:
     room = await alcove.create_room(type="individual")
     t = await joined(join, room["therapist_link"], "Dr. T")
     c = await joined(join, room["client_links"][0], "Alex")
     await t.wait_until(lambda: len(t.queue) == 1, 5)
-    await t.decline("Alex", "Please use the link for Thursday.")
+    await t.decline("Alex", "Please use the link for Thursday.", block=True)
     msg = await c.expect("declined")
     assert msg.message == "Please use the link for Thursday."
     assert c.sc is not None and await c.sc.wait_closed() == 4010
@@ -59,10 +59,10 @@ async def test_decline_kills_the_token(alcove: Any, join: Any) -> None:
     assert err.value.code == "token-revoked"
 
 
-async def test_remove_revokes_the_token(alcove: Any, join: Any) -> None:
+async def test_remove_with_block_revokes_the_token(alcove: Any, join: Any) -> None:
     room, t, (c,) = await admitted_pair(alcove, join)
     mark = t.mark()
-    await t.remove(c.pid)
+    await t.remove(c.pid, block=True)
     await c.expect("removed")
     assert c.sc is not None and await c.sc.wait_closed() == 4011 and c.status == "removed"
     roster = await t.expect("roster", after=mark)

@@ -13,7 +13,9 @@ from peer.signaling_client import JoinRefused, SignalingClient
 
 pytestmark = [pytest.mark.integration]
 
-WAYS_OUT = ["sent-back", "left", "grace-expired", "therapist-left", "removed", "declined"]
+WAYS_OUT = ["sent-back", "left", "grace-expired", "therapist-left", "removed", "declined", "removed-blocked",
+            "declined-blocked"]
+BLOCKED = ("removed-blocked", "declined-blocked")
 
 
 async def admitted_client(alcove: Any, join: Any) -> tuple[dict[str, Any], Participant, Participant, str]:
@@ -42,16 +44,19 @@ async def leave_the_session(alcove: Any, way_out: str, t: Participant, c: Partic
         await alcove.advance(alcove.config.timing.grace + 1)
         await t.wait_until(lambda: c.pid not in t.roster, 5, "grace expired")
     elif way_out == "therapist-left":
-        await t.leave()
+        await t.leave()  # steps out: the clients stay in the session for the grace, then wait
+        await c.wait_until(lambda: c.therapist == "stepped-out", 5, "stepped out")
+        assert c.status == "admitted"
+        await alcove.advance(alcove.config.timing.grace + 1)
         await c.wait_until(lambda: c.status == "waiting", 5, "back in the waiting room")
         await c.leave()
-    elif way_out == "removed":
-        await t.remove(c.pid)
+    elif way_out.startswith("removed"):
+        await t.remove(c.pid, block=way_out in BLOCKED)
         assert c.sc is not None and await c.sc.wait_closed() == 4011
     else:  # declined: admitted, sent back, then declined from the waiting room
         await t.send_to_waiting(c.pid)
         await c.wait_until(lambda: c.status == "waiting", 5, "sent back")
-        await t.decline(c.pid)
+        await t.decline(c.pid, block=way_out in BLOCKED)
         assert c.sc is not None and await c.sc.wait_closed() == 4010
 
 
@@ -66,11 +71,11 @@ async def test_an_old_credential_never_readmits(alcove: Any, join: Any, way_out:
     try:
         replay = await SignalingClient.open(alcove.url, room["client_links"][0], resume=credential)
     except JoinRefused as err:
-        # removed and declined links are revoked for good (persisted): refused, which is stronger than waiting
-        assert way_out in ("removed", "declined") and err.code == "token-revoked"
+        # blocked links are revoked for good (persisted): refused, which is stronger than waiting
+        assert way_out in BLOCKED and err.code == "token-revoked"
         return
     try:
-        assert way_out not in ("removed", "declined")
+        assert way_out not in BLOCKED
         assert replay.welcome is not None and replay.welcome.status == "waiting"
         assert replay.welcome.pid == c.pid  # the same seat, back in the waiting room
         await replay.next("waiting", timeout=5)  # the queue position, sent with the welcome

@@ -106,7 +106,9 @@ def test_no_way_out_is_undone_by_an_old_credential_after_a_restart(way_out: str)
         room.disconnect(C("c1"), NOW + 1)
         out = room.tick(NOW + 1 + Timing().grace)
     else:
-        out = room.receive(C("ct"), m.Leave(), NOW + 1)  # the therapist leaves: everyone back to waiting
+        # the therapist steps out: the room waits the grace, then everyone goes back to waiting
+        assert not any(isinstance(e, SeatGeneration) for e in room.receive(C("ct"), m.Leave(), NOW + 1))
+        out = room.tick(NOW + 1 + Timing().grace)
     bumps = [e for e in out if isinstance(e, SeatGeneration)]
     assert bumps == [SeatGeneration(room.room_id, "t1", 1, UNTIL)]
     # The server restarts: a fresh room, the therapist back, the edge hands in the persisted generation.
@@ -117,11 +119,11 @@ def test_no_way_out_is_undone_by_an_old_credential_after_a_restart(way_out: str)
     assert fresh.clients("admitted") == []
 
 
-def test_a_declined_seat_never_held_an_admitted_credential_and_its_token_is_refused() -> None:
+def test_a_blocked_declined_seat_never_held_an_admitted_credential_and_its_token_is_refused() -> None:
     room = new_room()
     room.connect(C("ct"), admission(room.spec, "therapist", "tt"), hello(), NOW)
     room.connect(C("c1"), admission(room.spec, "client", "t1"), hello("Alex"), NOW)
-    out = room.receive(C("ct"), m.Decline(pid="p2"), NOW)
+    out = room.receive(C("ct"), m.Decline(pid="p2", block=True), NOW)
     assert not any(isinstance(e, SeatGeneration) for e in out)  # it was never admitted: nothing to retire
     forged = ResumeClaims(room_id="r1", pid="p2", token_id="t1", role="client", admitted=True, name="Alex")
     assert replay(room, forged)[0] == m.Error(code="token-revoked", message="this link was revoked")

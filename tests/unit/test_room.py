@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from signaling import messages as m
 from signaling.effects import Close, Effect, RevokeToken, RoomEnded, SeatGeneration, Send
+from signaling.errors import SignalingError
 from signaling.policy import Timing
 from signaling.room import ResumeClaims, RoomSpec
 from signaling.rooms import Rooms
@@ -113,17 +118,42 @@ def test_relay_between_admitted_stamps_from() -> None:
         Send(C("c1"), m.PeerCandidate(from_="p1", candidate=None))]
 
 
-def test_decline_closes_the_client_and_revokes_its_token() -> None:
+def test_decline_closes_the_client_and_leaves_its_link_usable() -> None:
     room = therapist_and_client()
     effects = room.receive(C("ct"), m.Decline(pid="p2", message="  Not   today "), NOW)
     assert effects == [
-        Send(C("c1"), m.Declined(message="Not today")),
+        Send(C("c1"), m.Declined(message="Not today", blocked=False)),
+        Close(C("c1"), 4010, "declined"),
+        Send(C("ct"), m.Queue(waiting=[])),
+    ]
+    assert room.revoked == set() and "p2" not in room.members
+    # the same link knocks again later: back in the waiting room, as a new arrival
+    again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW + 60)
+    welcome = sent(again, "c9")[0]
+    assert isinstance(welcome, m.Welcome) and welcome.status == "waiting"
+    assert [w.name for w in sent(again, "ct")[-1].waiting] == ["Alex"]
+
+
+def test_decline_with_block_closes_the_client_and_revokes_its_token() -> None:
+    room = therapist_and_client()
+    effects = room.receive(C("ct"), m.Decline(pid="p2", message="   ", block=True), NOW)
+    assert effects == [
+        Send(C("c1"), m.Declined(message=None, blocked=True)),
         Close(C("c1"), 4010, "declined"),
         RevokeToken(room.room_id, "t1", room.spec.ends_at + 900),
         Send(C("ct"), m.Queue(waiting=[])),
     ]
     again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW)
     assert again[-1] == Close(C("c9"), 4003, "token-revoked")
+
+
+def test_decline_and_remove_refuse_a_message_over_280_characters_and_change_nothing() -> None:
+    room = therapist_and_client()
+    for bad in ({"type": "decline", "pid": "p2", "message": "x" * 281}, {"type": "remove", "pid": "p2", "block": "yes"}):
+        with pytest.raises(SignalingError) as err:
+            m.decode_client(json.dumps(bad))
+        assert err.value.code == "invalid-message"
+    assert room.clients("waiting")[0].pid == "p2" and room.revoked == set()
 
 
 def test_send_back_to_waiting_and_readmit() -> None:
@@ -148,8 +178,11 @@ def test_the_cap_is_enforced_on_admission() -> None:
     room.receive(C("ct"), m.Admit(pid="p3"), NOW)
     out = room.receive(C("ct"), m.Admit(pid="p4"), NOW)
     assert sent(out) == [m.Error(code="room-full", message="every seat of this session is taken", ref="admit")]
-    assert room.receive(C("ct"), m.AdmitAll(), NOW)[0] == Send(C("ct"), m.Error(
-        code="not-allowed", message="admit all is for family and group sessions", ref="admit-all"))
+    assert room.receive(C("ct"), m.AdmitAll(), NOW) == []  # the seats are taken: admit-all admits nobody
+    assert room.clients("waiting")[0].pid == "p4"
+    single = therapist_and_client()
+    assert single.receive(C("ct"), m.AdmitAll(), NOW) == [Send(C("ct"), m.Error(
+        code="not-allowed", message="admit all is for couple, family and group sessions", ref="admit-all"))]
 
 
 def test_admit_all_takes_the_oldest_up_to_the_seats() -> None:
@@ -277,12 +310,31 @@ def test_resume_after_a_restart_rebuilds_the_member_from_the_credential() -> Non
     assert isinstance(welcome, m.Welcome) and welcome.pid == "p7" and welcome.status == "admitted"
 
 
-def test_remove_revokes_and_updates_roster() -> None:
+def test_remove_updates_roster_and_leaves_the_link_usable() -> None:
     room = therapist_and_client()
     room.receive(C("ct"), m.Admit(pid="p2"), NOW)
-    out = room.receive(C("ct"), m.Remove(pid="p2"), NOW)
-    assert out[:4] == [Send(C("c1"), m.Removed()), SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
+    out = room.receive(C("ct"), m.Remove(pid="p2", message="We will talk on Thursday."), NOW)
+    assert out[:3] == [Send(C("c1"), m.Removed(message="We will talk on Thursday.", blocked=False)),
+                       SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
+                       Close(C("c1"), 4011, "removed")]
+    assert not any(isinstance(e, RevokeToken) for e in out) and room.revoked == set()
+    roster = sent(out, "ct")[0]
+    assert isinstance(roster, m.Roster) and [p.pid for p in roster.participants] == ["p1"]
+    # back later with the same link: waiting, never admitted without the therapist
+    again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW + 60)
+    welcome = sent(again, "c9")[0]
+    assert isinstance(welcome, m.Welcome) and welcome.status == "waiting"
+
+
+def test_remove_with_block_revokes_and_updates_roster() -> None:
+    room = therapist_and_client()
+    room.receive(C("ct"), m.Admit(pid="p2"), NOW)
+    out = room.receive(C("ct"), m.Remove(pid="p2", block=True), NOW)
+    assert out[:4] == [Send(C("c1"), m.Removed(message=None, blocked=True)),
+                       SeatGeneration(room.room_id, "t1", 1, room.spec.ends_at + 900),
                        Close(C("c1"), 4011, "removed"), RevokeToken(room.room_id, "t1", room.spec.ends_at + 900)]
+    again = room.connect(C("c9"), admission(room.spec, "client", "t1"), hello("Alex"), NOW)
+    assert again[-1] == Close(C("c9"), 4003, "token-revoked")
 
 
 def test_end_by_therapist() -> None:
@@ -383,3 +435,53 @@ def test_media_state_goes_to_the_other_admitted_participants_only() -> None:
     room.receive(C("ct"), m.Admit(pid="p2"), NOW)
     effects = room.receive(C("c1"), m.MediaState(video="paused", quality="weak"), NOW)
     assert effects == [Send(C("ct"), m.PeerMediaState(from_="p2", video="paused", quality="weak"))]
+
+
+def couple_in_session() -> object:
+    room = new_room(spec("couple", seats=2))
+    s = room.spec
+    room.connect(C("ct"), admission(s, "therapist", "tt"), hello(), NOW)
+    room.connect(C("c1"), admission(s, "client", "t1"), hello("Alex"), NOW)
+    room.connect(C("c2"), admission(s, "client", "t2"), hello("Sam"), NOW)
+    room.receive(C("ct"), m.AdmitAll(), NOW)
+    return room
+
+
+def test_the_therapist_steps_out_the_room_locks_and_nobody_is_sent_away_before_the_grace() -> None:
+    room = couple_in_session()
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]  # admit-all in a couple room
+    out = room.receive(C("ct"), m.Leave(), NOW + 10)
+    assert Close(C("ct"), 1000, "left") in out
+    for c in ("c1", "c2"):
+        got = sent(out, c)
+        assert m.Therapist(status="stepped-out") in got
+        assert not any(isinstance(x, m.Waiting) for x in got)
+    assert not any(isinstance(e, SeatGeneration) for e in out)
+    assert room.locked and [p.status for p in room.clients()] == ["admitted", "admitted"]
+    # just before the grace: still in the session
+    assert not any(isinstance(x, m.Waiting) for x in sent(room.tick(NOW + 10 + Timing().grace - 1), "c1"))
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]
+
+
+def test_the_therapist_back_within_the_grace_finds_everyone_still_in_the_session() -> None:
+    room = couple_in_session()
+    room.receive(C("ct"), m.Leave(), NOW + 10)
+    out = room.connect(C("ct2"), admission(room.spec, "therapist", "tt"), hello(), NOW + 60)
+    assert m.Therapist(status="present") in sent(out, "c1")
+    assert not room.locked and room.therapist_status() == "present"
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]
+    roster = [x for x in sent(out, "ct2") if isinstance(x, m.Roster)][-1]
+    assert sorted(p.pid for p in roster.participants) == sorted([room.therapist.pid, "p2", "p3"])  # type: ignore[union-attr]
+
+
+def test_after_the_grace_the_couple_waits_and_admit_all_brings_both_back() -> None:
+    room = couple_in_session()
+    room.receive(C("ct"), m.Leave(), NOW + 10)
+    out = room.tick(NOW + 10 + Timing().grace)
+    for c in ("c1", "c2"):
+        assert m.Waiting(position=1 if c == "c1" else 2, therapist="absent", reason="therapist-away") in sent(out, c)
+    assert [p.status for p in room.clients()] == ["waiting", "waiting"]
+    room.connect(C("ct2"), admission(room.spec, "therapist", "tt"), hello(), NOW + 200)
+    out = room.receive(C("ct2"), m.AdmitAll(), NOW + 201)
+    assert types(out, "c1")[0] == "admitted" and types(out, "c2")[0] == "admitted"
+    assert [p.status for p in room.clients()] == ["admitted", "admitted"]

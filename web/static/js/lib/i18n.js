@@ -86,6 +86,12 @@ export function formatTime(when) {
   return new Intl.DateTimeFormat(fmtLocale(), { hour: "2-digit", minute: "2-digit" }).format(d);
 }
 
+/** The time with its time zone ("13:04 CET"): for warnings a person may read beside another clock. @param {string|Date} when */
+export function formatTimeZoned(when) {
+  const d = when instanceof Date ? when : new Date(when);
+  return new Intl.DateTimeFormat(fmtLocale(), { hour: "2-digit", minute: "2-digit", timeZoneName: "short" }).format(d);
+}
+
 /** @param {string|Date} when */
 export function formatDate(when) {
   const d = when instanceof Date ? when : new Date(when);

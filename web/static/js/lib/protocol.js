@@ -376,12 +376,12 @@ export class Signaling extends EventTarget {
   /** @param {string} pid @param {string|null} [grant] */
   admit(pid, grant = null) { return this.send("admit", { pid, grant }); }
   admitAll() { return this.send("admit-all"); }
-  /** @param {string} pid @param {string} [message] */
-  decline(pid, message) { return this.send("decline", message ? { pid, message } : { pid }); }
+  /** @param {string} pid @param {string} [message] @param {boolean} [block] the link never opens again */
+  decline(pid, message, block = false) { return this.send("decline", message ? { pid, message, block } : { pid, block }); }
   /** @param {string} pid */
   sendToWaiting(pid) { return this.send("send-to-waiting", { pid }); }
-  /** @param {string} pid */
-  remove(pid) { return this.send("remove", { pid }); }
+  /** @param {string} pid @param {string} [message] @param {boolean} [block] the link never opens again */
+  remove(pid, message, block = false) { return this.send("remove", message ? { pid, message, block } : { pid, block }); }
   /** @param {5|10} minutes */
   extend(minutes) { return this.send("extend", { minutes }); }
   end() { return this.send("end"); }

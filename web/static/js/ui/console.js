@@ -100,7 +100,7 @@ export class Console {
     };
     $("end-confirm-yes").onclick = () => { this.s.end(); };
     const type = this.session.room ? this.session.room.type : "individual";
-    $("admit-all").hidden = !(type === "family" || type === "group");
+    $("admit-all").hidden = !(type === "couple" || type === "family" || type === "group");
     // Browsers allow sound only after a gesture: unlock the chime on the first one.
     const unlock = () => { if (this.audio && this.audio.state === "suspended") this.audio.resume().catch(() => {}); };
     document.addEventListener("pointerdown", unlock, { once: true });
@@ -172,7 +172,8 @@ export class Console {
       });
       admit.disabled = this.locked || !this._introUsable(w.pid);
       row.append(admit);
-      row.append(button(t("console.decline.short"), t("console.decline", { name: w.name }), "secondary", () => this.s.decline(w.pid)));
+      row.append(button(t("console.decline.short"), t("console.decline", { name: w.name }), "secondary",
+        () => this.ask("decline", w)));
       li.append(row);
       list.append(li);
     }
@@ -196,7 +197,8 @@ export class Console {
       if (this.e2ee) li.append(this._sasRow(p));
       const row = el("div", "button-row");
       row.append(button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary", () => this.s.sendToWaiting(p.pid)));
-      row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary", () => this.s.remove(p.pid)));
+      row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary",
+        () => this.ask("remove", p)));
       li.append(row);
       list.append(li);
     }
@@ -266,6 +268,42 @@ export class Console {
       box.append(button(t("e2ee.sas.mark"), t("e2ee.sas.mark.named", { name: p.name }), "secondary small-btn", () => e2ee.markVerified(p.pid)));
     }
     return box;
+  }
+
+  /**
+   * Decline and Remove ask first, in a modal dialog: an optional message the client sees, and whether to close the
+   * link for good (unticked: it still opens the waiting room later). Cancel or Escape changes nothing.
+   * @param {"decline"|"remove"} kind
+   * @param {{pid: string, name: string}} who
+   */
+  ask(kind, who) {
+    const dialog = /** @type {HTMLDialogElement} */ ($("pick-dialog"));
+    const message = /** @type {HTMLTextAreaElement} */ ($("pick-message"));
+    const block = /** @type {HTMLInputElement} */ ($("pick-block"));
+    const opener = document.activeElement instanceof HTMLElement ? document.activeElement : null;
+    $("pick-title").textContent = t(`console.${kind}.dialog`, { name: who.name });
+    $("pick-open").textContent = t("console.dialog.open", { name: who.name });
+    $("pick-message-label").textContent = t("console.dialog.message", { name: who.name });
+    $("pick-block-hint").textContent = t("console.dialog.block.hint", { name: who.name });
+    $("pick-confirm").textContent = t(`console.${kind}.short`);
+    message.value = "";
+    block.checked = false;
+    dialog.returnValue = "";
+    dialog.onclose = () => {
+      if (dialog.returnValue === "confirm") {
+        const text = message.value.trim() || undefined;
+        if (kind === "decline") this.s.decline(who.pid, text, block.checked);
+        else this.s.remove(who.pid, text, block.checked);
+        // the list is rebuilt without this person: the focus goes to the heading of the list they were in
+        const heading = $(kind === "decline" ? "queue-title" : "people-title");
+        heading.tabIndex = -1;
+        heading.focus();
+      } else if (opener && opener.isConnected) {
+        opener.focus();
+      }
+    };
+    dialog.showModal();
+    message.focus();
   }
 
   /** @param {boolean} locked */

@@ -217,6 +217,10 @@ function renderWhen() {
     ? (isToday(start) ? "join.when.therapist" : "join.when.therapist.other")
     : (isToday(start) ? "join.when.today" : "join.when.other");
   $("join-when").textContent = t(key, params);
+  // the words for the role: who sees the name
+  const hint = $("join-name-hint");
+  hint.dataset.i18n = role === "therapist" ? "join.name.hint.therapist" : "join.name.hint";
+  hint.textContent = t(hint.dataset.i18n);
 }
 
 /**

@@ -3,7 +3,7 @@
 import { Signaling } from "../lib/protocol.js";
 import { Call } from "../lib/call.js";
 import { SfuCall } from "../lib/sfu.js";
-import { t, tn, formatTime, formatDuration } from "../lib/i18n.js";
+import { t, tn, formatTime, formatTimeZoned, formatDuration } from "../lib/i18n.js";
 import { store } from "../lib/store.js";
 import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
@@ -57,6 +57,8 @@ export class Session {
     for (const [key, text] of this._bannerText) {
       const span = document.querySelector(`#banners .banner[data-key="${key}"] span`);
       if (span) span.textContent = text();
+      const action = document.querySelector(`#banners .banner[data-key="${key}"] button[data-i18n]`);
+      if (action instanceof HTMLElement && action.dataset.i18n) action.textContent = t(action.dataset.i18n);
     }
     if (this.status === "admitted") {
       this._tick();
@@ -110,8 +112,8 @@ export class Session {
     on("time", (m) => this._onTime(m));
     on("warning", (m) => this._onWarning(m));
     on("session-ended", (m) => this._onEnded(m.reason || "time"));
-    on("declined", (m) => this._finish("declined", m.message || null));
-    on("removed", () => this._finish("removed", null));
+    on("declined", (m) => this._finish("declined", m.message || null, m.blocked === true));
+    on("removed", (m) => this._finish("removed", m.message || null, m.blocked === true));
     on("reconnecting", () => this._onReconnecting());
     on("closed", (d) => this._onClosed(d));
   }
@@ -177,7 +179,7 @@ export class Session {
   }
 
   _renderWaitingFacts() {
-    const th = this.therapist === "present" ? "present" : this.therapist === "reconnecting" ? "reconnecting" : "absent";
+    const th = ["present", "reconnecting", "stepped-out"].includes(this.therapist) ? this.therapist : "absent";
     $("waiting-therapist").textContent = t(`waiting.therapist.${th}`);
     const pos = this.state.position;
     $("waiting-position").textContent = typeof pos === "number" && pos > 0
@@ -233,6 +235,9 @@ export class Session {
       $("console").hidden = !this.isTherapist;
       if (this.console) this.console.show();
       document.body.dataset.state = this.isTherapist ? "console" : "session";
+      const alone = $("session-alone");
+      alone.dataset.i18n = this.isTherapist ? "session.alone.therapist" : "session.alone";
+      alone.textContent = t(alone.dataset.i18n);
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
       showView("view-session");
       // The focus moves to the (hidden) heading; the live region says what happened.
@@ -267,7 +272,21 @@ export class Session {
       render();
       this._updateSelf();
     };
-    $("btn-leave").onclick = () => this.leave();
+    const leave = $("btn-leave");
+    if (this.isTherapist) {
+      // The therapist steps out (the clients wait for them); "End session" in the console is the only ending.
+      leave.dataset.i18n = "session.step-out";
+      leave.textContent = t("session.step-out");
+      const dialog = /** @type {HTMLDialogElement} */ ($("stepout-dialog"));
+      leave.onclick = () => {
+        dialog.returnValue = "";
+        dialog.onclose = () => { if (dialog.returnValue === "confirm") this.stepOut(); else leave.focus(); };
+        dialog.showModal();
+        $("stepout-confirm").focus();
+      };
+    } else {
+      leave.onclick = () => this.leave();
+    }
     render();
   }
 
@@ -292,6 +311,10 @@ export class Session {
     const left = this.endsAt.getTime() - Date.now();
     $("session-clock").textContent = left > 0 ? formatDuration(left) : t("session.clock.over");
     $("session-endtime").textContent = t("session.clock.end", { time: formatTime(this.endsAt) });
+    // the warning follows the clock: its text changes in place when the minute left changes
+    const warning = this._bannerText.get("warning");
+    const span = document.querySelector('#banners .banner[data-key="warning"] span');
+    if (warning && span && span.textContent !== warning()) span.textContent = warning();
   }
 
   _startClock() {
@@ -304,6 +327,8 @@ export class Session {
   _onTime(m) {
     if (m.extended_minutes && this.status === "admitted") {
       const n = m.extended_minutes;
+      this.removeBanner("warning");
+      delete document.body.dataset.warning;
       this.banner("time", () => tn("session.extended", n, { end: formatTime(this.endsAt || new Date()) }), "info", 10000);
     }
     this._startClock();
@@ -312,8 +337,22 @@ export class Session {
 
   /** @param {any} m */
   _onWarning(m) {
-    this.banner("warning", () => tn("session.warning", m.minutes), "warn", 0);
+    // At the last minute the therapist's banner itself offers more time: no looking for Extend in the console.
+    const console = this.console;
+    const action = console && m.minutes <= 1
+      ? { key: "console.extend5", run: () => console.s.extend(5) } : undefined;
+    this.banner("warning", () => this._warningText(m.minutes), "warn", 0, action);
     document.body.dataset.warning = String(m.minutes);
+  }
+
+  /**
+   * "Ends at 13:04 CET — 5 minutes left": from the time actually left (the threshold only if the end is unknown).
+   * @param {number} threshold minutes, from the server's warning
+   */
+  _warningText(threshold) {
+    if (!this.endsAt) return tn("session.warning", threshold);
+    const n = Math.max(1, Math.ceil((this.endsAt.getTime() - Date.now()) / 60000));
+    return tn("session.warning.at", n, { end: formatTimeZoned(this.endsAt) });
   }
 
   /** @param {string} status */
@@ -323,7 +362,10 @@ export class Session {
       this._renderWaitingFacts();
       return;
     }
-    if (status === "reconnecting" || status === "absent") {
+    if (status === "stepped-out") {
+      this.banner("therapist", () => t("session.therapist.stepped-out"), "info", 0);
+      document.body.dataset.therapist = status;
+    } else if (status === "reconnecting" || status === "absent") {
       this.banner("therapist", () => t("session.therapist.reconnecting"), "warn", 0);
       document.body.dataset.therapist = status;
     } else {
@@ -339,9 +381,10 @@ export class Session {
    * @param {() => string} text the text in the current language (called again when the language changes)
    * @param {"info"|"warn"} kind
    * @param {number} ttl ms, 0 = until replaced or dismissed
+   * @param {{key: string, run: () => void}} [action] a button in the banner (its label a catalog key)
    * @returns {HTMLElement}
    */
-  banner(key, text, kind, ttl) {
+  banner(key, text, kind, ttl, action) {
     this.removeBanner(key);
     const box = $("banners");
     const div = document.createElement("div");
@@ -350,6 +393,15 @@ export class Session {
     const span = document.createElement("span");
     span.textContent = text();
     div.append(span);
+    if (action) {
+      const btn = document.createElement("button");
+      btn.type = "button";
+      btn.className = "btn secondary banner-action";
+      btn.dataset.i18n = action.key;
+      btn.textContent = t(action.key);
+      btn.onclick = () => { btn.disabled = true; action.run(); };
+      div.append(btn);
+    }
     box.append(div);
     this._bannerText.set(key, text);
     if (ttl) setTimeout(() => { if (div.isConnected) { div.remove(); this._bannerText.delete(key); } }, ttl);
@@ -391,17 +443,21 @@ export class Session {
     this.teardown();
     store.forgetSession();
     const r = ["time", "therapist", "admin"].includes(reason) ? reason : "time";
-    showEnded("ended.title", `ended.body.${r}`, { state: "ended" });
+    const body = r === "therapist" && this.isTherapist ? "ended.body.therapist.self" : `ended.body.${r}`;
+    showEnded("ended.title", body, { state: "ended" });
   }
 
   /**
    * @param {"declined"|"removed"|"replaced"} kind
    * @param {string|null} message
+   * @param {boolean} [blocked] the therapist closed the link (declined, removed); otherwise it still opens
    */
-  _finish(kind, message) {
+  _finish(kind, message, blocked = false) {
+    if (this.status === "ended") return;
     this.teardown();
     store.forgetSession();
-    showEnded(`ended.${kind}.title`, `ended.${kind}.body`, { message, state: kind });
+    const body = kind === "replaced" ? "ended.replaced.body" : blocked ? "ended.link.blocked" : "ended.link.open";
+    showEnded(`ended.${kind}.title`, body, { message, state: blocked ? `${kind}-blocked` : kind });
   }
 
   /** @param {{code: number, reason: string, error: any}} d */
@@ -415,6 +471,14 @@ export class Session {
     this.teardown();
     if (reason === "token-revoked" || reason === "token-invalid" || reason === "room-full") store.forgetSession();
     showError(reason, { opensAt: d.error && d.error.opensAt });
+  }
+
+  /** The therapist steps out: the clients stay for the grace and see that the therapist will be back. */
+  stepOut() {
+    this.signaling.leave();
+    this.teardown();
+    store.forgetSession();
+    showEnded("ended.stepped-out.title", "ended.stepped-out.body", { rejoin: true, state: "stepped-out" });
   }
 
   /** Leaves on purpose: the seat is free at once. */
