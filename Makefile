@@ -58,7 +58,7 @@ jscheck: $(WEB_TOOLS)
 ## Every test. Media tests run in a network namespace with only `lo` (no packet can leave the machine).
 test: $(STAMP) deps lint
 	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \
-	  unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)'; \
+	  unshare -n sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)'; \
 	else \
 	  echo "not root: running without a loopback-only namespace"; \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS); \
