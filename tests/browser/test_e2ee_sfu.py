@@ -97,6 +97,7 @@ async def test_family_room_e2ee_through_the_sfu(alcove: AlcoveServer, pages: Any
 
     # (3) remove Sam: a new epoch without Sam; Alex and the therapist go on, Sam's page decodes nothing further
     await therapist.get_by_role("button", name="Remove Sam", exact=True).click()
+    await therapist.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
     await wait_js(therapist, f"window.alcove.e2ee().epoch > {epochs[0]}", timeout=15)
     new_epoch = (await e2ee_state(therapist))["epoch"]
     await wait_js(a, f"window.alcove.e2ee().epoch >= {new_epoch}", timeout=15)

@@ -118,7 +118,7 @@ async def test_nothing_personal_in_redis_and_every_key_expires(cluster2: Cluster
         dumps.append(await redis_dump(cluster2.redis.url))
         secrets_ = [info["therapist_link"].split("#t=")[1], *(x.split("#t=")[1] for x in info["client_links"]),
                     c.resume_credential or "", t.resume_credential or ""]
-        await t.remove(c.pid)  # a revocation and a seat generation land in Redis
+        await t.remove(c.pid, block=True)  # a revocation and a seat generation land in Redis
         await c.wait_until(lambda: not c.connected, 5, "removed")
         await t.leave()
     finally:

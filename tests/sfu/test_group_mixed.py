@@ -101,6 +101,7 @@ async def _scenario(alcove: AlcoveServer, room: dict[str, Any], therapist: Any, 
     # Remove a client (an aiortc one): it stops receiving, and nobody receives it any more.
     gone, bots = bots[0], bots[1:]
     await therapist.get_by_role("button", name="Remove Bot 1", exact=True).click()
+    await therapist.get_by_role("dialog").get_by_role("button", name="Remove", exact=True).click()
     await gone.wait_until(lambda: gone.status == "removed" and gone.sfu is None, 5, "removed")
     rest_pids = [p for p in all_pids if p != gone.pid]
 
