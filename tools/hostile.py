@@ -81,16 +81,11 @@ class HostileProxy(MitmProxy):
         return msg
 
     def _from_server(self, text: str, me: dict[str, str]) -> str | None:
-        try:
-            msg = json.loads(text)
-        except ValueError:
-            return text
-        if not isinstance(msg, dict):
+        msg = self._read(text, me)
+        if msg is None:
             return text
         kind = msg.get("type")
         if kind == "welcome":
-            me["pid"] = str(msg.get("pid"))
-            me["room"] = str(msg.get("room", {}).get("id"))
             if isinstance(msg.get("resume"), str):
                 self.credentials[me["pid"]] = msg["resume"]
             return text

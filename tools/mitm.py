@@ -169,17 +169,26 @@ class MitmProxy:
             del self._sockets[me["pid"]]
         return down
 
-    def _from_server(self, text: str, me: dict[str, str]) -> str | None:
+    @staticmethod
+    def _read(text: str, me: dict[str, str]) -> dict[str, Any] | None:
+        """A server message as a dict (None if it is not a JSON object); a welcome tells whose socket this is."""
         try:
             msg = json.loads(text)
         except ValueError:
-            return text
+            return None
         if not isinstance(msg, dict):
+            return None
+        if msg.get("type") == "welcome":
+            me["pid"] = str(msg.get("pid"))
+            me["room"] = str(msg.get("room", {}).get("id"))
+        return msg
+
+    def _from_server(self, text: str, me: dict[str, str]) -> str | None:
+        msg = self._read(text, me)
+        if msg is None:
             return text
         kind = msg.get("type")
         if kind == "welcome":
-            me["pid"] = str(msg.get("pid"))
-            me["room"] = str(msg.get("room", {}).get("id"))
             return text
         if kind not in ("offer", "answer") or msg.get("from") == m.SFU_PID:
             return text
