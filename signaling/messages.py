@@ -116,6 +116,23 @@ class Key(_In, tag="key"):
     data: Annotated[str, Meta(min_length=1, max_length=32_768)]
 
 
+NotePreset = Literal["late-5", "late-10", "soon", "technical"]
+"""The canned words to the waiting room; each page says them in its own language."""
+NOTE_MAX_CHARS: Final = 160
+
+
+class Note(_In, tag="note"):
+    """Therapist only: a short word to one waiting client (``to``) or to everyone waiting (``to: null``).
+
+    Not end-to-end encrypted (a waiting client holds no key yet): one of the canned ``preset`` words or one free
+    sentence (``text``), never both. The server passes it on and keeps only the newest word to everyone waiting,
+    in memory, for those who arrive later, until the next admission."""
+
+    to: Pid | None = None
+    preset: NotePreset | None = None
+    text: Annotated[str, Meta(max_length=NOTE_MAX_CHARS)] | None = None
+
+
 class MediaState(_In, tag="media-state"):
     """An admitted participant's own link, as it measures it: video paused to keep the sound, quality."""
 
@@ -125,11 +142,11 @@ class MediaState(_In, tag="media-state"):
 
 ClientMessage = (
     Hello | Admit | AdmitAll | Decline | SendToWaiting | Remove | Extend | End | Leave | Offer | Answer
-    | Candidate | Key | MediaState
+    | Candidate | Key | MediaState | Note
 )
 CLIENT_TYPES: Final[tuple[str, ...]] = (
     "hello", "admit", "admit-all", "decline", "send-to-waiting", "remove", "extend", "end", "leave",
-    "offer", "answer", "candidate", "key", "media-state",
+    "offer", "answer", "candidate", "key", "media-state", "note",
 )
 
 # ---------------------------------------------------------------- server → client
@@ -160,6 +177,13 @@ class Waiting(_Out, tag="waiting"):
     position: int
     therapist: TherapistStatus
     reason: Literal["sent-back", "therapist-away"] | None = None
+
+
+class WaitingNote(_Out, tag="note"):
+    """The therapist's word to the waiting room (a canned ``preset`` or a free ``text``)."""
+
+    preset: NotePreset | None = None
+    text: str | None = None
 
 
 class QueueEntry(Struct):
@@ -291,12 +315,12 @@ class Error(_Out, tag="error"):
 ServerMessage = (
     Welcome | Waiting | Queue | Admitted | Roster | IceServers | Therapist | Declined | Removed | Time | Warning
     | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | PeerMediaState
-    | Error
+    | WaitingNote | Error
 )
 SERVER_TYPES: Final[tuple[str, ...]] = (
     "welcome", "waiting", "queue", "admitted", "roster", "ice-servers", "therapist", "declined", "removed",
     "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "tracks", "media-ended",
-    "media-state", "error",
+    "media-state", "note", "error",
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)

@@ -150,8 +150,11 @@ class Room:
             m.Candidate: self._relay,
             m.Key: self._key,
             m.MediaState: self._media_state,
+            m.Note: self._note,
         }
-        self._therapist_only = {m.Admit, m.AdmitAll, m.Decline, m.SendToWaiting, m.Remove, m.Extend, m.End}
+        self._therapist_only = {m.Admit, m.AdmitAll, m.Decline, m.SendToWaiting, m.Remove, m.Extend, m.End,
+                                m.Note}
+        self.note: m.WaitingNote | None = None  # the newest word to everyone waiting, until the next admission
 
     # ------------------------------------------------------------------ queries
 
@@ -411,6 +414,8 @@ class Room:
             self._send_ice(member, now, out)
         else:
             self._send_queue(out)
+            if self.note is not None:
+                out.send(member.conn, self.note)
         self._media_members(out)
 
     # ------------------------------------------------------------------ therapist actions
@@ -444,6 +449,8 @@ class Room:
         self._do_admit(chosen, {}, now, out)
 
     def _do_admit(self, chosen: list[Member], grants: dict[Pid, str | None], now: float, out: _Out) -> None:
+        if chosen:
+            self.note = None  # the therapist is seeing people: "running late" is no longer news
         for p in chosen:
             p.status = "admitted"
             p.since = now
@@ -454,6 +461,22 @@ class Room:
             self._send_roster(out)
             self._send_queue(out)
             self._media_members(out)
+
+    def _note(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
+        assert isinstance(msg, m.Note)
+        text = _short_message(msg.text)
+        if (msg.preset is None) == (text is None):
+            raise SignalingError("invalid-message", "a note is either one of the set words or a sentence of your own")
+        note = m.WaitingNote(preset=msg.preset, text=text)
+        if msg.to is not None:
+            target = self._waiting_target(msg.to)
+            if target.conn is None:
+                raise SignalingError("unknown-peer", "that client is reconnecting")
+            out.send(target.conn, note)
+            return
+        self.note = note
+        for p in self.clients("waiting"):
+            out.send(p.conn, note)
 
     def _decline(self, t: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
         assert isinstance(msg, m.Decline)

@@ -18,6 +18,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "candidate",
     "key",
     "media-state",
+    "note",
   ]),
   server: Object.freeze([
     "welcome",
@@ -40,6 +41,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "tracks",
     "media-ended",
     "media-state",
+    "note",
     "error",
   ]),
 });
@@ -402,6 +404,12 @@ export class Signaling extends EventTarget {
       sdp_mline_index: c.sdpMLineIndex ?? 0,
     });
   }
+  /**
+   * A word to the waiting room: a set word or one sentence of the therapist's own (not end-to-end encrypted).
+   * @param {string|null} to a waiting pid, or null for everyone waiting
+   * @param {{preset?: string, text?: string}} note
+   */
+  note(to, note) { return this.send("note", { to, ...note }); }
   /** @param {string|null} to @param {string} data */
   key(to, data) { return this.send("key", { to, data }); }
 
