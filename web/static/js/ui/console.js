@@ -3,6 +3,7 @@
 import { t, formatTime } from "../lib/i18n.js";
 import { $, announce, el, button } from "./dom.js";
 import { renderInvitePanel } from "./invite-panel.js";
+import { NotePanel } from "./waiting-note.js";
 
 /**
  * A short, soft two-note chime made with an oscillator (no audio file).
@@ -49,6 +50,7 @@ export class Console {
     this._on("error", (m) => this.onError(m));
     this._on("welcome", () => this.onLocked(false));
     this._wireButtons();
+    this.notes = new NotePanel(this.s, () => this.queue);
   }
 
   /** @param {string} type @param {(m: any) => void} fn */
@@ -181,6 +183,7 @@ export class Console {
     $("queue-empty").hidden = n > 0;
     $("queue-count").textContent = n ? String(n) : "";
     /** @type {HTMLButtonElement} */ ($("admit-all")).disabled = n === 0 || this.locked;
+    if (this.notes) this.notes.render(n);
     document.title = n ? t("console.title.waiting", { n }) : t("console.title");
   }
 

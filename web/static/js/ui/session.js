@@ -9,6 +9,7 @@ import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
+import { WaitingNoteView } from "./waiting-note.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -45,6 +46,8 @@ export class Session {
     this._renderControls = null;
     /** Connection quality and the audio fallback (ui/quality-view.js). */
     this.quality = new QualityView(this);
+    /** The therapist's word to the waiting room (clients only; gone once admitted). */
+    this.waitingNote = new WaitingNoteView();
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -112,6 +115,7 @@ export class Session {
     on("time", (m) => this._onTime(m));
     on("warning", (m) => this._onWarning(m));
     on("session-ended", (m) => this._onEnded(m.reason || "time"));
+    on("note", (m) => { if (!this.isTherapist) this.waitingNote.show(m); });
     on("declined", (m) => this._finish("declined", m.message || null, m.blocked === true));
     on("removed", (m) => this._finish("removed", m.message || null, m.blocked === true));
     on("reconnecting", () => this._onReconnecting());
@@ -175,6 +179,7 @@ export class Session {
     const notice = $("waiting-notice");
     if (notice.dataset.key) notice.textContent = t(notice.dataset.key);
     document.title = `${t("waiting.heading")} – Alcove`;
+    this.waitingNote.render();
     this._renderWaitingFacts();
   }
 
@@ -206,6 +211,7 @@ export class Session {
     if (this.status === "ended") return;
     const first = this.status !== "admitted";
     this.status = "admitted";
+    this.waitingNote.clear();
     // The hidden previews (join page, waiting room) must not keep rendering the camera: on some systems a
     // capture device shared by hidden consumers stalls for about a second just as the video senders start.
     for (const id of ["join-preview", "waiting-preview"]) {
@@ -428,6 +434,7 @@ export class Session {
 
   /** Stops everything at once (connections, E2EE, media, clock, console); the page shows whatever comes next. */
   teardown() {
+    this.waitingNote.clear();
     this.status = "ended";
     if (this.call) { this.call.stop(); this.call = null; }
     this.quality.stop();
