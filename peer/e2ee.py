@@ -1273,14 +1273,16 @@ class ClientKeys:
 
     # -- SDP -----------------------------------------------------------------
     def _ik_of(self, pid: str) -> bytes:
-        if self.ik_t is not None and (
-            pid == self.therapist_pid or (self.therapist_pid is None and pid not in self.roster)
-        ):
-            return self.ik_t  # before the first epoch only the therapist can be a peer
+        if self.ik_t is not None and pid == self.therapist_pid:
+            return self.ik_t
         entry = self.roster.get(pid)
-        if entry is None:
-            raise SecurityCheckFailed("SDP from a peer outside the signed roster")
-        return entry[0]
+        if entry is not None:
+            return entry[0]
+        if self.ik_t is not None:
+            # Outside the signed roster only the therapist can be a peer: before the first epoch, or back with a
+            # new connection (a new pid) before its next epoch. Anyone else's SDP fails this signature check.
+            return self.ik_t
+        raise SecurityCheckFailed("SDP from a peer outside the signed roster")
 
     def sign_sdp(self, to_pid: str, sdp_type: str, sdp: str) -> str:
         if self.pid is None:

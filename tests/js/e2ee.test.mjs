@@ -264,6 +264,17 @@ test("e2ee: signed SDP round trip and refusals", async () => {
   await assert.rejects(a.verifySdp("p_x", "offer", SDP, await outsider.signSdp("p_a", "offer", SDP)), E.SecurityCheckFailed);
 });
 
+test("e2ee: a therapist back with a new pid is verified before its next epoch, and nobody else is", async () => {
+  const { t, a, b } = await session();
+  a.reset(); // the grace ran out: back to the waiting room, the old roster still in memory
+  const back = await E.signSdp(t.identity.privateKey, { room: ROOM, from: "p_t_again", to: "p_a", epoch: 2,
+    type: "offer", seq: 1, sdp: SDP });
+  await a.verifySdp("p_t_again", "offer", SDP, back);
+  const outsider = await E.ClientKeys.create(ROOM, null, { pid: "p_x" });
+  await assert.rejects(a.verifySdp("p_x", "offer", SDP, await outsider.signSdp("p_a", "offer", SDP)), E.SecurityCheckFailed);
+  await assert.rejects(a.verifySdp("p_t_again", "offer", SDP, await b.signSdp("p_a", "offer", SDP)), E.SecurityCheckFailed);
+});
+
 test("e2ee: a reloaded therapist keeps its SDP counters (sdpCounters / restoreSdpCounters)", async () => {
   const { t, a } = await session();
   await a.verifySdp("p_therapist", "offer", SDP, await t.signSdp("p_a", "offer", SDP));

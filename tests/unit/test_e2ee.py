@@ -593,3 +593,17 @@ def test_no_periodic_rekey_while_an_epoch_is_pending() -> None:
     assert t.pending is res and not t.rekey_due(1_000 + 10 * half)
     t.make_switch()
     assert not t.rekey_due(1_000 + half - 1) and t.rekey_due(1_000 + half)
+
+
+def test_a_therapist_back_with_a_new_pid_is_verified_before_its_next_epoch_and_nobody_else_is() -> None:
+    """The therapist stepped out and came back: a new connection (a new pid), the same identity key. Its SDP
+    reaches the clients before its next epoch names the new pid; only IK_T may vouch for a pid outside the roster."""
+    t, a, b = _session()
+    a.reset()  # the grace ran out: back to the waiting room, the old roster still in memory
+    sdp = sign_sdp(t.ik, room=ROOM, from_pid="p_t_again", to_pid="p_a", epoch=2, sdp_type="offer", seq=1, sdp=SDP)
+    a.verify_sdp("p_t_again", "offer", SDP, sdp)
+    outsider = ClientKeys(ROOM, pid="p_x")
+    with pytest.raises(SecurityCheckFailed):
+        a.verify_sdp("p_x", "offer", SDP, outsider.sign_sdp("p_a", "offer", SDP))
+    with pytest.raises(SecurityCheckFailed):  # a member's key does not vouch for an unknown pid either
+        a.verify_sdp("p_t_again", "offer", SDP, b.sign_sdp("p_a", "offer", SDP))

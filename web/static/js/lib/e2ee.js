@@ -1372,10 +1372,13 @@ export class ClientKeys {
 
   /** @param {string} pid @returns {Uint8Array} */
   _ikOf(pid) {
-    if (this.ikT && (pid === this.therapistPid || (this.therapistPid === null && !this.roster.has(pid)))) return this.ikT;
+    if (this.ikT && pid === this.therapistPid) return this.ikT;
     const e = this.roster.get(pid);
-    if (!e) throw new SecurityCheckFailed("SDP from a peer outside the signed roster");
-    return e.ik;
+    if (e) return e.ik;
+    // Outside the signed roster only the therapist can be a peer: before the first epoch, or back with a new
+    // connection (a new pid) before its next epoch. Anyone else's SDP fails this signature check.
+    if (this.ikT) return this.ikT;
+    throw new SecurityCheckFailed("SDP from a peer outside the signed roster");
   }
 
   /** @param {string} to @param {"offer" | "answer"} type @param {string} sdp */
