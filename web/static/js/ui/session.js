@@ -9,6 +9,7 @@ import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
+import { ChatView } from "./chat-view.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -45,6 +46,8 @@ export class Session {
     this._renderControls = null;
     /** Connection quality and the audio fallback (ui/quality-view.js). */
     this.quality = new QualityView(this);
+    /** The end-to-end encrypted chat (ui/chat-view.js): page memory only, cleared on every way out. */
+    this.chat = new ChatView(this);
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -68,6 +71,7 @@ export class Session {
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
     }
     if (this.console) this.console.relabel();
+    this.chat.relabel();
   }
 
   get pid() { return this.state.pid; }
@@ -150,6 +154,7 @@ export class Session {
       this.quality.stopMonitor();
       this.tiles.clearRemote();
     }
+    this.chat.clear(); // sent back: the session's messages are gone from this page
     this.status = "waiting";
     this._attachPreview("waiting-preview", "waiting-preview-off");
     const notice = $("waiting-notice");
@@ -243,6 +248,7 @@ export class Session {
       // The focus moves to the (hidden) heading; the live region says what happened.
       if (!this.isTherapist) announce(t("session.admitted"));
     }
+    this.chat.attach();
     renderSafety(this);
     renderStatus(this);
   }
@@ -298,6 +304,7 @@ export class Session {
     renderNames(this);
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
+    this.chat.render();
   }
 
   _updateSelf() {
@@ -433,6 +440,7 @@ export class Session {
     this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }
     this.tiles.clearRemote();
+    this.chat.clear();
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.stream?.getTracks().forEach((tr) => tr.stop());
     if (this.console) this.console.stop();
