@@ -133,6 +133,17 @@ class Note(_In, tag="note"):
     text: Annotated[str, Meta(max_length=NOTE_MAX_CHARS)] | None = None
 
 
+AppData = Annotated[str, Meta(min_length=1, max_length=16_384)]
+"""An end-to-end encrypted app message as the sender's page made it: opaque to the server (docs/security.md)."""
+
+
+class App(_In, tag="app"):
+    """An end-to-end encrypted app message (chat, safety, state, …): to everyone (``null``) or to one pid."""
+
+    to: Pid | None
+    data: AppData
+
+
 class MediaState(_In, tag="media-state"):
     """An admitted participant's own link, as it measures it: video paused to keep the sound, quality."""
 
@@ -142,11 +153,11 @@ class MediaState(_In, tag="media-state"):
 
 ClientMessage = (
     Hello | Admit | AdmitAll | Decline | SendToWaiting | Remove | Extend | End | Leave | Offer | Answer
-    | Candidate | Key | MediaState | Note
+    | Candidate | Key | App | MediaState | Note
 )
 CLIENT_TYPES: Final[tuple[str, ...]] = (
     "hello", "admit", "admit-all", "decline", "send-to-waiting", "remove", "extend", "end", "leave",
-    "offer", "answer", "candidate", "key", "media-state", "note",
+    "offer", "answer", "candidate", "key", "app", "media-state", "note",
 )
 
 # ---------------------------------------------------------------- server → client
@@ -276,6 +287,13 @@ class PeerKey(_Out, tag="key"):
     data: str = ""
 
 
+class PeerApp(_Out, tag="app"):
+    """An app message relayed untouched from an admitted participant (the server never reads ``data``)."""
+
+    from_: str = msgspec.field(name="from")
+    data: str = ""
+
+
 class TrackRef(Struct, omit_defaults=True):
     pid: str
     kind: Literal["audio", "video"]
@@ -314,13 +332,13 @@ class Error(_Out, tag="error"):
 
 ServerMessage = (
     Welcome | Waiting | Queue | Admitted | Roster | IceServers | Therapist | Declined | Removed | Time | Warning
-    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | PeerMediaState
-    | WaitingNote | Error
+    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | PeerApp | Tracks | MediaEnded
+    | PeerMediaState | WaitingNote | Error
 )
 SERVER_TYPES: Final[tuple[str, ...]] = (
     "welcome", "waiting", "queue", "admitted", "roster", "ice-servers", "therapist", "declined", "removed",
-    "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "tracks", "media-ended",
-    "media-state", "note", "error",
+    "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "app", "tracks",
+    "media-ended", "media-state", "note", "error",
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)

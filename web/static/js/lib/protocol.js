@@ -17,6 +17,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "answer",
     "candidate",
     "key",
+    "app",
     "media-state",
     "note",
   ]),
@@ -38,6 +39,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "answer",
     "candidate",
     "key",
+    "app",
     "tracks",
     "media-ended",
     "media-state",
@@ -412,6 +414,8 @@ export class Signaling extends EventTarget {
   note(to, note) { return this.send("note", { to, ...note }); }
   /** @param {string|null} to @param {string} data */
   key(to, data) { return this.send("key", { to, data }); }
+  /** An end-to-end encrypted app message (lib/e2ee-flow.js makes `data`). @param {string|null} to @param {string} data */
+  app(to, data) { return this.send("app", { to, data }); }
 
   /** Leaves on purpose: no grace, no reconnect. */
   leave() {

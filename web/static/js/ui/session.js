@@ -10,6 +10,7 @@ import { $, showView, announce, showError, showEnded, onLocaleChange } from "./d
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
 import { WaitingNoteView } from "./waiting-note.js";
+import { ChatView } from "./chat-view.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -48,6 +49,8 @@ export class Session {
     this.quality = new QualityView(this);
     /** The therapist's word to the waiting room (clients only; gone once admitted). */
     this.waitingNote = new WaitingNoteView();
+    /** The end-to-end encrypted chat (ui/chat-view.js): page memory only, cleared on every way out. */
+    this.chat = new ChatView(this);
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -71,6 +74,7 @@ export class Session {
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
     }
     if (this.console) this.console.relabel();
+    this.chat.relabel();
   }
 
   get pid() { return this.state.pid; }
@@ -154,6 +158,7 @@ export class Session {
       this.quality.stopMonitor();
       this.tiles.clearRemote();
     }
+    this.chat.clear(); // sent back: the session's messages are gone from this page
     this.status = "waiting";
     this._attachPreview("waiting-preview", "waiting-preview-off");
     const notice = $("waiting-notice");
@@ -249,6 +254,7 @@ export class Session {
       // The focus moves to the (hidden) heading; the live region says what happened.
       if (!this.isTherapist) announce(t("session.admitted"));
     }
+    this.chat.attach();
     renderSafety(this);
     renderStatus(this);
   }
@@ -304,6 +310,7 @@ export class Session {
     renderNames(this);
     renderHealth(this);
     if (this.console) this.console.onRoster(participants);
+    this.chat.render();
   }
 
   _updateSelf() {
@@ -440,6 +447,7 @@ export class Session {
     this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }
     this.tiles.clearRemote();
+    this.chat.clear();
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.stream?.getTracks().forEach((tr) => tr.stop());
     if (this.console) this.console.stop();
