@@ -107,6 +107,7 @@ async def session(request: web.Request) -> web.Response:
         extra: dict[str, Any] = {}
         if isinstance(err, NotOpenYet):
             extra["opens_at"] = iso(err.opens_at)
+            extra["role"] = err.role  # the too-early page speaks to the therapist or the client
         hub.metrics.error(err.code)
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
     if (refused := throttle.spend("ticket", request.app[THROTTLES].tickets, admission.token_id, hub.metrics.throttle)):

@@ -81,9 +81,10 @@ class SigningKey:
 class NotOpenYet(SignalingError):
     """``room-not-open`` from a token whose signature was checked: ``opens_at`` (epoch seconds) is trustworthy."""
 
-    def __init__(self, opens_at: float) -> None:
+    def __init__(self, opens_at: float, role: str = "") -> None:
         super().__init__("room-not-open", "this session is not open yet")
         self.opens_at = opens_at
+        self.role = role
 
 
 class KeyRing:
@@ -257,7 +258,7 @@ class Tokens:
                 raise SignalingError("room-ended", "this session has ended")
             raise SignalingError("token-revoked", "this link was revoked")
         if now + LEEWAY < nbf:
-            raise NotOpenYet(spec.starts_at - self.early_join)
+            raise NotOpenYet(spec.starts_at - self.early_join, role)
         if now - LEEWAY > exp:
             raise SignalingError("room-ended", "this session has ended")
         return Admission(spec=spec, role=role, token_id=str(claims["jti"]), token_expires=exp)

@@ -20,7 +20,7 @@ async def test_too_early_link_says_when_it_opens(alcove: Any, pages: Any) -> Non
     await page.goto(room["client_links"][0])
     opens = datetime.fromisoformat(room["opens_at"].replace("Z", "+00:00"))
     expected = await page.evaluate(
-        "(iso) => new Intl.DateTimeFormat(navigator.language, {hour: '2-digit', minute: '2-digit'}).format(new Date(iso))",
+        "(iso) => new Intl.DateTimeFormat(navigator.language, {hour: '2-digit', minute: '2-digit', timeZoneName: 'short'}).format(new Date(iso))",
         opens.isoformat())
     heading = page.get_by_role("heading", level=1)
     await page.get_by_role("heading", name=f"This session opens at {expected}").wait_for()
