@@ -22,7 +22,7 @@ AXE_RUN = """async () => {
     .map((v) => `${v.id}: ${v.help} @ ${v.nodes.slice(0, 4).map((n) => n.target.join(" ")).join(", ")}`);
 }"""
 SIZES = {"": {"width": 1280, "height": 720}, "-phone": {"width": 390, "height": 844}}
-WORDS = {
+WORDS: dict[str, dict[str, Any]] = {
     "en": {"upcoming": "Upcoming sessions", "revoke": "Revoke", "confirm": "Revoke link", "revoked": "Revoked",
            "created": "Session created:", "create": "Create session", "join": "Join",
            "opens": "Opens in", "live": re.compile(r"Opens in \d+ minutes?|Opens in less than a minute")},
