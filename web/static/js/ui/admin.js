@@ -8,6 +8,18 @@ import { applyTranslations, onLocaleChange } from "./dom.js";
 
 const KEY = "alcove.admin-key";
 const KEY_CODE = "alcove.admin.key-code";
+/** Which therapist's key code each session's client links carry (room id -> code), kept in this browser only. */
+const ROOM_CODES = "alcove.admin.room-codes";
+
+/** @returns {Record<string, string>} */
+function roomCodes() {
+  try { return JSON.parse(localStorage.getItem(ROOM_CODES) || "{}") || {}; } catch { return {}; }
+}
+
+/** @param {Record<string, string>} codes */
+function keepRoomCodes(codes) {
+  try { localStorage.setItem(ROOM_CODES, JSON.stringify(codes)); } catch { /* storage disabled: this page only */ }
+}
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -136,6 +148,9 @@ async function loadUpcoming() {
   }
   try {
     upcoming = (await api("GET", "/api/rooms")).rooms;
+    const codes = roomCodes();  // forget the codes of sessions that are over
+    const live = new Set((upcoming || []).map((/** @type {any} */ r) => r.room_id));
+    keepRoomCodes(Object.fromEntries(Object.entries(codes).filter(([id]) => live.has(id))));
   } catch (e) {
     upcoming = null;
     $("upcoming-status").textContent = t("admin.upcoming.error", { message: /** @type {Error} */ (e).message });
@@ -151,8 +166,8 @@ function linkRow(room, link) {
   name.textContent = link.role === "therapist" ? t("admin.links.therapist") : t("admin.links.client", { n: link.n });
   const described = `${name.id} up-${room.room_id}`;
   const code = document.createElement("code");
-  const code_ = keyCode();
-  const url = link.role === "client" && code_ ? withKeyCode(link.link, code_) : link.link;
+  const keyCodeOfRoom = roomCodes()[room.room_id];  // the code this browser added when it created the session
+  const url = link.role === "client" && keyCodeOfRoom ? withKeyCode(link.link, keyCodeOfRoom) : link.link;
   code.textContent = url;
   code.title = url;
   li.append(name, code);
@@ -302,7 +317,9 @@ function main() {
     const host = /** @type {HTMLInputElement} */ ($("room-host")).value.trim();
     if (host) body.host = host;
     try {
-      showCreated(await api("POST", "/api/rooms", body), code);
+      const room = await api("POST", "/api/rooms", body);
+      if (code) keepRoomCodes({ ...roomCodes(), [room.room_id]: code });
+      showCreated(room, code);
       loadUpcoming();
     } catch (ex) {
       err.textContent = t("admin.error", { message: /** @type {Error} */ (ex).message });
