@@ -148,9 +148,9 @@ async function loadUpcoming() {
   }
   try {
     upcoming = (await api("GET", "/api/rooms")).rooms;
-    const codes = roomCodes();  // forget the codes of sessions that are over
+    const codes = Object.entries(roomCodes());  // forget the codes of sessions that are over
     const live = new Set((upcoming || []).map((/** @type {any} */ r) => r.room_id));
-    keepRoomCodes(Object.fromEntries(Object.entries(codes).filter(([id]) => live.has(id))));
+    if (codes.some(([id]) => !live.has(id))) keepRoomCodes(Object.fromEntries(codes.filter(([id]) => live.has(id))));
   } catch (e) {
     upcoming = null;
     $("upcoming-status").textContent = t("admin.upcoming.error", { message: /** @type {Error} */ (e).message });
