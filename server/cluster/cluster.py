@@ -108,7 +108,14 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         value = await self.cluster._op(self.cluster.redis.get(PREFIX + key))
-        return value if isinstance(value, bytes) else await self.local.get(key)
+        if isinstance(value, bytes):
+            return value
+        local = await self.local.get(key)
+        if local is None and time.monotonic() - self.cluster.healthy_since < 2 * self.cluster.lease:
+            # Redis just came back, perhaps empty, and the instance that made this link may not have written it
+            # again yet: retryable, not "this link is not valid" (which a page takes as final).
+            raise ClusterUnavailable()
+        return local
 
     async def delete(self, key: str) -> None:
         await self.local.delete(key)
@@ -153,6 +160,7 @@ class Cluster:
         self._release = self.redis.register_script(_RELEASE)
         self._raise = self.redis.register_script(_RAISE)
         self.healthy = False
+        self.healthy_since = 0.0  # monotonic: when Redis was last found reachable after being out of reach
         self.owned: dict[str, float] = {}  # rooms whose lease we hold -> when we took it (monotonic)
         self.relayed: dict[ConnId, Relayed] = {}  # edge side
         self.remote: dict[ConnId, str] = {}  # owner side: conn -> edge instance
@@ -225,8 +233,14 @@ class Cluster:
                 del self._pending[key]
 
     async def _republish_links(self) -> None:
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
-            await asyncio.wait_for(self.store.republish(), OP_TIMEOUT)
+        """Write again the short links this instance made (Redis may have come back empty); the first commands after
+        a restart of Redis may meet a connection it closed, so a few tries."""
+        for attempt in range(5):
+            try:
+                await asyncio.wait_for(self.store.republish(), OP_TIMEOUT)
+                return
+            except (RedisError, OSError, TimeoutError):
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     def _republish_all(self) -> None:
         """After Redis came back (perhaps empty): write again every revocation and generation this instance knows."""
@@ -414,6 +428,7 @@ class Cluster:
         self.healthy = healthy
         log_event("cluster-redis", logging.INFO if healthy else logging.WARNING, code="up" if healthy else "down")
         if healthy:
+            self.healthy_since = time.monotonic()
             self._republish_all()
             self._tasks = [t for t in self._tasks if not t.done()]
             self._tasks.append(asyncio.create_task(self._republish_links(), name="alcove-cluster-links"))
