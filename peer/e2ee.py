@@ -294,12 +294,13 @@ def _str_field(payload: Mapping[str, Any], name: str) -> str:
 @dataclass(frozen=True)
 class LinkInfo:
     token: str
-    s_link: bytes | None = None  # 32 bytes
+    s_link: bytes | None = None  # 16 bytes (32 in older links)
     tk: bytes | None = None  # 16 bytes
 
 
 def parse_link_fragment(fragment: str) -> LinkInfo:
-    """Parse ``#t=<token>&s=<b64 32 B>&tk=<b64 16 B>`` (``s``/``tk`` optional). Raises ``ValueError``."""
+    """Parse ``#t=<token or seat id>&s=<b64 16 B, 32 B in older links>&tk=<b64 16 B>`` (``s``/``tk`` optional).
+    Raises ``ValueError``."""
     frag = fragment[1:] if fragment.startswith("#") else fragment
     fields = dict(parse_qsl(frag, keep_blank_values=True))
     token = fields.get("t", "")
@@ -307,7 +308,7 @@ def parse_link_fragment(fragment: str) -> LinkInfo:
         raise ValueError("the link has no token")
     s = b64d(fields["s"]) if fields.get("s") else None
     tk = b64d(fields["tk"]) if fields.get("tk") else None
-    if s is not None and len(s) != 32:
+    if s is not None and len(s) not in (16, 32):
         raise ValueError("bad link secret")
     if tk is not None and len(tk) != 16:
         raise ValueError("bad therapist key hash")

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from signaling.effects import RoomId
+from signaling.effects import RevokeToken, RoomId
 from signaling.errors import SignalingError
 from signaling.names import clean_name
 from signaling.room import RoomSpec, iso
@@ -20,10 +20,11 @@ from . import jsondecode, throttle
 from .cluster.common import ClusterUnavailable
 from .echo import CALL_LIMIT_S, TURN_LIFETIME_S, EchoBusy, EchoUnreachable
 from .hub import Hub
+from .links import is_seat_id
 from .logs import log_event
 from .sfu.addressing import UNREACHABLE_MESSAGE
 from .state import HUB, THROTTLES
-from .tokens import NotOpenYet, new_id
+from .tokens import LEEWAY, NotOpenYet, RoomToken, new_id
 
 STATUS = {"token-invalid": 400, "token-revoked": 410, "room-ended": 410, "room-not-open": 425,
           "invalid-message": 400, "not-allowed": 401, "bad-json": 400, "name-invalid": 400}
@@ -68,13 +69,30 @@ def base_url(request: web.Request, hub: Hub) -> str:
 # ---------------------------------------------------------------- participants
 
 
+async def room_token(hub: Hub, presented: str) -> str:
+    """The room token a link carries: itself, or the token a short link's seat id stands for (``server.links``).
+    An unknown seat id (never made, or its room is over) is ``token-invalid``; Redis out of reach is retryable."""
+    if not is_seat_id(presented):
+        return presented
+    token = await hub.links.resolve(presented)
+    if token is None:
+        raise SignalingError("token-invalid", "this link is not valid")
+    return token
+
+
 async def _token_body(request: web.Request) -> str:
-    """The room token of a ``{"token": "…"}`` body (nothing else is accepted)."""
+    """The room token of a ``{"token": "…"}`` body (nothing else is accepted), a short link's seat id resolved."""
     body = await _json(request)
     token = body.get("token")
     if not isinstance(token, str) or set(body) - {"token"}:
         raise SignalingError("invalid-message", "send exactly {\"token\": \"…\"}")
-    return token
+    return await room_token(request.app[HUB], token)
+
+
+async def short_link(hub: Hub, base: str, token: RoomToken, now: float) -> str:
+    """A link that fits in a text message: ``<base>/j/#t=<seat id>``, the seat kept until its token expires."""
+    seat = await hub.links.new_seat(token.token, token.expires - now + LEEWAY)
+    return f"{base}/j/#t={seat}"
 
 
 async def session(request: web.Request) -> web.Response:
@@ -83,10 +101,13 @@ async def session(request: web.Request) -> web.Response:
     now = hub.clock()
     try:
         admission = hub.tokens.verify_room_token(await _token_body(request), now)
+    except ClusterUnavailable as err:
+        return unavailable(err)
     except SignalingError as err:
         extra: dict[str, Any] = {}
         if isinstance(err, NotOpenYet):
             extra["opens_at"] = iso(err.opens_at)
+            extra["role"] = err.role  # the too-early page speaks to the therapist or the client
         hub.metrics.error(err.code)
         return error_response(err.code, err.message, **{k: v for k, v in extra.items() if v})
     if (refused := throttle.spend("ticket", request.app[THROTTLES].tickets, admission.token_id, hub.metrics.throttle)):
@@ -131,6 +152,8 @@ async def invites(request: web.Request) -> web.Response:
     now = hub.clock()
     try:
         admission = hub.tokens.verify_room_token(await _token_body(request), now)
+    except ClusterUnavailable as err:
+        return unavailable(err)
     except SignalingError as err:
         hub.metrics.error(err.code)
         return error_response(err.code, err.message)
@@ -140,7 +163,11 @@ async def invites(request: web.Request) -> web.Response:
     if (refused := throttle.spend("invite", request.app[THROTTLES].invites, spec.room_id, hub.metrics.throttle)):
         return refused
     base = base_url(request, hub)
-    links = [f"{base}/j/#t={hub.tokens.issue_room_token(spec, 'client', now).token}" for _ in range(spec.seats)]
+    try:
+        links = [await short_link(hub, base, hub.tokens.issue_room_token(spec, "client", now), now)
+                 for _ in range(spec.seats)]
+    except ClusterUnavailable as err:
+        return unavailable(err)
     log_event("invites-issued", room=spec.room_id, count=len(links))
     return web.json_response({"room_id": spec.room_id, "client_links": links})
 
@@ -159,7 +186,9 @@ async def _echo_admission(request: web.Request, allowed: set[str]) -> tuple[dict
         token = body.get("token")
         if not isinstance(token, str) or set(body) - allowed:
             raise SignalingError("invalid-message", f"send exactly {{{', '.join(sorted(allowed))}}}")
-        admission = hub.tokens.verify_room_token(token, now)
+        admission = hub.tokens.verify_room_token(await room_token(hub, token), now)
+    except ClusterUnavailable as err:
+        return {}, unavailable(err)
     except SignalingError as err:
         hub.metrics.error(err.code)
         return {}, error_response(err.code, err.message)
@@ -255,7 +284,7 @@ def parse_start(value: Any, now: float) -> float:
     return start
 
 
-def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
+async def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
     allowed = {"type", "start", "duration_minutes", "duration_seconds", "clients", "host", "topology"}
     unknown = set(body) - allowed
     if unknown:
@@ -293,19 +322,34 @@ def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
         raise SignalingError("invalid-message", "this session would already be over")
     spec = RoomSpec(room_id=RoomId(new_id("r", 9)), type=kind_name, starts_at=start, ends_at=end, seats=clients,
                     topology=topology, host=host)
-    therapist = hub.tokens.issue_room_token(spec, "therapist", now)
-    client_tokens = [hub.tokens.issue_room_token(spec, "client", now) for _ in range(clients)]
+    tokens = [hub.tokens.issue_room_token(spec, "therapist", now),
+              *(hub.tokens.issue_room_token(spec, "client", now) for _ in range(clients))]
+    seats = []
+    for token in tokens:
+        seat = await hub.links.new_seat(token.token, token.expires - now + LEEWAY)
+        seats.append({"role": token.role, "seat": seat, "jti": token.jti, "exp": token.expires, "revoked": False})
+    record = {"room_id": spec.room_id, "type": kind_name, "topology": topology, "seats": clients,
+              "opens_at": spec.opens_at(hub.config.timing), "starts_at": start, "ends_at": end, "links": seats}
+    await hub.links.save_room(record, tokens[0].expires - now + LEEWAY)
     log_event("room-created", room=spec.room_id, kind=kind_name, count=clients)
+    return room_view(record, base)
+
+
+def room_view(record: dict[str, Any], base: str) -> dict[str, Any]:
+    """A room as the admin API shows it (docs/admin-api.md): the seat ids as short links, nothing else of them."""
+    links = [{"n": n, "role": s["role"], "link": f"{base}/j/#t={s['seat']}", "revoked": bool(s["revoked"])}
+             for n, s in enumerate(record["links"])]
     return {
-        "room_id": spec.room_id,
-        "type": kind_name,
-        "topology": topology,
-        "seats": clients,
-        "opens_at": iso(spec.opens_at(hub.config.timing)),
-        "starts_at": iso(start),
-        "ends_at": iso(end),
-        "therapist_link": f"{base}/j/#t={therapist.token}",
-        "client_links": [f"{base}/j/#t={t.token}" for t in client_tokens],
+        "room_id": record["room_id"],
+        "type": record["type"],
+        "topology": record["topology"],
+        "seats": record["seats"],
+        "opens_at": iso(record["opens_at"]),
+        "starts_at": iso(record["starts_at"]),
+        "ends_at": iso(record["ends_at"]),
+        "therapist_link": links[0]["link"],
+        "client_links": [x["link"] for x in links[1:]],
+        "links": links,
     }
 
 
@@ -317,7 +361,9 @@ async def rooms_create(request: web.Request) -> web.Response:
         return refused
     try:
         body = await _json(request)
-        result = create_room(hub, body, base_url(request, hub))
+        result = await create_room(hub, body, base_url(request, hub))
+    except ClusterUnavailable as err:
+        return unavailable(err)
     except SignalingError as err:
         return error_response(err.code, err.message)
     return web.json_response(result, status=201)
@@ -338,8 +384,51 @@ async def rooms_delete(request: web.Request) -> web.Response:
         except ClusterUnavailable as err:
             return unavailable(err)
     hub.perform(hub.rooms.end(room_id, "admin", now, until=None if room else until))
+    try:
+        await hub.links.forget_room(room_id)
+    except ClusterUnavailable as err:
+        return unavailable(err)
     log_event("room-deleted", room=room_id)
     return web.json_response({"room_id": room_id, "ended": True})
+
+
+async def rooms_list(request: web.Request) -> web.Response:
+    """The admin's list: every session not yet over, soonest first, with its links (docs/admin-api.md)."""
+    hub = request.app[HUB]
+    _require_admin(request, hub)
+    now = hub.clock()
+    try:
+        records = await hub.links.rooms()
+    except ClusterUnavailable as err:
+        return unavailable(err)
+    ended = hub.tokens.revocations.rooms
+    live = sorted((r for r in records if r["ends_at"] > now and r["room_id"] not in ended),
+                  key=lambda r: (r["starts_at"], r["room_id"]))
+    base = base_url(request, hub)
+    return web.json_response({"rooms": [room_view(r, base) for r in live]})
+
+
+async def link_revoke(request: web.Request) -> web.Response:
+    """Revoke one link of a room (its number in the room's ``links``): refused from then on, on every instance."""
+    hub = request.app[HUB]
+    _require_admin(request, hub)
+    room_id, n = request.match_info["room_id"], request.match_info["n"]
+    if ROOM_ID.fullmatch(room_id) is None or not n.isdigit() or len(n) > 3:
+        return error_response("invalid-message", "no such link", status=404)
+    now = hub.clock()
+    try:
+        record = await hub.links.room(room_id)
+        if record is None or int(n) >= len(record["links"]):
+            return error_response("invalid-message", "no such link", status=404)
+        seat = record["links"][int(n)]
+        hub.perform([RevokeToken(RoomId(room_id), str(seat["jti"]), float(seat["exp"]))])
+        if not seat["revoked"]:
+            seat["revoked"] = True
+            await hub.links.save_room(record, float(seat["exp"]) - now + LEEWAY)
+    except ClusterUnavailable as err:
+        return unavailable(err)
+    log_event("link-revoked", room=room_id)
+    return web.json_response({"room_id": room_id, "n": int(n), "revoked": True})
 
 
 async def healthz(request: web.Request) -> web.Response:

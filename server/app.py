@@ -32,7 +32,9 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     app.router.add_post("/api/echo/offer", api.echo_offer)
     app.router.add_post("/api/admin/token", api.admin_token)
     app.router.add_post("/api/rooms", api.rooms_create)
+    app.router.add_get("/api/rooms", api.rooms_list)
     app.router.add_delete("/api/rooms/{room_id}", api.rooms_delete)
+    app.router.add_delete("/api/rooms/{room_id}/links/{n}", api.link_revoke)
     app.router.add_get("/healthz", api.healthz)
     app.router.add_get("/metrics", api.metrics)
     app.router.add_get("/ws", ws.websocket)
@@ -46,6 +48,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
             from .cluster.cluster import Cluster  # imports redis: only when several instances share one
 
             hub.cluster = cluster = Cluster(config.redis_url.reveal(), hub, lease=config.redis_lease)
+            hub.links.store = cluster.store
             await cluster.start()
         yield
         if cluster is not None:

@@ -91,7 +91,7 @@ async def _serve(config: Config, ssl_context: ssl.SSLContext | None, *, demo: bo
     print(f"Alcove is serving on {base}  (admin key in {data_dir / 'admin-key'} or ALCOVE_ADMIN_KEY)",
           flush=True)
     if demo:
-        room = create_room(app[HUB], {"type": "individual", "start": "now", "host": "Demo Therapist"}, base)
+        room = await create_room(app[HUB], {"type": "individual", "start": "now", "host": "Demo Therapist"}, base)
         print("\nDemo session (individual, starts now, 50 minutes):", flush=True)
         print(f"  Therapist: {room['therapist_link']}", flush=True)
         print(f"  Client:    {room['client_links'][0]}", flush=True)

@@ -35,6 +35,7 @@ from . import jsondecode
 from .coalesce import Coalescer
 from .config import Config
 from .echo import TURN_LIFETIME_S, EchoCalls
+from .links import Links, MemoryStore
 from .logs import log_event
 from .metrics import Metrics
 from .tokens import Tokens, new_id
@@ -109,6 +110,9 @@ class Hub:
         self.coalescer = Coalescer(self._deliver_coalesced)  # queue/waiting state: latest, a few per second
         self.cluster: ClusterLike | None = None
         """Several instances on Redis (``ALCOVE_REDIS_URL``); None: this process alone, everything in memory."""
+        links_path = config.data_dir / "links.json" if config.data_dir else None
+        self.links = Links(MemoryStore(clock, links_path), config.admin_key.reveal())
+        """Short links' seat ids and the admin's list (in Redis too when several instances share one)."""
         self.echo = EchoCalls([], config.media_addressing())
         """The pre-join connectivity test's echo peer (host candidates only, as the SFU's)."""
 

@@ -40,7 +40,7 @@ def new_id(prefix: str, nbytes: int = 12) -> str:
     return f"{prefix}_{secrets.token_urlsafe(nbytes)}"
 
 
-def _write_private(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -81,9 +81,10 @@ class SigningKey:
 class NotOpenYet(SignalingError):
     """``room-not-open`` from a token whose signature was checked: ``opens_at`` (epoch seconds) is trustworthy."""
 
-    def __init__(self, opens_at: float) -> None:
+    def __init__(self, opens_at: float, role: str = "") -> None:
         super().__init__("room-not-open", "this session is not open yet")
         self.opens_at = opens_at
+        self.role = role
 
 
 class KeyRing:
@@ -108,7 +109,7 @@ class KeyRing:
 
     def save(self) -> None:
         if self.path:
-            _write_private(self.path, json.dumps({"keys": [k.to_json() for k in self.keys]}, indent=1))
+            write_private(self.path, json.dumps({"keys": [k.to_json() for k in self.keys]}, indent=1))
 
     def rotate(self, now: float, keep: int = 2) -> SigningKey:
         """Add a new signing key and keep the ``keep`` newest (tokens signed by a dropped key stop working)."""
@@ -170,7 +171,7 @@ class Revocations:
 
     def _save(self) -> None:
         if self.path:
-            _write_private(self.path, json.dumps({"tokens": self.tokens, "rooms": self.rooms,
+            write_private(self.path, json.dumps({"tokens": self.tokens, "rooms": self.rooms,
                                                   "seats": {k: list(v) for k, v in self.seats.items()}}))
 
 
@@ -257,7 +258,7 @@ class Tokens:
                 raise SignalingError("room-ended", "this session has ended")
             raise SignalingError("token-revoked", "this link was revoked")
         if now + LEEWAY < nbf:
-            raise NotOpenYet(spec.starts_at - self.early_join)
+            raise NotOpenYet(spec.starts_at - self.early_join, role)
         if now - LEEWAY > exp:
             raise SignalingError("room-ended", "this session has ended")
         return Admission(spec=spec, role=role, token_id=str(claims["jti"]), token_expires=exp)

@@ -172,7 +172,7 @@ async def _browser_call(browser: Any, http: Any, base: str, admin_key: str, *, e
     room = await create_room(http, base, admin_key, {"type": "individual", "start": "now", "host": "Bench"})
     t_link, c_link = room["therapist_link"], room["client_links"][0]
     if e2ee:  # the link secret in both links turns E2EE on (the client's MAC checks out; no tk: SAS only)
-        s = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+        s = base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()
         t_link, c_link = t_link + f"&s={s}", c_link + f"&s={s}"
     contexts, pages = [], []
     try:

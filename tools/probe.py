@@ -173,7 +173,7 @@ class _Probe:
 
     def _e2ee_links(self, ik: ec.EllipticCurvePrivateKey) -> tuple[str, list[str]]:
         """The invite links as the therapist UI makes them: ``s`` for everyone, ``tk`` for the clients."""
-        s = b64e(os.urandom(32))
+        s = b64e(os.urandom(16))
         tk = b64e(tk_of(pub_raw(ik)))
         return (self.room["therapist_link"] + f"&s={s}",
                 [link + f"&s={s}&tk={tk}" for link in self.room["client_links"]])

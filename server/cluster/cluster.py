@@ -7,7 +7,9 @@ Redis holds only opaque ids, numbers and sealed blobs, each key with a TTL (``PR
 - ``tk:<hash of ticket>``: a websocket ticket, its admission sealed (AES-GCM) under a key derived from the ticket
   itself, which Redis never sees; taken with GETDEL (single use);
 - ``own:<room id>``: the instance that owns the room (a lease, renewed while the room is live);
-- ``inst:<instance id>``: an instance's heartbeat.
+- ``inst:<instance id>``: an instance's heartbeat;
+- ``seat:<hash of a seat id>``, ``adm:<room id>``: short links' seats and the admin's list, sealed
+  (:mod:`server.links`), until their room is over.
 
 A socket that lands on an instance that does not own its room is relayed: its messages go to the owner over Redis
 pub/sub (channel ``i:<owner>``) and the owner's answers come back on ``i:<edge>``, in batches. The core runs on the
@@ -36,6 +38,7 @@ from signaling.effects import ConnId
 from signaling.errors import SignalingError
 from signaling.room import Admission, ResumeClaims, RoomSpec
 
+from ..links import MemoryStore
 from ..logs import log_event
 from ..tokens import LEEWAY, TICKET_TTL, new_id
 from .common import ANSWER_TIMEOUT, OP_TIMEOUT, ClusterUnavailable
@@ -91,6 +94,51 @@ def ticket_key(ticket: str) -> tuple[str, bytes]:
     return f"{PREFIX}tk:{digest[:16].hex()}", digest[16:]
 
 
+class RedisStore:
+    """The short links' store (:class:`server.links.Store`) in Redis, written through to this process's memory: after
+    Redis came back empty, what this instance wrote is written again (``republish``)."""
+
+    def __init__(self, cluster: Cluster, local: MemoryStore) -> None:
+        self.cluster = cluster
+        self.local = local
+
+    async def put(self, key: str, blob: bytes, ttl: float) -> None:
+        await self.local.put(key, blob, ttl)
+        await self.cluster._op(self.cluster.redis.set(PREFIX + key, blob, px=max(1000, int(ttl * 1000))))
+
+    async def get(self, key: str) -> bytes | None:
+        value = await self.cluster._op(self.cluster.redis.get(PREFIX + key))
+        if isinstance(value, bytes):
+            return value
+        local = await self.local.get(key)
+        if local is None and time.monotonic() - self.cluster.healthy_since < 2 * self.cluster.lease:
+            # Redis just came back, perhaps empty, and the instance that made this link may not have written it
+            # again yet: retryable, not "this link is not valid" (which a page takes as final).
+            raise ClusterUnavailable()
+        return local
+
+    async def delete(self, key: str) -> None:
+        await self.local.delete(key)
+        await self.cluster._op(self.cluster.redis.delete(PREFIX + key))
+
+    async def values(self, prefix: str) -> list[bytes]:
+        redis = self.cluster.redis
+
+        async def scan() -> list[Any]:
+            keys = [k async for k in redis.scan_iter(match=f"{PREFIX}{prefix}*", count=500)]
+            return list(await redis.mget(keys)) if keys else []
+
+        return [v for v in await self.cluster._op(scan()) if isinstance(v, bytes)]
+
+    async def republish(self) -> None:
+        now = self.local.clock()
+        entries = await self.local.entries()
+        async with self.cluster.redis.pipeline(transaction=False) as p:
+            for key, (blob, until) in entries.items():
+                p.set(PREFIX + key, blob, px=max(1000, int((until - now) * 1000)), nx=True)
+            await p.execute()
+
+
 @dataclasses.dataclass
 class Relayed:
     """A socket on this instance whose room another instance owns."""
@@ -112,6 +160,7 @@ class Cluster:
         self._release = self.redis.register_script(_RELEASE)
         self._raise = self.redis.register_script(_RAISE)
         self.healthy = False
+        self.healthy_since = 0.0  # monotonic: when Redis was last found reachable after being out of reach
         self.owned: dict[str, float] = {}  # rooms whose lease we hold -> when we took it (monotonic)
         self.relayed: dict[ConnId, Relayed] = {}  # edge side
         self.remote: dict[ConnId, str] = {}  # owner side: conn -> edge instance
@@ -119,6 +168,7 @@ class Cluster:
         self._out: dict[str, list[list[Any]]] = {}
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.store = RedisStore(self, MemoryStore(hub.clock))
         self.stats = {"published": 0, "received": 0, "publish_batches": 0}
 
     def census(self) -> dict[str, object]:
@@ -131,9 +181,9 @@ class Cluster:
     async def start(self) -> None:
         with contextlib.suppress(ClusterUnavailable):
             await self._maintain()
-        self._tasks = [asyncio.create_task(self._listen(), name="alcove-cluster-listen"),
-                       asyncio.create_task(self._flusher(), name="alcove-cluster-flush"),
-                       asyncio.create_task(self._tick_loop(), name="alcove-cluster-tick")]
+        self._tasks += [asyncio.create_task(self._listen(), name="alcove-cluster-listen"),
+                        asyncio.create_task(self._flusher(), name="alcove-cluster-flush"),
+                        asyncio.create_task(self._tick_loop(), name="alcove-cluster-tick")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -181,6 +231,16 @@ class Cluster:
         for key, entry in pending.items():
             if self._pending.get(key) == entry:
                 del self._pending[key]
+
+    async def _republish_links(self) -> None:
+        """Write again the short links this instance made (Redis may have come back empty); the first commands after
+        a restart of Redis may meet a connection it closed, so a few tries."""
+        for attempt in range(5):
+            try:
+                await asyncio.wait_for(self.store.republish(), OP_TIMEOUT)
+                return
+            except (RedisError, OSError, TimeoutError):
+                await asyncio.sleep(0.2 * (attempt + 1))
 
     def _republish_all(self) -> None:
         """After Redis came back (perhaps empty): write again every revocation and generation this instance knows."""
@@ -368,7 +428,10 @@ class Cluster:
         self.healthy = healthy
         log_event("cluster-redis", logging.INFO if healthy else logging.WARNING, code="up" if healthy else "down")
         if healthy:
+            self.healthy_since = time.monotonic()
             self._republish_all()
+            self._tasks = [t for t in self._tasks if not t.done()]
+            self._tasks.append(asyncio.create_task(self._republish_links(), name="alcove-cluster-links"))
             return
         # Cross-instance sockets cannot work without Redis: their clients reconnect (and resume) once it is back.
         for conn in list(self.relayed):

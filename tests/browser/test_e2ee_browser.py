@@ -350,6 +350,9 @@ async def test_the_console_makes_a_secure_invite_link_per_seat(alcove: Any, page
     link = await first.input_value()
     assert "&s=" in link and "&tk=" in link and link.split("#t=")[1].split("&")[0] not in {
         c.split("#t=")[1] for c in room["client_links"]}
+    # the short form: a seat id and a 16-byte secret (22 characters each), one text message with any usual host
+    fragment = dict(p.split("=", 1) for p in link.split("#", 1)[1].split("&"))
+    assert [len(fragment[k]) for k in ("t", "s", "tk")] == [22, 22, 22], fragment
     client = await pages.new()
     await join(client, link.replace(link.split("/j/")[0], alcove.url), "Alex")
     await admit(therapist, "Alex")

@@ -58,10 +58,14 @@ async def test_admin_page_adds_the_therapists_key_code_locally_and_the_client_is
     assert not any(r.startswith("POST") for r in sent)
     await admin.get_by_label("Therapist's key code (optional)").fill(f" {code[:11]} {code[11:]} ")
     await admin.get_by_role("button", name="Create session").click()
-    await admin.get_by_text("Client link 1").wait_for()
+    await admin.locator("#links").get_by_text("Client link 1").wait_for()  # (the list below has one too)
     await admin.get_by_text("The client links carry the therapist's key code").wait_for()
     therapist_link, client_link = await admin.locator("#links code").all_inner_texts()
     assert client_link.endswith(f"&tk={code}") and "tk=" not in therapist_link
+    # The list of upcoming sessions gives the same link again, and this code only to the session made with it.
+    await wait_js(admin, "document.querySelectorAll('#upcoming-list > li').length === 2")
+    listed = await admin.locator("#upcoming-list code").all_inner_texts()
+    assert client_link in listed and first["client_links"][0] in listed, listed
     # Kept in the admin's browser, never in a request.
     assert await admin.evaluate("localStorage.getItem('alcove.admin.key-code')") == code
     assert any(r.startswith("POST") and "/api/rooms" in r for r in sent)

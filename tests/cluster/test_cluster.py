@@ -126,7 +126,7 @@ async def test_nothing_personal_in_redis_and_every_key_expires(cluster2: Cluster
         await t.close()
     dumps.append(await redis_dump(cluster2.redis.url))
     kinds = {key.split(":")[1] for dump in dumps for key, _, _ in dump}
-    assert {"own", "inst", "rev", "gen", "tk"} <= kinds, kinds
+    assert {"own", "inst", "rev", "gen", "tk", "seat", "adm"} <= kinds, kinds
     needles = [PLANTED, "Zephyrine", "Dr. T", "v=0", "candidate", "127.0.0.1", "a=fingerprint", *secrets_]
     for dump in dumps:
         for key, value, ttl in dump:
@@ -159,3 +159,35 @@ async def test_three_instances_one_room_three_participants(cluster_factory: Any)
     finally:
         for p in (t, *clients):
             await p.close()
+
+
+async def test_a_short_link_made_on_one_instance_works_on_the_other(cluster2: ClusterHarness) -> None:
+    a, b = cluster2.instances
+    auth = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{a.url}/api/rooms", json={"type": "couple"}, headers=auth) as r:
+            assert r.status == 201
+            info = await r.json()
+        seat = info["client_links"][0].split("#t=")[1]
+        assert len(seat) == 22  # a seat id, not a token
+        async with http.post(f"{b.url}/api/session", json={"token": seat}) as r:
+            assert r.status == 200 and (await r.json())["room"]["id"] == info["room_id"]
+        for inst in (a, b):  # the admin's list, on either instance
+            async with http.get(f"{inst.url}/api/rooms", headers=auth) as r:
+                assert [x["room_id"] for x in (await r.json())["rooms"]] == [info["room_id"]]
+    # one device per link, across instances
+    first = await SignalingClient.open(a.url, info["client_links"][0], name="Alex")
+    try:
+        with pytest.raises(JoinRefused) as refused:
+            await SignalingClient.open(b.url, info["client_links"][0], name="Alex")
+        assert refused.value.code == "device-in-use"
+    finally:
+        await first.close()
+    # revoked on b, refused on a, and the list says so on a
+    async with aiohttp.ClientSession() as http:
+        async with http.delete(f"{b.url}/api/rooms/{info['room_id']}/links/2", headers=auth) as r:
+            assert r.status == 200
+        async with http.post(f"{a.url}/api/session", json={"token": info["client_links"][1].split("#t=")[1]}) as r:
+            assert r.status == 410 and (await r.json())["error"]["code"] == "token-revoked"
+        async with http.get(f"{a.url}/api/rooms", headers=auth) as r:
+            assert [x["revoked"] for x in (await r.json())["rooms"][0]["links"]] == [False, False, True]

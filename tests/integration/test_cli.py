@@ -164,7 +164,8 @@ async def test_room_create_adds_the_therapist_key_code_locally_and_never_sends_i
         assert len(room["client_links"]) == 2
         for link in room["client_links"]:
             assert link.endswith(f"&tk={code}") and "#t=" in link
-        assert "tk=" not in room["therapist_link"]
+            assert len(link.split("#t=")[1].split("&")[0]) == 22  # the short form: a seat id
+        assert "tk=" not in room["therapist_link"] and len(room["therapist_link"].split("#t=")[1]) == 22
         # The same from the environment (a file the admin keeps, sourced into the shell).
         rc, out, _ = await _room_create(server, alcove.admin_key, env={"ALCOVE_THERAPIST_KEY_CODE": code})
         assert rc == 0 and all(link.endswith(f"&tk={code}") for link in json.loads(out)["client_links"])

@@ -75,7 +75,7 @@ async def test_couple_room_refuses_a_third_admission(alcove: Any, join: Any) -> 
     room, t, cs = await admitted_pair(alcove, join, "couple", clients=2)
     # a third client link for the same room (minted with the server's own keys: the API gives one per seat)
     hub = alcove.hub
-    spec = hub.tokens.verify_room_token(token_of(room["client_links"][0]), alcove.clock()).spec
+    spec = hub.tokens.verify_room_token(await hub.links.resolve(token_of(room["client_links"][0])), alcove.clock()).spec
     third = hub.tokens.issue_room_token(spec, "client", alcove.clock()).token
     c3 = await joined(join, f"{alcove.url}/j/#t={third}", "Third")
     assert c3.status == "waiting"

@@ -54,7 +54,9 @@ test("e2ee: link fragment, b64, k_auth", async () => {
   assert.deepEqual(link.tk, tk);
   assert.equal(E.parseLinkFragment("#t=xyz").sLink, null);
   assert.throws(() => E.parseLinkFragment("#s=" + E.b64e(s)));
-  assert.throws(() => E.parseLinkFragment("#t=x&s=" + E.b64e(s.subarray(0, 16))));
+  assert.throws(() => E.parseLinkFragment("#t=x&s=" + E.b64e(s.subarray(0, 20))));
+  // a short link: a seat id and a 16-byte link secret (128 bits)
+  assert.deepEqual(E.parseLinkFragment("#t=Ab3_Ab3_Ab3_Ab3_Ab3_xy&s=" + E.b64e(s.subarray(0, 16))).sLink, s.subarray(0, 16));
   assert.throws(() => E.b64d("a+b="));
   assert.deepEqual(E.b64d(E.b64e(Uint8Array.of(0, 255, 254))), Uint8Array.of(0, 255, 254));
   const k = await E.kAuth(s, ROOM);

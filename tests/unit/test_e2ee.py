@@ -83,7 +83,9 @@ def test_link_fragment_and_k_auth() -> None:
     with pytest.raises(ValueError):
         parse_link_fragment("#s=" + b64e(s))
     with pytest.raises(ValueError):
-        parse_link_fragment("#t=x&s=" + b64e(s[:16]))
+        parse_link_fragment("#t=x&s=" + b64e(s[:20]))
+    short = parse_link_fragment(make_link_fragment("Ab3_" * 5 + "xy", s[:16], tk))  # a short link: 16-byte secret
+    assert short.s_link == s[:16] and len(k_auth(short.s_link, ROOM)) == 32
     with pytest.raises(ValueError):
         parse_link_fragment("#t=x&tk=not*b64")
     assert len(k_auth(s, ROOM)) == 32 and k_auth(s, ROOM) != k_auth(s, ROOM + "x")

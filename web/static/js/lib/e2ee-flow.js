@@ -800,6 +800,9 @@ export class TherapistE2ee extends E2eeBase {
 /** @param {string} room */
 const secretKey = (room) => `alcove.slink.${room}`;
 
+/** The link secret's length: 128 bits, so a link with it fits in a text message (docs/security.md §3). */
+export const LINK_SECRET_BYTES = 16;
+
 /** The room's link secret kept in this browser (b64url), or null. @param {string} room */
 export function storedLinkSecret(room) {
   try { return localStorage.getItem(secretKey(room)); } catch { return null; }
@@ -810,7 +813,7 @@ export function storedLinkSecret(room) {
  * @param {string} room @param {string|null} [value] */
 export function keepLinkSecret(room, value = null) {
   let s = value || storedLinkSecret(room);
-  if (!s) s = E.b64e(crypto.getRandomValues(new Uint8Array(32)));
+  if (!s) s = E.b64e(crypto.getRandomValues(new Uint8Array(LINK_SECRET_BYTES)));
   try { localStorage.setItem(secretKey(room), s); } catch { /* storage disabled: this page only */ }
   if (value) expectLinkSecret(room);
   return s;

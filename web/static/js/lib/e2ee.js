@@ -284,7 +284,7 @@ function strField(payload, name) {
 /** @typedef {{token: string, sLink: Uint8Array | null, tk: Uint8Array | null}} LinkInfo */
 
 /**
- * Parse "#t=<token>&s=<b64 32 B>&tk=<b64 16 B>" (s and tk optional). Throws TypeError.
+ * Parse "#t=<token or seat id>&s=<b64 16 B (32 B in older links)>&tk=<b64 16 B>" (s and tk optional). Throws TypeError.
  * @param {string} fragment @returns {LinkInfo}
  */
 export function parseLinkFragment(fragment) {
@@ -293,7 +293,7 @@ export function parseLinkFragment(fragment) {
   if (!token) throw new TypeError("the link has no token");
   const s = params.get("s") ? b64d(/** @type {string} */ (params.get("s"))) : null;
   const tk = params.get("tk") ? b64d(/** @type {string} */ (params.get("tk"))) : null;
-  if (s && s.length !== 32) throw new TypeError("bad link secret");
+  if (s && s.length !== 16 && s.length !== 32) throw new TypeError("bad link secret");
   if (tk && tk.length !== 16) throw new TypeError("bad therapist key hash");
   return { token, sLink: s, tk };
 }

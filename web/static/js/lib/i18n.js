@@ -98,6 +98,12 @@ export function formatDate(when) {
   return new Intl.DateTimeFormat(fmtLocale(), { weekday: "long", day: "numeric", month: "long" }).format(d);
 }
 
+/** A short day ("Tue 1 Dec"), for lists and confirmations. @param {string|Date} when */
+export function formatDay(when) {
+  const d = when instanceof Date ? when : new Date(when);
+  return new Intl.DateTimeFormat(fmtLocale(), { weekday: "short", day: "numeric", month: "short" }).format(d);
+}
+
 /** @param {string|Date} when */
 export function isToday(when) {
   const d = when instanceof Date ? when : new Date(when);

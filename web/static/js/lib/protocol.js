@@ -83,7 +83,7 @@ const FINAL_SESSION_ERRORS = new Set([
  * @typedef {{id: string, type: string, opens_at: string, starts_at: string, ends_at: string,
  *            host?: string, seats?: number, topology?: string}} RoomInfo
  * @typedef {{ticket: string, role: "therapist"|"client", room: RoomInfo}} SessionGrant
- * @typedef {{code: string, message: string, opens_at?: string}} ApiError
+ * @typedef {{code: string, message: string, opens_at?: string, role?: string}} ApiError
  * @typedef {{name?: string|null, intro?: string|null, check?: "direct"|"relay"|"blocked"|null}} HelloFields
  */
 
@@ -94,6 +94,8 @@ export class SessionError extends Error {
     super(error.message || error.code);
     this.code = error.code;
     this.opensAt = error.opens_at || null;
+    /** room-not-open: whose link it is (the token was checked), so the page can speak to them. */
+    this.role = error.role === "therapist" || error.role === "client" ? error.role : null;
     this.final = FINAL_SESSION_ERRORS.has(error.code);
   }
 }

@@ -1,12 +1,25 @@
-// The admin page: create a session and copy its links. The admin key stays in this tab's sessionStorage; the
-// therapist's key code (optional) in this browser's localStorage, added to the client links here (never sent).
+// The admin page: create a session and copy its links; the list of upcoming sessions, where any link can be copied
+// again or revoked. The admin key stays in this tab's sessionStorage; the therapist's key code (optional) in this
+// browser's localStorage, added to the client links here (never sent).
 
-import { t, formatTime } from "../lib/i18n.js";
+import { t, tn, formatDay, formatTime, formatTimeZoned } from "../lib/i18n.js";
 import { parseKeyCode, withKeyCode } from "../lib/keycode.js";
 import { applyTranslations, onLocaleChange } from "./dom.js";
 
 const KEY = "alcove.admin-key";
 const KEY_CODE = "alcove.admin.key-code";
+/** Which therapist's key code each session's client links carry (room id -> code), kept in this browser only. */
+const ROOM_CODES = "alcove.admin.room-codes";
+
+/** @returns {Record<string, string>} */
+function roomCodes() {
+  try { return JSON.parse(localStorage.getItem(ROOM_CODES) || "{}") || {}; } catch { return {}; }
+}
+
+/** @param {Record<string, string>} codes */
+function keepRoomCodes(codes) {
+  try { localStorage.setItem(ROOM_CODES, JSON.stringify(codes)); } catch { /* storage disabled: this page only */ }
+}
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -39,8 +52,8 @@ async function api(method, path, body) {
   return data;
 }
 
-/** @param {string} text @param {HTMLElement} code */
-async function copy(text, code) {
+/** @param {string} text @param {HTMLElement} code @param {string} [status] where to say it was copied */
+async function copy(text, code, status = "created-status") {
   try {
     await navigator.clipboard.writeText(text);
   } catch {
@@ -51,7 +64,7 @@ async function copy(text, code) {
     sel?.addRange(range);
     document.execCommand("copy");
   }
-  $("created-status").textContent = t("admin.copied");
+  $(status).textContent = t("admin.copied");
 }
 
 /**
@@ -75,7 +88,7 @@ let shownCode = "";
 function showCreated(room, code, focus = true) {
   shown = room;
   shownCode = code;
-  $("created-title").textContent = t("admin.created", { start: formatTime(room.starts_at), end: formatTime(room.ends_at) });
+  $("created-title").textContent = t("admin.created", { when: when(room) });
   const list = $("links");
   list.replaceChildren();
   const anchor = $("links-anchor");
@@ -109,6 +122,7 @@ function showCreated(room, code, focus = true) {
       await api("DELETE", `/api/rooms/${encodeURIComponent(room.room_id)}`);
       $("created-status").textContent = t("admin.ended");
       end.disabled = true;
+      loadUpcoming();
     } catch (e) {
       $("created-status").textContent = t("admin.error", { message: /** @type {Error} */ (e).message });
     }
@@ -118,12 +132,135 @@ function showCreated(room, code, focus = true) {
   if (focus) $("created").focus();
 }
 
+/** "Tue 1 Dec, 08:00–08:50 CET": the day, the times and the time zone. @param {any} room */
+function when(room) {
+  return t("admin.when", { date: formatDay(room.starts_at), start: formatTime(room.starts_at), end: formatTimeZoned(room.ends_at) });
+}
+
+/** The upcoming sessions as the server last listed them (shown again when the language changes). @type {any[] | null} */
+let upcoming = null;
+
+async function loadUpcoming() {
+  if (!adminKey()) {
+    upcoming = null;
+    renderUpcoming();
+    return;
+  }
+  try {
+    upcoming = (await api("GET", "/api/rooms")).rooms;
+    const codes = Object.entries(roomCodes());  // forget the codes of sessions that are over
+    const live = new Set((upcoming || []).map((/** @type {any} */ r) => r.room_id));
+    if (codes.some(([id]) => !live.has(id))) keepRoomCodes(Object.fromEntries(codes.filter(([id]) => live.has(id))));
+  } catch (e) {
+    upcoming = null;
+    $("upcoming-status").textContent = t("admin.upcoming.error", { message: /** @type {Error} */ (e).message });
+  }
+  renderUpcoming();
+}
+
+/** One link of a listed session: its label, the link, Copy and Revoke (which asks first). @param {any} room @param {any} link */
+function linkRow(room, link) {
+  const li = document.createElement("li");
+  const name = document.createElement("span");
+  name.id = `up-${room.room_id}-${link.n}`;
+  name.textContent = link.role === "therapist" ? t("admin.links.therapist") : t("admin.links.client", { n: link.n });
+  const described = `${name.id} up-${room.room_id}`;
+  const code = document.createElement("code");
+  const keyCodeOfRoom = roomCodes()[room.room_id];  // the code this browser added when it created the session
+  const url = link.role === "client" && keyCodeOfRoom ? withKeyCode(link.link, keyCodeOfRoom) : link.link;
+  code.textContent = url;
+  code.title = url;
+  li.append(name, code);
+  if (link.revoked) {
+    const gone = document.createElement("span");
+    gone.className = "revoked";
+    gone.textContent = t("admin.revoked");
+    li.append(gone);
+    return li;
+  }
+  const copyBtn = button(t("admin.copy"), "btn secondary", described, () => copy(url, code, "upcoming-status"));
+  const revoke = button(t("admin.revoke"), "btn quiet", described, () => {
+    // Nothing irreversible by one click: ask, in place.
+    const ask = document.createElement("span");
+    ask.className = "inline revoke-ask";
+    const question = document.createElement("span");
+    question.id = `${name.id}-ask`;
+    question.textContent = t("admin.revoke.ask");
+    const yes = button(t("admin.revoke.confirm"), "btn danger", `${question.id} ${described}`, async () => {
+      try {
+        await api("DELETE", `/api/rooms/${encodeURIComponent(room.room_id)}/links/${link.n}`);
+        $("upcoming-status").textContent = t("admin.revoke.done");
+        await loadUpcoming();
+        document.getElementById(`up-${room.room_id}`)?.focus();
+      } catch (e) {
+        $("upcoming-status").textContent = t("admin.upcoming.error", { message: /** @type {Error} */ (e).message });
+      }
+    });
+    const no = button(t("admin.revoke.keep"), "btn secondary", described, () => {
+      ask.replaceWith(copyBtn, revoke);
+      revoke.focus();
+    });
+    ask.append(question, yes, no);
+    copyBtn.remove();
+    revoke.replaceWith(ask);
+    yes.focus();
+  });
+  li.append(copyBtn, revoke);
+  return li;
+}
+
+/** @param {string} text @param {string} cls @param {string} describedBy @param {() => void} onClick */
+function button(text, cls, describedBy, onClick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = cls;
+  b.textContent = text;
+  b.setAttribute("aria-describedby", describedBy);
+  b.addEventListener("click", onClick);
+  return b;
+}
+
+function renderUpcoming() {
+  const list = $("upcoming-list");
+  list.replaceChildren();
+  const note = $("upcoming-note");
+  $("upcoming-refresh").hidden = upcoming === null;
+  if (upcoming === null) {
+    note.textContent = t("admin.upcoming.locked");
+    note.hidden = !!adminKey() && !!$("upcoming-status").textContent;
+    return;
+  }
+  note.textContent = t("admin.upcoming.empty");
+  note.hidden = upcoming.length > 0;
+  for (const room of upcoming) {
+    const item = document.createElement("li");
+    const h = document.createElement("h3");
+    h.id = `up-${room.room_id}`;
+    h.tabIndex = -1;
+    h.textContent = when(room);
+    const what = document.createElement("p");
+    what.className = "hint";
+    what.textContent = `${t(`admin.type.${room.type}`)} · ${tn("admin.upcoming.seats", room.seats)}`;
+    const links = document.createElement("ul");
+    links.className = "links";
+    links.setAttribute("aria-labelledby", h.id);
+    for (const link of room.links) links.append(linkRow(room, link));
+    item.append(h, what, links);
+    list.append(item);
+  }
+}
+
 function main() {
   applyTranslations();
-  onLocaleChange(() => { if (shown) showCreated(shown, shownCode, false); });
+  onLocaleChange(() => {
+    if (shown) showCreated(shown, shownCode, false);
+    renderUpcoming();
+  });
   const keyInput = /** @type {HTMLInputElement} */ ($("admin-key"));
   keyInput.value = sessionStorage.getItem(KEY) || "";
   keyInput.addEventListener("input", () => sessionStorage.setItem(KEY, keyInput.value));
+  keyInput.addEventListener("change", () => { $("upcoming-status").textContent = ""; loadUpcoming(); });
+  $("upcoming-refresh").addEventListener("click", () => { $("upcoming-status").textContent = ""; loadUpcoming(); });
   $("key-form").addEventListener("submit", (e) => e.preventDefault());
   // The therapist's key code stays in this browser (it is not a secret, but it must come from the therapist).
   const codeInput = /** @type {HTMLInputElement} */ ($("room-key-code"));
@@ -180,7 +317,10 @@ function main() {
     const host = /** @type {HTMLInputElement} */ ($("room-host")).value.trim();
     if (host) body.host = host;
     try {
-      showCreated(await api("POST", "/api/rooms", body), code);
+      const room = await api("POST", "/api/rooms", body);
+      if (code) keepRoomCodes({ ...roomCodes(), [room.room_id]: code });
+      showCreated(room, code);
+      loadUpcoming();
     } catch (ex) {
       err.textContent = t("admin.error", { message: /** @type {Error} */ (ex).message });
       err.hidden = false;
@@ -189,3 +329,4 @@ function main() {
 }
 
 main();
+loadUpcoming();

@@ -1,7 +1,8 @@
 // The DOM helpers every view shares: element lookup, switching views, announcements, the error and ended
 // pages, applying the translations of lib/i18n.js to a page and the language switcher.
 
-import { t, formatTime, formatDate, getLocale, chooseLocale, LANGUAGES } from "../lib/i18n.js";
+import { t, formatTimeZoned, formatDate, getLocale, chooseLocale, LANGUAGES } from "../lib/i18n.js";
+import { countdown } from "../lib/countdown.js";
 
 /** @param {string} id */
 export const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -14,6 +15,7 @@ const VIEWS = ["view-loading", "view-error", "view-join", "view-waiting", "view-
  * @param {boolean} [focus]
  */
 export function showView(id, focus = true) {
+  stopCountdown();
   for (const v of VIEWS) {
     const el = document.getElementById(v);
     if (el) el.hidden = v !== id;
@@ -57,10 +59,48 @@ export function onLocaleChange(fn) {
 /** The page shown last by showError/showEnded, re-rendered in a new language. @type {(() => void)|null} */
 let finalPage = null;
 
+/** The too-early page's timer. @type {ReturnType<typeof setInterval> | null} */
+let countdownTimer = null;
+
+function stopCountdown() {
+  if (countdownTimer !== null) clearInterval(countdownTimer);
+  countdownTimer = null;
+}
+
 /**
- * Shows an error page for a refused link.
+ * The too-early page counts down to the opening and calls `onOpen` when it comes (by this device's clock; the
+ * server has the last word). The visible text changes every second; the live region only when the phrase a
+ * person should hear changes (the minutes, or the hours).
+ * @param {number} opens epoch ms @param {() => void} onOpen
+ */
+function startCountdown(opens, onOpen) {
+  const box = $("error-countdown");
+  const live = $("error-countdown-live");
+  box.hidden = false;
+  live.textContent = "";
+  /** @type {string | null} */
+  let said = null;
+  const tick = () => {
+    const left = opens - Date.now();
+    if (left <= 0) {
+      stopCountdown();
+      box.textContent = t("early.opening");
+      onOpen();
+      return;
+    }
+    const now = countdown(left);
+    box.textContent = now.text;
+    if (said !== null && now.spoken !== said) live.textContent = now.spoken;
+    said = now.spoken;
+  };
+  tick();
+  if (box.textContent !== t("early.opening")) countdownTimer = setInterval(tick, 1000);
+}
+
+/**
+ * Shows an error page for a refused link; too early, with a countdown that calls `onOpen` at the opening.
  * @param {string} code
- * @param {{opensAt?: string|null, focus?: boolean}} [extra]
+ * @param {{opensAt?: string|null, role?: string|null, onOpen?: () => void, focus?: boolean}} [extra]
  */
 export function showError(code, extra = {}) {
   finalPage = () => showError(code, { ...extra, focus: false });
@@ -71,19 +111,22 @@ export function showError(code, extra = {}) {
     const opens = new Date(extra.opensAt);
     const sameDay = opens.toDateString() === new Date().toDateString();
     title = sameDay
-      ? t("error.title.room-not-open", { time: formatTime(opens) })
-      : t("error.title.room-not-open.other", { time: formatTime(opens), date: formatDate(opens) });
+      ? t("error.title.room-not-open", { time: formatTimeZoned(opens) })
+      : t("error.title.room-not-open.other", { time: formatTimeZoned(opens), date: formatDate(opens) });
   } else if (c === "room-not-open") {
     title = t("error.title.room-not-open.unknown");
   }
+  const counting = c === "room-not-open" && !!extra.opensAt && !!extra.onOpen;
   $("error-title").textContent = title;
-  $("error-body").textContent = t(`error.body.${c}`);
+  $("error-body").textContent = counting && extra.role ? t(`error.body.${c}.${extra.role}`) : t(`error.body.${c}`);
   const reload = $("error-reload");
-  reload.hidden = !(c === "generic" || c === "device-in-use" || c === "room-not-open");
+  reload.hidden = counting || !(c === "generic" || c === "device-in-use" || c === "room-not-open");
   reload.onclick = () => location.reload();
   document.title = `${title} – Alcove`;
   document.body.dataset.state = `error-${c}`;
   showView("view-error", extra.focus !== false);
+  $("error-countdown").hidden = true;
+  if (counting && extra.opensAt && extra.onOpen) startCountdown(Date.parse(extra.opensAt), extra.onOpen);
 }
 
 /**

@@ -343,6 +343,15 @@ async function main() {
     showError(malformed ? "token-invalid" : "missing");
     return;
   }
+  await begin(token);
+}
+
+/**
+ * Exchanges the token and shows the join page, or the page that says why not. Too early, that page counts down
+ * and comes back here at the opening (again a few seconds later if this device's clock ran ahead of the server's).
+ * @param {string} token @param {number} [attempt]
+ */
+async function begin(token, attempt = 0) {
   let grant;
   try {
     grant = await requestSession(token);
@@ -353,7 +362,8 @@ async function main() {
       grant = null;
     } else {
       if (err.final) store.forgetSession();
-      showError(err.code || "generic", { opensAt: err.opensAt });
+      const onOpen = () => { setTimeout(() => { begin(token, attempt + 1); }, Math.min(30_000, 5_000 * attempt)); };
+      showError(err.code || "generic", { opensAt: err.opensAt, role: err.role, onOpen });
       return;
     }
   }
