@@ -111,6 +111,9 @@ class Hub:
         """Several instances on Redis (``ALCOVE_REDIS_URL``); None: this process alone, everything in memory."""
         self.echo = EchoCalls([], config.media_addressing())
         """The pre-join connectivity test's echo peer (host candidates only, as the SFU's)."""
+        self.keep_media = False
+        """Set for a deploy (SIGTERM): from then on no media effect reaches the SFU (the sockets closing are not
+        departures), and at stop its workers are left forwarding for the next process to adopt."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -121,6 +124,12 @@ class Hub:
         gc.collect()
         gc.freeze()
         self._ticker = asyncio.create_task(self._tick_loop(), name="alcove-tick")
+        from .sfu import adoptable  # light: the manager (aiortc) is imported on use
+
+        if adoptable(self.config.media_runtime_dir()):
+            # SFU workers a previous process left forwarding (a restart or deploy): adopt them now, so that
+            # their rooms' media goes on while the members resume.
+            self._media_start = asyncio.create_task(self._start_media(), name="alcove-sfu-start")
 
     def check_media_reachable(self) -> str | None:
         """Says at start (a log line without addresses) when the SFU would have no candidate a client could reach."""
@@ -137,7 +146,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._media_start
         if self.media is not None:
-            await self.media.stop()
+            await self.media.stop(detach=self.keep_media)
         await self.echo.close()
         if self._ticker:
             self._ticker.cancel()
@@ -307,6 +316,8 @@ class Hub:
     # ------------------------------------------------------------------ SFU rooms
 
     def _media(self, effect: MediaSignal | MediaMembers) -> None:
+        if self.keep_media:
+            return  # stopping for a deploy: sockets closing now are no departures; the next process decides
         if self.media is not None:
             self.media.handle(effect)
             return
@@ -322,7 +333,9 @@ class Hub:
         addressing = self.config.media_addressing()
         manager = SfuManager(self._media_send, workers=self.config.media_workers,
                              ice_servers=self._sfu_ice_servers(), loopback=addressing.loopback,
-                             announced=addressing.announced, ports=addressing.ports)
+                             announced=addressing.announced, ports=addressing.ports,
+                             runtime_dir=self.config.media_runtime_dir(),
+                             adopt_within=self.config.media_adopt_seconds)
         try:
             await manager.start()
         except Exception:
