@@ -63,6 +63,14 @@ class Connection:
     edge: str | None = None
 
 
+@dataclass(frozen=True)
+class _Resumed:
+    """A member of an SFU room resumed while the SFU manager was starting (see ``Hub._media_resumed``)."""
+
+    room_id: str
+    pid: str
+
+
 class CoreServices:
     """The pure helpers the core borrows: ids, resume signatures, ICE servers."""
 
@@ -100,7 +108,7 @@ class Hub:
         self.rooms = Rooms(config.timing, self.services)
         self.connections: dict[ConnId, Connection] = {}
         self.media: Any = None  # the SFU manager, started on the first SFU room's media
-        self._media_pending: list[MediaSignal | MediaMembers] = []
+        self._media_pending: list[MediaSignal | MediaMembers | _Resumed] = []
         self._media_start: asyncio.Task[None] | None = None
         self._sfu_ice_expires: float | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -224,7 +232,11 @@ class Hub:
         connected = self.rooms.connect(c.conn, admission, hello, self.clock())
         self.perform(connected.effects)
         self.update_gauges()
-        return connected.joined
+        joined = connected.joined
+        if joined is not None and hello.resume is not None and joined.status == "admitted" \
+                and admission.spec.topology == "sfu":
+            self._media_resumed(joined.room_id, joined.pid)
+        return joined
 
     def receive(self, c: Connection, msg: m.ClientMessage) -> None:
         self.perform(self.rooms.receive(c.conn, msg, self.clock()))
@@ -327,6 +339,19 @@ class Hub:
         if self._media_start is None:
             self._media_start = asyncio.create_task(self._start_media(), name="alcove-sfu-start")
 
+    def _media_resumed(self, room_id: str, pid: str) -> None:
+        """A member of an SFU room resumed: if no SFU here carries the room (this instance took the room over
+        from a dead owner, or the previous process's workers are gone), its connection leads nowhere: tell it
+        ``media-ended`` so it builds one to this instance's SFU. Adopted rooms keep their connections."""
+        if self.keep_media:
+            return
+        if self.media is not None:
+            self.media.resumed(room_id, pid)
+        elif self._media_start is not None:  # starting (maybe adopting): decide once it runs
+            self._media_pending.append(_Resumed(room_id, pid))
+        else:
+            self._media_send(room_id, pid, m.MediaEnded(from_=m.SFU_PID))
+
     async def _start_media(self) -> None:
         from .sfu import SfuManager  # imports aiortc: only when an SFU room needs it
 
@@ -342,14 +367,17 @@ class Hub:
             log_event("sfu-start-failed", code="server-error")
             self._media_start = None
             for e in self._media_pending:
-                if isinstance(e, MediaSignal):
+                if isinstance(e, (MediaSignal, _Resumed)):
                     self._media_send(e.room_id, e.pid, m.MediaEnded(from_=m.SFU_PID))
             self._media_pending.clear()
             return
         self.media = manager
         pending, self._media_pending = self._media_pending, []
         for e in pending:
-            manager.handle(e)
+            if isinstance(e, _Resumed):
+                manager.resumed(e.room_id, e.pid)
+            else:
+                manager.handle(e)
 
     def echo_ice_servers(self) -> list[dict[str, object]]:
         """ICE servers for one pre-join test: TURN credentials valid :data:`TURN_LIFETIME_S` seconds, or none."""

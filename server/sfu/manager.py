@@ -20,8 +20,10 @@ Workers outlive the signaling process (docs/sfu.md §4): each one runs in its ow
 through a unix socket in ``runtime_dir`` (mode 0600). A new manager on the same ``runtime_dir`` first connects
 to the sockets it finds and **adopts** those workers with their rooms; an adopted room keeps forwarding to its
 previous members while they resume, each one re-attached as the core admits it again, and the members who do
-not come back within ``adopt_within`` seconds are dropped. ``stop(detach=True)`` (a deploy) leaves the workers
-running for the next process; a worker nobody adopts within ``adopt_within`` seconds exits on its own.
+not come back within ``adopt_within`` seconds are dropped. Adopted workers only *drain*: they take no new room
+and are stopped when their last adopted room ends, so new rooms always run on workers of the current release
+(started fresh by this manager). ``stop(detach=True)`` (a deploy) leaves every worker running for the next
+process; a worker nobody adopts within ``adopt_within`` seconds exits on its own.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from signaling import messages as m
 from signaling.effects import MediaMembers, MediaSignal
 
 from . import SOCKET_NAME
-from .worker import WorkerConfig
+from .worker import WORKER_PROTOCOL, WorkerConfig
 
 log = logging.getLogger("alcove.sfu")
 
@@ -75,6 +77,10 @@ class _Worker:
     started_at: float = 0.0
     respawn_delay: float = 0.0
     rooms: set[str] = field(default_factory=set)
+    draining: bool = False
+    """Adopted from a previous signaling process: keeps its rooms, takes no new one, stops when they end."""
+    retiring: bool = False
+    """Told to stop (drained, or of another release): its exit is no failure."""
 
 
 @dataclass
@@ -136,8 +142,9 @@ class SfuManager:
     # ------------------------------------------------------------------ lifecycle
 
     def socket_path(self, index: int) -> Path:
+        """A fresh worker's socket: its pool index and a random part (never the name of a worker left running)."""
         assert self.runtime_dir is not None
-        return self.runtime_dir / SOCKET_NAME.format(index)
+        return self.runtime_dir / SOCKET_NAME.format(f"{index}-{os.urandom(4).hex()}")
 
     async def start(self) -> None:
         """Adopt the live workers found in the runtime directory, start the others, wait until each is ready."""
@@ -150,6 +157,8 @@ class SfuManager:
         os.chmod(self.runtime_dir, 0o700)
         if len(str(self.socket_path(self.size))) > 100:  # sun_path holds 108 bytes
             raise RuntimeError("the runtime directory's path is too long for a unix socket")
+        for path in sorted(self.runtime_dir.glob(SOCKET_NAME.format("*"))):
+            await self._adopt_at(path)
         for i in range(self.size):
             self._ready[i] = self._loop.create_future()
         results = await asyncio.gather(*(self._open(i) for i in range(self.size)), return_exceptions=True)
@@ -176,7 +185,7 @@ class SfuManager:
                     self._retire(w)
             self.workers = [None] * self.size
             self.pinned.clear()
-            return
+            return  # a deploy: the next process adopts them
         for w in self.workers:
             if w is not None and w.alive:
                 w.outbox.put(("stop",))
@@ -191,40 +200,56 @@ class SfuManager:
         if self._own_dir and self.runtime_dir is not None:
             shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
+    async def _adopt_at(self, path: Path) -> None:
+        """A socket a previous signaling process left: adopt its worker (it drains), or remove a stale one."""
+        assert self._loop is not None
+        conn = await self._loop.run_in_executor(None, _connect, path)
+        if conn is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # its worker is gone
+            return
+        index = len(self.workers)  # after the pool: never chosen for a new room
+        self.workers.append(None)
+        self._ready[index] = self._loop.create_future()
+        w = self._attach(index, conn, None, 0.0)
+        w.draining = True
+        if self.config.ice_servers:
+            w.outbox.put(("ice", list(self.config.ice_servers)))  # the previous process's credentials may be old
+
     async def _open(self, index: int, delay: float = 0.0) -> None:
-        """Connect to worker ``index``'s socket (adopting it) or start a new worker process there."""
+        """Start pool worker ``index`` (a new process of this release) and connect to it."""
         assert self._loop is not None
         if delay:
             await asyncio.sleep(delay)
         if self._stopping:
             return
         path = self.socket_path(index)
-        conn = await self._loop.run_in_executor(None, _connect, path)
-        process = None
-        if conn is None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()  # a stale socket: its worker is gone
-            process = await self._loop.run_in_executor(None, _start_worker, path, self.config)
-            deadline = time.monotonic() + STARTUP_TIMEOUT
-            while conn is None:
-                if process.poll() is not None or time.monotonic() > deadline or self._stopping:
-                    if process.poll() is None:
-                        process.kill()
-                    await self._loop.run_in_executor(None, process.wait)
-                    raise RuntimeError("an SFU worker process did not start")
-                await asyncio.sleep(0.05)
-                conn = await self._loop.run_in_executor(None, _connect, path)
-        elif self.config.ice_servers:
-            conn.send(("ice", list(self.config.ice_servers)))  # the previous process's credentials may be old
+        process = await self._loop.run_in_executor(None, _start_worker, path, self.config)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        conn = None
+        while conn is None:
+            if process.poll() is not None or time.monotonic() > deadline or self._stopping:
+                if process.poll() is None:
+                    process.kill()
+                await self._loop.run_in_executor(None, process.wait)
+                raise RuntimeError("an SFU worker process did not start")
+            await asyncio.sleep(0.05)
+            conn = await self._loop.run_in_executor(None, _connect, path)
+        if index not in self._ready or self._ready[index].done():
+            self._ready[index] = self._loop.create_future()
+        self._attach(index, conn, process, delay)
+
+    def _attach(self, index: int, conn: Connection, process: subprocess.Popen[bytes] | None,
+                delay: float) -> _Worker:
+        assert self._loop is not None
         outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
         writer = threading.Thread(target=_write_loop, args=(conn, outbox), name=f"alcove-sfu-writer-{index}",
                                   daemon=True)
         w = _Worker(index, process, conn, outbox, writer, started_at=time.monotonic(), respawn_delay=delay)
         writer.start()
         self.workers[index] = w
-        if index not in self._ready or self._ready[index].done():
-            self._ready[index] = self._loop.create_future()
         self._loop.add_reader(conn.fileno(), self._on_readable, w)
+        return w
 
     def _retire(self, w: _Worker) -> None:
         """Forget a worker's connection and writer (its process has exited, is about to, or is left running)."""
@@ -250,6 +275,9 @@ class SfuManager:
                 code = w.process.wait(1.0)
         if self._stopping:
             return
+        if w.retiring:
+            self.workers[w.index] = None
+            return
         self.worker_deaths += 1
         log.error("SFU worker %d (pid %s) died (exit code %s); ending the media of %d room(s)",
                   w.index, w.os_pid, code, len(w.rooms))
@@ -265,6 +293,9 @@ class SfuManager:
             if not future.done():
                 future.set_result({})
         assert self._loop is not None
+        if w.index >= self.size:  # an adopted worker ended: nothing to replace (new rooms go to the pool)
+            self.workers[w.index] = None
+            return
         delay = 0.0
         if time.monotonic() - w.started_at < 5.0:  # crash loop: back off
             delay = min(max(RESPAWN_DELAY, 2 * w.respawn_delay), 30.0)
@@ -276,7 +307,7 @@ class SfuManager:
     def _adopt(self, w: _Worker, rooms: dict[str, list[str]]) -> None:
         """A worker left by a previous signaling process: pin its rooms here and let their members resume."""
         assert self._loop is not None
-        for room_id, pids in rooms.items():
+        for room_id, pids in sorted(rooms.items()):
             if room_id in self.pinned or not pids:
                 continue
             self.pinned[room_id] = w.index
@@ -284,8 +315,14 @@ class SfuManager:
             adoption = self.adopting[room_id] = _Adoption(frozenset(pids))
             adoption.timer = self._loop.call_later(self.config.adopt_within, self._adoption_over, room_id)
             self.adopted_rooms += 1
-        if rooms:
-            log.info("SFU worker %d adopted with %d room(s)", w.index, len(rooms))
+        log.info("SFU worker adopted with %d room(s)", len(w.rooms))
+        self._drained(w)
+
+    def _drained(self, w: _Worker) -> None:
+        """An adopted worker whose rooms have all ended is stopped (its process is of the previous release)."""
+        if w.draining and w.alive and not w.rooms and not w.retiring:
+            w.retiring = True
+            w.outbox.put(("stop",))
 
     def _adoption_over(self, room_id: str) -> None:
         """The bound is over: members who did not resume are dropped (and the room ended if nobody did)."""
@@ -324,9 +361,10 @@ class SfuManager:
         w = self.workers[index]
         if w is not None and w.alive:
             w.outbox.put(("members", room_id, sorted(effective)))
-            if not pids:
+            if not effective:
                 w.rooms.discard(room_id)
-        if not pids:
+                self._drained(w)
+        if not effective:
             self.pinned.pop(room_id, None)
 
     def _signal(self, room_id: str, pid: str, msg: m.ClientMessage) -> None:
@@ -356,7 +394,7 @@ class SfuManager:
             w = self.workers[index]
             if w is not None and w.alive:
                 return w
-        live = [w for w in self.workers if w is not None and w.alive]
+        live = [w for w in self.workers[:self.size] if w is not None and w.alive]
         if not live:
             return None
         w = min(live, key=lambda x: (len(x.rooms), x.index))
@@ -364,6 +402,13 @@ class SfuManager:
         w.rooms.add(room_id)
         w.outbox.put(("members", room_id, sorted(self.members.get(room_id, ()))))
         return w
+
+    def resumed(self, room_id: str, pid: str) -> None:
+        """A member of ``room_id`` resumed its session: when no worker here carries the room (taken over from
+        another instance, or its worker is gone), its SFU connection leads nowhere; ``media-ended`` makes it
+        build one here. A room a worker here carries (adopted, or live) keeps its connections."""
+        if room_id not in self.pinned:
+            self._deliver(room_id, pid, m.MediaEnded(from_=m.SFU_PID), force=True)
 
     # ------------------------------------------------------------------ replies from workers
 
@@ -393,7 +438,13 @@ class SfuManager:
                 future.set_result(msg[2])
         elif op == "ready":
             w.os_pid = msg[1]
-            self._adopt(w, msg[2])
+            if w.draining:
+                if len(msg) < 4 or msg[3] != WORKER_PROTOCOL:  # another release's protocol: do not drive it
+                    log.warning("SFU worker of another release (protocol %s): stopping it", msg[3:4])
+                    w.retiring = True
+                    w.outbox.put(("stop",))
+                else:
+                    self._adopt(w, msg[2])
             ready = self._ready.get(w.index)
             if ready is not None and not ready.done():
                 ready.set_result(msg[1])

@@ -31,7 +31,8 @@ Protocol with the manager (pickled tuples over the unix socket, ``multiprocessin
 manager → worker: ``("members", room, [pids])`` (empty = the room ended), ``("offer", room, pid, sdp)``,
 ``("candidate", room, pid, candidate|None, sdp_mid, sdp_mline_index)``, ``("stats", req)``, ``("stop",)``.
 
-worker → manager: ``("ready", os_pid, {room: [pids]})`` (on every new connection: the rooms it forwards), ``("answer", room, pid, sdp)``, ``("tracks", room, pid, {mid: {"pid",
+worker → manager: ``("ready", os_pid, {room: [pids]}, WORKER_PROTOCOL)`` (on every new connection: the rooms
+it forwards), ``("answer", room, pid, sdp)``, ``("tracks", room, pid, {mid: {"pid",
 "kind"[, "paused": True]}})``, ``("error", room, pid, code, message, ref)``, ``("stats", req, dict)``.
 """
 
@@ -72,6 +73,9 @@ from .layers import LayerChooser, LayerMeter
 from .rtp import PAUSED, Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
 
 log = logging.getLogger("alcove.sfu.worker")
+
+WORKER_PROTOCOL = 1
+"""The manager ↔ worker protocol's version (in ``ready``): a manager adopts only workers that speak its own."""
 
 SLOT_QUEUE_LIMIT = 120
 """Packets a slot may hold for a sender that does not keep up; beyond it the slot resyncs on a key frame."""
@@ -588,7 +592,8 @@ class Worker:
             self._orphan_timer = None
         self.adoptions += 1
         asyncio.get_running_loop().add_reader(conn.fileno(), self._on_readable)
-        self.out("ready", os.getpid(), {room.id: sorted(room.members) for room in self.rooms.values()})
+        self.out("ready", os.getpid(), {room.id: sorted(room.members) for room in self.rooms.values()},
+                 WORKER_PROTOCOL)
 
     def _orphan(self) -> None:
         """The manager's connection ended without ``stop``: media goes on for ``adopt_within`` seconds."""

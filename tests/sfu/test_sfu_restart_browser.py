@@ -137,7 +137,7 @@ async def test_group_media_with_chromium_survives_a_kill_9_of_the_signaling_proc
               f"{max(bots_of_page.values()):.2f} s), received by the page {gap_page:.2f} s; the page's decoded "
               f"frames per publisher before/after: {[(before.get(b.pid), after.get(b.pid)) for b in bots]}; "
               f"SFU connections the page made: {await therapist.evaluate('window.__pcs.length')}")
-        assert workers_of(alcove) == {worker}  # adopted
+        assert worker in workers_of(alcove)  # adopted
         assert await therapist.evaluate("window.__pcs.length") == 1  # the page kept its SFU connection
         assert gap_bots < GAP_BOUND and gap_page < GAP_BOUND, (gap_bots, gap_page)
         assert all(b.failures == [] for b in bots)
