@@ -157,7 +157,12 @@ async def test_kill_the_owner_of_a_group_room_its_media_moves_to_the_new_owner(c
               f"media back on the new owner's SFU: the longest a stream went without a video frame {gap:.2f} s")
         census = await cluster.census()
         assert [x["owned"] for x in census.values()] == [1], census
-        assert cluster.sfu_workers(other)  # the media now runs on the new owner's workers
+        # the media now runs on the new owner's workers: everyone built a new SFU connection, and media goes on
+        # once the dead owner's workers are gone too
+        assert all(len(p.sfu_links) == 2 for p in everyone), [len(p.sfu_links) for p in everyone]
+        for pid in cluster.sfu_workers(owner):
+            os.kill(pid, signal.SIGKILL)
+        await everyone_gets(everyone, 15, timeout=30)
         assert all(p.status == "admitted" for p in cs)
         assert gap <= LEASE + BACK_WITHIN, gap
         assert t.failures == [] and all(c.failures == [] for c in cs)
