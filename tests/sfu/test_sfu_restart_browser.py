@@ -22,7 +22,14 @@ import pytest
 
 from peer.participant import Participant
 from tests.browser.conftest import TRACK_PCS, browser, decodes_from_all, frames, join, pages, wait_js
-from tests.integration.test_faults import FrameWatch, ServerProcess, everyone_gets, rejoin, workers_of
+from tests.integration.test_faults import (
+    FrameWatch,
+    ServerProcess,
+    everyone_gets,
+    rejoin,
+    timing_holds,
+    workers_of,
+)
 
 pytestmark = [pytest.mark.sfu, pytest.mark.browser, pytest.mark.media, pytest.mark.usefixtures("media_namespace")]
 
@@ -139,7 +146,9 @@ async def test_group_media_with_chromium_survives_a_kill_9_of_the_signaling_proc
               f"SFU connections the page made: {await therapist.evaluate('window.__pcs.length')}")
         assert worker in workers_of(alcove)  # adopted
         assert await therapist.evaluate("window.__pcs.length") == 1  # the page kept its SFU connection
-        assert gap_bots < GAP_BOUND and gap_page < GAP_BOUND, (gap_bots, gap_page)
+        assert all(after[b.pid] > before[b.pid] + 30 for b in bots), (before, after)
+        if timing_holds():
+            assert gap_bots < GAP_BOUND and gap_page < GAP_BOUND, (gap_bots, gap_page)
         assert all(b.failures == [] for b in bots)
     finally:
         for w in (watch, page_watch):
