@@ -82,8 +82,12 @@ async def _serve(config: Config, ssl_context: ssl.SSLContext | None, *, demo: bo
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    def deploy() -> None:  # SIGTERM: stop for a restart; the SFU workers go on forwarding for the next process
+        app[HUB].keep_media = True
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGTERM, deploy)
     base = config.base_url()
     if app[HUB].media_unreachable is not None:
         print("warning: the media server has no reachable address: family and group sessions will get no media "

@@ -37,6 +37,13 @@ def _lease(value: str) -> float:
     return lease
 
 
+def _adopt(value: str) -> float:
+    seconds = float(value)
+    if not 1 <= seconds <= 600:
+        raise ValueError("ALCOVE_MEDIA_ADOPT_SECONDS must be between 1 and 600")
+    return seconds
+
+
 def parse_topologies(value: str) -> dict[SessionType, SessionKind]:
     """``ALCOVE_TOPOLOGY``: e.g. ``family=mesh,group=sfu`` overrides the default topology per session type."""
     kinds = dict(DEFAULT_KINDS)
@@ -81,6 +88,8 @@ class Config:
     limits: Limits = field(default_factory=Limits)  # ALCOVE_LIMIT_*: throttling (server/throttle.py)
     redis_url: Secret = field(default_factory=lambda: Secret(""))  # several instances share rooms (server/cluster)
     redis_lease: float = 6.0  # seconds a room's owner lease lasts unrenewed (takeover bound after an owner dies)
+    runtime_dir: Path | None = None  # the SFU workers' control sockets (ALCOVE_RUNTIME_DIR; see media_runtime_dir)
+    media_adopt_seconds: float = 30.0  # SFU workers outlive a restart this long, waiting to be adopted
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -117,7 +126,16 @@ class Config:
             limits=Limits.from_env(env),
             redis_url=Secret(env.get("ALCOVE_REDIS_URL", "")),
             redis_lease=_lease(env.get("ALCOVE_REDIS_LEASE_SECONDS", "6")),
+            runtime_dir=Path(env["ALCOVE_RUNTIME_DIR"]) if env.get("ALCOVE_RUNTIME_DIR") else None,
+            media_adopt_seconds=_adopt(env.get("ALCOVE_MEDIA_ADOPT_SECONDS", "30")),
         )
+
+    def media_runtime_dir(self) -> Path | None:
+        """Where the SFU workers listen for the signaling process (one directory per instance, by port, so that
+        several instances may share a data directory); None without a data directory (nothing survives a
+        restart then: the signing keys do not either)."""
+        base = self.runtime_dir or (self.data_dir / "run" if self.data_dir else None)
+        return base / f"sfu-{self.port}" if base is not None else None
 
     def media_addressing(self) -> MediaAddressing:
         """What the SFU binds and advertises; loopback candidates come by themselves on a loopback-only server."""

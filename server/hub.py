@@ -64,6 +64,14 @@ class Connection:
     edge: str | None = None
 
 
+@dataclass(frozen=True)
+class _Resumed:
+    """A member of an SFU room resumed while the SFU manager was starting (see ``Hub._media_resumed``)."""
+
+    room_id: str
+    pid: str
+
+
 class CoreServices:
     """The pure helpers the core borrows: ids, resume signatures, ICE servers."""
 
@@ -101,7 +109,7 @@ class Hub:
         self.rooms = Rooms(config.timing, self.services)
         self.connections: dict[ConnId, Connection] = {}
         self.media: Any = None  # the SFU manager, started on the first SFU room's media
-        self._media_pending: list[MediaSignal | MediaMembers] = []
+        self._media_pending: list[MediaSignal | MediaMembers | _Resumed] = []
         self._media_start: asyncio.Task[None] | None = None
         self._sfu_ice_expires: float | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -115,6 +123,9 @@ class Hub:
         """Short links' seat ids and the admin's list (in Redis too when several instances share one)."""
         self.echo = EchoCalls([], config.media_addressing())
         """The pre-join connectivity test's echo peer (host candidates only, as the SFU's)."""
+        self.keep_media = False
+        """Set for a deploy (SIGTERM): from then on no media effect reaches the SFU (the sockets closing are not
+        departures), and at stop its workers are left forwarding for the next process to adopt."""
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,6 +136,12 @@ class Hub:
         gc.collect()
         gc.freeze()
         self._ticker = asyncio.create_task(self._tick_loop(), name="alcove-tick")
+        from .sfu import adoptable  # light: the manager (aiortc) is imported on use
+
+        if adoptable(self.config.media_runtime_dir()):
+            # SFU workers a previous process left forwarding (a restart or deploy): adopt them now, so that
+            # their rooms' media goes on while the members resume.
+            self._media_start = asyncio.create_task(self._start_media(), name="alcove-sfu-start")
 
     def check_media_reachable(self) -> str | None:
         """Says at start (a log line without addresses) when the SFU would have no candidate a client could reach."""
@@ -141,7 +158,7 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._media_start
         if self.media is not None:
-            await self.media.stop()
+            await self.media.stop(detach=self.keep_media)
         await self.echo.close()
         if self._ticker:
             self._ticker.cancel()
@@ -219,7 +236,11 @@ class Hub:
         connected = self.rooms.connect(c.conn, admission, hello, self.clock())
         self.perform(connected.effects)
         self.update_gauges()
-        return connected.joined
+        joined = connected.joined
+        if joined is not None and hello.resume is not None and joined.status == "admitted" \
+                and admission.spec.topology == "sfu":
+            self._media_resumed(joined.room_id, joined.pid)
+        return joined
 
     def receive(self, c: Connection, msg: m.ClientMessage) -> None:
         self.perform(self.rooms.receive(c.conn, msg, self.clock()))
@@ -311,6 +332,8 @@ class Hub:
     # ------------------------------------------------------------------ SFU rooms
 
     def _media(self, effect: MediaSignal | MediaMembers) -> None:
+        if self.keep_media:
+            return  # stopping for a deploy: sockets closing now are no departures; the next process decides
         if self.media is not None:
             self.media.handle(effect)
             return
@@ -320,27 +343,45 @@ class Hub:
         if self._media_start is None:
             self._media_start = asyncio.create_task(self._start_media(), name="alcove-sfu-start")
 
+    def _media_resumed(self, room_id: str, pid: str) -> None:
+        """A member of an SFU room resumed: if no SFU here carries the room (this instance took the room over
+        from a dead owner, or the previous process's workers are gone), its connection leads nowhere: tell it
+        ``media-ended`` so it builds one to this instance's SFU. Adopted rooms keep their connections."""
+        if self.keep_media:
+            return
+        if self.media is not None:
+            self.media.resumed(room_id, pid)
+        elif self._media_start is not None:  # starting (maybe adopting): decide once it runs
+            self._media_pending.append(_Resumed(room_id, pid))
+        else:
+            self._media_send(room_id, pid, m.MediaEnded(from_=m.SFU_PID))
+
     async def _start_media(self) -> None:
         from .sfu import SfuManager  # imports aiortc: only when an SFU room needs it
 
         addressing = self.config.media_addressing()
         manager = SfuManager(self._media_send, workers=self.config.media_workers,
                              ice_servers=self._sfu_ice_servers(), loopback=addressing.loopback,
-                             announced=addressing.announced, ports=addressing.ports)
+                             announced=addressing.announced, ports=addressing.ports,
+                             runtime_dir=self.config.media_runtime_dir(),
+                             adopt_within=self.config.media_adopt_seconds)
         try:
             await manager.start()
         except Exception:
             log_event("sfu-start-failed", code="server-error")
             self._media_start = None
             for e in self._media_pending:
-                if isinstance(e, MediaSignal):
+                if isinstance(e, (MediaSignal, _Resumed)):
                     self._media_send(e.room_id, e.pid, m.MediaEnded(from_=m.SFU_PID))
             self._media_pending.clear()
             return
         self.media = manager
         pending, self._media_pending = self._media_pending, []
         for e in pending:
-            manager.handle(e)
+            if isinstance(e, _Resumed):
+                manager.resumed(e.room_id, e.pid)
+            else:
+                manager.handle(e)
 
     def echo_ice_servers(self) -> list[dict[str, object]]:
         """ICE servers for one pre-join test: TURN credentials valid :data:`TURN_LIFETIME_S` seconds, or none."""

@@ -12,9 +12,18 @@ busy or stuck worker never blocks the signaling loop) and turns the worker's rep
 * ``signaling.messages.Error(code=…, message=…, ref="offer")`` — a refused offer (``not-allowed``,
   ``invalid-message``); ``MediaEnded`` when the room's worker died (a new offer on a new connection reconnects).
 
-A worker that dies (crash, OOM kill, SIGKILL) is noticed through its process sentinel on the signaling
-loop: its rooms are unpinned, every member of those rooms is told, a replacement worker is started, and the
-next offer of such a room starts its media again on a live worker.
+A worker that dies (crash, OOM kill, SIGKILL) is noticed when its control connection ends: its rooms are
+unpinned, every member of those rooms is told, a replacement worker is started, and the next offer of such a
+room starts its media again on a live worker.
+
+Workers outlive the signaling process (docs/sfu.md §4): each one runs in its own session and is reached
+through a unix socket in ``runtime_dir`` (mode 0600). A new manager on the same ``runtime_dir`` first connects
+to the sockets it finds and **adopts** those workers with their rooms; an adopted room keeps forwarding to its
+previous members while they resume, each one re-attached as the core admits it again, and the members who do
+not come back within ``adopt_within`` seconds are dropped. Adopted workers only *drain*: they take no new room
+and are stopped when their last adopted room ends, so new rooms always run on workers of the current release
+(started fresh by this manager). ``stop(detach=True)`` (a deploy) leaves every worker running for the next
+process; a worker nobody adopts within ``adopt_within`` seconds exits on its own.
 """
 
 from __future__ import annotations
@@ -23,19 +32,28 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import multiprocessing
 import os
+import pickle
 import queue
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 from signaling import messages as m
 from signaling.effects import MediaMembers, MediaSignal
 
-from .worker import WorkerConfig, worker_main
+from . import SOCKET_NAME
+from .worker import WORKER_PROTOCOL, WorkerConfig
 
 log = logging.getLogger("alcove.sfu")
 
@@ -50,8 +68,8 @@ SendCallback = Callable[[str, str, "m.ServerMessage"], None]
 @dataclass
 class _Worker:
     index: int
-    process: Any  # multiprocessing.process.BaseProcess
-    conn: Any  # multiprocessing.connection.Connection
+    process: subprocess.Popen[bytes] | None  # None: adopted from a previous signaling process
+    conn: Connection
     outbox: queue.SimpleQueue[Any]
     writer: threading.Thread
     alive: bool = True
@@ -59,6 +77,24 @@ class _Worker:
     started_at: float = 0.0
     respawn_delay: float = 0.0
     rooms: set[str] = field(default_factory=set)
+    draining: bool = False
+    """Adopted from a previous signaling process: keeps its rooms, takes no new one, stops when they end."""
+    retiring: bool = False
+    """Told to stop (drained, or of another release): its exit is no failure."""
+
+
+@dataclass
+class _Adoption:
+    """A room adopted from a previous signaling process, while its members resume."""
+
+    previous: frozenset[str]
+    """The admitted set the worker had (the one the previous process's core last sent)."""
+    seen: set[str] = field(default_factory=set)
+    """Pids the core has admitted again since; one that leaves after that has left for good."""
+    timer: asyncio.TimerHandle | None = None
+
+    def effective(self, pids: frozenset[str]) -> frozenset[str]:
+        return pids | (self.previous - self.seen)
 
 
 class SfuManager:
@@ -76,19 +112,27 @@ class SfuManager:
         pli_interval: float = 0.5,
         transcode: bool = False,
         pack: bool = False,
+        runtime_dir: Path | None = None,
+        adopt_within: float = 30.0,
     ) -> None:
         self.send = send
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
         self.config = WorkerConfig(ice_servers=list(ice_servers or []), loopback=loopback, announced=announced,
-                                   ports=ports,
-                                   pli_interval=pli_interval, transcode=transcode, pack=pack)
+                                   ports=ports, pli_interval=pli_interval, transcode=transcode, pack=pack,
+                                   adopt_within=adopt_within)
+        self.runtime_dir = runtime_dir
+        """Where the workers' control sockets live; None: a private directory of this process (nothing to
+        adopt after a restart), removed at :meth:`stop`."""
+        self._own_dir = False
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}
         """room id → admitted pids, a cache of the latest ``MediaMembers`` effect (the core's ``Room`` decides;
         this copy gates media signals and is replayed to a respawned worker)."""
         self.pinned: dict[str, int] = {}
+        self.adopting: dict[str, _Adoption] = {}
+        """Rooms adopted from a previous signaling process whose members have not all resumed yet."""
+        self.adopted_rooms = 0
         self.worker_deaths = 0
-        self._ctx = multiprocessing.get_context("spawn")  # never fork a process that runs threads and a loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stats: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ready: dict[int, asyncio.Future[int]] = {}
@@ -97,21 +141,51 @@ class SfuManager:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def socket_path(self, index: int) -> Path:
+        """A fresh worker's socket: its pool index and a random part (never the name of a worker left running)."""
+        assert self.runtime_dir is not None
+        return self.runtime_dir / SOCKET_NAME.format(f"{index}-{os.urandom(4).hex()}")
+
     async def start(self) -> None:
-        """Start the worker processes and wait until each one runs its loop."""
+        """Adopt the live workers found in the runtime directory, start the others, wait until each is ready."""
         self._loop = asyncio.get_running_loop()
         self._stopping = False
+        if self.runtime_dir is None:
+            self.runtime_dir = Path(tempfile.mkdtemp(prefix="alcove-sfu-"))
+            self._own_dir = True
+        self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.runtime_dir, 0o700)
+        if len(str(self.socket_path(self.size))) > 100:  # sun_path holds 108 bytes
+            raise RuntimeError("the runtime directory's path is too long for a unix socket")
+        for path in sorted(self.runtime_dir.glob(SOCKET_NAME.format("*"))):
+            await self._adopt_at(path)
         for i in range(self.size):
-            self._spawn(i)
+            self._ready[i] = self._loop.create_future()
+        results = await asyncio.gather(*(self._open(i) for i in range(self.size)), return_exceptions=True)
         futures = list(self._ready.values())
-        await asyncio.wait(futures, timeout=STARTUP_TIMEOUT)
+        if all(r is None for r in results):
+            await asyncio.wait(futures, timeout=STARTUP_TIMEOUT)
         if not all(f.done() and not f.cancelled() for f in futures):
             await self.stop()
             raise RuntimeError("an SFU worker process did not start")
 
-    async def stop(self) -> None:
-        """End every room's media and stop the workers (terminate those that do not exit within 3 s)."""
+    async def stop(self, detach: bool = False) -> None:
+        """End every room's media and stop the workers (terminate those that do not exit within 3 s).
+
+        ``detach=True`` (a deploy, SIGTERM): leave the workers forwarding for the next signaling process, which
+        adopts them through their sockets; a worker nobody adopts exits after ``adopt_within`` seconds."""
         self._stopping = True
+        for a in self.adopting.values():
+            if a.timer is not None:
+                a.timer.cancel()
+        self.adopting.clear()
+        if detach:
+            for w in self.workers:
+                if w is not None:
+                    self._retire(w)
+            self.workers = [None] * self.size
+            self.pinned.clear()
+            return  # a deploy: the next process adopts them
         for w in self.workers:
             if w is not None and w.alive:
                 w.outbox.put(("stop",))
@@ -119,42 +193,72 @@ class SfuManager:
         for w in self.workers:
             if w is None:
                 continue
-            await loop.run_in_executor(None, w.process.join, 3)
-            if w.process.is_alive():
-                w.process.terminate()
-                await loop.run_in_executor(None, w.process.join, 2)
+            await loop.run_in_executor(None, _join, w, 3.0)
             self._retire(w)
         self.workers = [None] * self.size
         self.pinned.clear()
+        if self._own_dir and self.runtime_dir is not None:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
-    def _spawn(self, index: int, delay: float = 0.0) -> None:
+    async def _adopt_at(self, path: Path) -> None:
+        """A socket a previous signaling process left: adopt its worker (it drains), or remove a stale one."""
         assert self._loop is not None
+        conn = await self._loop.run_in_executor(None, _connect, path)
+        if conn is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()  # its worker is gone
+            return
+        index = len(self.workers)  # after the pool: never chosen for a new room
+        self.workers.append(None)
+        self._ready[index] = self._loop.create_future()
+        w = self._attach(index, conn, None, 0.0)
+        w.draining = True
+        if self.config.ice_servers:
+            w.outbox.put(("ice", list(self.config.ice_servers)))  # the previous process's credentials may be old
+
+    async def _open(self, index: int, delay: float = 0.0) -> None:
+        """Start pool worker ``index`` (a new process of this release) and connect to it."""
+        assert self._loop is not None
+        if delay:
+            await asyncio.sleep(delay)
         if self._stopping:
             return
-        parent, child = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=worker_main, args=(child, self.config), name=f"alcove-sfu-{index}",
-                                    daemon=True)
-        process.start()
-        child.close()
+        path = self.socket_path(index)
+        process = await self._loop.run_in_executor(None, _start_worker, path, self.config)
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        conn = None
+        while conn is None:
+            if process.poll() is not None or time.monotonic() > deadline or self._stopping:
+                if process.poll() is None:
+                    process.kill()
+                await self._loop.run_in_executor(None, process.wait)
+                raise RuntimeError("an SFU worker process did not start")
+            await asyncio.sleep(0.05)
+            conn = await self._loop.run_in_executor(None, _connect, path)
+        if index not in self._ready or self._ready[index].done():
+            self._ready[index] = self._loop.create_future()
+        self._attach(index, conn, process, delay)
+
+    def _attach(self, index: int, conn: Connection, process: subprocess.Popen[bytes] | None,
+                delay: float) -> _Worker:
+        assert self._loop is not None
         outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        writer = threading.Thread(target=_write_loop, args=(parent, outbox), name=f"alcove-sfu-writer-{index}",
+        writer = threading.Thread(target=_write_loop, args=(conn, outbox), name=f"alcove-sfu-writer-{index}",
                                   daemon=True)
-        w = _Worker(index, process, parent, outbox, writer, started_at=time.monotonic(), respawn_delay=delay)
+        w = _Worker(index, process, conn, outbox, writer, started_at=time.monotonic(), respawn_delay=delay)
         writer.start()
         self.workers[index] = w
-        self._ready[index] = self._loop.create_future()
-        self._loop.add_reader(parent.fileno(), self._on_readable, w)
-        self._loop.add_reader(process.sentinel, self._on_exit, w)
+        self._loop.add_reader(conn.fileno(), self._on_readable, w)
+        return w
 
     def _retire(self, w: _Worker) -> None:
-        """Forget a worker's fds and writer (its process has exited or is about to)."""
+        """Forget a worker's connection and writer (its process has exited, is about to, or is left running)."""
         assert self._loop is not None
         w.alive = False
         with contextlib.suppress(Exception):
             self._loop.remove_reader(w.conn.fileno())
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(w.process.sentinel)
         w.outbox.put(None)
+        w.writer.join(1.0)
         with contextlib.suppress(Exception):
             w.conn.close()
         ready = self._ready.get(w.index)
@@ -164,29 +268,68 @@ class SfuManager:
     def _on_exit(self, w: _Worker) -> None:
         if not w.alive:
             return
-        code = w.process.exitcode
         self._retire(w)
-        with contextlib.suppress(Exception):
-            w.process.join(0)
+        code = None
+        if w.process is not None:  # our child: reap it (an adopted worker's parent was the previous process)
+            with contextlib.suppress(Exception):
+                code = w.process.wait(1.0)
         if self._stopping:
+            return
+        if w.retiring:
+            self.workers[w.index] = None
             return
         self.worker_deaths += 1
         log.error("SFU worker %d (pid %s) died (exit code %s); ending the media of %d room(s)",
                   w.index, w.os_pid, code, len(w.rooms))
         for room_id in sorted(w.rooms):
             self.pinned.pop(room_id, None)
+            adoption = self.adopting.pop(room_id, None)
+            if adoption is not None and adoption.timer is not None:
+                adoption.timer.cancel()
             for pid in sorted(self.members.get(room_id, ())):
                 self._deliver(room_id, pid, m.MediaEnded(from_=m.SFU_PID))
         w.rooms.clear()
         for future in list(self._stats.values()):
             if not future.done():
                 future.set_result({})
+        assert self._loop is not None
+        if w.index >= self.size:  # an adopted worker ended: nothing to replace (new rooms go to the pool)
+            self.workers[w.index] = None
+            return
+        delay = 0.0
         if time.monotonic() - w.started_at < 5.0:  # crash loop: back off
             delay = min(max(RESPAWN_DELAY, 2 * w.respawn_delay), 30.0)
-            assert self._loop is not None
-            self._loop.call_later(delay, self._spawn, w.index, delay)
-        else:
-            self._spawn(w.index)
+        task = self._loop.create_task(self._open(w.index, delay), name="alcove-sfu-respawn")
+        task.add_done_callback(_log_failure)
+
+    # ------------------------------------------------------------------ adoption
+
+    def _adopt(self, w: _Worker, rooms: dict[str, list[str]]) -> None:
+        """A worker left by a previous signaling process: pin its rooms here and let their members resume."""
+        assert self._loop is not None
+        for room_id, pids in sorted(rooms.items()):
+            if room_id in self.pinned or not pids:
+                continue
+            self.pinned[room_id] = w.index
+            w.rooms.add(room_id)
+            adoption = self.adopting[room_id] = _Adoption(frozenset(pids))
+            adoption.timer = self._loop.call_later(self.config.adopt_within, self._adoption_over, room_id)
+            self.adopted_rooms += 1
+        log.info("SFU worker adopted with %d room(s)", len(w.rooms))
+        self._drained(w)
+
+    def _drained(self, w: _Worker) -> None:
+        """An adopted worker whose rooms have all ended is stopped (its process is of the previous release)."""
+        if w.draining and w.alive and not w.rooms and not w.retiring:
+            w.retiring = True
+            w.outbox.put(("stop",))
+
+    def _adoption_over(self, room_id: str) -> None:
+        """The bound is over: members who did not resume are dropped (and the room ended if nobody did)."""
+        adoption = self.adopting.pop(room_id, None)
+        if adoption is None:
+            return
+        self._members(room_id, self.members.get(room_id, frozenset()))
 
     # ------------------------------------------------------------------ effects from the hub
 
@@ -205,12 +348,23 @@ class SfuManager:
         index = self.pinned.get(room_id)
         if index is None:
             return  # no media yet; the first offer pins the room and replays the set
+        effective = pids
+        adoption = self.adopting.get(room_id)
+        if adoption is not None:
+            if pids:  # members of the previous process who have not resumed yet keep their media meanwhile
+                adoption.seen |= pids
+                effective = adoption.effective(pids)
+            if not pids or adoption.previous <= adoption.seen:
+                if adoption.timer is not None:
+                    adoption.timer.cancel()
+                del self.adopting[room_id]
         w = self.workers[index]
         if w is not None and w.alive:
-            w.outbox.put(("members", room_id, sorted(pids)))
-            if not pids:
+            w.outbox.put(("members", room_id, sorted(effective)))
+            if not effective:
                 w.rooms.discard(room_id)
-        if not pids:
+                self._drained(w)
+        if not effective:
             self.pinned.pop(room_id, None)
 
     def _signal(self, room_id: str, pid: str, msg: m.ClientMessage) -> None:
@@ -240,7 +394,7 @@ class SfuManager:
             w = self.workers[index]
             if w is not None and w.alive:
                 return w
-        live = [w for w in self.workers if w is not None and w.alive]
+        live = [w for w in self.workers[:self.size] if w is not None and w.alive]
         if not live:
             return None
         w = min(live, key=lambda x: (len(x.rooms), x.index))
@@ -249,17 +403,21 @@ class SfuManager:
         w.outbox.put(("members", room_id, sorted(self.members.get(room_id, ()))))
         return w
 
+    def resumed(self, room_id: str, pid: str) -> None:
+        """A member of ``room_id`` resumed its session: when no worker here carries the room (taken over from
+        another instance, or its worker is gone), its SFU connection leads nowhere; ``media-ended`` makes it
+        build one here. A room a worker here carries (adopted, or live) keeps its connections."""
+        if room_id not in self.pinned:
+            self._deliver(room_id, pid, m.MediaEnded(from_=m.SFU_PID), force=True)
+
     # ------------------------------------------------------------------ replies from workers
 
     def _on_readable(self, w: _Worker) -> None:
         try:
-            while w.conn.poll():
+            while w.alive and w.conn.poll():
                 self._reply(w, w.conn.recv())
-        except (EOFError, OSError):
-            with contextlib.suppress(Exception):
-                assert self._loop is not None
-                self._loop.remove_reader(w.conn.fileno())
-            # the sentinel reports the death
+        except (EOFError, OSError):  # the worker is gone
+            self._on_exit(w)
 
     def _reply(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         op = msg[0]
@@ -280,6 +438,13 @@ class SfuManager:
                 future.set_result(msg[2])
         elif op == "ready":
             w.os_pid = msg[1]
+            if w.draining:
+                if len(msg) < 4 or msg[3] != WORKER_PROTOCOL:  # another release's protocol: do not drive it
+                    log.warning("SFU worker of another release (protocol %s): stopping it", msg[3:4])
+                    w.retiring = True
+                    w.outbox.put(("stop",))
+                else:
+                    self._adopt(w, msg[2])
             ready = self._ready.get(w.index)
             if ready is not None and not ready.done():
                 ready.set_result(msg[1])
@@ -299,7 +464,7 @@ class SfuManager:
         """The OS pid of the worker process that runs ``room_id``'s media, if it is pinned."""
         index = self.pinned.get(room_id)
         w = self.workers[index] if index is not None else None
-        return w.process.pid if w is not None and w.alive else None
+        return w.os_pid if w is not None and w.alive else None
 
     def set_ice_servers(self, ice_servers: list[dict[str, Any]]) -> None:
         """New ICE servers (fresh TURN credentials) for every worker's next connections, and for respawns."""
@@ -324,6 +489,57 @@ class SfuManager:
             with contextlib.suppress(TimeoutError):
                 result[index] = await asyncio.wait_for(future, within)
         return result
+
+
+def _start_worker(path: Path, config: WorkerConfig) -> subprocess.Popen[bytes]:
+    """A worker process in its own session (a signal to the signaling process's group does not reach it),
+    listening at ``path``; its configuration goes through stdin (TURN credentials stay off the command line)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from server.sfu.worker import main; main()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+    assert process.stdin is not None
+    process.stdin.write(pickle.dumps(config))
+    process.stdin.close()
+    return process
+
+
+def _connect(path: Path) -> Connection | None:
+    """A connection to the worker listening at ``path``, or None (no socket, or nobody listens there)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:
+        sock.close()
+        return None
+    return Connection(sock.detach())
+
+
+def _join(w: _Worker, timeout: float) -> None:
+    """Wait for a stopped worker to exit; terminate it after ``timeout`` (blocking: run in an executor)."""
+    if w.process is not None:
+        try:
+            w.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            w.process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                w.process.wait(2)
+        return
+    if w.os_pid is None:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # adopted: not our child, poll its pid
+        try:
+            os.kill(w.os_pid, 0)
+        except OSError:
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(OSError):
+        os.kill(w.os_pid, signal.SIGTERM)
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("SFU worker restart failed: %s", type(task.exception()).__name__)
 
 
 def _write_loop(conn: Any, outbox: queue.SimpleQueue[Any]) -> None:

@@ -20,12 +20,19 @@ pumps a pass-through (or decoding) receiver's track and fans out to :class:`Slot
 per ``pli_interval``; a suppressed request is coalesced into one deferred PLI, so a new subscriber still
 gets its key frame within one interval).
 
-Protocol with the manager (pickled tuples over a duplex ``multiprocessing`` pipe):
+The worker outlives the signaling process that started it (docs/sfu.md §4): it runs in its own session
+(process group) and listens on a unix socket (mode 0600, in the server's runtime directory). A manager
+connects there; when that connection ends without ``stop`` (the signaling process was killed or restarted for
+a deploy) the worker keeps forwarding and waits ``WorkerConfig.adopt_within`` seconds for a new manager to
+connect and adopt it, then exits on its own.
+
+Protocol with the manager (pickled tuples over the unix socket, ``multiprocessing.connection`` framing):
 
 manager → worker: ``("members", room, [pids])`` (empty = the room ended), ``("offer", room, pid, sdp)``,
 ``("candidate", room, pid, candidate|None, sdp_mid, sdp_mline_index)``, ``("stats", req)``, ``("stop",)``.
 
-worker → manager: ``("ready", os_pid)``, ``("answer", room, pid, sdp)``, ``("tracks", room, pid, {mid: {"pid",
+worker → manager: ``("ready", os_pid, {room: [pids]}, WORKER_PROTOCOL)`` (on every new connection: the rooms
+it forwards), ``("answer", room, pid, sdp)``, ``("tracks", room, pid, {mid: {"pid",
 "kind"[, "paused": True]}})``, ``("error", room, pid, code, message, ref)``, ``("stats", req, dict)``.
 """
 
@@ -37,8 +44,11 @@ import dataclasses
 import functools
 import logging
 import os
+import pickle
 import resource
 import signal
+import socket
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -63,6 +73,9 @@ from .layers import LayerChooser, LayerMeter
 from .rtp import PAUSED, Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
 
 log = logging.getLogger("alcove.sfu.worker")
+
+WORKER_PROTOCOL = 1
+"""The manager ↔ worker protocol's version (in ``ready``): a manager adopts only workers that speak its own."""
 
 SLOT_QUEUE_LIMIT = 120
 """Packets a slot may hold for a sender that does not keep up; beyond it the slot resyncs on a key frame."""
@@ -90,6 +103,9 @@ class WorkerConfig:
     pack: bool = False
     """Benchmark baseline only: the former path, packets re-packetized by aiortc's sender (``encoder.pack()``)
     instead of forwarded at the RTP level."""
+    adopt_within: float = 30.0
+    """Seconds a worker without a manager (the signaling process died or restarts) keeps forwarding while it
+    waits to be adopted by a new one; then it exits. Also the manager's bound for members to resume."""
 
 
 # ------------------------------------------------------------------------------------------------ media
@@ -514,9 +530,13 @@ class ForwardingRoom:
 
 
 class Worker:
-    def __init__(self, conn: Connection, config: WorkerConfig) -> None:
-        self.conn = conn
+    def __init__(self, listener: socket.socket, config: WorkerConfig) -> None:
+        self.listener = listener
+        self.conn: Connection | None = None
+        """The manager's connection; None while orphaned (waiting to be adopted)."""
         self.config = config
+        self._orphan_timer: asyncio.TimerHandle | None = None
+        self.adoptions = 0
         self.rooms: dict[str, ForwardingRoom] = {}
         self.decoded_closed = 0
         """Decoded frames of streams already closed (the live ones are summed on demand)."""
@@ -527,10 +547,13 @@ class Worker:
     # -------------------------------------------------------------- plumbing
 
     def out(self, *msg: Any) -> None:
+        """To the manager; dropped while orphaned (the client re-offers if an answer is lost)."""
+        if self.conn is None:
+            return
         try:
             self.conn.send(msg)
         except (BrokenPipeError, OSError):
-            self._done.set()
+            self._orphan()
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -543,22 +566,67 @@ class Worker:
             log.error("SFU worker task failed", exc_info=task.exception())
 
     def _on_readable(self) -> None:
+        conn = self.conn
         try:
-            while self.conn.poll():
-                self.dispatch(self.conn.recv())
-        except (EOFError, OSError):  # the manager is gone
+            while conn is not None and conn is self.conn and conn.poll():
+                self.dispatch(conn.recv())
+        except (EOFError, OSError):  # the manager is gone: keep forwarding, wait to be adopted
+            self._orphan()
+
+    def _on_accept(self) -> None:
+        """A manager connects (the first one, or a new signaling process adopting this worker)."""
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            log.warning("SFU worker control socket accept failed")
+            return
+        sock.setblocking(True)
+        if self.conn is not None:  # the previous manager is gone (its end may not have been read yet)
+            self._orphan()
+        conn = Connection(sock.detach())
+        self.conn = conn
+        if self._orphan_timer is not None:
+            self._orphan_timer.cancel()
+            self._orphan_timer = None
+        self.adoptions += 1
+        asyncio.get_running_loop().add_reader(conn.fileno(), self._on_readable)
+        self.out("ready", os.getpid(), {room.id: sorted(room.members) for room in self.rooms.values()},
+                 WORKER_PROTOCOL)
+
+    def _orphan(self) -> None:
+        """The manager's connection ended without ``stop``: media goes on for ``adopt_within`` seconds."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(conn.fileno())
+            with contextlib.suppress(Exception):
+                conn.close()
+        if self._orphan_timer is None and not self._done.is_set():
+            self._orphan_timer = asyncio.get_running_loop().call_later(self.config.adopt_within, self._abandoned)
+
+    def _abandoned(self) -> None:
+        self._orphan_timer = None
+        if self.conn is None:
+            log.warning("SFU worker not adopted within %.0f s: ending the media of %d room(s)",
+                        self.config.adopt_within, len(self.rooms))
             self._done.set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         if self.config.ports is not None:
             hooks.bind_host_candidates_in(loop, *self.config.ports)
-        loop.add_reader(self.conn.fileno(), self._on_readable)
-        self.out("ready", os.getpid())
+        self.listener.setblocking(False)
+        loop.add_reader(self.listener.fileno(), self._on_accept)
+        self._orphan()  # until the manager that started it connects
         try:
             await self._done.wait()
         finally:
-            loop.remove_reader(self.conn.fileno())
+            loop.remove_reader(self.listener.fileno())
+            self.listener.close()
+            if self._orphan_timer is not None:
+                self._orphan_timer.cancel()
             for room_id in list(self.rooms):
                 self.set_members(room_id, [])
             for task in list(self._tasks):
@@ -850,12 +918,42 @@ class Worker:
         }
 
 
-def worker_main(conn: Connection, config: WorkerConfig) -> None:
-    """Entry point of a worker process (``multiprocessing`` target)."""
+def listen(path: str) -> socket.socket:
+    """The worker's control socket: a unix socket only its owner can connect to (mode 0600)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    mask = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(mask)
+    os.chmod(path, 0o600)
+    sock.listen(4)
+    return sock
+
+
+def worker_main(path: str, config: WorkerConfig) -> None:
+    """Entry point of a worker process: serve the control socket at ``path`` until stopped or abandoned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when workers stop
     from ..logs import configure
 
     configure("WARNING")  # the same allowlist as the server: aiortc/aioice lines keep code locations only
     if config.loopback:
         hooks.allow_loopback_candidates()
-    asyncio.run(Worker(conn, config).run())
+    listener = listen(path)
+    identity = os.stat(path).st_ino
+    try:
+        asyncio.run(Worker(listener, config).run())
+    finally:
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == identity:  # still ours (not a newer worker's)
+                os.unlink(path)
+
+
+def main() -> None:
+    """``python -c "from server.sfu.worker import main; main()" SOCKET``: the configuration comes pickled on
+    stdin (it holds TURN credentials, so never on the command line), from the manager that starts the process."""
+    config = pickle.load(sys.stdin.buffer)
+    if not isinstance(config, WorkerConfig):
+        raise SystemExit("expected a WorkerConfig on stdin")
+    sys.stdin.close()
+    worker_main(sys.argv[1], config)

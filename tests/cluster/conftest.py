@@ -205,6 +205,21 @@ class ClusterHarness:
         for i in self.instances:
             i.stop()
         self.redis.stop()
+        for pid in self.sfu_workers():  # they outlive their instance by design (docs/sfu.md 4.1)
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def sfu_workers(self, instance: Instance | None = None) -> set[int]:
+        """OS pids of the SFU worker processes of every instance (or of one): their sockets' directory is in
+        their command line."""
+        mark = f"{self.data_dir / 'run'}/{f'sfu-{instance.port}/' if instance else ''}".encode()
+        pids = set()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    if mark in (entry / "cmdline").read_bytes():
+                        pids.add(int(entry.name))
+        return pids
 
     async def create_room(self, **body: Any) -> dict[str, Any]:
         body = {"type": "individual", "start": "now", **body}

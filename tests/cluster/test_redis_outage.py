@@ -3,9 +3,14 @@
 During the outage live media goes on, signaling within the owner goes on, new joins get 503 + Retry-After within
 2 s; once Redis is back every instance reconciles within 5 s, everyone is back, and no ghost is left.
 
-The outage lasts ``OUTAGE`` seconds: three leases, so every lease has run out inside Redis when it returns (what a
-30 s outage does with the 6 s production lease); nothing else in the server depends on how long Redis was away.
-Set ``ALCOVE_TEST_REDIS_OUTAGE=30`` for the issue's full 30 s.
+The outage lasts the issue's full 30 s (``ALCOVE_TEST_REDIS_OUTAGE`` shortens it for a quick local run: three
+leases, 9 s, is the least at which every lease has run out inside Redis when it returns). The test mostly waits,
+so it is marked ``outage`` and ``make test`` runs it in a pytest process of its own, in parallel with the rest
+of the suite (Makefile), instead of adding its minute to the serial run.
+
+Cross-instance operations fail fast with a retryable answer: a message on a socket relayed to another instance
+fails, and that socket is closed with 1001 ``unavailable`` within 2 s of Redis going away (its client reconnects
+and resumes); a new join gets 503 with ``Retry-After`` within 2 s.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from peer.participant import Participant
 
 from .conftest import ADMIN_KEY, LEASE, ClusterHarness
 
-pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.media]
+pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.media, pytest.mark.outage]
 
-OUTAGE = float(os.environ.get("ALCOVE_TEST_REDIS_OUTAGE", 3 * LEASE))
+OUTAGE = float(os.environ.get("ALCOVE_TEST_REDIS_OUTAGE", 30))
 
 
 async def timed_session(url: str, token: str) -> tuple[int, str | None, float]:
@@ -71,6 +76,7 @@ async def test_redis_outage_fails_fast_and_heals(cluster_factory: Any, media_nam
         await t.wait_until(lambda: t.mesh.frames_from(c.pid).get("video", 0) > 10, 20, "video")
         census = await cluster.census()
         assert any(x["relayed"] for x in census.values()), census  # the room spans both instances
+        sockets = {p.pid: p.sc for p in (t, c)}
         keepers = [asyncio.create_task(keep_back(p, stop)) for p in (t, c)]
 
         redis = cluster.redis
@@ -80,6 +86,20 @@ async def test_redis_outage_fails_fast_and_heals(cluster_factory: Any, media_nam
         else:
             redis.stop()
         down_at = time.monotonic()
+        # a cross-instance operation: each participant sends a message; the relayed one's must cross Redis to
+        # the owner, fails, and its socket is closed fast and retryably (1001 `unavailable`), never left hanging
+        for sc in sockets.values():
+            assert sc is not None
+            await sc.send(b'{"type":"media-state","video":"on","quality":"good"}')
+        dropped = await asyncio.wait([asyncio.create_task(sc.wait_closed(5)) for sc in sockets.values()
+                                      if sc is not None], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        relay_closed = time.monotonic() - down_at
+        assert dropped[0], "no relayed socket was closed"
+        closed = [sc for sc in sockets.values() if sc is not None and sc.close_code is not None]
+        assert [sc.close_code for sc in closed] == [1001], [sc.close_code for sc in closed]
+        assert relay_closed <= 2.0, relay_closed
+        for task in dropped[1]:
+            task.cancel()
         frames_before = t.mesh.frames_from(c.pid).get("video", 0), c.mesh.frames_from(t.pid).get("video", 0)
         status, retry_after, took = await timed_session(cluster.url, info["client_links"][1].split("#t=")[1])
         assert status == 503 and retry_after is not None and int(retry_after) > 0, (status, retry_after)
@@ -105,7 +125,7 @@ async def test_redis_outage_fails_fast_and_heals(cluster_factory: Any, media_nam
             raise AssertionError(f"{t.connected=} {c.connected=} {c.status=} {t.roster=} {await cluster.census()}"
                                  ) from None
         everyone_back = time.monotonic() - back_at
-        print(f"\n{trouble}: 503 after {took:.2f} s; reconciled {reconciled:.2f} s and everyone back "
+        print(f"\n{trouble}: a relayed message failed, its socket closed (1001) after {relay_closed:.2f} s, 503 after {took:.2f} s; reconciled {reconciled:.2f} s and everyone back "
               f"{everyone_back:.2f} s after Redis returned (outage {OUTAGE:.0f} s)")
         assert c.status == "admitted"
         status, _, _ = await timed_session(cluster.url, info["client_links"][1].split("#t=")[1])

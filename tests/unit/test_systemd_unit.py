@@ -72,6 +72,8 @@ def test_a_dedicated_user_hardening_and_a_restart_policy() -> None:
     for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome"):
         assert one("Service", key) == "yes", key
     assert one("Service", "Restart") in ("on-failure", "always")
+    # a restart (and a restart after a crash) leaves the SFU workers to the next process (docs/sfu.md 4.1)
+    assert one("Service", "KillMode") == "process"
     assert "DynamicUser" not in service and "ReadWritePaths" not in service  # the state dir is the only one
     assert set(one("Service", "CapabilityBoundingSet").split()) <= {"CAP_NET_BIND_SERVICE"}
     assert one("Install", "WantedBy") == "multi-user.target"

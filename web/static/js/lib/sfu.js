@@ -28,6 +28,8 @@ import { encodingFor } from "./quality.js";
 
 /** Wait for the answer this long before giving up on the connection and building a new one. */
 const ANSWER_TIMEOUT_MS = 15000;
+/** After a signaling reconnect, a connection that receives no packet for this long is replaced. */
+const KEEP_CHECK_MS = 500;
 /** Coalesce roster/ice-servers bursts into one offer. */
 const DEBOUNCE_MS = 40;
 /** Group send profile (docs/sfu.md §3): one encoding with three VP8 temporal layers (L1T3, so the SFU can give
@@ -102,13 +104,41 @@ export class SfuCall extends MediaCall {
   }
 
   /**
-   * After the signaling reconnected (or the network came back): the SFU dropped our connection when our socket
-   * went away, and aiortc cannot restart ICE, so a connection that is not up is replaced by a new one.
+   * After the signaling reconnected (or the network came back). When only our socket went away, the SFU dropped
+   * our connection, and aiortc cannot restart ICE: it is replaced by a new one. When the signaling process was
+   * restarted, the SFU kept forwarding (its workers outlive it, docs/sfu.md §4): a connection that still
+   * receives media is kept, so the media never stops.
    */
   restartAll() {
     const c = this.conn;
     if (!c || c.closed || !c.offerSent) return;
-    this._rebuild("restart");
+    if (c.pc.connectionState !== "connected") {
+      this._rebuild("restart");
+      return;
+    }
+    this._stillReceiving(c).then((alive) => {
+      if (!alive && this.conn === c && !c.closed) this._rebuild("restart");
+    });
+  }
+
+  /**
+   * Whether RTP keeps arriving on `c` (inbound packets counted twice, KEEP_CHECK_MS apart).
+   * @param {Conn} c
+   */
+  async _stillReceiving(c) {
+    const count = async () => {
+      let n = 0;
+      (await c.pc.getStats()).forEach((s) => { if (s.type === "inbound-rtp") n += s.packetsReceived || 0; });
+      return n;
+    };
+    try {
+      const before = await count();
+      await new Promise((resolve) => setTimeout(resolve, KEEP_CHECK_MS));
+      if (this.conn !== c || c.closed) return true;
+      return (await count()) > before;
+    } catch {
+      return false;
+    }
   }
 
   /** Closes the SFU connection (sent back to the waiting room, left, ended). Media stops at once. */
