@@ -15,6 +15,7 @@ from signaling.effects import RoomId
 from signaling.errors import SignalingError
 from signaling.names import clean_name
 from signaling.room import RoomSpec, iso
+from signaling.safety import SafetySettings
 
 from . import jsondecode, throttle
 from .cluster.common import ClusterUnavailable
@@ -117,7 +118,8 @@ async def session(request: web.Request) -> web.Response:
         "role": admission.role,
         "room": {"id": spec.room_id, "type": spec.type, "opens_at": iso(spec.opens_at(hub.config.timing)),
                  "starts_at": iso(spec.starts_at), "ends_at": iso(ends_at), "host": spec.host or None,
-                 "seats": spec.seats, "topology": spec.topology},
+                 "seats": spec.seats, "topology": spec.topology,
+                 "safety": {**spec.safety.public(), "numbers": [n.public() for n in hub.config.emergency_numbers]}},
     })
 
 
@@ -256,7 +258,8 @@ def parse_start(value: Any, now: float) -> float:
 
 
 def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
-    allowed = {"type", "start", "duration_minutes", "duration_seconds", "clients", "host", "topology"}
+    allowed = {"type", "start", "duration_minutes", "duration_seconds", "clients", "host", "topology",
+               "safety_check", "disconnect_plan", "disconnect_wait_minutes"}
     unknown = set(body) - allowed
     if unknown:
         raise SignalingError("invalid-message", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -288,11 +291,12 @@ def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
     topology = body.get("topology", kind.topology)
     if topology not in ("mesh", "sfu"):
         raise SignalingError("invalid-message", "topology is mesh or sfu")
+    safety = SafetySettings.from_request(body)
     end = start + float(seconds)
     if end <= now:
         raise SignalingError("invalid-message", "this session would already be over")
     spec = RoomSpec(room_id=RoomId(new_id("r", 9)), type=kind_name, starts_at=start, ends_at=end, seats=clients,
-                    topology=topology, host=host)
+                    topology=topology, host=host, safety=safety)
     therapist = hub.tokens.issue_room_token(spec, "therapist", now)
     client_tokens = [hub.tokens.issue_room_token(spec, "client", now) for _ in range(clients)]
     log_event("room-created", room=spec.room_id, kind=kind_name, count=clients)
@@ -301,6 +305,9 @@ def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
         "type": kind_name,
         "topology": topology,
         "seats": clients,
+        "safety_check": safety.check,
+        "disconnect_plan": safety.plan or None,
+        "disconnect_wait_minutes": safety.wait_minutes if safety.plan == "wait" else None,
         "opens_at": iso(spec.opens_at(hub.config.timing)),
         "starts_at": iso(start),
         "ends_at": iso(end),

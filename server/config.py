@@ -12,6 +12,7 @@ from typing import cast
 from server.sfu.addressing import MediaAddressing, parse_announced_address, parse_ports, serves_loopback_only
 from signaling.messages import SessionType, Topology
 from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
+from signaling.safety import DEFAULT_NUMBERS, EmergencyNumber, parse_numbers
 
 from .throttle import Limits
 
@@ -81,6 +82,7 @@ class Config:
     limits: Limits = field(default_factory=Limits)  # ALCOVE_LIMIT_*: throttling (server/throttle.py)
     redis_url: Secret = field(default_factory=lambda: Secret(""))  # several instances share rooms (server/cluster)
     redis_lease: float = 6.0  # seconds a room's owner lease lasts unrenewed (takeover bound after an owner dies)
+    emergency_numbers: tuple[EmergencyNumber, ...] = DEFAULT_NUMBERS  # shown on the clients' safety form
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -117,6 +119,7 @@ class Config:
             limits=Limits.from_env(env),
             redis_url=Secret(env.get("ALCOVE_REDIS_URL", "")),
             redis_lease=_lease(env.get("ALCOVE_REDIS_LEASE_SECONDS", "6")),
+            emergency_numbers=parse_numbers(env.get("ALCOVE_EMERGENCY_NUMBERS", "")),
         )
 
     def media_addressing(self) -> MediaAddressing:

@@ -29,6 +29,7 @@ from .effects import (
 from .errors import SignalingError
 from .names import clean_name
 from .policy import Timing
+from .safety import SafetySettings
 
 ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
 
@@ -55,6 +56,7 @@ class RoomSpec:
     seats: int
     topology: m.Topology = "mesh"
     host: str = ""
+    safety: SafetySettings = field(default_factory=SafetySettings)
 
     def opens_at(self, timing: Timing) -> float:
         return self.starts_at - timing.early_join
