@@ -120,6 +120,9 @@ async def test_members_never_see_the_waiting_room(alcove: Any, join: Any) -> Non
             # the roster names admitted members only; b appears once admitted, never while waiting
             assert all(p.pid in (t.pid, a.pid, b.pid) for p in msg.participants)
     assert a.queue == [] and c.status == "waiting" and c.pid in {q.pid for q in t.queue}
+    # first names only among members; the therapist sees what each client typed
+    assert a.roster[b.pid].name == "Bogdan" and b.roster[a.pid].name == "Ana" and a.roster[t.pid].name == "Dr. T"
+    assert t.roster[a.pid].name == "Ana Popescu" and t.roster[b.pid].name == "Bogdan Waiting"
     for p in (c, b, a, t):
         await p.close()
 
