@@ -5,7 +5,7 @@
 // optional / off, the prefilled plan, the practice's emergency numbers) come from the server: a hint for the form.
 
 import { t } from "../lib/i18n.js";
-import { $, announce } from "./dom.js";
+import { $ } from "./dom.js";
 
 /** Longest texts the form sends (the app message stays far below its 4 KiB). */
 export const LIMITS = { where: 300, name: 80, phone: 32 };
@@ -75,7 +75,14 @@ export class SafetyCheck {
     this.mode = mode;
     this._wire();
     this._prefill();
-    this.open();
+    // Required: the form comes first. Optional: a calm banner asks, the form opens on "Answer now" (the call
+    // view stays as it is until then).
+    if (mode === "required") this.open(); else this._prompt();
+  }
+
+  _prompt() {
+    this.session.banner("safetycheck-ask", () => t("safetycheck.ask"), "info", 0,
+      { key: "safetycheck.ask.action", run: () => this.open() });
   }
 
   _wire() {
@@ -84,7 +91,6 @@ export class SafetyCheck {
     const form = /** @type {HTMLFormElement} */ ($("safetycheck-form"));
     form.onsubmit = (ev) => { ev.preventDefault(); this.submit(); };
     $("safetycheck-later").onclick = () => this.later();
-    $("btn-safetycheck").onclick = () => this.open();
     for (const id of ["safetycheck-plan-call", "safetycheck-plan-wait"]) {
       $(id).addEventListener("change", () => this._renderPlan());
     }
@@ -130,14 +136,14 @@ export class SafetyCheck {
     this._pending = null;
     /** @type {HTMLFormElement} */ ($("safetycheck-form")).reset();
     $("safetycheck").hidden = true;
-    $("btn-safetycheck").hidden = true;
+    this.session.removeBanner("safetycheck-ask");
     delete document.body.dataset.safetycheck;
   }
 
   open() {
     if (this.sent) return;
+    this.session.removeBanner("safetycheck-ask");
     $("safetycheck").hidden = false;
-    $("btn-safetycheck").hidden = true;
     document.body.dataset.safetycheck = this.mode;
     const title = $("safetycheck-title");
     title.focus();
@@ -146,8 +152,9 @@ export class SafetyCheck {
   later() {
     $("safetycheck").hidden = true;
     delete document.body.dataset.safetycheck;
-    $("btn-safetycheck").hidden = false;
-    $("btn-safetycheck").focus();
+    this._prompt();
+    const again = /** @type {HTMLElement|null} */ (document.querySelector('#banners .banner[data-key="safetycheck-ask"] button'));
+    if (again) again.focus();
   }
 
   /** Checks the form; returns the body to send, or null (the first missing field is marked and focused). */
@@ -212,9 +219,7 @@ export class SafetyCheck {
     /** @type {HTMLFormElement} */ ($("safetycheck-form")).reset();
     status.textContent = "";
     $("safetycheck").hidden = true;
-    $("btn-safetycheck").hidden = true;
     delete document.body.dataset.safetycheck;
-    this.session.banner("safetycheck", () => t("safetycheck.sent"), "info", 8000);
-    announce(t("safetycheck.sent"));
+    this.session.banner("safetycheck", () => t("safetycheck.sent"), "info", 8000); // the banners are a live region
   }
 }
