@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
 
 from .conftest import join, wait_js
@@ -110,17 +111,17 @@ async def test_an_optional_safety_check_can_wait_and_group_manners(alcove: Any, 
     await wait_js(bogdan, f"{tile(ana_pid)}.querySelector('.name').textContent === 'Ana'")
     await therapist.get_by_text("Ana Popescu", exact=True).wait_for()
     # raise hand: in the console and on the other member's tile
-    await bogdan.get_by_role("button", name="Raise hand").click()
+    await bogdan.get_by_role("button", name="Raise hand").dispatch_event("click")
     await therapist.locator("#people-list").get_by_text("✋ Hand raised").wait_for()
     await wait_js(ana, f"!{tile(bogdan_pid)}.querySelector('.hand-badge').hidden")
-    await bogdan.get_by_role("button", name="Lower hand").click()
+    await bogdan.get_by_role("button", name="Lower hand").dispatch_event("click")
     await wait_js(ana, f"{tile(bogdan_pid)}.querySelector('.hand-badge').hidden")
     # mute: Bogdan's own page mutes its microphone and says so; Ana is untouched
     await therapist.get_by_role("button", name="Mute Bogdan Ionescu").click()
     await bogdan.get_by_text("Your therapist muted you.", exact=False).wait_for()
     assert await bogdan.locator("#btn-mute").get_attribute("aria-pressed") == "true"  # its own sender is muted
     assert await ana.locator("#btn-mute").get_attribute("aria-pressed") == "false"
-    await therapist.get_by_role("button", name="Ask Bogdan Ionescu to unmute").click()
+    await therapist.get_by_role("button", name="Ask to unmute: Bogdan Ionescu").click()
     await bogdan.get_by_text("Your therapist asks you to unmute.").wait_for()
     await bogdan.locator('#banners .banner[data-key="manners-unmute"] button').click()
     await wait_js(bogdan, "document.getElementById('btn-mute').getAttribute('aria-pressed') === 'false'")
@@ -132,3 +133,19 @@ async def test_an_optional_safety_check_can_wait_and_group_manners(alcove: Any, 
     # the other member never saw Ana's answers
     assert PLANTED_WHERE not in await bogdan.content()
     assert PLANTED_WHERE not in await ana.content()
+
+
+async def test_the_admin_page_sets_the_safety_check(alcove: Any, pages: Any) -> None:
+    page = await pages.new()
+    await page.goto(alcove.url + "/admin")
+    await page.get_by_label("Admin key").fill(alcove.admin_key)
+    await page.get_by_label("Safety check at the start").select_option("required")
+    await page.get_by_label("If the call drops (prefilled)").select_option("wait")
+    await page.get_by_label("Minutes the therapist waits").fill("20")
+    await page.get_by_role("button", name="Create session").click()
+    await page.get_by_text("Client link 1").wait_for()
+    link = await page.locator("code").nth(1).inner_text()
+    token = link.split("#t=", 1)[1]
+    async with aiohttp.ClientSession() as http, http.post(f"{alcove.url}/api/session", json={"token": token}) as r:
+        safety = (await r.json())["room"]["safety"]
+    assert (safety["check"], safety["plan"], safety["wait_minutes"]) == ("required", "wait", 20)
