@@ -198,9 +198,11 @@ export class Manners {
     }
   }
 
+  /** The session is over: nothing of it stays, in memory or in the (hidden) console. */
   stop() {
     this.hands.clear();
     this.safety.clear();
     this.spotlight = null;
+    document.querySelectorAll(".safety-answers, .hand-note, .hand-badge").forEach((n) => n.remove());
   }
 }

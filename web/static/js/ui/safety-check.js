@@ -72,6 +72,7 @@ export class SafetyCheck {
     const e2ee = this.session.e2ee;
     if (mode === "off" || this.session.isTherapist || !e2ee || typeof e2ee.sendApp !== "function" || this.sent
       || this._answered()) return;
+    if (this._wired) return; // already asking (a reconnect enters the session again): keep what is typed
     this.mode = mode;
     this._wire();
     this._prefill();
