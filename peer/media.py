@@ -143,6 +143,8 @@ class SyntheticAudioTrack(MediaStreamTrack):
         super().__init__()
         self.frequency = frequency
         self.frames_sent = 0
+        self.muted = False
+        """Silence instead of the tone (the participant's own mute, e.g. obeying the therapist's ``mute``)."""
         self._pacer = _Pacer(AUDIO_SAMPLES_PER_FRAME / AUDIO_SAMPLE_RATE)
         # 5 frames = 100 ms: a whole number of periods for 440 Hz, so the loop is seamless.
         total = AUDIO_SAMPLES_PER_FRAME * 5
@@ -159,7 +161,8 @@ class SyntheticAudioTrack(MediaStreamTrack):
             raise MediaStreamError
         n = await self._pacer.next()
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES_PER_FRAME)
-        frame.planes[0].update(self._chunks[n % len(self._chunks)])
+        chunk = self._chunks[n % len(self._chunks)]
+        frame.planes[0].update(bytes(len(chunk)) if self.muted else chunk)
         frame.sample_rate = AUDIO_SAMPLE_RATE
         frame.pts = n * AUDIO_SAMPLES_PER_FRAME
         frame.time_base = AUDIO_TIME_BASE

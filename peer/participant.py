@@ -42,6 +42,8 @@ from signaling import messages as m
 
 from .e2ee import EPOCH_LIFETIME_MS, KeyState, LinkInfo, parse_link_fragment
 from .e2ee_glue import E2eeGlue
+from .manners import Manners, safety_body
+from .media import SyntheticAudioTrack
 from .mesh import MediaOptions, Mesh, PeerLink
 from .sfu_session import SfuLink, SfuSession
 from .signaling_client import JoinRefused, SignalingClient, base_of, token_of
@@ -154,7 +156,7 @@ class Participant:
             m.Roster: self._on_roster,
             m.Queue: lambda msg: self.e2ee_glue.check_intros(),
             m.PeerKey: self.e2ee_glue.on_key,
-            m.PeerApp: self.e2ee_glue.on_app,
+            m.PeerApp: self._on_app,
             m.Tracks: self.sfu_session.on_tracks,
             m.MediaEnded: self._on_media_ended,
             m.IceServers: lambda msg: self._sync_links(),
@@ -166,6 +168,8 @@ class Participant:
             m.PeerCandidate: lambda msg: self.tasks.spawn(self.mesh.on_candidate(msg), "alcove-candidate"),
         }
         """What the participant does after the mirror recorded a message, by message type."""
+        self.manners = Manners(self.state, self.e2ee_glue, self._apply_mute)
+        """Group manners and the safety answers (peer.manners): hands, spotlight, muted, safety_answers."""
         self._pump: asyncio.Task[None] | None = None
         self._hold_timer: asyncio.TimerHandle | None = None
 
@@ -299,6 +303,60 @@ class Participant:
             self.sfu_session.sync()
         else:
             self.mesh.sync()
+        if self.manners.muted:
+            self._apply_mute(True)  # new links send silence too
+
+    def _on_app(self, msg: m.PeerApp) -> None:
+        self.e2ee_glue.on_app(msg)
+        self.manners.on_app()
+
+    def _local_audio(self) -> list[SyntheticAudioTrack]:
+        links: list[Any] = [*self.mesh.links.values()]
+        if self.sfu_session.sfu is not None:
+            links.append(self.sfu_session.sfu)
+        return [t for link in links for t in link.local_tracks if isinstance(t, SyntheticAudioTrack)]
+
+    def _apply_mute(self, muted: bool) -> None:
+        for track in self._local_audio():
+            track.muted = muted
+
+    # ------------------------------------------------------------------ safety check and group manners
+
+    def answer_safety(self, where: str, contact_name: str, contact_phone: str, *, call_back: str | None = None,
+                      wait_minutes: int | None = None) -> bool:
+        """A client answers the safety check, privately to the therapist (False: no key or no therapist yet)."""
+        therapist = self.manners.therapist_pid()
+        if therapist is None:
+            return False
+        body = safety_body(where, contact_name, contact_phone, call_back=call_back, wait_minutes=wait_minutes)
+        return self.send_app(body, therapist)
+
+    def raise_hand(self, up: bool = True) -> bool:
+        """A member raises (or lowers) its hand, to everyone."""
+        ok = self.send_app({"k": "hand", "up": up})
+        if ok and self.pid is not None:
+            (self.manners.hands.add if up else self.manners.hands.discard)(self.pid)
+        return ok
+
+    def unmute(self) -> None:
+        """This participant turns its microphone back on (after the therapist's mute or ask)."""
+        self.manners.set_muted(False)
+
+    def mute_member(self, who: str) -> bool:
+        """The therapist mutes one member (its own page/participant mutes its sender)."""
+        return self.send_app({"k": "mute"}, self._target(who))
+
+    def ask_unmute(self, who: str) -> bool:
+        """The therapist asks one member to unmute."""
+        return self.send_app({"k": "unmute-ask"}, self._target(who))
+
+    def set_spotlight(self, who: str | None) -> bool:
+        """The therapist puts one speaker in the spotlight on every page (None: nobody)."""
+        pid = self._target(who) if who is not None else None
+        ok = self.send_app({"k": "spotlight", "pid": pid})
+        if ok:
+            self.manners.spotlight = pid
+        return ok
 
     def _close_all_links(self) -> None:
         self.mesh.close_all()

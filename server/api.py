@@ -15,6 +15,7 @@ from signaling.effects import RevokeToken, RoomId
 from signaling.errors import SignalingError
 from signaling.names import clean_name
 from signaling.room import RoomSpec, iso
+from signaling.safety import SafetySettings
 
 from . import jsondecode, throttle
 from .cluster.common import ClusterUnavailable
@@ -138,7 +139,8 @@ async def session(request: web.Request) -> web.Response:
         "role": admission.role,
         "room": {"id": spec.room_id, "type": spec.type, "opens_at": iso(spec.opens_at(hub.config.timing)),
                  "starts_at": iso(spec.starts_at), "ends_at": iso(ends_at), "host": spec.host or None,
-                 "seats": spec.seats, "topology": spec.topology},
+                 "seats": spec.seats, "topology": spec.topology,
+                 "safety": {**spec.safety.public(), "numbers": [n.public() for n in hub.config.emergency_numbers]}},
     })
 
 
@@ -285,7 +287,8 @@ def parse_start(value: Any, now: float) -> float:
 
 
 async def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, Any]:
-    allowed = {"type", "start", "duration_minutes", "duration_seconds", "clients", "host", "topology"}
+    allowed = {"type", "start", "duration_minutes", "duration_seconds", "clients", "host", "topology",
+               "safety_check", "disconnect_plan", "disconnect_wait_minutes"}
     unknown = set(body) - allowed
     if unknown:
         raise SignalingError("invalid-message", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -317,11 +320,12 @@ async def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, An
     topology = body.get("topology", kind.topology)
     if topology not in ("mesh", "sfu"):
         raise SignalingError("invalid-message", "topology is mesh or sfu")
+    safety = SafetySettings.from_request(body)
     end = start + float(seconds)
     if end <= now:
         raise SignalingError("invalid-message", "this session would already be over")
     spec = RoomSpec(room_id=RoomId(new_id("r", 9)), type=kind_name, starts_at=start, ends_at=end, seats=clients,
-                    topology=topology, host=host)
+                    topology=topology, host=host, safety=safety)
     tokens = [hub.tokens.issue_room_token(spec, "therapist", now),
               *(hub.tokens.issue_room_token(spec, "client", now) for _ in range(clients))]
     seats = []
@@ -329,6 +333,8 @@ async def create_room(hub: Hub, body: dict[str, Any], base: str) -> dict[str, An
         seat = await hub.links.new_seat(token.token, token.expires - now + LEEWAY)
         seats.append({"role": token.role, "seat": seat, "jti": token.jti, "exp": token.expires, "revoked": False})
     record = {"room_id": spec.room_id, "type": kind_name, "topology": topology, "seats": clients,
+              "safety_check": safety.check, "disconnect_plan": safety.plan or None,
+              "disconnect_wait_minutes": safety.wait_minutes if safety.plan == "wait" else None,
               "opens_at": spec.opens_at(hub.config.timing), "starts_at": start, "ends_at": end, "links": seats}
     await hub.links.save_room(record, tokens[0].expires - now + LEEWAY)
     log_event("room-created", room=spec.room_id, kind=kind_name, count=clients)
@@ -344,6 +350,9 @@ def room_view(record: dict[str, Any], base: str) -> dict[str, Any]:
         "type": record["type"],
         "topology": record["topology"],
         "seats": record["seats"],
+        "safety_check": record.get("safety_check", "optional"),
+        "disconnect_plan": record.get("disconnect_plan"),
+        "disconnect_wait_minutes": record.get("disconnect_wait_minutes"),
         "opens_at": iso(record["opens_at"]),
         "starts_at": iso(record["starts_at"]),
         "ends_at": iso(record["ends_at"]),

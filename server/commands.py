@@ -10,6 +10,8 @@ import ssl
 import sys
 from pathlib import Path
 
+from signaling.safety import parse_numbers
+
 from .config import Config, Secret, is_loopback
 
 DEFAULT_DATA_DIR = Path("var")
@@ -42,6 +44,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     if args.host:
         config = config.with_(host=args.host)
+    if getattr(args, "emergency_numbers", None) is not None:
+        try:
+            config = config.with_(emergency_numbers=parse_numbers(args.emergency_numbers))
+        except ValueError as err:
+            print(f"alcove: {err}", file=sys.stderr)
+            return 2
     if args.port is not None:
         config = config.with_(port=args.port)
     if args.no_tls:

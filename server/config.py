@@ -12,6 +12,7 @@ from typing import cast
 from server.sfu.addressing import MediaAddressing, parse_announced_address, parse_ports, serves_loopback_only
 from signaling.messages import SessionType, Topology
 from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
+from signaling.safety import DEFAULT_NUMBERS, EmergencyNumber, parse_numbers
 
 from .throttle import Limits
 
@@ -90,6 +91,7 @@ class Config:
     redis_lease: float = 6.0  # seconds a room's owner lease lasts unrenewed (takeover bound after an owner dies)
     runtime_dir: Path | None = None  # the SFU workers' control sockets (ALCOVE_RUNTIME_DIR; see media_runtime_dir)
     media_adopt_seconds: float = 30.0  # SFU workers outlive a restart this long, waiting to be adopted
+    emergency_numbers: tuple[EmergencyNumber, ...] = DEFAULT_NUMBERS  # shown on the clients' safety form
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -128,6 +130,7 @@ class Config:
             redis_lease=_lease(env.get("ALCOVE_REDIS_LEASE_SECONDS", "6")),
             runtime_dir=Path(env["ALCOVE_RUNTIME_DIR"]) if env.get("ALCOVE_RUNTIME_DIR") else None,
             media_adopt_seconds=_adopt(env.get("ALCOVE_MEDIA_ADOPT_SECONDS", "30")),
+            emergency_numbers=parse_numbers(env.get("ALCOVE_EMERGENCY_NUMBERS", "")),
         )
 
     def media_runtime_dir(self) -> Path | None:

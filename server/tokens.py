@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from signaling.errors import SignalingError
 from signaling.room import Admission, ResumeClaims, RoomSpec
+from signaling.safety import SafetySettings
 
 ISSUER: Final = "alcove"
 ALG: Final = "EdDSA"
@@ -235,7 +236,7 @@ class Tokens:
             "sub": new_id("s"), "room": spec.room_id, "role": role, "jti": jti, "iat": int(now),
             "nbf": int(nbf), "exp": int(exp) + 1,
             "ses": {"type": spec.type, "start": spec.starts_at, "end": spec.ends_at, "seats": spec.seats,
-                    "topo": spec.topology, "host": spec.host},
+                    "topo": spec.topology, "host": spec.host, "safety": spec.safety.claims()},
         }
         return RoomToken(self._sign("room", claims), role, jti, float(int(exp) + 1))
 
@@ -249,7 +250,7 @@ class Tokens:
                 raise ValueError(role)
             spec = RoomSpec(room_id=str(claims["room"]), type=ses["type"], starts_at=float(ses["start"]),  # type: ignore[arg-type]
                             ends_at=float(ses["end"]), seats=int(ses["seats"]), topology=ses.get("topo", "mesh"),
-                            host=str(ses.get("host", "")))
+                            host=str(ses.get("host", "")), safety=SafetySettings.from_claims(ses.get("safety")))
             nbf, exp = float(claims["nbf"]), float(claims["exp"])
         except (KeyError, TypeError, ValueError):
             raise SignalingError("token-invalid", "this link is not valid") from None

@@ -30,3 +30,8 @@ def clean_name(raw: str) -> str:
     if not 1 <= len(name) <= MAX_NAME:
         raise SignalingError("name-invalid", f"a name has 1 to {MAX_NAME} characters")
     return name
+
+
+def first_name(name: str) -> str:
+    """Group manners: what other members see of a client's name in family and group rooms (its first word)."""
+    return name.split(" ", 1)[0] if name else name

@@ -27,8 +27,9 @@ from .effects import (
     Send,
 )
 from .errors import SignalingError
-from .names import clean_name
+from .names import clean_name, first_name
 from .policy import Timing
+from .safety import SafetySettings
 
 ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
 
@@ -55,6 +56,7 @@ class RoomSpec:
     seats: int
     topology: m.Topology = "mesh"
     host: str = ""
+    safety: SafetySettings = field(default_factory=SafetySettings)
 
     def opens_at(self, timing: Timing) -> float:
         return self.starts_at - timing.early_join
@@ -676,8 +678,13 @@ class Room:
         members = self.admitted()
         roster = m.Roster(participants=[
             m.RosterEntry(pid=p.pid, role=p.role, name=p.name, connected=p.conn is not None) for p in members])
+        # Group manners: in family and group rooms the members see each other's first names only (the therapist
+        # sees what each client typed; the names the members' pages show are the therapist's signed ones).
+        for_members = roster if self.spec.type not in ("family", "group") else m.Roster(participants=[
+            m.RosterEntry(pid=p.pid, role=p.role, name=first_name(p.name) if p.role == "client" else p.name,
+                          connected=p.conn is not None) for p in members])
         for p in members:
-            out.send(p.conn, roster)
+            out.send(p.conn, roster if p.role == "therapist" else for_members)
 
     def _broadcast_therapist(self, out: _Out, skip: Member | None = None) -> None:
         msg = m.Therapist(status=self.therapist_status())

@@ -25,6 +25,13 @@ PLANTED: list[str] = [
     "pl4nted-chat-private-to-therapist-7Q2x",
     "https://pl4nted-link-7Q2x.example/path",
     "Pl4ntedName7Q2x",
+    # the safety check's answers (ui/safety-check.js, peer/manners.py): where, the contact, the phone numbers
+    "Pl4nted-Where-5b9e Str. Florilor 3",
+    "Pl4nted-Contact-0d4c",
+    "+40 799 111 222",
+    "0799 333 444",
+    # a word to the waiting room (not end-to-end encrypted: the server carries it and must still keep nothing)
+    "Pl4nted-waiting-note-3Kd8, two more minutes.",
 ]
 """Add your feature's strings here (and send them in the session of test_nothing_persists.py)."""
 

@@ -54,6 +54,13 @@ async def _create_room(args: argparse.Namespace) -> dict[str, Any]:
         body["host"] = args.host_name
     if args.topology:
         body["topology"] = args.topology
+    if args.safety_check:
+        body["safety_check"] = args.safety_check
+    if args.disconnect_plan:
+        plan, _, minutes = args.disconnect_plan.partition(":")
+        body["disconnect_plan"] = plan
+        if plan == "wait":
+            body["disconnect_wait_minutes"] = int(minutes) if minutes.isdigit() else minutes
     async with aiohttp.ClientSession() as http:
         try:
             return await create_room(http, args.server, key, body,
@@ -175,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default=None, help="address to bind (default 127.0.0.1 or ALCOVE_HOST)")
     s.add_argument("--port", type=int, default=None, help="port (default 8443 or ALCOVE_PORT)")
     s.add_argument("--no-tls", action="store_true", help="plain HTTP; only allowed on a loopback address")
+    s.add_argument("--emergency-numbers", default=None, metavar="LIST",
+                   help="numbers shown on the clients' safety form, e.g. '112=Emergency;0800 801 200=Crisis line' "
+                        "(default 112 or ALCOVE_EMERGENCY_NUMBERS)")
     s.add_argument("--demo", action="store_true", help="create a demo session that starts now and print its links")
     s.add_argument("--certs-dir", default="certs", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
@@ -188,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--clients", type=int, default=None)
     rc.add_argument("--host-name", default=None, help="the therapist's name shown to clients")
     rc.add_argument("--topology", choices=["mesh", "sfu"], default=None)
+    rc.add_argument("--safety-check", choices=["required", "optional", "off"], default=None,
+                    help="ask clients the safety check at the start (default optional: they may answer later)")
+    rc.add_argument("--disconnect-plan", default=None, metavar="PLAN",
+                    help="prefill the 'if we get disconnected' plan: call-back, or wait:MINUTES (e.g. wait:10)")
     rc.add_argument("--therapist-key-code", default=None, metavar="CODE",
                     help="the therapist's key code (shown in their console, given to you out of band; or "
                          "ALCOVE_THERAPIST_KEY_CODE): added to the client links here, never sent to the server")

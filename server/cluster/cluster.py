@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from signaling.effects import ConnId
 from signaling.errors import SignalingError
 from signaling.room import Admission, ResumeClaims, RoomSpec
+from signaling.safety import SafetySettings
 
 from ..links import MemoryStore
 from ..logs import log_event
@@ -83,7 +84,9 @@ def admission_to_json(a: Admission) -> dict[str, Any]:
 
 
 def admission_from_json(d: dict[str, Any]) -> Admission:
-    return Admission(spec=RoomSpec(**d["spec"]), role=d["role"], token_id=str(d["tok"]),
+    spec = dict(d["spec"])
+    safety = SafetySettings(**spec.pop("safety")) if isinstance(spec.get("safety"), dict) else SafetySettings()
+    return Admission(spec=RoomSpec(**spec, safety=safety), role=d["role"], token_id=str(d["tok"]),
                      token_expires=float(d["exp"]), generation=int(d["gen"]),
                      resume=ResumeClaims(**d["resume"]) if d.get("resume") else None)
 

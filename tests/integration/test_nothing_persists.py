@@ -1,5 +1,6 @@
 """Nothing of a session persists (issue 15, item 5): a session through ``alcove serve`` carries the planted strings of
-tests/planted.py (chat to everyone and private, a link, a display name), then the server's stdout and stderr, its
+tests/planted.py (chat to everyone and private, a link, a display name, the safety check's answers, a word to the
+waiting room; hands raised and a member muted on the way), then the server's stdout and stderr, its
 data directory, ``/metrics`` and every file written during the run are searched for them: zero hits.
 
 To cover a new feature, add its strings to ``tests.planted.PLANTED`` and send them in ``_session`` below.
@@ -23,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from peer.participant import Participant
+from signaling import messages as m
 from tests.e2ee.test_aiortc_e2ee import admit, e2ee_links, switched
 from tests.planted import PLANTED, scan
 
@@ -31,7 +33,7 @@ from .test_faults import free_port
 pytestmark = [pytest.mark.integration, pytest.mark.media, pytest.mark.usefixtures("media_namespace")]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHAT_EVERYONE, CHAT_TO_CLIENT, CHAT_TO_THERAPIST, LINK, NAME = PLANTED[:5]
+CHAT_EVERYONE, CHAT_TO_CLIENT, CHAT_TO_THERAPIST, LINK, NAME, WHERE, CONTACT, PHONE, CALL_BACK, NOTE = PLANTED[:10]
 
 
 @dataclass
@@ -111,14 +113,20 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
 
 
 async def _session(served: Served) -> None:
-    """A couple session with E2EE, chat both ways (everyone and private) carrying the planted strings; then the end."""
+    """A group session with E2EE: a word to the waiting room, then chat both ways (everyone and private), the safety
+    check's answers, a raised hand and a muted member, all carrying the planted strings; then the end."""
     ik = ec.generate_private_key(ec.SECP256R1())
-    room = await served.create_room(type="couple", clients=2, host="Dr. T")
+    room = await served.create_room(type="group", clients=2, topology="mesh", host="Dr. T", safety_check="required")
     t_link, c_links = e2ee_links(room, ik)
     t = await Participant.join(served.url, t_link, name="Dr. T", therapist_ik=ik, media=False)
     cs = [await Participant.join(served.url, c_links[0], name=NAME, media=False),
-          await Participant.join(served.url, c_links[1], name="Sam", media=False)]
+          await Participant.join(served.url, c_links[1], name="Sam Surname", media=False)]
     try:
+        marks = [c.mark() for c in cs]
+        await t.send(m.Note(text=NOTE))  # to everyone waiting, carried by the server (not end-to-end encrypted)
+        for c, mark in zip(cs, marks, strict=True):
+            note = await c.expect("note", after=mark)
+            assert note.text == NOTE
         for c in cs:
             await admit(t, c)
         await switched(t, *cs)
@@ -129,6 +137,12 @@ async def _session(served: Served) -> None:
         await b.wait_app(lambda x: CHAT_EVERYONE in x[1].get("text", ""))
         await a.wait_app(lambda x: x[1].get("text") == CHAT_TO_CLIENT)
         await t.wait_app(lambda x: x[1].get("text") == CHAT_TO_THERAPIST)
+        assert a.answer_safety(WHERE, CONTACT, PHONE, call_back=CALL_BACK)
+        await t.wait_until(lambda: a.pid in t.manners.safety_answers, 10, "the safety answers")
+        assert b.raise_hand()
+        await t.wait_until(lambda: b.pid in t.manners.hands, 10, "a raised hand")
+        assert t.mute_member(b.pid)
+        await b.wait_until(lambda: b.manners.muted, 10, "muted by the therapist")
         assert not [r for p in (t, *cs) for r in p.refusals]
         await t.end()
         await t.wait_until(lambda: t.status == "ended", 5, "ended")

@@ -283,6 +283,9 @@ function main() {
     clients.disabled = v === "individual";
   };
   type.addEventListener("change", syncType);
+  $("room-plan").addEventListener("change", () => {
+    /** @type {HTMLInputElement} */ ($("room-plan-minutes")).disabled = /** @type {HTMLSelectElement} */ ($("room-plan")).value !== "wait";
+  });
   syncType();
   document.querySelectorAll('input[name="start"]').forEach((r) => r.addEventListener("change", () => {
     const at = /** @type {HTMLInputElement} */ (document.querySelector('input[name="start"]:checked')).value === "at";
@@ -316,6 +319,10 @@ function main() {
     if (type.value !== "individual") body.clients = parseInt(clients.value, 10) || DEFAULT_SEATS[/** @type {keyof typeof DEFAULT_SEATS} */ (type.value)];
     const host = /** @type {HTMLInputElement} */ ($("room-host")).value.trim();
     if (host) body.host = host;
+    body.safety_check = /** @type {HTMLSelectElement} */ ($("room-safety")).value;
+    const plan = /** @type {HTMLSelectElement} */ ($("room-plan")).value;
+    if (plan) body.disconnect_plan = plan;
+    if (plan === "wait") body.disconnect_wait_minutes = parseInt(/** @type {HTMLInputElement} */ ($("room-plan-minutes")).value, 10) || 10;
     try {
       const room = await api("POST", "/api/rooms", body);
       if (code) keepRoomCodes({ ...roomCodes(), [room.room_id]: code });

@@ -198,7 +198,22 @@ export class Console {
       li.append(el("span", "who", p.name));
       if (p.connected === false) li.append(el("span", "meta", t("console.offline")));
       if (this.e2ee) li.append(this._sasRow(p));
+      const manners = this.session.manners;
+      if (manners.hands.has(p.pid)) li.append(el("span", "hand-note", `✋ ${t("console.hand")}`));
+      const answers = this._safetyAnswers(p);
+      if (answers) li.append(answers);
       const row = el("div", "button-row");
+      if (manners.groupRoom && this.e2ee && typeof this.e2ee.sendApp === "function") {
+        row.append(button(t("console.mute.short"), t("console.mute", { name: p.name }), "secondary", () => manners.mute(p.pid)));
+        row.append(button(t("console.unmute-ask.short"), t("console.unmute-ask", { name: p.name }), "secondary",
+          () => manners.askUnmute(p.pid)));
+        const lit = manners.spotlight === p.pid;
+        const spot = button(lit ? t("console.spotlight.off") : t("console.spotlight.short"),
+          lit ? t("console.spotlight.off") : t("console.spotlight", { name: p.name }), "secondary",
+          () => manners.setSpotlight(lit ? null : p.pid));
+        spot.setAttribute("aria-pressed", String(lit));
+        row.append(spot);
+      }
       row.append(button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary", () => this.s.sendToWaiting(p.pid)));
       row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary",
         () => this.ask("remove", p)));
@@ -209,6 +224,35 @@ export class Console {
     $("people-sas-hint").hidden = !this.e2ee || clients.length === 0;
     const seats = this.session.room && this.session.room.seats;
     $("seats").textContent = seats ? t("console.seats", { admitted: clients.length, seats }) : "";
+  }
+
+  /**
+   * The client's safety answers beside its name (this session only; never stored), or "not answered yet" when
+   * the room asks for them.
+   * @param {any} p roster entry
+   * @returns {HTMLElement|null}
+   */
+  _safetyAnswers(p) {
+    const a = this.session.manners.safety.get(p.pid);
+    const check = this.session.room && this.session.room.safety ? this.session.room.safety.check : "off";
+    if (!a && (!this.e2ee || check === "off" || check === undefined)) return null;
+    const box = el("div", a ? "safety-answers" : "safety-answers missing");
+    box.dataset.safetyFor = p.pid;
+    box.append(el("span", "label", t("console.safety.label")));
+    if (!a) {
+      box.append(el("span", "", t("console.safety.missing")));
+      return box;
+    }
+    const dl = el("dl");
+    const plan = a.plan.kind === "call-back"
+      ? t("console.safety.plan.call-back", { phone: a.plan.phone })
+      : t("console.safety.plan.wait", { minutes: a.plan.minutes });
+    for (const [key, value] of [["console.safety.where", a.where],
+      ["console.safety.contact", `${a.contact.name}, ${a.contact.phone}`], ["console.safety.plan", plan]]) {
+      dl.append(el("dt", "", t(key)), el("dd", "", value));
+    }
+    box.append(dl);
+    return box;
   }
 
   /**

@@ -25,6 +25,18 @@ export function e2eeWanted(role, room) {
 }
 
 /**
+ * The name the therapist signs into the roster for a participant (what the other members' pages show). Group
+ * manners: in family and group rooms a client's first name only (the console itself shows what the client typed).
+ * @param {Session} session @param {any} p roster entry
+ */
+export function signedNameFor(session, p) {
+  const name = String(p.name ?? "");
+  const type = session.room && session.room.type;
+  if (p.role !== "client" || (type !== "family" && type !== "group")) return name;
+  return name.trim().split(/\s+/)[0] || name;
+}
+
+/**
  * Builds and wires the E2EE flow for `session` (before it connects). Resolves to the flow, or null when the
  * session runs without E2EE. A client always offers an intro when it can; it falls back to no E2EE only when
  * its link has neither s nor tk and the therapist admits it without a grant.
@@ -61,7 +73,7 @@ export async function startE2ee(session) {
       const clients = all.filter((/** @type {any} */ p) => p.role === "client");
       th.onRoster(clients.map((/** @type {any} */ p) => p.pid),
         clients.filter((/** @type {any} */ p) => p.connected === false).map((/** @type {any} */ p) => p.pid),
-        Object.fromEntries(all.map((/** @type {any} */ p) => [p.pid, String(p.name ?? "")])));
+        Object.fromEntries(all.map((/** @type {any} */ p) => [p.pid, signedNameFor(session, p)])));
     });
     on("key", (m) => {
       th.onKey(m.from, m.data).catch((e) => th.onSecurityFailure(m.from, e));

@@ -11,6 +11,8 @@ import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
 import { WaitingNoteView } from "./waiting-note.js";
 import { ChatView } from "./chat-view.js";
+import { SafetyCheck } from "./safety-check.js";
+import { Manners } from "./manners.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -51,6 +53,10 @@ export class Session {
     this.waitingNote = new WaitingNoteView();
     /** The end-to-end encrypted chat (ui/chat-view.js): page memory only, cleared on every way out. */
     this.chat = new ChatView(this);
+    /** The safety check at the start (clients; ui/safety-check.js). */
+    this.safetyCheck = new SafetyCheck(this);
+    /** Group manners and the safety answers, over end-to-end encrypted app messages (ui/manners.js). */
+    this.manners = new Manners(this);
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -72,6 +78,8 @@ export class Session {
       renderStatus(this);
       renderHealth(this);
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
+      this.safetyCheck.relabel();
+      this.manners.render();
     }
     if (this.console) this.console.relabel();
     this.chat.relabel();
@@ -257,6 +265,16 @@ export class Session {
     this.chat.attach();
     renderSafety(this);
     renderStatus(this);
+    this.manners.attach();
+    if (!this.isTherapist) this.safetyCheck.start();
+  }
+
+  /** Turns this page's microphone on or off (its own sender: the button, or the therapist's mute). @param {boolean} on */
+  setMicrophone(on) {
+    this.audioOn = on;
+    this.stream?.getAudioTracks().forEach((tr) => { tr.enabled = on; });
+    if (this._renderControls) this._renderControls();
+    this._updateSelf();
   }
 
   _setupControls() {
@@ -273,10 +291,8 @@ export class Session {
       cam.disabled = !hasVideo;
     };
     mute.onclick = () => {
-      this.audioOn = !this.audioOn;
-      this.stream?.getAudioTracks().forEach((tr) => { tr.enabled = this.audioOn; });
-      render();
-      this._updateSelf();
+      this.setMicrophone(!this.audioOn);
+      if (this.audioOn) { this.removeBanner("manners-mute"); this.removeBanner("manners-unmute"); }
     };
     cam.onclick = () => {
       this.videoOn = !this.videoOn;
@@ -309,6 +325,7 @@ export class Session {
     this.quality.onRoster(participants);
     renderNames(this);
     renderHealth(this);
+    this.manners.onRoster(participants);
     if (this.console) this.console.onRoster(participants);
     this.chat.render();
   }
@@ -448,6 +465,8 @@ export class Session {
     if (this.e2ee) { this.e2ee.stop(); }
     this.tiles.clearRemote();
     this.chat.clear();
+    this.safetyCheck.stop();
+    this.manners.stop();
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.stream?.getTracks().forEach((tr) => tr.stop());
     if (this.console) this.console.stop();
