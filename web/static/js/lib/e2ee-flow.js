@@ -63,6 +63,8 @@ class E2eeBase extends EventTarget {
     this.keyState = new E.KeyState({ post: (m) => this.worker.postMessage(m) });
     /** @type {Record<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
     this.peerStats = {};
+    /** @type {Record<string, {encrypted: number, decrypted: number}>} */
+    this.streamStats = {};
     /** @type {Map<string, {decrypted: number, failed: number, lastOk: number, failingSince: number}>} */
     this._health = new Map();
     /** @type {Array<{check: () => boolean, resolve: () => void}>} */
@@ -93,7 +95,7 @@ class E2eeBase extends EventTarget {
 
   // ---- the hook interface ---------------------------------------------------------------------------
 
-  /** @param {any} target @param {{operation: string, kind: string, peer?: string, slot?: number}} options */
+  /** @param {any} target @param {{operation: string, kind: string, peer?: string, slot?: number, stream?: number}} options */
   _attach(target, options) {
     if (typeof globalThis.RTCRtpScriptTransform === "function") {
       target.transform = new RTCRtpScriptTransform(this.worker, options);
@@ -103,15 +105,25 @@ class E2eeBase extends EventTarget {
     }
   }
 
-  /** @param {RTCRtpSender} sender @param {string} kind */
-  prepareSender(sender, kind) {
-    this._attach(sender, { operation: "encrypt", kind });
+  /**
+   * @param {RTCRtpSender} sender @param {string} kind
+   * @param {number} [stream] the SFrame KID stream (a screen share: lib/share.js); default the camera/microphone
+   */
+  prepareSender(sender, kind, stream) {
+    /** @type {{operation: string, kind: string, stream?: number}} */
+    const options = { operation: "encrypt", kind };
+    if (typeof stream === "number") options.stream = stream;
+    this._attach(sender, options);
   }
 
-  /** @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid */
-  prepareReceiver(receiver, kind, pid) {
-    /** @type {{operation: string, kind: string, peer?: string, slot?: number}} */
+  /**
+   * @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid
+   * @param {number} [stream] only frames of this SFrame KID stream decrypt (a share's receiver)
+   */
+  prepareReceiver(receiver, kind, pid, stream) {
+    /** @type {{operation: string, kind: string, peer?: string, slot?: number, stream?: number}} */
     const options = { operation: "decrypt", kind };
+    if (typeof stream === "number") options.stream = stream;
     if (pid) options.peer = pid;
     else {
       const slot = ++this._slotSeq;
@@ -177,6 +189,8 @@ class E2eeBase extends EventTarget {
   /** @param {any} m */
   _onStats(m) {
     this.peerStats = m.peers || {};
+    /** @type {Record<string, {encrypted: number, decrypted: number}>} per SFrame KID stream of a share */
+    this.streamStats = m.streams || {};
     this.slotOwners = m.slots || {};
     if (m.sendExpired && !this.sendExpired) {
       this.sendExpired = true; // the worker dropped the expired epoch on its own clock
