@@ -9,6 +9,7 @@ import { SessionState } from "../lib/session-state.js";
 import { $, showView, announce, showError, showEnded, onLocaleChange } from "./dom.js";
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
+import { ShareView } from "./share-view.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -45,6 +46,8 @@ export class Session {
     this._renderControls = null;
     /** Connection quality and the audio fallback (ui/quality-view.js). */
     this.quality = new QualityView(this);
+    /** Screen sharing (ui/share-view.js). */
+    this.shareView = new ShareView(this);
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -68,6 +71,7 @@ export class Session {
       if (!this.isTherapist) document.title = `${t("session.heading")} – Alcove`;
     }
     if (this.console) this.console.relabel();
+    this.shareView.relabel();
   }
 
   get pid() { return this.state.pid; }
@@ -144,7 +148,8 @@ export class Session {
   _enterWaiting(why) {
     const wasIn = this.status === "admitted";
     if (this.call) {
-      // Sent back: every remote connection closes at once, so no media flows either way.
+      // Sent back: every remote connection closes at once, so no media flows either way; a share stops.
+      this.shareView.detach();
       this.call.stop();
       this.call = null;
       this.quality.stopMonitor();
@@ -224,6 +229,7 @@ export class Session {
       this.call.addEventListener("video-paused", (ev) => this.quality.onSfuPaused(detail(ev).pid, detail(ev).paused));
       this.call.addEventListener("media-unreachable", () => this.banner("media", () => t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
+      this.shareView.attach(this.call);
       this.quality.start();
     }
     if (first) {
@@ -297,6 +303,7 @@ export class Session {
     this.quality.onRoster(participants);
     renderNames(this);
     renderHealth(this);
+    this.shareView.onRoster(participants);
     if (this.console) this.console.onRoster(participants);
   }
 
@@ -429,6 +436,7 @@ export class Session {
   /** Stops everything at once (connections, E2EE, media, clock, console); the page shows whatever comes next. */
   teardown() {
     this.status = "ended";
+    this.shareView.detach();
     if (this.call) { this.call.stop(); this.call = null; }
     this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }

@@ -1,0 +1,145 @@
+"""End-to-end encrypted screen sharing (issue 18): Chromium with fake devices and a fake screen picked without a
+picker (tools/chromium.py SHARE_ARGS).
+
+    unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q tests/browser/test_share.py'
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import require_chromium
+from tools.chromium import SHARE_ARGS, launch
+
+from .conftest import TRACK_PCS, decodes_from_all, join, wait_for, wait_js
+from .test_e2ee_browser import admit, secure_room
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2ee]
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await launch(p, *SHARE_ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
+
+
+async def share_state(page: Any) -> dict[str, Any]:
+    state: dict[str, Any] = await page.evaluate("window.alcove.share()")
+    return state
+
+
+async def share_decodes(page: Any, pid: str, min_frames: int = 3, timeout: float = 25.0) -> dict[str, Any]:
+    """Waits until the page shows pid's share and decodes its video; returns its stats."""
+    got: dict[str, Any] = {}
+
+    async def ready() -> bool:
+        nonlocal got
+        s = await share_state(page)
+        got = s["frames"].get(pid, {})
+        return bool(s["shown"] == pid and got.get("framesDecoded", 0) >= min_frames)
+
+    await wait_for(ready, timeout=timeout, what=f"the share of {pid} decoded")
+    return got
+
+
+async def stream_counts(page: Any, stream: int) -> dict[str, int]:
+    state = await page.evaluate("window.alcove.e2ee()")
+    counts: dict[str, int] = (state.get("streams") or {}).get(str(stream), {})
+    return counts
+
+
+FORCE_SHARE = """async () => {
+  // A client without the therapist's permission forces a share onto its connections (not through the UI).
+  const s = await navigator.mediaDevices.getDisplayMedia({ video: true });
+  for (const pc of window.__pcs) {
+    if (pc.connectionState !== "closed") pc.addTransceiver(s.getVideoTracks()[0], { direction: "sendonly" });
+  }
+  return true;
+}"""
+
+
+async def test_therapist_shares_a_tab_encrypted_through_mesh(alcove: Any, pages: Any) -> None:
+    _room, therapist, (client,), (link,) = await secure_room(alcove, pages)
+    await client.add_init_script(TRACK_PCS)
+    await join(client, link, "Alex")
+    await admit(therapist, "Alex")
+    await decodes_from_all(client, 1)
+    t_pid = await therapist.evaluate("window.alcove.pid()")
+    c_pid = await client.evaluate("window.alcove.pid()")
+
+    # a client has no Share button by default; the therapist has one
+    assert (await share_state(client))["button"] is False
+    await therapist.get_by_role("button", name="Share screen", exact=True).click()
+    await therapist.locator("#share-bar").get_by_text("You are sharing your screen", exact=True).wait_for()
+    await therapist.get_by_role("button", name="Stop", exact=True).wait_for()
+    assert (await share_state(therapist))["sending"] is True
+
+    # the client decodes the share (the fake screen is larger than the fake camera), shown large, with the notice
+    stats = await share_decodes(client, t_pid)
+    assert stats["width"] >= 1280, stats
+    await client.locator("#share-notice").get_by_text("Dr. Ionescu is sharing", exact=True).wait_for()
+    assert await client.locator("#share-view").is_visible()
+    # ... end to end encrypted under the share's own SFrame stream (KID stream 2), the camera still decoding
+    await wait_js(therapist, "((window.alcove.e2ee().streams || {})['2'] || {}).encrypted > 5")
+    await wait_js(client, "((window.alcove.e2ee().streams || {})['2'] || {}).decrypted > 5")
+    await decodes_from_all(client, 1)
+
+    # a forced share from the client (no permission) is refused by the therapist: not shown, and said so
+    await client.evaluate(FORCE_SHARE)
+    await wait_js(therapist, f"window.alcove.share().then(s => s.refused.includes({c_pid!r}))")
+    assert (await share_state(therapist))["shown"] is None
+    await therapist.get_by_text("Alex tried to share their screen without your permission. It was not shown.").wait_for()
+
+    # send-back ends the share on both sides
+    await therapist.get_by_role("button", name="Stop", exact=True).wait_for()
+    await therapist.get_by_role("button", name="Send Alex to waiting room", exact=True).click()
+    await wait_js(client, "window.alcove.status() === 'waiting'")
+    await wait_js(client, "window.alcove.share().then(s => s.shown === null && s.remote.length === 0)")
+    assert await client.locator("#share-view").is_hidden()
+    # the therapist's share goes on for nobody in particular; admitting again shows it again
+    await admit(therapist, "Alex")
+    await share_decodes(client, t_pid)
+
+    # Stop: the client's view goes back to the tiles
+    await therapist.get_by_role("button", name="Stop", exact=True).click()
+    assert (await share_state(therapist))["sending"] is False
+    await wait_js(client, "window.alcove.share().then(s => s.shown === null)")
+    assert await client.locator("#share-view").is_hidden()
+    assert await therapist.locator("#share-bar").is_hidden()
+
+
+async def test_the_browsers_own_stop_ends_the_share(alcove: Any, pages: Any) -> None:
+    _room, therapist, (client,), (link,) = await secure_room(alcove, pages)
+    await therapist.add_init_script(TRACK_PCS)
+    await therapist.reload()
+    await therapist.get_by_text("Nobody is waiting.").wait_for()
+    await join(client, link, "Alex")
+    await admit(therapist, "Alex")
+    await decodes_from_all(client, 1)
+    t_pid = await therapist.evaluate("window.alcove.pid()")
+    await therapist.get_by_role("button", name="Share screen", exact=True).click()
+    await share_decodes(client, t_pid)
+    # what the browser's own "Stop sharing" does: the captured track ends
+    ended = await therapist.evaluate("""() => {
+      for (const pc of window.__pcs) for (const s of pc.getSenders()) {
+        if (s.track && s.track.kind === "video" && s.track.label.startsWith("screen")) {
+          s.track.dispatchEvent(new Event("ended"));
+          return true;
+        }
+      }
+      return false;
+    }""")
+    assert ended
+    await wait_js(therapist, "window.alcove.share().then(s => !s.sending)")
+    await wait_js(client, "window.alcove.share().then(s => s.shown === null)")
+    assert await therapist.locator("#share-bar").is_hidden()
