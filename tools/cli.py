@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--server", required=True)
     pr.add_argument("--scenario", required=True,
                     choices=["basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback",
-                             "echo", "ghost"])
+                             "echo", "ghost", "chat"])
     pr.add_argument("--duration", type=parse_duration, default=15.0)
     pr.add_argument("--clients", type=int, default=1)
     pr.add_argument("--json", action="store_true")

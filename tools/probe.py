@@ -32,7 +32,13 @@ client(s) and checks one scenario:
 * ``echo``    — the pre-join connectivity test: with a client link's token only (no admission), the probe asks
   ``/api/echo/ice``, calls the server's echo peer through ``/api/echo/offer`` and checks that its own audio and
   video come back; figures: the time to the answer and to the first returned frame, frames returned, the
-  selected candidate pair types, whether TURN credentials were offered and how long they live.
+  selected candidate pair types, whether TURN credentials were offered and how long they live;
+* ``chat``    — end-to-end encrypted app messages (docs/security.md §10) in an E2EE room of at least two clients,
+  behind the probe's own recording relay (``tools.mitm.MitmProxy`` with ``record=True``): the therapist writes to
+  everyone and privately to the second client, the first client to everyone and privately to the therapist, each
+  message carrying a fresh random marker; ok only if every message arrives decrypted where it should (and a private
+  one nowhere else), nothing is refused, and no marker appears in anything the relay carried either way; figures:
+  messages sent and received, the slowest delivery, frames and app messages relayed, markers seen in the relay.
 
 It returns ``{"ok", "scenario", "figures", "error"}``; the CLI decides the exit code.
 """
@@ -63,7 +69,8 @@ from tools.wrong_key import keystate_factory
 
 __all__ = ["SCENARIOS", "ProbeFailure", "run_probe"]
 
-SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback", "echo", "ghost")
+SCENARIOS = ("basic", "decline", "end", "resume", "wrong-key", "mitm", "group", "relay", "sendback", "echo", "ghost",
+             "chat")
 MIN_VIDEO = 11
 MIN_AUDIO = 10
 MEDIA_UNREACHABLE = "the media server has no reachable address"
@@ -425,6 +432,53 @@ class _Probe:
             _check(not p.ever_connected(), f"{self._who(p)} connected through the middleman")
         _check(self.figures["frames"] == {"therapist": {"video": 0, "audio": 0}, "client1": {"video": 0, "audio": 0}},
                "media flowed through the middleman")
+
+    async def chat(self) -> None:
+        relay = MitmProxy(self.server, rewrite=False, insecure=self.insecure, record=True)
+        self.proxy = relay
+        await relay.start()
+        self.n = max(self.n, 2)
+        await self._setup(e2ee=True, via=relay.url)
+        await self._admit_all(expect_frames=False)
+        t, c1, c2 = self.therapist, self.clients[0], self.clients[1]
+        assert t is not None and t.pid is not None
+        everyone = [t, *self.clients]
+        await t.wait_until(lambda: all(p.keys is not None and p.keys.can_send_app() for p in everyone), 15,
+                           "app keys on every side")
+        marker = "alcove-probe-" + b64e(os.urandom(12))
+        plan: list[tuple[Participant, str | None, list[Participant]]] = [
+            (t, None, self.clients),            # therapist -> everyone
+            (c1, None, [t, *self.clients[1:]]),  # client -> everyone
+            (t, c2.pid, [c2]),                   # therapist -> one client, privately
+            (c1, t.pid, [t]),                    # client -> therapist, privately
+        ]
+        delivery = []
+        for i, (sender, to, receivers) in enumerate(plan):
+            text = f"{marker} {i}"
+            sent_at = time.monotonic()
+            _check(sender.send_app({"k": "chat", "text": text}, to), f"{self._who(sender)} had no key to send with")
+            for r in receivers:
+                got = await r.wait_app(lambda a, text=text: a[1].get("text") == text, 10)  # type: ignore[misc]
+                _check(got[0] == sender.pid and got[2] == (to is not None),
+                       f"{self._who(r)} got message {i} from the wrong sender or privacy")
+            delivery.append(time.monotonic() - sent_at)
+        await asyncio.sleep(0.3)  # a private message that went astray would have arrived by now
+        for p in everyone:
+            for _, body, _private in p.app_messages:
+                i = int(str(body.get("text", "")).rsplit(" ", 1)[-1])
+                _check(p in plan[i][2], f"{self._who(p)} received message {i}, not meant for it")
+        recorded = relay.recorded or []
+        self.figures["messages_sent"] = len(plan)
+        self.figures["messages_received"] = sum(len(p.app_messages) for p in everyone)
+        self.figures["slowest_delivery_ms"] = round(max(delivery) * 1000, 1)
+        self.figures["relayed_frames"] = len(recorded)
+        self.figures["relayed_app_messages"] = sum('"type":"app"' in f.replace(" ", "") for f in recorded)
+        self.figures["markers_in_relay"] = sum(marker in f for f in recorded)
+        self.figures["refusals"] = sum(len(p.e2ee_glue.refused("app")) for p in everyone)
+        _check(self.figures["messages_received"] == sum(len(r) for _, _, r in plan), "a message did not arrive")
+        _check(self.figures["relayed_app_messages"] > 0, "the relay carried no app message (not on the path)")
+        _check(self.figures["markers_in_relay"] == 0, "the plaintext appeared in what the server relayed")
+        _check(self.figures["refusals"] == 0, "an app message was refused")
 
     async def ghost(self) -> None:
         relay = HostileProxy(self.server, insecure=self.insecure)

@@ -10,6 +10,7 @@ import { $, showView, announce, showError, showEnded, onLocaleChange } from "./d
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
 import { ShareView } from "./share-view.js";
+import { ChatView } from "./chat-view.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -48,6 +49,8 @@ export class Session {
     this.quality = new QualityView(this);
     /** Screen sharing (ui/share-view.js). */
     this.shareView = new ShareView(this);
+    /** The end-to-end encrypted chat (ui/chat-view.js): page memory only, cleared on every way out. */
+    this.chat = new ChatView(this);
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -72,6 +75,7 @@ export class Session {
     }
     if (this.console) this.console.relabel();
     this.shareView.relabel();
+    this.chat.relabel();
   }
 
   get pid() { return this.state.pid; }
@@ -155,6 +159,7 @@ export class Session {
       this.quality.stopMonitor();
       this.tiles.clearRemote();
     }
+    this.chat.clear(); // sent back: the session's messages are gone from this page
     this.status = "waiting";
     this._attachPreview("waiting-preview", "waiting-preview-off");
     const notice = $("waiting-notice");
@@ -249,6 +254,7 @@ export class Session {
       // The focus moves to the (hidden) heading; the live region says what happened.
       if (!this.isTherapist) announce(t("session.admitted"));
     }
+    this.chat.attach();
     renderSafety(this);
     renderStatus(this);
   }
@@ -305,6 +311,7 @@ export class Session {
     renderHealth(this);
     this.shareView.onRoster(participants);
     if (this.console) this.console.onRoster(participants);
+    this.chat.render();
   }
 
   _updateSelf() {
@@ -441,6 +448,7 @@ export class Session {
     this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }
     this.tiles.clearRemote();
+    this.chat.clear();
     if (this.clockTimer) clearInterval(this.clockTimer);
     this.stream?.getTracks().forEach((tr) => tr.stop());
     if (this.console) this.console.stop();

@@ -80,6 +80,13 @@ export class ShareView {
       const d = /** @type {CustomEvent} */ (ev).detail;
       if (d && d.body && d.body.k === "share") this.onPermission(d.from, d.body);
     });
+    // App messages are sealed under the current epoch: a client that just got its first key learns the list.
+    let epoch = e2ee.epoch;
+    e2ee.addEventListener("change", () => {
+      if (e2ee.epoch === epoch) return;
+      epoch = e2ee.epoch;
+      if (this.isTherapist && this.allowed.size) this._sendPermission();
+    });
   }
 
   /**
