@@ -269,7 +269,8 @@ class SfuManager:
         elif op == "tracks":
             _, room_id, pid, mids = msg
             self._deliver(room_id, pid, m.Tracks(from_=m.SFU_PID, mids={
-                mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"], paused=bool(ref.get("paused")))
+                mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"], paused=bool(ref.get("paused")),
+                                share=bool(ref.get("share")))
                 for mid, ref in mids.items()}))
         elif op == "error":
             _, room_id, pid, code, message, ref = msg
