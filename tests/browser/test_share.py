@@ -164,3 +164,52 @@ async def test_a_client_shares_only_while_the_therapist_allows_it(alcove: Any, p
     await therapist.get_by_role("button", name="No longer allow Alex to share their screen", exact=True).click()
     await wait_js(client, "window.alcove.share().then(s => !s.sending && !s.button)")
     await wait_js(therapist, "window.alcove.share().then(s => s.shown === null)")
+
+
+async def test_therapist_shares_through_the_sfu_encrypted(sfu_alcove: Any, browser: Any) -> None:
+    """A family room (SFU) with E2EE: both clients decode the therapist's share, which the SFU forwards untouched
+    (0 frames decoded) in one more slot; send-back ends it for that client, Stop for everyone."""
+    from tests.conftest import sfu_decoded_frames
+
+    from .conftest import Pages
+    from .test_e2ee_browser import invite_link, with_secret
+
+    pages = Pages(browser, sfu_alcove.url)
+    try:
+        room = await sfu_alcove.create_room(type="family", clients=2, host="Dr. Ionescu")
+        assert room["topology"] == "sfu"
+        small = {"width": 640, "height": 480}
+        therapist = await pages.new()
+        await join(therapist, with_secret(room["therapist_link"]))
+        await therapist.get_by_text("Nobody is waiting.").wait_for()
+        links = [await invite_link(therapist, link) for link in room["client_links"]]
+        a, b = [await pages.new(viewport=small) for _ in links]
+        for page, link, name in ((a, links[0], "Alex"), (b, links[1], "Sam")):
+            await join(page, link, name)
+        await admit(therapist, "Alex")
+        await admit(therapist, "Sam")
+        for page in (a, b):
+            await decodes_from_all(page, 2, timeout=40)
+        t_pid = await therapist.evaluate("window.alcove.pid()")
+        await therapist.get_by_role("button", name="Share screen", exact=True).click()
+        for page in (a, b):
+            stats = await share_decodes(page, t_pid, timeout=40)
+            assert stats["width"] >= 1280, stats
+            await page.locator("#share-notice").get_by_text("Dr. Ionescu is sharing", exact=True).wait_for()
+            await wait_js(page, "((window.alcove.e2ee().streams || {})['2'] || {}).decrypted > 5")
+        await decodes_from_all(a, 2)  # the cameras go on
+        assert await sfu_decoded_frames(sfu_alcove) == 0
+        # send-back: Sam's view of the share ends; Alex keeps it
+        # (a DOM click: the busy console re-renders its list while three pages decode on two shared cores)
+        await therapist.get_by_role("button", name="Send Sam to waiting room", exact=True).evaluate("b => b.click()")
+        await wait_js(b, "window.alcove.status() === 'waiting'")
+        await wait_js(b, "window.alcove.share().then(s => s.shown === null)")
+        assert (await share_state(a))["shown"] == t_pid
+        await therapist.get_by_role("button", name="Stop", exact=True).evaluate("b => b.click()")
+        await wait_js(a, "window.alcove.share().then(s => s.shown === null)", timeout=20)
+        assert await a.locator("#share-view").is_hidden()
+    finally:
+        for line in pages.console_errors[-40:]:
+            print("[browser]", line)
+        await pages.close()
+    assert not pages.foreign

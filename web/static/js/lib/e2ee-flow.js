@@ -80,6 +80,8 @@ class E2eeBase extends EventTarget {
     this._slotSeq = 0;
     /** @type {Record<string, string>} slot -> the pid whose key decrypted its newest frame (from the worker) */
     this.slotOwners = {};
+    /** @type {Record<string, number>} slot -> the SFrame KID stream of its newest decrypted frame (from the worker) */
+    this.slotStreams = {};
     /** @type {Array<{what: string, pid: string|null, error: string}>} every refused key, epoch, switch or intro */
     this.refusals = [];
     /** The epoch this page sent with expired and no newer one came: nothing is sent ("reconnecting encryption"). */
@@ -149,6 +151,16 @@ class E2eeBase extends EventTarget {
   senderOfReceiver(receiver) {
     const slot = this._slots.get(receiver);
     return slot === undefined ? null : this.slotOwners[String(slot)] ?? null;
+  }
+
+  /**
+   * The SFrame KID stream of an SFU receiver's newest decrypted frame (1 camera, 2 screen share, …), or null.
+   * @param {RTCRtpReceiver} receiver @returns {number|null}
+   */
+  streamOfReceiver(receiver) {
+    const slot = this._slots.get(receiver);
+    const s = slot === undefined || !this.slotStreams ? undefined : this.slotStreams[String(slot)];
+    return typeof s === "number" ? s : null;
   }
 
   /** @param {string|null} pid null: the SFU connection @param {any} error */
@@ -239,6 +251,7 @@ class E2eeBase extends EventTarget {
     /** @type {Record<string, {encrypted: number, decrypted: number}>} per SFrame KID stream of a share */
     this.streamStats = m.streams || {};
     this.slotOwners = m.slots || {};
+    this.slotStreams = m.slotStreams || {};
     if (m.sendExpired && !this.sendExpired) {
       this.sendExpired = true; // the worker dropped the expired epoch on its own clock
       this.dispatchEvent(new CustomEvent("expired", { detail: { epoch: m.sendEpoch } }));

@@ -46,7 +46,7 @@ let sendEpoch = null;
 let sendExpired = false;
 /** @type {Map<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
 const stats = new Map();
-/** @type {Map<number, {encrypted: number, decrypted: number}>} per KID stream given to a transform (screen shares) */
+/** @type {Map<number, {encrypted: number, decrypted: number}>} screen-share frames per KID stream (2 video, 3 audio) */
 const streamStats = new Map();
 /** @param {number} stream */
 function streamCounts(stream) {
@@ -56,6 +56,8 @@ function streamCounts(stream) {
 }
 /** @type {Map<number, string>} SFU receiver slot -> the pid whose key decrypted its newest frame (authenticated) */
 const slotOwners = new Map();
+/** @type {Map<number, number>} SFU receiver slot -> the KID stream of its newest decrypted frame (camera or share) */
+const slotStreams = new Map();
 /** @type {Set<any>} live encrypt transformers (RTCRtpScriptTransform), for keyframe requests */
 const senders = new Set();
 /** @type {Promise<void>} key updates are applied in order */
@@ -262,7 +264,11 @@ function handle(readable, writable, options, transformer) {
         if (from) out = await decryptor.unprotect(kind, data, from.idx);
         if (from && out !== null) {
           counts = statsFor(from.pid);
-          if (typeof options.slot === "number") slotOwners.set(options.slot, from.pid);
+          if (typeof options.slot === "number") {
+            slotOwners.set(options.slot, from.pid);
+            const st = streamOf(kind, data);
+            if (st !== null) slotStreams.set(options.slot, st);
+          }
         } else {
           out = await decryptor.unprotect(kind, data, null);
           if (from && out === null) counts = statsFor(from.pid); // its failure, shown on its tile
@@ -279,7 +285,8 @@ function handle(readable, writable, options, transformer) {
       }
       frame.data = ownBuffer(out);
       counts.decrypted++;
-      if (stream !== undefined) streamCounts(stream).decrypted++;
+      const st = stream ?? streamOf(kind, data); // SFU slots take any stream: a share's frames say so in their KID
+      if (st !== null && st >= 2) streamCounts(st).decrypted++;
       controller.enqueue(frame);
     },
   });
@@ -313,6 +320,7 @@ setInterval(() => {
   self.postMessage({
     type: "stats", sendEpoch, sendExpired, epochs: [...epochs.keys()].sort((a, b) => a - b), peers,
     slots: Object.fromEntries(slotOwners),
+    slotStreams: Object.fromEntries(slotStreams),
     streams: Object.fromEntries([...streamStats].map(([k, v]) => [k, { ...v }])),
   });
 }, 1000);
