@@ -153,7 +153,7 @@ async def test_a_client_shares_only_while_the_therapist_allows_it(alcove: Any, p
     c_pid = await client.evaluate("window.alcove.pid()")
     assert (await share_state(client))["button"] is False
     # the therapist allows it (a signed app message): the client gets the button and shares
-    await therapist.get_by_role("button", name="Allow Alex to share their screen", exact=True).click()
+    await therapist.get_by_role("button", name="Allow sharing for Alex", exact=True).click()
     await client.get_by_text("Your therapist allowed you to share your screen.").wait_for()
     await client.get_by_role("button", name="Share my screen", exact=True).click()
     await client.locator("#share-bar").get_by_text("You are sharing your screen with your therapist").wait_for()
@@ -161,7 +161,7 @@ async def test_a_client_shares_only_while_the_therapist_allows_it(alcove: Any, p
     await therapist.locator("#share-notice").get_by_text("Alex is sharing their screen", exact=True).wait_for()
     await wait_js(therapist, "((window.alcove.e2ee().streams || {})['2'] || {}).decrypted > 5")
     # withdrawn: the client's share stops and its button goes
-    await therapist.get_by_role("button", name="No longer allow Alex to share their screen", exact=True).click()
+    await therapist.get_by_role("button", name="Withdraw sharing for Alex", exact=True).click()
     await wait_js(client, "window.alcove.share().then(s => !s.sending && !s.button)")
     await wait_js(therapist, "window.alcove.share().then(s => s.shown === null)")
 
