@@ -24,7 +24,7 @@ export const SHARE_PROFILE = Object.freeze({ maxFramerate: 5, maxBitrate: 800_00
 export async function captureScreen() {
   const stream = await navigator.mediaDevices.getDisplayMedia({
     video: { frameRate: { ideal: SHARE_PROFILE.maxFramerate, max: SHARE_PROFILE.maxFramerate },
-      height: { max: SHARE_PROFILE.height } },
+      width: { ideal: 1920 }, height: { ideal: SHARE_PROFILE.height, max: SHARE_PROFILE.height } },
     audio: true,
   });
   for (const track of stream.getVideoTracks()) {
