@@ -213,3 +213,34 @@ async def test_therapist_shares_through_the_sfu_encrypted(sfu_alcove: Any, brows
             print("[browser]", line)
         await pages.close()
     assert not pages.foreign
+
+
+async def test_a_python_participant_keeps_working_while_the_therapist_shares(alcove: Any, pages: Any) -> None:
+    """The aiortc client takes the share's m-line, decrypts and consumes its frames (never shows them), and its
+    camera and microphone go on both ways."""
+    participant = pytest.importorskip("peer.participant")
+    hooks = pytest.importorskip("rtc.aiortc_hooks")
+    hooks.allow_loopback_candidates()
+    room = await alcove.create_room(type="individual", host="Dr. Ionescu")
+    therapist = await pages.new()
+    await join(therapist, room["therapist_link"])
+    bot = await participant.Participant.join(alcove.url, room["client_links"][0], name="Bot", e2ee=True)
+    try:
+        await admit(therapist, "Bot")
+        await decodes_from_all(therapist, 1, timeout=30)
+        t_pid = await therapist.evaluate("window.alcove.pid()")
+        await bot.wait_frames(t_pid, video=10, timeout=30)
+        await therapist.get_by_role("button", name="Share screen", exact=True).click()
+        await wait_for(lambda: _async(bot.mesh.share_frames_from(t_pid) >= 3), timeout=30,
+                       what="the bot receives the share")
+        before = bot.frames_from(t_pid)["video"]
+        await wait_for(lambda: _async(bot.frames_from(t_pid)["video"] > before + 10), timeout=15,
+                       what="the bot's camera frames go on")
+        await decodes_from_all(therapist, 1)
+        assert bot.e2ee_glue.decrypt_failures() == 0
+    finally:
+        await bot.close()
+
+
+async def _async(value: bool) -> bool:
+    return value
