@@ -96,7 +96,7 @@ async def test_therapist_shares_a_tab_encrypted_through_mesh(alcove: Any, pages:
 
     # a forced share from the client (no permission) is refused by the therapist: not shown, and said so
     await client.evaluate(FORCE_SHARE)
-    await wait_js(therapist, f"window.alcove.share().then(s => s.refused.includes({c_pid!r}))")
+    await wait_js(therapist, f"window.alcove.share().then(s => s.refused.includes({c_pid!r}))", timeout=40)
     assert (await share_state(therapist))["shown"] is None
     await therapist.get_by_text("Alex tried to share their screen without your permission. It was not shown.").wait_for()
 
