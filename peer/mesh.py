@@ -125,10 +125,14 @@ class Mesh:
 
         @pc.on("track")
         def on_track(track: Any) -> None:
-            if link.closed or track.kind in link.sinks:
+            # The first track of a kind is the peer's camera/microphone; a later one its screen share (web
+            # lib/share.js): decrypted (SFrame stream 2/3, same keys) and consumed so nothing queues up, counted,
+            # never shown.
+            key = track.kind if track.kind not in link.sinks else f"share-{track.kind}"
+            if link.closed or key in link.sinks:
                 return
-            link.sink_started[track.kind] = time.monotonic()
-            link.sinks[track.kind] = TrackSink(track).start()
+            link.sink_started[key] = time.monotonic()
+            link.sinks[key] = TrackSink(track).start()
             self.state.changed.set()
 
         @pc.on("connectionstatechange")
@@ -241,6 +245,12 @@ class Mesh:
                     return old.frames()
             return {"video": 0, "audio": 0}
         return link.frames()
+
+    def share_frames_from(self, pid: str) -> int:
+        """Video frames of ``pid``'s screen share received (and decrypted) so far on the current link."""
+        link = self.links.get(pid)
+        sink = link.sinks.get("share-video") if link is not None else None
+        return sink.frames if sink is not None else 0
 
     def first_frame_at(self, pid: str, kind: str) -> float | None:
         link = self.links.get(pid)

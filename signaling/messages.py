@@ -300,6 +300,9 @@ class TrackRef(Struct, omit_defaults=True):
     paused: bool = False
     """The SFU stopped this video to the receiver: its link cannot carry even the lowest layer (the sound goes
     on); it resumes by itself."""
+    share: bool = False
+    """The slot carries the publisher's screen share, not its camera/microphone (a hint: with E2EE the receiver
+    goes by the SFrame KID stream of the frames it decrypts)."""
 
 
 class Tracks(_Out, tag="tracks"):

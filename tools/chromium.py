@@ -17,6 +17,13 @@ CHROME_ARGS: Final = (
     "--disable-sync",
 )
 
+# Screen sharing without a picker: getDisplayMedia picks the capture source whose title contains "Alcove" (the
+# fake desktop source with the fake devices above) and accepts a tab capture at once.
+SHARE_ARGS: Final = (
+    "--auto-select-desktop-capture-source=Alcove",
+    "--auto-accept-this-tab-capture",
+)
+
 
 async def launch(playwright: Any, *extra_args: str) -> Any:
     """Launch headless Chromium through Playwright with Alcove's test flags."""

@@ -136,6 +136,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tools.bench_e2ee import bench_e2ee
 
         result = asyncio.run(bench_e2ee(seconds=args.seconds))
+    elif args.what == "share":
+        from tools.bench_share import bench_share
+
+        result = asyncio.run(bench_share(seconds=args.seconds))
     else:
         from tools.bench_sfu import bench_sfu
 
@@ -220,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_probe)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["signaling", "join", "e2ee", "sfu"])
+    b.add_argument("what", choices=["signaling", "join", "e2ee", "sfu", "share"])
     b.add_argument("--rooms", type=int, default=500)
     b.add_argument("--participants", type=int, default=3)
     b.add_argument("--seconds", type=float, default=10.0)

@@ -10,21 +10,14 @@ See docs/sfu.md.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .runtime import SOCKET_NAME, adoptable
 
 if TYPE_CHECKING:
     from .manager import SfuManager
 
 __all__ = ["SOCKET_NAME", "SfuManager", "adoptable"]
-
-SOCKET_NAME = "w{}.sock"
-"""A worker's control socket in the runtime directory (``w0.sock``, ``w1.sock``, …)."""
-
-
-def adoptable(runtime_dir: Path | None) -> bool:
-    """Whether ``runtime_dir`` holds worker sockets a previous signaling process left (their workers may live)."""
-    return runtime_dir is not None and runtime_dir.is_dir() and any(runtime_dir.glob(SOCKET_NAME.format("*")))
 
 
 def __getattr__(name: str) -> Any:

@@ -52,7 +52,7 @@ from typing import Any
 from signaling import messages as m
 from signaling.effects import MediaMembers, MediaSignal
 
-from . import SOCKET_NAME
+from .runtime import SOCKET_NAME
 from .worker import WORKER_PROTOCOL, WorkerConfig
 
 log = logging.getLogger("alcove.sfu")
@@ -427,7 +427,8 @@ class SfuManager:
         elif op == "tracks":
             _, room_id, pid, mids = msg
             self._deliver(room_id, pid, m.Tracks(from_=m.SFU_PID, mids={
-                mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"], paused=bool(ref.get("paused")))
+                mid: m.TrackRef(pid=ref["pid"], kind=ref["kind"], paused=bool(ref.get("paused")),
+                                share=bool(ref.get("share")))
                 for mid, ref in mids.items()}))
         elif op == "error":
             _, room_id, pid, code, message, ref = msg

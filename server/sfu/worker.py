@@ -81,6 +81,9 @@ SLOT_QUEUE_LIMIT = 120
 """Packets a slot may hold for a sender that does not keep up; beyond it the slot resyncs on a key frame."""
 
 KINDS = ("audio", "video")
+SHARE_KEYS = {"video": "screen", "audio": "screen-audio"}
+"""A member's second ``sendonly`` m-line of a kind is its screen share (docs/sfu.md §1): one more publish stream,
+forwarded like the camera's into the subscribers' spare slots of that kind."""
 
 DECIDE_EVERY = 0.5
 """Seconds between two layer decisions of a slot driven by REMB alone (every receiver report decides)."""
@@ -167,6 +170,8 @@ class Slot(MediaStreamTrack):
         self.order = order
         self.publisher: str | None = None
         """The pid this slot is assigned to (also while that member has not published yet)."""
+        self.source_key = kind
+        """Which of the publisher's streams: its camera/microphone (the kind) or its share (``SHARE_KEYS``)."""
         self.source: Stream | None = None
         self.started = False
         self.waiting_key = True
@@ -356,6 +361,8 @@ class RtpSlot(MediaStreamTrack):
         self.order = order
         self.forwarder = forwarder
         self.publisher: str | None = None
+        self.source_key = kind
+        """Which of the publisher's streams: its camera/microphone (the kind) or its share (``SHARE_KEYS``)."""
         self.source: RtpStream | None = None
         self.started = False
         self.keyframe_requests = 0
@@ -476,6 +483,8 @@ class MemberConnection:
         self.untap: Callable[[], None] | None = None
         self.by_ssrc: dict[int, RtpStream] = {}
         self.by_pt: dict[int, RtpStream] = {}
+        self.ssrcs: dict[str, set[int]] = {}
+        """stream key -> the media SSRCs its m-line declares (a share and the camera share payload types)."""
 
     def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
         """Every RTP packet of this member's connection (the tap): publish streams are forwarded, the rest
@@ -494,10 +503,19 @@ class MemberConnection:
     def index_streams(self) -> None:
         self.by_ssrc = {}
         self.by_pt = {}
-        for stream in self.streams.values():
+        for key, stream in self.streams.items():
             if isinstance(stream, RtpStream):
-                for pt in stream.payload_types:
-                    self.by_pt[pt] = stream
+                for ssrc in self.ssrcs.get(key, ()):
+                    self.by_ssrc[ssrc] = stream
+                if key in KINDS:  # an undeclared SSRC is the camera's or the microphone's, never a share's
+                    for pt in stream.payload_types:
+                        self.by_pt[pt] = stream
+
+
+def _media_ssrcs(media: Any) -> set[int]:
+    """The media SSRCs an m-line declares (not its RTX/FEC repair SSRCs)."""
+    repair = {item for group in media.ssrc_group if group.semantic in ("FID", "FEC-FR") for item in group.items[1:]}
+    return {int(info.ssrc) for info in media.ssrc if int(info.ssrc) not in repair}
 
 
 def _sdp_identity(sdp: str) -> tuple[str, str]:
@@ -687,19 +705,24 @@ class Worker:
         for sub in room.peers.values():
             others = sorted(room.members - {sub.pid})
             for kind in KINDS:
+                # every other member's camera (or microphone) first, then the shares being published
+                share = SHARE_KEYS[kind]
+                sources = [(p, kind) for p in others]
+                sources += [(p, share) for p in others if p in room.peers and share in room.peers[p].streams]
                 slots = sorted((s for s in sub.slots.values() if s.kind == kind), key=lambda s: s.order)
-                taken: set[str] = set()
+                taken: set[tuple[str, str]] = set()
                 for slot in slots:
-                    if slot.publisher in others and slot.publisher not in taken:
-                        taken.add(slot.publisher)
+                    source = (slot.publisher, slot.source_key)
+                    if slot.publisher is not None and source in sources and source not in taken:
+                        taken.add(source)
                     else:
                         slot.publisher = None
-                free = [p for p in others if p not in taken]
+                free = [src for src in sources if src not in taken]
                 for slot in slots:
                     if slot.publisher is None and free:
-                        slot.publisher = free.pop(0)
+                        slot.publisher, slot.source_key = free.pop(0)
                     publisher = room.peers.get(slot.publisher) if slot.publisher else None
-                    slot.attach(publisher.streams.get(kind) if publisher else None)
+                    slot.attach(publisher.streams.get(slot.source_key) if publisher else None)
             mapping = self.mapping_of(sub)
             if mapping != sub.mapping:
                 sub.mapping = mapping
@@ -712,6 +735,8 @@ class Worker:
         for slot in member.slots.values():
             if slot.publisher is not None:
                 mapping[slot.mid] = {"pid": slot.publisher, "kind": slot.kind}
+                if slot.source_key != slot.kind:
+                    mapping[slot.mid]["share"] = True  # a hint: with E2EE the receiver reads the frames' KID
                 if isinstance(slot, RtpSlot) and slot.paused:
                     mapping[slot.mid]["paused"] = True  # "video paused to keep the sound clear"
         return mapping
@@ -785,6 +810,8 @@ class Worker:
             transceiver = by_mid[mid]
             if media.direction in ("sendonly", "sendrecv") and media.kind not in published:
                 published[media.kind] = (transceiver, media)
+            elif media.direction in ("sendonly", "sendrecv") and SHARE_KEYS[media.kind] not in published:
+                published[SHARE_KEYS[media.kind]] = (transceiver, media)  # the second one: a screen share
             elif media.direction == "recvonly":
                 slot_mids.add(mid)
                 slot = member.slots.get(mid)
@@ -806,8 +833,10 @@ class Worker:
                     slot.unsubscribe = hooks.on_keyframe_request(transceiver.sender, slot.on_keyframe_request)
                 transceiver.direction = "sendonly"
         # publish streams (a new transceiver for a kind replaces the old stream)
-        for kind, (transceiver, media) in published.items():
-            stream = member.streams.get(kind)
+        member.ssrcs = {key: _media_ssrcs(media) for key, (_t, media) in published.items()}
+        for key, (transceiver, media) in published.items():
+            kind = media.kind
+            stream = member.streams.get(key)
             if stream is None or stream.receiver is not transceiver.receiver:
                 if stream is not None:
                     self.decoded_closed += stream.decoded
@@ -815,12 +844,12 @@ class Worker:
                 if self.rtp_level:
                     codec = "vp8" if kind == "video" else "opus"
                     codecs = [c for c in media.rtp.codecs if c.mimeType.lower() == f"{kind}/{codec}"]
-                    member.streams[kind] = RtpStream(member.pid, kind, transceiver.receiver,
+                    member.streams[key] = RtpStream(member.pid, kind, transceiver.receiver,
                                                      {c.payloadType for c in codecs},
                                                      codecs[0].clockRate if codecs else 90000,
                                                      pli_interval=self.config.pli_interval)
                 else:
-                    member.streams[kind] = Stream(member.pid, kind, transceiver.receiver,
+                    member.streams[key] = Stream(member.pid, kind, transceiver.receiver,
                                                   passthrough=not self.config.transcode,
                                                   pli_interval=self.config.pli_interval)
         for kind in [k for k in member.streams if k not in published]:

@@ -6,17 +6,19 @@
 //  - `peer-closed` {pid}       the peer's connection was closed (left the roster, or we left)
 //  - `state`   {pid, state}    connectionState of a peer's connection
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
+//  - `share`   {pid, stream}   a peer's screen share started (stream) or stopped (stream null); lib/share.js
 
 import { preferredCodecs, limitHeaderExtensions, setLimitedLocalDescription } from "./codecs.js";
 import { encodingFor, FULL } from "./quality.js";
+import { applyShareEncoding, isShareTransceiver, kindOf, shareStreamOf } from "./share.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
 /**
  * End-to-end encryption hooks (shared with sfu.js; built by ui/e2ee-view.js, see e2ee-flow.js). null = no E2EE.
  * @typedef {{
- *   prepareSender: (sender: RTCRtpSender, kind: string) => void,
- *   prepareReceiver: (receiver: RTCRtpReceiver, kind: string, pid: string|null) => void,
+ *   prepareSender: (sender: RTCRtpSender, kind: string, stream?: number) => void,
+ *   prepareReceiver: (receiver: RTCRtpReceiver, kind: string, pid: string|null, stream?: number) => void,
  *   signSdp: (to: string, type: "offer"|"answer", sdp: string) => Promise<string|null>,
  *   verifySdp: (from: string, type: "offer"|"answer", sdp: string, sig: string|null|undefined) => Promise<void>,
  *   ready: (pid: string) => Promise<void>,
@@ -41,12 +43,14 @@ const FINGERPRINT = /^a=fingerprint:(.+)$/m;
  */
 function protectTransceivers(pc, e2ee, pid, done) {
   for (const tr of pc.getTransceivers()) {
-    const kind = tr.receiver.track ? tr.receiver.track.kind : (tr.sender.track ? tr.sender.track.kind : null);
+    const kind = kindOf(tr);
     if (!kind) continue;
     if (tr.setCodecPreferences) tr.setCodecPreferences(preferredCodecs(kind));
     limitHeaderExtensions(tr); // no audio level or other clear metadata the transport does not need
-    if (!done.has(tr.sender)) { done.add(tr.sender); e2ee.prepareSender(tr.sender, kind); }
-    if (!done.has(tr.receiver)) { done.add(tr.receiver); e2ee.prepareReceiver(tr.receiver, kind, pid); }
+    // A share has its own SFrame stream (KID `stream`): its receiver takes no camera frame and the reverse.
+    const stream = isShareTransceiver(pc, tr) ? shareStreamOf(kind) : undefined;
+    if (!done.has(tr.sender)) { done.add(tr.sender); e2ee.prepareSender(tr.sender, kind, stream); }
+    if (!done.has(tr.receiver)) { done.add(tr.receiver); e2ee.prepareReceiver(tr.receiver, kind, pid, stream); }
   }
 }
 
@@ -77,6 +81,10 @@ class Peer {
     /** @type {WeakSet<object>} */
     this.prepared = new WeakSet();
     this.stream = new MediaStream();
+    /** The peer's screen share while it sends one (lib/share.js), else null. @type {MediaStream|null} */
+    this.shareStream = null;
+    /** @type {MediaStreamTrack[]} the tracks of the peer's share m-lines */
+    this.shareTracks = [];
     /** @type {ReturnType<typeof setTimeout>|null} */
     this.disconnectTimer = null;
     /** E2EE: a signed-SDP or key check failed; nothing from this peer is applied any more. */
@@ -104,6 +112,7 @@ class Peer {
     for (const kind of ["audio", "video"]) {
       if (!kinds.has(kind)) pc.addTransceiver(kind, { direction: "recvonly" });
     }
+    if (call.share) this.addShare(pc, call.share); // after the camera's: a later transceiver is a share
     if (call.e2ee) {
       try {
         protectTransceivers(pc, call.e2ee, this.pid, this.prepared);
@@ -143,6 +152,12 @@ class Peer {
     pc.addEventListener("track", (ev) => {
       if (this.pc !== pc) return;
       const track = ev.track;
+      if (isShareTransceiver(pc, ev.transceiver)) {
+        // Not the camera: kept apart and shown when the negotiation says the peer sends it (_checkShare).
+        if (!this.shareTracks.includes(track)) this.shareTracks.push(track);
+        this._checkShare();
+        return;
+      }
       for (const old of this.stream.getTracks()) {
         if (old.kind === track.kind && old !== track) this.stream.removeTrack(old);
       }
@@ -166,6 +181,57 @@ class Peer {
     return pc;
   }
 
+  /**
+   * Adds our share's tracks to a connection (sendonly; an earlier share's transceiver is reused when there is one).
+   * @param {RTCPeerConnection} pc @param {MediaStream} share
+   */
+  addShare(pc, share) {
+    for (const track of share.getTracks()) {
+      const idle = pc.getTransceivers().find((tr) => isShareTransceiver(pc, tr) && kindOf(tr) === track.kind
+        && !tr.sender.track && tr.direction !== "stopped" && tr.direction !== "recvonly" && tr.direction !== "sendrecv");
+      if (idle) {
+        idle.direction = "sendonly";
+        idle.sender.replaceTrack(track).catch((e) => this.call._log("share replaceTrack", e));
+        this.call.shareSenders.add(idle.sender);
+      } else {
+        const tr = pc.addTransceiver(track, { direction: "sendonly", streams: [share] });
+        this.call.shareSenders.add(tr.sender);
+      }
+    }
+    if (this.call.e2ee && pc === this.pc) {
+      try { protectTransceivers(pc, this.call.e2ee, this.pid, this.prepared); } catch (e) { this.call._log("share e2ee", e); }
+    }
+  }
+
+  /** Stops sending our share on this connection (the transceivers stay, inactive, for a later share). */
+  removeShare() {
+    for (const tr of this.pc.getTransceivers()) {
+      if (!this.call.shareSenders.has(tr.sender)) continue;
+      this.call.shareSenders.delete(tr.sender);
+      tr.sender.replaceTrack(null).catch(() => {});
+      if (tr.direction === "sendonly") tr.direction = "inactive";
+      else if (tr.direction === "sendrecv") tr.direction = "recvonly";
+    }
+  }
+
+  /** Whether the peer sends a share now (its m-line's negotiated direction), and tells the UI when that changes. */
+  _checkShare() {
+    const pc = this.pc;
+    const live = pc.getTransceivers().filter((tr) => isShareTransceiver(pc, tr)
+      && (tr.currentDirection === "recvonly" || tr.currentDirection === "sendrecv") && tr.receiver.track);
+    const tracks = live.map((tr) => tr.receiver.track);
+    const on = !this.refused && tracks.some((tr) => tr.kind === "video");
+    if (!on) {
+      if (this.shareStream) { this.shareStream = null; this.call._emit("share", { pid: this.pid, stream: null }); }
+      return;
+    }
+    const same = this.shareStream && this.shareStream.getTracks().length === tracks.length
+      && tracks.every((tr) => this.shareStream?.getTracks().includes(tr));
+    if (same) return;
+    this.shareStream = new MediaStream(tracks);
+    this.call._emit("share", { pid: this.pid, stream: this.shareStream });
+  }
+
   /** ICE restart: a new offer with fresh credentials (negotiationneeded fires after restartIce). */
   restartIce() {
     if (this.closed) return;
@@ -180,6 +246,8 @@ class Peer {
     this.ignoreOffer = false;
     this.waitedForOffer = false;
     this.stream = new MediaStream();
+    this.shareTracks = [];
+    if (this.shareStream) { this.shareStream = null; this.call._emit("share", { pid: this.pid, stream: null }); }
     this.pc = this._create();
     try { old.close(); } catch { /* ignore */ }
   }
@@ -232,6 +300,8 @@ class Peer {
         else await pc.setLocalDescription();
         if (pc.localDescription) await this.call._sendDescription(this.pid, "answer", pc.localDescription.sdp);
       }
+      for (const s of pc.getSenders()) if (this.call.shareSenders.has(s)) applyShareEncoding(s, (...a) => this.call._log(...a));
+      this._checkShare();
     });
   }
 
@@ -250,6 +320,7 @@ class Peer {
   close() {
     if (this.closed) return;
     this.closed = true;
+    if (this.shareStream) { this.shareStream = null; this.call._emit("share", { pid: this.pid, stream: null }); }
     if (this.disconnectTimer) clearTimeout(this.disconnectTimer);
     try { this.pc.close(); } catch { /* ignore */ }
   }
@@ -281,6 +352,10 @@ export class MediaCall extends EventTarget {
     this.active = true;
     /** lib/quality.js level of the video we send. */
     this.videoLevel = FULL;
+    /** Our screen share while we send one (lib/share.js), else null. @type {MediaStream|null} */
+    this.share = null;
+    /** The senders of our share (skipped by the camera's encodings). @type {WeakSet<RTCRtpSender>} */
+    this.shareSenders = new WeakSet();
     /** @type {[string, EventListener][]} */
     this._listeners = [];
     this._listen("ice-servers", (m) => this.setIceServers(m.ice_servers || []));
@@ -337,11 +412,35 @@ export class MediaCall extends EventTarget {
   /** Re-applies the video encodings (the level and the call's own profile). */
   _applyVideo() {}
 
+  /**
+   * Sends a screen share (a stream from lib/share.js captureScreen) to everyone this call sends to; replaces a
+   * share already sent. The caller decides who may share (the therapist's signed permission).
+   * @param {MediaStream} stream
+   */
+  startShare(stream) {
+    if (this.share) this.stopShare();
+    this.share = stream;
+    this._addShare(stream);
+  }
+
+  /** Stops sending the share (its tracks are the caller's to stop). */
+  stopShare() {
+    if (!this.share) return;
+    this.share = null;
+    this._removeShare();
+  }
+
+  /** @param {MediaStream} _stream */
+  _addShare(_stream) {}
+
+  _removeShare() {}
+
   async _pollLevels() {}
 
   /** Stops for good. */
   stop() {
     this.active = false;
+    this.share = null;
     this.closeAll();
     if (this._levelTimer) clearInterval(this._levelTimer);
     for (const [type, l] of this._listeners) this.signaling.removeEventListener(type, l);
@@ -419,9 +518,15 @@ export class Call extends MediaCall {
     if (rescale) for (const peer of this.peers.values()) for (const s of peer.pc.getSenders()) this._applyEncoding(s);
   }
 
+  /** @param {MediaStream} stream */
+  _addShare(stream) { for (const peer of this.peers.values()) peer.addShare(peer.pc, stream); }
+
+  _removeShare() { for (const peer of this.peers.values()) peer.removeShare(); }
+
   /** @param {RTCRtpSender} sender */
   _applyEncoding(sender) {
     if (!sender.track || sender.track.kind !== "video") return;
+    if (this.shareSenders.has(sender)) { applyShareEncoding(sender, (...a) => this._log(...a)); return; }
     try {
       const params = sender.getParameters();
       if (!params.encodings || !params.encodings.length) return; // before negotiation; applied at rescale
@@ -472,6 +577,30 @@ export class Call extends MediaCall {
       } catch { /* closed meanwhile */ }
     }
     this._emit("levels", { levels });
+  }
+
+  /**
+   * For tests and diagnostics: per remote peer sending a share, its video's decoded frames and frame size.
+   * @returns {Promise<Record<string, {framesDecoded: number, width: number, height: number}>>}
+   */
+  async shareStats() {
+    /** @type {Record<string, {framesDecoded: number, width: number, height: number}>} */
+    const out = {};
+    for (const [pid, peer] of this.peers) {
+      const pc = peer.pc;
+      for (const tr of pc.getTransceivers()) {
+        if (kindOf(tr) !== "video" || !isShareTransceiver(pc, tr)) continue;
+        if (tr.currentDirection !== "recvonly" && tr.currentDirection !== "sendrecv") continue;
+        try {
+          const report = await tr.receiver.getStats();
+          report.forEach((s) => {
+            if (s.type !== "inbound-rtp") return;
+            out[pid] = { framesDecoded: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0 };
+          });
+        } catch { /* closed meanwhile */ }
+      }
+    }
+    return out;
   }
 
   /**

@@ -67,6 +67,8 @@ class E2eeBase extends EventTarget {
     this.keyState = new E.KeyState({ post: (m) => this.worker.postMessage(m) });
     /** @type {Record<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
     this.peerStats = {};
+    /** @type {Record<string, {encrypted: number, decrypted: number}>} */
+    this.streamStats = {};
     /** @type {Map<string, {decrypted: number, failed: number, lastOk: number, failingSince: number}>} */
     this._health = new Map();
     /** @type {Array<{check: () => boolean, resolve: () => void}>} */
@@ -78,6 +80,8 @@ class E2eeBase extends EventTarget {
     this._slotSeq = 0;
     /** @type {Record<string, string>} slot -> the pid whose key decrypted its newest frame (from the worker) */
     this.slotOwners = {};
+    /** @type {Record<string, number>} slot -> the SFrame KID stream of its newest decrypted frame (from the worker) */
+    this.slotStreams = {};
     /** @type {Array<{what: string, pid: string|null, error: string}>} every refused key, epoch, switch or intro */
     this.refusals = [];
     /** The epoch this page sent with expired and no newer one came: nothing is sent ("reconnecting encryption"). */
@@ -101,7 +105,7 @@ class E2eeBase extends EventTarget {
 
   // ---- the hook interface ---------------------------------------------------------------------------
 
-  /** @param {any} target @param {{operation: string, kind: string, peer?: string, slot?: number}} options */
+  /** @param {any} target @param {{operation: string, kind: string, peer?: string, slot?: number, stream?: number}} options */
   _attach(target, options) {
     if (typeof globalThis.RTCRtpScriptTransform === "function") {
       target.transform = new RTCRtpScriptTransform(this.worker, options);
@@ -111,15 +115,25 @@ class E2eeBase extends EventTarget {
     }
   }
 
-  /** @param {RTCRtpSender} sender @param {string} kind */
-  prepareSender(sender, kind) {
-    this._attach(sender, { operation: "encrypt", kind });
+  /**
+   * @param {RTCRtpSender} sender @param {string} kind
+   * @param {number} [stream] the SFrame KID stream (a screen share: lib/share.js); default the camera/microphone
+   */
+  prepareSender(sender, kind, stream) {
+    /** @type {{operation: string, kind: string, stream?: number}} */
+    const options = { operation: "encrypt", kind };
+    if (typeof stream === "number") options.stream = stream;
+    this._attach(sender, options);
   }
 
-  /** @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid */
-  prepareReceiver(receiver, kind, pid) {
-    /** @type {{operation: string, kind: string, peer?: string, slot?: number}} */
+  /**
+   * @param {RTCRtpReceiver} receiver @param {string} kind @param {string|null} pid
+   * @param {number} [stream] only frames of this SFrame KID stream decrypt (a share's receiver)
+   */
+  prepareReceiver(receiver, kind, pid, stream) {
+    /** @type {{operation: string, kind: string, peer?: string, slot?: number, stream?: number}} */
     const options = { operation: "decrypt", kind };
+    if (typeof stream === "number") options.stream = stream;
     if (pid) options.peer = pid;
     else {
       const slot = ++this._slotSeq;
@@ -137,6 +151,16 @@ class E2eeBase extends EventTarget {
   senderOfReceiver(receiver) {
     const slot = this._slots.get(receiver);
     return slot === undefined ? null : this.slotOwners[String(slot)] ?? null;
+  }
+
+  /**
+   * The SFrame KID stream of an SFU receiver's newest decrypted frame (1 camera, 2 screen share, …), or null.
+   * @param {RTCRtpReceiver} receiver @returns {number|null}
+   */
+  streamOfReceiver(receiver) {
+    const slot = this._slots.get(receiver);
+    const s = slot === undefined || !this.slotStreams ? undefined : this.slotStreams[String(slot)];
+    return typeof s === "number" ? s : null;
   }
 
   /** @param {string|null} pid null: the SFU connection @param {any} error */
@@ -224,7 +248,10 @@ class E2eeBase extends EventTarget {
   /** @param {any} m */
   _onStats(m) {
     this.peerStats = m.peers || {};
+    /** @type {Record<string, {encrypted: number, decrypted: number}>} per SFrame KID stream of a share */
+    this.streamStats = m.streams || {};
     this.slotOwners = m.slots || {};
+    this.slotStreams = m.slotStreams || {};
     if (m.sendExpired && !this.sendExpired) {
       this.sendExpired = true; // the worker dropped the expired epoch on its own clock
       this.dispatchEvent(new CustomEvent("expired", { detail: { epoch: m.sendEpoch } }));

@@ -14,7 +14,9 @@
 //       worker.postMessage({type: "transform", readable, writable, options: {...}}, [readable, writable]);
 //
 // options: {operation: "encrypt" | "decrypt", kind: "audio" | "video", peer?: pid (string) | sender idx (number),
-//           slot?: number (an SFU receiver: the pid whose key decrypts its frames is reported in stats.slots)}.
+//           slot?: number (an SFU receiver: the pid whose key decrypts its frames is reported in stats.slots),
+//           stream?: SFrame KID stream (docs/security.md §5): a sender encrypts under it (2 = screen video,
+//           3 = screen audio; default 0 mic / 1 camera); a receiver given one decrypts only frames of that stream}.
 //
 // Key updates (normally posted by e2ee.js KeyState's `post`):
 //   {type: "keys", epoch, sendIdx, baseKeys: {idx: Uint8Array(16)}, roster?: {pid: idx}, expiresAt?: ms}
@@ -27,7 +29,8 @@
 // Fail closed: no sending key -> the frame is dropped (never sent in clear); a frame that does not
 // decrypt is dropped (never enqueued). Empty frames pass unchanged.
 // Every second the worker posts {type: "stats", sendEpoch, epochs, peers: {peer: {encrypted,
-// decrypted, failed, dropped}}} to the page (for the health badge).
+// decrypted, failed, dropped}}, streams: {KID stream: {encrypted, decrypted}} (transforms given a `stream`)}
+// to the page (for the health badge).
 
 import { FrameDecryptor, FrameEncryptor, clearPrefixLen, decodeHeader, parseKid } from "./sframe.js";
 
@@ -43,8 +46,18 @@ let sendEpoch = null;
 let sendExpired = false;
 /** @type {Map<string, {encrypted: number, decrypted: number, failed: number, dropped: number}>} */
 const stats = new Map();
+/** @type {Map<number, {encrypted: number, decrypted: number}>} screen-share frames per KID stream (2 video, 3 audio) */
+const streamStats = new Map();
+/** @param {number} stream */
+function streamCounts(stream) {
+  let c = streamStats.get(stream);
+  if (!c) { c = { encrypted: 0, decrypted: 0 }; streamStats.set(stream, c); }
+  return c;
+}
 /** @type {Map<number, string>} SFU receiver slot -> the pid whose key decrypted its newest frame (authenticated) */
 const slotOwners = new Map();
+/** @type {Map<number, number>} SFU receiver slot -> the KID stream of its newest decrypted frame (camera or share) */
+const slotStreams = new Map();
 /** @type {Set<any>} live encrypt transformers (RTCRtpScriptTransform), for keyframe requests */
 const senders = new Set();
 /** @type {Promise<void>} key updates are applied in order */
@@ -105,6 +118,15 @@ function publisherOf(kind, data) {
     for (const [pid, i] of Object.entries(/** @type {any} */ (epochs.get(e)).roster)) if (i === idx) return { pid, idx };
   }
   return null;
+}
+
+/** The KID stream a protected frame names, or null. @param {"audio" | "video"} kind @param {Uint8Array} data */
+function streamOf(kind, data) {
+  try {
+    return parseKid(decodeHeader(data.subarray(clearPrefixLen(kind, data))).kid).stream;
+  } catch {
+    return null;
+  }
 }
 
 /** @param {number} epoch */
@@ -175,11 +197,12 @@ async function applyKeys(msg) {
 
 /**
  * @param {ReadableStream} readable @param {WritableStream} writable
- * @param {{operation: string, kind: "audio" | "video", peer?: string | number, slot?: number}} options
+ * @param {{operation: string, kind: "audio" | "video", peer?: string | number, slot?: number, stream?: number}} options
  * @param {any} [transformer]
  */
 function handle(readable, writable, options, transformer) {
   const kind = options.kind === "audio" ? "audio" : "video";
+  const stream = typeof options.stream === "number" ? options.stream : undefined;
   if (options.operation === "encrypt") {
     const s = statsFor("self");
     if (transformer) senders.add(transformer);
@@ -197,13 +220,14 @@ function handle(readable, writable, options, transformer) {
         }
         let out;
         try {
-          out = await encryptor.protect(kind, data);
+          out = await encryptor.protect(kind, data, stream);
         } catch {
           s.dropped++; // no key (or counter exhausted): never send in clear
           return;
         }
         frame.data = ownBuffer(out);
         s.encrypted++;
+        if (stream !== undefined) streamCounts(stream).encrypted++;
         controller.enqueue(frame);
       },
     });
@@ -224,6 +248,10 @@ function handle(readable, writable, options, transformer) {
         return;
       }
       expireDue();
+      if (stream !== undefined && streamOf(kind, data) !== stream) {
+        s.failed++; // a receiver of one stream (a screen share) takes no frame of another
+        return;
+      }
       if (epochs.size === 0) {
         s.dropped++; // no key yet
         return;
@@ -236,7 +264,11 @@ function handle(readable, writable, options, transformer) {
         if (from) out = await decryptor.unprotect(kind, data, from.idx);
         if (from && out !== null) {
           counts = statsFor(from.pid);
-          if (typeof options.slot === "number") slotOwners.set(options.slot, from.pid);
+          if (typeof options.slot === "number") {
+            slotOwners.set(options.slot, from.pid);
+            const st = streamOf(kind, data);
+            if (st !== null) slotStreams.set(options.slot, st);
+          }
         } else {
           out = await decryptor.unprotect(kind, data, null);
           if (from && out === null) counts = statsFor(from.pid); // its failure, shown on its tile
@@ -253,6 +285,8 @@ function handle(readable, writable, options, transformer) {
       }
       frame.data = ownBuffer(out);
       counts.decrypted++;
+      const st = stream ?? streamOf(kind, data); // SFU slots take any stream: a share's frames say so in their KID
+      if (st !== null && st >= 2) streamCounts(st).decrypted++;
       controller.enqueue(frame);
     },
   });
@@ -286,5 +320,7 @@ setInterval(() => {
   self.postMessage({
     type: "stats", sendEpoch, sendExpired, epochs: [...epochs.keys()].sort((a, b) => a - b), peers,
     slots: Object.fromEntries(slotOwners),
+    slotStreams: Object.fromEntries(slotStreams),
+    streams: Object.fromEntries([...streamStats].map(([k, v]) => [k, { ...v }])),
   });
 }, 1000);

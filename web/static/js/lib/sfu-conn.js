@@ -4,6 +4,7 @@
 // cannot get them makes the connection unusable and reports a security failure). Negotiation is sfu.js's.
 
 import { preferCodecs, limitHeaderExtensions, setLimitedLocalDescription } from "./codecs.js";
+import { SHARE_PROFILE, shareStreamOf } from "./share.js";
 
 /** Wait at most this long for ICE gathering before sending the first offer (the rest is trickled). */
 const GATHER_WAIT_MS = 1500;
@@ -32,6 +33,11 @@ export class Conn {
     this.publish = { video: null, audio: null };
     /** @type {{video: RTCRtpTransceiver, audio: RTCRtpTransceiver}[]} */
     this.pairs = [];
+    /** Our screen share's sendonly transceivers (the SFU takes a second sendonly m-line of a kind as a share). */
+    /** @type {{video: RTCRtpTransceiver|null, audio: RTCRtpTransceiver|null}} */
+    this.share = { video: null, audio: null };
+    /** The share (SfuCall.share) the last offer carried. @type {MediaStream|null} */
+    this.shareSent = null;
     this.negotiations = 0;
     this.closed = false;
     this.offerSent = false;
@@ -85,6 +91,34 @@ export class Conn {
     this.pairs.push({ video, audio });
     await this._protectReceiver(video, "video");
     await this._protectReceiver(audio, "audio");
+  }
+
+  /**
+   * Sends our screen share (or stops it: null): its own sendonly m-lines, encrypted under the share's SFrame
+   * stream, kept inactive between shares. The caller renegotiates.
+   * @param {MediaStream|null} stream
+   */
+  async setShare(stream) {
+    for (const kind of /** @type {const} */ (["video", "audio"])) {
+      const track = stream ? stream.getTracks().find((tr) => tr.kind === kind) || null : null;
+      let t = this.share[kind];
+      if (!track) {
+        if (t) { await t.sender.replaceTrack(null); t.direction = "inactive"; }
+        continue;
+      }
+      if (t) {
+        t.direction = "sendonly";
+        await t.sender.replaceTrack(track);
+        continue;
+      }
+      /** @type {RTCRtpTransceiverInit} */
+      const init = { direction: "sendonly", streams: stream ? [stream] : [] };
+      if (kind === "video") init.sendEncodings = [{ maxBitrate: SHARE_PROFILE.maxBitrate, maxFramerate: SHARE_PROFILE.maxFramerate }];
+      t = this.pc.addTransceiver(track, init);
+      this.share[kind] = t;
+      this._codecs(t, kind);
+      await this._protectSender(t.sender, kind, shareStreamOf(kind));
+    }
   }
 
   /** Waits for ICE gathering (bounded): the first offer carries our candidates, later ones are trickled. */
@@ -149,11 +183,11 @@ export class Conn {
     }
   }
 
-  /** @param {RTCRtpSender} sender @param {string} kind */
-  async _protectSender(sender, kind) {
+  /** @param {RTCRtpSender} sender @param {string} kind @param {number} [stream] SFrame KID stream (a share) */
+  async _protectSender(sender, kind, stream) {
     if (!this.e2ee) return;
     try {
-      await this.e2ee.prepareSender(sender, kind);
+      await this.e2ee.prepareSender(sender, kind, stream);
     } catch (e) {
       this._onSecurityFailure(e);
       throw e;

@@ -8,6 +8,9 @@
 //  - `peer-closed` {pid}       a publisher is gone (left the roster or the mapping, or we left)
 //  - `state`   {pid, state}    connectionState of the SFU connection (pid "sfu")
 //  - `levels`  {levels}        {pid: audioLevel 0..1} every ~400 ms, from getStats (active speaker)
+//  - `share`   {pid, stream}   a publisher's screen share started (stream) or stopped (null); lib/share.js. The
+//                              client offers one spare recvonly pair for it; with E2EE a slot carries a share
+//                              when its frames decrypt under the share's SFrame KID stream (not the SFU's say)
 //  - `video-paused` {pid, paused}  the SFU stopped (or resumed) this publisher's video to us because our link
 //                                 cannot carry even its lowest layer; the sound goes on (the view says "video
 //                                 paused to keep the sound clear"). A hint from the server, never about keys.
@@ -22,6 +25,7 @@ import { MediaCall } from "./call.js";
 import { SFU } from "./protocol.js";
 import { Conn } from "./sfu-conn.js";
 import { encodingFor } from "./quality.js";
+import { applyShareEncoding, SCREEN_AUDIO_STREAM, SCREEN_VIDEO_STREAM } from "./share.js";
 
 /** @typedef {import("./protocol.js").Signaling} Signaling */
 /** @typedef {import("./protocol.js").RosterEntry} RosterEntry */
@@ -54,10 +58,13 @@ export class SfuCall extends MediaCall {
     this.others = new Set();
     /** @type {Conn|null} */
     this.conn = null;
-    /** @type {Record<string, {pid: string, kind: string, paused?: boolean}>} the latest `tracks` mapping */
+    /** @type {Record<string, {pid: string, kind: string, paused?: boolean, share?: boolean}>} the latest `tracks` mapping */
     this.mapping = {};
     /** @type {Set<string>} publishers whose video the SFU paused to us */
     this.paused = new Set();
+    /** Publishers' screen shares we receive: pid -> {stream, tracks}. */
+    /** @type {Map<string, {stream: MediaStream, tracks: Record<string, MediaStreamTrack>}>} */
+    this.shares = new Map();
     this._running = false;
     this._again = false;
     /** @type {ReturnType<typeof setTimeout>|null} */
@@ -145,7 +152,30 @@ export class SfuCall extends MediaCall {
   closeAll() {
     this._closeConn();
     for (const pid of [...this.peers.keys()]) this._dropPublisher(pid);
+    for (const pid of [...this.shares.keys()]) { this.shares.delete(pid); this._emit("share", { pid, stream: null }); }
     this.mapping = {};
+  }
+
+  /**
+   * For tests and diagnostics: per publisher whose share we receive, its video's decoded frames and frame size.
+   * @returns {Promise<Record<string, {framesDecoded: number, width: number, height: number}>>}
+   */
+  async shareStats() {
+    /** @type {Record<string, {framesDecoded: number, width: number, height: number}>} */
+    const out = {};
+    const c = this.conn;
+    if (!c || c.closed) return out;
+    for (const [pid, share] of this.shares) {
+      const t = c.receivers().find((x) => x.receiver.track === share.tracks.video);
+      if (!t) continue;
+      try {
+        const report = await t.receiver.getStats();
+        report.forEach((s) => {
+          if (s.type === "inbound-rtp") out[pid] = { framesDecoded: s.framesDecoded || 0, width: s.frameWidth || 0, height: s.frameHeight || 0 };
+        });
+      } catch { /* closed meanwhile */ }
+    }
+    return out;
   }
 
   /** Stops for good. */
@@ -190,9 +220,14 @@ export class SfuCall extends MediaCall {
     let c = this.conn;
     if (!c || c.closed) c = this.conn = this._newConn();
     await c.ready;
-    const need = this.others.size;
-    if (c.negotiations > 0 && c.pairs.length >= need) return;
+    const need = this.others.size + 1; // one spare pair: a share (any member's) has a slot to come in on
+    const shareChanged = c.shareSent !== this.share;
+    if (c.negotiations > 0 && c.pairs.length >= need && !shareChanged) return;
     while (c.pairs.length < need) await c.addReceivePair();
+    if (shareChanged) {
+      c.shareSent = this.share;
+      await c.setShare(this.share);
+    }
     if (c.closed) return;
     await c.setLocalOffer();
     if (!c.offerSent) await c.gathered();
@@ -211,8 +246,9 @@ export class SfuCall extends MediaCall {
     c.negotiations += 1;
     this._retryDelay = 1000;
     this._applyProfile();
+    if (c.share.video && c.share.video.sender.track) applyShareEncoding(c.share.video.sender, (...a) => this._log(...a));
     this._refresh();
-    if (c.pairs.length < this.others.size) this._again = true;
+    if (c.pairs.length < this.others.size + 1 || c.shareSent !== this.share) this._again = true;
   }
 
   _newConn() {
@@ -286,7 +322,7 @@ export class SfuCall extends MediaCall {
 
   // ---- mapping: mids -> publishers ----------------------------------------------------------------------
 
-  /** @param {Record<string, {pid: string, kind: string, paused?: boolean}>} mids */
+  /** @param {Record<string, {pid: string, kind: string, paused?: boolean, share?: boolean}>} mids */
   _onTracks(mids) {
     this.mapping = mids;
     this._onPaused(mids);
@@ -307,7 +343,7 @@ export class SfuCall extends MediaCall {
     this._refresh();
   }
 
-  /** @param {Record<string, {pid: string, kind: string, paused?: boolean}>} mids */
+  /** @param {Record<string, {pid: string, kind: string, paused?: boolean, share?: boolean}>} mids */
   _onPaused(mids) {
     const now = new Set();
     for (const ref of Object.values(mids)) if (ref.kind === "video" && ref.paused === true) now.add(ref.pid);
@@ -324,11 +360,32 @@ export class SfuCall extends MediaCall {
     }
   }
 
+  /** @param {MediaStream} _stream */
+  _addShare(_stream) { this._schedule(); }
+
+  _removeShare() { this._schedule(); }
+
+  /**
+   * Whether a slot carries a share: with E2EE, the SFrame KID stream its frames decrypt under; without, the SFU's
+   * mapping.
+   * @param {RTCRtpTransceiver} t @param {{share?: boolean}} ref
+   */
+  _isShare(t, ref) {
+    const e2ee = /** @type {any} */ (this.e2ee);
+    if (e2ee && e2ee.streamOfReceiver) {
+      const st = e2ee.streamOfReceiver(t.receiver);
+      return st === SCREEN_VIDEO_STREAM || st === SCREEN_AUDIO_STREAM;
+    }
+    return ref.share === true;
+  }
+
   /** Rebuilds each publisher's MediaStream from the mapping and the receivers' tracks. */
   _refresh() {
     const c = this.conn;
     /** @type {Map<string, Record<string, MediaStreamTrack>>} */
     const wanted = new Map();
+    /** @type {Map<string, Record<string, MediaStreamTrack>>} */
+    const shares = new Map();
     if (c && !c.closed) {
       const senderOf = this.e2ee && this.e2ee.senderOfReceiver;
       for (const t of c.receivers()) {
@@ -339,10 +396,24 @@ export class SfuCall extends MediaCall {
         const pid = senderOf ? senderOf.call(this.e2ee, t.receiver) : ref.pid;
         const kind = t.receiver.track.kind;
         if (!pid || pid === this.pid || (senderOf && !this.others.has(pid))) continue;
-        const entry = wanted.get(pid) || {};
+        const into = this._isShare(t, ref) ? shares : wanted;
+        const entry = into.get(pid) || {};
         entry[kind] = t.receiver.track;
-        wanted.set(pid, entry);
+        into.set(pid, entry);
       }
+    }
+    for (const pid of [...this.shares.keys()]) {
+      if (shares.get(pid)?.video) continue;
+      this.shares.delete(pid);
+      this._emit("share", { pid, stream: null });
+    }
+    for (const [pid, tracks] of shares) {
+      if (!tracks.video) continue;
+      const have = this.shares.get(pid);
+      if (have && ["audio", "video"].every((k) => have.tracks[k] === tracks[k])) continue;
+      const stream = new MediaStream(Object.values(tracks));
+      this.shares.set(pid, { stream, tracks });
+      this._emit("share", { pid, stream });
     }
     for (const pid of [...this.peers.keys()]) {
       if (!wanted.has(pid) && !this.others.has(pid)) this._dropPublisher(pid);

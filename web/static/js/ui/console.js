@@ -217,6 +217,17 @@ export class Console {
       row.append(button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary", () => this.s.sendToWaiting(p.pid)));
       row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary",
         () => this.ask("remove", p)));
+      if (this.e2ee) {
+        // Screen sharing for this client: off by default, a signed permission (ui/share-view.js).
+        const share = this.session.shareView;
+        const on = share.isAllowed(p.pid);
+        const b = button(t(on ? "console.share.revoke" : "console.share.allow"),
+          t(on ? "console.share.revoke.named" : "console.share.allow.named", { name: p.name }), "secondary",
+          () => share.toggle(p.pid));
+        b.dataset.share = p.pid;
+        b.dataset.allowed = String(on);
+        row.append(b);
+      }
       li.append(row);
       list.append(li);
     }

@@ -15,6 +15,17 @@ export function exposeDiagnostics(session) {
     connected: () => session.signaling.connected,
     // The video level we send at (lib/quality.js: 0 full, 1 low, 2 paused) and what each tile shows.
     video: () => (session.call ? session.call.videoLevel : null),
+    // Screen sharing (ui/share-view.js): whether we send one, whose is shown, who sends one, refused pids,
+    // and the decoded frames and size of the share's video per peer.
+    share: async () => {
+      const v = session.shareView;
+      const call = /** @type {any} */ (session.call);
+      return {
+        sending: !!v.local, shown: v.shown, remote: [...v.remote.keys()], refused: [...v.refused],
+        allowed: [...v.allowed], button: !document.getElementById("btn-share")?.hidden,
+        frames: call && call.shareStats ? await call.shareStats() : {},
+      };
+    },
     // E2EE: the safety codes, the epoch and the worker's counters (no keys).
     e2ee: () => {
       const e = session.e2ee;
@@ -27,6 +38,7 @@ export function exposeDiagnostics(session) {
         shownFrom: shownFrom(session),
         refusals: e.refusals.map((/** @type {{what: string, pid: string|null}} */ r) => ({ what: r.what, pid: r.pid })),
         sendExpired: e.sendExpired,
+        streams: e.streamStats,
         health: Object.fromEntries(session.roster.map((p) => [p.pid, e.health(p.pid)])),
       };
     },

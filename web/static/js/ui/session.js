@@ -10,6 +10,7 @@ import { $, showView, announce, showError, showEnded, onLocaleChange } from "./d
 import { TileGrid } from "./tiles.js";
 import { QualityView } from "./quality-view.js";
 import { WaitingNoteView } from "./waiting-note.js";
+import { ShareView } from "./share-view.js";
 import { ChatView } from "./chat-view.js";
 import { SafetyCheck } from "./safety-check.js";
 import { Manners } from "./manners.js";
@@ -51,6 +52,8 @@ export class Session {
     this.quality = new QualityView(this);
     /** The therapist's word to the waiting room (clients only; gone once admitted). */
     this.waitingNote = new WaitingNoteView();
+    /** Screen sharing (ui/share-view.js). */
+    this.shareView = new ShareView(this);
     /** The end-to-end encrypted chat (ui/chat-view.js): page memory only, cleared on every way out. */
     this.chat = new ChatView(this);
     /** The safety check at the start (clients; ui/safety-check.js). */
@@ -82,6 +85,7 @@ export class Session {
       this.manners.render();
     }
     if (this.console) this.console.relabel();
+    this.shareView.relabel();
     this.chat.relabel();
   }
 
@@ -160,7 +164,8 @@ export class Session {
   _enterWaiting(why) {
     const wasIn = this.status === "admitted";
     if (this.call) {
-      // Sent back: every remote connection closes at once, so no media flows either way.
+      // Sent back: every remote connection closes at once, so no media flows either way; a share stops.
+      this.shareView.detach();
       this.call.stop();
       this.call = null;
       this.quality.stopMonitor();
@@ -243,6 +248,7 @@ export class Session {
       this.call.addEventListener("video-paused", (ev) => this.quality.onSfuPaused(detail(ev).pid, detail(ev).paused));
       this.call.addEventListener("media-unreachable", () => this.banner("media", () => t("session.media-unreachable"), "warn", 0));
       if (this.roster.length) this.call.updateRoster(this.roster);
+      this.shareView.attach(this.call);
       this.quality.start();
     }
     if (first) {
@@ -326,6 +332,7 @@ export class Session {
     renderNames(this);
     renderHealth(this);
     this.manners.onRoster(participants);
+    this.shareView.onRoster(participants);
     if (this.console) this.console.onRoster(participants);
     this.chat.render();
   }
@@ -460,6 +467,7 @@ export class Session {
   teardown() {
     this.waitingNote.clear();
     this.status = "ended";
+    this.shareView.detach();
     if (this.call) { this.call.stop(); this.call = null; }
     this.quality.stop();
     if (this.e2ee) { this.e2ee.stop(); }

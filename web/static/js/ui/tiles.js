@@ -118,6 +118,15 @@ export class TileGrid {
   constructor() {
     /** @type {Map<string, HTMLElement>} pid (or "self") -> tile */
     this.tiles = new Map();
+    /** A screen share fills the stage (ui/share-view.js): every tile is small, none floats. */
+    this.sharing = false;
+  }
+
+  /** @param {boolean} on */
+  setSharing(on) {
+    if (on === this.sharing) return;
+    this.sharing = on;
+    this._layout();
   }
 
   /** The remote tiles: [pid, tile]. */
@@ -292,9 +301,9 @@ export class TileGrid {
     const tiles = $("tiles");
     const remote = this.tiles.size - (this.tiles.has(SELF) ? 1 : 0);
     // One remote peer: it fills the stage and the self-view floats. More: everyone in the grid.
-    const pip = remote === 1;
+    const pip = remote === 1 && !this.sharing;
     tiles.classList.toggle("with-pip", pip);
     tiles.dataset.count = String(pip ? 1 : Math.max(1, this.tiles.size));
-    $("session-alone").hidden = remote > 0;
+    $("session-alone").hidden = remote > 0 || this.sharing;
   }
 }
