@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from peer.signaling_client import SignalingClient, base_of
+from peer.signaling_client import SignalingClient, SignalingClosed, base_of
 from signaling import messages as m
 from tools.admin_client import create_room
 
@@ -269,8 +270,8 @@ async def _steady(senders: list[Callable[[], Awaitable[None]]], seconds: float, 
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             try:
                 await send()
-            except (ConnectionError, RuntimeError, aiohttp.ClientError):
-                return
+            except (ConnectionError, RuntimeError, aiohttp.ClientError, SignalingClosed):
+                return  # a socket the server closed: its sender stops (counted in ``closed``)
             count += 1
             at += period
 
@@ -363,6 +364,8 @@ class Load:
     lat: Latencies
     joins: list[float] = field(default_factory=list)
     cross_share: float = 0.0
+    closed: Callable[[], dict[str, int]] = dict
+    """Sockets the server closed so far, by close code (a slow consumer is closed with 4009)."""
 
 
 async def _alcove_run(server: str | list[str], admin_key: str, rooms: int, participants: int, seconds: float,
@@ -433,7 +436,10 @@ async def _alcove_load(server: str | list[str], admin_key: str, rooms: int, part
         crossing = sum(1 for g in groups for i in range(len(g))
                        if place.get(g[i].pid or "") != place.get(g[0].pid or "")
                        or place.get(g[(i + 1) % len(g)].pid or "") != place.get(g[0].pid or ""))
-        yield Load(senders, lat, joins, round(crossing / len(senders), 3) if senders else 0.0)
+        def closed() -> dict[str, int]:
+            return dict(Counter(str(sc.close_code) for sc in clients if sc.closed))
+
+        yield Load(senders, lat, joins, round(crossing / len(senders), 3) if senders else 0.0, closed)
     finally:
         await asyncio.gather(*(sc.close() for sc in clients), return_exceptions=True)
 
@@ -478,7 +484,10 @@ async def _echo_load(server: str, rooms: int, participants: int) -> AsyncIterato
             return send
 
         senders = [sender(by_id[g[i]], g[(i + 1) % len(g)]) for g in ids for i in range(len(g))]
-        yield Load(senders, lat)
+        def closed() -> dict[str, int]:
+            return dict(Counter(str(ws.close_code) for ws in sockets if ws.closed))
+
+        yield Load(senders, lat, closed=closed)
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         for task in readers:
@@ -535,6 +544,7 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
                     for which in ((0, 1) if i % 2 == 0 else (1, 0)):
                         load = (mine, theirs)[which]
                         searches[which].append(await _knee(load.senders, load.lat, step))
+                closed = mine.closed(), theirs.closed()
         p99 = percentile(run["samples"], 0.99)
         base_p99 = percentile(base["samples"], 0.99)
         result: dict[str, Any] = {
@@ -552,7 +562,8 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
             "rss_mb": rss,
             "wall_s": round(alcove_wall, 1),
             "fd_limit": fd_limit,
-            "baseline": {"messages": base["messages"], "lost": base["lost"],
+            "closed_sockets": closed[0],
+            "baseline": {"messages": base["messages"], "lost": base["lost"], "closed_sockets": closed[1],
                          "p50_ms": _ms(percentile(base["samples"], 0.5)), "p99_ms": _ms(base_p99)},
             "baseline_ratio": round(p99 / base_p99, 2) if p99 is not None and base_p99 else None,
         }
