@@ -14,7 +14,12 @@ With ``knee`` (always from ``alcove bench signaling``) the offered load is then 
 Alcove and for the baseline, until the relay median passes 10 ms; the search is repeated ``repeats`` times (3),
 alternately on the two servers so that a change in the machine's other load hits both: ``knee`` and
 ``baseline.knee`` are the median highest delivered loads under 10 ms (every search's in ``repeats``),
-``knee_ratio`` Alcove's share of the baseline's, ``knee_ratio_repeats`` the ratio of each pair of searches. With ``instances`` > 1 and a ``redis`` URL, the same
+``knee_ratio`` Alcove's share of the baseline's, ``knee_ratio_repeats`` the ratio of each pair of searches.
+
+On a machine busy with other work the knee measures the machine's scheduling more than either server, so the
+servers' own CPU is counted too (``/proc``, children only): ``cpu_us_per_delivery`` for Alcove and for the baseline
+over the steady run (and per knee step), and ``cpu_ratio``, the baseline's over Alcove's — the knee ratio to expect
+where each server's own CPU sets its knee. With ``instances`` > 1 and a ``redis`` URL, the same
 load runs on one and on that many instances sharing Redis (``instances`` in the JSON: latency, delivered/s, the
 share of deliveries that cross Redis, CPU microseconds per message and per crossing).
 
@@ -129,11 +134,11 @@ class Child:
                     raise TimeoutError("the benchmark server did not start")
                 await asyncio.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -296,7 +301,8 @@ KNEE_REPEATS = 3
 the median taken: on a shared 2-core machine one search moves with the other load of the moment."""
 
 
-async def _knee(senders: list[Callable[[], Awaitable[None]]], lat: Latencies, step: float) -> dict[str, Any]:
+async def _knee(senders: list[Callable[[], Awaitable[None]]], lat: Latencies, step: float,
+                cpu: Callable[[], float] | None = None) -> dict[str, Any]:
     """The offered load stepped up until the median passes 10 ms (or deliveries fall behind): the highest
     delivered load under it, and every step."""
     steps: list[dict[str, Any]] = []
@@ -304,10 +310,13 @@ async def _knee(senders: list[Callable[[], Awaitable[None]]], lat: Latencies, st
     for rate in KNEE_RATES:
         lat.samples.clear()
         lat.sent.clear()
+        used = cpu() if cpu is not None else 0.0
         sent = await _steady(senders, step, lat, rate)
+        used = cpu() - used if cpu is not None else 0.0
         p50 = percentile(lat.samples, 0.5)
         delivered = round(len(lat.samples) / step)
-        steps.append({"offered_per_s": round(sent / step), "delivered_per_s": delivered, "p50_ms": _ms(p50)})
+        steps.append({"offered_per_s": round(sent / step), "delivered_per_s": delivered, "p50_ms": _ms(p50),
+                      "cpu_us_per_delivery": round(used * 1e6 / len(lat.samples), 1) if cpu and lat.samples else None})
         if p50 is None or p50 >= KNEE_MEDIAN or len(lat.samples) < 0.95 * sent:
             break
         best = delivered
@@ -331,6 +340,11 @@ async def _measure(senders: list[Callable[[], Awaitable[None]]], seconds: float,
     messages = await _steady(senders, seconds, lat)
     used = (cpu() - before) if cpu is not None else None
     return {"messages": messages, "lost": len(lat.sent), "samples": list(lat.samples), "cpu_s": used}
+
+
+def _per_delivery(run: dict[str, Any]) -> float | None:
+    """Server CPU microseconds per delivered message over a steady run (None without a child's CPU)."""
+    return round(run["cpu_s"] * 1e6 / len(run["samples"]), 1) if run["cpu_s"] is not None and run["samples"] else None
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -533,17 +547,20 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
         pids = [server_pid] if server_pid is not None else []
         searches: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
         async with _alcove_load(base_of(server), admin_key, rooms, participants) as mine:
-            run = await _measure(mine.senders, seconds, mine.lat, (lambda: _cpu_seconds(pids)) if pids else None)
+            alcove_cpu = functools.partial(_cpu_seconds, pids)
+            run = await _measure(mine.senders, seconds, mine.lat, alcove_cpu if pids else None)
             run.update(joins=mine.joins)
             rss = rss_mb(server_pid) if server_pid is not None else None
             alcove_wall = time.monotonic() - started
             async with _echo_load(echo.url, rooms, participants) as theirs:  # both stay connected
-                base = await _measure(theirs.senders, seconds, theirs.lat)
+                relay_cpu = functools.partial(_cpu_seconds, [echo.proc.pid])
+                base = await _measure(theirs.senders, seconds, theirs.lat, relay_cpu)
                 step = max(1.0, min(seconds, KNEE_STEP_S))
                 for i in range(repeats if knee else 0):  # alternately: a change of machine load hits both
                     for which in ((0, 1) if i % 2 == 0 else (1, 0)):
                         load = (mine, theirs)[which]
-                        searches[which].append(await _knee(load.senders, load.lat, step))
+                        searches[which].append(await _knee(load.senders, load.lat, step,
+                                                           (alcove_cpu if pids else None, relay_cpu)[which]))
                 closed = mine.closed(), theirs.closed()
         p99 = percentile(run["samples"], 0.99)
         base_p99 = percentile(base["samples"], 0.99)
@@ -564,9 +581,13 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
             "fd_limit": fd_limit,
             "closed_sockets": closed[0],
             "baseline": {"messages": base["messages"], "lost": base["lost"], "closed_sockets": closed[1],
+                         "cpu_us_per_delivery": _per_delivery(base),
                          "p50_ms": _ms(percentile(base["samples"], 0.5)), "p99_ms": _ms(base_p99)},
             "baseline_ratio": round(p99 / base_p99, 2) if p99 is not None and base_p99 else None,
+            "cpu_us_per_delivery": _per_delivery(run),
         }
+        mine_us, theirs_us = result["cpu_us_per_delivery"], result["baseline"]["cpu_us_per_delivery"]
+        result["cpu_ratio"] = round(theirs_us / mine_us, 3) if mine_us and theirs_us else None
         if knee:
             ours, relay = _median_knee(searches[0]), _median_knee(searches[1])
             result["knee"] = ours
@@ -580,7 +601,7 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
         return result
     finally:
         for child in children:
-            child.stop()
+            child.stop(120.0 if profile else 10.0)  # a profiled server writes its profile as it stops
         tmp.cleanup()
 
 

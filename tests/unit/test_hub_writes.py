@@ -5,6 +5,7 @@ with 4009 (slow-consumer)."""
 from __future__ import annotations
 
 import asyncio
+
 from server.config import Config
 from server.hub import DIRECT_WRITE_LIMIT, OUTBOX_LIMIT, Hub
 from server.metrics import Metrics
@@ -51,7 +52,8 @@ def error(i: int) -> m.Error:
 
 
 def numbers(ws: FakeSocket) -> list[int]:
-    return [int(m.decode_server(s).message[1:]) for s in ws.sent]  # type: ignore[union-attr]
+    errors = [m.decode_server(s) for s in ws.sent]
+    return [int(str(e.message)[1:]) for e in errors if isinstance(e, m.Error)]
 
 
 async def idle() -> None:
