@@ -8,7 +8,9 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import Callable
+import types
+from collections import deque
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +49,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("alcove")
 
 OUTBOX_LIMIT = 256
+"""Messages a socket may have waiting under backpressure; one more and it is closed as a slow consumer (4009)."""
+DIRECT_WRITE_LIMIT = 16 * 1024
+"""A message goes straight to the socket's transport while its write buffer holds at most this many bytes (well
+under asyncio's 64 KiB high-water mark, so the write never waits) and nothing is queued before it; otherwise it
+waits in the socket's outbox for the socket's writer task."""
 MAX_SFU_CREDENTIAL = 4 * 3600.0
 RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey, m.PeerApp)
 
@@ -55,9 +62,11 @@ RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey, m.PeerApp)
 class Connection:
     conn: ConnId
     ws: web.WebSocketResponse | None  # None: the socket is on another instance (``edge``), relayed through Redis
-    outbox: asyncio.Queue[tuple[bytes, float, str] | None] = field(
-        default_factory=lambda: asyncio.Queue(maxsize=OUTBOX_LIMIT))
+    transport: asyncio.Transport | None = None
+    outbox: deque[tuple[bytes, float, str]] = field(default_factory=deque)
+    """What waits for the writer task (only under backpressure): encoded message, queued at, kind."""
     writer: asyncio.Task[None] | None = None
+    """The task that drains the outbox (and closes the socket); None while messages go straight out."""
     closing: bool = False
     close_code: int = 1000
     close_reason: str = ""
@@ -190,9 +199,10 @@ class Hub:
 
     # ------------------------------------------------------------------ sockets
 
-    def register(self, ws: web.WebSocketResponse) -> Connection:
-        c = Connection(new_id("c", 8), ws)  # type: ignore[arg-type]
-        c.writer = asyncio.create_task(self._write(c), name="alcove-writer")
+    def register(self, ws: web.WebSocketResponse, transport: asyncio.Transport | None = None) -> Connection:
+        """A prepared socket; ``transport`` (the request's) lets messages go straight to it when it can take
+        them (without it, every message goes through the socket's writer task)."""
+        c = Connection(new_id("c", 8), ws, transport)  # type: ignore[arg-type]
         self.connections[c.conn] = c
         self.metrics.ws_connection()
         return c
@@ -203,22 +213,48 @@ class Hub:
             self.cluster.relay_bye(c.conn)
         self.coalescer.forget(c.conn)
         self.perform(self.rooms.disconnect(c.conn, self.clock()))
-        if c.writer and not c.writer.done():
-            with contextlib.suppress(asyncio.QueueFull):
-                c.outbox.put_nowait(None)
+        writer = c.writer
+        if writer is not None and not writer.done():
             try:
-                await asyncio.wait_for(c.writer, 10)  # a close handshake under load can take a while
+                await asyncio.wait_for(writer, 10)  # a close handshake under load can take a while
             except (TimeoutError, asyncio.CancelledError):
-                c.writer.cancel()
+                writer.cancel()
+        c.outbox.clear()
         self.update_gauges()
 
-    async def _write(self, c: Connection) -> None:
+    def _send(self, c: Connection, data: bytes, queued_at: float, kind: str) -> None:
+        """Straight to the socket when its transport can take it and nothing waits before it; else queued for
+        the writer task (started here), in order. A full outbox closes the socket as a slow consumer."""
+        if c.writer is None and c.ws is not None:
+            transport = c.transport
+            if transport is not None and transport.get_write_buffer_size() <= DIRECT_WRITE_LIMIT:
+                try:
+                    rest = _run_now(c.ws.send_str(data.decode()))
+                except (ConnectionResetError, RuntimeError):
+                    return  # the socket is going away: its reader ends the session
+                if rest is None:
+                    if kind == "relay":
+                        self.metrics.observe_relay_latency(time.perf_counter() - queued_at)
+                    return
+                c.writer = asyncio.create_task(self._write(c, rest), name="alcove-writer")  # it had to wait
+                return
+        if len(c.outbox) >= OUTBOX_LIMIT:
+            log_event("slow-consumer", conn=c.conn)
+            self.metrics.error("slow-consumer")
+            self.close(c.conn, 4009, "slow-consumer", force=True)
+            return
+        c.outbox.append((data, queued_at, kind))
+        if c.writer is None:
+            c.writer = asyncio.create_task(self._write(c), name="alcove-writer")
+
+    async def _write(self, c: Connection, first: Coroutine[Any, Any, None] | None = None) -> None:
+        """Drains the outbox (after ``first``, a send that had to wait), then closes the socket if it is closing;
+        then messages go straight out again."""
         try:
-            while True:
-                item = await c.outbox.get()
-                if item is None:
-                    break
-                data, queued_at, kind = item
+            if first is not None:
+                await first
+            while c.outbox:
+                data, queued_at, kind = c.outbox.popleft()
                 assert c.ws is not None
                 await c.ws.send_str(data.decode())
                 if kind == "relay":
@@ -226,7 +262,9 @@ class Hub:
             if c.closing and c.ws is not None and not c.ws.closed:
                 await c.ws.close(code=c.close_code, message=c.close_reason.encode())
         except (ConnectionResetError, RuntimeError):
-            pass
+            c.outbox.clear()
+        finally:
+            c.writer = None
 
     def connect(self, c: Connection, admission: Admission, hello: m.Hello) -> Joined | None:
         """Who the socket became in its room; None when the core refused it (the socket is being closed)."""
@@ -295,10 +333,7 @@ class Hub:
         c = self.connections.get(conn)
         if c is None or c.closing:
             return
-        try:
-            c.outbox.put_nowait((data, time.perf_counter(), "control"))
-        except asyncio.QueueFull:
-            self.close(conn, 4009, "slow-consumer", force=True)
+        self._send(c, data, time.perf_counter(), "control")
 
     def send_error(self, c: Connection, code: str, message: str, ref: str | None = None) -> None:
         self.perform([Send(c.conn, m.Error(code=code, message=message, ref=ref))])
@@ -429,12 +464,7 @@ class Hub:
         if c.edge is not None and self.cluster is not None:
             self.cluster.to_edge(c.edge, conn, m.encode(message))
             return
-        try:
-            c.outbox.put_nowait((m.encode(message), now, kind))
-        except asyncio.QueueFull:
-            log_event("slow-consumer", conn=conn)
-            self.metrics.error("slow-consumer")
-            self.close(conn, 4009, "slow-consumer", force=True)
+        self._send(c, m.encode(message), now, kind)
 
     def close(self, conn: ConnId, code: int, reason: str, force: bool = False) -> None:
         c = self.connections.get(conn)
@@ -446,10 +476,9 @@ class Hub:
                 self.cluster.close_on_edge(c.edge, conn, code, reason)
             return
         if force:
-            while not c.outbox.empty():
-                c.outbox.get_nowait()
-        with contextlib.suppress(asyncio.QueueFull):
-            c.outbox.put_nowait(None)
+            c.outbox.clear()
+        if c.writer is None and c.ws is not None:  # else the writer closes it once the outbox is sent
+            c.writer = asyncio.create_task(self._write(c), name="alcove-writer")
 
     def update_gauges(self) -> None:
         census = self.rooms.census(self.clock())
@@ -457,3 +486,34 @@ class Hub:
         for role, n in census.participants.items():
             self.metrics.set_participants(role, n)
         self.metrics.set_waiting_clients(census.waiting)
+
+
+def _run_now(coro: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None] | None:
+    """Runs ``coro`` up to its first suspension without a task: None when it finished (a websocket send that the
+    transport took at once), else an awaitable that finishes it (it waits on a drain or a lock)."""
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return None
+    except BaseException:
+        coro.close()
+        raise
+    return _resume(coro, waiting)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
+    """Continues a coroutine that :func:`_run_now` started, from the future it waits on, inside a task."""
+    while True:
+        try:
+            sent = yield waiting
+        except BaseException as exc:  # a cancellation of the task goes on to the coroutine
+            try:
+                waiting = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting = coro.send(sent)
+            except StopIteration:
+                return

@@ -77,7 +77,7 @@ async def _session(request: web.Request, hub: Hub, said_hello: Callable[[], None
     # aiohttp refuses a message of max_msg_size bytes or more: +1 keeps the documented limit (64 KiB) inclusive.
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=jsondecode.MAX_BYTES + 1, autoping=True)
     await ws.prepare(request)
-    c = hub.register(ws)
+    c = hub.register(ws, request.transport)
     limit = RateLimit()
     joined: bool | Literal["relayed"] = False
     try:

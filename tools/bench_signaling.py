@@ -7,15 +7,25 @@ serve-alcove``, plain HTTP on 127.0.0.1) so that the load generator and the serv
 Each room gets 1 therapist and ``participants - 1`` clients, all admitted. For ``seconds``, every participant
 sends one ``candidate`` per second (evenly spread) to the next admitted participant of its room; the relay
 latency is measured from send to receive on this process's clock. The same sockets/rate pattern is then run
-against a bare aiohttp websocket relay (``serve-echo``, also a child process) as the baseline.
+against a bare aiohttp websocket relay (``serve-echo``, also a child process) as the baseline; both servers and
+both sets of sockets stay up until the end.
 
-With ``knee`` (always from ``alcove bench signaling``) the offered load is then stepped up, for Alcove and for the
-baseline, until the relay median passes 10 ms: ``knee`` and ``baseline.knee`` are the highest delivered loads
-under it, ``knee_ratio`` Alcove's share of the baseline's. With ``instances`` > 1 and a ``redis`` URL, the same
+With ``knee`` (always from ``alcove bench signaling``) the offered load is then stepped up by 25 % a step, for
+Alcove and for the baseline, until the relay median passes 10 ms; the search is repeated ``repeats`` times (3),
+alternately on the two servers so that a change in the machine's other load hits both: ``knee`` and
+``baseline.knee`` are the median highest delivered loads under 10 ms (every search's in ``repeats``),
+``knee_ratio`` Alcove's share of the baseline's, ``knee_ratio_repeats`` the ratio of each pair of searches.
+
+On a machine busy with other work the knee measures the machine's scheduling more than either server, so the
+servers' own CPU is counted too (``/proc``, children only): ``cpu_us_per_delivery`` for Alcove and for the baseline
+over the steady run (and per knee step), and ``cpu_ratio``, the baseline's over Alcove's — the knee ratio to expect
+where each server's own CPU sets its knee. With ``instances`` > 1 and a ``redis`` URL, the same
 load runs on one and on that many instances sharing Redis (``instances`` in the JSON: latency, delivered/s, the
 share of deliveries that cross Redis, CPU microseconds per message and per crossing).
 
-CLI: ``python -m tools.bench_signaling bench --rooms 500 --participants 3 --seconds 20``.
+CLI: ``python -m tools.bench_signaling bench --rooms 500 --participants 3 --seconds 20 [--knee] [--repeats 3]
+[--profile FILE]`` (``--profile``: a cProfile of the Alcove server, for ``python -m pstats``; it slows the server,
+so its figures are not the server's).
 """
 
 from __future__ import annotations
@@ -35,14 +45,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgspec
 
-from peer.signaling_client import SignalingClient, base_of
+from peer.signaling_client import SignalingClient, SignalingClosed, base_of
 from signaling import messages as m
 from tools.admin_client import create_room
 
@@ -122,11 +134,11 @@ class Child:
                     raise TimeoutError("the benchmark server did not start")
                 await asyncio.sleep(0.1)
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 10.0) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -158,7 +170,20 @@ def serve_alcove(port: int, admin_key: str, data_dir: str) -> None:
     # the load generator is one address: the benchmark's own server does not throttle it
     config = Config(host="127.0.0.1", port=port, tls=False, admin_key=Secret(admin_key), data_dir=Path(data_dir),
                     limits=Limits.unlimited(), redis_url=Secret(os.environ.get("ALCOVE_REDIS_URL", "")))
-    web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
+    profile = os.environ.get("ALCOVE_BENCH_PROFILE")
+    if not profile:
+        web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
+        return
+    import cProfile  # --profile: where the server's time goes (slows it: not for the figures)
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        web.run_app(create_app(config), host="127.0.0.1", port=port, print=None, access_log=None,
+                    shutdown_timeout=1.0)
+    finally:
+        profiler.disable()
+        profiler.dump_stats(profile)
 
 
 def serve_echo(port: int) -> None:
@@ -250,8 +275,8 @@ async def _steady(senders: list[Callable[[], Awaitable[None]]], seconds: float, 
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             try:
                 await send()
-            except (ConnectionError, RuntimeError, aiohttp.ClientError):
-                return
+            except (ConnectionError, RuntimeError, aiohttp.ClientError, SignalingClosed):
+                return  # a socket the server closed: its sender stops (counted in ``closed``)
             count += 1
             at += period
 
@@ -267,34 +292,59 @@ async def _steady(senders: list[Callable[[], Awaitable[None]]], seconds: float, 
 
 KNEE_MEDIAN = 0.010
 """The knee: the highest delivered load whose relay median stays under 10 ms."""
-KNEE_RATES = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0)
-"""Messages per second per participant, stepped up (the server's own limit is 50 per socket)."""
+KNEE_RATES = tuple(round(1.0 * 1.25 ** i, 2) for i in range(18))
+"""Messages per second per participant, stepped up by 25 % from 1 to ~45 (the server's own limit is 50 per
+socket): fine enough that the knee is not an artefact of a coarse grid."""
+KNEE_STEP_S = 3.0
+KNEE_REPEATS = 3
+"""Each knee is searched this many times, Alcove and the baseline alternately on sockets kept open for both, and
+the median taken: on a shared 2-core machine one search moves with the other load of the moment."""
 
 
-async def _measure(senders: list[Callable[[], Awaitable[None]]], seconds: float, lat: Latencies, knee: bool,
+async def _knee(senders: list[Callable[[], Awaitable[None]]], lat: Latencies, step: float,
+                cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    """The offered load stepped up until the median passes 10 ms (or deliveries fall behind): the highest
+    delivered load under it, and every step."""
+    steps: list[dict[str, Any]] = []
+    best = None
+    for rate in KNEE_RATES:
+        lat.samples.clear()
+        lat.sent.clear()
+        used = cpu() if cpu is not None else 0.0
+        sent = await _steady(senders, step, lat, rate)
+        used = cpu() - used if cpu is not None else 0.0
+        p50 = percentile(lat.samples, 0.5)
+        delivered = round(len(lat.samples) / step)
+        steps.append({"offered_per_s": round(sent / step), "delivered_per_s": delivered, "p50_ms": _ms(p50),
+                      "cpu_us_per_delivery": round(used * 1e6 / len(lat.samples), 1) if cpu and lat.samples else None})
+        if p50 is None or p50 >= KNEE_MEDIAN or len(lat.samples) < 0.95 * sent:
+            break
+        best = delivered
+    return {"deliveries_per_s": best, "steps": steps}
+
+
+def _median_knee(searches: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of several knee searches (a search that found none counts as 0), with the steps of the search
+    that gave it and every search's knee."""
+    knees = [k["deliveries_per_s"] or 0 for k in searches]
+    order = sorted(range(len(knees)), key=knees.__getitem__)
+    middle = searches[order[len(order) // 2]]
+    return {"deliveries_per_s": middle["deliveries_per_s"], "repeats": [k["deliveries_per_s"] for k in searches],
+            "steps": middle["steps"]}
+
+
+async def _measure(senders: list[Callable[[], Awaitable[None]]], seconds: float, lat: Latencies,
                    cpu: Callable[[], float] | None = None) -> dict[str, Any]:
-    """The steady run at ``RATE`` (with the CPU seconds ``cpu()`` counts over it), then, with ``knee``, the offered
-    load stepped up until the median passes 10 ms."""
+    """The steady run at ``RATE``, with the CPU seconds ``cpu()`` counts over it."""
     before = cpu() if cpu is not None else 0.0
     messages = await _steady(senders, seconds, lat)
     used = (cpu() - before) if cpu is not None else None
-    result: dict[str, Any] = {"messages": messages, "lost": len(lat.sent), "samples": list(lat.samples),
-                              "cpu_s": used}
-    if knee:
-        step = max(1.0, min(seconds, 4.0))
-        steps, best = [], None
-        for rate in KNEE_RATES:
-            lat.samples.clear()
-            lat.sent.clear()
-            sent = await _steady(senders, step, lat, rate)
-            p50 = percentile(lat.samples, 0.5)
-            delivered = round(len(lat.samples) / step)
-            steps.append({"offered_per_s": round(sent / step), "delivered_per_s": delivered, "p50_ms": _ms(p50)})
-            if p50 is None or p50 >= KNEE_MEDIAN or len(lat.samples) < 0.95 * sent:
-                break
-            best = delivered
-        result["knee"] = {"deliveries_per_s": best, "steps": steps}
-    return result
+    return {"messages": messages, "lost": len(lat.sent), "samples": list(lat.samples), "cpu_s": used}
+
+
+def _per_delivery(run: dict[str, Any]) -> float | None:
+    """Server CPU microseconds per delivered message over a steady run (None without a child's CPU)."""
+    return round(run["cpu_s"] * 1e6 / len(run["samples"]), 1) if run["cpu_s"] is not None and run["samples"] else None
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -320,8 +370,28 @@ async def _redis_cpu(url: str) -> float:
         await client.aclose()
 
 
+@dataclass
+class Load:
+    """Sockets set up and admitted, ready to be driven: one sender per participant, and the latencies."""
+
+    senders: list[Callable[[], Awaitable[None]]]
+    lat: Latencies
+    joins: list[float] = field(default_factory=list)
+    cross_share: float = 0.0
+    closed: Callable[[], dict[str, int]] = dict
+    """Sockets the server closed so far, by close code (a slow consumer is closed with 4009)."""
+
+
 async def _alcove_run(server: str | list[str], admin_key: str, rooms: int, participants: int, seconds: float,
-                      *, knee: bool = False, cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+                      *, cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    async with _alcove_load(server, admin_key, rooms, participants) as load:
+        result = await _measure(load.senders, seconds, load.lat, cpu)
+        return {**result, "joins": load.joins, "cross_share": load.cross_share}
+
+
+@contextlib.asynccontextmanager
+async def _alcove_load(server: str | list[str], admin_key: str, rooms: int, participants: int
+                       ) -> AsyncIterator[Load]:
     """Participant ``j`` of room ``r`` joins ``servers[(r + j) % len(servers)]``: with several instances the first
     joiner (who takes the room's lease) rotates, and the others land on instances that relay to the owner."""
     servers = [server] if isinstance(server, str) else server
@@ -380,14 +450,16 @@ async def _alcove_run(server: str | list[str], admin_key: str, rooms: int, parti
         crossing = sum(1 for g in groups for i in range(len(g))
                        if place.get(g[i].pid or "") != place.get(g[0].pid or "")
                        or place.get(g[(i + 1) % len(g)].pid or "") != place.get(g[0].pid or ""))
-        result = await _measure(senders, seconds, lat, knee, cpu)
-        return {**result, "joins": joins, "cross_share": round(crossing / len(senders), 3) if senders else 0.0}
+        def closed() -> dict[str, int]:
+            return dict(Counter(str(sc.close_code) for sc in clients if sc.closed))
+
+        yield Load(senders, lat, joins, round(crossing / len(senders), 3) if senders else 0.0, closed)
     finally:
         await asyncio.gather(*(sc.close() for sc in clients), return_exceptions=True)
 
 
-async def _echo_run(server: str, rooms: int, participants: int, seconds: float, *, knee: bool = False
-                    ) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def _echo_load(server: str, rooms: int, participants: int) -> AsyncIterator[Load]:
     lat = Latencies()
     http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # no pool cap on websockets
     sockets: list[aiohttp.ClientWebSocketResponse] = []
@@ -426,7 +498,10 @@ async def _echo_run(server: str, rooms: int, participants: int, seconds: float, 
             return send
 
         senders = [sender(by_id[g[i]], g[(i + 1) % len(g)]) for g in ids for i in range(len(g))]
-        return await _measure(senders, seconds, lat, knee)
+        def closed() -> dict[str, int]:
+            return dict(Counter(str(ws.close_code) for ws in sockets if ws.closed))
+
+        yield Load(senders, lat, closed=closed)
     finally:
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         for task in readers:
@@ -437,12 +512,15 @@ async def _echo_run(server: str, rooms: int, participants: int, seconds: float, 
 
 async def bench_signaling(*, rooms: int, participants: int, seconds: float, server: str | None = None,
                           admin_key: str | None = None, instances: int = 1, redis: str | None = None,
-                          knee: bool = False) -> dict[str, Any]:
+                          knee: bool = False, repeats: int = KNEE_REPEATS,
+                          profile: str | None = None) -> dict[str, Any]:
     """Run the benchmark (see the module docstring); returns the figures as a JSON-able dict.
 
-    ``knee``: also step the offered load up, for Alcove and the baseline relay, until the median passes 10 ms.
+    ``knee``: also step the offered load up, for Alcove and the baseline relay, until the median passes 10 ms,
+    ``repeats`` times each, alternately (the median is reported, and every search's knee in ``repeats``).
+    ``profile``: a file for a cProfile of the Alcove server child (written when it stops; it slows the server).
     ``instances`` > 1 (with ``redis``): the same load once more on that many instances sharing Redis."""
-    if participants < 2 or rooms < 1 or seconds <= 0:
+    if participants < 2 or rooms < 1 or seconds <= 0 or repeats < 1:
         raise ValueError("at least 1 room, 2 participants and a positive duration")
     if instances < 1 or (instances > 1 and not redis) or (instances > 1 and server is not None):
         raise ValueError("several instances need --redis (and are started here: no --server)")
@@ -454,27 +532,36 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
         if server is None:
             admin_key = secrets.token_urlsafe(24)
             child = Child(["serve-alcove", "--data-dir", tmp.name], _free_port(),
-                          {"ALCOVE_BENCH_ADMIN_KEY": admin_key, "ALCOVE_REDIS_URL": ""})  # the default: no Redis
+                          {"ALCOVE_BENCH_ADMIN_KEY": admin_key, "ALCOVE_REDIS_URL": "",  # the default: no Redis
+                           "ALCOVE_BENCH_PROFILE": str(Path(profile).resolve()) if profile else ""})
             children.append(child)
             await child.ready()
             server, server_pid = child.url, child.proc.pid
         elif admin_key is None:
             raise ValueError("an admin key is needed with a server URL")
         assert admin_key is not None
-        started = time.monotonic()
-        pids = [server_pid] if server_pid is not None else []
-        run = await _alcove_run(base_of(server), admin_key, rooms, participants, seconds, knee=knee,
-                                cpu=(lambda: _cpu_seconds(pids)) if pids else None)
-        rss = rss_mb(server_pid) if server_pid is not None else None
-        alcove_wall = time.monotonic() - started
-        for child in children:
-            child.stop()
-
         echo = Child(["serve-echo"], _free_port())
         children.append(echo)
         await echo.ready()
-        base = await _echo_run(echo.url, rooms, participants, seconds, knee=knee)
-        echo.stop()
+        started = time.monotonic()
+        pids = [server_pid] if server_pid is not None else []
+        searches: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+        async with _alcove_load(base_of(server), admin_key, rooms, participants) as mine:
+            alcove_cpu = functools.partial(_cpu_seconds, pids)
+            run = await _measure(mine.senders, seconds, mine.lat, alcove_cpu if pids else None)
+            run.update(joins=mine.joins)
+            rss = rss_mb(server_pid) if server_pid is not None else None
+            alcove_wall = time.monotonic() - started
+            async with _echo_load(echo.url, rooms, participants) as theirs:  # both stay connected
+                relay_cpu = functools.partial(_cpu_seconds, [echo.proc.pid])
+                base = await _measure(theirs.senders, seconds, theirs.lat, relay_cpu)
+                step = max(1.0, min(seconds, KNEE_STEP_S))
+                for i in range(repeats if knee else 0):  # alternately: a change of machine load hits both
+                    for which in ((0, 1) if i % 2 == 0 else (1, 0)):
+                        load = (mine, theirs)[which]
+                        searches[which].append(await _knee(load.senders, load.lat, step,
+                                                           (alcove_cpu if pids else None, relay_cpu)[which]))
+                closed = mine.closed(), theirs.closed()
         p99 = percentile(run["samples"], 0.99)
         base_p99 = percentile(base["samples"], 0.99)
         result: dict[str, Any] = {
@@ -492,21 +579,29 @@ async def bench_signaling(*, rooms: int, participants: int, seconds: float, serv
             "rss_mb": rss,
             "wall_s": round(alcove_wall, 1),
             "fd_limit": fd_limit,
-            "baseline": {"messages": base["messages"], "lost": base["lost"],
+            "closed_sockets": closed[0],
+            "baseline": {"messages": base["messages"], "lost": base["lost"], "closed_sockets": closed[1],
+                         "cpu_us_per_delivery": _per_delivery(base),
                          "p50_ms": _ms(percentile(base["samples"], 0.5)), "p99_ms": _ms(base_p99)},
             "baseline_ratio": round(p99 / base_p99, 2) if p99 is not None and base_p99 else None,
+            "cpu_us_per_delivery": _per_delivery(run),
         }
+        mine_us, theirs_us = result["cpu_us_per_delivery"], result["baseline"]["cpu_us_per_delivery"]
+        result["cpu_ratio"] = round(theirs_us / mine_us, 3) if mine_us and theirs_us else None
         if knee:
-            mine, theirs = run["knee"]["deliveries_per_s"], base["knee"]["deliveries_per_s"]
-            result["knee"] = run["knee"]
-            result["baseline"]["knee"] = base["knee"]
-            result["knee_ratio"] = round(mine / theirs, 3) if mine and theirs else None
+            ours, relay = _median_knee(searches[0]), _median_knee(searches[1])
+            result["knee"] = ours
+            result["baseline"]["knee"] = relay
+            a, b = ours["deliveries_per_s"], relay["deliveries_per_s"]
+            result["knee_ratio"] = round(a / b, 3) if a and b else None
+            paired = [x / y for x, y in zip(ours["repeats"], relay["repeats"], strict=True) if x and y]
+            result["knee_ratio_repeats"] = [round(r, 3) for r in paired]
         if instances > 1 and redis:
             result["instances"] = await _instances_run(redis, instances, rooms, participants, seconds, run, tmp.name)
         return result
     finally:
         for child in children:
-            child.stop()
+            child.stop(120.0 if profile else 10.0)  # a profiled server writes its profile as it stops
         tmp.cleanup()
 
 
@@ -562,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--instances", type=int, default=1)
     bench.add_argument("--redis")
     bench.add_argument("--knee", action="store_true")
+    bench.add_argument("--repeats", type=int, default=KNEE_REPEATS)
+    bench.add_argument("--profile", help="write a cProfile of the Alcove server to this file")
     alcove = sub.add_parser("serve-alcove")
     alcove.add_argument("--port", type=int, required=True)
     alcove.add_argument("--data-dir", required=True)
@@ -575,7 +672,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         result = asyncio.run(bench_signaling(rooms=args.rooms, participants=args.participants,
                                              seconds=args.seconds, server=args.server, admin_key=args.admin_key,
-                                             instances=args.instances, redis=args.redis, knee=args.knee))
+                                             instances=args.instances, redis=args.redis, knee=args.knee,
+                                             repeats=args.repeats, profile=args.profile))
         print(json.dumps(result, indent=2))
     return 0
 

@@ -219,7 +219,8 @@ class Forwarder:
         self.last_out_at = 0.0
         self.last_pid: int | None = None
         self.dropping_frame = False
-        self._ext = b""
+        self._ext = (b"", b"")
+        self._abs = False
         self._ext_for: tuple[int, int, str] | None = None
         self._out = [-1] * HISTORY
         self._in = [0] * HISTORY
@@ -346,37 +347,42 @@ class Forwarder:
             self.last_out_at = self.clock()
         self.forwarded += 1
 
-    def _header_ext(self) -> bytes:
+    def _header_ext(self) -> tuple[bytes, bytes]:
+        """The header extension block the subscriber negotiated, computed once per negotiation: the bytes before
+        the 3-byte abs-send-time value and the bytes after it (``abs-send-time`` not negotiated: the whole block
+        and nothing; no extension at all: two empty strings)."""
         sink = self.sink
         key = (sink.mid_id, sink.abs_send_time_id, sink.mid)
         if key != self._ext_for:
             self._ext_for = key
-            body = b""
+            mid_body = b""
             if 0 < sink.mid_id < 15 and sink.mid:
                 mid = sink.mid.encode()[:16]
-                body += bytes([(sink.mid_id << 4) | (len(mid) - 1)]) + mid
-            body += b"\x00" * (-len(body) % 4)
-            self._ext = b"\xbe\xde" + _U16.pack(len(body) // 4) + body if body else b""
+                mid_body = bytes([(sink.mid_id << 4) | (len(mid) - 1)]) + mid
+            abs_id = sink.abs_send_time_id
+            if 0 < abs_id < 15:
+                tail = mid_body + b"\x00" * (-(4 + len(mid_body)) % 4)
+                self._ext = (b"\xbe\xde" + _U16.pack((4 + len(tail)) // 4) + bytes([(abs_id << 4) | 2]), tail)
+                self._abs = True
+            else:
+                body = mid_body + b"\x00" * (-len(mid_body) % 4)
+                self._ext = (b"\xbe\xde" + _U16.pack(len(body) // 4) + body if body else b"", b"")
+                self._abs = False
         return self._ext
 
     def _send(self, packet: Packet, out_seq: int, out_ts: int, pid_off: int) -> None:
         sink = self.sink
-        ext = self._header_ext()
-        abs_id = sink.abs_send_time_id
-        if 0 < abs_id < 15:
-            abs_time = (packet.ntp >> 14) & 0x00FFFFFF
-            block = bytes([(abs_id << 4) | 2]) + abs_time.to_bytes(3, "big")
-            if ext:
-                body = block + ext[4:]
-            else:
-                body = block
-            body += b"\x00" * (-len(body) % 4)
-            ext = b"\xbe\xde" + _U16.pack(len(body) // 4) + body
+        head_ext, tail_ext = self._header_ext()
         payload = packet.payload
         if pid_off and self.kind == "video" and payload and payload[0] & 0x80:
             payload = self._rewrite_picture_id(payload, pid_off)
-        head = _HEAD.pack(0x90 if ext else 0x80, (packet.marker << 7) | sink.payload_type, out_seq, out_ts, sink.ssrc)
-        data = head + ext + payload
+        head = _HEAD.pack(0x90 if head_ext else 0x80, (packet.marker << 7) | sink.payload_type, out_seq, out_ts,
+                          sink.ssrc)
+        if self._abs:
+            data = b"".join((head, head_ext, ((packet.ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big"), tail_ext,
+                             payload))
+        else:
+            data = head + head_ext + payload
         if sink.send(data):
             self.sent_bytes += len(data)
             sink.sent(out_ts, packet.ntp, 1, len(payload))

@@ -19,7 +19,8 @@ async def test_bench_signaling_on_two_instances(tmp_path: Path) -> None:
     redis = RedisServer(tmp_path / "redis")
     redis.start()
     try:
-        result = await bench_signaling(rooms=4, participants=3, seconds=2, instances=2, redis=redis.url, knee=True)
+        result = await bench_signaling(rooms=4, participants=3, seconds=2, instances=2, redis=redis.url, knee=True,
+                                       repeats=1)
     finally:
         redis.stop()
     assert result["lost"] == 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from tools.bench_signaling import bench_signaling, percentile
+from tools.bench_signaling import KNEE_RATES, _median_knee, bench_signaling, percentile
 
 pytestmark = [pytest.mark.integration]
 
@@ -21,12 +23,24 @@ async def test_bench_signaling_shape() -> None:
     assert result["rss_mb"] > 10
     assert set(result["baseline"]) >= {"p50_ms", "p99_ms"} and result["baseline"]["messages"] == 12
     assert result["baseline_ratio"] > 0
+    # CPU is counted in clock ticks: a run this small may count none
+    assert result["cpu_us_per_delivery"] >= 0 and result["baseline"]["cpu_us_per_delivery"] >= 0
+    assert "cpu_ratio" in result and result["closed_sockets"] == {} == result["baseline"]["closed_sockets"]
 
 
 async def test_bench_against_the_fixture_server(alcove: object) -> None:
     result = await bench_signaling(rooms=1, participants=2, seconds=1, server=alcove.url,  # type: ignore[attr-defined]
                                    admin_key=alcove.admin_key)  # type: ignore[attr-defined]
     assert result["messages"] == 2 and result["rss_mb"] is None
+
+
+def test_the_knee_is_the_median_of_its_searches() -> None:
+    searches = [{"deliveries_per_s": k, "steps": [{"delivered_per_s": k}]} for k in (900, None, 1200)]
+    knee = _median_knee(searches)
+    assert knee["deliveries_per_s"] == 900 and knee["steps"] == [{"delivered_per_s": 900}]
+    assert knee["repeats"] == [900, None, 1200]  # a search that found no knee counts as the lowest
+    assert _median_knee(searches[:1])["deliveries_per_s"] == 900
+    assert all(abs(b / a - 1.25) < 0.01 for a, b in itertools.pairwise(KNEE_RATES))
 
 
 def test_percentile() -> None:

@@ -111,6 +111,27 @@ def test_rewrites_only_the_header_and_keeps_the_payload_byte_for_byte() -> None:
     assert sink.packets[0][12:16] == b"\xbe\xde\x00\x01" and sink.packets[0][16:18] == b"\x90" + b"3"
 
 
+@pytest.mark.parametrize(("mid", "elements"), [
+    ("3", b"\x32\x12\x34\x56\x90\x33\x00\x00"),  # abs-send-time (id 3, 3 bytes), mid (id 9, 1 byte), padding
+    ("", b"\x32\x12\x34\x56"),  # abs-send-time alone: one word
+    ("video", b"\x32\x12\x34\x56\x94video\x00\x00"),
+])
+def test_abs_send_time_is_written_per_packet_with_the_negotiated_mid(mid: str, elements: bytes) -> None:
+    sink = FakeSink()
+    sink.abs_send_time_id, sink.mid = 3, mid  # type: ignore[misc]
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    for n, raw in enumerate(stream(3)):
+        packet = parse(raw, (0x123456 + n) << 14)  # abs-send-time: bits 14..37 of the 64-bit NTP time
+        assert packet is not None and read_vp8(packet)
+        buffer.add(packet)
+        forwarder.forward(packet)
+    words = len(elements) // 4
+    for n, out in enumerate(sink.packets):
+        assert out[0] == 0x90 and out[12:16] == b"\xbe\xde" + words.to_bytes(2, "big")
+        assert out[16:16 + len(elements)] == elements[:1] + (0x123456 + n).to_bytes(3, "big") + elements[4:]
+        assert out[16 + len(elements):] == parse(stream(3)[n]).payload  # type: ignore[union-attr]
+
+
 def test_waits_for_a_key_frame_then_numbers_on_across_a_layer_switch() -> None:
     sink = FakeSink()
     forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
