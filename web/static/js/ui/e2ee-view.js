@@ -295,7 +295,7 @@ export function renderStatus(session) {
  * @param {Session} session @param {ClientE2ee|TherapistE2ee} flow
  */
 function verificationText(session, flow) {
-  if (flow instanceof ClientE2ee) return t(`e2ee.verify.${flow.verification || "unverified"}`);
+  if (flow instanceof ClientE2ee) return t(`e2ee.details.client.${flow.verification || "unverified"}`);
   const clients = session.roster.filter((p) => p.role === "client" && flow.sasOf.has(p.pid));
   if (!clients.length) return t("e2ee.details.verified.none");
   return t(clients.every((p) => flow.isVerified(p.pid)) ? "e2ee.details.verified.all" : "e2ee.details.verified.some");
