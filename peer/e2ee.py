@@ -32,14 +32,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from peer.sframe import FrameDecryptor, FrameEncryptor, FrameKind, SFrameError, epoch_base_key
 
 __all__ = [
+    "APP_MAX_BODY",
     "EMOJI",
     "PROTOCOL_VERSION",
     "SAS",
+    "AppMessage",
     "ClientKeys",
     "EpochResult",
     "IntroInfo",
@@ -84,6 +87,12 @@ MAX_MEMBERS: Final = 16  # sender indices 0..15 (therapist 0)
 _SALT: Final = b"alcove-e2ee v1"
 _SAS_INFO: Final = b"alcove-e2ee sas v1"
 _EPOCH_INFO: Final = b"alcove-e2ee epoch"
+_APP_INFO: Final = b"alcove-e2ee app"
+_APP_PRIVATE_INFO: Final = b"alcove-e2ee app private"
+#: An app message's body (JSON, UTF-8) has at most this many bytes.
+APP_MAX_BODY: Final = 4096
+#: The pairwise secret each epoch wraps for each client next to the epoch secret (``E_n ‖ P_{n,c}``).
+_SECRET_LEN: Final = 32
 _HPKE: Final = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
 
 #: The 64 SAS emoji (Matrix SAS list), as (emoji, English name).  Identical in e2ee.js.
@@ -602,6 +611,168 @@ class KeyState:
 
 
 # ---------------------------------------------------------------------------
+# App messages (chat, safety, state, …): sealed under the epoch, signed by the sender
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AppMessage:
+    """A verified, decrypted app message: who sent it (signed roster), its body, and whether it was private."""
+
+    from_pid: str
+    body: dict[str, Any]
+    private: bool
+
+
+def _epoch4(epoch: int) -> bytes:
+    return epoch.to_bytes(4, "big")
+
+
+def app_group_key(secret: bytes, room: str, epoch: int) -> bytes:
+    """``HKDF(E_n, salt="alcove-e2ee v1", info="alcove-e2ee app" ‖ room ‖ n (4 bytes BE), 32)``: AES-256-GCM."""
+    return _hkdf(secret, _SALT, _APP_INFO + room.encode("utf-8") + _epoch4(epoch), 32)
+
+
+def app_private_key(pairwise: bytes, room: str, epoch: int, pid: str) -> bytes:
+    """``HKDF(P_{n,c}, salt, info="alcove-e2ee app private" ‖ room ‖ 0x00 ‖ client pid ‖ n (4 bytes BE), 32)``."""
+    return _hkdf(pairwise, _SALT, _APP_PRIVATE_INFO + room.encode("utf-8") + b"\0" + pid.encode("utf-8")
+                 + _epoch4(epoch), 32)
+
+
+def _app_aad(room: str, from_pid: str, to: str | None, epoch: int, seq: int) -> bytes:
+    return f"alcove-e2ee app v1|{room}|{from_pid}|{to or ''}|{epoch}|{seq}".encode()
+
+
+@dataclass
+class _AppEpoch:
+    group: bytes  # the key of messages to everyone
+    private: dict[str, bytes]  # client pid -> the key of its private messages with the therapist
+    members: frozenset[str]  # the pids of this epoch's signed roster (therapist included)
+
+
+class _AppChannel:
+    """App messages over the epochs (docs/security.md §10): shared by :class:`TherapistKeys` and :class:`ClientKeys`.
+
+    Sealed with AES-256-GCM under a key derived from the epoch secret (to everyone) or from the client's pairwise
+    secret of that epoch (therapist ↔ one client), signed by the sender's identity key over the exact bytes of the
+    payload, with a sequence number per sender and epoch against replay. Accepted under any epoch the key state
+    still holds (the previous one during its decrypt-only window).
+    """
+
+    room: str
+    ik: ec.EllipticCurvePrivateKey
+    keystate: KeyState
+
+    def _app_init(self) -> None:
+        self.app_epochs: dict[int, _AppEpoch] = {}
+        self._app_seq = 0
+        self._app_last: dict[tuple[str, int], int] = {}
+
+    # -- hooks of the two roles ---------------------------------------------------
+    @property
+    def _me(self) -> str | None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _app_signer(self, pid: str, epoch: _AppEpoch) -> bytes:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _app_private_peer(self, from_pid: str) -> str:  # pragma: no cover - overridden
+        """The client pid whose pairwise key protects a private message from ``from_pid`` to us."""
+        raise NotImplementedError
+
+    def _app_send_private(self, to: str) -> str:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    # -- shared ---------------------------------------------------------------
+    def _app_live(self) -> dict[int, _AppEpoch]:
+        live = set(self.keystate.epochs())
+        for epoch in [e for e in self.app_epochs if e not in live]:
+            del self.app_epochs[epoch]
+        for key in [k for k in self._app_last if k[1] not in live]:
+            del self._app_last[key]
+        return self.app_epochs
+
+    def can_send_app(self) -> bool:
+        """True when there is a sending epoch with app keys (a key to send with)."""
+        epoch = self.keystate.send_epoch
+        return epoch is not None and not self.keystate.expire_due() and epoch in self._app_live()
+
+    def make_app(self, body: Mapping[str, Any], to: str | None = None) -> str | None:
+        """The ``app.data`` for ``body`` (a JSON object with a string ``k``), or None without a key yet.
+
+        ``to``: None (everyone admitted) or one pid (the therapist: a client of the epoch; a client: the therapist).
+        Raises ValueError for a body that is not an object with ``k``, over :data:`APP_MAX_BODY`, or a ``to``
+        this role may not send to privately.
+        """
+        if not isinstance(body, Mapping) or not isinstance(body.get("k"), str):
+            raise ValueError("an app message body is a JSON object with a string k")
+        plain = _dumps(dict(body)).encode("utf-8")
+        if len(plain) > APP_MAX_BODY:
+            raise ValueError(f"an app message body has at most {APP_MAX_BODY} bytes")
+        me = self._me
+        if me is None or not self.can_send_app():
+            return None
+        epoch = self.keystate.send_epoch
+        assert epoch is not None
+        keys = self.app_epochs[epoch]
+        key = keys.group if to is None else keys.private.get(self._app_send_private(to))
+        if key is None:
+            raise ValueError("no private key for that participant in this epoch")
+        self._app_seq += 1
+        seq = self._app_seq
+        iv = os.urandom(12)
+        ct = AESGCM(key).encrypt(iv, plain, _app_aad(self.room, me, to, epoch, seq))
+        payload = {"v": PROTOCOL_VERSION, "t": "app", "room": self.room, "from": me, "to": to, "epoch": epoch,
+                   "seq": seq, "iv": b64e(iv), "ct": b64e(ct)}
+        return _dumps(_envelope(self.ik, payload))
+
+    def open_app(self, from_pid: str, data: str) -> AppMessage:
+        """Verify and decrypt an ``app`` message the server relayed ``from_pid``; raises SecurityCheckFailed.
+
+        Refused: malformed, another room, a sender other than the relayed one or outside the signed roster, a bad
+        signature, an epoch we hold no key of (too old, retired, expired), a replay, a private message for someone
+        else or between two clients, a ciphertext that does not decrypt, a body that is not an object with ``k``.
+        """
+        p, sig, payload, _ = _parse_envelope(data)
+        if payload.get("v") != PROTOCOL_VERSION or payload.get("room") != self.room or payload.get("t") != "app":
+            raise SecurityCheckFailed("wrong version, room or kind for app")
+        sender = payload.get("from")
+        if sender != from_pid or not isinstance(sender, str):
+            raise SecurityCheckFailed("app message signed for another sender")
+        epoch = _int_field(payload, "epoch")
+        seq = _int_field(payload, "seq")
+        to = payload.get("to")
+        if to is not None and not isinstance(to, str):
+            raise SecurityCheckFailed("bad field to")
+        keys = self._app_live().get(epoch)
+        if keys is None:
+            raise SecurityCheckFailed("app message under an epoch without a key")
+        if sender not in keys.members:
+            raise SecurityCheckFailed("app message from outside the signed roster")
+        if not _verify(self._app_signer(sender, keys), sig, p.encode("utf-8")):
+            raise SecurityCheckFailed("bad signature on app")
+        if seq <= self._app_last.get((sender, epoch), 0):
+            raise SecurityCheckFailed("replayed app message")
+        if to is None:
+            key = keys.group
+        else:
+            if to != self._me:
+                raise SecurityCheckFailed("private app message for someone else")
+            key = keys.private.get(self._app_private_peer(sender), b"")
+        iv = _b64field(payload, "iv", 12)
+        ct = _b64field(payload, "ct")
+        try:
+            plain = AESGCM(key).decrypt(iv, ct, _app_aad(self.room, sender, to, epoch, seq))
+            body = json.loads(plain.decode("utf-8"))
+        except Exception:  # InvalidTag, a missing key (ValueError), bad UTF-8 or JSON
+            raise SecurityCheckFailed("app message does not decrypt") from None
+        if not isinstance(body, dict) or not isinstance(body.get("k"), str):
+            raise SecurityCheckFailed("malformed app message")
+        self._app_last[(sender, epoch)] = seq
+        return AppMessage(sender, body, to is not None)
+
+
+# ---------------------------------------------------------------------------
 # Therapist side
 # ---------------------------------------------------------------------------
 
@@ -667,8 +838,8 @@ def _check_intro(room: str, intro: str | Mapping[str, Any], s_link: bytes | None
     return IntroInfo(ik, dk, commit, ts, mac_ok)
 
 
-class TherapistKeys:
-    """The key authority: IK_T, grants, reveals, epochs, switches and signed SDP for the therapist."""
+class TherapistKeys(_AppChannel):
+    """The key authority: IK_T, grants, reveals, epochs, switches, signed SDP and app messages for the therapist."""
 
     def __init__(
         self,
@@ -701,6 +872,24 @@ class TherapistKeys:
         self.pending: EpochResult | None = None
         self.current: EpochResult | None = None
         self._sdp_seq: dict[str, int] = {}
+        self._app_init()
+
+    # -- app messages (docs/security.md §10) ------------------------------------
+    @property
+    def _me(self) -> str | None:
+        return self.pid
+
+    def _app_signer(self, pid: str, epoch: _AppEpoch) -> bytes:
+        member = self.members.get(pid)
+        if member is None or not member.keyable:
+            raise SecurityCheckFailed("app message from a client this therapist does not key")
+        return member.intro.ik
+
+    def _app_private_peer(self, from_pid: str) -> str:
+        return from_pid
+
+    def _app_send_private(self, to: str) -> str:
+        return to
 
     # -- admission ---------------------------------------------------------
     def check_intro(self, pid: str, intro: str | Mapping[str, Any]) -> IntroInfo:
@@ -886,14 +1075,17 @@ class TherapistKeys:
         names = names or {}
         epoch = self._next_epoch
         self._next_epoch += 1
-        secret = os.urandom(32)
+        secret = os.urandom(_SECRET_LEN)
+        pairwise = {pid: os.urandom(_SECRET_LEN) for pid in members}
         idx = self._assign(members)
         roster = [{"pid": self.pid, "ik": b64e(self.ik_raw), "idx": 0, "name": _name(names.get(self.pid))}] + [
             {"pid": pid, "ik": b64e(self.members[pid].intro.ik), "idx": idx[pid], "name": _name(names.get(pid))}
             for pid in members
         ]
         info = _epoch_info(self.room, epoch)
-        wrapped = {pid: b64e(_HPKE.encrypt(secret, _load_pub(self.members[pid].dk), info=info)) for pid in members}
+        # Each slot carries E_n ‖ P_{n,c}: the epoch secret and this client's pairwise secret (private messages).
+        wrapped = {pid: b64e(_HPKE.encrypt(secret + pairwise[pid], _load_pub(self.members[pid].dk), info=info))
+                   for pid in members}
         issued_at = _now_ms() if now_ms is None else now_ms
         expires_at = issued_at + self.epoch_lifetime_ms
         payload = {
@@ -916,6 +1108,11 @@ class TherapistKeys:
             expires_at,
         )
         self.keystate.install(epoch, epoch_base_key(secret, self.room), result.roster, 0, expires_at)
+        self.app_epochs[epoch] = _AppEpoch(
+            app_group_key(secret, self.room, epoch),
+            {pid: app_private_key(pairwise[pid], self.room, epoch, pid) for pid in members},
+            frozenset(result.roster),
+        )
         self.pending = result
         return result
 
@@ -1056,7 +1253,7 @@ def unwrap_any(data: str | Mapping[str, Any], room: str,
 # ---------------------------------------------------------------------------
 
 
-class ClientKeys:
+class ClientKeys(_AppChannel):
     """A client's ephemeral keys and its view of the therapist-signed state."""
 
     def __init__(
@@ -1091,6 +1288,28 @@ class ClientKeys:
         self.hpke_keys: list[tuple[bytes, ec.EllipticCurvePrivateKey]] = [(self.dk_raw, dk)]
         self._sdp_seq: dict[str, int] = {}
         self._last_seq: dict[str, int] = {}
+        self._app_init()
+
+    # -- app messages (docs/security.md §10) ------------------------------------
+    @property
+    def _me(self) -> str | None:
+        return self.pid
+
+    def _app_signer(self, pid: str, epoch: _AppEpoch) -> bytes:
+        entry = self.roster.get(pid)  # the newest signed roster
+        if entry is None:
+            raise SecurityCheckFailed("app message from outside the signed roster")
+        return entry[0]
+
+    def _app_private_peer(self, from_pid: str) -> str:
+        if from_pid != self.therapist_pid or self.pid is None:
+            raise SecurityCheckFailed("private app message from another client")
+        return self.pid
+
+    def _app_send_private(self, to: str) -> str:
+        if to != self.therapist_pid or self.pid is None:
+            raise ValueError("a client sends private app messages to the therapist only")
+        return self.pid
 
     def make_intro(self) -> str:
         """The ``hello.intro`` string."""
@@ -1217,8 +1436,9 @@ class ClientKeys:
             break
         if secret is None:
             raise SecurityCheckFailed("cannot unwrap the epoch key")
-        if len(secret) != 32:
+        if len(secret) != 2 * _SECRET_LEN:
             raise SecurityCheckFailed("bad epoch key")
+        secret, pairwise = secret[:_SECRET_LEN], secret[_SECRET_LEN:]
         # Per-epoch HPKE keys: the therapist has the key that worked, so every older one is erased; the ack
         # announces a fresh one for the next epoch.
         del self.hpke_keys[:used]
@@ -1237,6 +1457,11 @@ class ClientKeys:
             {p: i for p, (_, i) in roster.items()},
             roster[self.pid][1],
             expires_at,
+        )
+        self.app_epochs[epoch] = _AppEpoch(
+            app_group_key(secret, self.room, epoch),
+            {self.pid: app_private_key(pairwise, self.room, epoch, self.pid)},
+            frozenset(roster),
         )
         ack = {"v": PROTOCOL_VERSION, "t": "ack", "room": self.room, "pid": self.pid, "epoch": epoch,
                "dk": b64e(self.hpke_keys[-1][0])}
@@ -1266,8 +1491,9 @@ class ClientKeys:
         raise SecurityCheckFailed("unexpected key message")
 
     def reset(self) -> None:
-        """Sent back to the waiting room: forget media keys (a re-admission brings a new grant/epoch)."""
+        """Sent back to the waiting room: forget media and app keys (a re-admission brings a new grant/epoch)."""
         self.keystate.clear()
+        self.app_epochs.clear()
         self.n_t = None
         self.awaiting_first_epoch = True
 

@@ -71,12 +71,14 @@ class E2eeGlue:
         """Every failed E2EE check (forged/unsigned SDP, bad grant, bad epoch, …)."""
         self.refusals: list[dict[str, str | None]] = []
         """Every refused key, epoch, intro or signature as ``{"what", "pid", "detail"}``, queryable (never only
-        logged): ``what`` is one of intro, new-person, grant, reveal, ack, epoch, switch, sdp, unkeyed."""
+        logged): ``what`` is one of intro, new-person, grant, reveal, ack, epoch, switch, sdp, unkeyed, app."""
         self.new_people: dict[str, IntroInfo] = {}
         """Therapist: pids whose queued intro is a new person with the seat of someone granted before."""
         self.ignored_epochs = 0
         """Epoch messages ignored because they were not newer than the newest one (replays)."""
         self.epochs_made: list[int] = []
+        self.app_messages: list[tuple[str, dict[str, Any], bool]] = []
+        """Every verified app message received, as ``(from_pid, body, private)`` in arrival order (memory only)."""
         self._epoch_members: tuple[str, ...] | None = None
         self._connected_clients: set[str] = set()
         self._admitted_clients: set[str] = set()
@@ -275,6 +277,36 @@ class E2eeGlue:
                 self.state.changed.set()
         except SecurityCheckFailed as err:
             self.failed(f"key from {from_pid}: {err}", kind=message_kind(data) or "key", pid=from_pid)
+
+    # ------------------------------------------------------------------ app messages (docs/security.md §10)
+
+    def send_app(self, body: dict[str, Any], to: str | None = None) -> bool:
+        """Seal, sign and send an app message (to everyone, or one pid); False when there is no key yet.
+
+        Raises ValueError for a body that is not a JSON object with a string ``k`` (at most 4 KiB) or a ``to``
+        this role may not send to privately (a client: the therapist only).
+        """
+        keys = self.keys
+        if not self.enabled or keys is None:
+            return False
+        data = keys.make_app(body, to)
+        if data is None:
+            return False
+        self.tasks.send_soon(m.App(to=to, data=data))
+        return True
+
+    def on_app(self, msg: m.PeerApp) -> None:
+        """An app message the server relayed: kept when it verifies, otherwise refused (``refusals``, ``app``)."""
+        keys = self.keys
+        try:
+            if keys is None:
+                raise SecurityCheckFailed("app message without keys")
+            got = keys.open_app(msg.from_, msg.data)
+        except SecurityCheckFailed as err:
+            self.failed(f"app from {msg.from_}: {err}", kind="app", pid=msg.from_)
+            return
+        self.app_messages.append((got.from_pid, got.body, got.private))
+        self.state.changed.set()
 
     # ------------------------------------------------------------------ media and SDP
 

@@ -110,6 +110,7 @@ class Participant:
     encryption_state = _Forward("e2ee_glue")
     ignored_epochs = _Forward("e2ee_glue")
     epochs_made = _Forward("e2ee_glue")
+    app_messages = _Forward("e2ee_glue")
     keystate = _Forward("e2ee_glue")
     # mesh and SFU negotiation (peer.mesh.Mesh, peer.sfu_session.SfuSession)
     links = _Forward("mesh")
@@ -153,6 +154,7 @@ class Participant:
             m.Roster: self._on_roster,
             m.Queue: lambda msg: self.e2ee_glue.check_intros(),
             m.PeerKey: self.e2ee_glue.on_key,
+            m.PeerApp: self.e2ee_glue.on_app,
             m.Tracks: self.sfu_session.on_tracks,
             m.MediaEnded: self._on_media_ended,
             m.IceServers: lambda msg: self._sync_links(),
@@ -369,6 +371,16 @@ class Participant:
         await self.wait_until(lambda: find() is not None, timeout, f"sent {type_}")
         return find()
 
+    async def wait_app(self, predicate: Callable[[tuple[str, dict[str, Any], bool]], bool] = lambda _: True,
+                       timeout: float = 10.0) -> tuple[str, dict[str, Any], bool]:
+        """The first received app message ``(from_pid, body, private)`` for which ``predicate`` holds."""
+        def find() -> tuple[str, dict[str, Any], bool] | None:
+            return next((a for a in self.app_messages if predicate(a)), None)
+        await self.wait_until(lambda: find() is not None, timeout, "an app message")
+        found = find()
+        assert found is not None
+        return found
+
     async def wait_frames(self, pid: str, video: int = 10, audio: int = 0, timeout: float = 10.0) -> None:
         def enough() -> bool:
             f = self.frames_from(pid)
@@ -389,6 +401,13 @@ class Participant:
             return self.pid_of(who)
         except KeyError:
             return who  # an unknown pid: the server answers unknown-peer
+
+    def send_app(self, body: dict[str, Any], to: str | None = None) -> bool:
+        """Send an end-to-end encrypted app message (``{"k": kind, …}``) to everyone (``None``) or one pid.
+
+        False when there is no key yet (before the first epoch); see docs/security.md §10.
+        """
+        return self.e2ee_glue.send_app(body, to)
 
     async def admit(self, who: str, grant: str | None = None) -> None:
         """Admit a waiting client; with E2EE the grant is made here (from its verified intro)."""

@@ -47,7 +47,7 @@ log = logging.getLogger("alcove")
 
 OUTBOX_LIMIT = 256
 MAX_SFU_CREDENTIAL = 4 * 3600.0
-RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey)
+RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey, m.PeerApp)
 
 
 @dataclass
@@ -378,6 +378,8 @@ class Hub:
             self.metrics.admission()
         elif isinstance(message, m.Declined):
             self.metrics.decline()
+        elif isinstance(message, m.PeerApp):
+            self.metrics.app_message()
         kind = "relay" if isinstance(message, RELAYED) else "control"
         if c.edge is not None and self.cluster is not None:
             self.cluster.to_edge(c.edge, conn, m.encode(message))

@@ -63,6 +63,11 @@ class Metrics:
         self.turn_credentials_issued = Counter(
             f"{_PREFIX}_turn_credentials_issued", "Ephemeral TURN credentials issued.", registry=r
         )
+        self.app_messages = Counter(
+            f"{_PREFIX}_app_messages",
+            "End-to-end encrypted app messages (chat, …) delivered to recipients: a count, never their content.",
+            registry=r,
+        )
         self.ws_connections = Counter(f"{_PREFIX}_ws_connections", "Websocket connections accepted.", registry=r)
         self.relay_latency = Histogram(
             f"{_PREFIX}_relay_latency_seconds",
@@ -131,6 +136,9 @@ class Metrics:
 
     def turn_credentials(self, n: int = 1) -> None:
         self.turn_credentials_issued.inc(n)
+
+    def app_message(self) -> None:
+        self.app_messages.inc()
 
     def ws_connection(self) -> None:
         self.ws_connections.inc()

@@ -116,6 +116,17 @@ class Key(_In, tag="key"):
     data: Annotated[str, Meta(min_length=1, max_length=32_768)]
 
 
+AppData = Annotated[str, Meta(min_length=1, max_length=16_384)]
+"""An end-to-end encrypted app message as the sender's page made it: opaque to the server (docs/security.md)."""
+
+
+class App(_In, tag="app"):
+    """An end-to-end encrypted app message (chat, safety, state, …): to everyone (``null``) or to one pid."""
+
+    to: Pid | None
+    data: AppData
+
+
 class MediaState(_In, tag="media-state"):
     """An admitted participant's own link, as it measures it: video paused to keep the sound, quality."""
 
@@ -125,11 +136,11 @@ class MediaState(_In, tag="media-state"):
 
 ClientMessage = (
     Hello | Admit | AdmitAll | Decline | SendToWaiting | Remove | Extend | End | Leave | Offer | Answer
-    | Candidate | Key | MediaState
+    | Candidate | Key | App | MediaState
 )
 CLIENT_TYPES: Final[tuple[str, ...]] = (
     "hello", "admit", "admit-all", "decline", "send-to-waiting", "remove", "extend", "end", "leave",
-    "offer", "answer", "candidate", "key", "media-state",
+    "offer", "answer", "candidate", "key", "app", "media-state",
 )
 
 # ---------------------------------------------------------------- server → client
@@ -252,6 +263,13 @@ class PeerKey(_Out, tag="key"):
     data: str = ""
 
 
+class PeerApp(_Out, tag="app"):
+    """An app message relayed untouched from an admitted participant (the server never reads ``data``)."""
+
+    from_: str = msgspec.field(name="from")
+    data: str = ""
+
+
 class TrackRef(Struct, omit_defaults=True):
     pid: str
     kind: Literal["audio", "video"]
@@ -290,12 +308,12 @@ class Error(_Out, tag="error"):
 
 ServerMessage = (
     Welcome | Waiting | Queue | Admitted | Roster | IceServers | Therapist | Declined | Removed | Time | Warning
-    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | Tracks | MediaEnded | PeerMediaState
+    | SessionEnded | Resume | PeerOffer | PeerAnswer | PeerCandidate | PeerKey | PeerApp | Tracks | MediaEnded | PeerMediaState
     | Error
 )
 SERVER_TYPES: Final[tuple[str, ...]] = (
     "welcome", "waiting", "queue", "admitted", "roster", "ice-servers", "therapist", "declined", "removed",
-    "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "tracks", "media-ended",
+    "time", "warning", "session-ended", "resume", "offer", "answer", "candidate", "key", "app", "tracks", "media-ended",
     "media-state", "error",
 )
 

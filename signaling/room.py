@@ -149,6 +149,7 @@ class Room:
             m.Answer: self._relay,
             m.Candidate: self._relay,
             m.Key: self._key,
+            m.App: self._app,
             m.MediaState: self._media_state,
         }
         self._therapist_only = {m.Admit, m.AdmitAll, m.Decline, m.SendToWaiting, m.Remove, m.Extend, m.End}
@@ -582,6 +583,36 @@ class Room:
             t = self.therapist
             if t is None or t.conn is None or (msg.to is not None and msg.to != t.pid):
                 raise SignalingError("unknown-peer", "keys go to the therapist only")
+            targets = [t]
+        for p in targets:
+            out.send(p.conn, relayed)
+
+    def _app(self, sender: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
+        """An end-to-end encrypted app message, relayed untouched and never kept.
+
+        Only admitted participants send and receive. The therapist sends to all admitted clients (``to: null``)
+        or to one admitted client; a client sends to everyone else admitted (``to: null``) or to the therapist
+        only: a private message to another client is refused (``not-allowed``), and receivers refuse it again.
+        """
+        assert isinstance(msg, m.App)
+        if sender.status != "admitted":
+            raise SignalingError("not-allowed", "only admitted participants exchange app messages")
+        relayed = m.PeerApp(from_=sender.pid, data=msg.data)
+        if msg.to is None:
+            targets = [p for p in self.admitted() if p.pid != sender.pid and p.conn is not None]
+        elif sender.role == "therapist":
+            target = self._admitted_client(msg.to)
+            if target.conn is None:
+                raise SignalingError("unknown-peer", "that client is not connected")
+            targets = [target]
+        else:
+            t = self.therapist
+            if t is None or msg.to != t.pid:
+                if t is not None or msg.to in self.members:
+                    raise SignalingError("not-allowed", "a client sends app messages to everyone or to the therapist")
+                raise SignalingError("unknown-peer", "the therapist is not in the session")
+            if t.conn is None:
+                raise SignalingError("unknown-peer", "the therapist is not connected")
             targets = [t]
         for p in targets:
             out.send(p.conn, relayed)

@@ -14,7 +14,8 @@ without the fingerprint swap). It plays the compromised server of docs/security.
 * **withhold** -- :meth:`withhold` drops ``key`` messages of some kinds (``"epoch"``, ``"switch"``) on their way to
   a pid; every withheld message is counted in :attr:`withheld`.
 
-Every ``key`` message it delivers is kept in :attr:`keys_seen` (the epochs a ghost may try to open).
+Every ``key`` message it delivers is kept in :attr:`keys_seen` (the epochs a ghost may try to open), every ``app``
+message in :attr:`apps_seen` (to replay, tamper with or deliver to someone else with :meth:`inject`).
 
     async with HostileProxy(alcove.url) as server:
         t = await Participant.join(server.url, therapist_link, ...)
@@ -57,6 +58,8 @@ class HostileProxy(MitmProxy):
         """pid -> the newest resume credential the server gave it (to replay)."""
         self.grants: dict[str, str] = {}
         """pid -> the newest grant delivered to it (to replay to someone else)."""
+        self.apps_seen: list[tuple[str, dict[str, Any]]] = []
+        """(to pid, message) of every ``app`` message delivered."""
         self._last: dict[str, dict[str, dict[str, Any]]] = {}
 
     def withhold(self, pid: str, *kinds: str) -> None:
@@ -107,6 +110,8 @@ class HostileProxy(MitmProxy):
                 self.withheld.append((pid, what))
                 return None
             self.keys_seen.append((pid, msg["data"]))
+        if kind == "app":
+            self.apps_seen.append((pid, msg))
         return text
 
     async def inject(self, pid: str, msg: dict[str, Any]) -> bool:

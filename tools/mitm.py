@@ -11,7 +11,8 @@ the ``/ws`` websocket). It plays the "server that swaps the DTLS fingerprints" o
 
 With E2EE signing on, both peers must refuse (the callee sees a fingerprint that does not match the signed
 one, the caller sees an answer not signed by the callee's key) and never connect. With ``rewrite=False`` the
-proxy is a transparent relay (the control). SFU traffic (``to``/``from`` ``"sfu"``) is never touched.
+proxy is a transparent relay (the control); with ``record=True`` it also keeps every websocket frame it carried
+(:attr:`MitmProxy.recorded`: what the server relayed, for the chat probe). SFU traffic (``to``/``from`` ``"sfu"``) is never touched.
 
     async with MitmProxy("http://127.0.0.1:8080") as proxy:
         p = await Participant.join(proxy.url, link)   # instead of the server's URL
@@ -53,8 +54,11 @@ class MitmProxy:
     """A fingerprint-swapping reverse proxy in front of ``upstream`` (see the module docstring)."""
 
     def __init__(self, upstream: str, *, rewrite: bool = True, answer_back: bool = True,
-                 host: str = "127.0.0.1", insecure: bool = True) -> None:
+                 host: str = "127.0.0.1", insecure: bool = True, record: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
+        self.recorded: list[str] | None = [] if record else None
+        """With ``record=True``: every websocket text frame it carried, both ways, as it carried it (in memory
+        only; the chat probe and the tests search it for plaintext)."""
         self.rewrite = rewrite
         self.answer_back = answer_back and rewrite
         self.host = host
@@ -141,6 +145,8 @@ class MitmProxy:
         async def to_server() -> None:
             async for raw in down:
                 if raw.type == aiohttp.WSMsgType.TEXT:
+                    if self.recorded is not None:
+                        self.recorded.append(raw.data)
                     await up.send_str(raw.data)
                 elif raw.type == aiohttp.WSMsgType.BINARY:
                     await up.send_bytes(raw.data)
@@ -151,6 +157,8 @@ class MitmProxy:
                 if raw.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     continue
                 data = raw.data if isinstance(raw.data, str) else raw.data.decode()
+                if self.recorded is not None:
+                    self.recorded.append(data)
                 out = self._from_server(data, me)
                 if me.get("pid") and self._sockets.get(me["pid"]) is not down:
                     self._sockets[me["pid"]] = down

@@ -62,6 +62,8 @@ const commands = {
     const out = await objs.get(r.obj).keyState.decrypt(r.kind, hex(r.data), r.from_idx);
     return out === null ? null : toHex(out);
   },
+  "app.make": async (r) => objs.get(r.obj).app.make(r.body, r.to ?? null),
+  "app.open": async (r) => objs.get(r.obj).app.open(r.from, r.data),
   sas: async (r) => sasOut(await E.sas(hex(r.ik_p), hex(r.ik_t), hex(r.n_c), hex(r.n_t), r.room)),
   k_auth: async (r) => toHex(await E.kAuth(hex(r.s), r.room)),
 };

@@ -229,6 +229,8 @@ export default {
   "e2ee.status.reconnecting": "Reconnecting encryption…",
   "e2ee.refused.client": "A key message did not pass the security check and was refused. Nothing was sent with it; if the picture stops, ask your therapist to let you in again.",
   "e2ee.refused.therapist": "A key message from {name} did not pass the security check and was refused.",
+  "e2ee.refused.app.therapist": "A message from {name} did not pass the security check and was not shown.",
+  "e2ee.refused.app.client": "A message in this session did not pass the security check and was not shown.",
   "e2ee.refused.new-person": "Someone new is using the seat of {name}, with a different key. They get no key unless you admit them again.",
   "e2ee.name.unsigned": "Not in the signed roster",
   "e2ee.badge.ok": "Encrypted",

@@ -240,6 +240,8 @@ export default {
   "e2ee.status.reconnecting": "Se reconectează criptarea…",
   "e2ee.refused.client": "Un mesaj cu chei nu a trecut verificarea de securitate și a fost refuzat. Nu s-a trimis nimic cu el; dacă imaginea se oprește, rugați terapeutul să vă primească din nou.",
   "e2ee.refused.therapist": "Un mesaj cu chei de la {name} nu a trecut verificarea de securitate și a fost refuzat.",
+  "e2ee.refused.app.therapist": "Un mesaj de la {name} nu a trecut verificarea de securitate și nu a fost afișat.",
+  "e2ee.refused.app.client": "Un mesaj din această ședință nu a trecut verificarea de securitate și nu a fost afișat.",
   "e2ee.refused.new-person": "Altcineva folosește acum locul din ședință al participantului {name}, cu o altă cheie. Această persoană nu primește nicio cheie decât dacă o primiți din nou.",
   "e2ee.name.unsigned": "Nu figurează în lista semnată",
   "e2ee.status.starting": "Se pregătește criptarea integrală…",

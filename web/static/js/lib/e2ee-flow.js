@@ -9,6 +9,10 @@
 //   `security`  {pid, error}: a signed message or SDP did not verify (the SDP was not applied)
 //   `refused`   {what, pid, error}: a key, epoch, switch or intro was refused (shown to the person, never only logged)
 //   `expired`   {epoch}: the epoch this page sent with expired before a newer one came ("reconnecting encryption")
+//   `app`       {from, body, private}: a verified, decrypted app message (docs/security.md §10); refused ones go to
+//               `refused` with what "app"
+// App messages (chat, safety, state, …) go out with `sendApp(body, to = null) → boolean` and come in through
+// `onApp(from, data)` (the view wires the signaling's "app" event to it).
 
 import * as E from "./e2ee.js";
 
@@ -85,6 +89,10 @@ class E2eeBase extends EventTarget {
     });
     /** @type {Promise<any>} key messages are handled one at a time, in order */
     this._keyChain = Promise.resolve();
+    /** @type {Promise<any>} app messages go out in the order they were sent */
+    this._appOut = Promise.resolve();
+    /** @type {Promise<any>} app messages are opened one at a time, in arrival order */
+    this._appIn = Promise.resolve();
     this.worker.addEventListener("message", (ev) => {
       const m = ev.data || {};
       if (m.type === "stats") this._onStats(m);
@@ -160,6 +168,45 @@ class E2eeBase extends EventTarget {
     }
     this._waiters = still;
     this.dispatchEvent(new Event("change"));
+  }
+
+  // ---- app messages (docs/security.md §10) --------------------------------------------------------------
+
+  /** @returns {E.AppChannel|null} */
+  get _app() {
+    const keys = /** @type {{app?: E.AppChannel}|null} */ (/** @type {any} */ (this).keys);
+    return keys && keys.app ? keys.app : null;
+  }
+
+  /**
+   * Sends an end-to-end encrypted app message: `body` a JSON object `{"k": kind, …}` (at most 4 KiB serialized),
+   * `to` null (everyone admitted) or one pid (the therapist: one client; a client: the therapist only). False when
+   * there is no key yet. Throws TypeError for a bad body or a private `to` this role may not use.
+   * @param {Record<string, any>} body @param {string|null} [to] @returns {boolean}
+   */
+  sendApp(body, to = null) {
+    const app = this._app;
+    if (!app) return false;
+    const prepared = app.prepare(body, to);
+    if (!prepared.ready) return false;
+    this._appOut = this._appOut
+      .then(() => prepared.data)
+      .then((data) => { this.signaling.app(to, data); })
+      .catch((e) => this._refused("app", null, e));
+    return true;
+  }
+
+  /** An app message the server relayed: an `app` event when it verifies, else `refused` ("app").
+   * @param {string} from @param {string} data */
+  onApp(from, data) {
+    const run = this._appIn.then(async () => {
+      const app = this._app;
+      if (!app) throw new E.SecurityCheckFailed("app message without keys");
+      const msg = await app.open(from, data);
+      this.dispatchEvent(new CustomEvent("app", { detail: { from: msg.from, body: msg.body, private: msg.private } }));
+    }).catch((e) => this._refused("app", from, e));
+    this._appIn = run;
+    return run;
   }
 
   // ---- health -----------------------------------------------------------------------------------------

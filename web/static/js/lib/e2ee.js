@@ -623,6 +623,182 @@ export class KeyState {
 }
 
 // ---------------------------------------------------------------------------
+// App messages (chat, safety, state, …): sealed under the epoch, signed by the sender (docs/security.md §10)
+// ---------------------------------------------------------------------------
+
+/** An app message's body (JSON, UTF-8) has at most this many bytes. */
+export const APP_MAX_BODY = 4096;
+const APP_INFO = te.encode("alcove-e2ee app");
+const APP_PRIVATE_INFO = te.encode("alcove-e2ee app private");
+/** The pairwise secret each epoch slot carries next to the epoch secret (E_n ‖ P_{n,c}). */
+const SECRET_LEN = 32;
+
+/** @param {number} epoch */
+function epoch4(epoch) {
+  const n = new Uint8Array(4);
+  new DataView(n.buffer).setUint32(0, epoch);
+  return n;
+}
+
+/** @param {Uint8Array} raw @returns {Promise<CryptoKey>} */
+function aesKey(raw) {
+  return subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
+}
+
+/** HKDF(E_n, salt, "alcove-e2ee app" ‖ room ‖ n, 32): AES-256-GCM. @param {Uint8Array} secret @param {string} room @param {number} epoch */
+async function appGroupKey(secret, room, epoch) {
+  return aesKey(await hkdf(secret, SALT, S.concat(APP_INFO, te.encode(room), epoch4(epoch)), 32));
+}
+
+/** HKDF(P_{n,c}, salt, "alcove-e2ee app private" ‖ room ‖ 0 ‖ pid ‖ n, 32).
+ * @param {Uint8Array} pairwise @param {string} room @param {number} epoch @param {string} pid */
+async function appPrivateKey(pairwise, room, epoch, pid) {
+  const info = S.concat(APP_PRIVATE_INFO, te.encode(room), new Uint8Array([0]), te.encode(pid), epoch4(epoch));
+  return aesKey(await hkdf(pairwise, SALT, info, 32));
+}
+
+/** @param {string} room @param {string} from @param {string | null} to @param {number} epoch @param {number} seq */
+function appAad(room, from, to, epoch, seq) {
+  return te.encode(`alcove-e2ee app v1|${room}|${from}|${to ?? ""}|${epoch}|${seq}`);
+}
+
+/** @typedef {{from: string, body: Record<string, any>, private: boolean}} AppMessage a verified, decrypted app message */
+/** @typedef {{group: CryptoKey, private: Map<string, CryptoKey>, members: Set<string>}} AppEpoch */
+
+/**
+ * A JSON object with a string `k`, serialized to at most APP_MAX_BODY bytes; throws TypeError otherwise.
+ * @param {any} body @returns {Uint8Array}
+ */
+export function appBodyBytes(body) {
+  if (!body || typeof body !== "object" || Array.isArray(body) || typeof body.k !== "string")
+    throw new TypeError("an app message body is a JSON object with a string k");
+  const plain = te.encode(JSON.stringify(body));
+  if (plain.length > APP_MAX_BODY) throw new TypeError(`an app message body has at most ${APP_MAX_BODY} bytes`);
+  return plain;
+}
+
+/**
+ * App messages over the epochs, shared by TherapistKeys and ClientKeys (as `keys.app`). Sealed with AES-256-GCM
+ * under a key derived from the epoch secret (to everyone) or from the client's pairwise secret of that epoch
+ * (therapist ↔ one client), signed by the sender's identity key over the exact bytes of the payload, with a
+ * sequence number per sender and epoch against replay; accepted under any epoch the key state still holds.
+ */
+export class AppChannel {
+  /**
+   * @param {string} room @param {KeyState} keyState
+   * @param {{me: () => string | null, sign: () => CryptoKey, signer: (pid: string) => Uint8Array,
+   *   privatePeer: (from: string) => string, sendPrivate: (to: string) => string}} role
+   */
+  constructor(room, keyState, role) {
+    this.room = room;
+    this.keyState = keyState;
+    this.role = role;
+    /** @type {Map<number, AppEpoch>} */
+    this.epochs = new Map();
+    this.seq = 0;
+    /** @type {Map<string, number>} "pid epoch" -> the newest seq accepted */
+    this._last = new Map();
+  }
+
+  /** @param {number} epoch @param {Uint8Array} secret @param {Map<string, Uint8Array>} pairwise @param {Iterable<string>} members */
+  async add(epoch, secret, pairwise, members) {
+    /** @type {Map<string, CryptoKey>} */
+    const priv = new Map();
+    for (const [pid, p] of pairwise) priv.set(pid, await appPrivateKey(p, this.room, epoch, pid));
+    this.epochs.set(epoch, { group: await appGroupKey(secret, this.room, epoch), private: priv, members: new Set(members) });
+  }
+
+  clear() {
+    this.epochs.clear();
+    this._last.clear();
+  }
+
+  _live() {
+    const live = new Set(this.keyState.epochs());
+    for (const e of [...this.epochs.keys()]) if (!live.has(e)) this.epochs.delete(e);
+    for (const k of [...this._last.keys()]) if (!live.has(Number(k.split(" ")[1]))) this._last.delete(k);
+    return this.epochs;
+  }
+
+  /** True when there is a sending epoch with app keys. */
+  canSend() {
+    const e = this.keyState.sendEpoch;
+    return e !== null && !this.keyState.expireDue() && this._live().has(e) && this.role.me() !== null;
+  }
+
+  /**
+   * Checks synchronously, then seals: resolves to the app.data string, or null without a key yet. Throws
+   * TypeError (synchronously) for a bad body or a private `to` this role may not send to.
+   * @param {Record<string, any>} body @param {string | null} [to] @returns {{ready: false} | {ready: true, data: Promise<string>}}
+   */
+  prepare(body, to = null) {
+    const plain = appBodyBytes(body);
+    const me = this.role.me();
+    if (!this.canSend() || me === null) return { ready: false };
+    const epoch = /** @type {number} */ (this.keyState.sendEpoch);
+    const keys = /** @type {AppEpoch} */ (this.epochs.get(epoch));
+    const key = to === null ? keys.group : keys.private.get(this.role.sendPrivate(to));
+    if (!key) throw new TypeError("no private key for that participant in this epoch");
+    const seq = ++this.seq;
+    const data = (async () => {
+      const iv = crypto.getRandomValues(new Uint8Array(12));
+      const ct = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv, additionalData: appAad(this.room, me, to, epoch, seq) }, key, plain));
+      const payload = { v: PROTOCOL_VERSION, t: "app", room: this.room, from: me, to, epoch, seq, iv: b64e(iv), ct: b64e(ct) };
+      return JSON.stringify(await envelope(this.role.sign(), payload));
+    })();
+    return { ready: true, data };
+  }
+
+  /** The app.data for `body`, or null without a key yet. @param {Record<string, any>} body @param {string | null} [to] */
+  async make(body, to = null) {
+    const p = this.prepare(body, to);
+    return p.ready ? p.data : null;
+  }
+
+  /**
+   * Verify and decrypt an app message the server relayed `fromPid`; throws SecurityCheckFailed.
+   * @param {string} fromPid @param {string} data @returns {Promise<AppMessage>}
+   */
+  async open(fromPid, data) {
+    const { p, sig, payload } = parseEnvelope(data);
+    if (payload.v !== PROTOCOL_VERSION || payload.room !== this.room || payload.t !== "app")
+      throw new SecurityCheckFailed("wrong version, room or kind for app");
+    const sender = payload.from;
+    if (typeof sender !== "string" || sender !== fromPid) throw new SecurityCheckFailed("app message signed for another sender");
+    const epoch = intField(payload, "epoch");
+    const seq = intField(payload, "seq");
+    const to = payload.to ?? null;
+    if (to !== null && typeof to !== "string") throw new SecurityCheckFailed("bad field to");
+    const keys = this._live().get(epoch);
+    if (!keys) throw new SecurityCheckFailed("app message under an epoch without a key");
+    if (!keys.members.has(sender)) throw new SecurityCheckFailed("app message from outside the signed roster");
+    if (!(await verify(this.role.signer(sender), sig, te.encode(p)))) throw new SecurityCheckFailed("bad signature on app");
+    const lastKey = `${sender} ${epoch}`;
+    if (seq <= (this._last.get(lastKey) ?? 0)) throw new SecurityCheckFailed("replayed app message");
+    let key;
+    if (to === null) key = keys.group;
+    else {
+      if (to !== this.role.me()) throw new SecurityCheckFailed("private app message for someone else");
+      key = keys.private.get(this.role.privatePeer(sender));
+    }
+    const iv = b64field(payload, "iv", 12);
+    const ct = b64field(payload, "ct");
+    let body;
+    try {
+      if (!key) throw new Error("no key");
+      const plain = await subtle.decrypt({ name: "AES-GCM", iv, additionalData: appAad(this.room, sender, to, epoch, seq) }, key, ct);
+      body = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(plain));
+    } catch {
+      throw new SecurityCheckFailed("app message does not decrypt");
+    }
+    if (!body || typeof body !== "object" || Array.isArray(body) || typeof body.k !== "string")
+      throw new SecurityCheckFailed("malformed app message");
+    this._last.set(lastKey, seq);
+    return { from: sender, body, private: to !== null };
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Therapist side
 // ---------------------------------------------------------------------------
 
@@ -707,6 +883,18 @@ export class TherapistKeys {
     this.current = null;
     /** @type {Map<string, number>} */
     this._sdpSeq = new Map();
+    /** App messages (docs/security.md §10): to everyone, or privately with one client of the epoch. */
+    this.app = new AppChannel(room, this.keyState, {
+      me: () => this.pid,
+      sign: () => this.identity.privateKey,
+      signer: (pid) => {
+        const m = this.members.get(pid);
+        if (!m || !m.nT || !m.nC) throw new SecurityCheckFailed("app message from a client this therapist does not key");
+        return m.intro.ik;
+      },
+      privatePeer: (from) => from,
+      sendPrivate: (to) => to,
+    });
   }
 
   /**
@@ -919,14 +1107,19 @@ export class TherapistKeys {
     for (const pid of members) if (!this.keyable(pid)) throw new SecurityCheckFailed(`not granted by the therapist: ${pid}`);
     const nm = names ?? {};
     const epoch = this._nextEpoch++;
-    const secret = crypto.getRandomValues(new Uint8Array(32));
+    const secret = crypto.getRandomValues(new Uint8Array(SECRET_LEN));
+    /** @type {Map<string, Uint8Array>} */
+    const pairwise = new Map(members.map((pid) => [pid, crypto.getRandomValues(new Uint8Array(SECRET_LEN))]));
     const idx = this._assign(members);
     const roster = [{ pid: this.pid, ik: b64e(this.ikRaw), idx: 0, name: clipName(nm[this.pid]) }];
     for (const pid of members) roster.push({ pid, ik: b64e(this._member(pid).intro.ik), idx: idx[pid], name: clipName(nm[pid]) });
     const info = epochInfo(this.room, epoch);
     /** @type {Record<string, string>} */
     const wrapped = {};
-    for (const pid of members) wrapped[pid] = b64e(await H.sealCombined(this._member(pid).dk, info, secret));
+    // Each slot carries E_n ‖ P_{n,c}: the epoch secret and this client's pairwise secret (private messages).
+    for (const pid of members) {
+      wrapped[pid] = b64e(await H.sealCombined(this._member(pid).dk, info, S.concat(secret, /** @type {Uint8Array} */ (pairwise.get(pid)))));
+    }
     const issuedAt = opts.nowMs ?? Date.now();
     const expiresAt = issuedAt + this.epochLifetimeMs;
     const payload = {
@@ -938,6 +1131,7 @@ export class TherapistKeys {
       epoch, message, roster: { [this.pid]: 0, ...idx }, waitingAcks: new Set(members), started: Date.now(), issuedAt, expiresAt,
     };
     await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), result.roster, 0, expiresAt);
+    await this.app.add(epoch, secret, pairwise, Object.keys(result.roster));
     this.pending = result;
     return result;
   }
@@ -1099,6 +1293,24 @@ export class ClientKeys {
     this._lastSeq = new Map();
     /** @type {{ik: JsonWebKey} | null} the identity's private key, only when made keepable */
     this._jwk = null;
+    /** App messages (docs/security.md §10): to everyone, or privately with the therapist. */
+    this.app = new AppChannel(room, this.keyState, {
+      me: () => this.pid,
+      sign: () => this.ik.privateKey,
+      signer: (pid) => {
+        const e = this.roster.get(pid); // the newest signed roster
+        if (!e) throw new SecurityCheckFailed("app message from outside the signed roster");
+        return e.ik;
+      },
+      privatePeer: (from) => {
+        if (from !== this.therapistPid || this.pid === null) throw new SecurityCheckFailed("private app message from another client");
+        return this.pid;
+      },
+      sendPrivate: (to) => {
+        if (to !== this.therapistPid || this.pid === null) throw new TypeError("a client sends private app messages to the therapist only");
+        return this.pid;
+      },
+    });
   }
 
   /**
@@ -1315,7 +1527,9 @@ export class ClientKeys {
       break;
     }
     if (secret === null) throw new SecurityCheckFailed("cannot unwrap the epoch key");
-    if (secret.length !== 32) throw new SecurityCheckFailed("bad epoch key");
+    if (secret.length !== 2 * SECRET_LEN) throw new SecurityCheckFailed("bad epoch key");
+    const pairwise = secret.slice(SECRET_LEN);
+    secret = secret.slice(0, SECRET_LEN);
     // Per-epoch HPKE keys: the therapist has the key that worked, so every older one is erased; the ack
     // announces a fresh one for the next epoch.
     this.hpkeKeys.splice(0, used);
@@ -1331,6 +1545,7 @@ export class ClientKeys {
     const idxs = {};
     for (const [p, e] of roster) idxs[p] = e.idx;
     await this.keyState.install(epoch, await S.epochBaseKey(secret, this.room), idxs, me.idx, expiresAt);
+    await this.app.add(epoch, secret, new Map([[/** @type {string} */ (this.pid), pairwise]]), roster.keys());
     const ack = {
       v: PROTOCOL_VERSION, t: "ack", room: this.room, pid: this.pid, epoch, dk: b64e(this.hpkeKeys[this.hpkeKeys.length - 1].raw),
     };
@@ -1363,9 +1578,10 @@ export class ClientKeys {
     throw new SecurityCheckFailed("unexpected key message");
   }
 
-  /** Sent back to the waiting room: forget media keys. */
+  /** Sent back to the waiting room: forget media and app keys. */
   reset() {
     this.keyState.clear();
+    this.app.clear();
     this.nT = null;
     this.awaitingFirstEpoch = true;
   }

@@ -17,6 +17,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "answer",
     "candidate",
     "key",
+    "app",
     "media-state",
   ]),
   server: Object.freeze([
@@ -37,6 +38,7 @@ export const MESSAGE_TYPES = Object.freeze({
     "answer",
     "candidate",
     "key",
+    "app",
     "tracks",
     "media-ended",
     "media-state",
@@ -404,6 +406,8 @@ export class Signaling extends EventTarget {
   }
   /** @param {string|null} to @param {string} data */
   key(to, data) { return this.send("key", { to, data }); }
+  /** An end-to-end encrypted app message (lib/e2ee-flow.js makes `data`). @param {string|null} to @param {string} data */
+  app(to, data) { return this.send("app", { to, data }); }
 
   /** Leaves on purpose: no grace, no reconnect. */
   leave() {

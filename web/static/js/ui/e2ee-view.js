@@ -87,6 +87,7 @@ export async function startE2ee(session) {
     on("waiting", () => { cl.reset(); renderSafety(session); });
     cl.addEventListener("security", (ev) => securityFailed(session, /** @type {CustomEvent} */ (ev).detail.error));
   }
+  on("app", (m) => { flow.onApp(m.from, m.data); });
   flow.addEventListener("refused", (ev) => {
     const d = /** @type {CustomEvent} */ (ev).detail;
     refusedBanner(session, d.what, d.pid, d.error);
@@ -155,6 +156,7 @@ export function refusedBanner(session, what, pid, error) {
   const who = pid ? session.roster.find((p) => p.pid === pid) || waiting.find((/** @type {any} */ p) => p.pid === pid) : null;
   const name = who ? who.name : "?";
   const text = () => what === "new-person" ? t("e2ee.refused.new-person", { name })
+    : what === "app" ? (session.isTherapist ? t("e2ee.refused.app.therapist", { name }) : t("e2ee.refused.app.client"))
     : session.isTherapist ? t("e2ee.refused.therapist", { name }) : t("e2ee.refused.client");
   const el = session.banner(`refused-${what}-${pid ?? ""}`, text, "warn", 0);
   el.dataset.refused = what;
