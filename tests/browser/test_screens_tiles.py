@@ -160,3 +160,50 @@ async def test_remote_state_presence_and_the_encryption_details(lang: str, alcov
     assert again
     await client.locator(f'.tile[data-pid="{ionescu}"][data-mic="off"][data-cam="off"]').wait_for()
     await shot(therapist, f"console-back{suffix}")
+
+
+async def test_mixed_python_and_browser_tell_each_other_their_state(alcove: Any, pages: Any) -> None:
+    """The aiortc participant's state reaches the browser's tile, the browser's reaches the participant; its
+    leaving and coming back are told with the signed name."""
+    from peer.participant import Participant
+    from rtc import aiortc_hooks
+
+    aiortc_hooks.allow_loopback_candidates()
+    t = load_catalogs()["en"]["catalog"]
+    room = await alcove.create_room(type="couple", host="Dr. Ionescu")
+    therapist = await device(pages, "en", DESKTOP)
+    await therapist.goto(room["therapist_link"])
+    await therapist.get_by_role("button", name=t["join.submit"], exact=True).click()
+    await therapist.get_by_text(t["console.waiting.empty"]).wait_for()
+    ionescu = await therapist.evaluate("window.alcove.pid()")
+    bots: list[Any] = []
+    try:
+        # Muted before any key: nothing goes out yet (False), the state follows the first epoch.
+        sam = await Participant.join(alcove.url, room["client_links"][0], name="Sam", e2ee=True, media=False)
+        bots.append(sam)
+        assert sam.set_media_state(mic=False) is False
+        await therapist.get_by_role("button", name="Admit Sam", exact=True).click()
+        await therapist.locator(f'.tile[data-pid="{sam.pid}"][data-mic="off"][data-cam="on"]').wait_for(timeout=20000)
+        await tile(therapist, sam.pid).get_by_text(t["session.remote.muted"], exact=True).wait_for()
+        assert await tile(therapist, sam.pid).locator(".avatar").inner_text() == "S"
+        # The browser's state reaches the participant, signed by the therapist's page.
+        await sam.wait_app(lambda a: a[0] == ionescu and a[1] == {"k": "state", "mic": True, "cam": True}, timeout=15)
+        await therapist.get_by_role("button", name=t["session.camera.off"], exact=True).click()
+        await sam.wait_app(lambda a: a[0] == ionescu and a[1] == {"k": "state", "mic": True, "cam": False}, timeout=15)
+        assert not sam.refusals, sam.refusals
+        # Unmuted from Python: the badge goes.
+        assert sam.set_media_state(mic=True) is True
+        await therapist.locator(f'.tile[data-pid="{sam.pid}"][data-mic="on"][data-cam="on"]').wait_for()
+        assert await tile(therapist, sam.pid).locator(".state-badge").count() == 0
+
+        # Sam leaves and comes back (a new device, the same link): told once each, with the signed name.
+        await sam.leave()
+        await therapist.locator("#banners").get_by_text("Sam left the session.").wait_for()
+        again = await Participant.join(alcove.url, room["client_links"][0], name="Sam", e2ee=True, media=False)
+        bots.append(again)
+        await therapist.get_by_role("button", name="Admit Sam", exact=True).click()
+        await therapist.locator("#banners").get_by_text("Sam is back in the session.").wait_for(timeout=20000)
+        assert await therapist.locator('#banners [data-presence="back"]').count() == 1
+    finally:
+        for bot in bots:
+            await bot.close()
