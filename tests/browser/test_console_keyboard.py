@@ -190,3 +190,56 @@ async def test_keyboard_only_admit_verify_and_end(alcove: Any, pages: Any) -> No
         assert said, "nothing was announced"
         quiet = ("Encrypted", "Verifying", "Key epoch", "Not verified yet")
         assert not [x for x in said if any(q in x for q in quiet) or (epoch and epoch in x)], said
+
+
+async def test_a_family_of_several_axe_and_notices(alcove: Any, pages: Any) -> None:
+    """A family session (through the SFU) with a browser client and two aiortc clients: the console and the
+    client's page pass axe with several people; the client hears "<name> joined." and "<name> left." once."""
+    from peer.participant import Participant
+    from rtc import aiortc_hooks
+
+    aiortc_hooks.allow_loopback_candidates()
+    room = await alcove.create_room(type="family", clients=3, host="Dr. Ionescu")
+    therapist = await device(pages, {"width": 1280, "height": 720})
+    await join(therapist, room["therapist_link"])
+    await therapist.get_by_text("Nobody is waiting.").wait_for()
+    client = await device(pages, {"width": 390, "height": 844})
+    await join(client, room["client_links"][0], "Alex")
+    await therapist.get_by_role("button", name="Admit Alex", exact=True).click()
+    await client.get_by_role("heading", name="Safety code").wait_for(timeout=20000)
+    bots: list[Any] = []
+    try:
+        for i, name in enumerate(("Sam", "Ana Maria Pop")):
+            bot = await Participant.join(alcove.url, room["client_links"][i + 1], name=name, e2ee=True, media=False)
+            bots.append(bot)
+        await therapist.get_by_role("button", name="Admit Ana Maria Pop", exact=True).wait_for()
+        await check_axe(therapist, "family: two waiting")
+        await therapist.get_by_role("button", name="Admit Sam", exact=True).click()
+        await therapist.get_by_role("button", name="Admit Ana Maria Pop", exact=True).click()
+        for bot in bots:
+            await client.locator(f'.tile[data-pid="{bot.pid}"][data-signed-name="1"]').wait_for(timeout=20000)
+        await client.locator("#banners").get_by_text("Sam joined.").wait_for()
+        assert await client.locator(f'.tile[data-pid="{bots[1].pid}"] .avatar').inner_text() == "AP"
+        await therapist.get_by_role("button", name="Mark verified: Sam", exact=True).wait_for(timeout=20000)
+        await check_axe(therapist, "family: three admitted")
+        await check_axe(client, "family: client with two others")
+        await therapist.get_by_role("button", name="Remove Sam", exact=True).focus()
+        await therapist.keyboard.press("Enter")
+        await therapist.get_by_role("dialog", name="Remove Sam from the session?").wait_for()
+        await check_axe(therapist, "family: Remove dialog")
+        await therapist.keyboard.press("Escape")
+        assert (await focused(therapist))["name"] == "Remove Sam"
+        order: list[str] = await therapist.evaluate("[...document.querySelectorAll('#people-list > li')].map(l => l.dataset.pid)")
+        at = order.index(bots[0].pid)
+        after = order[at + 1] if at + 1 < len(order) else order[at - 1]  # the next person's entry (or the one before)
+        await bots[0].leave()
+        await client.locator("#banners").get_by_text("Sam left.").wait_for()
+        await therapist.locator("#banners").get_by_text("Sam left the session.").wait_for()
+        # the focus was on Sam's Remove: Sam's entry is gone, it goes to the next person's first control
+        f = await focused(therapist)
+        assert (f["list"], f["pid"]) == ("people-list", after), f
+        said: list[str] = await client.evaluate("window.__live")
+        assert any("Sam left." in x for x in said), said
+    finally:
+        for bot in bots:
+            await bot.close()
