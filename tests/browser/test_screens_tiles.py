@@ -103,7 +103,7 @@ async def test_remote_state_presence_and_the_encryption_details(lang: str, alcov
     await remote.get_by_text(t["session.remote.muted"], exact=True).wait_for()
     await remote.get_by_text(t["session.remote.camera-off"], exact=True).wait_for()
     assert await remote.locator("video").is_hidden()
-    assert await remote.locator(".avatar").inner_text() == "A"
+    assert await remote.locator(".avatar").get_attribute("data-initials") == "A"
     await check_axe(therapist, "remote tile muted, camera off")
     await shot(therapist, f"tiles-remote-off{suffix}")
     # Only the microphone back on: one badge left.
@@ -117,7 +117,7 @@ async def test_remote_state_presence_and_the_encryption_details(lang: str, alcov
     theirs = tile(client, ionescu)
     await client.locator(f'.tile[data-pid="{ionescu}"][data-mic="off"][data-cam="off"]').wait_for()
     await theirs.get_by_text(t["session.remote.muted"], exact=True).wait_for()
-    assert await theirs.locator(".avatar").inner_text() == "DI"
+    assert await theirs.locator(".avatar").get_attribute("data-initials") == "DI"
     await check_axe(client, "therapist's tile muted, camera off")
     await phone_shot(client, f"phone-tiles-remote-off{suffix}")
 
@@ -185,7 +185,7 @@ async def test_mixed_python_and_browser_tell_each_other_their_state(alcove: Any,
         await therapist.get_by_role("button", name="Admit Sam", exact=True).click()
         await therapist.locator(f'.tile[data-pid="{sam.pid}"][data-mic="off"][data-cam="on"]').wait_for(timeout=20000)
         await tile(therapist, sam.pid).get_by_text(t["session.remote.muted"], exact=True).wait_for()
-        assert await tile(therapist, sam.pid).locator(".avatar").inner_text() == "S"
+        assert await tile(therapist, sam.pid).locator(".avatar").get_attribute("data-initials") == "S"
         # The browser's state reaches the participant, signed by the therapist's page.
         await sam.wait_app(lambda a: a[0] == ionescu and a[1] == {"k": "state", "mic": True, "cam": True}, timeout=15)
         await therapist.get_by_role("button", name=t["session.camera.off"], exact=True).click()

@@ -38,7 +38,8 @@ export function paintAvatar(tile, name) {
   const avatar = /** @type {HTMLElement|null} */ (tile.querySelector(".avatar"));
   if (!avatar || tile.classList.contains("self")) return;
   const text = initials(name);
-  avatar.textContent = text;
+  // drawn by CSS from the attribute: a picture of the name (aria-hidden), not text of the page
+  avatar.dataset.initials = text;
   avatar.classList.toggle("initials", text !== "");
   avatar.dataset.colour = String(colourOf(name));
 }
