@@ -1,7 +1,7 @@
 """The console by keyboard and screen reader (issue 17, item 8).
 
-A therapist with no mouse (Tab, Shift+Tab, Enter, Space, Escape; never a click) admits a client, marks the safety
-code verified and ends the session: after "Admit" the focus is on the same person's next control among the
+In the first test a therapist with no mouse (Tab, Shift+Tab, Enter, Space, Escape; never a click) admits a client,
+marks the safety code verified and ends the session: after "Admit" the focus is on the same person's next control among the
 participants, after "Mark verified" on their next control, and when the waiting list is rebuilt under the focused
 button it stays on that button. axe-core (with label-content-name-mismatch, which is off by default) finds nothing
 serious or critical in any state on the way: waiting, admitted, each dialog open (Decline, Remove, Step out, End),

@@ -160,6 +160,9 @@ async def test_remote_state_presence_and_the_encryption_details(lang: str, alcov
     assert again
     await client.locator(f'.tile[data-pid="{ionescu}"][data-mic="off"][data-cam="off"]').wait_for()
     await shot(therapist, f"console-back{suffix}")
+    # every state message passed the receivers' checks: no refused-message banner on either side
+    for page in (therapist, client):
+        assert await page.locator("#banners [data-refused]").count() == 0
 
 
 async def test_mixed_python_and_browser_tell_each_other_their_state(alcove: Any, pages: Any) -> None:
