@@ -218,7 +218,9 @@ async def test_a_family_of_several_axe_and_notices(alcove: Any, pages: Any) -> N
         await therapist.get_by_role("button", name="Admit Ana Maria Pop", exact=True).click()
         for bot in bots:
             await client.locator(f'.tile[data-pid="{bot.pid}"][data-signed-name="1"]').wait_for(timeout=20000)
-        await client.locator("#banners").get_by_text("Sam joined.").wait_for()
+        # one notice at a time on screen (the newest replaces the one before); each was said in the live region
+        await wait_js(client, "window.__live.some((x) => x.includes('Sam joined.'))")
+        await wait_js(client, "window.__live.some((x) => x.includes('Ana Maria Pop joined.'))")
         assert await client.locator(f'.tile[data-pid="{bots[1].pid}"] .avatar').get_attribute("data-initials") == "AP"
         await therapist.get_by_role("button", name="Mark verified: Sam", exact=True).wait_for(timeout=20000)
         await check_axe(therapist, "family: three admitted")

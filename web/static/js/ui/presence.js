@@ -81,7 +81,10 @@ export class Presence {
     const session = this.session;
     if (session.status !== "admitted") return;
     const key = `${session.isTherapist ? "console" : "session"}.${what}`;
-    session.banner(`presence-${pid}`, () => t(key, { name }), "info", NOTICE_MS).dataset.presence = what;
+    // One notice at a time (the newest replaces the one before): the banners stay one line, the controls in reach.
+    const el = session.banner("presence", () => t(key, { name }), "info", NOTICE_MS);
+    el.dataset.presence = what;
+    el.dataset.pid = pid;
   }
 
   /** Back in the waiting room or ended: nobody is present for this page any more. */
