@@ -148,6 +148,16 @@ class Participant:
         self.mesh = Mesh(self.state, self.tasks, self.e2ee_glue, self.options, resync=self._sync_links)
         self.sfu_session = SfuSession(self.state, self.tasks, self.e2ee_glue, self.options)
         self.e2ee_glue.on_switch.append(lambda epoch: self._force_keyframes())
+        self.mic = True
+        """What this participant tells the others of its own microphone (``set_media_state``); the synthetic
+        media itself keeps flowing."""
+        self.cam = True
+        """What this participant tells the others of its own camera (``set_media_state``)."""
+        self.tells_state = False
+        """Whether this participant sends its state (from its first ``set_media_state`` on; off by default so that
+        tests of other app messages see only their own)."""
+        # Under each new epoch the state goes out again, so people who just joined see it too.
+        self.e2ee_glue.on_switch.append(self._state_on_switch)
         self.state.status_listeners.append(self._status_changed)
         self._reactions: dict[type[m.ServerMessage], Callable[[Any], None]] = {
             m.Welcome: self._on_welcome,
@@ -459,6 +469,25 @@ class Participant:
             return self.pid_of(who)
         except KeyError:
             return who  # an unknown pid: the server answers unknown-peer
+
+    def set_media_state(self, *, mic: bool | None = None, cam: bool | None = None) -> bool:
+        """Says to everyone that this participant's microphone / camera is on or off, as the browser does when its
+        buttons are pressed (an end-to-end encrypted app message of kind ``state``). False without a key yet: the
+        state then goes out with the first epoch. From then on it goes out again under every new epoch, as the
+        browser's does."""
+        self.tells_state = True
+        if mic is not None:
+            self.mic = mic
+        if cam is not None:
+            self.cam = cam
+        return self._send_state()
+
+    def _send_state(self) -> bool:
+        return self.e2ee and self.send_app({"k": "state", "mic": self.mic, "cam": self.cam})
+
+    def _state_on_switch(self, epoch: int) -> None:
+        if self.tells_state:
+            self._send_state()
 
     def send_app(self, body: dict[str, Any], to: str | None = None) -> bool:
         """Send an end-to-end encrypted app message (``{"k": kind, …}``) to everyone (``None``) or one pid.

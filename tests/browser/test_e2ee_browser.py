@@ -131,7 +131,8 @@ async def test_browser_client_and_therapist_encrypted_with_equal_safety_code(alc
         assert state["epoch"] is not None and state["failures"] == []
         assert sum(p.get("decrypted", 0) for p in state["peers"].values()) > 20
         assert state["peers"]["self"]["encrypted"] > 20
-        await page.get_by_text(f"End-to-end encrypted · epoch {state['epoch']}").wait_for()
+        await page.locator(f"#e2ee-status[data-epoch='{state['epoch']}']").get_by_text(
+            "Private — end-to-end encrypted").wait_for()
         await wait_js(page, "[...document.querySelectorAll('.e2ee-badge')].some(b => b.dataset.state === 'ok')")
         assert await page.locator(".e2ee-badge", has_text="Encrypted").count() == 1
     # less metadata: no audio level or other clear header extension, Opus at constant bitrate, both ways

@@ -54,7 +54,8 @@ async def encrypted_everywhere(page: Any, n_tiles: int) -> int:
     await wait_js(page, "(window.alcove.e2ee().peers.self || {}).encrypted > 20")
     state = await e2ee_state(page)
     assert state["epoch"] is not None and state["failures"] == [], state
-    await page.get_by_text(f"End-to-end encrypted · epoch {state['epoch']}").wait_for()
+    await page.locator(f"#e2ee-status[data-epoch='{state['epoch']}']").get_by_text(
+        "Private — end-to-end encrypted").wait_for()
     await wait_js(page, f"[...document.querySelectorAll('.e2ee-badge')].filter(b => b.dataset.state === 'ok')"
                         f".length === {n_tiles}", timeout=15)
     assert await page.locator(".e2ee-badge", has_text="Encrypted").count() == n_tiles

@@ -30,6 +30,15 @@ function chime(ctx) {
   } catch { /* no audio output: the title and the list still show the arrival */ }
 }
 
+/**
+ * Names a person's control by what it does, so the focus can find it again after the list is rebuilt.
+ * @param {string} action @param {HTMLButtonElement} b
+ */
+function tagged(action, b) {
+  b.dataset.action = action;
+  return b;
+}
+
 export class Console {
   /** @param {import("./session.js").Session} session */
   constructor(session) {
@@ -46,6 +55,15 @@ export class Console {
     try { this.audio = new AudioContext(); } catch { this.audio = null; }
     /** @type {[string, EventListener][]} */
     this.listeners = [];
+    /**
+     * Whose control had the focus when a list was rebuilt (or Admit was pressed): the focus goes back to that
+     * person's same control, or their next one, also once they moved from the waiting list to the participants.
+     * @type {{pid: string, action: string, index: number, pos: number, list: string, until: number}|null}
+     */
+    this._focusFor = null;
+    /** Where the focus was put while that person had no entry (moved away from it again by the next rebuild). */
+    /** @type {HTMLElement|null} */
+    this._focusFallback = null;
     this._on("queue", (m) => this.onQueue(m.waiting || []));
     this._on("error", (m) => this.onError(m));
     this._on("welcome", () => this.onLocked(false));
@@ -145,6 +163,7 @@ export class Console {
 
   renderQueue() {
     const list = $("queue-list");
+    this._captureFocus(list);
     list.replaceChildren();
     for (const w of this.queue) {
       const li = el("li");
@@ -168,14 +187,17 @@ export class Console {
       }
       const row = el("div", "button-row");
       const admit = button(t("console.admit.short"), t("console.admit", { name: w.name }), "primary", () => {
+        // Admitted, the person leaves this list for the participants: the focus follows them there.
+        this._rememberFocus(admit, 5000);
         admit.disabled = true;
         this.admit(w.pid).catch((e) => this.onError({ code: "e2ee", message: String(e && e.message) }));
         setTimeout(() => { admit.disabled = false; }, 1500);
       });
       admit.disabled = this.locked || !this._introUsable(w.pid);
+      admit.dataset.action = "admit";
       row.append(admit);
-      row.append(button(t("console.decline.short"), t("console.decline", { name: w.name }), "secondary",
-        () => this.ask("decline", w)));
+      row.append(tagged("decline", button(t("console.decline.short"), t("console.decline", { name: w.name }), "secondary",
+        () => this.ask("decline", w))));
       li.append(row);
       list.append(li);
     }
@@ -185,11 +207,13 @@ export class Console {
     /** @type {HTMLButtonElement} */ ($("admit-all")).disabled = n === 0 || this.locked;
     if (this.notes) this.notes.render(n);
     document.title = n ? t("console.title.waiting", { n }) : t("console.title");
+    this._restoreFocus();
   }
 
   /** @param {any[]} participants */
   onRoster(participants) {
     const list = $("people-list");
+    this._captureFocus(list);
     list.replaceChildren();
     const clients = participants.filter((p) => p.role === "client");
     for (const p of clients) {
@@ -204,19 +228,21 @@ export class Console {
       if (answers) li.append(answers);
       const row = el("div", "button-row");
       if (manners.groupRoom && this.e2ee && typeof this.e2ee.sendApp === "function") {
-        row.append(button(t("console.mute.short"), t("console.mute", { name: p.name }), "secondary", () => manners.mute(p.pid)));
-        row.append(button(t("console.unmute-ask.short"), t("console.unmute-ask", { name: p.name }), "secondary",
-          () => manners.askUnmute(p.pid)));
+        row.append(tagged("mute", button(t("console.mute.short"), t("console.mute", { name: p.name }), "secondary",
+          () => manners.mute(p.pid))));
+        row.append(tagged("unmute-ask", button(t("console.unmute-ask.short"), t("console.unmute-ask", { name: p.name }),
+          "secondary", () => manners.askUnmute(p.pid))));
         const lit = manners.spotlight === p.pid;
         const spot = button(lit ? t("console.spotlight.off") : t("console.spotlight.short"),
           lit ? t("console.spotlight.off") : t("console.spotlight", { name: p.name }), "secondary",
           () => manners.setSpotlight(lit ? null : p.pid));
         spot.setAttribute("aria-pressed", String(lit));
-        row.append(spot);
+        row.append(tagged("spotlight", spot));
       }
-      row.append(button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary", () => this.s.sendToWaiting(p.pid)));
-      row.append(button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary",
-        () => this.ask("remove", p)));
+      row.append(tagged("send-back", button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary",
+        () => this.s.sendToWaiting(p.pid))));
+      row.append(tagged("remove", button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary",
+        () => this.ask("remove", p))));
       if (this.e2ee) {
         // Screen sharing for this client: off by default, a signed permission (ui/share-view.js).
         const share = this.session.shareView;
@@ -226,7 +252,7 @@ export class Console {
           () => share.toggle(p.pid));
         b.dataset.share = p.pid;
         b.dataset.allowed = String(on);
-        row.append(b);
+        row.append(tagged("share", b));
       }
       li.append(row);
       list.append(li);
@@ -235,6 +261,78 @@ export class Console {
     $("people-sas-hint").hidden = !this.e2ee || clients.length === 0;
     const seats = this.session.room && this.session.room.seats;
     $("seats").textContent = seats ? t("console.seats", { admitted: clients.length, seats }) : "";
+    this._restoreFocus();
+  }
+
+  /**
+   * Notes whose control has the focus.
+   * @param {HTMLElement} control a button in a person's entry
+   * @param {number} [keep] ms to keep following that person once their entry is gone (Admit: into the participants)
+   */
+  _rememberFocus(control, keep = 0) {
+    const li = /** @type {HTMLElement|null} */ (control.closest("li[data-pid]"));
+    const list = li ? /** @type {HTMLElement|null} */ (li.parentElement) : null;
+    if (!li || !list) return;
+    this._focusFor = {
+      pid: /** @type {string} */ (li.dataset.pid), action: control.dataset.action || "",
+      index: [...li.querySelectorAll("button")].indexOf(/** @type {HTMLButtonElement} */ (control)),
+      pos: [...list.children].indexOf(li), list: list.id, until: Date.now() + keep,
+    };
+  }
+
+  /** Before a list is rebuilt: the focused control in it, if any. @param {HTMLElement} list */
+  _captureFocus(list) {
+    const active = document.activeElement;
+    if (active instanceof HTMLElement && list.contains(active)) {
+      const keep = this._focusFor && this._focusFor.until > Date.now() ? this._focusFor.until - Date.now() : 0;
+      this._rememberFocus(active, keep);
+    }
+  }
+
+  /**
+   * After a rebuild: the focus back on the same person's same control, or their next one (after "Mark verified":
+   * "Send back"); once admitted, on their first control among the participants. When their entry is gone, the
+   * neighbour's first control, else the list's heading; a later rebuild still moves it to them for a few seconds.
+   * The focus is never taken from somewhere else the person moved it to.
+   */
+  _restoreFocus() {
+    const want = this._focusFor;
+    if (!want) return;
+    const active = document.activeElement;
+    const lost = !active || active === document.body || !active.isConnected || active === this._focusFallback;
+    if (!lost) {
+      this._focusFor = null;
+      return;
+    }
+    const usable = (/** @type {Element|null|undefined} */ li) =>
+      li ? [...li.querySelectorAll("button")].filter((b) => !b.disabled) : [];
+    const own = document.querySelector(`#${want.list} > li[data-pid="${CSS.escape(want.pid)}"]`);
+    if (own) {
+      const buttons = [...own.querySelectorAll("button")];
+      const same = buttons.find((b) => b.dataset.action === want.action && !b.disabled);
+      const next = buttons.slice(Math.max(0, want.index)).find((b) => !b.disabled) || usable(own).pop();
+      const target = same || next;
+      if (target) { this._focus(target, null); return; }
+    }
+    const moved = document.querySelector(`#people-list > li[data-pid="${CSS.escape(want.pid)}"]`);
+    if (moved && want.list !== "people-list" && usable(moved).length) { this._focus(usable(moved)[0], null); return; }
+    const list = document.getElementById(want.list);
+    const others = list ? [...list.children] : [];
+    const neighbour = others[Math.min(want.pos, others.length - 1)];
+    const fallback = usable(neighbour)[0] || $(want.list === "queue-list" ? "queue-title" : "people-title");
+    this._focus(fallback, want.until > Date.now() ? want : null);
+  }
+
+  /**
+   * @param {HTMLElement} target
+   * @param {{pid: string, action: string, index: number, pos: number, list: string, until: number}|null} still
+   *        whom the focus should still go to when their entry comes back (null: done)
+   */
+  _focus(target, still) {
+    if (target.tagName === "H3") target.tabIndex = -1;
+    target.focus();
+    this._focusFor = still;
+    this._focusFallback = still ? target : null;
   }
 
   /**
@@ -323,7 +421,8 @@ export class Console {
       // Media may flow, visibly unverified, until the therapist has read the code with this client.
       box.dataset.verified = "no";
       box.append(el("span", "unverified", t("e2ee.verify.not-yet")));
-      box.append(button(t("e2ee.sas.mark"), t("e2ee.sas.mark.named", { name: p.name }), "secondary small-btn", () => e2ee.markVerified(p.pid)));
+      box.append(tagged("verify", button(t("e2ee.sas.mark"), t("e2ee.sas.mark.named", { name: p.name }), "secondary small-btn",
+        () => e2ee.markVerified(p.pid))));
     }
     return box;
   }
@@ -358,6 +457,11 @@ export class Console {
         heading.focus();
       } else if (opener && opener.isConnected) {
         opener.focus();
+      } else if (opener) {
+        // the list was rebuilt while the dialog was open: the same person's same button, if they are still there
+        this._focusFor = { pid: who.pid, action: kind, index: 0, pos: 0, list: kind === "decline" ? "queue-list" : "people-list", until: 0 };
+        this._focusFallback = null;
+        this._restoreFocus();
       }
     };
     dialog.showModal();

@@ -1,6 +1,6 @@
 // End-to-end encryption in the session view (DOM): builds the E2EE flow of lib/e2ee-flow.js for the session,
 // wires it to the signaling events, and shows its state: the safety-code panel (client), the room indicator
-// "End-to-end encrypted · epoch n", a health badge per tile and the full-page "Security check failed".
+// "Private — end-to-end encrypted" with its details on demand, a health badge per tile and the full-page "Security check failed".
 
 import { t } from "../lib/i18n.js";
 import { store } from "../lib/store.js";
@@ -10,6 +10,7 @@ import {
 import { b64d } from "../lib/e2ee.js";
 import { $, showEnded } from "./dom.js";
 import { confirmServedCode } from "./codepin.js";
+import { paintAvatar } from "./tiles.js";
 
 /** @typedef {import("./session.js").Session} Session */
 
@@ -189,6 +190,7 @@ export function renderNames(session) {
     const text = signed === null ? t("e2ee.name.unsigned") : signed;
     if (label.textContent !== text) label.textContent = text;
     tile.setAttribute("aria-label", text);
+    paintAvatar(tile, signed ?? "");
     tile.dataset.signedName = signed === null ? "" : "1";
   }
 }
@@ -245,38 +247,86 @@ export function renderSafety(session) {
   panel.dataset.verified = state;
   const match = /** @type {HTMLButtonElement} */ ($("safety-match"));
   match.hidden = state !== "unverified";
-  match.onclick = () => /** @type {ClientE2ee} */ (flow).markCompared();
+  // The button goes away once pressed: the focus moves to the line that now says "Verified" (read out as focused;
+  // the line is not a live region, so it is not read again on every re-render).
+  match.onclick = () => {
+    /** @type {ClientE2ee} */ (flow).markCompared();
+    line.focus();
+  };
   const type = session.room ? session.room.type : "individual";
   $("safety-group").hidden = type === "individual";
   const hide = $("safety-hide");
   hide.onclick = () => { panel.classList.toggle("collapsed"); hide.setAttribute("aria-expanded", String(!panel.classList.contains("collapsed"))); };
 }
 
-/** The room indicator: "End-to-end encrypted · epoch n", or a plain warning without E2EE. @param {Session} session */
+/**
+ * The room indicator: "Private — end-to-end encrypted" (or a plain warning without E2EE), a button that shows the
+ * details on demand: what the verification says, the key epoch and what the encryption means. Not a live region:
+ * the label changes quietly and the epoch is never read out unless the person opens the details.
+ * @param {Session} session
+ */
 export function renderStatus(session) {
   const el = document.getElementById("e2ee-status");
   if (!el) return;
   const flow = session.e2ee;
   el.hidden = session.status !== "admitted";
+  wireDetails();
+  const label = $("e2ee-label");
+  /** @param {string} text */
+  const setLabel = (text) => { if (label.textContent !== text) label.textContent = text; };
+  $("e2ee-details-explain").textContent = t(session.isTherapist ? "e2ee.details.explain.therapist" : "e2ee.details.explain.client");
+  const epochLine = $("e2ee-details-epoch");
+  const verifyLine = $("e2ee-details-verify");
   if (!flow) {
-    el.textContent = t("e2ee.status.off");
+    setLabel(t("e2ee.status.off"));
     el.dataset.state = "off";
+    epochLine.hidden = true;
+    verifyLine.hidden = true;
+    $("e2ee-details-explain").hidden = true;
     return;
   }
+  $("e2ee-details-explain").hidden = false;
   const epoch = flow.epoch;
+  el.dataset.epoch = epoch === null ? "" : String(epoch);
+  epochLine.hidden = epoch === null;
+  epochLine.textContent = epoch === null ? "" : t("e2ee.details.epoch", { epoch });
+  verifyLine.hidden = false;
+  verifyLine.textContent = verificationText(session, flow);
   if (flow.sendExpired) {
-    el.textContent = t("e2ee.status.reconnecting");
+    setLabel(t("e2ee.status.reconnecting"));
     el.dataset.state = "reconnecting";
-    el.dataset.epoch = epoch === null ? "" : String(epoch);
     return;
   }
   // A client whose therapist key is neither pinned by its link nor compared: encrypted, visibly not verified.
   const unverified = flow instanceof ClientE2ee && flow.verification === "unverified";
-  el.textContent = epoch === null ? t("e2ee.status.starting")
-    : t(unverified ? "e2ee.status.unverified" : "e2ee.status.on", { epoch });
+  setLabel(epoch === null ? t("e2ee.status.starting") : t(unverified ? "e2ee.status.unverified" : "e2ee.status.on"));
   el.dataset.state = epoch === null ? "starting" : "on";
   el.dataset.verified = unverified ? "no" : "yes";
-  el.dataset.epoch = epoch === null ? "" : String(epoch);
+}
+
+/**
+ * The details' verification line: the client's own state; for the therapist, whether every client is marked verified.
+ * @param {Session} session @param {ClientE2ee|TherapistE2ee} flow
+ */
+function verificationText(session, flow) {
+  if (flow instanceof ClientE2ee) return t(`e2ee.details.client.${flow.verification || "unverified"}`);
+  const clients = session.roster.filter((p) => p.role === "client" && flow.sasOf.has(p.pid));
+  if (!clients.length) return t("e2ee.details.verified.none");
+  return t(clients.every((p) => flow.isVerified(p.pid)) ? "e2ee.details.verified.all" : "e2ee.details.verified.some");
+}
+
+/** The details button opens and closes its panel; Escape closes it and leaves the focus on the button. */
+function wireDetails() {
+  const toggle = /** @type {HTMLButtonElement} */ ($("e2ee-toggle"));
+  if (toggle.dataset.wired) return;
+  toggle.dataset.wired = "1";
+  const details = $("e2ee-details");
+  /** @param {boolean} open */
+  const set = (open) => { details.hidden = !open; toggle.setAttribute("aria-expanded", String(open)); };
+  toggle.addEventListener("click", () => set(details.hidden));
+  $("e2ee-status").addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape" && !details.hidden) { set(false); toggle.focus(); }
+  });
 }
 
 /** A badge per remote tile from the worker's counters: no silent black video. @param {Session} session */
@@ -290,8 +340,7 @@ export function renderHealth(session) {
     }
     if (!badge) {
       badge = document.createElement("span");
-      badge.className = "e2ee-badge";
-      badge.setAttribute("role", "status");
+      badge.className = "e2ee-badge"; // not a live region: a badge is looked at, never read out on each change
       tile.append(badge);
     }
     let state = flow.health(pid);

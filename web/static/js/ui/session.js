@@ -14,6 +14,7 @@ import { ShareView } from "./share-view.js";
 import { ChatView } from "./chat-view.js";
 import { SafetyCheck } from "./safety-check.js";
 import { Manners } from "./manners.js";
+import { Presence } from "./presence.js";
 import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, renderHealth, renderNames } from "./e2ee-view.js";
 
 /**
@@ -60,6 +61,11 @@ export class Session {
     this.safetyCheck = new SafetyCheck(this);
     /** Group manners and the safety answers, over end-to-end encrypted app messages (ui/manners.js). */
     this.manners = new Manners(this);
+    /** "<name> joined / left / is back" notices. */
+    this.presence = new Presence(this);
+    /** The key epoch our own microphone/camera state was last sent under (a new epoch: sent again). */
+    /** @type {number|null|undefined} */
+    this._stateEpoch = undefined;
     this._wire();
     onLocaleChange(() => this._relabel());
   }
@@ -108,12 +114,41 @@ export class Session {
     }
     try {
       this.e2ee = await startE2ee(this);
+      if (this.e2ee) this._wireApp(this.e2ee);
       const intro = this.e2ee && !this.isTherapist ? await this.e2ee.intro() : null;
       const welcome = await this.signaling.connect({ name: this.name, intro, check: this.check });
       return welcome;
     } catch (e) {
       return null; // the "closed" handler shows the page
     }
+  }
+
+  /**
+   * The end-to-end encrypted app messages this view uses: each participant's own microphone/camera state, sent to
+   * everyone when it changes and under each new key epoch, shown on their tile. Other kinds are left to others.
+   * @param {any} flow
+   */
+  _wireApp(flow) {
+    flow.addEventListener("app", (/** @type {Event} */ ev) => {
+      const d = /** @type {CustomEvent} */ (ev).detail;
+      const body = d && d.body;
+      if (!body || body.k !== "state" || typeof body.mic !== "boolean" || typeof body.cam !== "boolean") return;
+      if (d.private) return; // one's state is for everyone: a private "state" is not what a participant sends
+      this.tiles.setState(String(d.from), { mic: body.mic, cam: body.cam });
+    });
+    flow.addEventListener("change", () => {
+      this.presence.flush();
+      if (flow.epoch !== null && flow.epoch !== this._stateEpoch) this._sendState();
+    });
+  }
+
+  /** Our microphone/camera state to everyone in the session (end-to-end encrypted, signed). */
+  _sendState() {
+    const flow = this.e2ee;
+    if (!flow || typeof flow.sendApp !== "function" || this.status !== "admitted") return;
+    const mic = this.audioOn && !!(this.stream && this.stream.getAudioTracks().length);
+    const cam = this.videoOn && !!(this.stream && this.stream.getVideoTracks().length);
+    if (flow.sendApp({ k: "state", mic, cam })) this._stateEpoch = flow.epoch;
   }
 
   _wire() {
@@ -125,7 +160,7 @@ export class Session {
     on("admitted", (m) => { e2eeAdmitted(this, m); this._enterSession(); });
     this.state.addEventListener("roster", (ev) => {
       const d = /** @type {CustomEvent} */ (ev).detail;
-      this._onRoster(d.participants, d.before);
+      this._onRoster(d.participants);
     });
     on("therapist", (m) => this._onTherapist(m.status));
     on("time", (m) => this._onTime(m));
@@ -172,6 +207,8 @@ export class Session {
       this.tiles.clearRemote();
     }
     this.chat.clear(); // sent back: the session's messages are gone from this page
+    this.presence.reset();
+    this._stateEpoch = undefined;
     this.status = "waiting";
     this._attachPreview("waiting-preview", "waiting-preview-off");
     const notice = $("waiting-notice");
@@ -273,6 +310,7 @@ export class Session {
     renderStatus(this);
     this.manners.attach();
     if (!this.isTherapist) this.safetyCheck.start();
+    if (first) this._sendState();
   }
 
   /** Turns this page's microphone on or off (its own sender: the button, or the therapist's mute). @param {boolean} on */
@@ -281,6 +319,7 @@ export class Session {
     this.stream?.getAudioTracks().forEach((tr) => { tr.enabled = on; });
     if (this._renderControls) this._renderControls();
     this._updateSelf();
+    this._sendState();
   }
 
   _setupControls() {
@@ -305,6 +344,7 @@ export class Session {
       this.stream?.getVideoTracks().forEach((tr) => { tr.enabled = this.videoOn; });
       render();
       this._updateSelf();
+      this._sendState();
     };
     const leave = $("btn-leave");
     if (this.isTherapist) {
@@ -324,10 +364,11 @@ export class Session {
     render();
   }
 
-  /** @param {any[]} participants @param {Set<string>} before */
-  _onRoster(participants, before) {
+  /** @param {any[]} participants */
+  _onRoster(participants) {
     if (this.call) this.call.updateRoster(participants);
-    this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid), before);
+    this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid));
+    if (this.status === "admitted") this.presence.onRoster(participants.filter((p) => p.pid !== this.pid));
     this.quality.onRoster(participants);
     renderNames(this);
     renderHealth(this);
@@ -523,11 +564,13 @@ export class Session {
     showEnded("ended.stepped-out.title", "ended.stepped-out.body", { rejoin: true, state: "stepped-out" });
   }
 
-  /** Leaves on purpose: the seat is free at once. */
+  /** Leaves on purpose: the seat is free at once. From the waiting room no session took place: the page says so. */
   leave() {
+    const waiting = this.status === "waiting";
     this.signaling.leave();
     this.teardown();
     store.forgetSession();
-    showEnded("ended.title", "ended.body.left", { rejoin: true, state: "left" });
+    if (waiting) showEnded("ended.waiting.title", "ended.waiting.body", { rejoin: true, state: "left-waiting" });
+    else showEnded("ended.title", "ended.body.left", { rejoin: true, state: "left" });
   }
 }

@@ -3,7 +3,7 @@
 // The floating self-view can be moved to another corner: dragged (mouse, touch) or with its own button.
 
 import { t } from "../lib/i18n.js";
-import { $, announce } from "./dom.js";
+import { $ } from "./dom.js";
 
 /** @typedef {import("../lib/protocol.js").RosterEntry} RosterEntry */
 
@@ -12,6 +12,37 @@ const SELF = "self";
 const CORNERS = ["br", "bl", "tl", "tr"];
 /** The self-view's key in `TileGrid.tiles` (and for `setLink`). */
 export const SELF_TILE = SELF;
+/** Calm avatar colours (white initials on each are above 4.5:1), chosen by the person's name. */
+const AVATAR_COLOURS = 6;
+
+/** Up to two initials of a name ("Ana Maria Pop" → "AP"), by whole characters. @param {string} name */
+export function initials(name) {
+  const words = name.trim().split(/\s+/).filter((w) => /[\p{L}\p{N}]/u.test(w));
+  if (!words.length) return "";
+  const first = (/** @type {string} */ w) => ([...w.replace(/^[^\p{L}\p{N}]+/u, "")][0] || "").toLocaleUpperCase();
+  return words.length === 1 ? first(words[0]) : first(words[0]) + first(words[words.length - 1]);
+}
+
+/** A stable colour index for a name. @param {string} name */
+function colourOf(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + /** @type {number} */ (c.codePointAt(0))) >>> 0;
+  return h % AVATAR_COLOURS;
+}
+
+/**
+ * A remote tile's avatar: the person's initials on a calm colour (shown whenever there is no picture).
+ * @param {HTMLElement} tile @param {string} name
+ */
+export function paintAvatar(tile, name) {
+  const avatar = /** @type {HTMLElement|null} */ (tile.querySelector(".avatar"));
+  if (!avatar || tile.classList.contains("self")) return;
+  const text = initials(name);
+  // drawn by CSS from the attribute: a picture of the name (aria-hidden), not text of the page
+  avatar.dataset.initials = text;
+  avatar.classList.toggle("initials", text !== "");
+  avatar.dataset.colour = String(colourOf(name));
+}
 
 /**
  * Plays a video element; when the browser refuses sound without a user gesture, it plays muted and offers a
@@ -44,7 +75,7 @@ function makeTile(key, label, self) {
   const tile = document.createElement("figure");
   tile.className = self ? "tile self" : "tile";
   tile.dataset.pid = key;
-  tile.setAttribute("role", "group");
+  // A figure named by its caption's text: its implicit role (axe accepts no other role on <figure>).
   tile.setAttribute("aria-label", label);
   const video = document.createElement("video");
   video.autoplay = true;
@@ -69,6 +100,13 @@ function makeTile(key, label, self) {
   badge.className = "badge";
   badge.hidden = true;
   tile.append(off, video, name, badge);
+  if (!self) {
+    // The person's own muted / camera-off state (their signed, encrypted "state" message), under the name.
+    const state = document.createElement("span");
+    state.className = "remote-state";
+    tile.append(state);
+    paintAvatar(tile, label);
+  }
   return tile;
 }
 
@@ -118,6 +156,8 @@ export class TileGrid {
   constructor() {
     /** @type {Map<string, HTMLElement>} pid (or "self") -> tile */
     this.tiles = new Map();
+    /** What each remote participant said of their own microphone and camera. @type {Map<string, {mic: boolean, cam: boolean}>} */
+    this.states = new Map();
     /** A screen share fills the stage (ui/share-view.js): every tile is small, none floats. */
     this.sharing = false;
   }
@@ -175,7 +215,10 @@ export class TileGrid {
       badgeOf(self).textContent = t("session.muted");
       self.querySelector(".move-self")?.setAttribute("aria-label", t("session.self.move"));
     }
-    for (const [, tile] of this.remote()) badgeOf(tile).textContent = t("console.offline");
+    for (const [pid, tile] of this.remote()) {
+      badgeOf(tile).textContent = t("console.offline");
+      this._paintState(pid, tile);
+    }
     for (const [, tile] of this.tiles) {
       const q = /** @type {HTMLElement|null} */ (tile.querySelector(".quality"));
       if (q && q.dataset.quality) q.textContent = t(`quality.${q.dataset.quality}`);
@@ -201,12 +244,13 @@ export class TileGrid {
 
   /**
    * Follows the roster: a tile per other participant (an "offline" badge when its connection is down), in the
-   * roster's order; arrivals after the first roster are announced.
-   * @param {RosterEntry[]} others @param {Set<string>} before the pids of the previous roster
+   * roster's order (arrivals and departures are told by ui/presence.js).
+   * @param {RosterEntry[]} others
    */
-  setRoster(others, before) {
+  setRoster(others) {
     const now = new Set(others.map((p) => p.pid));
     for (const [key] of [...this.remote()]) if (!now.has(key)) this.remove(key);
+    for (const key of [...this.states.keys()]) if (!now.has(key)) this.states.delete(key);
     for (const p of others) {
       let tile = this.tiles.get(p.pid);
       if (!tile) {
@@ -214,10 +258,11 @@ export class TileGrid {
         videoOf(tile).hidden = true;
         this.tiles.set(p.pid, tile);
         $("tiles").insertBefore(tile, this.tiles.get(SELF) || null);
-        if (before.size && !before.has(p.pid)) announce(t("session.joined", { name: p.name }));
+        this._paintState(p.pid, tile);
       }
       /** @type {HTMLElement} */ (tile.querySelector(".name")).textContent = p.name;
       tile.setAttribute("aria-label", p.name);
+      paintAvatar(tile, p.name);
       const badge = badgeOf(tile);
       badge.hidden = p.connected !== false;
       badge.textContent = t("console.offline");
@@ -236,8 +281,44 @@ export class TileGrid {
     if (!tile) return;
     const video = videoOf(tile);
     if (video.srcObject !== stream) video.srcObject = stream;
-    video.hidden = stream.getVideoTracks().length === 0;
+    tile.dataset.hasVideo = String(stream.getVideoTracks().length > 0);
+    this._paintState(pid, tile);
     playWithSound(video);
+  }
+
+  /**
+   * A remote participant's own microphone and camera state (from their signed, encrypted message; the media
+   * is never guessed from). Unknown pids are kept for their tile.
+   * @param {string} pid @param {{mic: boolean, cam: boolean}} state
+   */
+  setState(pid, state) {
+    if (pid === SELF) return;
+    this.states.set(pid, { mic: state.mic, cam: state.cam });
+    const tile = this.tiles.get(pid);
+    if (tile) this._paintState(pid, tile);
+  }
+
+  /** The tile's "Muted" / "Camera off" badges, and the avatar instead of the picture when the camera is off. */
+  _paintState(/** @type {string} */ pid, /** @type {HTMLElement} */ tile) {
+    const state = this.states.get(pid);
+    const box = /** @type {HTMLElement|null} */ (tile.querySelector(".remote-state"));
+    if (box) {
+      box.replaceChildren();
+      for (const [on, key, cls] of /** @type {[boolean, string, string][]} */ ([
+        [state ? !state.mic : false, "session.remote.muted", "mic-off"],
+        [state ? !state.cam : false, "session.remote.camera-off", "cam-off"],
+      ])) {
+        if (!on) continue;
+        const b = document.createElement("span");
+        b.className = `state-badge ${cls}`;
+        b.textContent = t(key);
+        box.append(b);
+      }
+      box.hidden = !box.childElementCount;
+    }
+    tile.dataset.mic = state ? (state.mic ? "on" : "off") : "";
+    tile.dataset.cam = state ? (state.cam ? "on" : "off") : "";
+    videoOf(tile).hidden = tile.dataset.hasVideo !== "true" || (!!state && !state.cam);
   }
 
   /** @param {string} pid */
@@ -252,6 +333,7 @@ export class TileGrid {
   }
 
   clearRemote() {
+    this.states.clear();
     for (const [key] of [...this.remote()]) this.remove(key);
   }
 
