@@ -15,6 +15,9 @@ export function exposeDiagnostics(session) {
     connected: () => session.signaling.connected,
     // The video level we send at (lib/quality.js: 0 full, 1 low, 2 paused) and what each tile shows.
     video: () => (session.call ? session.call.videoLevel : null),
+    // The background blur: its state, the moving average of its frame time (ms; `realMs` without any test hook)
+    // and the frames blurred so far.
+    blur: () => (session.blur ? { state: session.blur.state, frameMs: session.blur.frameMs, ...session.blur.stats } : null),
     // E2EE: the safety codes, the epoch and the worker's counters (no keys).
     e2ee: () => {
       const e = session.e2ee;
