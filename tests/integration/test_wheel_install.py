@@ -35,7 +35,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 PAGES = ("/", "/j/", "/admin")
 # The background blur's model and runtime (npm @mediapipe/selfie_segmentation, copied by web/vendor.sh).
 VENDOR = "vendor/selfie_segmentation/"
-VENDOR_MODEL = "selfie_segmentation_landscape.tflite"
+VENDOR_MODEL = "selfie_segmentation.tflite"
 NPM_PACKAGE = ROOT / "web" / "node_modules" / "@mediapipe" / "selfie_segmentation"
 # Front-end tooling (pyproject's exclude-package-data): never in the wheel.
 TOOLING = re.compile(r"(^|/)(node_modules/|package(-lock)?\.json$|[^/]*\.config\.[^/]*$|[tj]sconfig[^/]*\.json$|\.)")

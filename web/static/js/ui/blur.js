@@ -15,7 +15,7 @@ import { FrameMeter } from "../lib/frame-meter.js";
 import { prefs } from "../lib/store.js";
 
 const BASE = "/static/vendor/selfie_segmentation/";
-/** The model's input width (the landscape model takes 256×144; a small copy keeps the upload cheap). */
+/** The model's input width (it takes 256×256; a small copy keeps the upload cheap). */
 const MODEL_WIDTH = 256;
 /** The background is drawn from a copy this many times smaller, then blurred: strong and cheap. */
 const SHRINK = 8;
@@ -114,7 +114,8 @@ class BlurProcessor {
   async start() {
     const SelfieSegmentation = await loadRuntime();
     this.seg = new SelfieSegmentation({ locateFile: (/** @type {string} */ f) => `${BASE}${f}` });
-    this.seg.setOptions({ modelSelection: 1 });
+    // The general model (256×256): the landscape one is cheaper but takes a busy floor for part of the person.
+    this.seg.setOptions({ modelSelection: 0 });
     this.seg.onResults((/** @type {any} */ r) => this._draw(r.segmentationMask));
     await this.seg.initialize();
     this.video.srcObject = new MediaStream([this.camera]);
