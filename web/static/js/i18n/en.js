@@ -142,6 +142,7 @@ export default {
   "blur.slow": "Blur turned off: this device is too slow. Your picture is sent without blur.",
   "blur.failed": "Background blur does not work in this browser. Your picture is sent without blur.",
   "blur.button": "Blur background",
+  "blur.button.short": "Blur",
   "session.leave": "Leave",
   "session.step-out": "Step out",
   "session.step-out.title": "Step out of the session?",

@@ -141,6 +141,7 @@ export default {
   "blur.slow": "Estomparea a fost oprită: acest dispozitiv este prea lent. Imaginea dumneavoastră este trimisă fără estompare.",
   "blur.failed": "Estomparea fundalului nu funcționează în acest browser. Imaginea dumneavoastră este trimisă fără estompare.",
   "blur.button": "Estompați fundalul",
+  "blur.button.short": "Estompare",
   "session.leave": "Ieșiți",
   "session.step-out": "Ieșiți temporar",
   "session.step-out.title": "Ieșiți temporar din ședință?",

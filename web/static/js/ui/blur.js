@@ -48,6 +48,29 @@ function loadRuntime() {
   return runtime;
 }
 
+/** @type {Promise<any>|null} */
+let segmenter = null;
+
+/**
+ * The page's one segmenter, made once and kept (the runtime does not come back from close() in the same page):
+ * each processor sets its own result handler while it runs.
+ * @returns {Promise<any>}
+ */
+function getSegmenter() {
+  if (!segmenter) {
+    segmenter = (async () => {
+      const SelfieSegmentation = await loadRuntime();
+      const seg = new SelfieSegmentation({ locateFile: (/** @type {string} */ f) => `${BASE}${f}` });
+      // The general model (256×256): the landscape one is cheaper but takes a busy floor for part of the person.
+      seg.setOptions({ modelSelection: 0 });
+      await seg.initialize();
+      return seg;
+    })();
+    segmenter.catch(() => { segmenter = null; });
+  }
+  return segmenter;
+}
+
 /**
  * Test hook: milliseconds added to each *measured* frame time, so a test can make the device look slow (or, on a
  * loaded test machine, keep a test about something else from tripping the fallback with a negative value). Only
@@ -112,12 +135,9 @@ class BlurProcessor {
   }
 
   async start() {
-    const SelfieSegmentation = await loadRuntime();
-    this.seg = new SelfieSegmentation({ locateFile: (/** @type {string} */ f) => `${BASE}${f}` });
-    // The general model (256×256): the landscape one is cheaper but takes a busy floor for part of the person.
-    this.seg.setOptions({ modelSelection: 0 });
-    this.seg.onResults((/** @type {any} */ r) => this._draw(r.segmentationMask));
-    await this.seg.initialize();
+    const seg = await getSegmenter();
+    seg.onResults((/** @type {any} */ r) => this._draw(r.segmentationMask));
+    this.seg = seg;
     this.video.srcObject = new MediaStream([this.camera]);
     await this.video.play();
     this.running = true;
@@ -173,12 +193,15 @@ class BlurProcessor {
     out.globalCompositeOperation = "copy";
     out.imageSmoothingEnabled = true;
     out.drawImage(this.tiny, 0, 0, w, h);
-    // The person: the sharp frame where the mask is, edges softened a little.
+    // The person: the sharp frame where the mask is. The edge is softened a little, then multiplied by the mask
+    // once more, so the softening never reaches outward and unsure pixels fade out (no sharp halo of the room).
     const person = ctx2d(this.person);
     person.globalCompositeOperation = "copy";
     person.filter = "blur(2px)";
     person.drawImage(mask, 0, 0, w, h);
     person.filter = "none";
+    person.globalCompositeOperation = "destination-in";
+    person.drawImage(mask, 0, 0, w, h);
     person.globalCompositeOperation = "source-in";
     person.drawImage(this.frame, 0, 0, w, h);
     out.globalCompositeOperation = "source-over";
@@ -189,8 +212,7 @@ class BlurProcessor {
     this.running = false;
     this.track.stop();
     this.video.srcObject = null;
-    if (this.seg) this.seg.close().catch(() => {});
-    this.seg = null;
+    this.seg = null; // the page's segmenter stays for the next time
   }
 }
 

@@ -281,7 +281,14 @@ export class Session {
       cam.disabled = !hasVideo;
       const state = this.blur ? this.blur.state : "none";
       blurBtn.hidden = state === "none";
-      blurBtn.textContent = t("blur.button");
+      // Its full name, and a short one that phones show instead (only the one shown is in the accessible name).
+      const long = document.createElement("span");
+      long.className = "tool-long";
+      long.textContent = t("blur.button");
+      const short = document.createElement("span");
+      short.className = "tool-short";
+      short.textContent = t("blur.button.short");
+      blurBtn.replaceChildren(long, short);
       blurBtn.setAttribute("aria-pressed", String(state === "on" || state === "loading"));
       blurBtn.disabled = state === "loading";
       document.body.dataset.blur = state;
