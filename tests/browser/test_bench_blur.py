@@ -20,6 +20,7 @@ def test_bench_blur_prints_cpu_with_the_blur_off_and_on() -> None:
     proc = subprocess.run([sys.executable, "-m", "tools.cli", "bench", "blur", "--seconds", "2", "--json"],
                           capture_output=True, text=True, timeout=400, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stdout)
     result = json.loads(proc.stdout)
     assert result["off"]["blur_state"] == "off" and result["on"]["blur_state"] == "on", result
     for run in (result["off"], result["on"]):
