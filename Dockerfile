@@ -2,6 +2,13 @@
 # tests/integration/test_wheel_install.py builds the wheel from exactly what the build stage copies, installs it
 # outside the checkout and starts this image's CMD from there, so what this image runs is what the tests test.
 
+# ---- web stage: the background-blur model and runtime, an npm package pinned in web/package-lock.json, copied
+# into the package data by web/vendor.sh (node_modules itself never reaches the wheel)
+FROM node:22-bookworm-slim AS web
+WORKDIR /src/web
+COPY web/package.json web/package-lock.json web/vendor.sh ./
+RUN npm ci --omit=dev --no-audit --no-fund && sh vendor.sh
+
 # ---- build stage: one wheel with the code, the templates and the static files (package data)
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -14,6 +21,7 @@ COPY server/ server/
 COPY peer/ peer/
 COPY tools/ tools/
 COPY web/ web/
+COPY --from=web /src/web/static/vendor/ web/static/vendor/
 RUN pip wheel --no-deps --wheel-dir /dist .
 
 # ---- runtime stage: the wheel and its dependencies, nothing of the source tree

@@ -5,8 +5,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+WEB_TOOLS := web/node_modules/.package-lock.json
+VENDOR := web/static/vendor/selfie_segmentation/selfie_segmentation.js
 
-.PHONY: run test lint jscheck typecheck unit deps venv clean
+.PHONY: run test lint jscheck typecheck unit deps venv vendor clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +38,7 @@ deps:
 	  else echo "not root: cannot install$$missing (tests that need them skip, or fail in CI)"; fi; \
 	fi
 
-run: $(STAMP)
+run: $(STAMP) $(VENDOR)
 	$(BIN)/alcove serve --demo
 
 lint: $(STAMP) jscheck
@@ -46,11 +48,17 @@ lint: $(STAMP) jscheck
 
 ## The browser client's JavaScript: TypeScript over the JSDoc types (no emit) and ESLint, with the exact
 ## versions of web/package-lock.json (installed into web/node_modules when the lock file changes).
-WEB_TOOLS := web/node_modules/.package-lock.json
 
 $(WEB_TOOLS): web/package.json web/package-lock.json
 	cd web && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+## The background-blur model and its runtime (an npm package, web/package-lock.json) copied into the package data
+## (web/static/vendor/, git-ignored): served from Alcove's own origin by `make run` and shipped in the wheel.
+$(VENDOR): $(WEB_TOOLS) web/vendor.sh
+	cd web && sh vendor.sh
+
+vendor: $(VENDOR)
 
 jscheck: $(WEB_TOOLS)
 	cd web && ./node_modules/.bin/tsc -p . && ./node_modules/.bin/eslint .
@@ -66,7 +74,7 @@ SUITE := if [ -n "$(PYTEST_ARGS)" ]; then exec $(PYTEST) --durations=15 $(PYTEST
   echo "--- tests marked outage (run in parallel):"; cat "$$log"; rm -f "$$log"; \
   [ $$main -eq 0 ] && [ $$other -eq 0 -o $$other -eq 5 ]
 
-test: $(STAMP) deps lint
+test: $(STAMP) deps lint $(VENDOR)
 	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \
 	  unshare -n sh -c 'ip link set lo up || exit 1; $(SUITE)'; \
 	else \
@@ -75,4 +83,4 @@ test: $(STAMP) deps lint
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache web/node_modules web/static/vendor

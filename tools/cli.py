@@ -132,6 +132,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tools.bench_join import bench_join
 
         result = asyncio.run(bench_join(runs=args.runs))
+    elif args.what == "blur":
+        from tools.bench_blur import bench_blur
+
+        result = asyncio.run(bench_blur(seconds=args.seconds))
     elif args.what == "e2ee":
         from tools.bench_e2ee import bench_e2ee
 
@@ -224,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=cmd_probe)
 
     b = sub.add_parser("bench", help="benchmarks (print JSON)")
-    b.add_argument("what", choices=["signaling", "join", "e2ee", "sfu", "share"])
+    b.add_argument("what", choices=["signaling", "join", "e2ee", "sfu", "share", "blur"])
     b.add_argument("--rooms", type=int, default=500)
     b.add_argument("--participants", type=int, default=3)
     b.add_argument("--seconds", type=float, default=10.0)

@@ -6,7 +6,7 @@ import globals from "globals";
 const noDom = "lib/ is the DOM-free library: put page code in ui/";
 
 export default [
-  { ignores: ["node_modules/"] },
+  { ignores: ["node_modules/", "static/vendor/"] },
   js.configs.recommended,
   {
     files: ["static/js/**/*.js"],

@@ -33,6 +33,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.media]
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 PAGES = ("/", "/j/", "/admin")
+# The background blur's model and runtime (npm @mediapipe/selfie_segmentation, copied by web/vendor.sh).
+VENDOR = "vendor/selfie_segmentation/"
+VENDOR_MODEL = "selfie_segmentation.tflite"
+NPM_PACKAGE = ROOT / "web" / "node_modules" / "@mediapipe" / "selfie_segmentation"
 # Front-end tooling (pyproject's exclude-package-data): never in the wheel.
 TOOLING = re.compile(r"(^|/)(node_modules/|package(-lock)?\.json$|[^/]*\.config\.[^/]*$|[tj]sconfig[^/]*\.json$|\.)")
 
@@ -71,10 +75,16 @@ def _run(*cmd: str | Path, timeout: float = 120, **kw: object) -> subprocess.Com
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built as the Dockerfile's build stage builds it, from what that stage copies."""
-    build, _runtime = _stages()
+    _web, build, _runtime = _stages()
     src = tmp_path_factory.mktemp("src")
     for line in build:
-        if line.startswith("COPY "):
+        if line.startswith("COPY --from=web "):
+            # The web stage's output (the blur model and runtime), made here by the same web/vendor.sh.
+            source, dest = line.split()[2:]
+            made = ROOT / "web" / Path(source).relative_to("/src/web")
+            assert (made / "selfie_segmentation" / VENDOR_MODEL).is_file(), f"{made} is missing: run `make vendor`"
+            shutil.copytree(made, src / dest, dirs_exist_ok=True)
+        elif line.startswith("COPY "):
             *sources, _dest = line.split()[1:]
             for name in sources:
                 path = ROOT / name.rstrip("/")
@@ -144,7 +154,7 @@ def _get(url: str) -> tuple[int, bytes, str]:
 
 def test_the_image_command_serves_every_page_and_static_file_from_the_installed_wheel(
         fresh: Path, tmp_path: Path) -> None:
-    _build, runtime = _stages()
+    *_, runtime = _stages()
     cmd = _json_instruction(runtime, "CMD")
     assert cmd[:2] == ["alcove", "serve"]
     port = _free_port()
@@ -175,6 +185,15 @@ def test_the_image_command_serves_every_page_and_static_file_from_the_installed_
         for rel, path in sorted(static.items()):
             status, body, _ = _get(f"{base}/static/{rel}")
             assert status == 200 and body == path.read_bytes(), rel
+
+        # The blur model and its WebAssembly runtime ship in the wheel and come from this server, byte for byte
+        # the pinned npm package's (the browser fetches nothing from anyone else).
+        for name in (VENDOR_MODEL, "selfie_segmentation.js", "selfie_segmentation_solution_simd_wasm_bin.wasm"):
+            assert VENDOR + name in static, name
+            status, body, ctype = _get(f"{base}/static/{VENDOR}{name}")
+            assert status == 200 and body == (NPM_PACKAGE / name).read_bytes(), name
+            if name.endswith(".wasm"):
+                assert ctype == "application/wasm", ctype
 
         # The image's HEALTHCHECK, run as the image runs it.
         health = _json_instruction(runtime, "HEALTHCHECK")

@@ -87,9 +87,13 @@ def test_app_service_runs_alcove_serve_on_8443(compose: dict) -> None:
 
 def test_dockerfile_installs_the_wheel_and_serves_on_8443() -> None:
     text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())  # join continuation lines
-    build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
+    web, build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
     assert build.startswith("python:3.11-slim AS build") and runtime.startswith("python:3.11-slim")
     assert re.search(r"^RUN pip wheel --no-deps --wheel-dir /dist \.$", build, re.M)
+    # the blur model and runtime: the pinned npm package, copied into the package data by web/vendor.sh
+    assert web.startswith("node:") and " AS web" in web.splitlines()[0]
+    assert re.search(r"^RUN npm ci --omit=dev .*&& sh vendor\.sh$", web, re.M)
+    assert re.search(r"^COPY --from=web /src/web/static/vendor/ web/static/vendor/$", build, re.M)
     # the runtime installs that wheel, not the source tree
     assert re.search(r"^COPY --from=build /dist/ /tmp/dist/$", runtime, re.M)
     assert re.search(r"^RUN pip install /tmp/dist/alcove-\*\.whl", runtime, re.M)

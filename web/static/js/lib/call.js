@@ -399,6 +399,24 @@ export class MediaCall extends EventTarget {
   connections() { return []; }
 
   /**
+   * Sends another camera track in place of one (the background blur, ui/blur.js, swaps the camera for its
+   * blurred picture and back): the same senders with the same E2EE transforms, no renegotiation. Connections
+   * made later take the track from the local stream, which the caller has already changed.
+   * @param {MediaStreamTrack} from
+   * @param {MediaStreamTrack} to
+   */
+  async replaceVideoTrack(from, to) {
+    /** @type {Promise<void>[]} */
+    const jobs = [];
+    for (const [, pc] of this.connections()) {
+      for (const sender of pc.getSenders()) {
+        if (sender.track === from) jobs.push(sender.replaceTrack(to).catch(() => {}));
+      }
+    }
+    await Promise.all(jobs);
+  }
+
+  /**
    * The video level to send at (lib/quality.js: 0 full, 1 low, 2 paused; audio is never touched).
    * @param {number} level
    */

@@ -1,6 +1,7 @@
 // What a tab remembers, in sessionStorage only (gone when the tab closes): the room token, the link's E2EE
 // fields (s, tk), the resume credential, the display name and the media choice (and, kept by e2ee-flow.js, a
-// client's E2EE identity for a reload, dropped with the resume credential). No DOM.
+// client's E2EE identity for a reload, dropped with the resume credential). No DOM. One per-browser choice
+// (`prefs`) lives in localStorage instead: the "Blur my background" switch, remembered across visits.
 
 const PREFIX = "alcove.";
 
@@ -41,6 +42,17 @@ export const store = {
   forgetSession() {
     set("resume", null);
     forgetClientE2ee();
+  },
+};
+
+/** Choices remembered per browser (localStorage), not per tab: only whether to blur the background. */
+export const prefs = {
+  /** Off unless this browser turned it on. */
+  get blur() {
+    try { return localStorage.getItem(`${PREFIX}blur`) === "on"; } catch { return false; }
+  },
+  set blur(on) {
+    try { localStorage.setItem(`${PREFIX}blur`, on ? "on" : "off"); } catch { /* storage disabled: not remembered */ }
   },
 };
 

@@ -26,6 +26,9 @@ export function exposeDiagnostics(session) {
         frames: call && call.shareStats ? await call.shareStats() : {},
       };
     },
+    // The background blur: its state, the moving average of its frame time (ms; `realMs` without any test hook)
+    // and the frames blurred so far.
+    blur: () => (session.blur ? { state: session.blur.state, frameMs: session.blur.frameMs, ...session.blur.stats } : null),
     // E2EE: the safety codes, the epoch and the worker's counters (no keys).
     e2ee: () => {
       const e = session.e2ee;

@@ -10,6 +10,7 @@ import { showView, showError, $, applyTranslations, onLocaleChange } from "./dom
 import { encodedTransformSupported } from "../lib/e2ee-flow.js";
 import { e2eeWanted } from "./e2ee-view.js";
 import { PrejoinCheck } from "./prejoin.js";
+import { BackgroundBlur } from "./blur.js";
 
 /** @typedef {"full"|"audio"|"none"} Mode */
 
@@ -30,6 +31,8 @@ let role = "client";
 let problem = null;
 /** @type {PrejoinCheck|null} */
 let check = null;
+/** "Blur my background": the preview shows what will be sent; the session takes it over. */
+const blur = new BackgroundBlur();
 
 /** Capture size: small rooms get VGA, larger meshes a quarter of it (CPU and bandwidth grow with each peer). */
 function videoConstraints() {
@@ -61,6 +64,7 @@ async function getMedia(m) {
 }
 
 function stopStream() {
+  blur.stop();
   if (stream) stream.getTracks().forEach((tr) => tr.stop());
   stream = null;
 }
@@ -159,6 +163,21 @@ function renderMode() {
   $("media-mode").textContent = m === "audio" ? t("join.media.mode.audio") : m === "none" ? t("join.media.mode.none") : "";
 }
 
+/** The blur switch and its line under the preview (hidden without a camera). */
+function renderBlur() {
+  const state = blur.state;
+  $("blur-row").hidden = state === "none";
+  const box = /** @type {HTMLInputElement} */ ($("join-blur"));
+  box.checked = state === "on" || state === "loading";
+  box.disabled = state === "loading";
+  $("join-blur-hint").textContent = t(role === "therapist" ? "blur.hint.therapist" : "blur.hint.client");
+  const status = $("join-blur-status");
+  status.dataset.state = state;
+  status.textContent = state === "loading" ? t("blur.loading") : state === "slow" ? t("blur.slow")
+    : state === "failed" ? t("blur.failed") : "";
+  document.body.dataset.blur = state;
+}
+
 /** @param {"denied"|"none"} kind */
 function showMediaProblem(kind) {
   problem = kind;
@@ -199,6 +218,8 @@ async function startPreview(wanted) {
   if (document.body.dataset.state !== "join") document.body.dataset.state = "join";
   showPreview(mode);
   await fillDevices();
+  // Joining waits for this too: with the blur on, the session never starts on the unblurred camera.
+  await blur.attach(stream);
   return true;
 }
 
@@ -231,7 +252,7 @@ async function enterSession(token, name) {
   cancelAnimationFrame(meterFrame);
   if (audioCtx) { audioCtx.close().catch(() => {}); audioCtx = null; }
   store.mode = mode;
-  const session = new Session({ token, role, room, name, stream, check: check ? check.result : null });
+  const session = new Session({ token, role, room, name, stream, blur, check: check ? check.result : null });
   exposeDiagnostics(session);
   await session.start();
 }
@@ -243,6 +264,7 @@ function relabelJoin() {
   document.title = `${t("join.heading")} – Alcove`;
   if (problem && !$("media-problem").hidden) showMediaProblem(problem);
   renderMode();
+  renderBlur();
   fillDevices();
   const err = $("join-name-error");
   if (!err.hidden) err.textContent = t("join.name.required");
@@ -268,6 +290,13 @@ function showJoin(token) {
     }
   }
 
+  blur.addEventListener("state", () => { if (!$("view-join").hidden) renderBlur(); });
+  renderBlur();
+  $("join-blur").onchange = (ev) => {
+    const on = /** @type {HTMLInputElement} */ (ev.target).checked;
+    const ready = previewReady;
+    previewReady = ready.then(() => blur.set(on));
+  };
   $("media-audio-only").onclick = () => { previewReady = startPreview("audio"); };
   $("media-neither").onclick = async () => {
     stopStream();
@@ -383,6 +412,7 @@ async function begin(token, attempt = 0) {
       stream = null;
       mode = "none";
     }
+    await blur.attach(stream);
     await enterSession(token, store.name);
     return;
   }

@@ -19,6 +19,7 @@ import { startE2ee, e2eeAdmitted, e2eeResumed, renderSafety, renderStatus, rende
 
 /**
  * @typedef {{token: string, role: string, room: any, name: string|null, stream: MediaStream|null,
+ *            blur?: import("./blur.js").BackgroundBlur|null,
  *            check?: "direct"|"relay"|"blocked"|null}} SessionOptions
  */
 
@@ -28,6 +29,9 @@ export class Session {
     this.token = options.token;
     this.name = options.name;
     this.stream = options.stream;
+    /** The background blur of the camera (ui/blur.js): it swaps the stream's video track; we swap the senders'. */
+    this.blur = options.blur || null;
+    if (this.blur) this._wireBlur(this.blur);
     /** The join page's connection test result, sent to the therapist as a hint. */
     this.check = options.check || null;
     this.signaling = new Signaling({ token: this.token, resume: store.resume });
@@ -322,9 +326,25 @@ export class Session {
     this._sendState();
   }
 
+  /** @param {import("./blur.js").BackgroundBlur} blur */
+  _wireBlur(blur) {
+    blur.onSwap = async (from, to) => {
+      if (this.call) await this.call.replaceVideoTrack(from, to);
+      this._updateSelf();
+    };
+    blur.addEventListener("state", () => {
+      const state = blur.state;
+      if (this._renderControls) this._renderControls();
+      if (state === "slow") this.banner("blur", () => t("blur.slow"), "warn", 0);
+      else if (state === "failed") this.banner("blur", () => t("blur.failed"), "warn", 0);
+      else this.removeBanner("blur");
+    });
+  }
+
   _setupControls() {
     const mute = /** @type {HTMLButtonElement} */ ($("btn-mute"));
     const cam = /** @type {HTMLButtonElement} */ ($("btn-camera"));
+    const blurBtn = /** @type {HTMLButtonElement} */ ($("btn-blur"));
     const hasAudio = !!(this.stream && this.stream.getAudioTracks().length);
     const hasVideo = !!(this.stream && this.stream.getVideoTracks().length);
     const render = this._renderControls = () => {
@@ -334,6 +354,19 @@ export class Session {
       cam.setAttribute("aria-pressed", String(!(this.videoOn && hasVideo)));
       mute.disabled = !hasAudio;
       cam.disabled = !hasVideo;
+      const state = this.blur ? this.blur.state : "none";
+      blurBtn.hidden = state === "none";
+      // Its full name, and a short one that phones show instead (only the one shown is in the accessible name).
+      const long = document.createElement("span");
+      long.className = "tool-long";
+      long.textContent = t("blur.button");
+      const short = document.createElement("span");
+      short.className = "tool-short";
+      short.textContent = t("blur.button.short");
+      blurBtn.replaceChildren(long, short);
+      blurBtn.setAttribute("aria-pressed", String(state === "on" || state === "loading"));
+      blurBtn.disabled = state === "loading";
+      document.body.dataset.blur = state;
     };
     mute.onclick = () => {
       this.setMicrophone(!this.audioOn);
@@ -345,6 +378,11 @@ export class Session {
       render();
       this._updateSelf();
       this._sendState();
+    };
+    blurBtn.onclick = () => {
+      const blur = this.blur;
+      if (!blur) return;
+      blur.set(!(blur.state === "on" || blur.state === "loading")).catch(() => {});
     };
     const leave = $("btn-leave");
     if (this.isTherapist) {
@@ -517,6 +555,7 @@ export class Session {
     this.safetyCheck.stop();
     this.manners.stop();
     if (this.clockTimer) clearInterval(this.clockTimer);
+    if (this.blur) this.blur.stop();
     this.stream?.getTracks().forEach((tr) => tr.stop());
     if (this.console) this.console.stop();
   }

@@ -1,0 +1,46 @@
+// How long the background blur takes per frame (ui/blur.js), as a moving average: when the device is too slow
+// the blur is turned off, visibly, rather than sending a stuttering picture. No DOM.
+
+/** Frames averaged over. */
+export const BLUR_WINDOW = 15;
+/** Average milliseconds per blurred frame above which the device counts as too slow (under about 5 frames/s). */
+export const BLUR_LIMIT_MS = 200;
+
+export class FrameMeter {
+  /** @param {{window?: number, limitMs?: number}} [options] */
+  constructor(options = {}) {
+    this.window = options.window || BLUR_WINDOW;
+    this.limitMs = options.limitMs || BLUR_LIMIT_MS;
+    /** @type {number[]} */
+    this.samples = [];
+    this.sum = 0;
+  }
+
+  /**
+   * One frame's time; true once a full window averages over the limit.
+   * @param {number} ms
+   * @returns {boolean}
+   */
+  add(ms) {
+    const v = Number.isFinite(ms) && ms > 0 ? ms : 0;
+    this.samples.push(v);
+    this.sum += v;
+    if (this.samples.length > this.window) this.sum -= /** @type {number} */ (this.samples.shift());
+    return this.tooSlow();
+  }
+
+  /** The moving average in milliseconds (0 before the first frame). */
+  get average() {
+    return this.samples.length ? this.sum / this.samples.length : 0;
+  }
+
+  /** @returns {boolean} */
+  tooSlow() {
+    return this.samples.length >= this.window && this.average > this.limitMs;
+  }
+
+  reset() {
+    this.samples = [];
+    this.sum = 0;
+  }
+}
