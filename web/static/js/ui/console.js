@@ -215,7 +215,7 @@ export class Console {
     const list = $("people-list");
     this._captureFocus(list);
     list.replaceChildren();
-    const clients = participants.filter((p) => p.role === "client");
+    const clients = this._signedOrder(participants.filter((p) => p.role === "client"));
     for (const p of clients) {
       const li = el("li");
       li.dataset.pid = p.pid;
@@ -362,6 +362,20 @@ export class Console {
     }
     box.append(dl);
     return box;
+  }
+
+  /**
+   * The clients in the order of the membership this console signed (the newest epoch's roster), those not in it yet
+   * after them in the server's order (a hint).
+   * @param {any[]} clients @returns {any[]}
+   */
+  _signedOrder(clients) {
+    const keys = this.e2ee && this.e2ee.keys;
+    const epoch = keys && (keys.current || keys.pending);
+    if (!epoch || !epoch.roster) return clients;
+    const order = Object.keys(epoch.roster);
+    const rank = (/** @type {any} */ p) => { const i = order.indexOf(p.pid); return i < 0 ? order.length : i; };
+    return clients.map((p, i) => ({ p, i })).sort((a, b) => rank(a.p) - rank(b.p) || a.i - b.i).map((x) => x.p);
   }
 
   /**
