@@ -411,7 +411,15 @@ async def rooms_list(request: web.Request) -> web.Response:
     except ClusterUnavailable as err:
         return unavailable(err)
     ended = hub.tokens.revocations.rooms
-    live = sorted((r for r in records if r["ends_at"] > now and r["room_id"] not in ended),
+
+    def ends_at(record: dict[str, Any]) -> float:
+        # an extended session ends later than planned: the room held here knows (elsewhere, up to the overrun cap)
+        room = hub.rooms.get(record["room_id"])
+        if room is not None:
+            return float(room.ends_at)
+        return float(record["ends_at"]) + (hub.config.timing.overrun_cap if hub.cluster is not None else 0.0)
+
+    live = sorted((r for r in records if ends_at(r) > now and r["room_id"] not in ended),
                   key=lambda r: (r["starts_at"], r["room_id"]))
     base = base_url(request, hub)
     return web.json_response({"rooms": [room_view(r, base) for r in live]})

@@ -153,3 +153,18 @@ async def test_the_data_directory_keeps_no_name_and_no_link(alcove: AlcoveServer
     stored = (alcove.data_dir / "links.json").read_text()
     for needle in (PLANTED, "Zephyrine", *(x.split("#t=")[1] for x in (room["therapist_link"], *room["client_links"]))):
         assert needle not in stored
+
+
+async def test_an_extended_session_stays_on_the_admins_list_until_it_really_ends(alcove: AlcoveServer) -> None:
+    room = await alcove.create_room(type="individual", duration_minutes=10)
+    therapist = await Participant.join(alcove.url, room["therapist_link"], name="Dr. T", media=False)
+    try:
+        mark = therapist.mark()
+        await therapist.extend(10)
+        await therapist.expect("time", after=mark)
+        await alcove.advance(10 * 60 + 30)  # past the planned end, inside the extension
+        assert [r["room_id"] for r in await listed(alcove)] == [room["room_id"]]
+        await alcove.advance(10 * 60)
+        assert await listed(alcove) == []
+    finally:
+        await therapist.close()
