@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 
 
 async def remote_videos(page: Any) -> int:
-    return int(await page.evaluate("document.querySelectorAll('video[data-remote]').length"))
+    return int(await page.evaluate("document.querySelectorAll('#tiles video[data-remote]').length"))
 
 
 async def test_decline_send_back_readmit_and_remove(alcove: Any, pages: Any) -> None:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.browser
 
 
 async def remote_videos(page: Any) -> int:
-    return int(await page.evaluate("document.querySelectorAll('video[data-remote]').length"))
+    return int(await page.evaluate("document.querySelectorAll('#tiles video[data-remote]').length"))
 
 
 async def test_individual_session_from_link_to_end(alcove: Any, pages: Any) -> None:
