@@ -92,7 +92,7 @@ async def test_individual_console_in_reach_and_the_last_minute_banner_extends(al
     await shot(therapist, "console-last-minute")
     # The client's banner has no such button: only the therapist extends.
     await client.locator("#banners").get_by_text(WARNING).wait_for()
-    assert await client.locator("#banners button").count() == 0
+    assert await client.locator("#banners .banner[data-key='warning'] button").count() == 0
     await extend.click()
     await client.get_by_text("The session was extended by 5 minutes.").wait_for()
     await therapist.get_by_text("The session was extended by 5 minutes.").wait_for()
