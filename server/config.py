@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,6 +17,11 @@ from signaling.policy import DEFAULT_KINDS, SessionKind, Timing
 from signaling.safety import DEFAULT_NUMBERS, EmergencyNumber, parse_numbers
 
 from .throttle import Limits
+
+MAX_SOCKET_PATH = 100
+"""The longest path we give a unix socket (``sun_path`` holds 108 bytes with its terminating zero)."""
+SOCKET_ROOM = len("/w15-0123abcd.sock")
+"""What a worker's socket name adds to its runtime directory (server.sfu.runtime.SOCKET_NAME)."""
 
 
 class Secret(str):
@@ -138,7 +145,20 @@ class Config:
         several instances may share a data directory); None without a data directory (nothing survives a
         restart then: the signing keys do not either)."""
         base = self.runtime_dir or (self.data_dir / "run" if self.data_dir else None)
-        return base / f"sfu-{self.port}" if base is not None else None
+        if base is None:
+            return None
+        wanted = base / f"sfu-{self.port}"
+        if len(os.fsencode(wanted)) + SOCKET_ROOM <= MAX_SOCKET_PATH:
+            return wanted
+        # A unix socket's path holds at most 108 bytes: a deep data directory gets a short stand-in, the same for
+        # the same directory and port (the next signaling process finds its workers there); the manager refuses
+        # it unless it is ours (0700, our uid).
+        digest = hashlib.sha256(os.fsencode(wanted.absolute())).hexdigest()[:16]
+        for tmp in (Path(tempfile.gettempdir()), Path("/tmp")):
+            short = tmp / f"alcove-sfu-{os.getuid()}-{digest}"
+            if len(os.fsencode(short)) + SOCKET_ROOM <= MAX_SOCKET_PATH:
+                return short
+        return wanted  # the manager says the path is too long
 
     def media_addressing(self) -> MediaAddressing:
         """What the SFU binds and advertises; loopback candidates come by themselves on a loopback-only server."""

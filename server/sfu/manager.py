@@ -154,6 +154,8 @@ class SfuManager:
             self.runtime_dir = Path(tempfile.mkdtemp(prefix="alcove-sfu-"))
             self._own_dir = True
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.runtime_dir.lstat().st_uid != os.getuid() or self.runtime_dir.is_symlink():
+            raise RuntimeError("the runtime directory is not ours")  # e.g. someone else made it in /tmp first
         os.chmod(self.runtime_dir, 0o700)
         if len(str(self.socket_path(self.size))) > 100:  # sun_path holds 108 bytes
             raise RuntimeError("the runtime directory's path is too long for a unix socket")

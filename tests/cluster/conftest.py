@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from server.config import Config
 from server.tokens import KeyRing
 
 from ..conftest import require
@@ -212,14 +213,20 @@ class ClusterHarness:
     def sfu_workers(self, instance: Instance | None = None) -> set[int]:
         """OS pids of the SFU worker processes of every instance (or of one): their sockets' directory is in
         their command line."""
-        mark = f"{self.data_dir / 'run'}/{f'sfu-{instance.port}/' if instance else ''}".encode()
+        marks = [f"{self.runtime_dir(i)}/".encode() for i in ([instance] if instance else self.instances)]
         pids = set()
         for entry in Path("/proc").iterdir():
             if entry.name.isdigit():
                 with contextlib.suppress(OSError):
-                    if mark in (entry / "cmdline").read_bytes():
+                    cmdline = (entry / "cmdline").read_bytes()
+                    if any(mark in cmdline for mark in marks):
                         pids.add(int(entry.name))
         return pids
+
+    @staticmethod
+    def runtime_dir(instance: Instance) -> Path | None:
+        """Where an instance's SFU workers listen (a short stand-in when the data directory is deep)."""
+        return Config.from_env({**instance.env, "ALCOVE_PORT": str(instance.port)}).media_runtime_dir()
 
     async def create_room(self, **body: Any) -> dict[str, Any]:
         body = {"type": "individual", "start": "now", **body}

@@ -33,3 +33,14 @@ def test_adoptable_only_with_worker_sockets(tmp_path: Path) -> None:
     assert not adoptable(tmp_path)
     (tmp_path / "w0-1a2b3c4d.sock").touch()
     assert adoptable(tmp_path)
+
+
+def test_a_deep_data_directory_gets_a_short_stable_runtime_directory(tmp_path: Path) -> None:
+    """A unix socket's path holds 108 bytes: a deep data directory (pytest's own temporary paths are) must not
+    leave the SFU without its control sockets; the stand-in is the same for the same directory and port."""
+    deep = "/var/lib/" + "/".join(["a-rather-long-directory-name"] * 4)
+    config = Config.from_env({"ALCOVE_DATA_DIR": deep, "ALCOVE_PORT": "8443"})
+    short = config.media_runtime_dir()
+    assert short is not None and len(str(short / "w15-0123abcd.sock")) <= 100
+    assert short == Config.from_env({"ALCOVE_DATA_DIR": deep, "ALCOVE_PORT": "8443"}).media_runtime_dir()
+    assert short != Config.from_env({"ALCOVE_DATA_DIR": deep, "ALCOVE_PORT": "9443"}).media_runtime_dir()
