@@ -64,15 +64,20 @@ jscheck: $(WEB_TOOLS)
 	cd web && ./node_modules/.bin/tsc -p . && ./node_modules/.bin/eslint .
 
 ## Every test. Media tests run in a network namespace with only `lo` (no packet can leave the machine).
-## Tests marked `outage` mostly wait on a real clock (Redis down for 30 s): a second pytest process runs them in
-## parallel with the rest, so they add almost nothing to the wall time (their output follows the main run's).
+## `make test` runs three pytest processes side by side — the browser tests, the other tests, and those marked
+## `outage` (they mostly wait on a real clock: Redis down for 30 s) — then, alone, the tests marked `serial` (rates,
+## throughput and CPU figures that need the machine to themselves). The side runs' output follows the browser run's.
 ## With PYTEST_ARGS: one run of exactly what was asked for.
 PYTEST := $(BIN)/python -m pytest -q -p no:cacheprovider
 SUITE := if [ -n "$(PYTEST_ARGS)" ]; then exec $(PYTEST) --durations=15 $(PYTEST_ARGS); fi; \
-  log=$$(mktemp); $(PYTEST) -m outage >"$$log" 2>&1 & side=$$!; \
-  $(PYTEST) --durations=15 -m "not outage"; main=$$?; wait $$side; other=$$?; \
-  echo "--- tests marked outage (run in parallel):"; cat "$$log"; rm -f "$$log"; \
-  [ $$main -eq 0 ] && [ $$other -eq 0 -o $$other -eq 5 ]
+  rest=$$(mktemp); outage=$$(mktemp); \
+  $(PYTEST) -m outage >"$$outage" 2>&1 & s1=$$!; \
+  $(PYTEST) --durations=10 -m "not browser and not outage and not serial" >"$$rest" 2>&1 & s2=$$!; \
+  $(PYTEST) --durations=10 -m "browser and not serial"; a=$$?; wait $$s2; b=$$?; wait $$s1; c=$$?; \
+  echo "--- the tests not in a browser (run in parallel):"; cat "$$rest"; \
+  echo "--- tests marked outage (run in parallel):"; cat "$$outage"; rm -f "$$rest" "$$outage"; \
+  echo "--- tests marked serial (run alone):"; $(PYTEST) --durations=5 -m "serial and not outage"; d=$$?; \
+  [ $$a -eq 0 ] && [ $$b -eq 0 ] && [ $$c -eq 0 -o $$c -eq 5 ] && [ $$d -eq 0 ]
 
 test: $(STAMP) deps lint $(VENDOR)
 	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \

@@ -188,3 +188,15 @@ async def join(alcove: Any) -> AsyncIterator[JoinFn]:
     yield _join
     for p in joined:
         await p.close()
+
+
+# Tests whose figures depend on having the machine to themselves (a rate, a throughput, a CPU ratio): `make test`
+# runs them alone, after the suites that run side by side (Makefile, SUITE).
+SERIAL_FILES = frozenset({"test_churn.py", "test_bench_cluster.py", "test_participant_bench.py", "test_fuzz.py",
+                          "test_bench_blur.py"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).name in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
