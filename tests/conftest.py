@@ -190,10 +190,12 @@ async def join(alcove: Any) -> AsyncIterator[JoinFn]:
         await p.close()
 
 
-# Tests whose figures depend on having the machine to themselves (a rate, a throughput, a CPU ratio): `make test`
+# Tests whose figures depend on having the machine to themselves (a rate, a throughput, a CPU ratio, packet sizes
+# under load, six media participants, instances starting on a deadline): `make test`
 # runs them alone, after the suites that run side by side (Makefile, SUITE).
 SERIAL_FILES = frozenset({"test_churn.py", "test_bench_cluster.py", "test_participant_bench.py", "test_fuzz.py",
-                          "test_bench_blur.py"})
+                          "test_bench_blur.py", "test_browser_interop.py", "test_group_mixed.py",
+                          "test_cluster_browser.py"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

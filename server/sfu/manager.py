@@ -60,6 +60,8 @@ log = logging.getLogger("alcove.sfu")
 STARTUP_TIMEOUT = 30.0
 RESPAWN_DELAY = 1.0
 """A worker that dies within 5 s of its start is restarted after this delay (doubling up to 30 s)."""
+MAX_HELD = 256
+"""Offers kept while a pool worker is being started again (the newest per member; the oldest dropped past this)."""
 
 SendCallback = Callable[[str, str, "m.ServerMessage"], None]
 """``send(room_id, pid, message)``: deliver ``message`` to participant ``pid`` of ``room_id``."""
@@ -130,6 +132,8 @@ class SfuManager:
         this copy gates media signals and is replayed to a respawned worker)."""
         self.pinned: dict[str, int] = {}
         self.adopting: dict[str, _Adoption] = {}
+        # offers that came while no pool worker was up (one is being started again): sent to it once it is
+        self._held: list[tuple[str, str, str]] = []
         """Rooms adopted from a previous signaling process whose members have not all resumed yet."""
         self.adopted_rooms = 0
         self.worker_deaths = 0
@@ -251,6 +255,10 @@ class SfuManager:
         writer.start()
         self.workers[index] = w
         self._loop.add_reader(conn.fileno(), self._on_readable, w)
+        held, self._held = self._held, []
+        for room_id, pid, sdp in held:  # offers made while no pool worker was up
+            if pid in self.members.get(room_id, frozenset()) and (target := self._worker_for(room_id)) is not None:
+                target.outbox.put(("offer", room_id, pid, sdp))
         return w
 
     def _retire(self, w: _Worker) -> None:
@@ -377,8 +385,13 @@ class SfuManager:
         if isinstance(msg, m.Offer):
             w = self._worker_for(room_id)
             if w is None:
-                self._deliver(room_id, pid, m.Error(code="server-error", message="no media worker is available",
-                                                    ref="offer"))
+                if self._stopping or self.size == 0:
+                    self._deliver(room_id, pid, m.Error(code="server-error", message="no media worker is available",
+                                                        ref="offer"))
+                    return
+                # a worker died and its replacement is starting: the offer waits for it (the newest per member)
+                self._held = [h for h in self._held if h[:2] != (room_id, pid)][-(MAX_HELD - 1):]
+                self._held.append((room_id, pid, msg.sdp))
                 return
             w.outbox.put(("offer", room_id, pid, msg.sdp))
         elif isinstance(msg, m.Candidate):

@@ -122,6 +122,7 @@ async def _scenario(alcove: AlcoveServer, room: dict[str, Any], therapist: Any, 
     worker = media.worker_of(room["room_id"])
     assert worker is not None
     marks = {b.pid: b.mark() for b in bots}
+    made_before = [(await p.evaluate(PCS))[0] for p in browsers]
     os.kill(worker, signal.SIGKILL)
     for b in bots:
         await b.wait_until(lambda b=b: any(isinstance(x, m.MediaEnded) for x in b.log[marks[b.pid]:]), 5,
@@ -129,7 +130,7 @@ async def _scenario(alcove: AlcoveServer, room: dict[str, Any], therapist: Any, 
 
     async def rebuilt() -> bool:
         states = [await p.evaluate(PCS) for p in browsers]
-        return all(made == 2 and open_ == 1 for made, open_ in states)
+        return all(made > before and open_ == 1 for (made, open_), before in zip(states, made_before, strict=True))
 
     await wait_for(rebuilt, timeout=10, what="each page to build a new SFU connection")
     since = {(b.pid, pid): b.frames_from(pid)["video"] for b in bots for pid in rest_pids}
