@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 from tools.admin_client import create_room
 
+from .bench_e2ee import _browser_root, _tree_cpu_seconds
 from .bench_join import _start_server, _until
 from .chromium import CHROMIUM, launch
 from .fake_camera import write_y4m
@@ -44,60 +46,13 @@ DECODING_JS = """(async () => {
   const stats = await window.alcove.stats();
   return Object.values(stats).some((s) => (s.framesDecoded || 0) > 10);
 })()"""
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _proc_table() -> dict[int, tuple[int, str, int]]:
-    """pid -> (parent pid, command name, user + system CPU ticks), from /proc."""
-    table: dict[int, tuple[int, str, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name = raw[raw.index("(") + 1:raw.rindex(")")]
-        fields = raw[raw.rindex(")") + 2:].split()
-        table[int(entry.name)] = (int(fields[1]), name, int(fields[11]) + int(fields[12]))
-    return table
-
-
-def _browser_pids(table: dict[int, tuple[int, str, int]]) -> set[int]:
-    """The Chromium processes under this process (Playwright's driver starts them)."""
-    me = os.getpid()
-    out: set[int] = set()
-    for pid in table:
-        p, seen = pid, 0
-        while p in table and p != me and seen < 64:
-            p, seen = table[p][0], seen + 1
-        if p == me and pid != me and table[pid][1].startswith("chrom"):
-            out.add(pid)
-    return out
-
-
-def _tree(table: dict[int, tuple[int, str, int]], roots: set[int]) -> set[int]:
-    """The processes under (and including) the given ones."""
-    out = set(roots)
-    grew = True
-    while grew:
-        more = {pid for pid, (parent, _, _) in table.items() if parent in out} - out
-        out |= more
-        grew = bool(more)
-    return out
-
-
-def _cpu_ticks(pids: set[int]) -> dict[int, int]:
-    table = _proc_table()
-    return {pid: table[pid][2] for pid in pids if pid in table}
 
 
 async def _run(p: Any, camera: Path, http: Any, base: str, admin_key: str, blur: bool,
                seconds: float) -> dict[str, Any]:
-    before = _browser_pids(_proc_table())
-    client_browser = await launch(p, f"--use-file-for-fake-video-capture={camera}")
-    client_roots = _browser_pids(_proc_table()) - before  # the client's browser process (and its first helpers)
-    therapist_browser = await launch(p, f"--use-file-for-fake-video-capture={camera}")
+    markers = [f"--alcove-bench={secrets.token_hex(6)}" for _ in range(2)]  # finds each browser's process tree
+    client_browser = await launch(p, f"--use-file-for-fake-video-capture={camera}", markers[0])
+    therapist_browser = await launch(p, f"--use-file-for-fake-video-capture={camera}", markers[1])
     try:
         room = await create_room(http, base, admin_key, {"type": "individual", "start": "now", "host": "Bench"})
         pages = []
@@ -121,23 +76,20 @@ async def _run(p: Any, camera: Path, http: Any, base: str, admin_key: str, blur:
         for page in (client, therapist):
             await _until(page, DECODING_JS, timeout=60)
         await asyncio.sleep(SETTLE_S)
-        table = _proc_table()
-        pids = _browser_pids(table)
-        client_pids = _tree(table, client_roots) & pids
-        start = _cpu_ticks(pids)
+        roots = [_browser_root(marker) for marker in markers]
+        start = [_tree_cpu_seconds(root) for root in roots]
         t0 = time.monotonic()
         frames0 = (await client.evaluate("window.alcove.blur()") or {}).get("frames", 0)
         await asyncio.sleep(seconds)
-        end = _cpu_ticks(pids)
+        end = [_tree_cpu_seconds(root) for root in roots]
         elapsed = time.monotonic() - t0
         state = await client.evaluate("window.alcove.blur()") or {}
-        used = {pid: end[pid] - start[pid] for pid in start if pid in end}
-        total = sum(used.values()) / CLK_TCK
-        client_cpu = sum(v for pid, v in used.items() if pid in client_pids) / CLK_TCK
+        client_cpu, therapist_cpu = (e - b for b, e in zip(start, end, strict=True))
+        total = client_cpu + therapist_cpu
         result: dict[str, Any] = {
             "cpu_cores": round(total / elapsed, 3),
             "client_cpu_cores": round(client_cpu / elapsed, 3),
-            "therapist_cpu_cores": round((total - client_cpu) / elapsed, 3),
+            "therapist_cpu_cores": round(therapist_cpu / elapsed, 3),
             "blur_state": state.get("state"),
         }
         if blur:
