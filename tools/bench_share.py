@@ -28,6 +28,7 @@ from typing import Any
 
 from tools.admin_client import create_room
 from tools.bench_e2ee import _browser_root, _tree_cpu_seconds
+from tools.bench_join import _start_server
 from tools.chromium import CHROMIUM, SHARE_ARGS, launch
 
 __all__ = ["bench_share", "main"]
@@ -53,11 +54,7 @@ async def _phase(root: int, seconds: float) -> tuple[float, float]:
 async def bench_share(seconds: float = 10.0, *, rounds: int = 2) -> dict[str, Any]:
     """Chromium CPU (whole process tree) for a two-page call with and without a screen share; ratio = share/none."""
     import aiohttp
-    from aiohttp import web
     from playwright.async_api import async_playwright
-
-    from server.app import create_app
-    from server.config import Config, Secret
 
     if not CHROMIUM.exists():
         raise RuntimeError(f"{CHROMIUM} is missing")
@@ -67,12 +64,7 @@ async def bench_share(seconds: float = 10.0, *, rounds: int = 2) -> dict[str, An
     share_frames = 0
     size: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="alcove-bench-") as tmp:
-        admin_key = secrets.token_urlsafe(24)
-        config = Config().with_(host="127.0.0.1", port=0, tls=False, admin_key=Secret(admin_key), data_dir=Path(tmp))
-        runner = web.AppRunner(create_app(config), access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runner, base, admin_key = await _start_server(Path(tmp))
         try:
             async with async_playwright() as p, aiohttp.ClientSession() as http:
                 browser = await launch(p, *SHARE_ARGS, marker)
