@@ -394,6 +394,8 @@ async def rooms_delete(request: web.Request) -> web.Response:
             return unavailable(err)
     hub.perform(hub.rooms.end(room_id, "admin", now, until=None if room else until))
     try:
+        if hub.cluster is not None:
+            await hub.cluster.settle()
         await hub.links.forget_room(room_id)
     except ClusterUnavailable as err:
         return unavailable(err)
@@ -439,6 +441,8 @@ async def link_revoke(request: web.Request) -> web.Response:
             return error_response("invalid-message", "no such link", status=404)
         seat = record["links"][int(n)]
         hub.perform([RevokeToken(RoomId(room_id), str(seat["jti"]), float(seat["exp"]))])
+        if hub.cluster is not None:
+            await hub.cluster.settle()
         if not seat["revoked"]:
             seat["revoked"] = True
             await hub.links.save_room(record, float(seat["exp"]) - now + LEEWAY)

@@ -222,6 +222,12 @@ class Cluster:
         self._pending[key] = (max(value, old[0]), max(until, old[1]))
         self._wake.set()
 
+    async def settle(self) -> None:
+        """Write the revocations decided so far to Redis now: an admin's revoke or delete answers only once every
+        instance refuses the link (``ClusterUnavailable`` if Redis cannot take it)."""
+        if self._pending:
+            await self._op(self._push_pending())
+
     async def _push_pending(self) -> None:
         if not self._pending:
             return

@@ -152,8 +152,8 @@ async def test_the_admin_page_sets_the_safety_check(alcove: Any, pages: Any) -> 
     await page.get_by_label("If the call drops (prefilled)").select_option("wait")
     await page.get_by_label("Minutes the therapist waits").fill("20")
     await page.get_by_role("button", name="Create session").click()
-    await page.get_by_text("Client link 1").wait_for()
-    link = await page.locator("code").nth(1).inner_text()
+    await page.locator("#links").get_by_text("Client link 1").wait_for()
+    link = await page.locator("#links code").nth(1).inner_text()
     token = link.split("#t=", 1)[1]
     async with aiohttp.ClientSession() as http, http.post(f"{alcove.url}/api/session", json={"token": token}) as r:
         safety = (await r.json())["room"]["safety"]
