@@ -83,7 +83,10 @@ function getSegmenter() {
       const SelfieSegmentation = await loadRuntime();
       const seg = new SelfieSegmentation({ locateFile: (/** @type {string} */ f) => `${BASE}${f}` });
       // The general model (256×256): the landscape one is cheaper but takes a busy floor for part of the person.
-      seg.setOptions({ modelSelection: 0 });
+      // The model runs on the CPU (the runtime's WebAssembly SIMD), not in WebGL: this small model costs a few tens
+      // of milliseconds there, while WebGL on a device without a usable GPU (software rendering, as in many
+      // virtual machines and on blocklisted GPUs) took ten times as long, and one path is the one tested.
+      seg.setOptions({ modelSelection: 0, useCpuInference: true });
       await seg.initialize();
       return seg;
     })();
