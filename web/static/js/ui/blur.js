@@ -30,10 +30,14 @@ const BASE = "/static/vendor/selfie_segmentation/";
 const MODEL_WIDTH = 256;
 /** The background is drawn from a copy this many times smaller, then blurred: strong and cheap. */
 const SHRINK = 8;
+/** ... by this many pixels of that copy (a Gaussian's standard deviation), ... */
+const BLUR_PX = 2;
+/** ... with its edge pixels repeated this many times around, so that the blur is as strong at the frame's edges. */
+const PAD = 6;
 /** The mask and the background layer cut out by it are this many times smaller than the frame. */
-const LAYER = 4;
+const LAYER = 2;
 /** The mask's edge is softened by this many pixels of the layer (LAYER times as many in the frame). */
-const FEATHER_PX = 1.5;
+const FEATHER_PX = 4;
 /** At most this many segmentations a second; the output keeps the camera's frame rate with the last mask. */
 const SEG_MAX_PER_S = 6;
 /** ... and at most this share of the time spent segmenting (a slower device segments less often). */
@@ -138,13 +142,21 @@ class BlurProcessor {
     this.video.muted = true;
     this.video.playsInline = true;
     this.small = canvas(MODEL_WIDTH, (MODEL_WIDTH * this.h) / this.w);
-    this.tiny = canvas(this.w / SHRINK, this.h / SHRINK);
+    this.tw = Math.max(1, Math.round(this.w / SHRINK));
+    this.th = Math.max(1, Math.round(this.h / SHRINK));
+    // The shrunk frame with its edge pixels repeated PAD times around (a blur fades to transparent past a
+    // canvas's edges: the sharp frame under the layer would show through there), and its blurred copy.
+    this.tiny = canvas(this.tw + 2 * PAD, this.th + 2 * PAD);
+    this.blurred = canvas(this.tw + 2 * PAD, this.th + 2 * PAD);
     this.mask = canvas(this.w / LAYER, this.h / LAYER);
     this.soft = canvas(this.w / LAYER, this.h / LAYER);
     this.layer = canvas(this.w / LAYER, this.h / LAYER);
     this.out = canvas(this.w, this.h);
     this.cSmall = ctx2d(this.small);
     this.cTiny = ctx2d(this.tiny);
+    this.cBlurred = ctx2d(this.blurred);
+    this.cBlurred.globalCompositeOperation = "copy";
+    this.cBlurred.filter = `blur(${BLUR_PX}px)`;
     this.cMask = ctx2d(this.mask);
     this.cSoft = ctx2d(this.soft);
     this.cLayer = ctx2d(this.layer);
@@ -247,6 +259,7 @@ class BlurProcessor {
     soft.filter = "none";
     soft.globalCompositeOperation = "destination-in";
     soft.drawImage(this.mask, 0, 0);
+    soft.drawImage(this.mask, 0, 0);
     this.hasMask = true;
   }
 
@@ -259,13 +272,17 @@ class BlurProcessor {
     out.globalCompositeOperation = "copy";
     out.drawImage(this.video, 0, 0, w, h);
     // The background: the frame shrunk, blurred, on a small layer with the person cut out, stretched back over.
+    const { tw, th, tiny: t } = this;
     const tiny = this.cTiny;
-    tiny.globalCompositeOperation = "copy";
-    tiny.filter = "blur(2px)";
-    tiny.drawImage(this.out, 0, 0, this.tiny.width, this.tiny.height);
+    tiny.drawImage(this.out, PAD, PAD, tw, th);
+    tiny.drawImage(t, PAD, PAD, 1, th, 0, PAD, PAD, th); // left edge
+    tiny.drawImage(t, PAD + tw - 1, PAD, 1, th, PAD + tw, PAD, PAD, th); // right edge
+    tiny.drawImage(t, 0, PAD, t.width, 1, 0, 0, t.width, PAD); // top edge, corners included
+    tiny.drawImage(t, 0, PAD + th - 1, t.width, 1, 0, PAD + th, t.width, PAD); // bottom edge
+    this.cBlurred.drawImage(t, 0, 0);
     const layer = this.cLayer;
     layer.globalCompositeOperation = "copy";
-    layer.drawImage(this.tiny, 0, 0, this.layer.width, this.layer.height);
+    layer.drawImage(this.blurred, PAD, PAD, tw, th, 0, 0, this.layer.width, this.layer.height);
     layer.globalCompositeOperation = "destination-out";
     layer.drawImage(this.soft, 0, 0);
     out.globalCompositeOperation = "source-over";
