@@ -12,11 +12,12 @@
 // The schedule (what it costs): the output canvas has the camera's size (never upscaled) and is drawn at the
 // camera's frame rate, each frame with the last mask. Segmenting is the expensive part, so it runs less often:
 // at most SEG_MAX_PER_S (6) times a second, and never more than SEG_SHARE (a quarter) of the time, measured, so a
-// slower device segments less often. At 6 masks a second a mask is at most about 170 ms old; the mask's edge is
-// feathered inward (the softening never reaches outward), so when the person moves the mask's lag shows as a soft
-// edge, not a sharp halo of the room. Each output frame is cheap: the camera's picture, and over it the
-// background layer, which is the frame shrunk 8 times, blurred, stretched to a quarter of the size, the person
-// cut out with the feathered mask, stretched back (bilinear) over the full frame.
+// slower device segments less often. Six a second keeps the cost of the model to about a sixth of a core where a
+// mask takes 25 ms, and a mask at most about 170 ms older than the frame it cuts; the mask's edge is feathered
+// over about 8 pixels, inward only (the softening never reaches outward), so when the person moves, the lag shows
+// as a soft edge, not a sharp halo of the room. Each output frame is cheap: the camera's picture, and over it the
+// background layer: the frame shrunk 8 times and blurred, stretched to half the frame's size, the person cut out
+// with the feathered mask, stretched back (bilinear) over the full frame.
 //
 // Each segmentation's time and each output frame's drawing time go into moving averages (lib/frame-meter.js);
 // when the device is too slow for either the blur turns itself off and says so ("slow"), and the plain camera is
