@@ -1,9 +1,11 @@
-// How long the background blur takes per frame (ui/blur.js), as a moving average: when the device is too slow
-// the blur is turned off, visibly, rather than sending a stuttering picture. No DOM.
+// How long the background blur takes (ui/blur.js: per segmentation, and per output frame drawn), as a moving
+// average: when the device is too slow the blur is turned off, visibly, rather than sending a stuttering picture
+// or a mask that lags far behind. No DOM.
 
-/** Frames averaged over. */
+/** Samples averaged over. */
 export const BLUR_WINDOW = 15;
-/** Average milliseconds per blurred frame above which the device counts as too slow (under about 5 frames/s). */
+/** Average milliseconds per segmentation above which the device counts as too slow (its mask would lag by more
+ * than a second at the blur's quarter share of the time). */
 export const BLUR_LIMIT_MS = 200;
 
 export class FrameMeter {
