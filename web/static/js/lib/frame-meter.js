@@ -4,8 +4,8 @@
 
 /** Samples averaged over. */
 export const BLUR_WINDOW = 15;
-/** Average milliseconds per segmentation above which the device counts as too slow (its mask would lag by more
- * than a second at the blur's quarter share of the time). */
+/** Average milliseconds per segmentation above which the device counts as too slow (a new mask would come only
+ * every 800 ms at the blur's quarter share of the time). */
 export const BLUR_LIMIT_MS = 200;
 
 export class FrameMeter {
