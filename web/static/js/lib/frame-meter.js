@@ -8,6 +8,21 @@ export const BLUR_WINDOW = 15;
  * every 800 ms at the blur's quarter share of the time). */
 export const BLUR_LIMIT_MS = 200;
 
+/** At most this many segmentations a second; the output keeps the camera's frame rate with the last mask. */
+export const SEG_MAX_PER_S = 6;
+/** ... and at most this share of the time spent segmenting (a slower device segments less often). */
+export const SEG_SHARE = 0.25;
+
+/**
+ * The time from one segmentation's start to the next's, given the moving average of a segmentation's time.
+ * @param {number} averageMs
+ * @returns {number} ms
+ */
+export function segmentInterval(averageMs) {
+  const ms = Number.isFinite(averageMs) && averageMs > 0 ? averageMs : 0;
+  return Math.max(1000 / SEG_MAX_PER_S, ms / SEG_SHARE);
+}
+
 export class FrameMeter {
   /** @param {{window?: number, limitMs?: number}} [options] */
   constructor(options = {}) {

@@ -12,10 +12,10 @@
 // The schedule (what it costs): the output canvas has the camera's size (never upscaled) and is drawn at the
 // camera's frame rate, each frame with the last mask. Segmenting is the expensive part, so it runs less often:
 // at most SEG_MAX_PER_S (6) times a second, and never more than SEG_SHARE (a quarter) of the time, measured, so a
-// slower device segments less often. Six a second keeps the cost of the model to about a sixth of a core where a
-// mask takes 25 ms, and a mask at most about 170 ms older than the frame it cuts; the mask's edge is feathered
-// over about 8 pixels, inward only (the softening never reaches outward), so when the person moves, the lag shows
-// as a soft edge, not a sharp halo of the room. Each output frame is cheap: the camera's picture, and over it the
+// slower device segments less often (lib/frame-meter.js segmentInterval). Six a second keeps the model's cost to
+// about a sixth of a core where a mask takes 25 ms, and a mask at most about 170 ms older than the frame it cuts;
+// the mask's edge is feathered over about 8 pixels, inward only (the softening never reaches outward), so when the
+// person moves, the lag shows as a soft edge, not a sharp halo of the room. Each output frame is cheap: the camera's picture, and over it the
 // background layer: the frame shrunk 8 times and blurred, stretched to half the frame's size, the person cut out
 // with the feathered mask, stretched back (bilinear) over the full frame.
 //
@@ -23,7 +23,7 @@
 // when the device is too slow for either the blur turns itself off and says so ("slow"), and the plain camera is
 // sent again.
 
-import { FrameMeter } from "../lib/frame-meter.js";
+import { FrameMeter, segmentInterval } from "../lib/frame-meter.js";
 import { prefs } from "../lib/store.js";
 
 const BASE = "/static/vendor/selfie_segmentation/";
@@ -39,10 +39,6 @@ const PAD = 6;
 const LAYER = 2;
 /** The mask's edge is softened by this many pixels of the layer (LAYER times as many in the frame). */
 const FEATHER_PX = 4;
-/** At most this many segmentations a second; the output keeps the camera's frame rate with the last mask. */
-const SEG_MAX_PER_S = 6;
-/** ... and at most this share of the time spent segmenting (a slower device segments less often). */
-const SEG_SHARE = 0.25;
 /** Average milliseconds to draw one output frame above which the device counts as too slow. */
 const DRAW_LIMIT_MS = 100;
 
@@ -238,8 +234,7 @@ class BlurProcessor {
     if (!measure) return;
     const ms = performance.now() - t0;
     this.real.add(ms);
-    // The device spends at most SEG_SHARE of its time segmenting, and never more than SEG_MAX_PER_S per second.
-    this.nextSegAt = t0 + Math.max(1000 / SEG_MAX_PER_S, this.real.average / SEG_SHARE);
+    this.nextSegAt = t0 + segmentInterval(this.real.average);
     if (this.meter.add(Math.max(0, ms + measuredExtraMs()))) this._fail();
   }
 
