@@ -15,9 +15,9 @@
 // slower device segments less often (lib/frame-meter.js segmentInterval). Six a second keeps the model's cost to
 // about a sixth of a core where a mask takes 25 ms, and a mask at most about 170 ms older than the frame it cuts;
 // the mask's edge is feathered over about 8 pixels, inward only (the softening never reaches outward), so when the
-// person moves, the lag shows as a soft edge, not a sharp halo of the room. Each output frame is cheap: the camera's picture, and over it the
-// background layer: the frame shrunk 8 times and blurred, stretched to half the frame's size, the person cut out
-// with the feathered mask, stretched back (bilinear) over the full frame.
+// person moves, the lag shows as a soft edge, not a sharp halo of the room. Each output frame is cheap: the
+// camera's picture, and over it the background layer: the frame shrunk 8 times and blurred, stretched to half the
+// frame's size, the person cut out with the feathered mask, stretched back (bilinear) over the full frame.
 //
 // Each segmentation's time and each output frame's drawing time go into moving averages (lib/frame-meter.js);
 // when the device is too slow for either the blur turns itself off and says so ("slow"), and the plain camera is
@@ -259,7 +259,10 @@ class BlurProcessor {
     this.hasMask = true;
   }
 
-  /** One output frame: the camera's picture, and over it the blurred background outside the last mask. @returns {number} ms */
+  /**
+   * One output frame: the camera's picture, and over it the blurred background outside the last mask.
+   * @returns {number} the time it took, in ms
+   */
   _draw() {
     if (!this.hasMask) return 0;
     const t0 = performance.now();
