@@ -5,6 +5,7 @@
   person does not; the model and its runtime come from the server's own origin (the third-party guard holds);
   the choice is remembered by the browser (localStorage);
 - a device too slow (frame time forced high by the test's own hook) turns the blur off, visibly;
+- the blurred track never carries the camera's picture, from its very first frame (before the first mask);
 - the blur survives into the session: the therapist's browser decodes the client's blurred picture (E2EE on),
   and the session's button turns it off and on again for the receiver too.
 """
@@ -222,3 +223,51 @@ async def test_the_receiver_gets_the_blurred_picture_in_the_session(alcove: Any,
     await therapist.wait_for_timeout(2500)
     bg_on, centre_on = await diffs(therapist, remote)
     assert bg_on > 35 and centre_on < 30, (bg_on, centre_on)
+
+
+# The test's own instrumentation, injected before the page loads: every canvas track the page captures is read
+# from its very first frame (MediaStreamTrackProcessor on a clone, a deep buffer so no frame is dropped), and the
+# background's sample points of its first frames are kept in `window.__canvasFrames`.
+RECORD_CANVAS_FRAMES_JS = """(() => {
+  const points = POINTS;
+  window.__canvasFrames = [];
+  const capture = HTMLCanvasElement.prototype.captureStream;
+  HTMLCanvasElement.prototype.captureStream = function (...args) {
+    const stream = capture.apply(this, args);
+    const track = stream.getVideoTracks()[0].clone();
+    const reader = new MediaStreamTrackProcessor({ track, maxBufferSize: 100 }).readable.getReader();
+    const c = new OffscreenCanvas(WIDTH, HEIGHT);
+    const g = c.getContext("2d", { willReadFrequently: true });
+    (async () => {
+      while (window.__canvasFrames.length < 40) {
+        const { value: frame, done } = await reader.read();
+        if (done) return;
+        g.clearRect(0, 0, WIDTH, HEIGHT);
+        g.drawImage(frame, 0, 0, WIDTH, HEIGHT);
+        frame.close();
+        const d = g.getImageData(0, 0, WIDTH, HEIGHT).data;
+        window.__canvasFrames.push(points.map(([x, y]) => { const i = (y * WIDTH + x) * 4; return [d[i], d[i + 1], d[i + 2]]; }));
+      }
+      track.stop();
+    })();
+    return stream;
+  };
+})();""".replace("WIDTH", str(WIDTH)).replace("HEIGHT", str(HEIGHT)).replace("POINTS", str([list(p) for p in BACKGROUND]))
+
+
+async def test_the_blurred_track_never_carries_the_raw_picture_from_its_first_frame(alcove: Any,
+                                                                                   cam_pages: Pages) -> None:
+    """Before the first mask exists the blurred track carries nothing (or a blank frame), never the camera's
+    picture: every frame of the canvas track, from its first, has the background blurred or blank."""
+    room = await alcove.create_room(type="individual", host="Dr. Ionescu")
+    client = await cam_pages.new()
+    await client.add_init_script(KEEP_ON)
+    await client.add_init_script("localStorage.setItem('alcove.blur', 'on');")
+    await client.add_init_script(RECORD_CANVAS_FRAMES_JS)
+    await client.goto(room["client_links"][0])
+    await wait_js(client, "document.body.dataset.blur === 'on'", timeout=40)
+    await wait_js(client, "window.__canvasFrames.length >= 20", timeout=30)
+    frames = await client.evaluate("window.__canvasFrames")
+    diffs_bg = [_diff(f, BACKGROUND) for f in frames]
+    print("background difference of the canvas track's first frames:", [round(d) for d in diffs_bg])
+    assert all(d > 35 for d in diffs_bg), diffs_bg

@@ -1,8 +1,11 @@
-// node --test tests/js/  (Node >= 20; no npm packages): lib/frame-meter.js, the background blur's "too slow" rule.
+// node --test tests/js/  (Node >= 20; no npm packages): lib/frame-meter.js, the background blur's "too slow" rule
+// and how often it segments.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 
-import { FrameMeter, BLUR_LIMIT_MS, BLUR_WINDOW } from "../../web/static/js/lib/frame-meter.js";
+import {
+  FrameMeter, BLUR_LIMIT_MS, BLUR_WINDOW, SEG_MAX_PER_S, SEG_SHARE, segmentInterval,
+} from "../../web/static/js/lib/frame-meter.js";
 
 test("a device is too slow only once a full window averages over the limit", () => {
   const m = new FrameMeter();
@@ -30,4 +33,17 @@ test("the average moves with the window and bad samples count as nothing", () =>
   m.reset();
   assert.equal(m.average, 0);
   assert.equal(m.tooSlow(), false);
+});
+
+test("segmentations come at most 6 times a second, and take at most a quarter of the time", () => {
+  assert.equal(SEG_MAX_PER_S, 6);
+  assert.equal(segmentInterval(0), 1000 / 6, "before any measurement: the ceiling");
+  assert.equal(segmentInterval(25), 1000 / 6, "a fast device: the ceiling");
+  assert.equal(segmentInterval(100), 400, "a slower one: four times its segmentation time");
+  for (const ms of [1, 10, 41.6, 42, 60, 150, BLUR_LIMIT_MS]) {
+    const interval = segmentInterval(ms);
+    assert.ok(interval >= 1000 / SEG_MAX_PER_S, `${ms} ms: at most ${SEG_MAX_PER_S} a second`);
+    assert.ok(ms / interval <= SEG_SHARE + 1e-9, `${ms} ms: at most a quarter of the time`);
+  }
+  assert.equal(segmentInterval(Number.NaN), 1000 / 6);
 });

@@ -1,10 +1,27 @@
-// How long the background blur takes per frame (ui/blur.js), as a moving average: when the device is too slow
-// the blur is turned off, visibly, rather than sending a stuttering picture. No DOM.
+// How long the background blur takes (ui/blur.js: per segmentation, and per output frame drawn), as a moving
+// average: when the device is too slow the blur is turned off, visibly, rather than sending a stuttering picture
+// or a mask that lags far behind. No DOM.
 
-/** Frames averaged over. */
+/** Samples averaged over. */
 export const BLUR_WINDOW = 15;
-/** Average milliseconds per blurred frame above which the device counts as too slow (under about 5 frames/s). */
+/** Average milliseconds per segmentation above which the device counts as too slow (a new mask would come only
+ * every 800 ms at the blur's quarter share of the time). */
 export const BLUR_LIMIT_MS = 200;
+
+/** At most this many segmentations a second; the output keeps the camera's frame rate with the last mask. */
+export const SEG_MAX_PER_S = 6;
+/** ... and at most this share of the time spent segmenting (a slower device segments less often). */
+export const SEG_SHARE = 0.25;
+
+/**
+ * The time from one segmentation's start to the next's, given the moving average of a segmentation's time.
+ * @param {number} averageMs
+ * @returns {number} ms
+ */
+export function segmentInterval(averageMs) {
+  const ms = Number.isFinite(averageMs) && averageMs > 0 ? averageMs : 0;
+  return Math.max(1000 / SEG_MAX_PER_S, ms / SEG_SHARE);
+}
 
 export class FrameMeter {
   /** @param {{window?: number, limitMs?: number}} [options] */

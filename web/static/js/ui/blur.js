@@ -5,13 +5,25 @@
 // served from Alcove's own origin and nothing is fetched from anyone else) and is drawn onto a canvas: the person
 // sharp, everything else strongly blurred. The canvas's captured track replaces the camera's track in the local
 // stream and in every sender (lib/call.js replaceVideoTrack), so the SFrame sender transform only ever sees
-// blurred frames: the unblurred picture never leaves the device. Until the first blurred frame the canvas is
-// blank, never the camera's picture.
+// blurred frames: the unblurred picture never leaves the device. Until the first mask exists nothing is drawn
+// (the canvas is blank, never the camera's picture), and the track is swapped in only after the first blurred
+// frame.
 //
-// Each frame's time (copy, segment, draw) goes into a moving average (lib/frame-meter.js); when the device is
-// too slow the blur turns itself off and says so ("slow"), and the plain camera is sent again.
+// The schedule (what it costs): the output canvas has the camera's size (never upscaled) and is drawn at the
+// camera's frame rate, each frame with the last mask. Segmenting is the expensive part, so it runs less often:
+// at most SEG_MAX_PER_S (6) times a second, and never more than SEG_SHARE (a quarter) of the time, measured, so a
+// slower device segments less often (lib/frame-meter.js segmentInterval). Six a second keeps the model's cost to
+// about a sixth of a core where a mask takes 25 ms, and a mask at most about 170 ms older than the frame it cuts;
+// the mask's edge is feathered over about 8 pixels, inward only (the softening never reaches outward), so when the
+// person moves, the lag shows as a soft edge, not a sharp halo of the room. Each output frame is cheap: the
+// camera's picture, and over it the background layer: the frame shrunk 8 times and blurred, stretched to half the
+// frame's size, the person cut out with the feathered mask, stretched back (bilinear) over the full frame.
+//
+// Each segmentation's time and each output frame's drawing time go into moving averages (lib/frame-meter.js);
+// when the device is too slow for either the blur turns itself off and says so ("slow"), and the plain camera is
+// sent again.
 
-import { FrameMeter } from "../lib/frame-meter.js";
+import { FrameMeter, segmentInterval } from "../lib/frame-meter.js";
 import { prefs } from "../lib/store.js";
 
 const BASE = "/static/vendor/selfie_segmentation/";
@@ -19,6 +31,16 @@ const BASE = "/static/vendor/selfie_segmentation/";
 const MODEL_WIDTH = 256;
 /** The background is drawn from a copy this many times smaller, then blurred: strong and cheap. */
 const SHRINK = 8;
+/** ... by this many pixels of that copy (a Gaussian's standard deviation), ... */
+const BLUR_PX = 2;
+/** ... with its edge pixels repeated this many times around, so that the blur is as strong at the frame's edges. */
+const PAD = 6;
+/** The mask and the background layer cut out by it are this many times smaller than the frame. */
+const LAYER = 2;
+/** The mask's edge is softened by this many pixels of the layer (LAYER times as many in the frame). */
+const FEATHER_PX = 4;
+/** Average milliseconds to draw one output frame above which the device counts as too slow. */
+const DRAW_LIMIT_MS = 100;
 
 /** @typedef {"none"|"off"|"loading"|"on"|"slow"|"failed"} BlurState */
 
@@ -62,7 +84,10 @@ function getSegmenter() {
       const SelfieSegmentation = await loadRuntime();
       const seg = new SelfieSegmentation({ locateFile: (/** @type {string} */ f) => `${BASE}${f}` });
       // The general model (256×256): the landscape one is cheaper but takes a busy floor for part of the person.
-      seg.setOptions({ modelSelection: 0 });
+      // The model runs on the CPU (the runtime's WebAssembly SIMD), not in WebGL: this small model costs a few tens
+      // of milliseconds there, while WebGL on a device without a usable GPU (software rendering, as in many
+      // virtual machines and on blocklisted GPUs) took ten times as long, and one path is the one tested.
+      seg.setOptions({ modelSelection: 0, useCpuInference: true });
       await seg.initialize();
       return seg;
     })();
@@ -96,9 +121,6 @@ function ctx2d(c) {
   return /** @type {CanvasRenderingContext2D} */ (c.getContext("2d"));
 }
 
-/** @param {number} ms */
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
 /** One camera track in, one blurred track out. */
 class BlurProcessor {
   /**
@@ -109,107 +131,172 @@ class BlurProcessor {
     this.camera = camera;
     this.onSlow = onSlow;
     const s = camera.getSettings();
+    // The output has the camera's size (never upscaled) and frame rate.
     this.w = s.width || 640;
     this.h = s.height || 480;
     this.frameMs = 1000 / Math.min(30, Math.max(5, s.frameRate || 24));
     this.video = /** @type {HTMLVideoElement} */ (document.createElement("video"));
     this.video.muted = true;
     this.video.playsInline = true;
-    this.frame = canvas(this.w, this.h);
     this.small = canvas(MODEL_WIDTH, (MODEL_WIDTH * this.h) / this.w);
-    this.tiny = canvas(this.w / SHRINK, this.h / SHRINK);
-    this.person = canvas(this.w, this.h);
+    this.tw = Math.max(1, Math.round(this.w / SHRINK));
+    this.th = Math.max(1, Math.round(this.h / SHRINK));
+    // The shrunk frame with its edge pixels repeated PAD times around (a blur fades to transparent past a
+    // canvas's edges: the sharp frame under the layer would show through there), and its blurred copy.
+    this.tiny = canvas(this.tw + 2 * PAD, this.th + 2 * PAD);
+    this.blurred = canvas(this.tw + 2 * PAD, this.th + 2 * PAD);
+    this.mask = canvas(this.w / LAYER, this.h / LAYER);
+    this.soft = canvas(this.w / LAYER, this.h / LAYER);
+    this.layer = canvas(this.w / LAYER, this.h / LAYER);
     this.out = canvas(this.w, this.h);
+    this.cSmall = ctx2d(this.small);
+    this.cTiny = ctx2d(this.tiny);
+    this.cBlurred = ctx2d(this.blurred);
+    this.cBlurred.globalCompositeOperation = "copy";
+    this.cBlurred.filter = `blur(${BLUR_PX}px)`;
+    this.cMask = ctx2d(this.mask);
+    this.cSoft = ctx2d(this.soft);
+    this.cLayer = ctx2d(this.layer);
+    this.cOut = ctx2d(this.out);
     this.track = this.out.captureStream().getVideoTracks()[0];
-    /** What decides "too slow" (the measured frame times). */
+    /** What decides "too slow": the measured segmentation times. */
     this.meter = new FrameMeter();
-    /** The real frame times, for the page's diagnostics and the benchmark (the test hook never touches it). */
+    /** ... and the measured time to draw one output frame. */
+    this.drawMeter = new FrameMeter({ limitMs: DRAW_LIMIT_MS });
+    /** The real segmentation and drawing times, for the page's diagnostics, the schedule and the benchmark. */
     this.real = new FrameMeter();
+    this.realDraw = new FrameMeter();
     this.running = false;
-    /** The last frame's measured time in ms. */
-    this.lastMs = 0;
-    /** Frames blurred so far. */
+    /** Output frames drawn so far, and segmentations. */
     this.frames = 0;
+    this.segments = 0;
+    /** Whether a mask exists yet (nothing is drawn before: the output stays blank, never the camera's picture). */
+    this.hasMask = false;
+    /** A segmentation is under way; the next may start at this time (performance.now()). */
+    this.segmenting = false;
+    this.nextSegAt = 0;
     /** @type {any} */
     this.seg = null;
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this.timer = null;
   }
 
   async start() {
     const seg = await getSegmenter();
-    seg.onResults((/** @type {any} */ r) => this._draw(r.segmentationMask));
+    seg.onResults((/** @type {any} */ r) => this._mask(r.segmentationMask));
     this.seg = seg;
     this.video.srcObject = new MediaStream([this.camera]);
     await this.video.play();
     this.running = true;
-    // One frame before the swap, so the receiver's first frame is already blurred.
-    await this._step();
-    this._loop();
+    // A mask and one frame before the swap, so the receiver's first frame is already blurred. This first run also
+    // sets the model's graph up (seconds, once): it is not measured.
+    await this._segment(false);
+    if (!this.running) return;
+    this._draw();
+    this._tick();
   }
 
-  async _loop() {
-    while (this.running) {
-      const t0 = performance.now();
-      if (!this.track.enabled || this.video.readyState < 2) {
-        await sleep(100); // camera off: nothing is sent, nothing to blur
-        continue;
-      }
-      try {
-        await this._step();
-      } catch {
-        this.running = false;
-        this.onSlow();
-        return;
-      }
-      if (this.meter.add(this.lastMs)) {
-        this.running = false;
-        this.onSlow();
-        return;
-      }
-      await sleep(Math.max(0, this.frameMs - (performance.now() - t0)));
-    }
-  }
-
-  /** One frame: copy the camera's picture, segment it, draw (onResults runs inside send). */
-  async _step() {
+  /** One output frame on the camera's clock; a segmentation now and then (at most SEG_MAX_PER_S, adaptive). */
+  _tick() {
+    if (!this.running) return;
     const t0 = performance.now();
-    ctx2d(this.frame).drawImage(this.video, 0, 0, this.w, this.h);
-    ctx2d(this.small).drawImage(this.frame, 0, 0, this.small.width, this.small.height);
-    await this.seg.send({ image: this.small });
+    if (this.track.enabled && this.video.readyState >= 2) {
+      if (!this.segmenting && t0 >= this.nextSegAt) {
+        this._segment().catch(() => this._fail());
+      }
+      const ms = this._draw();
+      if (this.drawMeter.add(ms + measuredExtraMs())) { this._fail(); return; }
+    }
+    // camera off: nothing is sent, nothing to blur (the timer keeps the camera's clock)
+    this.timer = setTimeout(() => this._tick(), Math.max(0, this.frameMs - (performance.now() - t0)));
+  }
+
+  _fail() {
+    if (!this.running) return;
+    this.running = false;
+    this.onSlow();
+  }
+
+  /**
+   * Segments the camera's current picture (a small copy); the mask arrives in _mask (inside send).
+   * @param {boolean} [measure] whether its time counts (for the schedule and the "too slow" rule)
+   */
+  async _segment(measure = true) {
+    this.segmenting = true;
+    const t0 = performance.now();
+    try {
+      this.cSmall.drawImage(this.video, 0, 0, this.small.width, this.small.height);
+      await this.seg.send({ image: this.small });
+    } finally {
+      this.segmenting = false;
+    }
+    this.segments += 1;
+    if (!measure) return;
     const ms = performance.now() - t0;
     this.real.add(ms);
-    this.lastMs = Math.max(0, ms + measuredExtraMs());
-    this.frames += 1;
+    this.nextSegAt = t0 + segmentInterval(this.real.average);
+    if (this.meter.add(Math.max(0, ms + measuredExtraMs()))) this._fail();
   }
 
   /** @param {CanvasImageSource} mask the person's confidence in its alpha channel */
-  _draw(mask) {
+  _mask(mask) {
     if (!this.running) return;
+    const { width: mw, height: mh } = this.mask;
+    // The model's mask, once, on a small canvas; its edge softened, then multiplied by the mask again, so the
+    // softening only reaches inward: unsure pixels fade out and the room never shows as a sharp halo, even when
+    // the person has moved a little since the mask was made.
+    const raw = this.cMask;
+    raw.globalCompositeOperation = "copy";
+    raw.drawImage(mask, 0, 0, mw, mh);
+    const soft = this.cSoft;
+    soft.globalCompositeOperation = "copy";
+    soft.filter = `blur(${FEATHER_PX}px)`;
+    soft.drawImage(this.mask, 0, 0);
+    soft.filter = "none";
+    soft.globalCompositeOperation = "destination-in";
+    soft.drawImage(this.mask, 0, 0);
+    soft.drawImage(this.mask, 0, 0);
+    this.hasMask = true;
+  }
+
+  /**
+   * One output frame: the camera's picture, and over it the blurred background outside the last mask.
+   * @returns {number} the time it took, in ms
+   */
+  _draw() {
+    if (!this.hasMask) return 0;
+    const t0 = performance.now();
     const { w, h } = this;
-    // The background: the frame shrunk, blurred, stretched back.
-    const tiny = ctx2d(this.tiny);
-    tiny.filter = "blur(2px)";
-    tiny.drawImage(this.frame, 0, 0, this.tiny.width, this.tiny.height);
-    const out = ctx2d(this.out);
+    const out = this.cOut;
     out.globalCompositeOperation = "copy";
-    out.imageSmoothingEnabled = true;
-    out.drawImage(this.tiny, 0, 0, w, h);
-    // The person: the sharp frame where the mask is. The edge is softened a little, then multiplied by the mask
-    // once more, so the softening never reaches outward and unsure pixels fade out (no sharp halo of the room).
-    const person = ctx2d(this.person);
-    person.globalCompositeOperation = "copy";
-    person.filter = "blur(2px)";
-    person.drawImage(mask, 0, 0, w, h);
-    person.filter = "none";
-    person.globalCompositeOperation = "destination-in";
-    person.drawImage(mask, 0, 0, w, h);
-    person.globalCompositeOperation = "source-in";
-    person.drawImage(this.frame, 0, 0, w, h);
+    out.drawImage(this.video, 0, 0, w, h);
+    // The background: the frame shrunk, blurred, on a small layer with the person cut out, stretched back over.
+    const { tw, th, tiny: t } = this;
+    const tiny = this.cTiny;
+    tiny.drawImage(this.out, PAD, PAD, tw, th);
+    tiny.drawImage(t, PAD, PAD, 1, th, 0, PAD, PAD, th); // left edge
+    tiny.drawImage(t, PAD + tw - 1, PAD, 1, th, PAD + tw, PAD, PAD, th); // right edge
+    tiny.drawImage(t, 0, PAD, t.width, 1, 0, 0, t.width, PAD); // top edge, corners included
+    tiny.drawImage(t, 0, PAD + th - 1, t.width, 1, 0, PAD + th, t.width, PAD); // bottom edge
+    this.cBlurred.drawImage(t, 0, 0);
+    const layer = this.cLayer;
+    layer.globalCompositeOperation = "copy";
+    layer.drawImage(this.blurred, PAD, PAD, tw, th, 0, 0, this.layer.width, this.layer.height);
+    layer.globalCompositeOperation = "destination-out";
+    layer.drawImage(this.soft, 0, 0);
     out.globalCompositeOperation = "source-over";
-    out.drawImage(this.person, 0, 0);
+    out.imageSmoothingEnabled = true;
+    out.drawImage(this.layer, 0, 0, w, h);
+    this.frames += 1;
+    const ms = performance.now() - t0;
+    this.realDraw.add(ms);
+    return ms;
   }
 
   stop() {
     this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
     this.track.stop();
     this.video.srcObject = null;
     this.seg = null; // the page's segmenter stays for the next time
@@ -244,9 +331,14 @@ export class BackgroundBlur extends EventTarget {
   /** The moving average of the frame time, in ms (while blurring; the last one measured after). */
   get frameMs() { return this.proc ? this.proc.meter.average : this.lastAverage; }
 
-  /** For the diagnostics: the real moving average (ms) and the frames blurred, while blurring. */
+  /**
+   * For the diagnostics, while blurring: the real moving averages (ms) of a segmentation (`realMs`) and of drawing
+   * one output frame (`drawMs`), the output frames drawn and the segmentations made.
+   */
   get stats() {
-    return this.proc ? { realMs: this.proc.real.average, frames: this.proc.frames } : { realMs: 0, frames: 0 };
+    const p = this.proc;
+    return p ? { realMs: p.real.average, drawMs: p.realDraw.average, frames: p.frames, segments: p.segments }
+      : { realMs: 0, drawMs: 0, frames: 0, segments: 0 };
   }
 
   /**

@@ -26,8 +26,8 @@ export function exposeDiagnostics(session) {
         frames: call && call.shareStats ? await call.shareStats() : {},
       };
     },
-    // The background blur: its state, the moving average of its frame time (ms; `realMs` without any test hook)
-    // and the frames blurred so far.
+    // The background blur: its state, the moving average of its segmentation time (ms; `realMs` without any test
+    // hook), of drawing an output frame (`drawMs`), and the output frames (`frames`) and masks (`segments`) so far.
     blur: () => (session.blur ? { state: session.blur.state, frameMs: session.blur.frameMs, ...session.blur.stats } : null),
     // E2EE: the safety codes, the epoch and the worker's counters (no keys).
     e2ee: () => {
