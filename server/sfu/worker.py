@@ -924,6 +924,7 @@ class Worker:
                     }
                     if isinstance(stream, RtpStream):
                         published[kind]["keyframes_in"] = stream.keyframes_in
+                        published[kind]["layer_bytes"] = stream.meter.bytes[:3]  # payload bytes per temporal layer
                 slots = {}
                 for mid, slot in member.slots.items():
                     forwarded += slot.forwarded
