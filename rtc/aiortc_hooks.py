@@ -24,6 +24,8 @@ How the hooks work (aiortc 1.16.0):
   - Any other encoder with a transform set fails closed: nothing is sent (E2EE is VP8/Opus only).
 
   VP8 ``encode()`` runs in aiortc's executor thread, so the transform may be called from a worker thread.
+  :func:`send_temporal_layers` makes the same factory moment create a :class:`TemporalVp8Encoder` (L1T3) instead
+  of aiortc's ``Vp8Encoder``; it is a subclass, so the transform wraps it the same way.
 
 * **Receive.** ``RTCRtpReceiver._handle_rtp_packet`` (event-loop thread) reassembles a ``JitterFrame`` and
   calls ``self.__decoder_queue.put((codec, frame))``; the ``decoder_worker`` thread takes it from there. We
