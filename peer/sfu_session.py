@@ -16,6 +16,7 @@ from typing import Any
 from aiortc import RTCPeerConnection, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 
+from rtc import aiortc_hooks as hooks
 from rtc.ice import aiortc_configuration
 from signaling import messages as m
 
@@ -71,7 +72,8 @@ class SfuSession:
         video = SyntheticVideoTrack(o.width, o.height, o.fps)
         audio = SyntheticAudioTrack()
         sfu.local_tracks = [video, audio]
-        pc.addTransceiver(video, direction="sendonly")
+        # VP8 in three temporal layers, as browsers send in SFU rooms: a weak subscriber gets a lower frame rate
+        hooks.send_temporal_layers(pc.addTransceiver(video, direction="sendonly").sender)
         pc.addTransceiver(audio, direction="sendonly")
 
         @pc.on("connectionstatechange")

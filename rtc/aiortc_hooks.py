@@ -24,6 +24,8 @@ How the hooks work (aiortc 1.16.0):
   - Any other encoder with a transform set fails closed: nothing is sent (E2EE is VP8/Opus only).
 
   VP8 ``encode()`` runs in aiortc's executor thread, so the transform may be called from a worker thread.
+  :func:`send_temporal_layers` makes the same factory moment create a :class:`TemporalVp8Encoder` (L1T3) instead
+  of aiortc's ``Vp8Encoder``; it is a subclass, so the transform wraps it the same way.
 
 * **Receive.** ``RTCRtpReceiver._handle_rtp_packet`` (event-loop thread) reassembles a ``JitterFrame`` and
   calls ``self.__decoder_queue.put((codec, frame))``; the ``decoder_worker`` thread takes it from there. We
@@ -64,6 +66,7 @@ from typing import Any
 import aioice.ice
 import aiortc
 import aiortc.codecs
+import aiortc.mediastreams
 import aiortc.rtcdtlstransport as _dtls_mod
 import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
@@ -71,8 +74,10 @@ import aiortc.rtcrtpsender as _tx_mod
 import av
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs.opus import OpusEncoder
-from aiortc.codecs.vpx import Vp8Encoder
+from aiortc.codecs.vpx import PACKET_MAX as VP8_PACKET_MAX
+from aiortc.codecs.vpx import Vp8Encoder, VpxPayloadDescriptor
 from aiortc.jitterbuffer import JitterFrame
+from aiortc.mediastreams import VIDEO_TIME_BASE, convert_timebase
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
@@ -97,6 +102,7 @@ __all__ = [
     "RtpSink",
     "RtpTap",
     "SenderHookStats",
+    "TemporalVp8Encoder",
     "allow_loopback_candidates",
     "bind_host_candidates_in",
     "check_internals",
@@ -110,6 +116,7 @@ __all__ = [
     "receiver_stats",
     "request_keyframe",
     "rtp_sink",
+    "send_temporal_layers",
     "sender_stats",
     "set_receiver_transform",
     "set_sender_transform",
@@ -233,6 +240,7 @@ class _SenderHook:
         self.lock = threading.Lock()
         self.pending: set[asyncio.Future[Any]] = set()
         self.cbr = False
+        self.temporal_layers = False
 
     def apply(self, kind: str, data: bytes) -> bytes | None:
         fn = self.transform
@@ -340,6 +348,8 @@ def _sender_hook(sender: RTCRtpSender) -> _SenderHook:
         if encoder is None:
             # Same factory and same moment as aiortc would use; aiortc then finds it already set.
             encoder = _tx_mod.get_encoder(codec)  # type: ignore[attr-defined]
+            if hook.temporal_layers and type(encoder) is Vp8Encoder:
+                encoder = TemporalVp8Encoder()
             if hook.cbr and isinstance(encoder, OpusEncoder):
                 _opus_cbr(encoder)
             setattr(s, _TX_ENCODER, encoder)
@@ -407,6 +417,124 @@ def force_keyframe(sender: RTCRtpSender) -> None:
 def sender_stats(sender: RTCRtpSender) -> SenderHookStats:
     """The counters of ``sender`` (installs the hooks if needed; they are inert without a transform)."""
     return _sender_hook(sender).stats
+
+
+# --------------------------------------------------------------------------------------------------------
+# VP8 temporal layers (L1T3)
+# --------------------------------------------------------------------------------------------------------
+
+L1T3_LAYERS = (0, 2, 1, 2)
+"""The temporal layer of each frame of the 4-frame L1T3 cycle (libvpx ``ts_layer_id``, as in browsers)."""
+L1T3_SYNC = (False, True, True, False)
+"""Per cycle position: the frame refers to the base layer only (VP8 descriptor Y bit, a safe point to switch
+up to its layer). Position 3 refers to the layer-1 frame before it."""
+L1T3_RATES = (0.4, 0.6, 1.0)
+"""Cumulative share of the target bitrate per layer (libvpx ``ts_target_bitrate``; libwebrtc's split)."""
+L1T3_VPX = "ts_number_layers=3:ts_periodicity=4:ts_rate_decimator=4,2,1:ts_layer_id=0,2,1,2:ts_layering_mode=3"
+"""FFmpeg's libvpx wrapper (``ts-parameters``): mode 3 is libvpx's 3-layer pattern with one reference frame per
+layer (position 0 refers to and updates LAST; 1 refers to LAST; 2 refers to LAST and updates GOLDEN; 3 refers to
+GOLDEN). FFmpeg sets the per-frame reference flags and ``VP8E_SET_TEMPORAL_LAYER_ID``, counts frames through
+the cycle and starts it again at a forced key frame; ``ts_layering_mode`` must come last."""
+
+
+class TemporalVp8Encoder(Vp8Encoder):
+    """aiortc's VP8 encoder sending three temporal layers (L1T3), as browsers do in SFU rooms.
+
+    The same libvpx settings as aiortc's encoder, plus FFmpeg's ``ts-parameters``; each frame's layer is its
+    position in the cycle (counted here as FFmpeg counts it: from 0 at every new codec context and forced key
+    frame; a key frame is always layer 0), and the VP8 payload descriptor carries it as browsers write it:
+    picture id, TL0PICIDX, temporal layer id and layer-sync bit (RFC 7741). :meth:`pack` (pre-encoded packets)
+    writes aiortc's plain descriptor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._position = 0
+        self._tl0picidx = secrets.randbelow(256)
+        self._layer: tuple[int, bool] | None = None
+
+    def encode(self, frame: Frame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        assert isinstance(frame, av.VideoFrame)
+        if frame.format.name != "yuv420p":
+            frame = frame.reformat(format="yuv420p")
+        codec: Any = self.codec
+        if codec is not None and (frame.width != codec.width or frame.height != codec.height
+                                  or abs(self.target_bitrate - codec.bit_rate) / codec.bit_rate > 0.1):
+            codec = None
+        if force_keyframe:
+            frame.pict_type = av.video.frame.PictureType.I
+        if codec is None:
+            codec = self.codec = self._open(frame.width, frame.height)
+            self._position = 0
+        elif force_keyframe:
+            self._position = 0
+        data = b"".join(bytes(p) for p in codec.encode(frame))
+        position = self._position
+        self._position = (position + 1) % len(L1T3_LAYERS)
+        key = bool(data) and not data[0] & 0x01
+        tid = 0 if key else L1T3_LAYERS[position]
+        if data and tid == 0:
+            self._tl0picidx = (self._tl0picidx + 1) & 0xFF
+        self._layer = (tid, not key and L1T3_SYNC[position])
+        try:
+            payloads = self._packetize(data, self.picture_id)
+        finally:
+            self._layer = None
+        timestamp = convert_timebase(frame.pts or 0, frame.time_base or VIDEO_TIME_BASE, VIDEO_TIME_BASE)
+        self.picture_id = (self.picture_id + 1) % (1 << 15)
+        return payloads, timestamp
+
+    def _open(self, width: int, height: int) -> Any:
+        bitrate = self.target_bitrate
+        codec = av.CodecContext.create("libvpx", "w")
+        codec.width = width
+        codec.height = height
+        codec.bit_rate = bitrate
+        codec.pix_fmt = "yuv420p"
+        codec.gop_size = 3000
+        codec.qmin = 2
+        codec.qmax = 56
+        rates = ",".join(str(round(bitrate * share / 1000)) for share in L1T3_RATES)
+        codec.options = {
+            "bufsize": str(bitrate),
+            "cpu-used": "-6",
+            "deadline": "realtime",
+            "lag-in-frames": "0",
+            "minrate": str(bitrate),
+            "maxrate": str(bitrate),
+            "noise-sensitivity": "4",
+            "overshoot-pct": "15",
+            "partitions": "0",
+            "static-thresh": "1",
+            "undershoot-pct": "100",
+            "error-resilient": "default",  # no entropy carried over between frames: a layer can be dropped
+            "ts-parameters": f"ts_target_bitrate={rates}:{L1T3_VPX}",
+        }
+        codec.thread_count = 1
+        return codec
+
+    def _packetize(self, buffer: bytes, picture_id: int) -> list[bytes]:  # type: ignore[override]
+        layer = self._layer
+        if layer is None:
+            return Vp8Encoder._packetize(buffer, picture_id)
+        descriptor = VpxPayloadDescriptor(partition_start=1, partition_id=0, picture_id=picture_id,
+                                          tl0picidx=self._tl0picidx, tid=(layer[0], int(layer[1])))
+        payloads = []
+        pos = 0
+        while pos < len(buffer):
+            head = bytes(descriptor)
+            size = min(len(buffer) - pos, VP8_PACKET_MAX - len(head))
+            payloads.append(head + buffer[pos:pos + size])
+            descriptor.partition_start = 0
+            pos += size
+        return payloads
+
+
+def send_temporal_layers(sender: RTCRtpSender) -> None:
+    """Make ``sender`` encode VP8 with three temporal layers (:class:`TemporalVp8Encoder`) instead of aiortc's
+    single-layer encoder. Call before it sends its first frame; other codecs are untouched; affects only this
+    sender, and composes with :func:`set_sender_transform` (the transform sees each whole frame, the descriptor
+    stays in clear)."""
+    _sender_hook(sender).temporal_layers = True
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -987,6 +1115,15 @@ def check_internals() -> list[str]:
     for method in ("encode", "pack"):
         expect("_packetize" in names(getattr(Vp8Encoder, method, None)),
                f"Vp8Encoder.{method} no longer goes through _packetize")
+    # TemporalVp8Encoder (send_temporal_layers): aiortc's VP8 encoder state and descriptor writer
+    expect({"codec", "picture_id"} <= names(Vp8Encoder.__init__),
+           "Vp8Encoder.__init__ no longer sets codec / picture_id (TemporalVp8Encoder)")
+    expect(isinstance(getattr(Vp8Encoder, "target_bitrate", None), property),
+           "Vp8Encoder.target_bitrate is no longer a property (TemporalVp8Encoder)")
+    expect_sig(VpxPayloadDescriptor, "__init__", ["self", "partition_start", "partition_id", "picture_id",
+                                                   "tl0picidx", "tid", "keyidx"])
+    expect(isinstance(VP8_PACKET_MAX, int), "aiortc.codecs.vpx.PACKET_MAX is missing")
+    expect_sig(aiortc.mediastreams, "convert_timebase", ["pts", "from_base", "to_base"])
     expect_sig(OpusEncoder, "encode", ["self", "frame", "force_keyframe"])
     expect_sig(OpusEncoder, "pack", ["self", "packet"])
     expect("options" in names(OpusEncoder.__init__) and "codec" in names(OpusEncoder.__init__),

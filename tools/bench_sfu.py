@@ -18,6 +18,12 @@ A *stream* is one publisher's audio+video delivered to one subscriber (``publish
 ``packets_per_second_per_core``: RTP packets the forwarder sent per second, divided by the share of a core
 it used. The default size is 640x480 (aiortc's VP8 encoder sends ~500 kbps).
 
+``--lossy`` runs the forwarding phase only, with publishers that send VP8 in three temporal layers
+(:func:`rtc.aiortc_hooks.send_temporal_layers`, L1T3 as browsers send in SFU rooms) and subscriber ``s0`` behind a
+lossy, rate-limited link: its layer over time, the complete frames its link delivers per second and the longest
+gaps (``impaired_link_frames``), what aiortc's jitter buffer makes of them (``impaired_freezes``), the others'
+frame rate and layer, and the publishers' key frames per second.
+
 Loopback only: run it inside ``unshare -n sh -c 'ip link set lo up && …'``.
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -60,11 +67,77 @@ def _textured_video_track(width: int, height: int, colour: tuple[int, int, int])
     return TexturedVideoTrack(width, height, 30, colour)
 
 
+class _Arrivals:
+    """A received track that notes when each frame arrives (the impaired subscriber's freezes)."""
+
+    def __init__(self, track: Any, times: list[float] | None = None) -> None:
+        self.track = track
+        self.kind = getattr(track, "kind", "video")
+        self.times: list[float] = [] if times is None else times
+
+    async def recv(self) -> Any:
+        frame = await self.track.recv()
+        self.times.append(time.monotonic())
+        return frame
+
+    def freezes(self, t0: float, t1: float) -> dict[str, Any]:
+        """Frames within [t0, t1]: per second, and the inter-frame gaps (the window's edges count as frames): the
+        longest, and those longer than :data:`FROZEN_GAP` (how many, and their total)."""
+        edges = [t0, *(t for t in self.times if t0 < t < t1), t1]
+        gaps = [b - a for a, b in itertools.pairwise(edges)]
+        frozen = [g for g in gaps if g > FROZEN_GAP]
+        per_second = [sum(1 for t in self.times if t0 + i <= t < t0 + i + 1) for i in range(int(t1 - t0))]
+        return {"fps": round((len(edges) - 2) / (t1 - t0), 1), "longest_gap_ms": round(1000 * max(gaps)),
+                "frozen_intervals": len(frozen), "frozen_seconds": round(sum(frozen), 2),
+                "frames_per_second": per_second}
+
+
+class _LinkFrames:
+    """Complete video frames as they arrive on the impaired subscriber's link (after SRTP, after the SFU's repairs,
+    before aiortc's jitter buffer), per SSRC: what the SFU delivered, whatever the receiver makes of it. (aiortc's
+    jitter buffer waits for a missing packet until 512 more arrived, never asking for a key frame: one loss that
+    no repair reaches freezes its output for seconds at a low layer, where a browser would skip and ask.)"""
+
+    def __init__(self) -> None:
+        self.payload_types: set[int] = set()
+        self.pending: dict[tuple[int, int], list[Any]] = {}
+        self.times: dict[int, list[float]] = {}
+
+    def tap(self, data: bytes, arrival_ms: int) -> bool:
+        from server.sfu.rtp import parse, read_vp8
+
+        packet = parse(data)
+        if packet is None or packet.pt not in self.payload_types or not read_vp8(packet):
+            return False
+        now = time.monotonic()
+        key = (packet.ssrc, packet.ts)
+        entry = self.pending.setdefault(key, [set(), None, None, now])
+        entry[0].add(packet.seq)
+        if packet.start:
+            entry[1] = packet.seq
+        if packet.marker:
+            entry[2] = packet.seq
+        first, last = entry[1], entry[2]
+        if first is not None and last is not None and len(entry[0]) == ((last - first) & 0xFFFF) + 1:
+            del self.pending[key]
+            self.times.setdefault(packet.ssrc, []).append(now)
+        if len(self.pending) > 256:  # frames that never completed
+            for stale in [k for k, e in self.pending.items() if now - e[3] > 5.0]:
+                del self.pending[stale]
+        return False  # aiortc's receiver gets every packet as before
+
+
+FROZEN_GAP = 0.5
+"""An inter-frame gap longer than this is a frozen picture (the base layer of 30 fps L1T3 is 7.5 fps: 133 ms)."""
+LAYER_SAMPLE = 1.0
+"""``--lossy``: seconds between two samples of every subscriber's layer."""
+
 LOSSY_LOSS = 0.03
 """``--lossy``: random loss on the impaired subscriber's link..."""
-LOSSY_RATE_BPS = 600_000
-"""... and the rate its link carries (a policer with a 64 kB bucket), below what it is sent (~1.1 Mbps for 2
-publishers)."""
+LOSSY_RATE_BPS = 800_000
+"""... and the rate its link carries (a policer with a 64 kB bucket): for 2 publishers, below what all layers cost
+(2 x ~500 kbps of video, 2 x ~96 kbps of aiortc's Opus, ~80 kbps of headers: ~1.3 Mbps) and what layers 0-1
+cost (~0.85 Mbps), above the base layers' ~0.66 Mbps: the link carries the base layer with room for repairs."""
 LOSSY_BUCKET = 64_000
 
 
@@ -148,7 +221,9 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
     config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     for i in range(publishers):
         pc = pcs[f"p{i}"] = RTCPeerConnection(config)
-        pc.addTransceiver(_textured_video_track(width, height, (40 + 20 * i, 160, 220)), direction="sendonly")
+        video = pc.addTransceiver(_textured_video_track(width, height, (40 + 20 * i, 160, 220)), direction="sendonly")
+        if lossy:  # three temporal layers, as browsers send in SFU rooms: a weak link can get a lower frame rate
+            hooks.send_temporal_layers(video.sender)
         pc.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
     for i in range(subscribers):
         pc = pcs[f"s{i}"] = RTCPeerConnection(config)
@@ -157,6 +232,7 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
             pc.addTransceiver("audio", direction="recvonly")
     await asyncio.gather(*(negotiate(pid, pc) for pid, pc in pcs.items()))
     sinks: dict[str, dict[str, TrackSink]] = {}
+    arrivals: dict[str, _Arrivals] = {}
     for pid, pc in pcs.items():
         if not pid.startswith("s"):
             continue
@@ -165,7 +241,10 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
             entry = mappings.get(pid, {}).get(t.mid or "")
             if entry and entry["kind"] == "video" and t.receiver.track is not None:
                 hooks.make_passthrough(t.receiver)
-                sinks[pid][entry["pid"]] = TrackSink(t.receiver.track).start()
+                track: Any = t.receiver.track
+                if lossy and pid == "s0":
+                    track = arrivals[entry["pid"]] = _Arrivals(track)
+                sinks[pid][entry["pid"]] = TrackSink(track).start()
             elif t.receiver.track is not None:
                 hooks.make_passthrough(t.receiver)
                 TrackSink(t.receiver.track).start()  # drain audio
@@ -173,8 +252,20 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
     while any(pc.connectionState != "connected" for pc in pcs.values()) and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
     policer = _Policer(LOSSY_LOSS, LOSSY_RATE_BPS, LOSSY_BUCKET) if lossy else None
+    link_frames = _LinkFrames()
+    link_ssrcs: dict[str, int] = {}
     if policer is not None:  # subscriber s0 sits behind the bad link
-        hooks.impair_receive(pcs["s0"].getTransceivers()[0].receiver.transport, policer.keep)
+        from aiortc.sdp import SessionDescription
+
+        s0 = pcs["s0"]
+        hooks.impair_receive(s0.getTransceivers()[0].receiver.transport, policer.keep)
+        for media in SessionDescription.parse(s0.remoteDescription.sdp).media:
+            entry = mappings.get("s0", {}).get(media.rtp.muxId or "")
+            if entry and entry["kind"] == "video" and media.ssrc:
+                link_ssrcs[entry["pid"]] = media.ssrc[0].ssrc
+                link_frames.payload_types |= {c.payloadType for c in media.rtp.codecs
+                                              if c.mimeType.lower() == "video/vp8" and c.payloadType is not None}
+        hooks.tap_rtp(s0.getTransceivers()[0].receiver.transport, link_frames.tap)
     conn.send(("connected", {pid: pc.connectionState for pid, pc in pcs.items()}))
     try:
         while True:
@@ -183,10 +274,15 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
                 before = {s: {p: k.frames for p, k in d.items()} for s, d in sinks.items()}
                 t0 = time.monotonic()
                 await asyncio.sleep(msg[1])
-                span = time.monotonic() - t0
-                fps = {s: {p: (k.frames - before[s][p]) / span for p, k in d.items()} for s, d in sinks.items()}
+                t1 = time.monotonic()
+                span = t1 - t0
+                fps: dict[str, dict[str, Any]] = {s: {p: (k.frames - before[s][p]) / span for p, k in d.items()}
+                                                  for s, d in sinks.items()}
                 if policer is not None:
                     fps["link"] = {"dropped": policer.dropped, "passed": policer.passed}
+                    fps["freezes"] = {p: a.freezes(t0, t1) for p, a in arrivals.items()}
+                    fps["link_freezes"] = {p: _Arrivals(None, link_frames.times.get(ssrc, [])).freezes(t0, t1)
+                                           for p, ssrc in link_ssrcs.items()}
                 conn.send(("fps", fps))
             elif msg[0] == "stop":
                 break
@@ -333,12 +429,22 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         rates: list[float] = []
         values: list[float] = []
         wall = 0.0
+        timeline: list[dict[str, list[int | None]]] = []
         for _ in range(windows):
             start = stats
             cpu0, t0 = _proc_cpu_seconds(worker_pid), time.monotonic()
             parent.send(("measure", span))
-            _, fps = await asyncio.wait_for(events.get(), span + 30)
+            sampler = asyncio.ensure_future(_sample_layers(manager, timeline)) if lossy else None
+            try:
+                _, fps = await asyncio.wait_for(events.get(), span + 30)
+            finally:
+                if sampler is not None:
+                    sampler.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await sampler
             link = fps.pop("link", None)
+            freezes = fps.pop("freezes", {})
+            link_freezes = fps.pop("link_freezes", {})
             took = time.monotonic() - t0
             cpus.append(100 * (_proc_cpu_seconds(worker_pid) - cpu0) / took)
             stats = await manager.stats()
@@ -365,7 +471,8 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             "signaling": latency,
         }
         if lossy:
-            result["lossy"] = _lossy_figures(before, stats, fps, link, wall, publishers)
+            result["lossy"] = _lossy_figures(before, stats, fps, link, wall, publishers, freezes, timeline,
+                                             link_freezes)
         if mode == "forward":  # RTP packets out are counted by the RTP-level path only
             result["packets_out_per_second"] = round(out_pps)
             result["packets_per_second_per_core"] = round(statistics.median(per_core)) if per_core else None
@@ -402,27 +509,55 @@ def _rtp_packets_out(stats: dict[int, Any]) -> int:
     return _slot_sum(stats, "forwarded") + _slot_sum(stats, "retransmitted")
 
 
-def _lossy_figures(before: dict[int, Any], after: dict[int, Any], fps: dict[str, dict[str, float]],
-                   link: dict[str, int] | None, wall: float, publishers: int) -> dict[str, Any]:
-    """What the impaired subscriber s0 got, against the others, and what it cost the publishers."""
+def _peers(stats: dict[int, Any]) -> dict[str, Any]:
+    return {pid: peer for worker in stats.values() for room in worker.get("rooms", {}).values()
+            for pid, peer in room["peers"].items()}
 
-    def peers(stats: dict[int, Any]) -> dict[str, Any]:
-        return {pid: peer for worker in stats.values() for room in worker.get("rooms", {}).values()
-                for pid, peer in room["peers"].items()}
+
+def _video_layers(stats: dict[int, Any]) -> dict[str, list[int | None]]:
+    """Each subscriber's video slots' current layers (-1: paused), in mid order."""
+    layers: dict[str, list[Any]] = {
+        pid: [slot.get("layer") if slot.get("max_layer") != -1 else -1
+              for _, slot in sorted(peer.get("slots", {}).items()) if slot["kind"] == "video"]
+        for pid, peer in _peers(stats).items() if pid.startswith("s")}
+    return layers
+
+
+async def _sample_layers(manager: Any, timeline: list[dict[str, list[int | None]]]) -> None:
+    while True:
+        await asyncio.sleep(LAYER_SAMPLE)
+        timeline.append(_video_layers(await manager.stats()))
+
+
+def _lossy_figures(before: dict[int, Any], after: dict[int, Any], fps: dict[str, dict[str, float]],
+                   link: dict[str, int] | None, wall: float, publishers: int,
+                   freezes: dict[str, dict[str, float]] | None = None,
+                   timeline: list[dict[str, list[int | None]]] | None = None,
+                   link_freezes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """What the impaired subscriber s0 got, against the others, and what it cost the publishers."""
+    peers = _peers
 
     def keyframes(stats: dict[int, Any]) -> int:
         return sum(p["published"].get("video", {}).get("keyframes_in", 0) for p in peers(stats).values())
 
-    s0 = [slot for slot in peers(after).get("s0", {}).get("slots", {}).values() if slot["kind"] == "video"]
+    s0 = [slot for _, slot in sorted(peers(after).get("s0", {}).get("slots", {}).items()) if slot["kind"] == "video"]
     others = [v for sub, per in fps.items() if sub != "s0" for v in per.values()]
     impaired = list(fps.get("s0", {}).values())
+    timeline = timeline or []
+    others_layers = [layer for sample in timeline for sub, layers in sample.items() if sub != "s0" for layer in layers]
     return {
         "link": {"loss": LOSSY_LOSS, "rate_bps": LOSSY_RATE_BPS, **(link or {})},
         "impaired_fps": [round(v, 1) for v in impaired],
+        "impaired_freezes": list((freezes or {}).values()),
+        "impaired_link_frames": list((link_freezes or {}).values()),
         "others_fps_median": round(statistics.median(others), 1) if others else 0.0,
         "impaired_layers": [{"layer": x.get("layer"), "max_layer": x.get("max_layer"),
-                             "switches": x.get("layer_switches"), "retransmitted": x.get("retransmitted"),
-                             "nack_missed": x.get("nack_missed")} for x in s0],
+                             "switches": x.get("layer_switches"), "pauses": x.get("pauses"), "loss": x.get("loss"),
+                             "retransmitted": x.get("retransmitted"), "nack_missed": x.get("nack_missed")}
+                            for x in s0],
+        "impaired_layer_timeline": [sample.get("s0", []) for sample in timeline],
+        "others_on_top_layer": (round(sum(1 for layer in others_layers if layer == 2) / len(others_layers), 2)
+                                if others_layers else None),
         "publisher_keyframes_per_second": round((keyframes(after) - keyframes(before)) / wall / publishers, 2),
     }
 

@@ -419,7 +419,7 @@ class RtpSlot(MediaStreamTrack):
         """RTCP feedback from the subscriber for this slot (NACK; REMB and receiver reports)."""
         if kind == "nack":
             self.nacks += len(value)
-            self.chooser.on_nack(len(value))
+            self.chooser.on_nack(value, time.monotonic())
             if self.source is not None:
                 self.forwarder.nack(value, self.source.buffer)
             return
@@ -429,7 +429,7 @@ class RtpSlot(MediaStreamTrack):
         if kind == "remb":
             self.chooser.on_remb(float(value), now)
         elif kind == "rr":
-            self.chooser.on_loss(int(value[0]))
+            self.chooser.on_loss(int(value[0]), now)
         if kind == "rr" or now - self._decided_at >= DECIDE_EVERY:  # receivers may send REMB every few packets
             self._decided_at = now
             self.choose_layer(now)
@@ -924,6 +924,7 @@ class Worker:
                     }
                     if isinstance(stream, RtpStream):
                         published[kind]["keyframes_in"] = stream.keyframes_in
+                        published[kind]["layer_bytes"] = stream.meter.bytes[:3]  # payload bytes per temporal layer
                 slots = {}
                 for mid, slot in member.slots.items():
                     forwarded += slot.forwarded
@@ -934,7 +935,7 @@ class Worker:
                         f = slot.forwarder
                         slots[mid].update(nacks=slot.nacks, retransmitted=f.retransmitted, nack_missed=f.nack_missed,
                                           layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
-                                          pauses=slot.pauses, remb=slot.chooser.remb,
+                                          pauses=slot.pauses, remb=slot.chooser.remb, loss=round(slot.chooser.loss, 3),
                                           sent_bytes=f.sent_bytes)
                 peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots}
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}

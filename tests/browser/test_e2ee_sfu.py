@@ -95,6 +95,15 @@ async def test_family_room_e2ee_through_the_sfu(alcove: AlcoveServer, pages: Any
 
     # (2) the SFU forwarded every frame and decoded none
     assert await sfu_decoded_frames(alcove) == 0
+    # ... and read what it needs outside the SFrame ciphertext: the VP8 payload descriptor of every E2EE publisher
+    # (temporal layers 0, 1 and 2 of L1T3) and the key-frame bit of the clear VP8 header
+    stats = await alcove.hub.media.stats()
+    published = {pid: peer["published"]["video"] for worker in stats.values() for room in worker["rooms"].values()
+                 for pid, peer in room["peers"].items()}
+    assert set(published) == {t_pid, a_pid, b_pid}
+    for video in published.values():
+        assert video["keyframes_in"] > 0, video
+        assert all(size > 0 for size in video["layer_bytes"]), video
 
     # (3) remove Sam: a new epoch without Sam; Alex and the therapist go on, Sam's page decodes nothing further
     await therapist.get_by_role("button", name="Remove Sam", exact=True).click()

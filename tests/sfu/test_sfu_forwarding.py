@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -18,7 +19,9 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import SessionDescription
 
+from rtc import aiortc_hooks as hooks
 from server.sfu.layers import RETRY_PAUSED_AFTER
+from server.sfu.rtp import PAUSED
 
 from .harness import Harness, until
 
@@ -155,3 +158,49 @@ async def test_video_pauses_when_the_subscribers_link_cannot_carry_it_and_audio_
     # the link is good again: the SFU retries the base layer by itself (RETRY_PAUSED_AFTER), on a key frame
     assert await until(lambda: "paused" not in sub.mapping.get(mid, {}), RETRY_PAUSED_AFTER + 3), sub.mapping
     assert await video.wait_frames(video.frames + 10, within=3)
+
+
+async def test_a_weak_subscriber_gets_a_lower_layer_and_the_others_keep_the_top_one(sfu: Harness) -> None:
+    """An L1T3 publisher, two subscribers; one loses 15 % of what reaches it: the SFU steps it down layer by layer
+    to the base layer (not a pause: the SFU repairs the loss from its buffer) and goes on sending it frames, while
+    the other keeps every layer."""
+    sfu.members("r-weak", {"a", "weak", "good"})
+    pub = sfu.client("r-weak", "a", colour=RED)
+    hooks.send_temporal_layers(pub.pc.getTransceivers()[0].sender)
+    await pub.negotiate()
+    weak = sfu.client("r-weak", "weak", slots=1)
+    good = sfu.client("r-weak", "good", slots=1)
+    await asyncio.gather(weak.negotiate(), good.negotiate())
+    assert await weak.sink_of("a").wait_frames(11, within=6)
+    assert await good.sink_of("a").wait_frames(11, within=6)
+    lossy = random.Random(16)
+    hooks.impair_receive(weak.pc.getTransceivers()[0].receiver.transport,
+                         lambda data: not 128 <= data[0] < 192 or lossy.random() >= 0.15)  # RTP/RTCP only
+
+    async def video_slot(pid: str) -> dict[str, Any]:
+        return next(s for s in (await slot_stats(sfu, "r-weak", pid)).values() if s["kind"] == "video")
+
+    layers = []
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline:
+        slot = await video_slot("weak")
+        layers.append(slot["max_layer"])
+        if slot["layer"] == 0:
+            break
+        await asyncio.sleep(0.5)
+    print(f"\n[weak] max_layer over time: {layers}")
+    assert (await video_slot("weak"))["layer"] == 0, layers
+    assert PAUSED not in layers
+    before_weak, before_good = await video_slot("weak"), await video_slot("good")
+    good_frames = good.sink_of("a").frames
+    await asyncio.sleep(3)
+    after_weak, after_good = await video_slot("weak"), await video_slot("good")
+    print(f"[weak] packets in 3 s: {after_weak['forwarded'] - before_weak['forwarded']} at layer {after_weak['layer']}, "
+          f"repaired {after_weak['retransmitted']}; good: {after_good['forwarded'] - before_good['forwarded']} "
+          f"at layer {after_good['layer']}")
+    assert after_weak["max_layer"] == after_weak["layer"] == 0  # still the base layer, not paused
+    assert after_weak["forwarded"] - before_weak["forwarded"] >= 3 * 5  # the base layer's frames keep coming
+    assert after_weak["retransmitted"] > 0  # its losses repaired from the SFU's buffer
+    assert after_good["max_layer"] == after_good["layer"] == 2
+    assert after_good["forwarded"] - before_good["forwarded"] > 2 * (after_weak["forwarded"] - before_weak["forwarded"])
+    assert good.sink_of("a").frames - good_frames >= 3 * 15

@@ -60,7 +60,8 @@ async def everyone_decodes(ps: list[Participant], video: int = 11, audio: int = 
                 await x.wait_frames(y.pid, video=video, audio=audio, timeout=25)
 
 
-async def test_family_room_everyone_decodes_everyone_and_send_back_stops_media(family: Any) -> None:
+async def test_family_room_everyone_decodes_everyone_and_send_back_stops_media(family: Any,
+                                                                                sfu_server: AlcoveServer) -> None:
     t, cs = await family(3)
     everyone = [t, *cs]
     await everyone_decodes(everyone)
@@ -68,6 +69,12 @@ async def test_family_room_everyone_decodes_everyone_and_send_back_stops_media(f
         assert p.links == {} and p.sfu is not None and p.sfu.pc.connectionState == "connected"
         assert p.security_failures == [] and p.failures == []
         assert p.keystate is not None and p.keystate.counters["decrypted"] > 50
+    # the Python participants publish VP8 in three temporal layers (L1T3), readable by the SFU under SFrame
+    stats = await sfu_server.hub.media.stats()
+    published = {pid: peer["published"]["video"] for worker in stats.values() for room in worker["rooms"].values()
+                 for pid, peer in room["peers"].items()}
+    assert set(published) == {p.pid for p in everyone}
+    assert all(all(size > 0 for size in v["layer_bytes"]) for v in published.values()), published
     gone, rest = cs[0], [t, *cs[1:]]
     await t.send_to_waiting(gone.pid)
     await gone.wait_until(lambda: gone.status == "waiting" and gone.sfu is None, 5, "back in the waiting room")

@@ -14,7 +14,7 @@ import aiortc
 import av
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
-from aiortc.codecs.vpx import vp8_depayload
+from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
@@ -158,6 +158,27 @@ async def test_sender_transform_vp8_is_per_instance(pc: RTCPeerConnection) -> No
         assert (await _frames(hooked, VP8, 1))[0] != b""
     finally:
         await plain.close()
+
+
+async def test_send_temporal_layers_encodes_l1t3_under_the_transform(pc: RTCPeerConnection) -> None:
+    """The sender's encoder becomes the L1T3 one; the transform still sees each whole frame and the layer
+    descriptor (T, L, Y) stays in clear before it; another sender keeps aiortc's single layer."""
+    layered = pc.addTrack(SyntheticVideoTrack(fps=120))
+    hooks.send_temporal_layers(layered)
+    seen: list[bytes] = []
+    hooks.set_sender_transform(layered, lambda kind, data: seen.append(data) or xor_after(kind, data))
+    descriptors = []
+    for _ in range(5):
+        enc = await layered._next_encoded_frame(VP8)
+        assert enc is not None
+        descriptors.append(VpxPayloadDescriptor.parse(enc.payloads[0])[0])
+        assert b"".join(vp8_depayload(p) for p in enc.payloads) == xor_after("video", seen[-1])
+    assert isinstance(layered._RTCRtpSender__encoder, hooks.TemporalVp8Encoder)  # type: ignore[attr-defined]
+    assert [d.tid for d in descriptors] == [(0, 0), (2, 1), (1, 1), (2, 0), (0, 0)]
+    assert descriptors[4].tl0picidx == (descriptors[0].tl0picidx + 1) & 0xFF
+    plain = pc.addTrack(SyntheticVideoTrack(fps=120))
+    enc = await plain._next_encoded_frame(VP8)
+    assert enc is not None and VpxPayloadDescriptor.parse(enc.payloads[0])[0].tid is None
 
 
 async def test_sender_transform_on_packed_packets(pc: RTCPeerConnection) -> None:
