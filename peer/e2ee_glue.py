@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,6 +43,9 @@ KeyStateFactory = Callable[[], KeyState]
 
 #: How often the therapist checks whether the current epoch is due for a periodic rekey (seconds).
 REKEY_CHECK_S = 5.0
+#: How long the therapist keeps an admitted client the server has not listed since the therapist's own return
+#: (a fresh server after a restart learns about people only as they resume): the server's default resume grace.
+RESUME_GRACE_S = 120.0
 
 
 class E2eeGlue:
@@ -50,8 +54,12 @@ class E2eeGlue:
     def __init__(self, state: RoomState, tasks: Tasks, *, enabled: bool, link_info: LinkInfo,
                  therapist_ik: ec.EllipticCurvePrivateKey | None = None,
                  keystate_factory: KeyStateFactory = KeyState, who: Callable[[], str] = lambda: "",
-                 epoch_lifetime_ms: int = EPOCH_LIFETIME_MS) -> None:
+                 epoch_lifetime_ms: int = EPOCH_LIFETIME_MS, resume_grace: float = RESUME_GRACE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.state, self.tasks = state, tasks
+        self.resume_grace = resume_grace
+        self.clock = clock
+        """Seconds, monotonic: the therapist's deadlines for clients the server has not listed yet."""
         self.epoch_lifetime_ms = epoch_lifetime_ms
         self.enabled = enabled
         self.link_info = link_info
@@ -82,6 +90,15 @@ class E2eeGlue:
         self._epoch_members: tuple[str, ...] | None = None
         self._connected_clients: set[str] = set()
         self._admitted_clients: set[str] = set()
+        self._listed: set[str] = set()
+        """Clients the server listed since this therapist's last (re)connection."""
+        self.unconfirmed: dict[str, float] = {}
+        """Therapist: admitted clients the server has not listed since this therapist came back (a restarted server
+        does not know them until they resume), each with the deadline (``clock``) until which it stays a member."""
+        self._removed_by_me: set[str] = set()
+        """Clients this therapist removed or sent back itself: no key, whatever the server's roster says, until a
+        new Admit."""
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._intro_seen: dict[str, str] = {}
         self._rekey_timer: asyncio.TimerHandle | None = None
 
@@ -159,7 +176,29 @@ class E2eeGlue:
         return True
 
     def reconnected(self) -> None:
-        self._epoch_members = None  # a returning therapist issues a new epoch on the next roster
+        """This participant's signaling came back (its own drop, or a restart of the server).
+
+        The therapist keeps its epoch: its clients still hold it, media between them never stopped, and those
+        the (maybe fresh) server does not list yet stay members within the resume grace (:meth:`maybe_rekey`).
+        """
+        self._listed = set()
+
+    def removed_by_me(self, pid: str) -> None:
+        """The therapist removed ``pid`` or sent it back: no key for it from now on, whatever the server says."""
+        if not isinstance(self.keys, TherapistKeys):
+            return
+        self._removed_by_me.add(pid)
+        self._forget(pid)
+        self._admitted_clients.discard(pid)
+        self.unconfirmed.pop(pid, None)
+        self.maybe_rekey()
+
+    def _forget(self, pid: str) -> None:
+        assert isinstance(self.keys, TherapistKeys)
+        self.keys.forget(pid)  # no key any more; a new admission starts afresh
+        self.intros.pop(pid, None)
+        self._intro_seen.pop(pid, None)
+        self.sas_of.pop(pid, None)
 
     def check_intros(self) -> None:
         if not isinstance(self.keys, TherapistKeys):
@@ -190,27 +229,42 @@ class E2eeGlue:
             raise
         if pid in self.new_people:  # the therapist's new Admit of a new person
             self.intros[pid] = self.new_people.pop(pid)
+        self._removed_by_me.discard(pid)  # a new Admit
         return grant
 
     def maybe_rekey(self, *, force: bool = False) -> None:
-        """Therapist: a new epoch whenever the set of granted, present clients changes (or after a return).
+        """Therapist: a new epoch whenever the set of granted, present clients changes (or a client returns).
 
         The server's roster is a hint: a client gets a key only if this therapist granted it (its own Admit)
-        and verified its reveal. A client that left the roster is forgotten: it needs a new Admit.
+        and verified its reveal, and never after this therapist removed it or sent it back. A client the server
+        listed since this therapist's last connection and lists no more has left for good (left, removed, or its
+        grace ran out: a client within its grace stays listed, ``connected: false``); it is forgotten and needs a
+        new Admit. A client the server has not listed since then (a restarted server knows only those who
+        resumed) stays a member until it is listed again, or forgotten once ``resume_grace`` has passed.
         """
         keys = self.keys
-        if not isinstance(keys, TherapistKeys) or self.state.status != "admitted":
+        if not isinstance(keys, TherapistKeys) or self.state.status != "admitted" or self.tasks.closing:
             return
         roster = self.state.roster
-        admitted = [p for p, e in sorted(roster.items()) if e.role == "client"]
-        for pid in self._admitted_clients - set(admitted):
-            keys.forget(pid)  # removed / sent back / left: no key any more; a new admission starts afresh
-            self.intros.pop(pid, None)
-            self._intro_seen.pop(pid, None)
-            self.sas_of.pop(pid, None)
-        self._admitted_clients = set(admitted)
+        now = self.clock()
+        listed = {p for p, e in roster.items() if e.role == "client"} - self._removed_by_me
+        gone: set[str] = set()
+        for pid in self._admitted_clients - listed:
+            if pid in self._listed:
+                gone.add(pid)  # the server listed it on this connection, then not: it left for good
+            elif now >= self.unconfirmed.setdefault(pid, now + self.resume_grace):
+                gone.add(pid)  # not back within the grace
+        for pid in gone:
+            self._forget(pid)
+            self.unconfirmed.pop(pid, None)
+        for pid in listed:
+            self.unconfirmed.pop(pid, None)
+        self._listed |= listed
+        self._admitted_clients = (self._admitted_clients - gone) | listed
+        admitted = sorted(self._admitted_clients)
+        self._schedule_grace(now)
         connected = {p for p, e in roster.items() if e.role == "client" and e.connected}
-        returned = (connected - self._connected_clients) & set(admitted)
+        returned = (connected - self._connected_clients) & listed
         self._connected_clients = connected
         if (returned or force) and self._epoch_members is not None:
             self._epoch_members = None  # a client came back (a reload): it holds no epoch secret any more
@@ -234,6 +288,16 @@ class E2eeGlue:
         loop = asyncio.get_running_loop()
         loop.call_later(SWITCH_TIMEOUT + 0.02, self._maybe_switch)
         self._schedule_periodic(loop)
+
+    def _schedule_grace(self, now: float) -> None:
+        """Therapist: look again when the first unlisted client's resume grace runs out."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if self.unconfirmed and not self.tasks.closing:
+            with contextlib.suppress(RuntimeError):  # no running loop (a unit test drives the clock)
+                self._grace_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, min(self.unconfirmed.values()) - now) + 0.01, self.maybe_rekey)
 
     def _schedule_periodic(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._rekey_timer is None:
