@@ -26,6 +26,7 @@ from .e2ee import (
     EPOCH_LIFETIME_MS,
     SAS,
     SWITCH_TIMEOUT,
+    AppHold,
     ClientKeys,
     IntroInfo,
     KeyState,
@@ -33,6 +34,7 @@ from .e2ee import (
     NewPerson,
     SecurityCheckFailed,
     TherapistKeys,
+    app_epoch_of,
     message_kind,
 )
 from .state import RoomState, Tasks
@@ -87,6 +89,11 @@ class E2eeGlue:
         self.epochs_made: list[int] = []
         self.app_messages: list[tuple[str, dict[str, Any], bool]] = []
         """Every verified app message received, as ``(from_pid, body, private)`` in arrival order (memory only)."""
+        self.app_held = AppHold()
+        """App messages under an epoch not received yet, waiting for it (bounded in number and time)."""
+        self.ignored_apps = 0
+        """App messages ignored because they were sent under an epoch older than this participant's membership."""
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._epoch_members: tuple[str, ...] | None = None
         self._connected_clients: set[str] = set()
         self._admitted_clients: set[str] = set()
@@ -160,6 +167,7 @@ class E2eeGlue:
         if isinstance(self.keys, ClientKeys):
             self.keys.reset()
             self.sas = None
+            self.app_held = AppHold()  # what waited for an epoch of that membership: it will not come
 
     def admitted(self, grant: str | None) -> bool:
         """A client was admitted: check the grant and reveal; False (recorded) when the grant fails."""
@@ -284,6 +292,7 @@ class E2eeGlue:
         names = {p: e.name for p, e in roster.items() if p == keys.pid or p in members}
         result = keys.make_epoch(members, names)
         self.epochs_made.append(result.epoch)
+        self.release_held_apps()
         self.tasks.send_soon(m.Key(to=None, data=result.message))
         loop = asyncio.get_running_loop()
         loop.call_later(SWITCH_TIMEOUT + 0.02, self._maybe_switch)
@@ -338,6 +347,7 @@ class E2eeGlue:
                     self.tasks.send_soon(m.Key(to=None, data=reply))
                 elif kind == "epoch" and reply is None:
                     self.ignored_epochs += 1
+                self.release_held_apps()
                 self.state.changed.set()
         except SecurityCheckFailed as err:
             self.failed(f"key from {from_pid}: {err}", kind=message_kind(data) or "key", pid=from_pid)
@@ -360,17 +370,64 @@ class E2eeGlue:
         return True
 
     def on_app(self, msg: m.PeerApp) -> None:
-        """An app message the server relayed: kept when it verifies, otherwise refused (``refusals``, ``app``)."""
+        """An app message the server relayed: kept when it verifies, otherwise refused (``refusals``, ``app``).
+
+        One under an epoch not received yet (a member's message sent just before this participant's admission
+        or its newest epoch) waits for that epoch (:class:`peer.e2ee.AppHold`: bounded in number and time) and is
+        refused if it does not come; one under an epoch older than this participant's membership is ignored.
+        """
+        self._app_in(msg.from_, msg.data)
+
+    def _app_in(self, from_pid: str, data: str) -> None:
         keys = self.keys
+        epoch = app_epoch_of(data)
+        what = keys.app_disposition(epoch) if keys is not None and epoch is not None else "open"
+        if what == "ignore":
+            self.ignored_apps += 1
+            return
+        if what == "hold" and keys is not None:
+            if self.app_held.hold(from_pid, data, self.clock()):
+                self._schedule_hold()
+                return
+            self.failed(f"app from {from_pid}: too many app messages waiting for their epoch", kind="app",
+                        pid=from_pid)
+            return
         try:
             if keys is None:
                 raise SecurityCheckFailed("app message without keys")
-            got = keys.open_app(msg.from_, msg.data)
+            got = keys.open_app(from_pid, data)
         except SecurityCheckFailed as err:
-            self.failed(f"app from {msg.from_}: {err}", kind="app", pid=msg.from_)
+            self.failed(f"app from {from_pid}: {err}", kind="app", pid=from_pid)
             return
         self.app_messages.append((got.from_pid, got.body, got.private))
         self.state.changed.set()
+
+    def release_held_apps(self) -> None:
+        """A new epoch is here: the held app messages it (or an older membership) settles, in arrival order."""
+        keys = self.keys
+        if keys is None or not len(self.app_held):
+            return
+
+        def still_early(data: str) -> bool:
+            epoch = app_epoch_of(data)
+            return epoch is not None and keys.app_disposition(epoch) == "hold"
+        for from_pid, data in self.app_held.release(still_early):
+            self._app_in(from_pid, data)
+
+    def expire_held_apps(self) -> None:
+        """Refuse the held app messages whose epoch did not come in time (``clock``)."""
+        self._hold_timer = None
+        for from_pid, _ in self.app_held.expired(self.clock()):
+            self.failed(f"app from {from_pid}: its epoch did not come", kind="app", pid=from_pid)
+        self._schedule_hold()
+
+    def _schedule_hold(self) -> None:
+        deadline = self.app_held.next_deadline()
+        if deadline is None or self._hold_timer is not None or self.tasks.closing:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the caller drives expire_held_apps
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - self.clock()) + 0.01, self.expire_held_apps)
 
     # ------------------------------------------------------------------ media and SDP
 
