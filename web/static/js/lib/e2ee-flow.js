@@ -97,6 +97,12 @@ class E2eeBase extends EventTarget {
     this._appOut = Promise.resolve();
     /** @type {Promise<any>} app messages are opened one at a time, in arrival order */
     this._appIn = Promise.resolve();
+    /** app messages under an epoch not received yet, waiting for it */
+    this.appHeld = new E.AppHold();
+    /** app messages ignored: sent under an epoch older than this page's membership */
+    this.ignoredApps = 0;
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this._holdTimer = null;
     this.worker.addEventListener("message", (ev) => {
       const m = ev.data || {};
       if (m.type === "stats") this._onStats(m);
@@ -220,17 +226,74 @@ class E2eeBase extends EventTarget {
     return true;
   }
 
-  /** An app message the server relayed: an `app` event when it verifies, else `refused` ("app").
-   * @param {string} from @param {string} data */
-  onApp(from, data) {
-    const run = this._appIn.then(async () => {
-      const app = this._app;
+  /**
+   * An app message the server relayed: an `app` event when it verifies, else `refused` ("app"). One under an epoch
+   * not received yet (a member's message sent just before this page's admission or its newest epoch) waits for
+   * that epoch (E.AppHold: at most 32, at most 5 s) and is refused if it does not come; one under an epoch older
+   * than this page's membership is ignored. `now` (ms): the caller's clock.
+   * @param {string} from @param {string} data @param {number} [now]
+   */
+  onApp(from, data, now = Date.now()) {
+    const run = this._appIn.then(() => this._appArrived(from, data, now));
+    this._appIn = run;
+    return run;
+  }
+
+  /** @param {string} from @param {string} data @param {number} now */
+  async _appArrived(from, data, now) {
+    const app = this._app;
+    const epoch = E.appEpochOf(data);
+    const what = app && epoch !== null ? app.disposition(epoch) : "open";
+    if (what === "ignore") {
+      this.ignoredApps++;
+      return;
+    }
+    if (what === "hold") {
+      if (this.appHeld.hold(from, data, now)) {
+        this._scheduleHold(now);
+        return;
+      }
+      this._refused("app", from, new E.SecurityCheckFailed("too many app messages waiting for their epoch"));
+      return;
+    }
+    try {
       if (!app) throw new E.SecurityCheckFailed("app message without keys");
       const msg = await app.open(from, data);
       this.dispatchEvent(new CustomEvent("app", { detail: { from: msg.from, body: msg.body, private: msg.private } }));
-    }).catch((e) => this._refused("app", from, e));
+    } catch (e) {
+      this._refused("app", from, e);
+    }
+  }
+
+  /** A new epoch is here: the held app messages it (or an older membership) settles, in arrival order. */
+  releaseHeldApps() {
+    const run = this._appIn.then(async () => {
+      const app = this._app;
+      if (!app || !this.appHeld.size) return;
+      const released = this.appHeld.release((data) => {
+        const epoch = E.appEpochOf(data);
+        return epoch !== null && app.disposition(epoch) === "hold";
+      });
+      for (const [from, data] of released) await this._appArrived(from, data, Date.now());
+    });
     this._appIn = run;
     return run;
+  }
+
+  /** Refuses the held app messages whose epoch did not come in time. @param {number} [now] */
+  expireHeldApps(now = Date.now()) {
+    this._holdTimer = null;
+    for (const [from] of this.appHeld.expired(now)) {
+      this._refused("app", from, new E.SecurityCheckFailed("its epoch did not come"));
+    }
+    this._scheduleHold(now);
+  }
+
+  /** @param {number} now */
+  _scheduleHold(now) {
+    const deadline = this.appHeld.nextDeadline();
+    if (deadline === null || this._holdTimer !== null) return;
+    this._holdTimer = setTimeout(() => this.expireHeldApps(), Math.max(0, deadline - now) + 10);
   }
 
   // ---- health -----------------------------------------------------------------------------------------
@@ -308,6 +371,8 @@ class E2eeBase extends EventTarget {
   }
 
   stop() {
+    if (this._holdTimer !== null) clearTimeout(this._holdTimer);
+    this._holdTimer = null;
     this.keyState.clear();
     for (const w of this._waiters) w.resolve();
     this._waiters = [];
@@ -452,6 +517,7 @@ export class ClientE2ee extends E2eeBase {
       if (this.sendExpired && this.keyState.sendEpoch !== null && !this.keyState.sendExpired) this.sendExpired = false;
       this._changed(); // keeps the new HPKE key in this tab before the ack announces it
       this.signaling.key(null, reply);
+      this.releaseHeldApps();
       return;
     }
     if (this.sendExpired && !this.keyState.sendExpired) this.sendExpired = false; // switched to a newer epoch
@@ -461,6 +527,7 @@ export class ClientE2ee extends E2eeBase {
   /** Sent back to the waiting room: every media key is dropped at once, and the state kept in this tab. */
   reset() {
     this.keys?.reset();
+    this.appHeld.clear(); // what waited for an epoch of that membership: it will not come
     this._grantP = null;
     this.granted = false;
     this.sas = null;
@@ -755,6 +822,7 @@ export class TherapistE2ee extends E2eeBase {
     for (const pid of [keys.pid, ...members]) if (typeof this._names[pid] === "string") names[pid] = this._names[pid];
     const result = await keys.makeEpoch(members, names);
     this.epochsMade++;
+    this.releaseHeldApps();
     this.signaling.key(null, result.message);
     const until = Date.now() + E.SWITCH_TIMEOUT_MS + 20;
     while (!keys.switchDue() && Date.now() < until) await sleep(50);
