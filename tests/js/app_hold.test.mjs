@@ -55,8 +55,9 @@ async function room() {
 
 const say = async (who, text) => who.app.make({ k: "chat", text });
 
-test("a message under the epoch still on its way is delivered once it comes", async () => {
+test("a message under the epoch still on its way is delivered once it comes", async (ctx) => {
   const { t, a, page, got, refused } = await room();
+  ctx.after(() => page.stop());
   const res = await t.makeEpoch(["p_a", "p_b"]); // the page's first epoch
   await t.handleKey("p_a", await a.handleKey(res.message));
   t.pending.waitingAcks.delete("p_b");
@@ -70,11 +71,11 @@ test("a message under the epoch still on its way is delivered once it comes", as
   assert.deepEqual(got, ["under the new epoch", "the therapist's too"]);
   assert.equal(page.appHeld.size, 0);
   assert.deepEqual(refused, []);
-  page.stop();
 });
 
-test("a message sent before the page was a member is ignored, not refused", async () => {
+test("a message sent before the page was a member is ignored, not refused", async (ctx) => {
   const { t, a, page, got, refused } = await room();
+  ctx.after(() => page.stop());
   const early = await say(a, "before b was let in");
   await page.onApp("p_a", early, 1000);
   assert.equal(page.appHeld.size, 1);
@@ -87,11 +88,11 @@ test("a message sent before the page was a member is ignored, not refused", asyn
   assert.equal(page.ignoredApps, 2);
   assert.deepEqual(got, []);
   assert.deepEqual(refused, []);
-  page.stop();
 });
 
-test("an epoch that never comes: refused, visibly, after 5 s of the caller's clock; at most 32 wait", async () => {
+test("an epoch that never comes: refused, visibly, after 5 s of the caller's clock; at most 32 wait", async (ctx) => {
   const { t, a, page, got, refused } = await room();
+  ctx.after(() => page.stop());
   const b2 = await t.makeEpoch(["p_a", "p_b"]);
   await t.handleKey("p_a", await a.handleKey(b2.message));
   await page.onKey("p_t", b2.message);
@@ -107,7 +108,6 @@ test("an epoch that never comes: refused, visibly, after 5 s of the caller's clo
   assert.equal(refused.length, 1 + E.APP_HOLD_MAX);
   assert.ok(refused.slice(1).every((r) => r.what === "app" && r.pid === "p_a" && /did not come/.test(r.error)));
   assert.deepEqual(got, []);
-  page.stop();
 });
 
 test("the hold alone: bounded in count and time, on the caller's clock", () => {

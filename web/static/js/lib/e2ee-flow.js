@@ -22,6 +22,9 @@ const READY_TIMEOUT_MS = 10_000;
 const FAILING_AFTER_MS = 3000;
 /** How often the therapist checks whether the current epoch is due for a periodic rekey (ms). */
 const REKEY_CHECK_MS = 5000;
+/** How long the therapist keeps an admitted client the server has not listed since the console's own return (a
+ * restarted server learns about people only as they resume): the server's default resume grace (ms). */
+export const RESUME_GRACE_MS = 120_000;
 
 /** Encoded transforms (and WebCrypto) available: without them no end-to-end encryption is possible. */
 export function encodedTransformSupported() {
@@ -654,6 +657,17 @@ export class TherapistE2ee extends E2eeBase {
     this._offline = new Set();
     /** an admitted client came back: the next rekey makes a new epoch even for the same members */
     this._returned = false;
+    /** @type {Set<string>} clients the server listed since this console's last (re)connection */
+    this._listed = new Set();
+    /** @type {Map<string, number>} admitted clients the server has not listed since this console came back (a
+     * restarted server does not know them until they resume), each with the time (ms) until which it stays a member */
+    this.unconfirmed = new Map();
+    /** @type {Set<string>} clients this console removed or sent back: no key, whatever the server lists, until a new Admit */
+    this._removedByMe = new Set();
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this._graceTimer = null;
+    /** @type {[string[], string[], Record<string, string>]} the last roster, looked at again when a grace runs out */
+    this._lastRoster = [[], [], {}];
     /** @type {Promise<void>} serialises rekeying */
     this._chain = Promise.resolve();
     this.epochsMade = 0;
@@ -746,6 +760,7 @@ export class TherapistE2ee extends E2eeBase {
     if (!check || (check.status !== "ok" && check.status !== "plain" && check.status !== "no-link" && check.status !== "new-person")) return null;
     const grant = await keys.makeGrant(pid); // for a new person: this click is its new Admit
     if (check.status === "new-person") this.intros.set(pid, { ...check, status: "ok" });
+    this._removedByMe.delete(pid); // a new Admit
     return grant;
   }
 
@@ -771,31 +786,77 @@ export class TherapistE2ee extends E2eeBase {
   }
 
   /**
+   * This console's signaling came back (its own drop, or a restart of the server): the epoch stays (the clients
+   * hold it, media never stopped), and clients the maybe fresh server does not list yet stay members within the
+   * resume grace (onRoster).
+   */
+  reconnected() {
+    this._listed = new Set();
+  }
+
+  /** This console removed `pid` or sent it back: no key for it from now on, whatever the server lists. @param {string} pid */
+  removedByMe(pid) {
+    this._removedByMe.add(pid);
+    this._forget(pid);
+    this._admitted.delete(pid);
+    this.unconfirmed.delete(pid);
+    this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
+    this._changed();
+  }
+
+  /** @param {string} pid */
+  _forget(pid) {
+    // Removed / sent back / left: no key for it any more; a new admission starts from its intro again.
+    this.keys?.forget(pid);
+    this.intros.delete(pid);
+    this.sasOf.delete(pid);
+  }
+
+  /**
    * Follows the admitted clients: a new epoch on every admission, removal or send-back, and when an admitted
-   * client comes back (its entry goes from connected:false to connected:true: a reload or a network cut; a
-   * reloaded client keeps its keys but has no media key any more).
+   * client comes back (its entry goes from connected:false to connected:true, or it is listed again after a
+   * restart of the server: a reload or a network cut; a reloaded client keeps its keys but has no media key any
+   * more).
    * The server's roster is a hint: only clients this console granted (its own Admit) and whose reveal verified
-   * get a key.
+   * get a key, and never one this console removed or sent back. A client the server listed since this console's
+   * last connection and lists no more has left for good (left, removed, or its grace ran out: within its grace
+   * it stays listed, connected:false) and is forgotten. One it has not listed since then (a restarted server
+   * knows only those who resumed) stays a member until it is listed again, or forgotten after RESUME_GRACE_MS.
    * @param {string[]} clientPids @param {string[]} [offline] the admitted clients whose connection is down
    * @param {Record<string, string>} [names] display names as this console shows them (therapist included)
+   * @param {number} [now] ms, the caller's clock
    */
-  onRoster(clientPids, offline = [], names = {}) {
+  onRoster(clientPids, offline = [], names = {}, now = Date.now()) {
+    this._lastRoster = [clientPids, offline, names];
     this._names = { ...names };
-    const now = new Set(clientPids);
+    const listed = new Set(clientPids.filter((p) => !this._removedByMe.has(p)));
     const down = new Set(offline);
     for (const pid of this._offline) {
-      if (now.has(pid) && !down.has(pid) && this._admitted.has(pid)) this._returned = true;
+      if (listed.has(pid) && !down.has(pid) && this._admitted.has(pid)) this._returned = true;
     }
     this._offline = down;
+    /** @type {string[]} */
+    const gone = [];
     for (const pid of this._admitted) {
-      if (!now.has(pid)) {
-        // Removed / sent back / left: no key for it any more; a new admission starts from its intro again.
-        this.keys?.forget(pid);
-        this.intros.delete(pid);
-        this.sasOf.delete(pid);
+      if (listed.has(pid)) continue;
+      if (this._listed.has(pid)) {
+        gone.push(pid); // listed on this connection, then not: it left for good
+        continue;
       }
+      if (!this.unconfirmed.has(pid)) this.unconfirmed.set(pid, now + RESUME_GRACE_MS);
+      if (now >= /** @type {number} */ (this.unconfirmed.get(pid))) gone.push(pid); // not back within the grace
     }
-    this._admitted = now;
+    for (const pid of gone) {
+      this._forget(pid);
+      this.unconfirmed.delete(pid);
+      this._admitted.delete(pid);
+    }
+    for (const pid of listed) {
+      if (this.unconfirmed.delete(pid) && !down.has(pid)) this._returned = true; // back after a restart
+      this._listed.add(pid);
+      this._admitted.add(pid);
+    }
+    this._scheduleGrace(now);
     if (this._lastQueue.length) this.checkQueue(this._lastQueue).catch(() => {});
     this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
     this._changed();
@@ -807,6 +868,18 @@ export class TherapistE2ee extends E2eeBase {
         this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
       }, REKEY_CHECK_MS);
     }
+  }
+
+  /** Looks again when the first unlisted client's grace runs out. @param {number} now */
+  _scheduleGrace(now) {
+    if (this._graceTimer !== null) clearTimeout(this._graceTimer);
+    this._graceTimer = null;
+    if (!this.unconfirmed.size) return;
+    const first = Math.min(...this.unconfirmed.values());
+    this._graceTimer = setTimeout(() => {
+      this._graceTimer = null;
+      this.onRoster(...this._lastRoster);
+    }, Math.max(0, first - now) + 10);
   }
 
   async _rekey() {
@@ -844,6 +917,8 @@ export class TherapistE2ee extends E2eeBase {
   stop() {
     if (this._rekeyTimer !== null) clearInterval(this._rekeyTimer);
     this._rekeyTimer = null;
+    if (this._graceTimer !== null) clearTimeout(this._graceTimer);
+    this._graceTimer = null;
     super.stop();
   }
 
