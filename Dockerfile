@@ -37,11 +37,12 @@ COPY --from=build /dist/ /tmp/dist/
 RUN pip install /tmp/dist/alcove-*.whl \
  && rm -rf /tmp/dist \
  && useradd --system --uid 10001 --home-dir /var/lib/alcove --shell /usr/sbin/nologin alcove \
- && mkdir -p /var/lib/alcove /etc/alcove/certs \
- && chown alcove:alcove /var/lib/alcove \
- && chmod 0700 /var/lib/alcove
+ && mkdir -p /var/lib/alcove /etc/alcove/certs /run/alcove \
+ && chown alcove:alcove /var/lib/alcove /run/alcove \
+ && chmod 0700 /var/lib/alcove /run/alcove
 
-# Nothing is written outside /var/lib/alcove (a volume) and /tmp (a tmpfs): the compose file runs this
+# Nothing is written outside /var/lib/alcove (a volume), /run/alcove (the SFU's control sockets, a volume the
+# media host shares: `alcove media-host`, docker-compose.yml) and /tmp (a tmpfs): the compose file runs this
 # image with a read-only root filesystem.
 WORKDIR /var/lib/alcove
 USER 10001:10001

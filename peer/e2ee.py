@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
 
 from cryptography.exceptions import InvalidSignature
@@ -38,10 +38,13 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from peer.sframe import FrameDecryptor, FrameEncryptor, FrameKind, SFrameError, epoch_base_key
 
 __all__ = [
+    "APP_HOLD_MAX",
+    "APP_HOLD_SECONDS",
     "APP_MAX_BODY",
     "EMOJI",
     "PROTOCOL_VERSION",
     "SAS",
+    "AppHold",
     "AppMessage",
     "ClientKeys",
     "EpochResult",
@@ -91,6 +94,10 @@ _APP_INFO: Final = b"alcove-e2ee app"
 _APP_PRIVATE_INFO: Final = b"alcove-e2ee app private"
 #: An app message's body (JSON, UTF-8) has at most this many bytes.
 APP_MAX_BODY: Final = 4096
+#: At most this many app messages under an epoch not received yet are held for it …
+APP_HOLD_MAX: Final = 32
+#: … for at most this long (seconds); then they are refused.
+APP_HOLD_SECONDS: Final = 5.0
 #: The pairwise secret each epoch wraps for each client next to the epoch secret (``E_n ‖ P_{n,c}``).
 _SECRET_LEN: Final = 32
 _HPKE: Final = hpke.Suite(hpke.KEM.P256, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_128_GCM)
@@ -625,6 +632,51 @@ class AppMessage:
     private: bool
 
 
+def app_epoch_of(data: str) -> int | None:
+    """The epoch an ``app.data`` claims (unverified: only to decide whether to wait for it), or None."""
+    try:
+        _, _, payload, _ = _parse_envelope(data)
+        return _int_field(payload, "epoch")
+    except SecurityCheckFailed:
+        return None
+
+
+class AppHold:
+    """App messages under an epoch this participant does not hold yet, waiting for it: at most ``limit`` of them,
+    each at most ``seconds``; ``now`` (seconds, any monotonic clock) always comes from the caller."""
+
+    def __init__(self, limit: int = APP_HOLD_MAX, seconds: float = APP_HOLD_SECONDS) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self._held: list[tuple[float, str, str]] = []  # (deadline, from pid, data), in arrival order
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def hold(self, from_pid: str, data: str, now: float) -> bool:
+        """Hold one; False (not held: refuse it) when ``limit`` are already waiting."""
+        if len(self._held) >= self.limit:
+            return False
+        self._held.append((now + self.seconds, from_pid, data))
+        return True
+
+    def release(self, still_early: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """Remove and return, in arrival order, every held ``(from pid, data)`` whose epoch is not ``still_early``
+        (it came, or it is older now): the caller opens or ignores them as it would have on arrival."""
+        out = [(f, d) for _, f, d in self._held if not still_early(d)]
+        self._held = [h for h in self._held if still_early(h[2])]
+        return out
+
+    def expired(self, now: float) -> list[tuple[str, str]]:
+        """The messages whose time is up (removed), in arrival order."""
+        out = [(f, d) for t, f, d in self._held if t <= now]
+        self._held = [h for h in self._held if h[0] > now]
+        return out
+
+    def next_deadline(self) -> float | None:
+        return min((t for t, _, _ in self._held), default=None)
+
+
 def _epoch4(epoch: int) -> bytes:
     return epoch.to_bytes(4, "big")
 
@@ -668,6 +720,35 @@ class _AppChannel:
         self.app_epochs: dict[int, _AppEpoch] = {}
         self._app_seq = 0
         self._app_last: dict[tuple[str, int], int] = {}
+        self._app_since: int | None = None
+        """The first epoch with app keys since this participant became a member (admission / first epoch)."""
+        self._app_newest = -1
+
+    def _app_add(self, epoch: int, keys: _AppEpoch) -> None:
+        self.app_epochs[epoch] = keys
+        if self._app_since is None:
+            self._app_since = epoch
+        self._app_newest = max(self._app_newest, epoch)
+
+    def _app_clear(self) -> None:
+        """No member any more (sent back): every app key is gone, and the next membership starts afresh."""
+        self.app_epochs.clear()
+        self._app_last.clear()
+        self._app_since = None
+        self._app_newest = -1
+
+    def app_disposition(self, epoch: int) -> Literal["open", "hold", "ignore"]:
+        """What to do with an app message claiming ``epoch`` (unverified): ``open`` it now (verified there, and
+        refused when no key of that epoch is held any more), ``hold`` it for an epoch not received yet (newer than
+        every one this participant has, or none yet since its admission), or ``ignore`` it: sent under an epoch
+        older than this participant's membership, before it was a member (no key, nothing to show)."""
+        if epoch in self._app_live():
+            return "open"
+        if self._app_since is None or epoch > self._app_newest:
+            return "hold"
+        if epoch < self._app_since:
+            return "ignore"
+        return "open"
 
     # -- hooks of the two roles ---------------------------------------------------
     @property
@@ -1109,11 +1190,11 @@ class TherapistKeys(_AppChannel):
             expires_at,
         )
         self.keystate.install(epoch, epoch_base_key(secret, self.room), result.roster, 0, expires_at)
-        self.app_epochs[epoch] = _AppEpoch(
+        self._app_add(epoch, _AppEpoch(
             app_group_key(secret, self.room, epoch),
             {pid: app_private_key(pairwise[pid], self.room, epoch, pid) for pid in members},
             frozenset(result.roster),
-        )
+        ))
         self.pending = result
         return result
 
@@ -1459,11 +1540,11 @@ class ClientKeys(_AppChannel):
             roster[self.pid][1],
             expires_at,
         )
-        self.app_epochs[epoch] = _AppEpoch(
+        self._app_add(epoch, _AppEpoch(
             app_group_key(secret, self.room, epoch),
             {self.pid: app_private_key(pairwise, self.room, epoch, self.pid)},
             frozenset(roster),
-        )
+        ))
         ack = {"v": PROTOCOL_VERSION, "t": "ack", "room": self.room, "pid": self.pid, "epoch": epoch,
                "dk": b64e(self.hpke_keys[-1][0])}
         return _dumps(_envelope(self.ik, ack))
@@ -1494,7 +1575,7 @@ class ClientKeys(_AppChannel):
     def reset(self) -> None:
         """Sent back to the waiting room: forget media and app keys (a re-admission brings a new grant/epoch)."""
         self.keystate.clear()
-        self.app_epochs.clear()
+        self._app_clear()
         self.n_t = None
         self.awaiting_first_epoch = True
 

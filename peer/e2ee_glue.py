@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from .e2ee import (
     EPOCH_LIFETIME_MS,
     SAS,
     SWITCH_TIMEOUT,
+    AppHold,
     ClientKeys,
     IntroInfo,
     KeyState,
@@ -32,6 +34,7 @@ from .e2ee import (
     NewPerson,
     SecurityCheckFailed,
     TherapistKeys,
+    app_epoch_of,
     message_kind,
 )
 from .state import RoomState, Tasks
@@ -42,6 +45,9 @@ KeyStateFactory = Callable[[], KeyState]
 
 #: How often the therapist checks whether the current epoch is due for a periodic rekey (seconds).
 REKEY_CHECK_S = 5.0
+#: How long the therapist keeps an admitted client the server has not listed since the therapist's own return
+#: (a fresh server after a restart learns about people only as they resume): the server's default resume grace.
+RESUME_GRACE_S = 120.0
 
 
 class E2eeGlue:
@@ -50,8 +56,12 @@ class E2eeGlue:
     def __init__(self, state: RoomState, tasks: Tasks, *, enabled: bool, link_info: LinkInfo,
                  therapist_ik: ec.EllipticCurvePrivateKey | None = None,
                  keystate_factory: KeyStateFactory = KeyState, who: Callable[[], str] = lambda: "",
-                 epoch_lifetime_ms: int = EPOCH_LIFETIME_MS) -> None:
+                 epoch_lifetime_ms: int = EPOCH_LIFETIME_MS, resume_grace: float = RESUME_GRACE_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.state, self.tasks = state, tasks
+        self.resume_grace = resume_grace
+        self.clock = clock
+        """Seconds, monotonic: the therapist's deadlines for clients the server has not listed yet."""
         self.epoch_lifetime_ms = epoch_lifetime_ms
         self.enabled = enabled
         self.link_info = link_info
@@ -79,9 +89,23 @@ class E2eeGlue:
         self.epochs_made: list[int] = []
         self.app_messages: list[tuple[str, dict[str, Any], bool]] = []
         """Every verified app message received, as ``(from_pid, body, private)`` in arrival order (memory only)."""
+        self.app_held = AppHold()
+        """App messages under an epoch not received yet, waiting for it (bounded in number and time)."""
+        self.ignored_apps = 0
+        """App messages ignored because they were sent under an epoch older than this participant's membership."""
+        self._hold_timer: asyncio.TimerHandle | None = None
         self._epoch_members: tuple[str, ...] | None = None
         self._connected_clients: set[str] = set()
         self._admitted_clients: set[str] = set()
+        self._listed: set[str] = set()
+        """Clients the server listed since this therapist's last (re)connection."""
+        self.unconfirmed: dict[str, float] = {}
+        """Therapist: admitted clients the server has not listed since this therapist came back (a restarted server
+        does not know them until they resume), each with the deadline (``clock``) until which it stays a member."""
+        self._removed_by_me: set[str] = set()
+        """Clients this therapist removed or sent back itself: no key, whatever the server's roster says, until a
+        new Admit."""
+        self._grace_timer: asyncio.TimerHandle | None = None
         self._intro_seen: dict[str, str] = {}
         self._rekey_timer: asyncio.TimerHandle | None = None
 
@@ -143,6 +167,7 @@ class E2eeGlue:
         if isinstance(self.keys, ClientKeys):
             self.keys.reset()
             self.sas = None
+            self.app_held = AppHold()  # what waited for an epoch of that membership: it will not come
 
     def admitted(self, grant: str | None) -> bool:
         """A client was admitted: check the grant and reveal; False (recorded) when the grant fails."""
@@ -159,7 +184,29 @@ class E2eeGlue:
         return True
 
     def reconnected(self) -> None:
-        self._epoch_members = None  # a returning therapist issues a new epoch on the next roster
+        """This participant's signaling came back (its own drop, or a restart of the server).
+
+        The therapist keeps its epoch: its clients still hold it, media between them never stopped, and those
+        the (maybe fresh) server does not list yet stay members within the resume grace (:meth:`maybe_rekey`).
+        """
+        self._listed = set()
+
+    def removed_by_me(self, pid: str) -> None:
+        """The therapist removed ``pid`` or sent it back: no key for it from now on, whatever the server says."""
+        if not isinstance(self.keys, TherapistKeys):
+            return
+        self._removed_by_me.add(pid)
+        self._forget(pid)
+        self._admitted_clients.discard(pid)
+        self.unconfirmed.pop(pid, None)
+        self.maybe_rekey()
+
+    def _forget(self, pid: str) -> None:
+        assert isinstance(self.keys, TherapistKeys)
+        self.keys.forget(pid)  # no key any more; a new admission starts afresh
+        self.intros.pop(pid, None)
+        self._intro_seen.pop(pid, None)
+        self.sas_of.pop(pid, None)
 
     def check_intros(self) -> None:
         if not isinstance(self.keys, TherapistKeys):
@@ -190,27 +237,42 @@ class E2eeGlue:
             raise
         if pid in self.new_people:  # the therapist's new Admit of a new person
             self.intros[pid] = self.new_people.pop(pid)
+        self._removed_by_me.discard(pid)  # a new Admit
         return grant
 
     def maybe_rekey(self, *, force: bool = False) -> None:
-        """Therapist: a new epoch whenever the set of granted, present clients changes (or after a return).
+        """Therapist: a new epoch whenever the set of granted, present clients changes (or a client returns).
 
         The server's roster is a hint: a client gets a key only if this therapist granted it (its own Admit)
-        and verified its reveal. A client that left the roster is forgotten: it needs a new Admit.
+        and verified its reveal, and never after this therapist removed it or sent it back. A client the server
+        listed since this therapist's last connection and lists no more has left for good (left, removed, or its
+        grace ran out: a client within its grace stays listed, ``connected: false``); it is forgotten and needs a
+        new Admit. A client the server has not listed since then (a restarted server knows only those who
+        resumed) stays a member until it is listed again, or forgotten once ``resume_grace`` has passed.
         """
         keys = self.keys
-        if not isinstance(keys, TherapistKeys) or self.state.status != "admitted":
+        if not isinstance(keys, TherapistKeys) or self.state.status != "admitted" or self.tasks.closing:
             return
         roster = self.state.roster
-        admitted = [p for p, e in sorted(roster.items()) if e.role == "client"]
-        for pid in self._admitted_clients - set(admitted):
-            keys.forget(pid)  # removed / sent back / left: no key any more; a new admission starts afresh
-            self.intros.pop(pid, None)
-            self._intro_seen.pop(pid, None)
-            self.sas_of.pop(pid, None)
-        self._admitted_clients = set(admitted)
+        now = self.clock()
+        listed = {p for p, e in roster.items() if e.role == "client"} - self._removed_by_me
+        gone: set[str] = set()
+        for pid in self._admitted_clients - listed:
+            if pid in self._listed:
+                gone.add(pid)  # the server listed it on this connection, then not: it left for good
+            elif now >= self.unconfirmed.setdefault(pid, now + self.resume_grace):
+                gone.add(pid)  # not back within the grace
+        for pid in gone:
+            self._forget(pid)
+            self.unconfirmed.pop(pid, None)
+        for pid in listed:
+            self.unconfirmed.pop(pid, None)
+        self._listed |= listed
+        self._admitted_clients = (self._admitted_clients - gone) | listed
+        admitted = sorted(self._admitted_clients)
+        self._schedule_grace(now)
         connected = {p for p, e in roster.items() if e.role == "client" and e.connected}
-        returned = (connected - self._connected_clients) & set(admitted)
+        returned = (connected - self._connected_clients) & listed
         self._connected_clients = connected
         if (returned or force) and self._epoch_members is not None:
             self._epoch_members = None  # a client came back (a reload): it holds no epoch secret any more
@@ -230,10 +292,21 @@ class E2eeGlue:
         names = {p: e.name for p, e in roster.items() if p == keys.pid or p in members}
         result = keys.make_epoch(members, names)
         self.epochs_made.append(result.epoch)
+        self.release_held_apps()
         self.tasks.send_soon(m.Key(to=None, data=result.message))
         loop = asyncio.get_running_loop()
         loop.call_later(SWITCH_TIMEOUT + 0.02, self._maybe_switch)
         self._schedule_periodic(loop)
+
+    def _schedule_grace(self, now: float) -> None:
+        """Therapist: look again when the first unlisted client's resume grace runs out."""
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            self._grace_timer = None
+        if self.unconfirmed and not self.tasks.closing:
+            with contextlib.suppress(RuntimeError):  # no running loop (a unit test drives the clock)
+                self._grace_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, min(self.unconfirmed.values()) - now) + 0.01, self.maybe_rekey)
 
     def _schedule_periodic(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._rekey_timer is None:
@@ -274,6 +347,7 @@ class E2eeGlue:
                     self.tasks.send_soon(m.Key(to=None, data=reply))
                 elif kind == "epoch" and reply is None:
                     self.ignored_epochs += 1
+                self.release_held_apps()
                 self.state.changed.set()
         except SecurityCheckFailed as err:
             self.failed(f"key from {from_pid}: {err}", kind=message_kind(data) or "key", pid=from_pid)
@@ -296,17 +370,64 @@ class E2eeGlue:
         return True
 
     def on_app(self, msg: m.PeerApp) -> None:
-        """An app message the server relayed: kept when it verifies, otherwise refused (``refusals``, ``app``)."""
+        """An app message the server relayed: kept when it verifies, otherwise refused (``refusals``, ``app``).
+
+        One under an epoch not received yet (a member's message sent just before this participant's admission
+        or its newest epoch) waits for that epoch (:class:`peer.e2ee.AppHold`: bounded in number and time) and is
+        refused if it does not come; one under an epoch older than this participant's membership is ignored.
+        """
+        self._app_in(msg.from_, msg.data)
+
+    def _app_in(self, from_pid: str, data: str) -> None:
         keys = self.keys
+        epoch = app_epoch_of(data)
+        what = keys.app_disposition(epoch) if keys is not None and epoch is not None else "open"
+        if what == "ignore":
+            self.ignored_apps += 1
+            return
+        if what == "hold" and keys is not None:
+            if self.app_held.hold(from_pid, data, self.clock()):
+                self._schedule_hold()
+                return
+            self.failed(f"app from {from_pid}: too many app messages waiting for their epoch", kind="app",
+                        pid=from_pid)
+            return
         try:
             if keys is None:
                 raise SecurityCheckFailed("app message without keys")
-            got = keys.open_app(msg.from_, msg.data)
+            got = keys.open_app(from_pid, data)
         except SecurityCheckFailed as err:
-            self.failed(f"app from {msg.from_}: {err}", kind="app", pid=msg.from_)
+            self.failed(f"app from {from_pid}: {err}", kind="app", pid=from_pid)
             return
         self.app_messages.append((got.from_pid, got.body, got.private))
         self.state.changed.set()
+
+    def release_held_apps(self) -> None:
+        """A new epoch is here: the held app messages it (or an older membership) settles, in arrival order."""
+        keys = self.keys
+        if keys is None or not len(self.app_held):
+            return
+
+        def still_early(data: str) -> bool:
+            epoch = app_epoch_of(data)
+            return epoch is not None and keys.app_disposition(epoch) == "hold"
+        for from_pid, data in self.app_held.release(still_early):
+            self._app_in(from_pid, data)
+
+    def expire_held_apps(self) -> None:
+        """Refuse the held app messages whose epoch did not come in time (``clock``)."""
+        self._hold_timer = None
+        for from_pid, _ in self.app_held.expired(self.clock()):
+            self.failed(f"app from {from_pid}: its epoch did not come", kind="app", pid=from_pid)
+        self._schedule_hold()
+
+    def _schedule_hold(self) -> None:
+        deadline = self.app_held.next_deadline()
+        if deadline is None or self._hold_timer is not None or self.tasks.closing:
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the caller drives expire_held_apps
+            self._hold_timer = asyncio.get_running_loop().call_later(
+                max(0.0, deadline - self.clock()) + 0.01, self.expire_held_apps)
 
     # ------------------------------------------------------------------ media and SDP
 

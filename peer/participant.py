@@ -508,11 +508,15 @@ class Participant:
         await self.send(m.Decline(pid=self._target(who), message=message, block=block))
 
     async def send_to_waiting(self, who: str) -> None:
-        await self.send(m.SendToWaiting(pid=self._target(who)))
+        pid = self._target(who)
+        await self.send(m.SendToWaiting(pid=pid))
+        self.e2ee_glue.removed_by_me(pid)  # no key for it any more, whatever the server's roster says
 
     async def remove(self, who: str, message: str | None = None, block: bool = False) -> None:
         """Take a client out of the session; its link stays usable unless ``block``."""
-        await self.send(m.Remove(pid=self._target(who), message=message, block=block))
+        pid = self._target(who)
+        await self.send(m.Remove(pid=pid, message=message, block=block))
+        self.e2ee_glue.removed_by_me(pid)  # no key for it any more, whatever the server's roster says
 
     async def extend(self, minutes: int) -> None:
         await self.send(m.Extend(minutes=minutes))  # type: ignore[arg-type]

@@ -116,6 +116,16 @@ async def _serve(config: Config, ssl_context: ssl.SSLContext | None, *, demo: bo
         await runner.cleanup()
 
 
+def cmd_media_host(args: argparse.Namespace) -> int:
+    """``alcove media-host``: start the SFU workers for ``alcove serve`` and outlive it (a container of its own)."""
+    from .sfu.host import run
+
+    if not args.socket:
+        print("alcove media-host: set --socket or ALCOVE_MEDIA_HOST", file=sys.stderr)
+        return 2
+    return run(Path(args.socket))
+
+
 def cmd_certs_dev(args: argparse.Namespace) -> int:
     from .certs import ensure_dev_certificate
 

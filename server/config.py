@@ -98,6 +98,7 @@ class Config:
     redis_lease: float = 6.0  # seconds a room's owner lease lasts unrenewed (takeover bound after an owner dies)
     runtime_dir: Path | None = None  # the SFU workers' control sockets (ALCOVE_RUNTIME_DIR; see media_runtime_dir)
     media_adopt_seconds: float = 30.0  # SFU workers outlive a restart this long, waiting to be adopted
+    media_host: Path | None = None  # ALCOVE_MEDIA_HOST: `alcove media-host`'s socket, which starts the SFU workers
     emergency_numbers: tuple[EmergencyNumber, ...] = DEFAULT_NUMBERS  # shown on the clients' safety form
 
     @classmethod
@@ -137,6 +138,7 @@ class Config:
             redis_lease=_lease(env.get("ALCOVE_REDIS_LEASE_SECONDS", "6")),
             runtime_dir=Path(env["ALCOVE_RUNTIME_DIR"]) if env.get("ALCOVE_RUNTIME_DIR") else None,
             media_adopt_seconds=_adopt(env.get("ALCOVE_MEDIA_ADOPT_SECONDS", "30")),
+            media_host=Path(env["ALCOVE_MEDIA_HOST"]) if env.get("ALCOVE_MEDIA_HOST") else None,
             emergency_numbers=parse_numbers(env.get("ALCOVE_EMERGENCY_NUMBERS", "")),
         )
 

@@ -399,7 +399,7 @@ class Hub:
                              ice_servers=self._sfu_ice_servers(), loopback=addressing.loopback,
                              announced=addressing.announced, ports=addressing.ports,
                              runtime_dir=self.config.media_runtime_dir(),
-                             adopt_within=self.config.media_adopt_seconds)
+                             adopt_within=self.config.media_adopt_seconds, media_host=self.config.media_host)
         try:
             await manager.start()
         except Exception:

@@ -13,7 +13,7 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from server.commands import DEFAULT_DATA_DIR, cmd_certs_dev, cmd_keys_rotate, cmd_serve
+from server.commands import DEFAULT_DATA_DIR, cmd_certs_dev, cmd_keys_rotate, cmd_media_host, cmd_serve
 from server.config import is_loopback
 from tools.admin_client import RoomNotCreated, create_room, parse_key_code, with_key_code
 
@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--demo", action="store_true", help="create a demo session that starts now and print its links")
     s.add_argument("--certs-dir", default="certs", help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_serve)
+
+    mh = sub.add_parser("media-host", help="start the SFU workers for `alcove serve` and outlive it (containers)")
+    mh.add_argument("--socket", default=os.environ.get("ALCOVE_MEDIA_HOST"),
+                    help="the unix socket `alcove serve` asks (default ALCOVE_MEDIA_HOST)")
+    mh.set_defaults(func=cmd_media_host)
 
     room = sub.add_parser("room", help="rooms").add_subparsers(dest="room_command", required=True)
     rc = room.add_parser("create", help="create a session and print its links (admin key: ALCOVE_ADMIN_KEY)")

@@ -39,7 +39,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -52,6 +51,7 @@ from typing import Any
 from signaling import messages as m
 from signaling.effects import MediaMembers, MediaSignal
 
+from .host import spawn_worker, start_hosted
 from .runtime import SOCKET_NAME
 from .worker import WORKER_PROTOCOL, WorkerConfig
 
@@ -116,6 +116,7 @@ class SfuManager:
         pack: bool = False,
         runtime_dir: Path | None = None,
         adopt_within: float = 30.0,
+        media_host: Path | None = None,
     ) -> None:
         self.send = send
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
@@ -126,6 +127,9 @@ class SfuManager:
         """Where the workers' control sockets live; None: a private directory of this process (nothing to
         adopt after a restart), removed at :meth:`stop`."""
         self._own_dir = False
+        self.media_host = media_host
+        """The socket of ``alcove media-host``, which starts the workers (a container: they outlive this one's
+        processes); None: this process starts them itself, each in a session of its own."""
         self.workers: list[_Worker | None] = [None] * self.size
         self.members: dict[str, frozenset[str]] = {}
         """room id → admitted pids, a cache of the latest ``MediaMembers`` effect (the core's ``Room`` decides;
@@ -230,14 +234,15 @@ class SfuManager:
         if self._stopping:
             return
         path = self.socket_path(index)
-        process = await self._loop.run_in_executor(None, _start_worker, path, self.config)
+        process = await self._loop.run_in_executor(None, _start_worker, path, self.config, self.media_host)
         deadline = time.monotonic() + STARTUP_TIMEOUT
         conn = None
         while conn is None:
-            if process.poll() is not None or time.monotonic() > deadline or self._stopping:
-                if process.poll() is None:
-                    process.kill()
-                await self._loop.run_in_executor(None, process.wait)
+            if (process is not None and process.poll() is not None) or time.monotonic() > deadline or self._stopping:
+                if process is not None:
+                    if process.poll() is None:
+                        process.kill()
+                    await self._loop.run_in_executor(None, process.wait)
                 raise RuntimeError("an SFU worker process did not start")
             await asyncio.sleep(0.05)
             conn = await self._loop.run_in_executor(None, _connect, path)
@@ -507,16 +512,17 @@ class SfuManager:
         return result
 
 
-def _start_worker(path: Path, config: WorkerConfig) -> subprocess.Popen[bytes]:
-    """A worker process in its own session (a signal to the signaling process's group does not reach it),
-    listening at ``path``; its configuration goes through stdin (TURN credentials stay off the command line)."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from server.sfu.worker import main; main()", str(path)],
-        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True, close_fds=True)
-    assert process.stdin is not None
-    process.stdin.write(pickle.dumps(config))
-    process.stdin.close()
-    return process
+def _start_worker(path: Path, config: WorkerConfig, host: Path | None = None) -> subprocess.Popen[bytes] | None:
+    """A worker listening at ``path``: our child in its own session, or (``host``) the media host's (None: not our
+    child; like an adopted one, it is watched through its socket)."""
+    data = pickle.dumps(config)
+    if host is not None:
+        try:
+            start_hosted(host, path, data)
+        except (OSError, ValueError, EOFError) as err:
+            raise RuntimeError("the media host did not start an SFU worker") from err
+        return None
+    return spawn_worker(path, data)
 
 
 def _connect(path: Path) -> Connection | None:

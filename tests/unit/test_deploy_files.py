@@ -70,13 +70,41 @@ def test_the_redis_profile_adds_redis_and_a_second_instance_on_the_same_keys(com
     assert keys and keys[0] in second["volumes"]
 
 
+def published(compose: dict, name: str) -> list[str]:
+    """The ports a service's clients reach: its own, or those of the service whose network namespace it shares."""
+    service = compose["services"][name]
+    mode = str(service.get("network_mode", ""))
+    if mode.startswith("service:"):
+        assert "ports" not in service  # compose refuses ports on a service in another's namespace
+        return published(compose, mode.removeprefix("service:"))
+    return [str(p) for p in service.get("ports", [])]
+
+
+def test_the_media_host_starts_the_sfu_workers_and_outlives_the_app(compose: dict) -> None:
+    services = compose["services"]
+    app, media = services["alcove"], services["media"]
+    assert media["image"] == app["image"] and media["command"] == ["alcove", "media-host"]
+    assert app["network_mode"] == "service:media" and "media" in app["depends_on"]
+    assert media["environment"]["ALCOVE_MEDIA_HOST"] == app["environment"]["ALCOVE_MEDIA_HOST"]
+    run = app["environment"]["ALCOVE_RUNTIME_DIR"]
+    assert Path(app["environment"]["ALCOVE_MEDIA_HOST"]).parent == Path(run)
+    shared = {v for v in app["volumes"] if v.endswith(f":{run}")} & set(media["volumes"])
+    assert shared and next(iter(shared)).split(":")[0] in compose["volumes"]
+    assert media["restart"] == "unless-stopped" and media["read_only"] is True and media["init"] is True
+    assert media["cap_drop"] == ["ALL"] and "no-new-privileges:true" in media["security_opt"]
+    assert "media-host.sock" in " ".join(media["healthcheck"]["test"])
+    # the image makes the directory the volume starts from: the app's user owns it, nobody else reads it
+    assert re.search(rf"mkdir -p [^&]*{run}", _dockerfile_runtime()) and re.search(rf"chmod 0700 [^&]*{run}",
+                                                                                  _dockerfile_runtime())
+
+
 def test_app_service_runs_alcove_serve_on_8443(compose: dict) -> None:
     app = compose["services"]["alcove"]
     assert app["build"]["context"] == "."
     assert (ROOT / app["build"].get("dockerfile", "Dockerfile")).is_file()
     assert app["command"][:2] == ["alcove", "serve"]
     assert app["command"][app["command"].index("--port") + 1] == "8443"
-    assert "8443:8443" in [str(p) for p in app["ports"]]
+    assert "8443:8443" in published(compose, "alcove")
     assert app["env_file"] in (".env", [".env"])
     assert "https://127.0.0.1:8443/healthz" in " ".join(app["healthcheck"]["test"])
     volumes = app["volumes"]
@@ -199,14 +227,15 @@ def test_compose_runs_the_image_command_read_only_with_the_image_health_check(co
     assert "/tmp" in app["tmpfs"]
     workdir = re.findall(r"^WORKDIR (\S+)$", runtime, re.M)[-1]
     writable = {v.split(":")[1] for v in app["volumes"] if not v.endswith(":ro")}
-    assert writable == {app["environment"]["ALCOVE_DATA_DIR"]} == {workdir}
+    assert writable == {app["environment"]["ALCOVE_DATA_DIR"], app["environment"]["ALCOVE_RUNTIME_DIR"]}
+    assert app["environment"]["ALCOVE_DATA_DIR"] == workdir
     assert app["cap_drop"] == ["ALL"] and "no-new-privileges:true" in app["security_opt"]
 
 
 def test_compose_publishes_the_sfu_port_range_the_image_exposes(compose: dict) -> None:
     app = compose["services"]["alcove"]
     first, last = parse_ports(app["environment"]["ALCOVE_MEDIA_PORTS"])
-    assert f"{first}-{last}:{first}-{last}/udp" in app["ports"]
+    assert f"{first}-{last}:{first}-{last}/udp" in published(compose, "alcove")
     assert re.search(rf"^EXPOSE {first}-{last}/udp$", _dockerfile_runtime(), re.M)
 
 

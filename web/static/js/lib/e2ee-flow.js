@@ -22,6 +22,9 @@ const READY_TIMEOUT_MS = 10_000;
 const FAILING_AFTER_MS = 3000;
 /** How often the therapist checks whether the current epoch is due for a periodic rekey (ms). */
 const REKEY_CHECK_MS = 5000;
+/** How long the therapist keeps an admitted client the server has not listed since the console's own return (a
+ * restarted server learns about people only as they resume): the server's default resume grace (ms). */
+export const RESUME_GRACE_MS = 120_000;
 
 /** Encoded transforms (and WebCrypto) available: without them no end-to-end encryption is possible. */
 export function encodedTransformSupported() {
@@ -97,6 +100,12 @@ class E2eeBase extends EventTarget {
     this._appOut = Promise.resolve();
     /** @type {Promise<any>} app messages are opened one at a time, in arrival order */
     this._appIn = Promise.resolve();
+    /** app messages under an epoch not received yet, waiting for it */
+    this.appHeld = new E.AppHold();
+    /** app messages ignored: sent under an epoch older than this page's membership */
+    this.ignoredApps = 0;
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this._holdTimer = null;
     this.worker.addEventListener("message", (ev) => {
       const m = ev.data || {};
       if (m.type === "stats") this._onStats(m);
@@ -220,17 +229,74 @@ class E2eeBase extends EventTarget {
     return true;
   }
 
-  /** An app message the server relayed: an `app` event when it verifies, else `refused` ("app").
-   * @param {string} from @param {string} data */
-  onApp(from, data) {
-    const run = this._appIn.then(async () => {
-      const app = this._app;
+  /**
+   * An app message the server relayed: an `app` event when it verifies, else `refused` ("app"). One under an epoch
+   * not received yet (a member's message sent just before this page's admission or its newest epoch) waits for
+   * that epoch (E.AppHold: at most 32, at most 5 s) and is refused if it does not come; one under an epoch older
+   * than this page's membership is ignored. `now` (ms): the caller's clock.
+   * @param {string} from @param {string} data @param {number} [now]
+   */
+  onApp(from, data, now = Date.now()) {
+    const run = this._appIn.then(() => this._appArrived(from, data, now));
+    this._appIn = run;
+    return run;
+  }
+
+  /** @param {string} from @param {string} data @param {number} now */
+  async _appArrived(from, data, now) {
+    const app = this._app;
+    const epoch = E.appEpochOf(data);
+    const what = app && epoch !== null ? app.disposition(epoch) : "open";
+    if (what === "ignore") {
+      this.ignoredApps++;
+      return;
+    }
+    if (what === "hold") {
+      if (this.appHeld.hold(from, data, now)) {
+        this._scheduleHold(now);
+        return;
+      }
+      this._refused("app", from, new E.SecurityCheckFailed("too many app messages waiting for their epoch"));
+      return;
+    }
+    try {
       if (!app) throw new E.SecurityCheckFailed("app message without keys");
       const msg = await app.open(from, data);
       this.dispatchEvent(new CustomEvent("app", { detail: { from: msg.from, body: msg.body, private: msg.private } }));
-    }).catch((e) => this._refused("app", from, e));
+    } catch (e) {
+      this._refused("app", from, e);
+    }
+  }
+
+  /** A new epoch is here: the held app messages it (or an older membership) settles, in arrival order. */
+  releaseHeldApps() {
+    const run = this._appIn.then(async () => {
+      const app = this._app;
+      if (!app || !this.appHeld.size) return;
+      const released = this.appHeld.release((data) => {
+        const epoch = E.appEpochOf(data);
+        return epoch !== null && app.disposition(epoch) === "hold";
+      });
+      for (const [from, data] of released) await this._appArrived(from, data, Date.now());
+    });
     this._appIn = run;
     return run;
+  }
+
+  /** Refuses the held app messages whose epoch did not come in time. @param {number} [now] */
+  expireHeldApps(now = Date.now()) {
+    this._holdTimer = null;
+    for (const [from] of this.appHeld.expired(now)) {
+      this._refused("app", from, new E.SecurityCheckFailed("its epoch did not come"));
+    }
+    this._scheduleHold(now);
+  }
+
+  /** @param {number} now */
+  _scheduleHold(now) {
+    const deadline = this.appHeld.nextDeadline();
+    if (deadline === null || this._holdTimer !== null) return;
+    this._holdTimer = setTimeout(() => this.expireHeldApps(), Math.max(0, deadline - now) + 10);
   }
 
   // ---- health -----------------------------------------------------------------------------------------
@@ -308,6 +374,8 @@ class E2eeBase extends EventTarget {
   }
 
   stop() {
+    if (this._holdTimer !== null) clearTimeout(this._holdTimer);
+    this._holdTimer = null;
     this.keyState.clear();
     for (const w of this._waiters) w.resolve();
     this._waiters = [];
@@ -452,6 +520,7 @@ export class ClientE2ee extends E2eeBase {
       if (this.sendExpired && this.keyState.sendEpoch !== null && !this.keyState.sendExpired) this.sendExpired = false;
       this._changed(); // keeps the new HPKE key in this tab before the ack announces it
       this.signaling.key(null, reply);
+      this.releaseHeldApps();
       return;
     }
     if (this.sendExpired && !this.keyState.sendExpired) this.sendExpired = false; // switched to a newer epoch
@@ -461,6 +530,7 @@ export class ClientE2ee extends E2eeBase {
   /** Sent back to the waiting room: every media key is dropped at once, and the state kept in this tab. */
   reset() {
     this.keys?.reset();
+    this.appHeld.clear(); // what waited for an epoch of that membership: it will not come
     this._grantP = null;
     this.granted = false;
     this.sas = null;
@@ -587,6 +657,17 @@ export class TherapistE2ee extends E2eeBase {
     this._offline = new Set();
     /** an admitted client came back: the next rekey makes a new epoch even for the same members */
     this._returned = false;
+    /** @type {Set<string>} clients the server listed since this console's last (re)connection */
+    this._listed = new Set();
+    /** @type {Map<string, number>} admitted clients the server has not listed since this console came back (a
+     * restarted server does not know them until they resume), each with the time (ms) until which it stays a member */
+    this.unconfirmed = new Map();
+    /** @type {Set<string>} clients this console removed or sent back: no key, whatever the server lists, until a new Admit */
+    this._removedByMe = new Set();
+    /** @type {ReturnType<typeof setTimeout>|null} */
+    this._graceTimer = null;
+    /** @type {[string[], string[], Record<string, string>]} the last roster, looked at again when a grace runs out */
+    this._lastRoster = [[], [], {}];
     /** @type {Promise<void>} serialises rekeying */
     this._chain = Promise.resolve();
     this.epochsMade = 0;
@@ -679,6 +760,7 @@ export class TherapistE2ee extends E2eeBase {
     if (!check || (check.status !== "ok" && check.status !== "plain" && check.status !== "no-link" && check.status !== "new-person")) return null;
     const grant = await keys.makeGrant(pid); // for a new person: this click is its new Admit
     if (check.status === "new-person") this.intros.set(pid, { ...check, status: "ok" });
+    this._removedByMe.delete(pid); // a new Admit
     return grant;
   }
 
@@ -704,31 +786,77 @@ export class TherapistE2ee extends E2eeBase {
   }
 
   /**
+   * This console's signaling came back (its own drop, or a restart of the server): the epoch stays (the clients
+   * hold it, media never stopped), and clients the maybe fresh server does not list yet stay members within the
+   * resume grace (onRoster).
+   */
+  reconnected() {
+    this._listed = new Set();
+  }
+
+  /** This console removed `pid` or sent it back: no key for it from now on, whatever the server lists. @param {string} pid */
+  removedByMe(pid) {
+    this._removedByMe.add(pid);
+    this._forget(pid);
+    this._admitted.delete(pid);
+    this.unconfirmed.delete(pid);
+    this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
+    this._changed();
+  }
+
+  /** @param {string} pid */
+  _forget(pid) {
+    // Removed / sent back / left: no key for it any more; a new admission starts from its intro again.
+    this.keys?.forget(pid);
+    this.intros.delete(pid);
+    this.sasOf.delete(pid);
+  }
+
+  /**
    * Follows the admitted clients: a new epoch on every admission, removal or send-back, and when an admitted
-   * client comes back (its entry goes from connected:false to connected:true: a reload or a network cut; a
-   * reloaded client keeps its keys but has no media key any more).
+   * client comes back (its entry goes from connected:false to connected:true, or it is listed again after a
+   * restart of the server: a reload or a network cut; a reloaded client keeps its keys but has no media key any
+   * more).
    * The server's roster is a hint: only clients this console granted (its own Admit) and whose reveal verified
-   * get a key.
+   * get a key, and never one this console removed or sent back. A client the server listed since this console's
+   * last connection and lists no more has left for good (left, removed, or its grace ran out: within its grace
+   * it stays listed, connected:false) and is forgotten. One it has not listed since then (a restarted server
+   * knows only those who resumed) stays a member until it is listed again, or forgotten after RESUME_GRACE_MS.
    * @param {string[]} clientPids @param {string[]} [offline] the admitted clients whose connection is down
    * @param {Record<string, string>} [names] display names as this console shows them (therapist included)
+   * @param {number} [now] ms, the caller's clock
    */
-  onRoster(clientPids, offline = [], names = {}) {
+  onRoster(clientPids, offline = [], names = {}, now = Date.now()) {
+    this._lastRoster = [clientPids, offline, names];
     this._names = { ...names };
-    const now = new Set(clientPids);
+    const listed = new Set(clientPids.filter((p) => !this._removedByMe.has(p)));
     const down = new Set(offline);
     for (const pid of this._offline) {
-      if (now.has(pid) && !down.has(pid) && this._admitted.has(pid)) this._returned = true;
+      if (listed.has(pid) && !down.has(pid) && this._admitted.has(pid)) this._returned = true;
     }
     this._offline = down;
+    /** @type {string[]} */
+    const gone = [];
     for (const pid of this._admitted) {
-      if (!now.has(pid)) {
-        // Removed / sent back / left: no key for it any more; a new admission starts from its intro again.
-        this.keys?.forget(pid);
-        this.intros.delete(pid);
-        this.sasOf.delete(pid);
+      if (listed.has(pid)) continue;
+      if (this._listed.has(pid)) {
+        gone.push(pid); // listed on this connection, then not: it left for good
+        continue;
       }
+      if (!this.unconfirmed.has(pid)) this.unconfirmed.set(pid, now + RESUME_GRACE_MS);
+      if (now >= /** @type {number} */ (this.unconfirmed.get(pid))) gone.push(pid); // not back within the grace
     }
-    this._admitted = now;
+    for (const pid of gone) {
+      this._forget(pid);
+      this.unconfirmed.delete(pid);
+      this._admitted.delete(pid);
+    }
+    for (const pid of listed) {
+      if (this.unconfirmed.delete(pid) && !down.has(pid)) this._returned = true; // back after a restart
+      this._listed.add(pid);
+      this._admitted.add(pid);
+    }
+    this._scheduleGrace(now);
     if (this._lastQueue.length) this.checkQueue(this._lastQueue).catch(() => {});
     this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
     this._changed();
@@ -740,6 +868,18 @@ export class TherapistE2ee extends E2eeBase {
         this._chain = this._chain.then(() => this._rekey()).catch((e) => this._refused("epoch", null, e));
       }, REKEY_CHECK_MS);
     }
+  }
+
+  /** Looks again when the first unlisted client's grace runs out. @param {number} now */
+  _scheduleGrace(now) {
+    if (this._graceTimer !== null) clearTimeout(this._graceTimer);
+    this._graceTimer = null;
+    if (!this.unconfirmed.size) return;
+    const first = Math.min(...this.unconfirmed.values());
+    this._graceTimer = setTimeout(() => {
+      this._graceTimer = null;
+      this.onRoster(...this._lastRoster);
+    }, Math.max(0, first - now) + 10);
   }
 
   async _rekey() {
@@ -755,6 +895,7 @@ export class TherapistE2ee extends E2eeBase {
     for (const pid of [keys.pid, ...members]) if (typeof this._names[pid] === "string") names[pid] = this._names[pid];
     const result = await keys.makeEpoch(members, names);
     this.epochsMade++;
+    this.releaseHeldApps();
     this.signaling.key(null, result.message);
     const until = Date.now() + E.SWITCH_TIMEOUT_MS + 20;
     while (!keys.switchDue() && Date.now() < until) await sleep(50);
@@ -776,6 +917,8 @@ export class TherapistE2ee extends E2eeBase {
   stop() {
     if (this._rekeyTimer !== null) clearInterval(this._rekeyTimer);
     this._rekeyTimer = null;
+    if (this._graceTimer !== null) clearTimeout(this._graceTimer);
+    this._graceTimer = null;
     super.stop();
   }
 

@@ -628,6 +628,10 @@ export class KeyState {
 
 /** An app message's body (JSON, UTF-8) has at most this many bytes. */
 export const APP_MAX_BODY = 4096;
+/** At most this many app messages under an epoch not received yet are held for it … */
+export const APP_HOLD_MAX = 32;
+/** … for at most this long (ms); then they are refused. */
+export const APP_HOLD_MS = 5000;
 const APP_INFO = te.encode("alcove-e2ee app");
 const APP_PRIVATE_INFO = te.encode("alcove-e2ee app private");
 /** The pairwise secret each epoch slot carries next to the epoch secret (E_n ‖ P_{n,c}). */
@@ -678,6 +682,79 @@ export function appBodyBytes(body) {
 }
 
 /**
+ * The epoch an app.data claims (unverified: only to decide whether to wait for it), or null.
+ * @param {string} data @returns {number|null}
+ */
+export function appEpochOf(data) {
+  try {
+    return intField(parseEnvelope(data).payload, "epoch");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * App messages under an epoch this page does not hold yet, waiting for it: at most `limit` of them, each at most
+ * `ms`; `now` (ms) always comes from the caller.
+ */
+export class AppHold {
+  constructor(limit = APP_HOLD_MAX, ms = APP_HOLD_MS) {
+    this.limit = limit;
+    this.ms = ms;
+    /** @type {Array<{deadline: number, from: string, data: string}>} in arrival order */
+    this._held = [];
+  }
+
+  get size() {
+    return this._held.length;
+  }
+
+  /** Holds one; false (not held: refuse it) when `limit` are already waiting. @param {string} from @param {string} data @param {number} now */
+  hold(from, data, now) {
+    if (this._held.length >= this.limit) return false;
+    this._held.push({ deadline: now + this.ms, from, data });
+    return true;
+  }
+
+  /**
+   * Removes and returns, in arrival order, every held [from, data] whose epoch is not `stillEarly` (it came, or
+   * it is older now): the caller opens or ignores them as it would have on arrival.
+   * @param {(data: string) => boolean} stillEarly @returns {Array<[string, string]>}
+   */
+  release(stillEarly) {
+    /** @type {Array<[string, string]>} */
+    const out = [];
+    this._held = this._held.filter((h) => {
+      if (stillEarly(h.data)) return true;
+      out.push([h.from, h.data]);
+      return false;
+    });
+    return out;
+  }
+
+  /** The held [from, data] whose time is up (removed), in arrival order. @param {number} now @returns {Array<[string, string]>} */
+  expired(now) {
+    /** @type {Array<[string, string]>} */
+    const out = [];
+    this._held = this._held.filter((h) => {
+      if (h.deadline > now) return true;
+      out.push([h.from, h.data]);
+      return false;
+    });
+    return out;
+  }
+
+  /** @returns {number|null} */
+  nextDeadline() {
+    return this._held.length ? Math.min(...this._held.map((h) => h.deadline)) : null;
+  }
+
+  clear() {
+    this._held = [];
+  }
+}
+
+/**
  * App messages over the epochs, shared by TherapistKeys and ClientKeys (as `keys.app`). Sealed with AES-256-GCM
  * under a key derived from the epoch secret (to everyone) or from the client's pairwise secret of that epoch
  * (therapist ↔ one client), signed by the sender's identity key over the exact bytes of the payload, with a
@@ -698,6 +775,10 @@ export class AppChannel {
     this.seq = 0;
     /** @type {Map<string, number>} "pid epoch" -> the newest seq accepted */
     this._last = new Map();
+    /** @type {number|null} the first epoch with app keys since this participant became a member */
+    this.since = null;
+    /** the newest epoch with app keys (-1: none) */
+    this.newest = -1;
   }
 
   /** @param {number} epoch @param {Uint8Array} secret @param {Map<string, Uint8Array>} pairwise @param {Iterable<string>} members */
@@ -706,11 +787,30 @@ export class AppChannel {
     const priv = new Map();
     for (const [pid, p] of pairwise) priv.set(pid, await appPrivateKey(p, this.room, epoch, pid));
     this.epochs.set(epoch, { group: await appGroupKey(secret, this.room, epoch), private: priv, members: new Set(members) });
+    if (this.since === null) this.since = epoch;
+    this.newest = Math.max(this.newest, epoch);
   }
 
+  /** No member any more (sent back): every app key is gone, and the next membership starts afresh. */
   clear() {
     this.epochs.clear();
     this._last.clear();
+    this.since = null;
+    this.newest = -1;
+  }
+
+  /**
+   * What to do with an app message claiming `epoch` (unverified): "open" it now (verified there, refused when no
+   * key of that epoch is held any more), "hold" it for an epoch not received yet (newer than every one held, or
+   * none yet since the admission), or "ignore" it: sent under an epoch older than this membership, before this
+   * participant was a member (no key, nothing to show).
+   * @param {number} epoch @returns {"open"|"hold"|"ignore"}
+   */
+  disposition(epoch) {
+    if (this._live().has(epoch)) return "open";
+    if (this.since === null || epoch > this.newest) return "hold";
+    if (epoch < this.since) return "ignore";
+    return "open";
   }
 
   _live() {

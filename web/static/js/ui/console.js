@@ -240,7 +240,7 @@ export class Console {
         row.append(tagged("spotlight", spot));
       }
       row.append(tagged("send-back", button(t("console.send-back.short"), t("console.send-back", { name: p.name }), "secondary",
-        () => this.s.sendToWaiting(p.pid))));
+        () => { this.s.sendToWaiting(p.pid); this._removedByMe(p.pid); })));
       row.append(tagged("remove", button(t("console.remove.short"), t("console.remove", { name: p.name }), "secondary",
         () => this.ask("remove", p))));
       if (this.e2ee) {
@@ -441,6 +441,12 @@ export class Console {
     return box;
   }
 
+  /** Removed or sent back by this console: no key for them from now on, whatever the server lists. @param {string} pid */
+  _removedByMe(pid) {
+    const e2ee = /** @type {any} */ (this.e2ee);
+    if (e2ee && typeof e2ee.removedByMe === "function") e2ee.removedByMe(pid);
+  }
+
   /**
    * Decline and Remove ask first, in a modal dialog: an optional message the client sees, and whether to close the
    * link for good (unticked: it still opens the waiting room later). Cancel or Escape changes nothing.
@@ -464,7 +470,10 @@ export class Console {
       if (dialog.returnValue === "confirm") {
         const text = message.value.trim() || undefined;
         if (kind === "decline") this.s.decline(who.pid, text, block.checked);
-        else this.s.remove(who.pid, text, block.checked);
+        else {
+          this.s.remove(who.pid, text, block.checked);
+          this._removedByMe(who.pid);
+        }
         // the list is rebuilt without this person: the focus goes to the heading of the list they were in
         const heading = $(kind === "decline" ? "queue-title" : "people-title");
         heading.tabIndex = -1;

@@ -67,7 +67,7 @@ export async function startE2ee(session) {
     const pidP = new Promise((r) => { gotPid = r; });
     const th = new TherapistE2ee(s, room, pidP, b64d(secret), confirmServedCode);
     flow = th;
-    on("welcome", (m) => gotPid(m.pid));
+    on("welcome", (m) => { gotPid(m.pid); th.reconnected(); });
     on("queue", (m) => { th.checkQueue(m.waiting || []).catch((e) => refusedBanner(session, "intro", null, e)); });
     on("roster", (m) => {
       const all = m.participants || [];
