@@ -69,6 +69,7 @@ import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
 import aiortc.rtcrtpsender as _tx_mod
 import av
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import Vp8Encoder
@@ -83,6 +84,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
+from aiortc.rtp import is_rtcp as _is_rtcp
 from av.frame import Frame
 
 from rtc.codecs import OPUS_CBR, TRANSPORT_HEADER_EXTENSIONS
@@ -113,6 +115,7 @@ __all__ = [
     "sender_stats",
     "set_receiver_transform",
     "set_sender_transform",
+    "small_datagram_reads",
     "tap_rtp",
 ]
 
@@ -205,6 +208,39 @@ def bind_host_candidates_in(loop: asyncio.AbstractEventLoop, first: int, last: i
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {first}-{last}")
 
     setattr(create_datagram_endpoint, _WRAPPED, True)
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+
+
+DATAGRAM_READ_SIZE = 65536
+"""Bytes asked for per datagram read: above the largest UDP payload (65,507 over IPv4, 65,527 over IPv6), so
+nothing is ever cut, and below glibc's 128 KiB mmap threshold."""
+
+_SMALL_READS = "_alcove_small_reads"
+
+
+def small_datagram_reads(loop: asyncio.AbstractEventLoop) -> None:
+    """Make every UDP socket later opened on ``loop`` read datagrams into a 64 KiB buffer instead of 256 KiB.
+
+    asyncio's datagram transport reads each datagram with ``sock.recvfrom(self.max_size)``, ``max_size`` being a
+    class attribute of 256 KiB: CPython allocates that much for every datagram and shrinks it to the datagram's
+    size. 256 KiB is above glibc's mmap threshold, so each received packet costs an ``mmap``, an ``mremap`` and
+    a ``munmap`` (measured on the SFU worker: the largest single cost of its receive path). This shadows
+    ``create_datagram_endpoint`` on the ``loop`` *instance* (aioice opens its host, server-reflexive and TURN
+    sockets through it) and sets :data:`DATAGRAM_READ_SIZE` on each new transport *instance*. Meant for the SFU
+    worker processes (one event loop each); composes with :func:`bind_host_candidates_in`; idempotent.
+    """
+    original = loop.create_datagram_endpoint
+    if getattr(original, _SMALL_READS, False):
+        return
+
+    async def create_datagram_endpoint(*args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await original(*args, **kwargs)
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = DATAGRAM_READ_SIZE  # type: ignore[attr-defined]
+        return transport, protocol
+
+    setattr(create_datagram_endpoint, _SMALL_READS, True)
+    setattr(create_datagram_endpoint, _WRAPPED, getattr(original, _WRAPPED, False))
     loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
 
 
@@ -655,6 +691,7 @@ MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 _DTLS_HANDLE_RTP = "_handle_rtp_data"
+_DATAGRAM_RECEIVED = "datagram_received"
 _TX_NTP = "_RTCRtpSender__ntp_timestamp"
 _TX_RTP_TS = "_RTCRtpSender__rtp_timestamp"
 _TX_PACKETS = "_RTCRtpSender__packet_count"
@@ -668,25 +705,85 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
 
     aiortc's ``_recv_next`` calls ``self._handle_rtp_data(data, arrival_time_ms)`` with the unprotected bytes;
     this shadows that method on the *instance* (RTCP still goes through aiortc). Returns a function that
-    removes the tap. One tap per transport (BUNDLE: one per peer connection)."""
+    removes the tap. One tap per transport (BUNDLE: one per peer connection).
+
+    **Direct path.** Each datagram on aiortc's way crosses aioice's STUN parser (which raises on media),
+    its data queue, a task switch into the transport's receive loop and a datetime-based arrival time. Once the
+    first RTP packet has come that way (SRTP is set up, the ICE sockets are open), the tap also shadows
+    ``datagram_received`` on each of the ICE connection's ``StunProtocol`` *instances*: an RTP datagram
+    (RFC 7983: first byte 128–191, not RTCP) is unprotected with the transport's receive session and handed
+    to ``fn`` right there, in the socket's read callback; STUN, DTLS and SRTCP take aioice's and aiortc's
+    way as before. A packet that fails SRTP authentication is dropped, as aiortc drops it. Such packets
+    are not counted in the DTLS transport's ``bytesReceived``/``packetsReceived`` statistics."""
     orig = type(dtls)._handle_rtp_data
     dtls_ref = weakref.ref(dtls)
+    direct: list[Any] = []
+    """The protocols whose ``datagram_received`` is shadowed (empty until the first packet)."""
+    untapped = False
+
+    def on_datagram(original: Any) -> Any:
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if not data:
+                return  # nothing to read (aiortc's receive loop would stop on it)
+            if 127 < data[0] < 192 and not _is_rtcp(data):
+                d = dtls_ref()
+                srtp = d._rx_srtp if d is not None else None
+                if srtp is not None:
+                    try:
+                        plain = srtp.unprotect(data)
+                    except pylibsrtp.Error:
+                        return
+                    if not fn(plain, _arrival_ms()):
+                        _spawn(orig(d, plain, _arrival_ms()))
+                    return
+            original(data, addr)
+
+        return datagram_received
+
+    def go_direct(d: Any) -> None:
+        connection = getattr(getattr(d, "transport", None), "_connection", None)
+        for protocol in list(getattr(connection, "_protocols", None) or ()):
+            if type(protocol) is aioice.ice.StunProtocol and _DATAGRAM_RECEIVED not in protocol.__dict__:
+                setattr(protocol, _DATAGRAM_RECEIVED, on_datagram(protocol.datagram_received))
+                direct.append(protocol)
 
     async def _handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        d = dtls_ref()
+        if not direct and d is not None and not untapped:
+            go_direct(d)
         if fn(data, arrival_time_ms):
             return
-        d = dtls_ref()
         if d is not None:
             await orig(d, data, arrival_time_ms)
 
     setattr(dtls, _DTLS_HANDLE_RTP, _handle_rtp_data)
 
     def untap() -> None:
+        nonlocal untapped
+        untapped = True
+        for protocol in direct:
+            protocol.__dict__.pop(_DATAGRAM_RECEIVED, None)
+        direct.clear()
         d = dtls_ref()
         if d is not None and d.__dict__.get(_DTLS_HANDLE_RTP) is _handle_rtp_data:
             del d.__dict__[_DTLS_HANDLE_RTP]
 
     return untap
+
+
+def _arrival_ms() -> int:
+    """aiortc's ``clock.current_ms()`` (milliseconds since the NTP epoch) without building datetimes."""
+    return int((time.time() + _NTP_EPOCH_OFFSET) * 1000)
+
+
+_NTP_EPOCH_OFFSET = 2208988800
+_spawned: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)
 
 
 class ReceiveReports:
@@ -1052,6 +1149,23 @@ def check_internals() -> list[str]:
     expect(sendto is not None and {"_nominated", "protocol", "send_data", "remote_addr"} <= names(sendto),
            "aioice Connection.sendto no longer sends through _nominated[component].protocol.send_data")
     expect_sig(aioice.ice.StunProtocol, "send_data", ["self", "data", "addr"], is_async=True)
+    # tap_rtp's direct path
+    received = expect_sig(aioice.ice.StunProtocol, _DATAGRAM_RECEIVED, ["self", "data", "addr"], is_async=False)
+    expect(received is not None and {"parse_message", "receiver", "data_received"} <= names(received),
+           "StunProtocol.datagram_received no longer hands non-STUN datagrams to receiver.data_received")
+    expect("_protocols" in names(aioice.ice.Connection.__init__),
+           "aioice Connection no longer keeps its StunProtocols in _protocols")
+    expect(recv_next is not None and {"is_rtcp", "unprotect", "unprotect_rtcp", "_rx_srtp"} <= names(recv_next),
+           "RTCDtlsTransport._recv_next no longer tells RTCP from RTP with is_rtcp and unprotects with _rx_srtp")
+    expect(callable(getattr(pylibsrtp, "Error", None)) and callable(getattr(pylibsrtp.Session, "unprotect", None)),
+           "pylibsrtp.Session.unprotect / pylibsrtp.Error are missing")
+    # small_datagram_reads: asyncio's datagram transport reads max_size bytes per datagram
+    import asyncio.selector_events as _sel
+
+    dgram = getattr(_sel, "_SelectorDatagramTransport", None)
+    expect(dgram is not None and isinstance(getattr(dgram, "max_size", None), int)
+           and "max_size" in names(getattr(dgram, "_read_ready", None)),
+           "asyncio's datagram transport no longer reads max_size bytes per datagram (small_datagram_reads)")
     expect("transport" in names(aioice.ice.StunProtocol.send_data), "StunProtocol.send_data no longer uses "
            "self.transport.sendto")
     expect_sig(RTCRtpSender, "send", ["self", "parameters"], is_async=True)

@@ -12,6 +12,7 @@ import fractions
 import aioice.ice
 import aiortc
 import av
+import pylibsrtp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.vpx import vp8_depayload
@@ -412,3 +413,75 @@ async def test_tap_rtp_takes_packets_before_aiortc_and_untaps(pc: RTCPeerConnect
         type(dtls)._handle_rtp_data = type_handler
     assert [d[1] for d in seen] == [0x60, 0x00]
     assert [d[1] for d in reached_aiortc] == [0x00, 0x61]
+
+
+async def test_small_datagram_reads_sets_aioice_sockets_to_64_kib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    hooks.bind_host_candidates_in(loop, 41010, 41011)
+    hooks.small_datagram_reads(loop)
+    hooks.small_datagram_reads(loop)  # idempotent
+    hooks.bind_host_candidates_in(loop, 41010, 41011)  # still idempotent once wrapped by small_datagram_reads
+    conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(2)]
+    try:
+        for c in conns:
+            await c.gather_candidates()  # binds only: nothing is sent
+        transports = [p.transport for c in conns for p in c._protocols]
+        assert transports and all(t.max_size == hooks.DATAGRAM_READ_SIZE for t in transports)
+        assert 65527 <= hooks.DATAGRAM_READ_SIZE < 128 * 1024  # whole UDP datagrams, below glibc's mmap threshold
+        assert sorted(c.local_candidates[0].port for c in conns) == [41010, 41011]  # the range still applies
+    finally:
+        for c in conns:
+            await c.close()
+        del loop.create_datagram_endpoint  # type: ignore[method-assign]
+
+
+def _srtp_pair() -> tuple[pylibsrtp.Session, pylibsrtp.Session, pylibsrtp.Session]:
+    """Two sending sessions with one key (the same input gives the same output) and the matching receiver."""
+    key = bytes(range(30))
+
+    def policy(direction: int) -> pylibsrtp.Policy:
+        p = pylibsrtp.Policy(key=key, ssrc_type=direction)
+        p.allow_repeat_tx = True
+        return p
+
+    return (pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)),
+            pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)),
+            pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_INBOUND)))
+
+
+async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPeerConnection) -> None:
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    dtls._rx_srtp = receiver_session
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    connection._protocols.append(protocol)
+    queued = connection._queue
+    seen: list[bytes] = []
+    rtp = b"\x80\x60\x00\x07" + b"\x00" * 4 + b"\x00\x00\x12\x34" + b"payload"
+    rtcp = b"\x80\xc9\x00\x01\x00\x00\x12\x34"  # a receiver report: aiortc's way
+    try:
+        untap = hooks.tap_rtp(dtls, lambda data, ms: seen.append(data) or True)
+        assert "datagram_received" not in protocol.__dict__  # not before SRTP is up and a packet came
+        await dtls._handle_rtp_data(rtp, 0)  # the first packet, through aiortc's loop
+        assert "datagram_received" in protocol.__dict__
+        protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x08" + rtp[4:]), ("127.0.0.1", 9))
+        assert seen == [rtp, rtp[:2] + b"\x00\x08" + rtp[4:]] and queued.empty()  # no queue, no task
+        protected = bytearray(sender_session.protect(rtp[:2] + b"\x00\x09" + rtp[4:]))
+        protected[-1] ^= 1  # fails authentication: dropped, as aiortc drops it
+        protocol.datagram_received(bytes(protected), ("127.0.0.1", 9))
+        assert len(seen) == 2 and queued.empty()
+        protocol.datagram_received(b"", ("127.0.0.1", 9))  # an empty datagram: nothing to do
+        protocol.datagram_received(rtcp, ("127.0.0.1", 9))  # RTCP, DTLS, STUN: aioice's queue as before
+        protocol.datagram_received(b"\x17\xfe\xfd" + b"\x00" * 10, ("127.0.0.1", 9))
+        assert [queued.get_nowait()[0] for _ in range(2)] == [rtcp, b"\x17\xfe\xfd" + b"\x00" * 10]
+        untap()
+        assert "datagram_received" not in protocol.__dict__
+        protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x0a" + rtp[4:]), ("127.0.0.1", 9))
+        assert len(seen) == 2 and queued.qsize() == 1  # aioice's way again
+    finally:
+        dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
