@@ -819,11 +819,17 @@ class RtpSink:
     """Sends finished RTP packets as one :class:`aiortc.RTCRtpSender`'s stream, below aiortc's send path.
 
     The sender keeps doing what it does well: it is negotiated, registered for RTCP routing, and sends its
-    sender reports (fed from :meth:`sent`). The packets themselves skip ``encoder.pack()``, ``RtpPacket`` and
-    the async ``_send_rtp`` chain: they are SRTP-protected with the sender's transport's ``pylibsrtp`` session
-    and written to the nominated ICE pair's UDP socket directly (through the pair's ``send_data`` for relayed
-    pairs). Attributes set once the sender is negotiated: ``ssrc``, ``payload_type``, ``mime_type``,
-    ``clock_rate``, ``mid``, ``mid_id`` / ``abs_send_time_id`` (0 if not negotiated)."""
+    sender reports (fed from :meth:`send_rtp`, or :meth:`sent`). The packets themselves skip ``encoder.pack()``,
+    ``RtpPacket`` and the async ``_send_rtp`` chain: they are SRTP-protected with the sender's transport's
+    ``pylibsrtp`` session and written to the nominated ICE pair's UDP socket directly (through the pair's
+    ``send_data`` for relayed pairs). Attributes set once the sender is negotiated: ``ssrc``, ``payload_type``,
+    ``mime_type``, ``clock_rate``, ``mid``, ``mid_id`` / ``abs_send_time_id`` (0 if not negotiated).
+
+    :meth:`send_rtp` (the forwarder's path) protects in place: header and payload are copied once into the
+    session's own buffer, ``srtp_protect`` runs on it and the socket sends from it (a ``memoryview``), instead of
+    ``Session.protect``'s new C allocation, argument checks and copy of the result per packet. Its output is
+    byte for byte that of ``Session.protect`` (tested); when pylibsrtp's internals are not as expected it uses
+    ``Session.protect``."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self.sender = sender
@@ -837,9 +843,12 @@ class RtpSink:
         self.ready = False
         self.feedback: RtcpFeedback | None = None
         self._pair: Any = None
+        self._addr: Any = None
         self._nominated: dict[int, Any] = {}
         self._fast: Any = None
         self._srtp: Any = None
+        self._in_place: tuple[Any, Any, memoryview, int, Any] | None = None
+        self._sender_attrs: dict[str, Any] = sender.__dict__
         self._pending: set[asyncio.Future[Any]] = set()
 
     def configure(self, parameters: Any) -> None:
@@ -864,7 +873,10 @@ class RtpSink:
         if pair is None:
             return None
         self._pair = pair
-        self._srtp = dtls._tx_srtp
+        self._addr = pair.remote_addr
+        if dtls._tx_srtp is not self._srtp:
+            self._srtp = dtls._tx_srtp
+            self._in_place = _srtp_in_place(self._srtp)
         protocol = pair.protocol
         self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
         return pair
@@ -881,14 +893,52 @@ class RtpSink:
         except Exception:  # pylibsrtp.Error: the session is gone
             self._pair = None
             return False
+        self._write(data)
+        return True
+
+    def send_rtp(self, header: bytes | bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:
+        """SRTP-protect and send the RTP packet ``header + payload`` and count it for the sender reports (see
+        :meth:`sent`); False if the transport is not connected. ``header`` may be reused once this returns."""
+        pair = self._pair
+        if pair is None or self._nominated.get(1) is not pair:
+            pair = self._route()
+            if pair is None:
+                return False
+        head = len(header)
+        size = head + len(payload)
+        in_place = self._in_place
+        data: bytes | memoryview
+        if in_place is not None and size <= in_place[3]:
+            srtp, cdata, view, _room, size_p = in_place
+            view[:head] = header
+            view[head:size] = payload
+            size_p[0] = size
+            if _srtp_protect(srtp, cdata, size_p):  # not srtp_err_status_ok: the session is gone
+                self._pair = None
+                return False
+            data = view[:size_p[0]]
+        else:
+            try:
+                data = self._srtp.protect(bytes(header) + payload)
+            except Exception:
+                self._pair = None
+                return False
+        self._write(data)
+        attrs = self._sender_attrs
+        attrs[_TX_NTP] = ntp_timestamp
+        attrs[_TX_RTP_TS] = rtp_timestamp
+        attrs[_TX_PACKETS] += 1
+        attrs[_TX_OCTETS] += len(payload)
+        return True
+
+    def _write(self, data: bytes | memoryview) -> None:
         fast = self._fast
         if fast is not None:
-            fast.sendto(data, pair.remote_addr)
+            fast.sendto(data, self._addr)  # asyncio copies it if it has to queue it
         else:  # a relayed pair: TURN wraps the datagram (ordering is kept: tasks run in creation order)
-            future = asyncio.ensure_future(pair.protocol.send_data(data, pair.remote_addr))
+            future = asyncio.ensure_future(self._pair.protocol.send_data(bytes(data), self._addr))
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
-        return True
 
     def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
         """Account forwarded packets for the sender's RTCP sender reports (A/V sync, RTT at the receiver).
@@ -899,6 +949,22 @@ class RtpSink:
         setattr(s, _TX_RTP_TS, rtp_timestamp)
         setattr(s, _TX_PACKETS, getattr(s, _TX_PACKETS) + packets)
         setattr(s, _TX_OCTETS, getattr(s, _TX_OCTETS) + octets)
+
+
+_srtp_protect = pylibsrtp.lib.srtp_protect  # type: ignore[attr-defined]
+
+
+def _srtp_in_place(session: Any) -> tuple[Any, Any, memoryview, int, Any] | None:
+    """(``srtp_t``, its buffer, a writable view of it, the largest packet it protects, an ``int *``) of a
+    ``pylibsrtp.Session`` (its private ``_srtp``, ``_cdata``, ``_buffer``: :func:`check_internals`), or None."""
+    try:
+        view = memoryview(session._buffer)
+        if view.readonly or view.itemsize != 1:
+            return None
+        return session._srtp[0], session._cdata, view, len(view) - pylibsrtp.SRTP_MAX_TRAILER_LEN, \
+            pylibsrtp.ffi.new("int *")  # type: ignore[attr-defined]
+    except Exception:
+        return None
 
 
 _sinks: weakref.WeakKeyDictionary[RTCRtpSender, RtpSink] = weakref.WeakKeyDictionary()
@@ -1159,6 +1225,13 @@ def check_internals() -> list[str]:
            "RTCDtlsTransport._recv_next no longer tells RTCP from RTP with is_rtcp and unprotects with _rx_srtp")
     expect(callable(getattr(pylibsrtp, "Error", None)) and callable(getattr(pylibsrtp.Session, "unprotect", None)),
            "pylibsrtp.Session.unprotect / pylibsrtp.Error are missing")
+    # RtpSink.send_rtp: pylibsrtp's session buffer and call, in place
+    process = getattr(pylibsrtp.Session, "_Session__process", None)
+    expect(process is not None and {"_cdata", "_buffer", "_srtp"} <= names(process)
+           and "srtp_protect" in names(getattr(pylibsrtp.Session, "protect", None)),
+           "pylibsrtp.Session.protect no longer runs srtp_protect on its _srtp over its _cdata/_buffer")
+    expect(_srtp_in_place(pylibsrtp.Session()) is not None,
+           "pylibsrtp.Session no longer has a writable _buffer over _cdata and an srtp_t in _srtp (RtpSink)")
     # small_datagram_reads: asyncio's datagram transport reads max_size bytes per datagram
     import asyncio.selector_events as _sel
 

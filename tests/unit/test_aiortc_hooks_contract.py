@@ -450,6 +450,69 @@ def _srtp_pair() -> tuple[pylibsrtp.Session, pylibsrtp.Session, pylibsrtp.Sessio
             pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_INBOUND)))
 
 
+class _Wire:
+    """Stand-in for the asyncio datagram transport of an ICE pair: keeps what is written (copied: a view of
+    the SRTP buffer is overwritten by the next packet)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+
+    def sendto(self, data: bytes | memoryview, addr: object) -> None:
+        self.sent.append((bytes(data), addr))
+
+
+def _sink_on(session: pylibsrtp.Session, *, relayed: bool = False) -> tuple[hooks.RtpSink, _Wire, object]:
+    import types
+
+    wire = _Wire()
+    protocol = aioice.ice.StunProtocol(None)  # type: ignore[arg-type]
+    if relayed:
+        async def send_data(data: bytes, addr: object) -> None:
+            wire.sendto(data, addr)
+
+        protocol = types.SimpleNamespace(send_data=send_data)  # type: ignore[assignment]
+    else:
+        protocol.transport = wire  # type: ignore[assignment]
+    pair = types.SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", 9))
+    dtls = types.SimpleNamespace(state="connected", _tx_srtp=session,
+                                 transport=types.SimpleNamespace(_connection=types.SimpleNamespace(_nominated={1: pair})))
+    sender = types.SimpleNamespace(_ssrc=0xABCD, transport=dtls, _RTCRtpSender__ntp_timestamp=0,
+                                   _RTCRtpSender__rtp_timestamp=0, _RTCRtpSender__packet_count=0,
+                                   _RTCRtpSender__octet_count=0)
+    return hooks.RtpSink(sender), wire, sender  # type: ignore[arg-type]
+
+
+async def test_rtp_sink_protects_in_place_byte_for_byte_as_session_protect() -> None:
+    in_place, reference, receiver = _srtp_pair()
+    sink, wire, sender = _sink_on(in_place)
+    header = bytearray(b"\x90\xe4\x00\x00\x00\x00\x00\x00\x00\x00\xab\xcd\xbe\xde\x00\x01\x32\x00\x00\x00")
+    expected = []
+    for n in range(40):
+        header[2:4] = (65530 + n & 0xFFFF).to_bytes(2, "big")  # reused, as the forwarder does
+        header[4:8] = (3000 * n).to_bytes(4, "big")
+        payload = bytes([n]) * (1 + 31 * n)  # 1 to 1210 bytes
+        assert sink.send_rtp(header, payload, 3000 * n, n << 32)
+        expected.append(reference.protect(bytes(header) + payload))
+    assert sink._in_place is not None  # the in-place path ran, not its fallback
+    assert [data for data, _ in wire.sent] == expected
+    assert [receiver.unprotect(data) for data, _ in wire.sent][-1] == bytes(header) + bytes([39]) * 1210
+    assert {addr for _, addr in wire.sent} == {("127.0.0.1", 9)}
+    assert (sender._RTCRtpSender__packet_count, sender._RTCRtpSender__octet_count) == (  # type: ignore[attr-defined]
+        40, sum(1 + 31 * n for n in range(40)))
+    assert (sender._RTCRtpSender__rtp_timestamp, sender._RTCRtpSender__ntp_timestamp) == (  # type: ignore[attr-defined]
+        3000 * 39, 39 << 32)
+    # beyond the room the SRTP buffer keeps for its trailer: refused, as Session.protect refuses it
+    assert not sink.send_rtp(header, b"\x00" * 1400, 0, 0)
+    # a relayed pair gets bytes of its own (TURN sends later, the buffer is reused at once)
+    sending, _, receiving = _srtp_pair()
+    relayed, wire2, _ = _sink_on(sending, relayed=True)
+    for n in (1, 2):
+        header[2:4] = n.to_bytes(2, "big")
+        assert relayed.send_rtp(header, bytes([n]) * 100, 0, 0)
+    await asyncio.gather(*relayed._pending)
+    assert [receiving.unprotect(d)[-1] for d, _ in wire2.sent] == [1, 2]
+
+
 async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPeerConnection) -> None:
     transceiver = pc.addTransceiver("video", direction="sendrecv")
     dtls = transceiver.receiver.transport
