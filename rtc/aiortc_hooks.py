@@ -712,20 +712,24 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     first RTP packet has come that way (SRTP is set up, the ICE sockets are open), the tap also shadows
     ``datagram_received`` on each of the ICE connection's ``StunProtocol`` *instances*: an RTP datagram
     (RFC 7983: first byte 128–191, not RTCP) is unprotected with the transport's receive session and handed
-    to ``fn`` right there, in the socket's read callback; STUN, DTLS and SRTCP take aioice's and aiortc's
-    way as before. A packet that fails SRTP authentication is dropped, as aiortc drops it. Such packets
-    are not counted in the DTLS transport's ``bytesReceived``/``packetsReceived`` statistics."""
+    to ``fn`` right there, in the socket's read callback; SRTCP goes straight to aioice's data queue (not
+    through its STUN parser first); STUN and DTLS take aioice's and aiortc's way as before. A packet that fails
+    SRTP authentication is dropped, as aiortc drops it. Packets taken this way are not counted in the DTLS
+    transport's ``bytesReceived``/``packetsReceived`` statistics."""
     orig = type(dtls)._handle_rtp_data
     dtls_ref = weakref.ref(dtls)
     direct: list[Any] = []
     """The protocols whose ``datagram_received`` is shadowed (empty until the first packet)."""
     untapped = False
 
-    def on_datagram(original: Any) -> Any:
+    def on_datagram(protocol: Any, original: Any) -> Any:
         def datagram_received(data: bytes, addr: Any) -> None:
             if not data:
                 return  # nothing to read (aiortc's receive loop would stop on it)
-            if 127 < data[0] < 192 and not _is_rtcp(data):
+            if 127 < data[0] < 192:
+                if _is_rtcp(data):  # SRTCP: aiortc's way, without aioice's attempt to parse it as STUN first
+                    protocol.receiver.data_received(data, protocol.local_candidate.component)
+                    return
                 d = dtls_ref()
                 srtp = d._rx_srtp if d is not None else None
                 if srtp is not None:
@@ -744,7 +748,7 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
         connection = getattr(getattr(d, "transport", None), "_connection", None)
         for protocol in list(getattr(connection, "_protocols", None) or ()):
             if type(protocol) is aioice.ice.StunProtocol and _DATAGRAM_RECEIVED not in protocol.__dict__:
-                setattr(protocol, _DATAGRAM_RECEIVED, on_datagram(protocol.datagram_received))
+                setattr(protocol, _DATAGRAM_RECEIVED, on_datagram(protocol, protocol.datagram_received))
                 direct.append(protocol)
 
     async def _handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
@@ -1217,8 +1221,10 @@ def check_internals() -> list[str]:
     expect_sig(aioice.ice.StunProtocol, "send_data", ["self", "data", "addr"], is_async=True)
     # tap_rtp's direct path
     received = expect_sig(aioice.ice.StunProtocol, _DATAGRAM_RECEIVED, ["self", "data", "addr"], is_async=False)
-    expect(received is not None and {"parse_message", "receiver", "data_received"} <= names(received),
-           "StunProtocol.datagram_received no longer hands non-STUN datagrams to receiver.data_received")
+    expect(received is not None and {"parse_message", "receiver", "data_received", "local_candidate", "component"}
+           <= names(received),
+           "StunProtocol.datagram_received no longer hands non-STUN datagrams to receiver.data_received(data, "
+           "local_candidate.component)")
     expect("_protocols" in names(aioice.ice.Connection.__init__),
            "aioice Connection no longer keeps its StunProtocols in _protocols")
     expect(recv_next is not None and {"is_rtcp", "unprotect", "unprotect_rtcp", "_rx_srtp"} <= names(recv_next),
