@@ -548,3 +548,34 @@ async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPee
     finally:
         dtls._rx_srtp = None
         connection._protocols.remove(protocol)
+
+
+async def test_tap_rtp_direct_path_passes_what_the_tap_declines_to_aiortc(pc: RTCPeerConnection) -> None:
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes, arrival_time_ms: int) -> None:
+        reached_aiortc.append(data)
+
+    type_handler = type(dtls)._handle_rtp_data
+    try:
+        type(dtls)._handle_rtp_data = lambda self, data, arrival_time_ms: original(data, arrival_time_ms)
+        dtls._rx_srtp = receiver_session
+        connection._protocols.append(protocol)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: data[1] != 0)  # payload type 0 is declined
+        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)
+        for seq, pt in ((2, 0x00), (3, 0x60), (4, 0x00)):
+            packet = bytes([0x80, pt]) + seq.to_bytes(2, "big") + b"\x00" * 8
+            protocol.datagram_received(sender_session.protect(packet), ("127.0.0.1", 9))
+        await asyncio.sleep(0)  # aiortc's handler runs as a task
+        assert [(d[1], d[3]) for d in reached_aiortc] == [(0, 2), (0, 4)]
+        untap()
+    finally:
+        type(dtls)._handle_rtp_data = type_handler
+        dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
