@@ -823,7 +823,7 @@ class RtpSink:
     """Sends finished RTP packets as one :class:`aiortc.RTCRtpSender`'s stream, below aiortc's send path.
 
     The sender keeps doing what it does well: it is negotiated, registered for RTCP routing, and sends its
-    sender reports (fed from :meth:`send_rtp`, or :meth:`sent`). The packets themselves skip ``encoder.pack()``,
+    sender reports (fed from :meth:`send_rtp`). The packets themselves skip ``encoder.pack()``,
     ``RtpPacket`` and the async ``_send_rtp`` chain: they are SRTP-protected with the sender's transport's
     ``pylibsrtp`` session and written to the nominated ICE pair's UDP socket directly (through the pair's
     ``send_data`` for relayed pairs). Attributes set once the sender is negotiated: ``ssrc``, ``payload_type``,
@@ -885,24 +885,11 @@ class RtpSink:
         self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
         return pair
 
-    def send(self, packet: bytes) -> bool:
-        """SRTP-protect and send one RTP (or RTCP) packet; False if the transport is not connected."""
-        pair = self._pair
-        if pair is None or self._nominated.get(1) is not pair:
-            pair = self._route()
-            if pair is None:
-                return False
-        try:
-            data = self._srtp.protect(packet)
-        except Exception:  # pylibsrtp.Error: the session is gone
-            self._pair = None
-            return False
-        self._write(data)
-        return True
-
     def send_rtp(self, header: bytes | bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:
-        """SRTP-protect and send the RTP packet ``header + payload`` and count it for the sender reports (see
-        :meth:`sent`); False if the transport is not connected. ``header`` may be reused once this returns."""
+        """SRTP-protect and send the RTP packet ``header + payload`` and count it for the sender's RTCP sender
+        reports (A/V sync, RTT at the receiver: ``ntp_timestamp`` is when the packet with ``rtp_timestamp`` was
+        sent, 64-bit NTP fixed point); False if the transport is not connected. ``header`` may be reused once this
+        returns."""
         pair = self._pair
         if pair is None or self._nominated.get(1) is not pair:
             pair = self._route()
@@ -943,16 +930,6 @@ class RtpSink:
             future = asyncio.ensure_future(self._pair.protocol.send_data(bytes(data), self._addr))
             self._pending.add(future)
             future.add_done_callback(self._pending.discard)
-
-    def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
-        """Account forwarded packets for the sender's RTCP sender reports (A/V sync, RTT at the receiver).
-
-        ``ntp_timestamp``: when the packet with ``rtp_timestamp`` was sent (64-bit NTP fixed point)."""
-        s = self.sender
-        setattr(s, _TX_NTP, ntp_timestamp)
-        setattr(s, _TX_RTP_TS, rtp_timestamp)
-        setattr(s, _TX_PACKETS, getattr(s, _TX_PACKETS) + packets)
-        setattr(s, _TX_OCTETS, getattr(s, _TX_OCTETS) + octets)
 
 
 _srtp_protect = pylibsrtp.lib.srtp_protect  # type: ignore[attr-defined]
@@ -1255,7 +1232,7 @@ def check_internals() -> list[str]:
     expect("_ssrc" in names(RTCRtpSender.__init__), "RTCRtpSender.__init__ no longer sets _ssrc")
     sr_attrs = {_TX_NTP, _TX_RTP_TS, _TX_PACKETS, _TX_OCTETS}
     expect(sr_attrs <= names(RTCRtpSender.__init__) and sr_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)),
-           "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.sent feeds")
+           "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.send_rtp feeds")
     expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
            and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
            "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")
