@@ -72,6 +72,7 @@ import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
 import aiortc.rtcrtpsender as _tx_mod
 import av
+import pylibsrtp
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
 from aiortc.codecs.opus import OpusEncoder
 from aiortc.codecs.vpx import PACKET_MAX as VP8_PACKET_MAX
@@ -88,6 +89,7 @@ from aiortc.rtp import (
     RtcpSrPacket,
     unpack_remb_fci,
 )
+from aiortc.rtp import is_rtcp as _is_rtcp
 from av.frame import Frame
 
 from rtc.codecs import OPUS_CBR, TRANSPORT_HEADER_EXTENSIONS
@@ -120,6 +122,7 @@ __all__ = [
     "sender_stats",
     "set_receiver_transform",
     "set_sender_transform",
+    "small_datagram_reads",
     "tap_rtp",
 ]
 
@@ -212,6 +215,39 @@ def bind_host_candidates_in(loop: asyncio.AbstractEventLoop, first: int, last: i
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {first}-{last}")
 
     setattr(create_datagram_endpoint, _WRAPPED, True)
+    loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
+
+
+DATAGRAM_READ_SIZE = 65536
+"""Bytes asked for per datagram read: above the largest UDP payload (65,507 over IPv4, 65,527 over IPv6), so
+nothing is ever cut, and below glibc's 128 KiB mmap threshold."""
+
+_SMALL_READS = "_alcove_small_reads"
+
+
+def small_datagram_reads(loop: asyncio.AbstractEventLoop) -> None:
+    """Make every UDP socket later opened on ``loop`` read datagrams into a 64 KiB buffer instead of 256 KiB.
+
+    asyncio's datagram transport reads each datagram with ``sock.recvfrom(self.max_size)``, ``max_size`` being a
+    class attribute of 256 KiB: CPython allocates that much for every datagram and shrinks it to the datagram's
+    size. 256 KiB is above glibc's mmap threshold, so each received packet costs an ``mmap``, an ``mremap`` and
+    a ``munmap`` (measured on the SFU worker: the largest single cost of its receive path). This shadows
+    ``create_datagram_endpoint`` on the ``loop`` *instance* (aioice opens its host, server-reflexive and TURN
+    sockets through it) and sets :data:`DATAGRAM_READ_SIZE` on each new transport *instance*. Meant for the SFU
+    worker processes (one event loop each); composes with :func:`bind_host_candidates_in`; idempotent.
+    """
+    original = loop.create_datagram_endpoint
+    if getattr(original, _SMALL_READS, False):
+        return
+
+    async def create_datagram_endpoint(*args: Any, **kwargs: Any) -> Any:
+        transport, protocol = await original(*args, **kwargs)
+        if isinstance(getattr(transport, "max_size", None), int):
+            transport.max_size = DATAGRAM_READ_SIZE  # type: ignore[attr-defined]
+        return transport, protocol
+
+    setattr(create_datagram_endpoint, _SMALL_READS, True)
+    setattr(create_datagram_endpoint, _WRAPPED, getattr(original, _WRAPPED, False))
     loop.create_datagram_endpoint = create_datagram_endpoint  # type: ignore[method-assign]
 
 
@@ -783,6 +819,7 @@ MID_URI = "urn:ietf:params:rtp-hdrext:sdes:mid"
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 
 _DTLS_HANDLE_RTP = "_handle_rtp_data"
+_DATAGRAM_RECEIVED = "datagram_received"
 _TX_NTP = "_RTCRtpSender__ntp_timestamp"
 _TX_RTP_TS = "_RTCRtpSender__rtp_timestamp"
 _TX_PACKETS = "_RTCRtpSender__packet_count"
@@ -796,25 +833,89 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
 
     aiortc's ``_recv_next`` calls ``self._handle_rtp_data(data, arrival_time_ms)`` with the unprotected bytes;
     this shadows that method on the *instance* (RTCP still goes through aiortc). Returns a function that
-    removes the tap. One tap per transport (BUNDLE: one per peer connection)."""
+    removes the tap. One tap per transport (BUNDLE: one per peer connection).
+
+    **Direct path.** Each datagram on aiortc's way crosses aioice's STUN parser (which raises on media),
+    its data queue, a task switch into the transport's receive loop and a datetime-based arrival time. Once the
+    first RTP packet has come that way (SRTP is set up, the ICE sockets are open), the tap also shadows
+    ``datagram_received`` on each of the ICE connection's ``StunProtocol`` *instances*: an RTP datagram
+    (RFC 7983: first byte 128–191, not RTCP) is unprotected with the transport's receive session and handed
+    to ``fn`` right there, in the socket's read callback; SRTCP goes straight to aioice's data queue (not
+    through its STUN parser first); STUN and DTLS take aioice's and aiortc's way as before. A packet that fails
+    SRTP authentication is dropped, as aiortc drops it. Packets taken this way are not counted in the DTLS
+    transport's ``bytesReceived``/``packetsReceived`` statistics."""
     orig = type(dtls)._handle_rtp_data
     dtls_ref = weakref.ref(dtls)
+    direct: list[Any] = []
+    """The protocols whose ``datagram_received`` is shadowed (empty until the first packet)."""
+    untapped = False
+
+    def on_datagram(protocol: Any, original: Any) -> Any:
+        def datagram_received(data: bytes, addr: Any) -> None:
+            if not data:
+                return  # nothing to read (aiortc's receive loop would stop on it)
+            if 127 < data[0] < 192:
+                if _is_rtcp(data):  # SRTCP: aiortc's way, without aioice's attempt to parse it as STUN first
+                    protocol.receiver.data_received(data, protocol.local_candidate.component)
+                    return
+                d = dtls_ref()
+                srtp = d._rx_srtp if d is not None else None
+                if srtp is not None:
+                    try:
+                        plain = srtp.unprotect(data)
+                    except pylibsrtp.Error:
+                        return
+                    if not fn(plain, _arrival_ms()):
+                        _spawn(orig(d, plain, _arrival_ms()))
+                    return
+            original(data, addr)
+
+        return datagram_received
+
+    def go_direct(d: Any) -> None:
+        connection = getattr(getattr(d, "transport", None), "_connection", None)
+        for protocol in list(getattr(connection, "_protocols", None) or ()):
+            if type(protocol) is aioice.ice.StunProtocol and _DATAGRAM_RECEIVED not in protocol.__dict__:
+                setattr(protocol, _DATAGRAM_RECEIVED, on_datagram(protocol, protocol.datagram_received))
+                direct.append(protocol)
 
     async def _handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
+        d = dtls_ref()
+        if not direct and d is not None and not untapped:
+            go_direct(d)
         if fn(data, arrival_time_ms):
             return
-        d = dtls_ref()
         if d is not None:
             await orig(d, data, arrival_time_ms)
 
     setattr(dtls, _DTLS_HANDLE_RTP, _handle_rtp_data)
 
     def untap() -> None:
+        nonlocal untapped
+        untapped = True
+        for protocol in direct:
+            protocol.__dict__.pop(_DATAGRAM_RECEIVED, None)
+        direct.clear()
         d = dtls_ref()
         if d is not None and d.__dict__.get(_DTLS_HANDLE_RTP) is _handle_rtp_data:
             del d.__dict__[_DTLS_HANDLE_RTP]
 
     return untap
+
+
+def _arrival_ms() -> int:
+    """aiortc's ``clock.current_ms()`` (milliseconds since the NTP epoch) without building datetimes."""
+    return int((time.time() + _NTP_EPOCH_OFFSET) * 1000)
+
+
+_NTP_EPOCH_OFFSET = 2208988800
+_spawned: set[asyncio.Future[Any]] = set()
+
+
+def _spawn(coro: Any) -> None:
+    task = asyncio.ensure_future(coro)
+    _spawned.add(task)
+    task.add_done_callback(_spawned.discard)
 
 
 class ReceiveReports:
@@ -850,11 +951,17 @@ class RtpSink:
     """Sends finished RTP packets as one :class:`aiortc.RTCRtpSender`'s stream, below aiortc's send path.
 
     The sender keeps doing what it does well: it is negotiated, registered for RTCP routing, and sends its
-    sender reports (fed from :meth:`sent`). The packets themselves skip ``encoder.pack()``, ``RtpPacket`` and
-    the async ``_send_rtp`` chain: they are SRTP-protected with the sender's transport's ``pylibsrtp`` session
-    and written to the nominated ICE pair's UDP socket directly (through the pair's ``send_data`` for relayed
-    pairs). Attributes set once the sender is negotiated: ``ssrc``, ``payload_type``, ``mime_type``,
-    ``clock_rate``, ``mid``, ``mid_id`` / ``abs_send_time_id`` (0 if not negotiated)."""
+    sender reports (fed from :meth:`send_rtp`). The packets themselves skip ``encoder.pack()``,
+    ``RtpPacket`` and the async ``_send_rtp`` chain: they are SRTP-protected with the sender's transport's
+    ``pylibsrtp`` session and written to the nominated ICE pair's UDP socket directly (through the pair's
+    ``send_data`` for relayed pairs). Attributes set once the sender is negotiated: ``ssrc``, ``payload_type``,
+    ``mime_type``, ``clock_rate``, ``mid``, ``mid_id`` / ``abs_send_time_id`` (0 if not negotiated).
+
+    :meth:`send_rtp` (the forwarder's path) protects in place: header and payload are copied once into the
+    session's own buffer, ``srtp_protect`` runs on it and the socket sends from it (a ``memoryview``), instead of
+    ``Session.protect``'s new C allocation, argument checks and copy of the result per packet. Its output is
+    byte for byte that of ``Session.protect`` (tested); when pylibsrtp's internals are not as expected it uses
+    ``Session.protect``."""
 
     def __init__(self, sender: RTCRtpSender) -> None:
         self.sender = sender
@@ -868,9 +975,12 @@ class RtpSink:
         self.ready = False
         self.feedback: RtcpFeedback | None = None
         self._pair: Any = None
+        self._addr: Any = None
         self._nominated: dict[int, Any] = {}
         self._fast: Any = None
         self._srtp: Any = None
+        self._in_place: tuple[Any, Any, memoryview, int, Any] | None = None
+        self._sender_attrs: dict[str, Any] = sender.__dict__
         self._pending: set[asyncio.Future[Any]] = set()
 
     def configure(self, parameters: Any) -> None:
@@ -895,41 +1005,75 @@ class RtpSink:
         if pair is None:
             return None
         self._pair = pair
-        self._srtp = dtls._tx_srtp
+        self._addr = pair.remote_addr
+        if dtls._tx_srtp is not self._srtp:
+            self._srtp = dtls._tx_srtp
+            self._in_place = _srtp_in_place(self._srtp)
         protocol = pair.protocol
         self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
         return pair
 
-    def send(self, packet: bytes) -> bool:
-        """SRTP-protect and send one RTP (or RTCP) packet; False if the transport is not connected."""
+    def send_rtp(self, header: bytes | bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:
+        """SRTP-protect and send the RTP packet ``header + payload`` and count it for the sender's RTCP sender
+        reports (A/V sync, RTT at the receiver: ``ntp_timestamp`` is when the packet with ``rtp_timestamp`` was
+        sent, 64-bit NTP fixed point); False if the transport is not connected. ``header`` may be reused once this
+        returns."""
         pair = self._pair
         if pair is None or self._nominated.get(1) is not pair:
             pair = self._route()
             if pair is None:
                 return False
-        try:
-            data = self._srtp.protect(packet)
-        except Exception:  # pylibsrtp.Error: the session is gone
-            self._pair = None
-            return False
-        fast = self._fast
-        if fast is not None:
-            fast.sendto(data, pair.remote_addr)
-        else:  # a relayed pair: TURN wraps the datagram (ordering is kept: tasks run in creation order)
-            future = asyncio.ensure_future(pair.protocol.send_data(data, pair.remote_addr))
-            self._pending.add(future)
-            future.add_done_callback(self._pending.discard)
+        head = len(header)
+        size = head + len(payload)
+        in_place = self._in_place
+        data: bytes | memoryview
+        if in_place is not None and size <= in_place[3]:
+            srtp, cdata, view, _room, size_p = in_place
+            view[:head] = header
+            view[head:size] = payload
+            size_p[0] = size
+            if _srtp_protect(srtp, cdata, size_p):  # not srtp_err_status_ok: the session is gone
+                self._pair = None
+                return False
+            data = view[:size_p[0]]
+        else:
+            try:
+                data = self._srtp.protect(bytes(header) + payload)
+            except Exception:
+                self._pair = None
+                return False
+        self._write(data)
+        attrs = self._sender_attrs
+        attrs[_TX_NTP] = ntp_timestamp
+        attrs[_TX_RTP_TS] = rtp_timestamp
+        attrs[_TX_PACKETS] += 1
+        attrs[_TX_OCTETS] += len(payload)
         return True
 
-    def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
-        """Account forwarded packets for the sender's RTCP sender reports (A/V sync, RTT at the receiver).
+    def _write(self, data: bytes | memoryview) -> None:
+        fast = self._fast
+        if fast is not None:
+            fast.sendto(data, self._addr)  # asyncio copies it if it has to queue it
+        else:  # a relayed pair: TURN wraps the datagram (ordering is kept: tasks run in creation order)
+            future = asyncio.ensure_future(self._pair.protocol.send_data(bytes(data), self._addr))
+            self._pending.add(future)
+            future.add_done_callback(self._pending.discard)
 
-        ``ntp_timestamp``: when the packet with ``rtp_timestamp`` was sent (64-bit NTP fixed point)."""
-        s = self.sender
-        setattr(s, _TX_NTP, ntp_timestamp)
-        setattr(s, _TX_RTP_TS, rtp_timestamp)
-        setattr(s, _TX_PACKETS, getattr(s, _TX_PACKETS) + packets)
-        setattr(s, _TX_OCTETS, getattr(s, _TX_OCTETS) + octets)
+
+_srtp_protect = pylibsrtp.lib.srtp_protect  # type: ignore[attr-defined]
+
+
+def _srtp_in_place(session: Any) -> tuple[Any, Any, memoryview, int, Any] | None:
+    """(``srtp_t``, its buffer, a writable view of it, the largest packet it protects, an ``int *``) of a
+    ``pylibsrtp.Session`` (its private ``_srtp``, ``_cdata``, ``_buffer``: :func:`check_internals`), or None."""
+    try:
+        view = memoryview(session._buffer)
+        if view.readonly or view.itemsize != 1:
+            return None
+        return session._srtp[0], session._cdata, view, len(view) - pylibsrtp.SRTP_MAX_TRAILER_LEN, \
+            pylibsrtp.ffi.new("int *")  # type: ignore[attr-defined]
+    except Exception:
+        return None
 
 
 _sinks: weakref.WeakKeyDictionary[RTCRtpSender, RtpSink] = weakref.WeakKeyDictionary()
@@ -1189,6 +1333,32 @@ def check_internals() -> list[str]:
     expect(sendto is not None and {"_nominated", "protocol", "send_data", "remote_addr"} <= names(sendto),
            "aioice Connection.sendto no longer sends through _nominated[component].protocol.send_data")
     expect_sig(aioice.ice.StunProtocol, "send_data", ["self", "data", "addr"], is_async=True)
+    # tap_rtp's direct path
+    received = expect_sig(aioice.ice.StunProtocol, _DATAGRAM_RECEIVED, ["self", "data", "addr"], is_async=False)
+    expect(received is not None and {"parse_message", "receiver", "data_received", "local_candidate", "component"}
+           <= names(received),
+           "StunProtocol.datagram_received no longer hands non-STUN datagrams to receiver.data_received(data, "
+           "local_candidate.component)")
+    expect("_protocols" in names(aioice.ice.Connection.__init__),
+           "aioice Connection no longer keeps its StunProtocols in _protocols")
+    expect(recv_next is not None and {"is_rtcp", "unprotect", "unprotect_rtcp", "_rx_srtp"} <= names(recv_next),
+           "RTCDtlsTransport._recv_next no longer tells RTCP from RTP with is_rtcp and unprotects with _rx_srtp")
+    expect(callable(getattr(pylibsrtp, "Error", None)) and callable(getattr(pylibsrtp.Session, "unprotect", None)),
+           "pylibsrtp.Session.unprotect / pylibsrtp.Error are missing")
+    # RtpSink.send_rtp: pylibsrtp's session buffer and call, in place
+    process = getattr(pylibsrtp.Session, "_Session__process", None)
+    expect(process is not None and {"_cdata", "_buffer", "_srtp"} <= names(process)
+           and "srtp_protect" in names(getattr(pylibsrtp.Session, "protect", None)),
+           "pylibsrtp.Session.protect no longer runs srtp_protect on its _srtp over its _cdata/_buffer")
+    expect(_srtp_in_place(pylibsrtp.Session()) is not None,
+           "pylibsrtp.Session no longer has a writable _buffer over _cdata and an srtp_t in _srtp (RtpSink)")
+    # small_datagram_reads: asyncio's datagram transport reads max_size bytes per datagram
+    import asyncio.selector_events as _sel
+
+    dgram = getattr(_sel, "_SelectorDatagramTransport", None)
+    expect(dgram is not None and isinstance(getattr(dgram, "max_size", None), int)
+           and "max_size" in names(getattr(dgram, "_read_ready", None)),
+           "asyncio's datagram transport no longer reads max_size bytes per datagram (small_datagram_reads)")
     expect("transport" in names(aioice.ice.StunProtocol.send_data), "StunProtocol.send_data no longer uses "
            "self.transport.sendto")
     expect_sig(RTCRtpSender, "send", ["self", "parameters"], is_async=True)
@@ -1199,7 +1369,7 @@ def check_internals() -> list[str]:
     expect("_ssrc" in names(RTCRtpSender.__init__), "RTCRtpSender.__init__ no longer sets _ssrc")
     sr_attrs = {_TX_NTP, _TX_RTP_TS, _TX_PACKETS, _TX_OCTETS}
     expect(sr_attrs <= names(RTCRtpSender.__init__) and sr_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)),
-           "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.sent feeds")
+           "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.send_rtp feeds")
     expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
            and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
            "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")

@@ -26,7 +26,9 @@ from typing import Protocol
 
 _HEAD = struct.Struct("!BBHII")
 _SEQ_TS_SSRC = struct.Struct("!HII")
+_PT_SEQ_TS = struct.Struct("!BHI")
 _U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
 
 HISTORY = 1024
 """Packets kept per publisher (retransmission) and per subscriber (sequence map); ~3 s of 500 kbps video."""
@@ -185,9 +187,10 @@ class Sink(Protocol):
     mid_id: int
     abs_send_time_id: int
 
-    def send(self, packet: bytes) -> bool: ...
-
-    def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None: ...
+    def send_rtp(self, header: bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:
+        """Send the RTP packet ``header + payload`` (``header`` is reused: copy it before returning) and count it
+        for the sender reports (``ntp_timestamp``: when it was sent, 64-bit NTP); False if it was not sent."""
+        ...
 
 
 def _newer(a: int, b: int) -> bool:
@@ -219,9 +222,13 @@ class Forwarder:
         self.last_out_at = 0.0
         self.last_pid: int | None = None
         self.dropping_frame = False
-        self._ext = (b"", b"")
-        self._abs = False
-        self._ext_for: tuple[int, int, str] | None = None
+        self._head = bytearray()
+        """The header (12 bytes and the negotiated extension block) of every packet to this subscriber, rewritten
+        in place per packet (payload type and marker, sequence number, timestamp, abs-send-time)."""
+        self._abs_at = 0
+        """Offset in ``_head`` of the abs-send-time element (its id byte; 0: not negotiated)."""
+        self._abs_id = 0
+        self._head_built = False
         self._out = [-1] * HISTORY
         self._in = [0] * HISTORY
         self._tsoff = [0] * HISTORY
@@ -347,45 +354,41 @@ class Forwarder:
             self.last_out_at = self.clock()
         self.forwarded += 1
 
-    def _header_ext(self) -> tuple[bytes, bytes]:
-        """The header extension block the subscriber negotiated, computed once per negotiation: the bytes before
-        the 3-byte abs-send-time value and the bytes after it (``abs-send-time`` not negotiated: the whole block
-        and nothing; no extension at all: two empty strings)."""
+    def _header(self) -> bytearray:
+        """The header template: the fixed header with the sink's SSRC and the extension block the subscriber
+        negotiated (``mid``, ``abs-send-time``), built on the first packet sent (a sink's negotiated fields are
+        set once, before it is ready); :meth:`_send` rewrites the per-packet fields in place. Its bytes are those
+        the former per-packet concatenation built (tested)."""
         sink = self.sink
-        key = (sink.mid_id, sink.abs_send_time_id, sink.mid)
-        if key != self._ext_for:
-            self._ext_for = key
-            mid_body = b""
-            if 0 < sink.mid_id < 15 and sink.mid:
-                mid = sink.mid.encode()[:16]
-                mid_body = bytes([(sink.mid_id << 4) | (len(mid) - 1)]) + mid
-            abs_id = sink.abs_send_time_id
-            if 0 < abs_id < 15:
-                tail = mid_body + b"\x00" * (-(4 + len(mid_body)) % 4)
-                self._ext = (b"\xbe\xde" + _U16.pack((4 + len(tail)) // 4) + bytes([(abs_id << 4) | 2]), tail)
-                self._abs = True
-            else:
-                body = mid_body + b"\x00" * (-len(mid_body) % 4)
-                self._ext = (b"\xbe\xde" + _U16.pack(len(body) // 4) + body if body else b"", b"")
-                self._abs = False
-        return self._ext
+        mid_body = b""
+        if 0 < sink.mid_id < 15 and sink.mid:
+            mid = sink.mid.encode()[:16]
+            mid_body = bytes([(sink.mid_id << 4) | (len(mid) - 1)]) + mid
+        abs_id = sink.abs_send_time_id
+        if 0 < abs_id < 15:
+            body = b"\x00" * 4 + mid_body  # the abs-send-time element first: its id byte and 3 bytes of time
+            self._abs_at = 16
+            self._abs_id = ((abs_id << 4) | 2) << 24
+        else:
+            body = mid_body
+            self._abs_at = 0
+        body += b"\x00" * (-len(body) % 4)
+        ext = b"\xbe\xde" + _U16.pack(len(body) // 4) + body if body else b""
+        self._head = bytearray(_HEAD.pack(0x90 if ext else 0x80, 0, 0, 0, sink.ssrc & 0xFFFFFFFF) + ext)
+        self._head_built = True
+        return self._head
 
     def _send(self, packet: Packet, out_seq: int, out_ts: int, pid_off: int) -> None:
         sink = self.sink
-        head_ext, tail_ext = self._header_ext()
+        head = self._head if self._head_built else self._header()
         payload = packet.payload
         if pid_off and self.kind == "video" and payload and payload[0] & 0x80:
             payload = self._rewrite_picture_id(payload, pid_off)
-        head = _HEAD.pack(0x90 if head_ext else 0x80, (packet.marker << 7) | sink.payload_type, out_seq, out_ts,
-                          sink.ssrc)
-        if self._abs:
-            data = b"".join((head, head_ext, ((packet.ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big"), tail_ext,
-                             payload))
-        else:
-            data = head + head_ext + payload
-        if sink.send(data):
-            self.sent_bytes += len(data)
-            sink.sent(out_ts, packet.ntp, 1, len(payload))
+        _PT_SEQ_TS.pack_into(head, 1, (packet.marker << 7) | sink.payload_type, out_seq, out_ts)
+        if self._abs_at:
+            _U32.pack_into(head, self._abs_at, self._abs_id | ((packet.ntp >> 14) & 0x00FFFFFF))
+        if sink.send_rtp(head, payload, out_ts, packet.ntp):
+            self.sent_bytes += len(head) + len(payload)
 
     @staticmethod
     def _rewrite_picture_id(payload: bytes, pid_off: int) -> bytes:

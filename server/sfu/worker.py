@@ -635,6 +635,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         if self.config.ports is not None:
             hooks.bind_host_candidates_in(loop, *self.config.ports)
+        hooks.small_datagram_reads(loop)  # a 256 KiB buffer per received packet costs three syscalls
         self.listener.setblocking(False)
         loop.add_reader(self.listener.fileno(), self._on_accept)
         self._orphan()  # until the manager that started it connects

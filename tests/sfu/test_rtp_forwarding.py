@@ -33,12 +33,10 @@ class FakeSink:
         self.packets: list[bytes] = []
         self.sr: tuple[int, int] | None = None
 
-    def send(self, packet: bytes) -> bool:
-        self.packets.append(packet)
-        return True
-
-    def sent(self, rtp_timestamp: int, ntp_timestamp: int, packets: int, octets: int) -> None:
+    def send_rtp(self, header: bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:
+        self.packets.append(bytes(header) + payload)  # the header is reused: a copy
         self.sr = (rtp_timestamp, ntp_timestamp)
+        return True
 
 
 def vp8(seq: int, ts: int, *, pid: int, tid: int, sync: bool = False, key: bool = False, start: bool = True,
@@ -254,3 +252,82 @@ def test_a_subscriber_that_negotiated_another_codec_gets_nothing() -> None:
     for raw in stream(4):
         feed(forwarder, buffer, raw)
     assert sink.packets == [] and forwarder.dropped == 8
+
+
+class FormerForwarder(Forwarder):
+    """The former per-packet output path, kept as the reference: a new header and extension block joined to the
+    payload for every packet (``_HEAD.pack`` + ``b"".join``), handed to ``sink.send`` whole."""
+
+    def _former_ext(self) -> tuple[bytes, bytes, bool]:
+        sink = self.sink
+        mid_body = b""
+        if 0 < sink.mid_id < 15 and sink.mid:
+            mid = sink.mid.encode()[:16]
+            mid_body = bytes([(sink.mid_id << 4) | (len(mid) - 1)]) + mid
+        abs_id = sink.abs_send_time_id
+        if 0 < abs_id < 15:
+            tail = mid_body + b"\x00" * (-(4 + len(mid_body)) % 4)
+            return b"\xbe\xde" + struct.pack("!H", (4 + len(tail)) // 4) + bytes([(abs_id << 4) | 2]), tail, True
+        body = mid_body + b"\x00" * (-len(mid_body) % 4)
+        return (b"\xbe\xde" + struct.pack("!H", len(body) // 4) + body if body else b""), b"", False
+
+    def _send(self, packet: Packet, out_seq: int, out_ts: int, pid_off: int) -> None:
+        sink = self.sink
+        head_ext, tail_ext, abs_time = self._former_ext()
+        payload = packet.payload
+        if pid_off and self.kind == "video" and payload and payload[0] & 0x80:
+            payload = self._rewrite_picture_id(payload, pid_off)
+        head = struct.pack("!BBHII", 0x90 if head_ext else 0x80, (packet.marker << 7) | sink.payload_type, out_seq,
+                           out_ts, sink.ssrc)
+        if abs_time:
+            data = b"".join((head, head_ext, ((packet.ntp >> 14) & 0x00FFFFFF).to_bytes(3, "big"), tail_ext,
+                             payload))
+        else:
+            data = head + head_ext + payload
+        sink.packets.append(data)  # type: ignore[attr-defined]
+        self.sent_bytes += len(data)
+
+
+@pytest.mark.parametrize(("mid", "mid_id", "abs_id"), [
+    ("3", 9, 0), ("3", 9, 3), ("", 0, 3), ("video", 9, 3), ("a-sixteen-chars!-and-more", 1, 14), ("", 0, 0),
+])
+@pytest.mark.parametrize("kind", ["video", "audio"])
+def test_in_place_header_is_byte_identical_to_the_former_path(kind: str, mid: str, mid_id: int, abs_id: int) -> None:
+    """The header template rewritten in place gives, packet for packet, the bytes the former path built: across a
+    layer switch (picture ids rewritten), a source switch, marker bits, sequence and timestamp wrap-around,
+    every abs-send-time value and NACK retransmissions."""
+    sinks = (FakeSink(kind), FakeSink(kind))
+    for sink in sinks:
+        sink.mid, sink.mid_id, sink.abs_send_time_id = mid, mid_id, abs_id  # type: ignore[misc]
+    new, former = Forwarder(kind, sinks[0]), FormerForwarder(kind, sinks[1])
+    for forwarder in (new, former):
+        forwarder.last_out_seq, forwarder.last_out_ts = 0xFFF0, 0xFFFF_F000  # both wrap around
+    buffer = RetransmitBuffer()
+    if kind == "video":
+        raws = stream(30, packets_per_frame=3)
+        raws += [vp8(900 + i, 5_000_000 + 3000 * (i // 2), pid=0x7FFE + i // 2, tid=0, key=i == 0, start=i % 2 == 0,
+                     ssrc=0x2222, marker=i % 2) for i in range(8)]
+    else:
+        raws = [struct.pack("!BBHII", 0x80, (i % 2) << 7 | 111, (65530 + i) & 0xFFFF, (0xFFFFF000 + 960 * i)
+                            & 0xFFFFFFFF, 0x3333) + bytes([i]) * (20 + i) for i in range(24)]
+    for n, raw in enumerate(raws):
+        if n == 30:
+            for forwarder in (new, former):
+                forwarder.max_layer = 0  # drop layers 1 and 2: picture ids rewritten from here
+        if n == 90:
+            for forwarder in (new, former):
+                forwarder.reset()  # another source, on its key frame
+        packet = parse(raw, (0x0123_4567_89AB_CDEF * (n + 1)) & 0xFFFF_FFFF_FFFF_FFFF)
+        assert packet is not None and (kind == "audio" or read_vp8(packet))
+        buffer.add(packet)
+        for forwarder in (new, former):
+            forwarder.forward(packet)
+    lost = [rewritten(p).seq for p in sinks[1].packets[::7]]
+    assert new.nack(lost, buffer) == former.nack(lost, buffer)
+    assert len(sinks[0].packets) > (50 if kind == "video" else 20)
+    assert sinks[0].packets == sinks[1].packets
+    assert new.sent_bytes == former.sent_bytes == sum(map(len, sinks[0].packets))
+    if kind == "video":
+        assert new.pid_off != 0  # the picture-id rewrite was exercised
+    if abs_id:
+        assert len({p[17:20] for p in sinks[0].packets}) > 10  # so was abs-send-time

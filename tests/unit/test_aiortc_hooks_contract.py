@@ -12,6 +12,7 @@ import fractions
 import aioice.ice
 import aiortc
 import av
+import pylibsrtp
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs.vpx import VpxPayloadDescriptor, vp8_depayload
@@ -433,3 +434,169 @@ async def test_tap_rtp_takes_packets_before_aiortc_and_untaps(pc: RTCPeerConnect
         type(dtls)._handle_rtp_data = type_handler
     assert [d[1] for d in seen] == [0x60, 0x00]
     assert [d[1] for d in reached_aiortc] == [0x00, 0x61]
+
+
+async def test_small_datagram_reads_sets_aioice_sockets_to_64_kib(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    loop = asyncio.get_running_loop()
+    hooks.bind_host_candidates_in(loop, 41010, 41011)
+    hooks.small_datagram_reads(loop)
+    hooks.small_datagram_reads(loop)  # idempotent
+    hooks.bind_host_candidates_in(loop, 41010, 41011)  # still idempotent once wrapped by small_datagram_reads
+    conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(2)]
+    try:
+        for c in conns:
+            await c.gather_candidates()  # binds only: nothing is sent
+        transports = [p.transport for c in conns for p in c._protocols]
+        assert transports and all(t.max_size == hooks.DATAGRAM_READ_SIZE for t in transports)
+        assert 65527 <= hooks.DATAGRAM_READ_SIZE < 128 * 1024  # whole UDP datagrams, below glibc's mmap threshold
+        assert sorted(c.local_candidates[0].port for c in conns) == [41010, 41011]  # the range still applies
+    finally:
+        for c in conns:
+            await c.close()
+        del loop.create_datagram_endpoint  # type: ignore[method-assign]
+
+
+def _srtp_pair() -> tuple[pylibsrtp.Session, pylibsrtp.Session, pylibsrtp.Session]:
+    """Two sending sessions with one key (the same input gives the same output) and the matching receiver."""
+    key = bytes(range(30))
+
+    def policy(direction: int) -> pylibsrtp.Policy:
+        p = pylibsrtp.Policy(key=key, ssrc_type=direction)
+        p.allow_repeat_tx = True
+        return p
+
+    return (pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)),
+            pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_OUTBOUND)),
+            pylibsrtp.Session(policy(pylibsrtp.Policy.SSRC_ANY_INBOUND)))
+
+
+class _Wire:
+    """Stand-in for the asyncio datagram transport of an ICE pair: keeps what is written (copied: a view of
+    the SRTP buffer is overwritten by the next packet)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+
+    def sendto(self, data: bytes | memoryview, addr: object) -> None:
+        self.sent.append((bytes(data), addr))
+
+
+def _sink_on(session: pylibsrtp.Session, *, relayed: bool = False) -> tuple[hooks.RtpSink, _Wire, object]:
+    import types
+
+    wire = _Wire()
+    protocol = aioice.ice.StunProtocol(None)  # type: ignore[arg-type]
+    if relayed:
+        async def send_data(data: bytes, addr: object) -> None:
+            wire.sendto(data, addr)
+
+        protocol = types.SimpleNamespace(send_data=send_data)  # type: ignore[assignment]
+    else:
+        protocol.transport = wire  # type: ignore[assignment]
+    pair = types.SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", 9))
+    dtls = types.SimpleNamespace(state="connected", _tx_srtp=session,
+                                 transport=types.SimpleNamespace(_connection=types.SimpleNamespace(_nominated={1: pair})))
+    sender = types.SimpleNamespace(_ssrc=0xABCD, transport=dtls, _RTCRtpSender__ntp_timestamp=0,
+                                   _RTCRtpSender__rtp_timestamp=0, _RTCRtpSender__packet_count=0,
+                                   _RTCRtpSender__octet_count=0)
+    return hooks.RtpSink(sender), wire, sender  # type: ignore[arg-type]
+
+
+async def test_rtp_sink_protects_in_place_byte_for_byte_as_session_protect() -> None:
+    in_place, reference, receiver = _srtp_pair()
+    sink, wire, sender = _sink_on(in_place)
+    header = bytearray(b"\x90\xe4\x00\x00\x00\x00\x00\x00\x00\x00\xab\xcd\xbe\xde\x00\x01\x32\x00\x00\x00")
+    expected = []
+    for n in range(40):
+        header[2:4] = (65530 + n & 0xFFFF).to_bytes(2, "big")  # reused, as the forwarder does
+        header[4:8] = (3000 * n).to_bytes(4, "big")
+        payload = bytes([n]) * (1 + 31 * n)  # 1 to 1210 bytes
+        assert sink.send_rtp(header, payload, 3000 * n, n << 32)
+        expected.append(reference.protect(bytes(header) + payload))
+    assert sink._in_place is not None  # the in-place path ran, not its fallback
+    assert [data for data, _ in wire.sent] == expected
+    assert [receiver.unprotect(data) for data, _ in wire.sent][-1] == bytes(header) + bytes([39]) * 1210
+    assert {addr for _, addr in wire.sent} == {("127.0.0.1", 9)}
+    assert (sender._RTCRtpSender__packet_count, sender._RTCRtpSender__octet_count) == (  # type: ignore[attr-defined]
+        40, sum(1 + 31 * n for n in range(40)))
+    assert (sender._RTCRtpSender__rtp_timestamp, sender._RTCRtpSender__ntp_timestamp) == (  # type: ignore[attr-defined]
+        3000 * 39, 39 << 32)
+    # beyond the room the SRTP buffer keeps for its trailer: refused, as Session.protect refuses it
+    assert not sink.send_rtp(header, b"\x00" * 1400, 0, 0)
+    # a relayed pair gets bytes of its own (TURN sends later, the buffer is reused at once)
+    sending, _, receiving = _srtp_pair()
+    relayed, wire2, _ = _sink_on(sending, relayed=True)
+    for n in (1, 2):
+        header[2:4] = n.to_bytes(2, "big")
+        assert relayed.send_rtp(header, bytes([n]) * 100, 0, 0)
+    await asyncio.gather(*relayed._pending)
+    assert [receiving.unprotect(d)[-1] for d, _ in wire2.sent] == [1, 2]
+
+
+async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPeerConnection) -> None:
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    dtls._rx_srtp = receiver_session
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    connection._protocols.append(protocol)
+    queued = connection._queue
+    seen: list[bytes] = []
+    rtp = b"\x80\x60\x00\x07" + b"\x00" * 4 + b"\x00\x00\x12\x34" + b"payload"
+    rtcp = b"\x80\xc9\x00\x01\x00\x00\x12\x34"  # a receiver report: aiortc's way
+    try:
+        untap = hooks.tap_rtp(dtls, lambda data, ms: seen.append(data) or True)
+        assert "datagram_received" not in protocol.__dict__  # not before SRTP is up and a packet came
+        await dtls._handle_rtp_data(rtp, 0)  # the first packet, through aiortc's loop
+        assert "datagram_received" in protocol.__dict__
+        protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x08" + rtp[4:]), ("127.0.0.1", 9))
+        assert seen == [rtp, rtp[:2] + b"\x00\x08" + rtp[4:]] and queued.empty()  # no queue, no task
+        protected = bytearray(sender_session.protect(rtp[:2] + b"\x00\x09" + rtp[4:]))
+        protected[-1] ^= 1  # fails authentication: dropped, as aiortc drops it
+        protocol.datagram_received(bytes(protected), ("127.0.0.1", 9))
+        assert len(seen) == 2 and queued.empty()
+        protocol.datagram_received(b"", ("127.0.0.1", 9))  # an empty datagram: nothing to do
+        protocol.datagram_received(rtcp, ("127.0.0.1", 9))  # RTCP, DTLS, STUN: aioice's queue as before
+        protocol.datagram_received(b"\x17\xfe\xfd" + b"\x00" * 10, ("127.0.0.1", 9))
+        assert [queued.get_nowait()[0] for _ in range(2)] == [rtcp, b"\x17\xfe\xfd" + b"\x00" * 10]
+        untap()
+        assert "datagram_received" not in protocol.__dict__
+        protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x0a" + rtp[4:]), ("127.0.0.1", 9))
+        assert len(seen) == 2 and queued.qsize() == 1  # aioice's way again
+    finally:
+        dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
+
+
+async def test_tap_rtp_direct_path_passes_what_the_tap_declines_to_aiortc(pc: RTCPeerConnection) -> None:
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes, arrival_time_ms: int) -> None:
+        reached_aiortc.append(data)
+
+    type_handler = type(dtls)._handle_rtp_data
+    try:
+        type(dtls)._handle_rtp_data = lambda self, data, arrival_time_ms: original(data, arrival_time_ms)
+        dtls._rx_srtp = receiver_session
+        connection._protocols.append(protocol)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: data[1] != 0)  # payload type 0 is declined
+        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)
+        for seq, pt in ((2, 0x00), (3, 0x60), (4, 0x00)):
+            packet = bytes([0x80, pt]) + seq.to_bytes(2, "big") + b"\x00" * 8
+            protocol.datagram_received(sender_session.protect(packet), ("127.0.0.1", 9))
+        await asyncio.sleep(0)  # aiortc's handler runs as a task
+        assert [(d[1], d[3]) for d in reached_aiortc] == [(0, 2), (0, 4)]
+        untap()
+    finally:
+        type(dtls)._handle_rtp_data = type_handler
+        dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
