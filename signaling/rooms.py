@@ -134,7 +134,11 @@ class Rooms:
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         for room in list(self.rooms.values()):
-            effects.extend(self._after(room, room.tick(now), now))
+            members = len(room.members)
+            done = room.tick(now)
+            # A tick changes the census only with an effect (an end, a return to the waiting room: a new seat
+            # generation) or by dropping members whose grace ran out; a quiet room is not counted again.
+            effects.extend(self._after(room, done, now if done or len(room.members) != members else None))
         for room_id, until in list(self.ended.items()):
             if now > until:
                 del self.ended[room_id]
@@ -209,6 +213,8 @@ class Rooms:
         """Bookkeeping after a room acted: forget closed sockets, ended rooms and rooms nobody holds; count the
         room again for the census unless ``now`` is None (an input that cannot change it)."""
         for e in effects:
+            if type(e) is Send:  # the relay's one effect: nothing to keep
+                continue
             if isinstance(e, Close):
                 self.conn_room.pop(e.conn, None)
             elif isinstance(e, RoomEnded):
