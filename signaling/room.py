@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from . import messages as m
@@ -38,6 +39,7 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=1 << 14)  # asked for every connected participant at every tick
 def resign_offset(pid: str, grace: float) -> float:
     """How much earlier than half the grace this participant's resume credential is signed again: a fixed share
     of a quarter of the grace per participant, so that participants who joined together (a restart, a takeover)
@@ -292,7 +294,9 @@ class Room:
             self.stepped_out = False
             self._return_admitted_to_waiting(now, out)
             self._broadcast_therapist(out)
-        gone = [p for p in self.clients() if p.dropped_at is not None and now - p.dropped_at >= grace]
+        gone = sorted((p for p in self.members.values()
+                       if p.role == "client" and p.dropped_at is not None and now - p.dropped_at >= grace),
+                      key=lambda p: (p.since, p.pid))  # in the order of ``clients()``
         if gone:
             was_admitted = any(p.status == "admitted" for p in gone)
             for p in gone:
@@ -585,13 +589,13 @@ class Room:
         if target is None or target.status != "admitted" or target.pid == sender.pid or target.conn is None:
             raise SignalingError("unknown-peer", "no such participant in the session")
         relayed: m.ServerMessage
-        if isinstance(msg, m.Offer):
-            relayed = m.PeerOffer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
-        elif isinstance(msg, m.Answer):
-            relayed = m.PeerAnswer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
-        else:
+        if isinstance(msg, m.Candidate):  # most relayed messages are candidates
             relayed = m.PeerCandidate(from_=sender.pid, candidate=msg.candidate, sdp_mid=msg.sdp_mid,
                                       sdp_mline_index=msg.sdp_mline_index)
+        elif isinstance(msg, m.Offer):
+            relayed = m.PeerOffer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
+        else:
+            relayed = m.PeerAnswer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
         out.send(target.conn, relayed)
 
     def _key(self, sender: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:
