@@ -295,7 +295,7 @@ class Hub:
         except SignalingError as err:
             self.send_error(c, err.code, err.message, err.ref)
             return
-        if isinstance(decoded, m.Hello):
+        if type(decoded) is m.Hello:
             self.send_error(c, "not-allowed", "already joined", "hello")
             return
         self.receive(c, decoded)
