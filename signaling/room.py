@@ -33,6 +33,7 @@ from .policy import Timing
 from .safety import SafetySettings
 
 ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
+DUE_EARLY = 1e-3  # seconds: ``next_due`` answers this much early, whatever the rounding of a deadline
 
 
 def iso(t: float) -> str:
@@ -268,6 +269,26 @@ class Room:
             self._send_queue(out)
         self._media_members(out)
         return out.effects
+
+    def next_due(self) -> float:
+        """The earliest time a ``tick`` may change something (every deadline ``tick`` checks, a hair early): a tick
+        before it does nothing. Only an input or a tick moves a deadline earlier, so it is asked again after
+        each of them; an input that moves one later (``extend``) leaves an early answer, which is harmless."""
+        if self.ended:
+            return float("inf")
+        grace = self.timing.grace
+        due = [self.ends_at]
+        due.extend(self.ends_at - w * 60 for w in self.timing.warnings_minutes if w not in self.warned)
+        if self.away_since is not None:
+            due.append(self.away_since + grace)
+        for p in self.members.values():
+            if p.dropped_at is not None:
+                due.append(p.dropped_at + grace)
+            if p.conn is not None:
+                due.append(p.resume_at + grace / 2 - resign_offset(p.pid, grace))
+                if p.status == "admitted" and p.ice_expires is not None:
+                    due.append(p.ice_expires - ICE_REFRESH)
+        return min(due) - DUE_EARLY
 
     def tick(self, now: float) -> list[Effect]:
         if self.ended:

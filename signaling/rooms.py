@@ -84,6 +84,8 @@ class Rooms:
         self._states = {"scheduled": 0, "open": 0, "in-session": 0}
         self._participants: dict[m.Role, int] = {"therapist": 0, "client": 0}
         self._waiting = 0
+        # Each live room's next deadline (``Room.next_due``): the tick skips a room until then.
+        self._due: dict[RoomId, float] = {}
 
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(RoomId(room_id))
@@ -133,12 +135,17 @@ class Rooms:
 
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        due = self._due
         for room in list(self.rooms.values()):
+            if due.get(room.room_id, now) > now:
+                continue  # nothing of this room is due yet
             members = len(room.members)
             done = room.tick(now)
             # A tick changes the census only with an effect (an end, a return to the waiting room: a new seat
             # generation) or by dropping members whose grace ran out; a quiet room is not counted again.
             effects.extend(self._after(room, done, now if done or len(room.members) != members else None))
+            if room.room_id in self.rooms:
+                due[room.room_id] = room.next_due()
         for room_id, until in list(self.ended.items()):
             if now > until:
                 del self.ended[room_id]
@@ -165,6 +172,7 @@ class Rooms:
         if room is None:
             return []
         self._count(room, 0.0)
+        self._due.pop(room.room_id, None)
         conns = [conn for conn, rid in self.conn_room.items() if rid == room.room_id]
         for conn in conns:
             del self.conn_room[conn]
@@ -225,4 +233,8 @@ class Rooms:
             self.rooms.pop(room.room_id, None)
         if now is not None:
             self._count(room, now)
+            if self.rooms.get(room.room_id) is room:
+                self._due[room.room_id] = room.next_due()
+        if room.room_id not in self.rooms:
+            self._due.pop(room.room_id, None)
         return effects

@@ -1,6 +1,7 @@
-"""The census the gauges show is kept as rooms change (no walk over every room per join or leave): whatever the
-order of joins, drops, resumes, admissions, returns to the waiting room, leaves, ends, evictions and ticks, it
-equals a full count over every room and member."""
+"""The census the gauges show is kept as rooms change (no walk over every room per join or leave), and the tick
+skips a room until its next deadline: whatever the order of joins, drops, resumes, admissions, returns to the
+waiting room, leaves, ends, evictions and ticks, the census equals a full count over every room and member, and
+every input and tick has the same effects as on a registry that ticks every room every time."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from signaling import messages as m
-from signaling.effects import ConnId
+from signaling.effects import ConnId, RoomEnded, Send
 from signaling.policy import Timing
 from signaling.room import ResumeClaims
 from signaling.rooms import Census, Rooms
@@ -17,8 +18,28 @@ from signaling.rooms import Census, Rooms
 from .core_fixtures import T0, FakeServices, admission, hello, spec
 
 SPECS = [spec("individual", seats=1, room_id="r1"), spec("couple", seats=2, room_id="r2"),
-         spec("group", seats=3, minutes=20, topology="sfu", room_id="r3")]
+         spec("group", seats=3, minutes=4, topology="sfu", room_id="r3")]
 CLIENT_TOKENS = ["t1", "t2", "t3", "t4"]
+
+
+class TurnServices(FakeServices):
+    """TURN credentials that run out (so that their refresh is a deadline too)."""
+
+    def ice_servers(self, pid: str, now: float, ends_at: float) -> tuple[list[dict[str, object]], float | None]:
+        return [{"urls": "turn:turn.invalid"}], now + 610  # refreshed 10 s from now: before any re-signing
+
+
+class Forgetful(dict):  # type: ignore[type-arg]
+    """A deadline table that keeps nothing: every room is ticked every time."""
+
+    def __setitem__(self, key: object, value: object) -> None:
+        pass
+
+
+def ticking_every_room() -> Rooms:
+    rooms = Rooms(Timing(), TurnServices())
+    rooms._due = Forgetful()
+    return rooms
 
 
 def full_count(rooms: Rooms, now: float) -> Census:
@@ -46,9 +67,16 @@ def full_count(rooms: Rooms, now: float) -> Census:
 class CensusMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
-        self.rooms = Rooms(Timing(), FakeServices())
+        self.rooms = Rooms(Timing(), TurnServices())
+        self.twin = ticking_every_room()  # the reference: the same inputs, every room ticked every time
         self.now = T0
         self.n = 0
+
+    def both(self, act: str, *args: object) -> object:
+        """The same input to the registry and to its twin: the same effects."""
+        ours, theirs = getattr(self.rooms, act)(*args), getattr(self.twin, act)(*args)
+        assert ours == theirs, (act, args)
+        return ours
 
     def conn(self) -> ConnId:
         self.n += 1
@@ -67,7 +95,7 @@ class CensusMachine(RuleBasedStateMachine):
     def joins(self, which: int, token: str) -> None:
         s = SPECS[which]
         role: m.Role = "therapist" if token == "tt" else "client"
-        self.rooms.connect(self.conn(), admission(s, role, token), hello("A"), self.now)
+        self.both("connect", self.conn(), admission(s, role, token), hello("A"), self.now)
 
     @rule(which=st.integers(0, len(SPECS) - 1), data=st.data(), admitted=st.booleans())
     def resumes(self, which: int, data: st.DataObject, admitted: bool) -> None:
@@ -83,14 +111,14 @@ class CensusMachine(RuleBasedStateMachine):
             role: m.Role = "therapist" if token == "tt" else "client"
             claims = ResumeClaims(room_id=s.room_id, pid=f"q{token}", token_id=token, role=role, admitted=admitted,
                                   name="A")
-        self.rooms.connect(self.conn(), admission(s, claims.role, claims.token_id, claims),
-                           m.Hello(v=1, ticket="t"), self.now)
+        self.both("connect", self.conn(), admission(s, claims.role, claims.token_id, claims),
+                  m.Hello(v=1, ticket="t"), self.now)
 
     @rule(data=st.data())
     def drops(self, data: st.DataObject) -> None:
         conn = self.connected(data)
         if conn is not None:
-            self.rooms.disconnect(conn, self.now)
+            self.both("disconnect", conn, self.now)
 
     @rule(data=st.data(), action=st.sampled_from(["admit", "admit-all", "decline", "send-to-waiting", "remove",
                                                   "block", "end", "extend", "note"]))
@@ -99,7 +127,7 @@ class CensusMachine(RuleBasedStateMachine):
         if conn is None:
             return
         room = self.rooms.rooms[self.rooms.conn_room[conn]]
-        wanted = "waiting" if action in ("admit", "decline") else "admitted"
+        wanted: m.Status = "waiting" if action in ("admit", "decline") else "admitted"
         fitting = [p.pid for p in room.clients(wanted)] or sorted(room.members)
         target = data.draw(st.sampled_from(fitting))
         msg: m.ClientMessage = {
@@ -108,7 +136,7 @@ class CensusMachine(RuleBasedStateMachine):
             "block": m.Remove(pid=target, block=True), "end": m.End(), "extend": m.Extend(minutes=5),
             "note": m.Note(preset="late-5"),
         }[action]  # type: ignore[assignment]
-        self.rooms.receive(conn, msg, self.now)
+        self.both("receive", conn, msg, self.now)
 
     @rule(data=st.data())
     def therapist_admits_someone_waiting(self, data: st.DataObject) -> None:
@@ -118,7 +146,7 @@ class CensusMachine(RuleBasedStateMachine):
         room = self.rooms.rooms[self.rooms.conn_room[conn]]
         waiting = [p.pid for p in room.clients("waiting") if p.conn is not None]
         if waiting:
-            self.rooms.receive(conn, m.Admit(pid=data.draw(st.sampled_from(waiting))), self.now)
+            self.both("receive", conn, m.Admit(pid=data.draw(st.sampled_from(waiting))), self.now)
 
     @rule(data=st.data(), kind=st.sampled_from(["candidate", "key", "app", "leave"]))
     def anyone_sends(self, data: st.DataObject, kind: str) -> None:
@@ -128,25 +156,26 @@ class CensusMachine(RuleBasedStateMachine):
         to = data.draw(st.sampled_from(self.member_pids(self.rooms.conn_room[conn]) or ["p999"]))
         msg: m.ClientMessage = {"candidate": m.Candidate(to=to, candidate="c"), "key": m.Key(to=None, data="k"),
                                 "app": m.App(to=None, data="a"), "leave": m.Leave()}[kind]  # type: ignore[assignment]
-        self.rooms.receive(conn, msg, self.now)
+        self.both("receive", conn, msg, self.now)
 
     @rule(which=st.integers(0, len(SPECS) - 1), how=st.sampled_from(["end", "evict"]))
     def admin(self, which: int, how: str) -> None:
         if how == "end":
-            self.rooms.end(SPECS[which].room_id, "admin", self.now)
+            self.both("end", SPECS[which].room_id, "admin", self.now)
         else:
-            self.rooms.evict(SPECS[which].room_id)
+            self.both("evict", SPECS[which].room_id)
 
-    @rule(seconds=st.sampled_from([1, 61, 121, 600, 1500]), rare=st.integers(0, 4))
-    def time_passes(self, seconds: int, rare: int) -> None:
+    @rule(seconds=st.sampled_from([0.5, 1, 5, 5, 29.5, 61, 121, 600, 1500]), rare=st.integers(0, 4))
+    def time_passes(self, seconds: float, rare: int) -> None:
         if seconds >= 600 and rare:
             seconds = 30  # mostly short steps: a long one ends the sessions
         self.now += seconds
-        self.rooms.tick(self.now)
+        self.both("tick", self.now)
 
     @invariant()
     def counts_equal_a_full_walk(self) -> None:
         assert self.rooms.census(self.now) == full_count(self.rooms, self.now)
+        assert self.twin.census(self.now) == full_count(self.twin, self.now)
 
 
 CensusMachine.TestCase.settings = settings(max_examples=300, stateful_step_count=40, deadline=None)
@@ -170,3 +199,20 @@ def test_a_full_session_is_counted_in_and_out() -> None:
     rooms.receive(ConnId("ct"), m.End(), now)
     assert rooms.census(now) == Census({"scheduled": 0, "open": 0, "in-session": 0, "ended": 1},
                                        {"therapist": 0, "client": 0}, 0)
+
+
+def test_a_quiet_room_still_ends_and_warns_on_the_tick_its_deadline_passes() -> None:
+    rooms = Rooms(Timing(), FakeServices())  # no TURN credentials to refresh: only the re-signing ticks it
+    s = spec(minutes=12)
+    rooms.connect(ConnId("ct"), admission(s, "therapist", "tt"), hello(), T0)
+    said: dict[str, float] = {}
+    now = T0
+    while now <= s.ends_at + 1:
+        now += 0.5  # the server's tick
+        for e in rooms.tick(now):
+            if isinstance(e, RoomEnded):
+                said.setdefault("ended", now)
+            elif isinstance(e, Send) and isinstance(e.message, m.Warning):
+                said.setdefault(f"warning-{e.message.minutes}", now)
+    assert said == {"warning-10": s.ends_at - 600, "warning-5": s.ends_at - 300, "warning-1": s.ends_at - 60,
+                    "ended": s.ends_at}
