@@ -18,7 +18,8 @@ INTERVAL: Final = 1.0 / RATE
 
 
 def coalescable(message: m.ServerMessage) -> bool:
-    return isinstance(message, m.Queue) or (isinstance(message, m.Waiting) and message.reason is None)
+    kind = type(message)
+    return kind is m.Queue or (kind is m.Waiting and message.reason is None)  # type: ignore[union-attr]
 
 
 class Coalescer:
@@ -32,7 +33,8 @@ class Coalescer:
     def hold(self, conn: ConnId, message: m.ServerMessage) -> bool:
         """True when ``message`` is kept to send later (the caller must not send it now)."""
         if not coalescable(message):
-            self.flush(conn)
+            if conn in self._pending:  # a timer runs only while a state waits
+                self.flush(conn)
             return False
         loop = asyncio.get_running_loop()
         now = loop.time()

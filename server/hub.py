@@ -56,6 +56,9 @@ under asyncio's 64 KiB high-water mark, so the write never waits) and nothing is
 waits in the socket's outbox for the socket's writer task."""
 MAX_SFU_CREDENTIAL = 4 * 3600.0
 RELAYED = (m.PeerOffer, m.PeerAnswer, m.PeerCandidate, m.PeerKey, m.PeerApp)
+_RELAYED_TYPES: frozenset[type] = frozenset(RELAYED)
+_COUNTED_TYPES: frozenset[type] = frozenset({m.Error, m.Admitted, m.Declined, m.PeerApp})
+"""Messages that a counter counts as they go out (every other one goes out without a metric call)."""
 
 
 @dataclass
@@ -125,6 +128,8 @@ class Hub:
         self.media_unreachable: str | None = None
         """Why no client could reach the SFU (a code, never an address), or None; checked at start."""
         self.coalescer = Coalescer(self._deliver_coalesced)  # queue/waiting state: latest, a few per second
+        self._encoded: tuple[object, bytes] = (None, b"")
+        """The latest message encoded and its bytes (see ``_put``)."""
         self.cluster: ClusterLike | None = None
         """Several instances on Redis (``ALCOVE_REDIS_URL``); None: this process alone, everything in memory."""
         links_path = config.data_dir / "links.json" if config.data_dir else None
@@ -290,7 +295,7 @@ class Hub:
         except SignalingError as err:
             self.send_error(c, err.code, err.message, err.ref)
             return
-        if isinstance(decoded, m.Hello):
+        if type(decoded) is m.Hello:
             self.send_error(c, "not-allowed", "already joined", "hello")
             return
         self.receive(c, decoded)
@@ -343,7 +348,7 @@ class Hub:
     def perform(self, effects: list[Effect]) -> None:
         now = time.perf_counter()
         for e in effects:
-            if isinstance(e, Send):
+            if type(e) is Send:  # the relay's one effect, first
                 self._enqueue(e.conn, e.message, now)
             elif isinstance(e, Close):
                 self.close(e.conn, e.code, e.reason)
@@ -451,7 +456,22 @@ class Hub:
             self._put(c, message, time.perf_counter())
 
     def _put(self, c: Connection, message: m.ServerMessage, now: float) -> None:
-        conn = c.conn
+        kind = type(message)
+        if kind in _COUNTED_TYPES:
+            self._count_sent(message)
+        # A message to several sockets (a roster, a key or an app message to everyone) is encoded once: the same
+        # object comes back for each recipient, one after the other.
+        if message is self._encoded[0]:
+            data = self._encoded[1]
+        else:
+            data = m.encode(message)
+            self._encoded = (message, data)
+        if c.edge is not None and self.cluster is not None:
+            self.cluster.to_edge(c.edge, c.conn, data)
+            return
+        self._send(c, data, now, "relay" if kind in _RELAYED_TYPES else "control")
+
+    def _count_sent(self, message: m.ServerMessage) -> None:
         if isinstance(message, m.Error):
             self.metrics.error(message.code)
         elif isinstance(message, m.Admitted):
@@ -460,11 +480,6 @@ class Hub:
             self.metrics.decline()
         elif isinstance(message, m.PeerApp):
             self.metrics.app_message()
-        kind = "relay" if isinstance(message, RELAYED) else "control"
-        if c.edge is not None and self.cluster is not None:
-            self.cluster.to_edge(c.edge, conn, m.encode(message))
-            return
-        self._send(c, m.encode(message), now, kind)
 
     def close(self, conn: ConnId, code: int, reason: str, force: bool = False) -> None:
         c = self.connections.get(conn)

@@ -79,10 +79,11 @@ def decode_body(data: bytes | str) -> dict[str, Any]:
 
 def decode_client(data: bytes | str) -> m.ClientMessage:
     """One websocket message: the bounds, then the protocol's strict schema (``signaling.messages``)."""
-    raw = _as_bytes(data)
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
     if len(raw) > MAX_BYTES:
         raise SignalingError("too-large", f"a message has at most {MAX_BYTES} bytes")
-    check_depth(raw)
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # else it cannot be too deep (``check_depth``)
+        check_depth(raw)
     try:
         return m.decode_client(raw)
     except RecursionError:  # pragma: no cover - check_depth stops it first

@@ -10,10 +10,13 @@ No side effects on import.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections.abc import Iterator, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 ROOM_STATES: tuple[str, ...] = ("scheduled", "open", "in-session", "ended")
 """scheduled: link not open yet · open: link open, nobody admitted · in-session: somebody admitted · ended."""
@@ -33,6 +36,32 @@ RELAY_LATENCY_BUCKETS: tuple[float, ...] = (
 )
 
 _PREFIX = "alcove"
+
+
+class RelayLatency(Collector):
+    """The relay latency histogram, observed once per delivered message: a bucket index and two additions, no
+    lock (the event loop is the only writer); the cumulative buckets are made when ``/metrics`` is scraped."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...]) -> None:
+        self.name, self.documentation, self.bounds = name, documentation, buckets
+        self.counts = [0] * (len(buckets) + 1)  # the last one: above every bound (+Inf)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        if seconds < 0.0:
+            seconds = 0.0
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=self.sum)
 
 
 def _check(value: str, allowed: tuple[str, ...], what: str) -> str:
@@ -69,12 +98,12 @@ class Metrics:
             registry=r,
         )
         self.ws_connections = Counter(f"{_PREFIX}_ws_connections", "Websocket connections accepted.", registry=r)
-        self.relay_latency = Histogram(
+        self.relay_latency = RelayLatency(
             f"{_PREFIX}_relay_latency_seconds",
             "Time from receiving a relayed signaling message to queueing it for its recipient.",
-            buckets=RELAY_LATENCY_BUCKETS,
-            registry=r,
+            RELAY_LATENCY_BUCKETS,
         )
+        r.register(self.relay_latency)
         self.sfu_decoded_frames = Gauge(
             f"{_PREFIX}_sfu_decoded_frames",
             "Frames the SFU workers decoded (must stay 0: the SFU forwards encrypted frames it cannot read).",
@@ -144,7 +173,7 @@ class Metrics:
         self.ws_connections.inc()
 
     def observe_relay_latency(self, seconds: float) -> None:
-        self.relay_latency.observe(max(0.0, seconds))
+        self.relay_latency.observe(seconds)
 
     # exposition -------------------------------------------------------------------------------------------
     def render(self) -> tuple[bytes, str]:

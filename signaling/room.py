@@ -10,6 +10,7 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal, Protocol
 
 from . import messages as m
@@ -32,12 +33,14 @@ from .policy import Timing
 from .safety import SafetySettings
 
 ICE_REFRESH = 600.0  # seconds before TURN credentials expire that fresh ones are sent
+DUE_EARLY = 1e-3  # seconds: ``next_due`` answers this much early, whatever the rounding of a deadline
 
 
 def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+@lru_cache(maxsize=1 << 14)  # asked for every connected participant at every tick
 def resign_offset(pid: str, grace: float) -> float:
     """How much earlier than half the grace this participant's resume credential is signed again: a fixed share
     of a quarter of the grace per participant, so that participants who joined together (a restart, a takeover)
@@ -267,6 +270,26 @@ class Room:
         self._media_members(out)
         return out.effects
 
+    def next_due(self) -> float:
+        """The earliest time a ``tick`` may change something (every deadline ``tick`` checks, a hair early): a tick
+        before it does nothing. Only an input or a tick moves a deadline earlier, so it is asked again after
+        each of them; an input that moves one later (``extend``) leaves an early answer, which is harmless."""
+        if self.ended:
+            return float("inf")
+        grace = self.timing.grace
+        due = [self.ends_at]
+        due.extend(self.ends_at - w * 60 for w in self.timing.warnings_minutes if w not in self.warned)
+        if self.away_since is not None:
+            due.append(self.away_since + grace)
+        for p in self.members.values():
+            if p.dropped_at is not None:
+                due.append(p.dropped_at + grace)
+            if p.conn is not None:
+                due.append(p.resume_at + grace / 2 - resign_offset(p.pid, grace))
+                if p.status == "admitted" and p.ice_expires is not None:
+                    due.append(p.ice_expires - ICE_REFRESH)
+        return min(due) - DUE_EARLY
+
     def tick(self, now: float) -> list[Effect]:
         if self.ended:
             return []
@@ -292,7 +315,9 @@ class Room:
             self.stepped_out = False
             self._return_admitted_to_waiting(now, out)
             self._broadcast_therapist(out)
-        gone = [p for p in self.clients() if p.dropped_at is not None and now - p.dropped_at >= grace]
+        gone = sorted((p for p in self.members.values()
+                       if p.role == "client" and p.dropped_at is not None and now - p.dropped_at >= grace),
+                      key=lambda p: (p.since, p.pid))  # in the order of ``clients()``
         if gone:
             was_admitted = any(p.status == "admitted" for p in gone)
             for p in gone:
@@ -585,13 +610,13 @@ class Room:
         if target is None or target.status != "admitted" or target.pid == sender.pid or target.conn is None:
             raise SignalingError("unknown-peer", "no such participant in the session")
         relayed: m.ServerMessage
-        if isinstance(msg, m.Offer):
-            relayed = m.PeerOffer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
-        elif isinstance(msg, m.Answer):
-            relayed = m.PeerAnswer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
-        else:
+        if isinstance(msg, m.Candidate):  # most relayed messages are candidates
             relayed = m.PeerCandidate(from_=sender.pid, candidate=msg.candidate, sdp_mid=msg.sdp_mid,
                                       sdp_mline_index=msg.sdp_mline_index)
+        elif isinstance(msg, m.Offer):
+            relayed = m.PeerOffer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
+        else:
+            relayed = m.PeerAnswer(from_=sender.pid, sdp=msg.sdp, sig=msg.sig)
         out.send(target.conn, relayed)
 
     def _key(self, sender: Member, msg: m.ClientMessage, now: float, out: _Out) -> None:

@@ -40,6 +40,36 @@ class Census:
     waiting: int
 
 
+Footprint = tuple[str, int, int, int]
+"""What one live room adds to the census: its state, connected therapists, connected admitted clients, connected
+waiting clients."""
+
+CENSUS_NEUTRAL: frozenset[type] = frozenset({m.Offer, m.Answer, m.Candidate, m.Key, m.App, m.MediaState, m.Note,
+                                             m.Extend})
+"""Client messages that never change who is in a room, connected or admitted (the relay's hot path): the census
+is not counted again after them. Any other message is counted again."""
+
+
+def footprint(room: Room, now: float) -> Footprint:
+    """One room's share of the census (one pass over its members)."""
+    therapists = clients = waiting = 0
+    admitted = False
+    for p in room.members.values():
+        if p.role == "client":
+            if p.status == "admitted":
+                admitted = True  # connected or not: the session is on while an admitted client may come back
+            if p.conn is None:
+                continue
+            if p.status == "waiting":
+                waiting += 1
+            else:
+                clients += 1
+        elif p.conn is not None:
+            therapists += 1
+    state = "scheduled" if now < room.opens_at else "in-session" if admitted else "open"
+    return state, therapists, clients, waiting
+
+
 class Rooms:
     def __init__(self, timing: Timing, services: Services) -> None:
         self.timing = timing
@@ -48,6 +78,14 @@ class Rooms:
         self.conn_room: dict[ConnId, RoomId] = {}
         self.ended: dict[RoomId, float] = {}  # room id -> refuse its tokens until
         self.generations: dict[str, tuple[int, float]] = {}  # token id -> (admission generation, until)
+        # The census, kept as rooms change (a room is counted again after each input that may change it, never
+        # every room at once): each live room's footprint, and their sums.
+        self._counted: dict[RoomId, Footprint] = {}
+        self._states = {"scheduled": 0, "open": 0, "in-session": 0}
+        self._participants: dict[m.Role, int] = {"therapist": 0, "client": 0}
+        self._waiting = 0
+        # Each live room's next deadline (``Room.next_due``): the tick skips a room until then.
+        self._due: dict[RoomId, float] = {}
 
     def get(self, room_id: str) -> Room | None:
         return self.rooms.get(RoomId(room_id))
@@ -74,31 +112,40 @@ class Rooms:
         pid = room.by_conn.get(conn)
         member = room.member(pid) if pid is not None else None
         if member is None:
-            return Connected(None, self._after(room, effects))
+            return Connected(None, self._after(room, effects, now))
         self.rooms[room_id] = room
         self.conn_room[conn] = room_id
         for e in effects:  # a resume may have replaced an older socket
             if isinstance(e, Close) and e.conn != conn:
                 self.conn_room.pop(e.conn, None)
-        return Connected(Joined(room_id, member.pid, member.role, member.status), self._after(room, effects))
+        return Connected(Joined(room_id, member.pid, member.role, member.status), self._after(room, effects, now))
 
     def receive(self, conn: ConnId, msg: m.ClientMessage, now: float) -> list[Effect]:
         room = self._room_of(conn)
         if room is None:
             return []
-        return self._after(room, room.receive(conn, msg, now))
+        return self._after(room, room.receive(conn, msg, now), None if type(msg) in CENSUS_NEUTRAL else now)
 
     def disconnect(self, conn: ConnId, now: float) -> list[Effect]:
         room = self._room_of(conn)
         self.conn_room.pop(conn, None)
         if room is None:
             return []
-        return self._after(room, room.disconnect(conn, now))
+        return self._after(room, room.disconnect(conn, now), now)
 
     def tick(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        due = self._due
         for room in list(self.rooms.values()):
-            effects.extend(self._after(room, room.tick(now)))
+            if due.get(room.room_id, now) > now:
+                continue  # nothing of this room is due yet
+            members = len(room.members)
+            done = room.tick(now)
+            # A tick changes the census only with an effect (an end, a return to the waiting room: a new seat
+            # generation) or by dropping members whose grace ran out; a quiet room is not counted again.
+            effects.extend(self._after(room, done, now if done or len(room.members) != members else None))
+            if room.room_id in self.rooms:
+                due[room.room_id] = room.next_due()
         for room_id, until in list(self.ended.items()):
             if now > until:
                 del self.ended[room_id]
@@ -116,7 +163,7 @@ class Rooms:
             stop = max(until or now, now)
             self.ended[rid] = stop
             return [RoomEnded(rid, reason, stop)]
-        return self._after(room, room.end(reason, now))
+        return self._after(room, room.end(reason, now), now)
 
     def evict(self, room_id: str) -> list[ConnId]:
         """Forget a room without ending it (another instance owns it now): the sockets to close so its
@@ -124,6 +171,8 @@ class Rooms:
         room = self.rooms.pop(RoomId(room_id), None)
         if room is None:
             return []
+        self._count(room, 0.0)
+        self._due.pop(room.room_id, None)
         conns = [conn for conn, rid in self.conn_room.items() if rid == room.room_id]
         for conn in conns:
             del self.conn_room[conn]
@@ -140,32 +189,40 @@ class Rooms:
         return member.conn if member is not None else None
 
     def census(self, now: float) -> Census:
-        states = {"scheduled": 0, "open": 0, "in-session": 0, "ended": len(self.ended)}
-        participants: dict[m.Role, int] = {"therapist": 0, "client": 0}
-        waiting = 0
-        for room in self.rooms.values():
-            if now < room.opens_at:
-                states["scheduled"] += 1
-            elif room.clients("admitted"):
-                states["in-session"] += 1
-            else:
-                states["open"] += 1
-            for p in room.members.values():
-                if p.conn is None:
-                    continue
-                if p.role == "client" and p.status == "waiting":
-                    waiting += 1
-                else:
-                    participants[p.role] += 1
-        return Census(states, participants, waiting)
+        """The counts for the gauges, kept up to date as rooms change (O(1): no walk over the rooms). A room's
+        state is the one it had at its latest input or tick (``now`` is kept for callers)."""
+        return Census({**self._states, "ended": len(self.ended)}, dict(self._participants), self._waiting)
+
+    def _count(self, room: Room, now: float) -> None:
+        """Count ``room`` again: its old footprint out of the sums, its new one (if it is still live) in."""
+        old = self._counted.pop(room.room_id, None)
+        new = footprint(room, now) if self.rooms.get(room.room_id) is room else None
+        if old == new:
+            if new is not None:
+                self._counted[room.room_id] = new
+            return
+        if old is not None:
+            self._states[old[0]] -= 1
+            self._participants["therapist"] -= old[1]
+            self._participants["client"] -= old[2]
+            self._waiting -= old[3]
+        if new is not None:
+            self._counted[room.room_id] = new
+            self._states[new[0]] += 1
+            self._participants["therapist"] += new[1]
+            self._participants["client"] += new[2]
+            self._waiting += new[3]
 
     def _room_of(self, conn: ConnId) -> Room | None:
         room_id = self.conn_room.get(conn)
         return self.rooms.get(room_id) if room_id is not None else None
 
-    def _after(self, room: Room, effects: list[Effect]) -> list[Effect]:
-        """Bookkeeping after a room acted: forget closed sockets, ended rooms and rooms nobody holds."""
+    def _after(self, room: Room, effects: list[Effect], now: float | None) -> list[Effect]:
+        """Bookkeeping after a room acted: forget closed sockets, ended rooms and rooms nobody holds; count the
+        room again for the census unless ``now`` is None (an input that cannot change it)."""
         for e in effects:
+            if type(e) is Send:  # the relay's one effect: nothing to keep
+                continue
             if isinstance(e, Close):
                 self.conn_room.pop(e.conn, None)
             elif isinstance(e, RoomEnded):
@@ -174,4 +231,10 @@ class Rooms:
                 self.generations[e.token_id] = (e.generation, e.until)
         if room.ended or (room.is_empty() and room.room_id in self.rooms):
             self.rooms.pop(room.room_id, None)
+        if now is not None:
+            self._count(room, now)
+            if self.rooms.get(room.room_id) is room:
+                self._due[room.room_id] = room.next_due()
+        if room.room_id not in self.rooms:
+            self._due.pop(room.room_id, None)
         return effects

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from server.config import Config
 from server.hub import DIRECT_WRITE_LIMIT, OUTBOX_LIMIT, Hub
 from server.metrics import Metrics
@@ -127,3 +129,21 @@ async def test_without_a_transport_every_message_goes_through_the_writer() -> No
     hub.close(c.conn, 4000, "bye")
     await idle()
     assert ws.closed and ws.close_code == 4000
+
+
+async def test_a_message_to_several_sockets_is_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = make_hub()
+    sockets = [FakeSocket() for _ in range(3)]
+    conns = [hub.register(ws, FakeTransport()).conn for ws in sockets]  # type: ignore[arg-type]
+    encoded: list[m.ServerMessage] = []
+    encode = m.encode
+
+    def counting(message: m.ServerMessage) -> bytes:
+        encoded.append(message)
+        return encode(message)
+
+    monkeypatch.setattr(m, "encode", counting)
+    everyone, other = error(1), error(2)
+    hub.perform([Send(conn, everyone) for conn in conns] + [Send(conns[0], other), Send(conns[1], everyone)])
+    assert encoded == [everyone, other, everyone]  # once for the three in a row, again after another message
+    assert [numbers(ws) for ws in sockets] == [[1, 2], [1, 1], [1]]

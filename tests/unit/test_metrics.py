@@ -106,3 +106,15 @@ def test_throttle_kinds_are_a_fixed_set() -> None:
     with pytest.raises(ValueError):
         m.throttle("127.0.0.1")
     assert b'alcove_throttled_total{kind="admin-auth"} 1.0' in m.render()[0]
+
+
+def test_relay_latency_buckets_hold_their_bound_and_sum_every_observation() -> None:
+    m = Metrics()
+    for seconds in (0.0005, 0.0005001, -0.2, 2.0):  # on a bound, just above it, a clock step back, past the last
+        m.observe_relay_latency(seconds)
+    s = _samples(m)
+    bucket = {le: s[("alcove_relay_latency_seconds_bucket", (("le", le),))] for le in ("0.0001", "0.0005", "0.001",
+                                                                                        "1.0", "+Inf")}
+    assert bucket == {"0.0001": 1, "0.0005": 2, "0.001": 3, "1.0": 3, "+Inf": 4}
+    assert s[("alcove_relay_latency_seconds_count", ())] == 4
+    assert abs(s[("alcove_relay_latency_seconds_sum", ())] - 2.0010001) < 1e-9
