@@ -1,6 +1,7 @@
 """E2EE across a restart of the server with the therapist in Chromium, back before the client: the restarted
 server's roster first lists the therapist alone, and the console keeps the client in the signed membership within
-the resume grace (web/static/js/lib/e2ee-flow.js ``TherapistE2ee.onRoster``), so both sides decrypt afterwards and
+the resume grace (web/static/js/lib/e2ee-flow.js ``TherapistE2ee.onRoster``) and its connection to the client
+(web/static/js/lib/call.js ``Call.hold``), so both sides decrypt afterwards and
 nothing is refused.
 
     unshare -n sh -c 'ip link set lo up && .venv/bin/pytest -q -s tests/browser/test_restart_e2ee.py'
@@ -62,6 +63,9 @@ async def test_the_console_back_before_its_client_keeps_it_keyed(alcove: ServerP
         await bot.wait_until(lambda: bot.keystate is not None and (bot.keystate.send_epoch or 0) > epoch, 15,
                              "the client on the new epoch")
         from_page, at_page = bot.frames_from(tpid)["video"], (await frames(therapist)).get(bot.pid, 0)
+        # the page held its connection to the client while the fresh server's roster lacked it (lib/call.js
+        # `hold`): the media of before the restart is still counted on both sides, nothing was renegotiated
+        assert from_page > 0 and at_page > 0, (from_page, at_page)
         await bot.wait_frames(tpid, video=from_page + 30, timeout=20)
         await decodes_from_all(therapist, 1, timeout=20, min_frames=at_page + 30)
         e2ee = await therapist.evaluate("window.alcove.e2ee()")

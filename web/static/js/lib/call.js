@@ -392,6 +392,9 @@ export class MediaCall extends EventTarget {
   /** Closes every connection (left, sent back to the waiting room, ended). Media stops at once. */
   closeAll() {}
 
+  /** After our own reconnect: keep connections to peers the roster lacks for a while (the mesh does). @param {number} [ms] */
+  hold(ms) { void ms; }
+
   /** Whether the browser's bandwidth estimate on these connections says what the link can carry (lib/quality.js). */
   get trustsBandwidthEstimate() { return true; }
 
@@ -466,6 +469,10 @@ export class MediaCall extends EventTarget {
   }
 }
 
+/** Milliseconds after our own reconnect during which mesh connections to peers missing from the roster are kept
+ * (as the Python participant's `Mesh.RESUME_HOLD`). */
+export const RESUME_HOLD_MS = 10_000;
+
 export class Call extends MediaCall {
   /**
    * @param {Signaling} signaling
@@ -478,6 +485,14 @@ export class Call extends MediaCall {
     this.peers = new Map();
     /** @type {number} divide the sent video resolution by this (mesh with many peers) */
     this.videoScale = 1;
+    /** Until when (ms) connections to peers missing from the roster are kept: after our own reconnect. */
+    this._holdUntil = 0;
+    /** @type {Set<string>} peers kept through a hold while the roster lacked them */
+    this._held = new Set();
+    /** @type {RosterEntry[]} */
+    this._roster = [];
+    /** @type {ReturnType<typeof setTimeout> | null} */
+    this._holdTimer = null;
     this._listen("offer", (m) => this._peerFor(m.from).onDescription("offer", m.sdp, m.sig ?? null));
     this._listen("answer", (m) => { const p = this.peers.get(m.from); if (p) p.onDescription("answer", m.sdp, m.sig ?? null); });
     this._listen("candidate", (m) => {
@@ -520,13 +535,21 @@ export class Call extends MediaCall {
    */
   updateRoster(participants) {
     if (!this.active) return;
+    this._roster = participants;
     const others = participants.filter((p) => p.pid !== this.pid);
     const wanted = new Set(others.map((p) => p.pid));
+    const holding = Date.now() < this._holdUntil;
     for (const [pid, peer] of this.peers) {
-      if (!wanted.has(pid)) {
+      const gone = peer.pc.connectionState === "closed" || peer.pc.connectionState === "failed";
+      if (!wanted.has(pid) && holding && !gone) {
+        this._held.add(pid);  // not resumed yet on a restarted server: its media may still flow
+      } else if (!wanted.has(pid)) {
         peer.close();
         this.peers.delete(pid);
+        this._held.delete(pid);
         this._emit("peer-closed", { pid });
+      } else if (this._held.delete(pid) && peer.stream.getTracks().length) {
+        this._emit("stream", { pid, stream: peer.stream });  // its tile was dropped meanwhile: show it again
       }
     }
     const scale = others.length >= 2 ? 2 : 1;
@@ -564,6 +587,17 @@ export class Call extends MediaCall {
 
   _applyVideo() { for (const peer of this.peers.values()) for (const s of peer.pc.getSenders()) this._applyEncoding(s); }
 
+  /**
+   * After our own reconnect (e.g. a restart of the server), the roster may lack peers that have not resumed yet:
+   * keep their connections for `ms` instead of cutting media that still flows, then follow the roster again.
+   * Keys are the therapist's signed membership, not this: a peer removed meanwhile gets no newer key.
+   */
+  hold(ms = RESUME_HOLD_MS) {
+    this._holdUntil = Date.now() + ms;
+    if (this._holdTimer) clearTimeout(this._holdTimer);
+    this._holdTimer = setTimeout(() => { this._holdTimer = null; this.updateRoster(this._roster); }, ms + 10);
+  }
+
   /** Restarts ICE on every connection (e.g. after the network came back). */
   restartAll() {
     for (const peer of this.peers.values()) {
@@ -573,6 +607,9 @@ export class Call extends MediaCall {
 
   /** Closes every connection (left, sent back to the waiting room, ended). Media stops at once. */
   closeAll() {
+    this._holdUntil = 0;
+    this._held.clear();
+    if (this._holdTimer) { clearTimeout(this._holdTimer); this._holdTimer = null; }
     for (const [pid, peer] of this.peers) {
       peer.close();
       this._emit("peer-closed", { pid });

@@ -186,6 +186,7 @@ export class Session {
     if (wasReconnecting) this.banner("reconnected", () => t("session.reconnected"), "info", 4000);
     if (!this.isTherapist && m.status === "admitted") e2eeResumed(this);
     if (this.isTherapist || m.status === "admitted") {
+      if (wasReconnecting && this.call) this.call.hold();  // the others may not have resumed yet
       this._enterSession();
       if (this.call) this.call.restartAll();
     } else {
@@ -404,8 +405,8 @@ export class Session {
 
   /** @param {any[]} participants */
   _onRoster(participants) {
+    this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid));  // first: a held peer's stream finds its tile
     if (this.call) this.call.updateRoster(participants);
-    this.tiles.setRoster(participants.filter((p) => p.pid !== this.pid));
     if (this.status === "admitted") this.presence.onRoster(participants.filter((p) => p.pid !== this.pid));
     this.quality.onRoster(participants);
     renderNames(this);
