@@ -382,8 +382,11 @@ class E2eeGlue:
         keys = self.keys
         epoch = app_epoch_of(data)
         what = keys.app_disposition(epoch) if keys is not None and epoch is not None else "open"
-        if what == "ignore":
-            self.ignored_apps += 1
+        if what == "ignore" and not isinstance(keys, TherapistKeys):
+            self.ignored_apps += 1  # a client: sent before it was a member
+            return
+        if what == "ignore":  # the therapist's own epoch, whose key it lost (a restart): said, not dropped
+            self.failed(f"app from {from_pid}: under an epoch whose key is gone", kind="app", pid=from_pid)
             return
         if what == "hold" and keys is not None:
             if self.app_held.hold(from_pid, data, self.clock()):

@@ -25,7 +25,7 @@ import stat
 import subprocess
 import sys
 import threading
-from multiprocessing.connection import Client, Listener
+from multiprocessing.connection import Client, Connection, Listener
 from pathlib import Path
 
 log = logging.getLogger("alcove.sfu")
@@ -77,6 +77,7 @@ class MediaHost:
     def __init__(self, socket_path: Path) -> None:
         self.socket_path = socket_path
         self.started = 0
+        self._lock = threading.Lock()
         self._listener: Listener | None = None
         self._stopping = False
 
@@ -103,7 +104,8 @@ class MediaHost:
             self._listener = None
 
     def serve(self) -> None:
-        """Answer requests until :meth:`close`."""
+        """Answer requests until :meth:`close`, each connection in its own thread (one that stalls mid-request
+        holds up nobody else)."""
         assert self._listener is not None
         while not self._stopping:
             try:
@@ -112,25 +114,31 @@ class MediaHost:
                 if self._stopping:
                     return
                 continue
-            with conn:
-                try:
-                    if not conn.poll(5.0):
-                        continue
-                    request = json.loads(conn.recv_bytes(MAX_REQUEST))
-                    if not isinstance(request, dict):
-                        raise ValueError("not an object")
-                    path = _worker_path(request.get("path"))
-                    config = base64.b64decode(str(request.get("config", "")), validate=True)
-                    process = spawn_worker(path, config)
-                except (OSError, ValueError, EOFError) as err:
-                    log.warning("media host: request refused (%s)", type(err).__name__)
-                    with contextlib.suppress(OSError):
-                        conn.send_bytes(b'{"ok": false}')
-                    continue
-                self.started += 1
-                threading.Thread(target=process.wait, name="alcove-media-reap", daemon=True).start()
+            threading.Thread(target=self._answer, args=(conn,), name="alcove-media-request", daemon=True).start()
+
+    def _answer(self, conn: Connection) -> None:
+        with conn:
+            try:
+                if not conn.poll(5.0):
+                    return
+                request = json.loads(conn.recv_bytes(MAX_REQUEST))
+                if not isinstance(request, dict):
+                    raise ValueError("not an object")
+                path = _worker_path(request.get("path"))
+                config = base64.b64decode(str(request.get("config", "")), validate=True)
+                process = spawn_worker(path, config)
+            except EOFError:
+                return  # connected and closed without a request (the container's health check): nothing to say
+            except (OSError, ValueError) as err:
+                log.warning("media host: request refused (%s)", type(err).__name__)
                 with contextlib.suppress(OSError):
-                    conn.send_bytes(json.dumps({"ok": True, "pid": process.pid}).encode())
+                    conn.send_bytes(b'{"ok": false}')
+                return
+            with self._lock:
+                self.started += 1
+            threading.Thread(target=process.wait, name="alcove-media-reap", daemon=True).start()
+            with contextlib.suppress(OSError):
+                conn.send_bytes(json.dumps({"ok": True, "pid": process.pid}).encode())
 
 
 def run(socket_path: Path) -> int:

@@ -57,6 +57,10 @@ async def test_the_console_back_before_its_client_keeps_it_keyed(alcove: ServerP
         await wait_js(therapist, "window.alcove.connected() && window.alcove.status() === 'admitted'", timeout=20)
         page_back = time.monotonic()
         await asyncio.sleep(1.0)  # the console has the fresh server's roster without its client
+        # ... and shows it all the same: it still holds the key, and the therapist can take it out of it
+        unlisted = therapist.locator('#people-list li[data-unlisted="true"]')
+        await unlisted.get_by_text("Bot 1").wait_for(timeout=5000)
+        assert await unlisted.get_by_role("button", name="Take Bot 1 out of the session key").count() == 1
         back = await rejoin(bot)
         # a new epoch for the returning client, and media both ways under it
         await wait_js(therapist, f"window.alcove.e2ee().epoch > {epoch}", timeout=15)

@@ -127,3 +127,18 @@ def test_the_hold_alone_bounds_count_and_time_on_the_callers_clock() -> None:
     assert hold.expired(14.9) == [] and hold.expired(15.0) == [("p_a", "x")]
     assert hold.release(lambda d: d == "y") == [] and hold.release(lambda d: False) == [("p_a", "y")]
     assert len(hold) == 0 and hold.next_deadline() is None
+
+
+async def test_the_therapist_refuses_visibly_a_message_under_an_epoch_whose_key_it_lost() -> None:
+    """Every epoch is the therapist's own: one older than its keys is a key it lost (a restart with fresh keys),
+    not a message from before its membership: refused and said, never dropped in silence."""
+    _t, a, _b, _rx = room()
+    lost = say(a, "a safety answer under epoch 1")
+    t2 = TherapistKeys(ROOM, "p_t", s_link=os.urandom(32), first_epoch=5)  # the therapist back, its old keys gone
+    _epoch(t2, {"p_a": _admit(t2, "p_a")})
+    state = RoomState()
+    state.pid, state.role, state.status = "p_t", "therapist", "admitted"
+    glue = E2eeGlue(state, SentTasks(), enabled=True, link_info=ClientKeys(ROOM).link, clock=Clock())  # type: ignore[arg-type]
+    glue.keys = t2
+    glue.on_app(m.PeerApp(from_="p_a", data=lost))
+    assert glue.ignored_apps == 0 and [r for r in glue.refusals if "p_a" in str(r)], glue.refusals

@@ -395,6 +395,9 @@ export class MediaCall extends EventTarget {
   /** After our own reconnect: keep connections to peers the roster lacks for a while (the mesh does). @param {number} [ms] */
   hold(ms) { void ms; }
 
+  /** This page sent `pid` back or removed it (the mesh closes its connection at once). @param {string} pid */
+  forget(pid) { void pid; }
+
   /** Whether the browser's bandwidth estimate on these connections says what the link can carry (lib/quality.js). */
   get trustsBandwidthEstimate() { return true; }
 
@@ -489,6 +492,9 @@ export class Call extends MediaCall {
     this._holdUntil = 0;
     /** @type {Set<string>} peers kept through a hold while the roster lacked them */
     this._held = new Set();
+    /** @type {Set<string>} peers the server listed since our own reconnect: one it then drops has left (sent back,
+     * removed, gone) and is closed at once, hold or not */
+    this._listedSinceHold = new Set();
     /** @type {RosterEntry[]} */
     this._roster = [];
     /** @type {ReturnType<typeof setTimeout> | null} */
@@ -539,9 +545,10 @@ export class Call extends MediaCall {
     const others = participants.filter((p) => p.pid !== this.pid);
     const wanted = new Set(others.map((p) => p.pid));
     const holding = Date.now() < this._holdUntil;
+    for (const pid of wanted) this._listedSinceHold.add(pid);
     for (const [pid, peer] of this.peers) {
       const gone = peer.pc.connectionState === "closed" || peer.pc.connectionState === "failed";
-      if (!wanted.has(pid) && holding && !gone) {
+      if (!wanted.has(pid) && holding && !gone && !this._listedSinceHold.has(pid)) {
         this._held.add(pid);  // not resumed yet on a restarted server: its media may still flow
       } else if (!wanted.has(pid)) {
         peer.close();
@@ -594,8 +601,19 @@ export class Call extends MediaCall {
    */
   hold(ms = RESUME_HOLD_MS) {
     this._holdUntil = Date.now() + ms;
+    this._listedSinceHold = new Set();
     if (this._holdTimer) clearTimeout(this._holdTimer);
     this._holdTimer = setTimeout(() => { this._holdTimer = null; this.updateRoster(this._roster); }, ms + 10);
+  }
+
+  /** This page sent `pid` back or removed it: its connection closes now, whatever the roster says. @param {string} pid */
+  forget(pid) {
+    const peer = this.peers.get(pid);
+    this._held.delete(pid);
+    if (!peer) return;
+    peer.close();
+    this.peers.delete(pid);
+    this._emit("peer-closed", { pid });
   }
 
   /** Restarts ICE on every connection (e.g. after the network came back). */

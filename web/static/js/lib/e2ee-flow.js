@@ -104,6 +104,8 @@ class E2eeBase extends EventTarget {
     this.appHeld = new E.AppHold();
     /** app messages ignored: sent under an epoch older than this page's membership */
     this.ignoredApps = 0;
+    /** A client ignores an app message under an epoch older than its membership (sent before it was a member). */
+    this.ignoresBeforeMembership = true;
     /** @type {ReturnType<typeof setTimeout>|null} */
     this._holdTimer = null;
     this.worker.addEventListener("message", (ev) => {
@@ -247,8 +249,12 @@ class E2eeBase extends EventTarget {
     const app = this._app;
     const epoch = E.appEpochOf(data);
     const what = app && epoch !== null ? app.disposition(epoch) : "open";
-    if (what === "ignore") {
+    if (what === "ignore" && this.ignoresBeforeMembership) {
       this.ignoredApps++;
+      return;
+    }
+    if (what === "ignore") {  // the therapist's own epoch, whose key a reload lost: a message it cannot read, said so
+      this._refused("app", from, new E.SecurityCheckFailed("a message under an epoch whose key this page no longer has"));
       return;
     }
     if (what === "hold") {
@@ -627,6 +633,7 @@ export class TherapistE2ee extends E2eeBase {
    */
   constructor(signaling, room, pidP, sLink, beforeUnlock = async () => {}) {
     super(signaling, room);
+    this.ignoresBeforeMembership = false;  // every epoch is the therapist's own: an older one is a lost key, not noise
     this.sLink = sLink;
     /** @type {Promise<E.TherapistKeys>} */
     this.keysP = (async () => {

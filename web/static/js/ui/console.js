@@ -48,6 +48,8 @@ export class Console {
     this.queue = [];
     /** @type {Set<string>} */
     this.seen = new Set();
+    /** @type {Map<string, string>} the names the server listed admitted clients under (shown while unlisted) */
+    this._knownNames = new Map();
     this.firstQueue = true;
     this.locked = false;
     /** @type {AudioContext|null} */
@@ -257,7 +259,23 @@ export class Console {
       li.append(row);
       list.append(li);
     }
-    $("people-empty").hidden = clients.length > 0;
+    // Admitted clients a restarted server does not list yet still hold the session key within the resume grace
+    // (lib/e2ee-flow.js): shown, so the therapist can take them out of the key; the server cannot hide them.
+    for (const p of clients) this._knownNames.set(p.pid, p.name);
+    const unlisted = this._unlisted(new Set(clients.map((p) => p.pid)));
+    for (const pid of unlisted) {
+      const name = this._knownNames.get(pid) || t("console.unlisted.unknown");
+      const li = el("li");
+      li.dataset.pid = pid;
+      li.dataset.unlisted = "true";
+      li.append(el("span", "who", name), el("span", "meta", t("console.unlisted")));
+      const row = el("div", "button-row");
+      row.append(tagged("remove-key", button(t("console.remove.short"), t("console.unlisted.remove", { name }), "secondary",
+        () => this._removedByMe(pid))));
+      li.append(row);
+      list.append(li);
+    }
+    $("people-empty").hidden = clients.length + unlisted.length > 0;
     $("people-sas-hint").hidden = !this.e2ee || clients.length === 0;
     const seats = this.session.room && this.session.room.seats;
     $("seats").textContent = seats ? t("console.seats", { admitted: clients.length, seats }) : "";
@@ -441,10 +459,17 @@ export class Console {
     return box;
   }
 
+  /** Clients the key still holds that the server does not list (a restart's resume grace). @param {Set<string>} listed */
+  _unlisted(listed) {
+    const unconfirmed = /** @type {any} */ (this.e2ee)?.unconfirmed;
+    return unconfirmed instanceof Map ? [...unconfirmed.keys()].filter((pid) => !listed.has(pid)) : [];
+  }
+
   /** Removed or sent back by this console: no key for them from now on, whatever the server lists. @param {string} pid */
   _removedByMe(pid) {
     const e2ee = /** @type {any} */ (this.e2ee);
     if (e2ee && typeof e2ee.removedByMe === "function") e2ee.removedByMe(pid);
+    if (this.session.call) this.session.call.forget(pid);  // no media to it meanwhile, even within a resume hold
   }
 
   /**
