@@ -48,32 +48,76 @@ class Store(Protocol):
 
 class MemoryStore:
     """This process alone: a dict whose entries expire by the hub's clock; with a ``path`` (the data directory), kept
-    there too (sealed blobs and times only), so links made for next week survive a restart."""
+    there too (sealed blobs and times only), so links made for next week survive a restart.
+
+    The file is a journal, one JSON line per change (``{"k", "b", "u"}`` put, ``{"k", "d"}`` delete), appended and
+    flushed before the change is answered, and rewritten with only the live entries once it holds many more lines
+    than entries: a room created costs a few appended lines, not a rewrite of every link (which made creating
+    rooms quadratic). A file in the former layout (one JSON object) is read the same."""
+
+    PRUNE_EVERY: Final = 60.0
+    """Seconds between walks that drop expired entries (``get`` never returns one meanwhile)."""
 
     def __init__(self, clock: Callable[[], float], path: Path | None = None) -> None:
         self.clock = clock
         self.path = path
         self._data: dict[str, tuple[bytes, float]] = {}
+        self._lines = 0
+        self._next_prune = 0.0
         if path is not None and path.exists():
-            raw = json.loads(path.read_text())
-            self._data = {str(k): (base64.b64decode(v[0]), float(v[1])) for k, v in raw.items()}
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    self._replay(json.loads(line))
+            self._compact()
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        if "k" not in entry:  # the former layout: key -> [blob, until]
+            self._data.update({str(k): (base64.b64decode(v[0]), float(v[1])) for k, v in entry.items()})
+        elif entry.get("d"):
+            self._data.pop(str(entry["k"]), None)
+        else:
+            self._data[str(entry["k"])] = (base64.b64decode(entry["b"]), float(entry["u"]))
 
     def _prune(self) -> None:
         now = self.clock()
-        before = len(self._data)
+        if now < self._next_prune:
+            return
+        self._next_prune = now + self.PRUNE_EVERY
         self._data = {k: v for k, v in self._data.items() if v[1] > now}
-        if len(self._data) != before:
-            self._save()
 
-    def _save(self) -> None:
-        if self.path is not None:
-            write_private(self.path, json.dumps(
-                {k: [base64.b64encode(v[0]).decode(), v[1]] for k, v in self._data.items()}))
+    def _compact(self) -> None:
+        """The file rewritten with the live entries alone (atomically)."""
+        if self.path is None:
+            return
+        now = self.clock()
+        self._data = {k: v for k, v in self._data.items() if v[1] > now}
+        write_private(self.path, "".join(self._line(k, v) for k, v in self._data.items()))
+        self._lines = len(self._data)
+
+    @staticmethod
+    def _line(key: str, value: tuple[bytes, float] | None) -> str:
+        entry: dict[str, Any] = ({"k": key, "d": 1} if value is None else
+                                 {"k": key, "b": base64.b64encode(value[0]).decode(), "u": value[1]})
+        return json.dumps(entry, separators=(",", ":")) + "\n"
+
+    def _append(self, key: str, value: tuple[bytes, float] | None) -> None:
+        if self.path is None:
+            return
+        if self._lines > 2 * len(self._data) + 64:
+            self._compact()
+            return
+        if not self.path.exists():
+            self._compact()
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a") as fh:
+            fh.write(self._line(key, value))
+        self._lines += 1
 
     async def put(self, key: str, blob: bytes, ttl: float) -> None:
         self._prune()
         self._data[key] = (blob, self.clock() + max(ttl, 1.0))
-        self._save()
+        self._append(key, self._data[key])
 
     async def get(self, key: str) -> bytes | None:
         entry = self._data.get(key)
@@ -81,16 +125,16 @@ class MemoryStore:
 
     async def delete(self, key: str) -> None:
         if self._data.pop(key, None) is not None:
-            self._save()
+            self._append(key, None)
 
     async def values(self, prefix: str) -> list[bytes]:
-        self._prune()
-        return [v[0] for k, v in self._data.items() if k.startswith(prefix)]
+        now = self.clock()
+        return [v[0] for k, v in self._data.items() if k.startswith(prefix) and v[1] > now]
 
     async def entries(self) -> dict[str, tuple[bytes, float]]:
         """Every live entry: key -> (blob, until)."""
-        self._prune()
-        return dict(self._data)
+        now = self.clock()
+        return {k: v for k, v in self._data.items() if v[1] > now}
 
 
 def _seal(key: bytes, aad: str, value: dict[str, Any]) -> bytes:

@@ -299,7 +299,8 @@ def test_in_place_header_is_byte_identical_to_the_former_path(kind: str, mid: st
     sinks = (FakeSink(kind), FakeSink(kind))
     for sink in sinks:
         sink.mid, sink.mid_id, sink.abs_send_time_id = mid, mid_id, abs_id  # type: ignore[misc]
-    new, former = Forwarder(kind, sinks[0]), FormerForwarder(kind, sinks[1])
+    now = [100.0]  # one clock for both: a source switch's timestamp gap comes from the time between packets
+    new, former = Forwarder(kind, sinks[0], clock=lambda: now[0]), FormerForwarder(kind, sinks[1], clock=lambda: now[0])
     for forwarder in (new, former):
         forwarder.last_out_seq, forwarder.last_out_ts = 0xFFF0, 0xFFFF_F000  # both wrap around
     buffer = RetransmitBuffer()
@@ -320,6 +321,7 @@ def test_in_place_header_is_byte_identical_to_the_former_path(kind: str, mid: st
         packet = parse(raw, (0x0123_4567_89AB_CDEF * (n + 1)) & 0xFFFF_FFFF_FFFF_FFFF)
         assert packet is not None and (kind == "audio" or read_vp8(packet))
         buffer.add(packet)
+        now[0] += 0.011
         for forwarder in (new, former):
             forwarder.forward(packet)
     lost = [rewritten(p).seq for p in sinks[1].packets[::7]]
