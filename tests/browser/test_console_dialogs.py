@@ -49,8 +49,9 @@ async def test_decline_and_remove_ask_first_and_block_only_when_chosen(alcove: A
     await shot(therapist, "console-decline-dialog")
     await dialog.get_by_role("button", name="Decline", exact=True).click()
     await client.get_by_role("heading", name="Your therapist could not let you in").wait_for()
-    await client.get_by_text("Message from your therapist: “Let us meet on Thursday, as agreed.”").wait_for()
-    await client.get_by_text("Your link still works").wait_for()
+    # (the page's text, not the live region that may be announcing the same words at that moment)
+    await client.locator("main").get_by_text("Message from your therapist: “Let us meet on Thursday, as agreed.”").wait_for()
+    await client.locator("#ended-body").get_by_text("Your link still works").wait_for()
     await shot(client, "phone-declined")
     assert await therapist.evaluate("document.activeElement.id") == "queue-title"
 
@@ -65,7 +66,7 @@ async def test_decline_and_remove_ask_first_and_block_only_when_chosen(alcove: A
     await dialog.get_by_role("checkbox", name="Also close this link for good").check()
     await dialog.get_by_role("button", name="Remove", exact=True).click()
     await client.get_by_role("heading", name="You were removed from the session").wait_for()
-    await client.get_by_text("Your therapist has closed this link: it will not open again.").wait_for()
+    await client.locator("#ended-body").get_by_text("Your therapist has closed this link: it will not open again.").wait_for()
     assert not await client.locator("#ended-message").is_visible()
     await shot(client, "phone-removed-blocked")
     await client.goto(room["client_links"][0])
