@@ -58,7 +58,7 @@ async def test_network_cut_of_five_seconds_returns_to_the_room(alcove: Any, page
     client.on("websocket", lambda ws: sockets.append(ws))
     await client.context.set_offline(True)
     drop_client_socket(alcove)
-    await client.get_by_text("Connection lost. Reconnecting…").wait_for()
+    await client.locator("#banners").get_by_text("Connection lost. Reconnecting…").wait_for()
     await asyncio.sleep(5)
     await client.context.set_offline(False)
 
@@ -67,7 +67,7 @@ async def test_network_cut_of_five_seconds_returns_to_the_room(alcove: Any, page
 
     await wait_for(signaling_back, timeout=20, what="the signaling socket to come back")
     assert sockets, "the page never opened a new signaling socket"
-    await client.get_by_text("You are connected again.").wait_for()
+    await client.locator("#banners").get_by_text("You are connected again.").wait_for()
     assert await client.evaluate("window.alcove.status()") == "admitted"
     await decodes_from_all(client, 1, timeout=30)
     await decodes_from_all(therapist, 1, timeout=30)

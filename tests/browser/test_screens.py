@@ -69,12 +69,12 @@ async def test_client_is_told_when_the_therapist_is_reconnecting(alcove: Any, pa
     therapist, client, _ = await _session(alcove, pages)
     await therapist.context.set_offline(True)
     drop_socket(alcove, "therapist")
-    await client.get_by_text("Your therapist is reconnecting. Please stay on this page.").wait_for()
+    await client.locator("#banners").get_by_text("Your therapist is reconnecting. Please stay on this page.").wait_for()
     await therapist.get_by_text("Room locked while you reconnect.").wait_for()
     await shot(client, "therapist-reconnecting")
     await shot(therapist, "console-reconnecting")
     await therapist.context.set_offline(False)
-    await client.get_by_text("Your therapist is back.").wait_for(timeout=20000)
+    await client.locator("#banners").get_by_text("Your therapist is back.").wait_for(timeout=20000)
     await therapist.get_by_text("Room open: you can admit clients.").wait_for()
 
 
