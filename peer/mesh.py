@@ -87,21 +87,25 @@ class Mesh:
         self.links: dict[str, PeerLink] = {}
         self.closed_links: list[PeerLink] = []
         self._hold_until = 0.0
+        self._listed_since_hold: set[str] = set()
+        """Peers the server listed since our reconnect: one it then drops has left (sent back, removed, gone)."""
 
     def hold(self) -> None:
         """After a reconnect (e.g. a server restart) the roster may lack peers that have not resumed yet:
         keep their peer connections for a while instead of tearing down media that still flows."""
         self._hold_until = time.monotonic() + self.RESUME_HOLD
+        self._listed_since_hold = set()
 
     def sync(self) -> None:
         """Open links to new admitted peers (when we offer), close links to peers that left the roster."""
         state = self.state
         holding = time.monotonic() < self._hold_until
         queued = {q.pid for q in state.queue}
+        self._listed_since_hold.update(state.roster)
         for pid, link in list(self.links.items()):
             if link.pc.connectionState in ("closed", "failed"):
                 self.close_link(pid)  # the remote side closed it: a new one may be negotiated
-            elif pid not in state.roster and (not holding or pid in queued):
+            elif pid not in state.roster and (not holding or pid in queued or pid in self._listed_since_hold):
                 self.close_link(pid)
         if not self.options.media or not state.ice_known:
             return
