@@ -127,10 +127,13 @@ async def test_browser_therapist_and_aiortc_client(alcove: Any, pages: Any,  # n
     # Opus at constant bitrate: every audio packet has the same size, give or take the SFrame counter's length
     # (measured: 118-119 bytes; with VBR the same tone-and-silence input gives 70-130 bytes)
     # Chromium's encoder settles its constant rate after the first packets (110 bytes were seen before 118 under
-    # load), so: nearly every packet within 2 bytes of the usual size; VBR spreads over ±30 bytes.
-    sizes = sorted(n for pt in opus for n in packets.sizes.get(pt, []))
+    # load, and runs that stay at 111 for a second or more), so: nearly every packet within 8 bytes of the usual
+    # size; VBR spreads over ±30 bytes.
+    # (the first quarter of each stream's packets is left out: that is where the encoder settles)
+    sizes = sorted(n for pt in opus for n in (lambda got: got[len(got) // 4:])(packets.sizes.get(pt, [])))
+    assert len(sizes) >= 10, sizes
     usual = max(set(sizes), key=sizes.count)
-    assert sum(abs(n - usual) <= 2 for n in sizes) >= 0.9 * len(sizes), sizes
+    assert sum(abs(n - usual) <= 8 for n in sizes) >= 0.9 * len(sizes), sizes
     assert await sas_at_therapist(therapist, c.pid) == sas_text(c.sas)
     assert c.security_failures == [] and (await e2ee_state(therapist))["failures"] == []
     assert c.keystate is not None and c.keystate.counters["decrypted"] > 20
