@@ -56,6 +56,7 @@ import fractions
 import inspect
 import logging
 import secrets
+import struct
 import threading
 import time
 import weakref
@@ -855,11 +856,20 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             if not data:
                 return  # nothing to read (aiortc's receive loop would stop on it)
             if 127 < data[0] < 192:
-                if _is_rtcp(data):  # SRTCP: aiortc's way, without aioice's attempt to parse it as STUN first
-                    protocol.receiver.data_received(data, protocol.local_candidate.component)
-                    return
                 d = dtls_ref()
                 srtp = d._rx_srtp if d is not None else None
+                if _is_rtcp(data):
+                    if srtp is None or d is None:  # aiortc's way, without aioice's attempt to parse it as STUN first
+                        protocol.receiver.data_received(data, protocol.local_candidate.component)
+                        return
+                    try:
+                        plain = srtp.unprotect_rtcp(data)
+                    except pylibsrtp.Error:
+                        return
+                    rest = take_feedback(d, plain)
+                    if rest:
+                        _spawn(d._handle_rtcp_data(rest))
+                    return
                 if srtp is not None:
                     try:
                         plain = srtp.unprotect(data)
@@ -901,6 +911,73 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             del d.__dict__[_DTLS_HANDLE_RTP]
 
     return untap
+
+
+_RTCP_HEAD = struct.Struct("!BBH")
+_U32 = struct.Struct("!I")
+_NACK_ITEM = struct.Struct("!HH")
+
+
+def take_feedback(dtls: Any, data: bytes) -> bytes:
+    """Handle the feedback in the unprotected compound RTCP packet ``data`` that is addressed to an
+    :class:`RtpSink`'s sender of ``dtls`` without aiortc, and return the rest (b"" if nothing is left).
+
+    Taken here (parsed with ``struct``, no aiortc packet objects, no task): a NACK (RTPFB 1) for a sink's SSRC
+    goes to ``sink.feedback("nack", lost)``; a REMB (PSFB 15) to ``sink.feedback("remb", bps)`` of each sink
+    it names; a PLI (PSFB 1) or FIR (PSFB 4) for a sink's SSRC to the sender's ``_send_keyframe`` (the
+    keyframe hooks, hence the SFU's limiter). Everything else (sender and receiver reports, SDES, BYE, feedback
+    for another sender) is returned as it came, for aiortc's ``_handle_rtcp_data``; a malformed compound
+    packet is returned whole (aiortc drops it)."""
+    router = getattr(dtls, "_rtp_router", None)
+    senders: dict[int, Any] = getattr(router, "senders", None) or {}
+    n = len(data)
+    pos = 0
+    rest: list[bytes] = []
+    taken: list[tuple[Any, str, Any]] = []
+    while pos < n:
+        if pos + 4 > n:
+            return data
+        first, pt, words = _RTCP_HEAD.unpack_from(data, pos)
+        end = pos + 4 * (words + 1)
+        if first >> 6 != 2 or end > n:
+            return data
+        fmt = first & 0x1F
+        took = False
+        if (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
+            if end - pos >= 12:
+                sender = senders.get(_U32.unpack_from(data, pos + 8)[0])
+                sink = _sinks.get(sender) if sender is not None else None
+                if sink is not None:
+                    if pt == 205:
+                        lost: list[int] = []
+                        for off in range(pos + 12, end - 3, 4):
+                            pid, blp = _NACK_ITEM.unpack_from(data, off)
+                            lost.append(pid)
+                            for bit in range(16):
+                                if blp >> bit & 1:
+                                    lost.append((pid + bit + 1) & 0xFFFF)
+                        taken.append((sink, "nack", lost))
+                    else:
+                        taken.append((sender, "key", None))
+                    took = True
+        elif pt == 206 and fmt == 15:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(data[pos + 12:end])
+            except ValueError:
+                bitrate, ssrcs = 0, []
+            sinks = [_sinks.get(senders[ssrc]) for ssrc in ssrcs if ssrc in senders]
+            if sinks and all(sink is not None for sink in sinks):
+                taken.extend((sink, "remb", bitrate) for sink in sinks)
+                took = True
+        if not took:
+            rest.append(data[pos:end])
+        pos = end
+    for target, kind, value in taken:
+        if kind == "key":
+            target._send_keyframe()
+        elif target.feedback is not None:
+            target.feedback(kind, value)
+    return b"".join(rest)
 
 
 def _arrival_ms() -> int:
@@ -1341,6 +1418,16 @@ def check_internals() -> list[str]:
            "local_candidate.component)")
     expect("_protocols" in names(aioice.ice.Connection.__init__),
            "aioice Connection no longer keeps its StunProtocols in _protocols")
+    # take_feedback: SRTCP unprotected once in the socket callback, the rest to aiortc's own RTCP handler
+    expect(callable(getattr(pylibsrtp.Session, "unprotect_rtcp", None)), "pylibsrtp.Session.unprotect_rtcp is missing")
+    expect_sig(dtls_cls, "_handle_rtcp_data", ["self", "data"], is_async=True)
+    handle_rtcp = getattr(dtls_cls, "_handle_rtcp_data", None)
+    expect(handle_rtcp is not None and {"_rtp_router", "route_rtcp"} <= names(handle_rtcp),
+           "RTCDtlsTransport._handle_rtcp_data no longer routes RTCP with self._rtp_router.route_rtcp")
+    route = getattr(_dtls_mod.RtpRouter, "route_rtcp", None)
+    expect(route is not None and "senders" in names(route)
+           and "senders" in names(_dtls_mod.RtpRouter.__init__),
+           "aiortc's RtpRouter no longer keeps its senders by SSRC in senders")
     expect(recv_next is not None and {"is_rtcp", "unprotect", "unprotect_rtcp", "_rx_srtp"} <= names(recv_next),
            "RTCDtlsTransport._recv_next no longer tells RTCP from RTP with is_rtcp and unprotects with _rx_srtp")
     expect(callable(getattr(pylibsrtp, "Error", None)) and callable(getattr(pylibsrtp.Session, "unprotect", None)),

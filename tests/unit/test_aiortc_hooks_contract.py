@@ -23,7 +23,18 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
 )
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 
 from peer.media import SyntheticAudioTrack, SyntheticVideoTrack
 from rtc import aiortc_hooks as hooks
@@ -559,9 +570,9 @@ async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPee
         protocol.datagram_received(bytes(protected), ("127.0.0.1", 9))
         assert len(seen) == 2 and queued.empty()
         protocol.datagram_received(b"", ("127.0.0.1", 9))  # an empty datagram: nothing to do
-        protocol.datagram_received(rtcp, ("127.0.0.1", 9))  # RTCP, DTLS, STUN: aioice's queue as before
-        protocol.datagram_received(b"\x17\xfe\xfd" + b"\x00" * 10, ("127.0.0.1", 9))
-        assert [queued.get_nowait()[0] for _ in range(2)] == [rtcp, b"\x17\xfe\xfd" + b"\x00" * 10]
+        protocol.datagram_received(rtcp, ("127.0.0.1", 9))  # SRTCP that fails authentication: dropped
+        protocol.datagram_received(b"\x17\xfe\xfd" + b"\x00" * 10, ("127.0.0.1", 9))  # DTLS, STUN: aioice's queue
+        assert [queued.get_nowait()[0] for _ in range(1)] == [b"\x17\xfe\xfd" + b"\x00" * 10] and queued.empty()
         untap()
         assert "datagram_received" not in protocol.__dict__
         protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x0a" + rtp[4:]), ("127.0.0.1", 9))
@@ -598,5 +609,60 @@ async def test_tap_rtp_direct_path_passes_what_the_tap_declines_to_aiortc(pc: RT
         untap()
     finally:
         type(dtls)._handle_rtp_data = type_handler
+        dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
+
+
+async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPeerConnection) -> None:
+    """SRTCP is unprotected once in the socket callback: NACK and REMB for an RtpSink's sender go to its feedback,
+    PLI and FIR to its keyframe hooks, without aiortc; the rest of the compound packet (reports, feedback for
+    another SSRC) goes to aiortc's own RTCP handler; SRTCP that fails authentication is dropped."""
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    sender = transceiver.sender
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    sink = hooks.rtp_sink(sender)
+    feedback: list[tuple[str, object]] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    keyframes: list[int] = []
+    hooks.on_keyframe_request(sender, lambda: keyframes.append(1))
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes) -> None:
+        reached_aiortc.append(data)
+
+    ssrc = sender._ssrc
+    report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
+        ssrc=ssrc, fraction_lost=3, packets_lost=1, highest_sequence=5, jitter=2, lsr=0, dlsr=0)]))
+    nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=ssrc, lost=[10, 11, 13, 40]))
+    other_nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x9999, lost=[1]))
+    remb = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=7, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])))
+    pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=7, media_ssrc=ssrc))
+    fir = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=7, media_ssrc=ssrc, fci=b"\x00" * 8))
+    type_handler = type(dtls)._handle_rtcp_data
+    try:
+        type(dtls)._handle_rtcp_data = lambda self, data: original(data)
+        dtls._rx_srtp = receiver_session
+        dtls._rtp_router.register_sender(sender, ssrc)
+        connection._protocols.append(protocol)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: True)
+        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
+        protocol.datagram_received(sender_session.protect_rtcp(report + nack + other_nack + remb + pli),
+                                   ("127.0.0.1", 9))
+        assert feedback == [("nack", [10, 11, 13, 40]), ("remb", 300_000)] and keyframes == [1]
+        protocol.datagram_received(sender_session.protect_rtcp(nack + fir), ("127.0.0.1", 9))
+        assert len(feedback) == 3 and keyframes == [1, 1]
+        tampered = bytearray(sender_session.protect_rtcp(pli))
+        tampered[-1] ^= 1
+        protocol.datagram_received(bytes(tampered), ("127.0.0.1", 9))
+        await asyncio.sleep(0)  # aiortc's handler runs as a task
+        assert reached_aiortc == [report + other_nack] and keyframes == [1, 1]
+        assert connection._queue.empty()
+        untap()
+    finally:
+        type(dtls)._handle_rtcp_data = type_handler
         dtls._rx_srtp = None
         connection._protocols.remove(protocol)
