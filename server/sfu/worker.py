@@ -296,6 +296,7 @@ class RtpStream:
                  *, pli_interval: float) -> None:
         self.pid = pid
         self.kind = kind
+        self.video = kind == "video"
         self.receiver = receiver
         self.payload_types = payload_types
         self.clock_rate = clock_rate
@@ -323,7 +324,7 @@ class RtpStream:
         self.packets_in += 1
         assert self.reports is not None
         self.reports.add(packet.seq, packet.ts)
-        if self.kind == "video":
+        if self.video:
             if not read_vp8(packet):
                 return
             if packet.key:
@@ -491,12 +492,13 @@ class MemberConnection:
         (RTX, padding, unknown) dropped; aiortc's receivers never get a packet."""
         if len(data) < 12:
             return True
-        stream = self.by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        ssrc = int.from_bytes(data[8:12], "big")
+        stream = self.by_ssrc.get(ssrc)
         if stream is None:
             stream = self.by_pt.get(data[1] & 0x7F)
             if stream is None:
                 return True
-            self.by_ssrc[int.from_bytes(data[8:12], "big")] = stream
+            self.by_ssrc[ssrc] = stream
         stream.on_rtp(data)
         return True
 
