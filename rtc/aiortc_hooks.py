@@ -828,6 +828,11 @@ _TX_OCTETS = "_RTCRtpSender__octet_count"
 _RX_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 
 
+_direct_taps: weakref.WeakKeyDictionary[Any, Callable[[], None]] = weakref.WeakKeyDictionary()
+"""Per tapped DTLS transport: take its datagrams in the socket callback from now on (:meth:`RtpSink._route`:
+a connection that only subscribes sends no RTP, and its RTCP must take the direct path too)."""
+
+
 def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     """Hand every RTP packet ``dtls`` (an ``RTCDtlsTransport``) receives to ``fn`` once, after SRTP unprotect
     and before aiortc parses it; a packet ``fn`` consumes (returns True) never reaches aiortc's receivers.
@@ -900,9 +905,19 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
 
     setattr(dtls, _DTLS_HANDLE_RTP, _handle_rtp_data)
 
+    def direct_now() -> None:
+        d = dtls_ref()
+        if not direct and d is not None and not untapped:
+            go_direct(d)
+
+    _direct_taps[dtls] = direct_now
+
     def untap() -> None:
         nonlocal untapped
         untapped = True
+        d = dtls_ref()
+        if d is not None and _direct_taps.get(d) is direct_now:
+            del _direct_taps[d]
         for protocol in direct:
             protocol.__dict__.pop(_DATAGRAM_RECEIVED, None)
         direct.clear()
@@ -1088,6 +1103,12 @@ class RtpSink:
             self._in_place = _srtp_in_place(self._srtp)
         protocol = pair.protocol
         self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
+        try:
+            direct_now = _direct_taps.get(dtls)
+        except TypeError:  # not weak-referenceable: never tapped
+            direct_now = None
+        if direct_now is not None:  # SRTP is up, the pair is nominated: its feedback in the socket callback
+            direct_now()
         return pair
 
     def send_rtp(self, header: bytes | bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:

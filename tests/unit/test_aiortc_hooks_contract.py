@@ -666,3 +666,43 @@ async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPe
         type(dtls)._handle_rtcp_data = type_handler
         dtls._rx_srtp = None
         connection._protocols.remove(protocol)
+
+
+async def test_a_connection_that_only_subscribes_takes_its_feedback_in_the_socket_callback(
+        pc: RTCPeerConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RTP ever comes from a subscriber-only connection: the direct path starts when its RtpSink first finds
+    SRTP up and a nominated pair, so that its NACKs, PLIs and REMBs skip aiortc too."""
+    import types
+
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    sender = transceiver.sender
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    protocol.transport = _Wire()  # type: ignore[assignment]
+    sink = hooks.rtp_sink(sender)
+    feedback: list[tuple[str, object]] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=sender._ssrc, lost=[5]))
+    monkeypatch.setattr(type(dtls), "state", property(lambda self: "connected"))
+    try:
+        dtls._rx_srtp = receiver_session
+        dtls._tx_srtp = sender_session
+        dtls._rtp_router.register_sender(sender, sender._ssrc)
+        connection._protocols.append(protocol)
+        connection._nominated[1] = types.SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", 9))
+        untap = hooks.tap_rtp(dtls, lambda data, ms: True)
+        assert "datagram_received" not in protocol.__dict__
+        assert sink._route() is not None  # the first packet to send finds the pair
+        assert "datagram_received" in protocol.__dict__
+        protocol.datagram_received(sender_session.protect_rtcp(nack), ("127.0.0.1", 9))
+        assert feedback == [("nack", [5])] and connection._queue.empty()
+        untap()
+        assert "datagram_received" not in protocol.__dict__
+    finally:
+        connection._nominated.pop(1, None)
+        dtls._rx_srtp = None
+        dtls._tx_srtp = None
+        connection._protocols.remove(protocol)
