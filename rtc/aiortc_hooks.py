@@ -49,6 +49,7 @@ How the hooks work (aiortc 1.16.0):
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events as _sel
 import contextlib
 import dataclasses
 import errno
@@ -62,7 +63,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aioice.ice
 import aiortc
@@ -84,13 +85,16 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
+    RtcpByePacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
     RtcpSrPacket,
     unpack_remb_fci,
 )
-from aiortc.rtp import is_rtcp as _is_rtcp
 from av.frame import Frame
 
 from rtc.codecs import OPUS_CBR, TRANSPORT_HEADER_EXTENSIONS
@@ -852,6 +856,8 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     transport's ``bytesReceived``/``packetsReceived`` statistics."""
     orig = type(dtls)._handle_rtp_data
     dtls_ref = weakref.ref(dtls)
+    rx: list[Any] = [None, None]
+    """The receive session last seen and its :class:`_InPlace` (None: pylibsrtp's own calls)."""
     direct: list[Any] = []
     """The protocols whose ``datagram_received`` is shadowed (empty until the first packet)."""
     untapped = False
@@ -863,22 +869,22 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             if 127 < data[0] < 192:
                 d = dtls_ref()
                 srtp = d._rx_srtp if d is not None else None
-                if _is_rtcp(data):
+                if srtp is not rx[0]:
+                    rx[0], rx[1] = srtp, _InPlace.of(srtp)
+                if len(data) > 1 and 191 < data[1] < 209:  # RTCP (aiortc's is_rtcp)
                     if srtp is None or d is None:  # aiortc's way, without aioice's attempt to parse it as STUN first
                         protocol.receiver.data_received(data, protocol.local_candidate.component)
                         return
-                    try:
-                        plain = srtp.unprotect_rtcp(data)
-                    except pylibsrtp.Error:
+                    plain = rx[1].unprotect_rtcp(data) if rx[1] is not None else _unprotect(srtp.unprotect_rtcp, data)
+                    if plain is None:
                         return
                     rest = take_feedback(d, plain)
                     if rest:
                         _spawn(d._handle_rtcp_data(rest))
                     return
                 if srtp is not None:
-                    try:
-                        plain = srtp.unprotect(data)
-                    except pylibsrtp.Error:
+                    plain = rx[1].unprotect(data) if rx[1] is not None else _unprotect(srtp.unprotect, data)
+                    if plain is None:
                         return
                     if not fn(plain, _arrival_ms()):
                         _spawn(orig(d, plain, _arrival_ms()))
@@ -940,9 +946,12 @@ def take_feedback(dtls: Any, data: bytes) -> bytes:
     Taken here (parsed with ``struct``, no aiortc packet objects, no task): a NACK (RTPFB 1) for a sink's SSRC
     goes to ``sink.feedback("nack", lost)``; a REMB (PSFB 15) to ``sink.feedback("remb", bps)`` of each sink
     it names; a PLI (PSFB 1) or FIR (PSFB 4) for a sink's SSRC to the sender's ``_send_keyframe`` (the
-    keyframe hooks, hence the SFU's limiter). Everything else (sender and receiver reports, SDES, BYE, feedback
-    for another sender) is returned as it came, for aiortc's ``_handle_rtcp_data``; a malformed compound
-    packet is returned whole (aiortc drops it)."""
+    keyframe hooks, hence the SFU's limiter); a receiver report whose every block is about a sink's SSRC to
+    ``sink.feedback("rr", (fraction_lost, jitter))`` of each (aiortc would only keep a round-trip time no one
+    reads); SDES is dropped (aiortc routes it nowhere). Everything else (sender reports, which aiortc's receivers
+    need for their own reports, BYE, a receiver report about another sender, feedback for another sender) is
+    returned as it came, for aiortc's ``_handle_rtcp_data``; a malformed compound packet is returned whole
+    (aiortc drops it)."""
     router = getattr(dtls, "_rtp_router", None)
     senders: dict[int, Any] = getattr(router, "senders", None) or {}
     n = len(data)
@@ -958,7 +967,20 @@ def take_feedback(dtls: Any, data: bytes) -> bytes:
             return data
         fmt = first & 0x1F
         took = False
-        if (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
+        if pt == 202:  # SDES: aiortc routes it nowhere
+            took = True
+        elif pt == 201 and end - pos >= 8 + 24 * fmt:  # RR: taken when every report block is about a sink
+            blocks = []
+            for off in range(pos + 8, pos + 8 + 24 * fmt, 24):
+                sender = senders.get(_U32.unpack_from(data, off)[0])
+                sink = _sinks.get(sender) if sender is not None else None
+                if sink is None:
+                    break
+                blocks.append((sink, "rr", (data[off + 4], _U32.unpack_from(data, off + 12)[0])))
+            else:
+                taken.extend(blocks)
+                took = True
+        elif (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
             if end - pos >= 12:
                 sender = senders.get(_U32.unpack_from(data, pos + 8)[0])
                 sink = _sinks.get(sender) if sender is not None else None
@@ -1070,6 +1092,10 @@ class RtpSink:
         self._addr: Any = None
         self._nominated: dict[int, Any] = {}
         self._fast: Any = None
+        self._sock: Any = None
+        """The raw socket of ``_fast`` (asyncio's datagram transport) and its send queue (``_buffer``)."""
+        self._queue: Any = None
+        self._copy = False
         self._srtp: Any = None
         self._in_place: tuple[Any, Any, memoryview, int, Any] | None = None
         self._sender_attrs: dict[str, Any] = sender.__dict__
@@ -1103,6 +1129,10 @@ class RtpSink:
             self._in_place = _srtp_in_place(self._srtp)
         protocol = pair.protocol
         self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
+        self._sock = getattr(self._fast, "_sock", None)
+        self._queue = getattr(self._fast, "_buffer", None)
+        self._copy = not isinstance(self._fast, _SELECTOR_DATAGRAM)
+        """A transport other than asyncio's (uvloop's) may keep the buffer it is given when it has to queue it."""
         try:
             direct_now = _direct_taps.get(dtls)
         except TypeError:  # not weak-referenceable: never tapped
@@ -1151,7 +1181,15 @@ class RtpSink:
     def _write(self, data: bytes | memoryview) -> None:
         fast = self._fast
         if fast is not None:
-            fast.sendto(data, self._addr)  # asyncio copies it if it has to queue it
+            sock = self._sock
+            if sock is not None and not self._queue:  # nothing queued in the transport: its socket, directly
+                try:
+                    sock.sendto(data, self._addr)
+                    return
+                except OSError:  # full, interrupted, or closed: the transport's own way (it queues or reports)
+                    pass
+            # asyncio copies what it has to queue; another transport gets a copy (the buffer is reused at once)
+            fast.sendto(bytes(data) if self._copy else data, self._addr)
         else:  # a relayed pair: TURN wraps the datagram (ordering is kept: tasks run in creation order)
             future = asyncio.ensure_future(self._pair.protocol.send_data(bytes(data), self._addr))
             self._pending.add(future)
@@ -1159,6 +1197,67 @@ class RtpSink:
 
 
 _srtp_protect = pylibsrtp.lib.srtp_protect  # type: ignore[attr-defined]
+_SELECTOR_DATAGRAM: type = getattr(_sel, "_SelectorDatagramTransport", type(None))
+"""asyncio's datagram transport class (private: :func:`check_internals`)."""
+_srtp_unprotect = pylibsrtp.lib.srtp_unprotect  # type: ignore[attr-defined]
+_srtp_unprotect_rtcp = pylibsrtp.lib.srtp_unprotect_rtcp  # type: ignore[attr-defined]
+
+
+def _unprotect(method: Callable[[bytes], bytes], data: bytes) -> bytes | None:
+    try:
+        return method(data)
+    except pylibsrtp.Error:  # authentication or replay check failed: dropped, as aiortc drops it
+        return None
+
+
+class _InPlace:
+    """SRTP/SRTCP unprotect in a ``pylibsrtp.Session``'s own buffer (its private ``_srtp``, ``_cdata``,
+    ``_buffer``: :func:`check_internals`), without ``Session.unprotect``'s argument checks and C allocation per
+    packet: the datagram is copied in, unprotected there and copied out once. Same result as ``unprotect`` and
+    ``unprotect_rtcp`` (tested); None where that raises ``pylibsrtp.Error``."""
+
+    __slots__ = ("_buf", "_cdata", "_len", "_room", "_srtp")
+
+    def __init__(self, session: Any) -> None:
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buf = session._buffer
+        self._room = len(session._buffer)
+        self._len = pylibsrtp.ffi.new("int *")  # type: ignore[attr-defined]
+
+    @classmethod
+    def of(cls, session: Any) -> _InPlace | None:
+        """The in-place view of ``session``, or None (no session, or pylibsrtp's internals are not as expected)."""
+        if session is None:
+            return None
+        try:
+            return cls(session)
+        except Exception:
+            return None
+
+    def unprotect(self, data: bytes) -> bytes | None:
+        n = len(data)
+        if n > self._room:
+            return None
+        buf = self._buf
+        buf[0:n] = data
+        size = self._len
+        size[0] = n
+        if _srtp_unprotect(self._srtp, self._cdata, size):
+            return None
+        return buf[0:size[0]]  # type: ignore[no-any-return]
+
+    def unprotect_rtcp(self, data: bytes) -> bytes | None:
+        n = len(data)
+        if n > self._room:
+            return None
+        buf = self._buf
+        buf[0:n] = data
+        size = self._len
+        size[0] = n
+        if _srtp_unprotect_rtcp(self._srtp, self._cdata, size):
+            return None
+        return buf[0:size[0]]  # type: ignore[no-any-return]
 
 
 def _srtp_in_place(session: Any) -> tuple[Any, Any, memoryview, int, Any] | None:
@@ -1226,9 +1325,116 @@ def rtp_sink(sender: RTCRtpSender) -> RtpSink:
                         callback("rr", (report.fraction_lost, report.jitter))
         await orig_rtcp(s, packet)
 
+    async def _run_rtcp() -> None:
+        # aiortc's loop, one per sender, sends an SR + SDES compound packet about every second; the sinks of one
+        # event loop share one timer instead, and each connection gets one compound packet for all its sinks
+        s = sender_ref()
+        if s is None:
+            return
+        attrs = s.__dict__
+        attrs[_TX_RTCP_STARTED].set()
+        reports = _SenderReports.of(asyncio.get_running_loop())
+        reports.add(s)
+        try:
+            await asyncio.get_running_loop().create_future()  # until aiortc's stop() cancels it
+        except asyncio.CancelledError:
+            pass
+        finally:
+            reports.discard(s)
+        with contextlib.suppress(ConnectionError):  # aiortc's goodbye, as its own loop sends it
+            await s._send_rtcp([RtcpByePacket(sources=[s._ssrc])])
+        attrs[_TX_RTCP_EXITED].set()
+
     sender.send = send  # type: ignore[method-assign]
     sender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]
+    sender._run_rtcp = _run_rtcp  # type: ignore[method-assign]
     return sink
+
+
+_TX_RTCP_STARTED = "_RTCRtpSender__rtcp_started"
+_TX_RTCP_EXITED = "_RTCRtpSender__rtcp_exited"
+_TX_CNAME = "_RTCRtpSender__cname"
+_TX_LSR = "_RTCRtpSender__lsr"
+_TX_LSR_TIME = "_RTCRtpSender__lsr_time"
+SDES_CNAME = 1
+SDES_MAX_CHUNKS = 31
+"""Chunks one SDES packet can carry (its 5-bit source count)."""
+
+
+class _SenderReports:
+    """The RTCP sender reports of every :class:`RtpSink`'s sender on one event loop, on one timer.
+
+    aiortc gives each sender its own task that wakes about once a second (0.5–1.5 s) to send an SR and an SDES
+    packet: a subscriber with eight slots costs the SFU eight wake-ups and eight datagrams a second. Here one
+    task wakes at the same randomised interval and sends each connection (DTLS transport) one compound packet:
+    an SR per sender (from the counters :meth:`RtpSink.send_rtp` feeds, as aiortc's would be), then one SDES
+    with every sender's CNAME (RFC 3550 §6.1 compound packets; several SSRCs of one endpoint in one, RFC 8108
+    §5.3). aiortc's round-trip bookkeeping (``__lsr``, ``__lsr_time``) is kept as its own loop keeps it."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SenderReports]] = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.senders: dict[RTCRtpSender, None] = {}
+        """In the order they started (a dict: ordered, no duplicates)."""
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _SenderReports:
+        reports = cls._by_loop.get(loop)
+        if reports is None:
+            reports = cls._by_loop[loop] = cls()
+        return reports
+
+    def add(self, sender: RTCRtpSender) -> None:
+        self.senders[sender] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    def discard(self, sender: RTCRtpSender) -> None:
+        self.senders.pop(sender, None)
+        if not self.senders and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.5 + secrets.randbelow(1000) / 1000)
+            self.send_now()
+
+    def send_now(self) -> None:
+        """One compound packet per connection, for every sender registered now."""
+        by_transport: dict[Any, list[RTCRtpSender]] = {}
+        for sender in self.senders:
+            by_transport.setdefault(sender.transport, []).append(sender)
+        for transport, senders in by_transport.items():
+            _spawn(_send_compound(transport, compound_sender_reports(senders)))
+
+
+def compound_sender_reports(senders: list[RTCRtpSender]) -> bytes:
+    """An SR for each of ``senders`` (as aiortc's ``_run_rtcp`` builds it), then SDES packets with their CNAMEs."""
+    now = time.time()
+    parts: list[bytes] = []
+    chunks: list[RtcpSourceInfo] = []
+    for sender in senders:
+        attrs = sender.__dict__
+        ntp = attrs[_TX_NTP]
+        parts.append(bytes(RtcpSrPacket(ssrc=sender._ssrc, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp, rtp_timestamp=attrs[_TX_RTP_TS], packet_count=attrs[_TX_PACKETS] & 0xFFFFFFFF,
+            octet_count=attrs[_TX_OCTETS] & 0xFFFFFFFF))))
+        attrs[_TX_LSR] = (ntp >> 16) & 0xFFFFFFFF
+        attrs[_TX_LSR_TIME] = now
+        cname = attrs.get(_TX_CNAME)
+        if cname is not None:
+            chunks.append(RtcpSourceInfo(ssrc=sender._ssrc, items=[(SDES_CNAME, cname.encode("utf8"))]))
+    for i in range(0, len(chunks), SDES_MAX_CHUNKS):
+        parts.append(bytes(RtcpSdesPacket(chunks=chunks[i:i + SDES_MAX_CHUNKS])))
+    return b"".join(parts)
+
+
+async def _send_compound(transport: Any, payload: bytes) -> None:
+    with contextlib.suppress(ConnectionError):  # as aiortc's _send_rtcp: a transport that is not (yet) up
+        await transport._send_rtp(payload)
 
 
 def impair_receive(dtls: Any, keep: Callable[[bytes], bool]) -> Callable[[], None]:
@@ -1460,8 +1666,15 @@ def check_internals() -> list[str]:
            "pylibsrtp.Session.protect no longer runs srtp_protect on its _srtp over its _cdata/_buffer")
     expect(_srtp_in_place(pylibsrtp.Session()) is not None,
            "pylibsrtp.Session no longer has a writable _buffer over _cdata and an srtp_t in _srtp (RtpSink)")
+    expect("srtp_unprotect" in names(getattr(pylibsrtp.Session, "unprotect", None))
+           and "srtp_unprotect_rtcp" in names(getattr(pylibsrtp.Session, "unprotect_rtcp", None))
+           and _InPlace.of(pylibsrtp.Session()) is not None,
+           "pylibsrtp.Session.unprotect/unprotect_rtcp no longer run srtp_unprotect/srtp_unprotect_rtcp over its "
+           "_cdata/_buffer (tap_rtp's in-place unprotect)")
+    # RtpSink._write: the datagram transport's raw socket and its send queue
+    expect({"_sock", "_buffer"} <= names(getattr(_SELECTOR_DATAGRAM, "sendto", None)),
+           "asyncio's datagram transport no longer sends on self._sock when self._buffer is empty (RtpSink._write)")
     # small_datagram_reads: asyncio's datagram transport reads max_size bytes per datagram
-    import asyncio.selector_events as _sel
 
     dgram = getattr(_sel, "_SelectorDatagramTransport", None)
     expect(dgram is not None and isinstance(getattr(dgram, "max_size", None), int)
@@ -1478,6 +1691,13 @@ def check_internals() -> list[str]:
     sr_attrs = {_TX_NTP, _TX_RTP_TS, _TX_PACKETS, _TX_OCTETS}
     expect(sr_attrs <= names(RTCRtpSender.__init__) and sr_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)),
            "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.send_rtp feeds")
+    # _SenderReports: one timer for the sinks' sender reports, in place of each sender's _run_rtcp
+    run_rtcp_attrs = {_TX_RTCP_STARTED, _TX_RTCP_EXITED, _TX_CNAME, _TX_LSR, _TX_LSR_TIME, "_send_rtcp"}
+    expect(run_rtcp_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)) | names(RTCRtpSender.__init__),
+           "RTCRtpSender._run_rtcp no longer sets __rtcp_started/__rtcp_exited, sends its CNAME and keeps __lsr")
+    expect("_run_rtcp" in names(RTCRtpSender.send) and {_TX_RTCP_STARTED, _TX_RTCP_EXITED} <= names(RTCRtpSender.stop),
+           "RTCRtpSender.send no longer starts self._run_rtcp() or stop() no longer waits on its started/exited events")
+    expect_sig(RTCRtpSender, "_send_rtcp", ["self", "packets"], is_async=True)
     expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
            and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
            "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")

@@ -51,7 +51,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -70,7 +70,7 @@ from rtc.ice import aiortc_configuration
 
 from .addressing import UNREACHABLE_MESSAGE, announce, has_candidates
 from .layers import LayerChooser, LayerMeter
-from .rtp import PAUSED, Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
+from .rtp import PAUSED, Forwarder, Packet, RetransmitBuffer, ntp_now, parse, read_vp8
 
 log = logging.getLogger("alcove.sfu.worker")
 
@@ -315,9 +315,9 @@ class RtpStream:
         self.ssrc = ssrc
         self.reports = hooks.ReceiveReports(self.receiver, ssrc, self.clock_rate)
 
-    def on_rtp(self, data: bytes) -> None:
-        packet = parse(data, ntp_now())
-        if packet is None or packet.pt not in self.payload_types:
+    def on_packet(self, packet: Packet) -> None:
+        """One received packet of this stream (parsed once, by :meth:`MemberConnection.on_rtp`)."""
+        if packet.pt not in self.payload_types:
             return
         if packet.ssrc != self.ssrc:
             self.learn(packet.ssrc)
@@ -490,16 +490,16 @@ class MemberConnection:
     def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
         """Every RTP packet of this member's connection (the tap): publish streams are forwarded, the rest
         (RTX, padding, unknown) dropped; aiortc's receivers never get a packet."""
-        if len(data) < 12:
+        packet = parse(data, ntp_now())
+        if packet is None:
             return True
-        ssrc = int.from_bytes(data[8:12], "big")
-        stream = self.by_ssrc.get(ssrc)
+        stream = self.by_ssrc.get(packet.ssrc)
         if stream is None:
-            stream = self.by_pt.get(data[1] & 0x7F)
+            stream = self.by_pt.get(packet.pt)
             if stream is None:
                 return True
-            self.by_ssrc[ssrc] = stream
-        stream.on_rtp(data)
+            self.by_ssrc[packet.ssrc] = stream
+        stream.on_packet(packet)
         return True
 
     def index_streams(self) -> None:
@@ -944,6 +944,7 @@ class Worker:
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}
         return {
             "os_pid": os.getpid(),
+            "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],  # "uvloop" or "asyncio"
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "decoded_frames": decoded,
             "forwarded_packets": forwarded,
@@ -964,6 +965,22 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the worker's loop: uvloop's (libuv) where it is installed (a default install on Linux), else asyncio's.
+
+    A forwarding worker wakes up for every datagram; uvloop's loop, datagram transport and send are compiled,
+    where asyncio's selector loop runs each wake-up, read and send through Python (``alcove bench sfu``:
+    docs/sfu.md §5). Everything the worker does through asyncio's API works on both; the hooks that reach into
+    asyncio's datagram transport (:func:`rtc.aiortc_hooks.small_datagram_reads`, ``RtpSink``'s direct send)
+    apply only where it is asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # a platform without a uvloop wheel
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def worker_main(path: str, config: WorkerConfig) -> None:
     """Entry point of a worker process: serve the control socket at ``path`` until stopped or abandoned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when workers stop
@@ -975,7 +992,7 @@ def worker_main(path: str, config: WorkerConfig) -> None:
     listener = listen(path)
     identity = os.stat(path).st_ino
     try:
-        asyncio.run(Worker(listener, config).run())
+        run_loop(Worker(listener, config).run())
     finally:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == identity:  # still ours (not a newer worker's)

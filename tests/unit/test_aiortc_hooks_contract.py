@@ -28,10 +28,14 @@ from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
     RTCP_RTPFB_NACK,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSourceInfo,
+    RtcpSrPacket,
     RtpPacket,
     pack_remb_fci,
 )
@@ -545,6 +549,92 @@ async def test_rtp_sink_protects_in_place_byte_for_byte_as_session_protect() -> 
     assert [receiving.unprotect(d)[-1] for d, _ in wire2.sent] == [1, 2]
 
 
+class _KeepingWire(_Wire):
+    """A transport that keeps the object it is given (as uvloop's does when it has to queue a datagram)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[object] = []
+
+    def sendto(self, data: bytes | memoryview, addr: object) -> None:
+        self.kept.append(data)
+
+
+async def test_rtp_sink_gives_a_transport_other_than_asyncios_a_copy() -> None:
+    in_place, reference, _ = _srtp_pair()
+    sink, _, sender = _sink_on(in_place)
+    keeping = _KeepingWire()
+    sender.transport.transport._connection._nominated[1].protocol.transport = keeping  # type: ignore[attr-defined]
+    header = bytearray(b"\x80\x60\x00\x00\x00\x00\x00\x00\x00\x00\xab\xcd")
+    expected = []
+    for n in range(3):
+        header[2:4] = n.to_bytes(2, "big")
+        assert sink.send_rtp(header, bytes([n]) * 200, 0, 0)
+        expected.append(reference.protect(bytes(header) + bytes([n]) * 200))
+    assert [bytes(d) for d in keeping.kept] == expected  # type: ignore[arg-type]  # not the reused buffer
+
+
+async def test_rtp_sink_sends_on_asyncios_socket_directly_and_queues_behind_a_queue() -> None:
+    """On asyncio's datagram transport the sink sends on its socket (no Python send path per packet); while the
+    transport holds a queue, through the transport (after what is queued: the order is kept)."""
+    import socket
+    import types
+
+    loop = asyncio.get_running_loop()
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.bind(("127.0.0.1", 0))
+    receiving.settimeout(2)
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: aioice.ice.StunProtocol(None), local_addr=("127.0.0.1", 0))  # type: ignore[arg-type]
+    try:
+        in_place, reference, _ = _srtp_pair()
+        pair = types.SimpleNamespace(protocol=protocol, remote_addr=receiving.getsockname())
+        dtls = types.SimpleNamespace(state="connected", _tx_srtp=in_place, transport=types.SimpleNamespace(
+            _connection=types.SimpleNamespace(_nominated={1: pair})))
+        sender = types.SimpleNamespace(_ssrc=0xABCD, transport=dtls, _RTCRtpSender__ntp_timestamp=0,
+                                       _RTCRtpSender__rtp_timestamp=0, _RTCRtpSender__packet_count=0,
+                                       _RTCRtpSender__octet_count=0)
+        sink = hooks.RtpSink(sender)  # type: ignore[arg-type]
+        header = bytearray(b"\x80\x60\x00\x00\x00\x00\x00\x00\x00\x00\xab\xcd")
+        calls: list[object] = []
+        original = transport.sendto
+        transport.sendto = lambda data, addr=None: (calls.append(data), original(data, addr))  # type: ignore[method-assign]
+        header[2:4] = (1).to_bytes(2, "big")
+        assert sink.send_rtp(header, b"\x01" * 300, 0, 0)
+        assert sink._sock is not None and calls == []  # its socket, directly
+        assert receiving.recv(2048) == reference.protect(bytes(header) + b"\x01" * 300)
+        queued = reference.protect(b"\x80\x60\x00\x09" + bytes(8) + b"queued")
+        transport._buffer.append((queued, receiving.getsockname()))  # type: ignore[attr-defined]
+        header[2:4] = (2).to_bytes(2, "big")
+        assert sink.send_rtp(header, b"\x02" * 300, 0, 0)
+        assert len(calls) == 1 and isinstance(calls[0], memoryview)  # through the transport, which copies
+        transport._buffer.popleft()  # type: ignore[attr-defined]
+        transport._buffer_size = 0  # type: ignore[attr-defined]
+    finally:
+        transport.close()
+        receiving.close()
+
+
+async def test_in_place_unprotect_is_session_unprotect() -> None:
+    """tap_rtp's in-place unprotect gives what pylibsrtp's ``unprotect``/``unprotect_rtcp`` give, and None where
+    they raise (a tampered packet, a replayed one)."""
+    sending, _, receiving = _srtp_pair()
+    reference = pylibsrtp.Session(pylibsrtp.Policy(key=bytes(range(30)), ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    in_place = hooks._InPlace.of(receiving)
+    assert in_place is not None
+    for n in range(20):
+        rtp = sending.protect(b"\x80\x60" + n.to_bytes(2, "big") + bytes(8) + bytes([n]) * (60 * n + 1))
+        assert in_place.unprotect(rtp) == reference.unprotect(rtp)
+    assert in_place.unprotect(rtp) is None  # replayed
+    tampered = bytearray(sending.protect(b"\x80\x60\x00\x99" + bytes(8) + b"payload"))
+    tampered[-1] ^= 1
+    assert in_place.unprotect(bytes(tampered)) is None
+    rtcp = sending.protect_rtcp(bytes(RtcpRrPacket(ssrc=7, reports=[])))
+    assert in_place.unprotect_rtcp(rtcp) == reference.unprotect_rtcp(rtcp) == bytes(RtcpRrPacket(ssrc=7, reports=[]))
+    assert in_place.unprotect(b"\x80" * 2000) is None  # longer than the session's buffer
+    assert hooks._InPlace.of(None) is None
+
+
 async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPeerConnection) -> None:
     transceiver = pc.addTransceiver("video", direction="sendrecv")
     dtls = transceiver.receiver.transport
@@ -614,9 +704,10 @@ async def test_tap_rtp_direct_path_passes_what_the_tap_declines_to_aiortc(pc: RT
 
 
 async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPeerConnection) -> None:
-    """SRTCP is unprotected once in the socket callback: NACK and REMB for an RtpSink's sender go to its feedback,
-    PLI and FIR to its keyframe hooks, without aiortc; the rest of the compound packet (reports, feedback for
-    another SSRC) goes to aiortc's own RTCP handler; SRTCP that fails authentication is dropped."""
+    """SRTCP is unprotected once in the socket callback: a receiver report, NACK and REMB for an RtpSink's sender
+    go to its feedback, PLI and FIR to its keyframe hooks, SDES nowhere, without aiortc; the rest of the compound
+    packet (a report about another SSRC, feedback for another SSRC) goes to aiortc's own RTCP handler; SRTCP that
+    fails authentication is dropped."""
     transceiver = pc.addTransceiver("video", direction="sendrecv")
     dtls = transceiver.receiver.transport
     sender = transceiver.sender
@@ -637,6 +728,9 @@ async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPe
     ssrc = sender._ssrc
     report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
         ssrc=ssrc, fraction_lost=3, packets_lost=1, highest_sequence=5, jitter=2, lsr=0, dlsr=0)]))
+    other_report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
+        ssrc=0x9999, fraction_lost=0, packets_lost=0, highest_sequence=5, jitter=0, lsr=0, dlsr=0)]))
+    sdes = bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=[(1, b"cname")])]))
     nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=ssrc, lost=[10, 11, 13, 40]))
     other_nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x9999, lost=[1]))
     remb = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=7, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])))
@@ -650,16 +744,17 @@ async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPe
         connection._protocols.append(protocol)
         untap = hooks.tap_rtp(dtls, lambda data, ms: True)
         await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
-        protocol.datagram_received(sender_session.protect_rtcp(report + nack + other_nack + remb + pli),
-                                   ("127.0.0.1", 9))
-        assert feedback == [("nack", [10, 11, 13, 40]), ("remb", 300_000)] and keyframes == [1]
+        protocol.datagram_received(
+            sender_session.protect_rtcp(report + sdes + other_report + nack + other_nack + remb + pli),
+            ("127.0.0.1", 9))
+        assert feedback == [("rr", (3, 2)), ("nack", [10, 11, 13, 40]), ("remb", 300_000)] and keyframes == [1]
         protocol.datagram_received(sender_session.protect_rtcp(nack + fir), ("127.0.0.1", 9))
-        assert len(feedback) == 3 and keyframes == [1, 1]
+        assert len(feedback) == 4 and keyframes == [1, 1]
         tampered = bytearray(sender_session.protect_rtcp(pli))
         tampered[-1] ^= 1
         protocol.datagram_received(bytes(tampered), ("127.0.0.1", 9))
         await asyncio.sleep(0)  # aiortc's handler runs as a task
-        assert reached_aiortc == [report + other_nack] and keyframes == [1, 1]
+        assert reached_aiortc == [other_report + other_nack] and keyframes == [1, 1]
         assert connection._queue.empty()
         untap()
     finally:
@@ -706,3 +801,26 @@ async def test_a_connection_that_only_subscribes_takes_its_feedback_in_the_socke
         dtls._rx_srtp = None
         dtls._tx_srtp = None
         connection._protocols.remove(protocol)
+
+
+def test_compound_sender_reports_are_aiortcs_reports_in_one_packet() -> None:
+    """One SR per sender, with the counters RtpSink.send_rtp fed (as aiortc's _run_rtcp builds it), then one SDES
+    with each sender's CNAME; aiortc's round-trip bookkeeping kept."""
+    import types
+
+    senders = []
+    for n in range(3):
+        senders.append(types.SimpleNamespace(_ssrc=100 + n, **{
+            hooks._TX_NTP: (5 << 32) + n, hooks._TX_RTP_TS: 9000 * n, hooks._TX_PACKETS: 10 + n,
+            hooks._TX_OCTETS: (1 << 32) + 1000 * n, hooks._TX_CNAME: f"cname-{n}"}))
+    packets = RtcpPacket.parse(hooks.compound_sender_reports(senders))  # type: ignore[arg-type]
+    assert [type(p) for p in packets] == [RtcpSrPacket] * 3 + [RtcpSdesPacket]
+    assert [(p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp, p.sender_info.packet_count,
+             p.sender_info.octet_count) for p in packets[:3]] == [
+        (100 + n, (5 << 32) + n, 9000 * n, 10 + n, 1000 * n) for n in range(3)]
+    assert [(c.ssrc, c.items) for c in packets[3].chunks] == [(100 + n, [(1, f"cname-{n}".encode())]) for n in range(3)]
+    assert senders[0].__dict__[hooks._TX_LSR] == ((5 << 32) >> 16) & 0xFFFFFFFF
+    many = [types.SimpleNamespace(_ssrc=n, **{hooks._TX_NTP: 0, hooks._TX_RTP_TS: 0, hooks._TX_PACKETS: 0,
+                                              hooks._TX_OCTETS: 0, hooks._TX_CNAME: "c"}) for n in range(40)]
+    packets = RtcpPacket.parse(hooks.compound_sender_reports(many))  # type: ignore[arg-type]
+    assert [len(p.chunks) for p in packets if isinstance(p, RtcpSdesPacket)] == [31, 9]  # 31 chunks per SDES
