@@ -215,7 +215,8 @@ def bind_host_candidates_in(loop: asyncio.AbstractEventLoop, first: int, last: i
                 return await original(protocol_factory, local_addr=(local_addr[0], first + (start + i) % span),
                                       **kwargs)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
+                # asyncio raises EADDRINUSE itself; uvloop an OSError without errno, caused by EADDRINUSE
+                if errno.EADDRINUSE not in (exc.errno, getattr(exc.__cause__, "errno", None)):
                     raise
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {first}-{last}")
 
@@ -856,6 +857,7 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     transport's ``bytesReceived``/``packetsReceived`` statistics."""
     orig = type(dtls)._handle_rtp_data
     dtls_ref = weakref.ref(dtls)
+    failures = 0
     rx: list[Any] = [None, None]
     """The receive session last seen and its :class:`_InPlace` (None: pylibsrtp's own calls)."""
     direct: list[Any] = []
@@ -867,28 +869,39 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             if not data:
                 return  # nothing to read (aiortc's receive loop would stop on it)
             if 127 < data[0] < 192:
-                d = dtls_ref()
-                srtp = d._rx_srtp if d is not None else None
-                if srtp is not rx[0]:
-                    rx[0], rx[1] = srtp, _InPlace.of(srtp)
-                if len(data) > 1 and 191 < data[1] < 209:  # RTCP (aiortc's is_rtcp)
-                    if srtp is None or d is None:  # aiortc's way, without aioice's attempt to parse it as STUN first
-                        protocol.receiver.data_received(data, protocol.local_candidate.component)
-                        return
-                    plain = rx[1].unprotect_rtcp(data) if rx[1] is not None else _unprotect(srtp.unprotect_rtcp, data)
-                    if plain is None:
-                        return
-                    rest = take_feedback(d, plain)
-                    if rest:
-                        _spawn(d._handle_rtcp_data(rest))
+                try:
+                    media(data, addr)
+                except Exception:  # a packet our handling cannot take is dropped, never raised into the loop
+                    nonlocal failures
+                    failures += 1
+                    if failures == 1:  # once per connection, and never the packet
+                        logger.warning("tap_rtp: a packet could not be handled and was dropped", exc_info=True)
+                return
+            original(data, addr)
+
+        def media(data: bytes, addr: Any) -> None:
+            d = dtls_ref()
+            srtp = d._rx_srtp if d is not None else None
+            if srtp is not rx[0]:
+                rx[0], rx[1] = srtp, _InPlace.of(srtp)
+            if len(data) > 1 and 191 < data[1] < 209:  # RTCP (aiortc's is_rtcp)
+                if srtp is None or d is None:  # aiortc's way, without aioice's attempt to parse it as STUN first
+                    protocol.receiver.data_received(data, protocol.local_candidate.component)
                     return
-                if srtp is not None:
-                    plain = rx[1].unprotect(data) if rx[1] is not None else _unprotect(srtp.unprotect, data)
-                    if plain is None:
-                        return
-                    if not fn(plain, _arrival_ms()):
-                        _spawn(orig(d, plain, _arrival_ms()))
+                plain = rx[1].unprotect_rtcp(data) if rx[1] is not None else _unprotect(srtp.unprotect_rtcp, data)
+                if plain is None:
                     return
+                rest = take_feedback(d, plain)
+                if rest:
+                    _spawn(_aiortc_rtcp(d, rest))
+                return
+            if srtp is not None:
+                plain = rx[1].unprotect(data) if rx[1] is not None else _unprotect(srtp.unprotect, data)
+                if plain is None:
+                    return
+                if not fn(plain, _arrival_ms()):
+                    _spawn(orig(d, plain, _arrival_ms()))
+                return
             original(data, addr)
 
         return datagram_received
@@ -934,6 +947,9 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     return untap
 
 
+NACK_MAX = 128
+"""Sequence numbers one NACK packet may ask for (the rest is ignored: one datagram must not make the SFU resend
+thousands of packets; a loss that long is repaired by the key frame the receiver asks for next)."""
 _RTCP_HEAD = struct.Struct("!BBH")
 _U32 = struct.Struct("!I")
 _NACK_ITEM = struct.Struct("!HH")
@@ -966,10 +982,16 @@ def take_feedback(dtls: Any, data: bytes) -> bytes:
         if first >> 6 != 2 or end > n:
             return data
         fmt = first & 0x1F
+        body_end = end
+        if first & 0x20:  # padding: its last byte counts it (aiortc drops the compound packet if it is wrong)
+            pad = data[end - 1]
+            if pad == 0 or pad > end - pos - 4:
+                return data
+            body_end = end - pad
         took = False
         if pt == 202:  # SDES: aiortc routes it nowhere
             took = True
-        elif pt == 201 and end - pos >= 8 + 24 * fmt:  # RR: taken when every report block is about a sink
+        elif pt == 201 and body_end - pos >= 8 + 24 * fmt:  # RR: taken when every report block is about a sink
             blocks = []
             for off in range(pos + 8, pos + 8 + 24 * fmt, 24):
                 sender = senders.get(_U32.unpack_from(data, off)[0])
@@ -981,31 +1003,34 @@ def take_feedback(dtls: Any, data: bytes) -> bytes:
                 taken.extend(blocks)
                 took = True
         elif (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
-            if end - pos >= 12:
+            if body_end - pos >= 12:
                 sender = senders.get(_U32.unpack_from(data, pos + 8)[0])
                 sink = _sinks.get(sender) if sender is not None else None
                 if sink is not None:
                     if pt == 205:
-                        lost: list[int] = []
-                        for off in range(pos + 12, end - 3, 4):
+                        lost: dict[int, None] = {}  # each sequence number once, at most NACK_MAX of them
+                        for off in range(pos + 12, body_end - 3, 4):
                             pid, blp = _NACK_ITEM.unpack_from(data, off)
-                            lost.append(pid)
+                            lost[pid] = None
                             for bit in range(16):
                                 if blp >> bit & 1:
-                                    lost.append((pid + bit + 1) & 0xFFFF)
-                        taken.append((sink, "nack", lost))
+                                    lost[(pid + bit + 1) & 0xFFFF] = None
+                            if len(lost) >= NACK_MAX:
+                                break
+                        taken.append((sink, "nack", list(lost)[:NACK_MAX]))
                     else:
                         taken.append((sender, "key", None))
                     took = True
         elif pt == 206 and fmt == 15:
             try:
-                bitrate, ssrcs = unpack_remb_fci(data[pos + 12:end])
-            except ValueError:
-                bitrate, ssrcs = 0, []
-            sinks = [_sinks.get(senders[ssrc]) for ssrc in ssrcs if ssrc in senders]
-            if sinks and all(sink is not None for sink in sinks):
-                taken.extend((sink, "remb", bitrate) for sink in sinks)
-                took = True
+                bitrate, ssrcs = unpack_remb_fci(data[pos + 12:body_end])
+            except (ValueError, struct.error):  # struct.error: fewer SSRCs than it counts; aiortc's would raise
+                took = True  # dropped
+            else:
+                sinks = [_sinks.get(senders[ssrc]) for ssrc in ssrcs if ssrc in senders]
+                if sinks and all(sink is not None for sink in sinks):
+                    taken.extend((sink, "remb", bitrate) for sink in sinks)
+                    took = True
         if not took:
             rest.append(data[pos:end])
         pos = end
@@ -1015,6 +1040,15 @@ def take_feedback(dtls: Any, data: bytes) -> bytes:
         elif target.feedback is not None:
             target.feedback(kind, value)
     return b"".join(rest)
+
+
+async def _aiortc_rtcp(dtls: Any, data: bytes) -> None:
+    """aiortc's own handling of what :func:`take_feedback` left; a packet that makes it raise is dropped (in
+    aiortc's receive loop the error would end the member's transport; here it would be an unretrieved task)."""
+    try:
+        await dtls._handle_rtcp_data(data)
+    except Exception:
+        logger.debug("aiortc could not handle an RTCP packet", exc_info=True)
 
 
 def _arrival_ms() -> int:
@@ -1400,41 +1434,76 @@ class _SenderReports:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(0.5 + secrets.randbelow(1000) / 1000)
-            self.send_now()
+            try:
+                self.send_now()
+            except Exception:  # never end the one timer every connection's reports depend on
+                logger.warning("sender reports could not be sent", exc_info=True)
 
     def send_now(self) -> None:
-        """One compound packet per connection, for every sender registered now."""
+        """The compound packets of each connection, for every sender registered now."""
         by_transport: dict[Any, list[RTCRtpSender]] = {}
         for sender in self.senders:
             by_transport.setdefault(sender.transport, []).append(sender)
         for transport, senders in by_transport.items():
-            _spawn(_send_compound(transport, compound_sender_reports(senders)))
+            try:  # one connection's failure must not stop the others' reports (one timer for all)
+                compounds = compound_sender_reports(senders)
+            except Exception:
+                logger.warning("sender reports of a connection could not be built", exc_info=True)
+                continue
+            for compound in compounds:
+                _spawn(_send_compound(transport, compound))
 
 
-def compound_sender_reports(senders: list[RTCRtpSender]) -> bytes:
-    """An SR for each of ``senders`` (as aiortc's ``_run_rtcp`` builds it), then SDES packets with their CNAMEs."""
+RTCP_COMPOUND_MAX = 1100
+"""Bytes of one compound packet before SRTCP: below WebRTC's ~1200-byte safe datagram with SRTCP's trailer and
+IP/UDP (and TURN) headers, and well below what pylibsrtp protects (1,352 bytes)."""
+
+
+def compound_sender_reports(senders: list[RTCRtpSender]) -> list[bytes]:
+    """Compound packets of at most :data:`RTCP_COMPOUND_MAX` bytes: each an SR for some of ``senders`` (as aiortc's
+    ``_run_rtcp`` builds it), then one SDES packet with their CNAMEs."""
     now = time.time()
-    parts: list[bytes] = []
+    compounds: list[bytes] = []
+    reports: list[bytes] = []
     chunks: list[RtcpSourceInfo] = []
+    size = 4  # the SDES header
+
+    def close() -> None:
+        if reports:
+            compounds.append(b"".join(reports) + (bytes(RtcpSdesPacket(chunks=chunks)) if chunks else b""))
+        reports.clear()
+        chunks.clear()
+
     for sender in senders:
         attrs = sender.__dict__
         ntp = attrs[_TX_NTP]
-        parts.append(bytes(RtcpSrPacket(ssrc=sender._ssrc, sender_info=RtcpSenderInfo(
+        report = bytes(RtcpSrPacket(ssrc=sender._ssrc, sender_info=RtcpSenderInfo(
             ntp_timestamp=ntp, rtp_timestamp=attrs[_TX_RTP_TS], packet_count=attrs[_TX_PACKETS] & 0xFFFFFFFF,
-            octet_count=attrs[_TX_OCTETS] & 0xFFFFFFFF))))
+            octet_count=attrs[_TX_OCTETS] & 0xFFFFFFFF)))
+        cname = attrs.get(_TX_CNAME)
+        chunk = RtcpSourceInfo(ssrc=sender._ssrc, items=[(SDES_CNAME, cname.encode("utf8")[:255])]) \
+            if cname is not None else None
+        grows = len(report) + (len(bytes(RtcpSdesPacket(chunks=[chunk]))) - 4 if chunk is not None else 0)
+        if reports and (size + grows > RTCP_COMPOUND_MAX or len(chunks) == SDES_MAX_CHUNKS):
+            close()
+            size = 4
+        reports.append(report)
+        if chunk is not None:
+            chunks.append(chunk)
+        size += grows
         attrs[_TX_LSR] = (ntp >> 16) & 0xFFFFFFFF
         attrs[_TX_LSR_TIME] = now
-        cname = attrs.get(_TX_CNAME)
-        if cname is not None:
-            chunks.append(RtcpSourceInfo(ssrc=sender._ssrc, items=[(SDES_CNAME, cname.encode("utf8"))]))
-    for i in range(0, len(chunks), SDES_MAX_CHUNKS):
-        parts.append(bytes(RtcpSdesPacket(chunks=chunks[i:i + SDES_MAX_CHUNKS])))
-    return b"".join(parts)
+    close()
+    return compounds
 
 
 async def _send_compound(transport: Any, payload: bytes) -> None:
-    with contextlib.suppress(ConnectionError):  # as aiortc's _send_rtcp: a transport that is not (yet) up
+    try:
         await transport._send_rtp(payload)
+    except ConnectionError:  # as aiortc's _send_rtcp: a transport that is not (yet) up
+        pass
+    except Exception:
+        logger.warning("a compound sender report could not be sent", exc_info=True)
 
 
 def impair_receive(dtls: Any, keep: Callable[[bytes], bool]) -> Callable[[], None]:

@@ -307,6 +307,7 @@ class RtpStream:
         self.ssrc: int | None = None
         self.reports: hooks.ReceiveReports | None = None
         self.packets_in = 0
+        self.forward_errors = 0
         self.keyframes_in = 0
         self.meter = LayerMeter()
         self.limiter = KeyframeLimiter(receiver, pli_interval, lambda: self.ssrc) if kind == "video" else None
@@ -332,7 +333,12 @@ class RtpStream:
             self.meter.add(packet.tid, len(packet.payload))
         self.buffer.add(packet)
         for forwarder in self.forwarders:
-            forwarder.forward(packet)
+            try:
+                forwarder.forward(packet)
+            except Exception:  # one subscriber's failed send must not cost the others this packet
+                self.forward_errors += 1
+                if self.forward_errors == 1:
+                    log.warning("forwarding to a subscriber failed", exc_info=True)
 
     def request_keyframe(self) -> None:
         if self.limiter is not None:

@@ -120,6 +120,37 @@ async def test_bind_host_candidates_in_keeps_aioice_host_sockets_in_the_range(
         del loop.create_datagram_endpoint  # type: ignore[method-assign]
 
 
+def test_bind_host_candidates_in_tries_the_next_port_on_uvloop_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker runs uvloop, whose failed bind is an OSError without errno, caused by EADDRINUSE: the range is
+    walked all the same (a taken first port must not cost a connection its host candidate)."""
+    import socket
+
+    import uvloop
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    monkeypatch.setattr(hooks.secrets, "randbelow", lambda n: 0)  # the walk starts on a taken port
+    taken = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    for i, sock in enumerate(taken):
+        sock.bind(("127.0.0.1", 41100 + i))
+
+    async def main() -> list[int]:
+        hooks.bind_host_candidates_in(asyncio.get_running_loop(), 41100, 41103)
+        conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(2)]
+        try:
+            for c in conns:
+                await c.gather_candidates()  # binds only: no STUN or TURN server, nothing is sent
+            return [len(c.local_candidates) for c in conns] + [c.local_candidates[0].port for c in conns[:1]]
+        finally:
+            for c in conns:
+                await c.close()
+
+    try:
+        assert uvloop.run(main()) == [1, 0, 41103]  # the one free port, then none left
+    finally:
+        for sock in taken:
+            sock.close()
+
+
 async def _frames(sender: RTCRtpSender, codec: RTCRtpCodecParameters, n: int) -> list[bytes]:
     """Run the sender's encode path n times; return each whole encoded frame (VP8 descriptors removed)."""
     out = []
@@ -805,7 +836,9 @@ async def test_a_connection_that_only_subscribes_takes_its_feedback_in_the_socke
 
 def test_compound_sender_reports_are_aiortcs_reports_in_one_packet() -> None:
     """One SR per sender, with the counters RtpSink.send_rtp fed (as aiortc's _run_rtcp builds it), then one SDES
-    with each sender's CNAME; aiortc's round-trip bookkeeping kept."""
+    with each sender's CNAME; aiortc's round-trip bookkeeping kept; a connection with many senders gets several
+    compound packets, each small enough for SRTCP and a safe datagram, each starting with an SR and carrying the
+    CNAMEs of its own SRs."""
     import types
 
     senders = []
@@ -813,14 +846,94 @@ def test_compound_sender_reports_are_aiortcs_reports_in_one_packet() -> None:
         senders.append(types.SimpleNamespace(_ssrc=100 + n, **{
             hooks._TX_NTP: (5 << 32) + n, hooks._TX_RTP_TS: 9000 * n, hooks._TX_PACKETS: 10 + n,
             hooks._TX_OCTETS: (1 << 32) + 1000 * n, hooks._TX_CNAME: f"cname-{n}"}))
-    packets = RtcpPacket.parse(hooks.compound_sender_reports(senders))  # type: ignore[arg-type]
+    [compound] = hooks.compound_sender_reports(senders)  # type: ignore[arg-type]
+    packets = RtcpPacket.parse(compound)
     assert [type(p) for p in packets] == [RtcpSrPacket] * 3 + [RtcpSdesPacket]
     assert [(p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp, p.sender_info.packet_count,
              p.sender_info.octet_count) for p in packets[:3]] == [
         (100 + n, (5 << 32) + n, 9000 * n, 10 + n, 1000 * n) for n in range(3)]
     assert [(c.ssrc, c.items) for c in packets[3].chunks] == [(100 + n, [(1, f"cname-{n}".encode())]) for n in range(3)]
     assert senders[0].__dict__[hooks._TX_LSR] == ((5 << 32) >> 16) & 0xFFFFFFFF
+    # a 16-member room: 32 senders with aiortc's 36-character CNAMEs
     many = [types.SimpleNamespace(_ssrc=n, **{hooks._TX_NTP: 0, hooks._TX_RTP_TS: 0, hooks._TX_PACKETS: 0,
-                                              hooks._TX_OCTETS: 0, hooks._TX_CNAME: "c"}) for n in range(40)]
-    packets = RtcpPacket.parse(hooks.compound_sender_reports(many))  # type: ignore[arg-type]
-    assert [len(p.chunks) for p in packets if isinstance(p, RtcpSdesPacket)] == [31, 9]  # 31 chunks per SDES
+                                              hooks._TX_OCTETS: 0, hooks._TX_CNAME: f"{{{n:034d}}}"}) for n in range(32)]
+    compounds = hooks.compound_sender_reports(many)  # type: ignore[arg-type]
+    sending, _, _ = _srtp_pair()
+    assert len(compounds) > 1 and all(len(c) <= hooks.RTCP_COMPOUND_MAX for c in compounds)
+    ssrcs = []
+    for c in compounds:
+        sending.protect_rtcp(c)  # pylibsrtp takes it (it refuses more than 1,352 bytes)
+        packets = RtcpPacket.parse(c)
+        assert isinstance(packets[0], RtcpSrPacket)
+        srs = [p.ssrc for p in packets if isinstance(p, RtcpSrPacket)]
+        assert srs == [chunk.ssrc for p in packets if isinstance(p, RtcpSdesPacket) for chunk in p.chunks]
+        ssrcs += srs
+    assert ssrcs == list(range(32))
+
+
+async def test_take_feedback_refuses_what_aiortc_refuses_and_never_raises(
+        pc: RTCPeerConnection, caplog: pytest.LogCaptureFixture) -> None:
+    """Crafted SRTCP from a member: padding is not read as NACK items (a wrong padding hands the whole packet to
+    aiortc, which drops it); a NACK asks for at most NACK_MAX packets, each once; a REMB that counts more SSRCs
+    than it carries is ignored; an exception in the SFU's own handling drops the packet, is logged once (without
+    the packet) and never reaches the event loop."""
+    import struct
+
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    sender = transceiver.sender
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    sink = hooks.rtp_sink(sender)
+    feedback: list[tuple[str, object]] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes) -> None:
+        reached_aiortc.append(data)
+
+    ssrc = sender._ssrc
+    type_handler = type(dtls)._handle_rtcp_data
+    try:
+        type(dtls)._handle_rtcp_data = lambda self, data: original(data)
+        dtls._rx_srtp = receiver_session
+        dtls._rtp_router.register_sender(sender, ssrc)
+        connection._protocols.append(protocol)
+        hooks.tap_rtp(dtls, lambda data, ms: True)
+        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
+
+        def send(rtcp: bytes) -> None:
+            protocol.datagram_received(sender_session.protect_rtcp(rtcp), ("127.0.0.1", 9))
+
+        # a NACK for 10 with 4 bytes of padding (00 00 00 04), then one whose padding count is wrong
+        send(struct.pack("!BBHII", 0xA1, 205, 4, 7, ssrc) + struct.pack("!HH", 10, 0) + b"\x00\x00\x00\x04")
+        assert feedback == [("nack", [10])]
+        bad = struct.pack("!BBHII", 0xA1, 205, 3, 7, ssrc) + struct.pack("!HH", 10, 0) + b"\x00\x00\x00\x09"
+        send(bad)
+        # thousands asked for in one NACK: at most NACK_MAX, each once
+        items = b"".join(struct.pack("!HH", 100, 0xFFFF) for _ in range(300))
+        send(struct.pack("!BBHII", 0x81, 205, 2 + 300, 7, ssrc) + items)
+        lost = feedback[-1][1]
+        assert isinstance(lost, list) and len(lost) == len(set(lost)) == 17 <= hooks.NACK_MAX
+        items = b"".join(struct.pack("!HH", 100 + 17 * k, 0xFFFF) for k in range(300))
+        send(struct.pack("!BBHII", 0x81, 205, 2 + 300, 7, ssrc) + items)
+        assert len(feedback[-1][1]) == hooks.NACK_MAX  # type: ignore[arg-type]
+        # a REMB that says two SSRCs and carries one (aiortc's parser raises struct.error on it)
+        before = len(feedback)
+        fci = b"REMB" + bytes([2, 0, 0x10, 0]) + struct.pack("!I", ssrc)
+        send(struct.pack("!BBHII", 0x8F, 206, 2 + len(fci) // 4, 7, 0) + fci)
+        assert len(feedback) == before
+        # the SFU's own handler fails: dropped, logged once, not raised
+        sink.feedback = lambda kind, value: 1 / 0
+        caplog.clear()
+        for _ in range(3):
+            send(struct.pack("!BBHII", 0x81, 205, 3, 7, ssrc) + struct.pack("!HH", 11, 0))
+        warnings = [r for r in caplog.records if "could not be handled" in r.getMessage()]
+        assert len(warnings) == 1
+        await asyncio.sleep(0)
+        assert reached_aiortc == [bad]  # the wrongly padded packet, whole (the bad REMB is dropped here)
+    finally:
+        type(dtls)._handle_rtcp_data = type_handler
+        connection._protocols.remove(protocol)
