@@ -70,6 +70,7 @@ import aiortc
 import aiortc.codecs
 import aiortc.mediastreams
 import aiortc.rtcdtlstransport as _dtls_mod
+import aiortc.rtcicetransport
 import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
 import aiortc.rtcrtpsender as _tx_mod
@@ -907,7 +908,11 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
         return datagram_received
 
     def go_direct(d: Any) -> None:
-        connection = getattr(getattr(d, "transport", None), "_connection", None)
+        ice = getattr(d, "transport", None)
+        connection = getattr(ice, "_connection", None)
+        recv = getattr(ice, "_recv", None)
+        if recv is not None and getattr(recv, "__self__", None) is not connection:
+            return  # not aiortc's connection.recv (impair_receive): the wire is impaired, every datagram must cross it
         for protocol in list(getattr(connection, "_protocols", None) or ()):
             if type(protocol) is aioice.ice.StunProtocol and _DATAGRAM_RECEIVED not in protocol.__dict__:
                 setattr(protocol, _DATAGRAM_RECEIVED, on_datagram(protocol, protocol.datagram_received))
@@ -1712,6 +1717,8 @@ def check_internals() -> list[str]:
            <= names(received),
            "StunProtocol.datagram_received no longer hands non-STUN datagrams to receiver.data_received(data, "
            "local_candidate.component)")
+    expect({"_recv", "_connection", "recv"} <= names(aiortc.rtcicetransport.RTCIceTransport.__init__),
+           "RTCIceTransport.__init__ no longer sets self._recv = self._connection.recv (tap_rtp: impaired wires)")
     expect("_protocols" in names(aioice.ice.Connection.__init__),
            "aioice Connection no longer keeps its StunProtocols in _protocols")
     # take_feedback: SRTCP unprotected once in the socket callback, the rest to aiortc's own RTCP handler

@@ -698,6 +698,13 @@ async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPee
         assert "datagram_received" not in protocol.__dict__
         protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x0a" + rtp[4:]), ("127.0.0.1", 9))
         assert len(seen) == 2 and queued.qsize() == 1  # aioice's way again
+        # an impaired wire (the lossy benchmark's subscriber) is never bypassed: no direct path on it
+        restore = hooks.impair_receive(dtls, lambda data: True)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: seen.append(data) or True)
+        await dtls._handle_rtp_data(rtp[:2] + b"\x00\x0b" + rtp[4:], 0)
+        assert "datagram_received" not in protocol.__dict__
+        untap()
+        restore()
     finally:
         dtls._rx_srtp = None
         connection._protocols.remove(protocol)
