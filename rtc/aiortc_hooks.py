@@ -49,6 +49,7 @@ How the hooks work (aiortc 1.16.0):
 from __future__ import annotations
 
 import asyncio
+import asyncio.selector_events as _sel
 import contextlib
 import dataclasses
 import errno
@@ -56,18 +57,20 @@ import fractions
 import inspect
 import logging
 import secrets
+import struct
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aioice.ice
 import aiortc
 import aiortc.codecs
 import aiortc.mediastreams
 import aiortc.rtcdtlstransport as _dtls_mod
+import aiortc.rtcicetransport
 import aiortc.rtcpeerconnection as _pc_mod
 import aiortc.rtcrtpreceiver as _rx_mod
 import aiortc.rtcrtpsender as _tx_mod
@@ -83,13 +86,16 @@ from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
+    RtcpByePacket,
     RtcpPsfbPacket,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSenderInfo,
+    RtcpSourceInfo,
     RtcpSrPacket,
     unpack_remb_fci,
 )
-from aiortc.rtp import is_rtcp as _is_rtcp
 from av.frame import Frame
 
 from rtc.codecs import OPUS_CBR, TRANSPORT_HEADER_EXTENSIONS
@@ -210,7 +216,8 @@ def bind_host_candidates_in(loop: asyncio.AbstractEventLoop, first: int, last: i
                 return await original(protocol_factory, local_addr=(local_addr[0], first + (start + i) % span),
                                       **kwargs)
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:
+                # asyncio raises EADDRINUSE itself; uvloop an OSError without errno, caused by EADDRINUSE
+                if errno.EADDRINUSE not in (exc.errno, getattr(exc.__cause__, "errno", None)):
                     raise
         raise OSError(errno.EADDRINUSE, f"no free UDP port in {first}-{last}")
 
@@ -827,6 +834,11 @@ _TX_OCTETS = "_RTCRtpSender__octet_count"
 _RX_REMOTE_STREAMS = "_RTCRtpReceiver__remote_streams"
 
 
+_direct_taps: weakref.WeakKeyDictionary[Any, Callable[[], None]] = weakref.WeakKeyDictionary()
+"""Per tapped DTLS transport: take its datagrams in the socket callback from now on (:meth:`RtpSink._route`:
+a connection that only subscribes sends no RTP, and its RTCP must take the direct path too)."""
+
+
 def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     """Hand every RTP packet ``dtls`` (an ``RTCDtlsTransport``) receives to ``fn`` once, after SRTP unprotect
     and before aiortc parses it; a packet ``fn`` consumes (returns True) never reaches aiortc's receivers.
@@ -846,6 +858,9 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
     transport's ``bytesReceived``/``packetsReceived`` statistics."""
     orig = type(dtls)._handle_rtp_data
     dtls_ref = weakref.ref(dtls)
+    failures = 0
+    rx: list[Any] = [None, None]
+    """The receive session last seen and its :class:`_InPlace` (None: pylibsrtp's own calls)."""
     direct: list[Any] = []
     """The protocols whose ``datagram_received`` is shadowed (empty until the first packet)."""
     untapped = False
@@ -855,25 +870,49 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             if not data:
                 return  # nothing to read (aiortc's receive loop would stop on it)
             if 127 < data[0] < 192:
-                if _is_rtcp(data):  # SRTCP: aiortc's way, without aioice's attempt to parse it as STUN first
+                try:
+                    media(data, addr)
+                except Exception:  # a packet our handling cannot take is dropped, never raised into the loop
+                    nonlocal failures
+                    failures += 1
+                    if failures == 1:  # once per connection, and never the packet
+                        logger.warning("tap_rtp: a packet could not be handled and was dropped", exc_info=True)
+                return
+            original(data, addr)
+
+        def media(data: bytes, addr: Any) -> None:
+            d = dtls_ref()
+            srtp = d._rx_srtp if d is not None else None
+            if srtp is not rx[0]:
+                rx[0], rx[1] = srtp, _InPlace.of(srtp)
+            if len(data) > 1 and 191 < data[1] < 209:  # RTCP (aiortc's is_rtcp)
+                if srtp is None or d is None:  # aiortc's way, without aioice's attempt to parse it as STUN first
                     protocol.receiver.data_received(data, protocol.local_candidate.component)
                     return
-                d = dtls_ref()
-                srtp = d._rx_srtp if d is not None else None
-                if srtp is not None:
-                    try:
-                        plain = srtp.unprotect(data)
-                    except pylibsrtp.Error:
-                        return
-                    if not fn(plain, _arrival_ms()):
-                        _spawn(orig(d, plain, _arrival_ms()))
+                plain = rx[1].unprotect_rtcp(data) if rx[1] is not None else _unprotect(srtp.unprotect_rtcp, data)
+                if plain is None:
                     return
+                rest = take_feedback(d, plain)
+                if rest:
+                    _spawn(_aiortc_rtcp(d, rest))
+                return
+            if srtp is not None:
+                plain = rx[1].unprotect(data) if rx[1] is not None else _unprotect(srtp.unprotect, data)
+                if plain is None:
+                    return
+                if not fn(plain, _arrival_ms()):
+                    _spawn(orig(d, plain, _arrival_ms()))
+                return
             original(data, addr)
 
         return datagram_received
 
     def go_direct(d: Any) -> None:
-        connection = getattr(getattr(d, "transport", None), "_connection", None)
+        ice = getattr(d, "transport", None)
+        connection = getattr(ice, "_connection", None)
+        recv = getattr(ice, "_recv", None)
+        if recv is not None and getattr(recv, "__self__", None) is not connection:
+            return  # not aiortc's connection.recv (impair_receive): the wire is impaired, every datagram must cross it
         for protocol in list(getattr(connection, "_protocols", None) or ()):
             if type(protocol) is aioice.ice.StunProtocol and _DATAGRAM_RECEIVED not in protocol.__dict__:
                 setattr(protocol, _DATAGRAM_RECEIVED, on_datagram(protocol, protocol.datagram_received))
@@ -890,9 +929,19 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
 
     setattr(dtls, _DTLS_HANDLE_RTP, _handle_rtp_data)
 
+    def direct_now() -> None:
+        d = dtls_ref()
+        if not direct and d is not None and not untapped:
+            go_direct(d)
+
+    _direct_taps[dtls] = direct_now
+
     def untap() -> None:
         nonlocal untapped
         untapped = True
+        d = dtls_ref()
+        if d is not None and _direct_taps.get(d) is direct_now:
+            del _direct_taps[d]
         for protocol in direct:
             protocol.__dict__.pop(_DATAGRAM_RECEIVED, None)
         direct.clear()
@@ -901,6 +950,110 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             del d.__dict__[_DTLS_HANDLE_RTP]
 
     return untap
+
+
+NACK_MAX = 128
+"""Sequence numbers one NACK packet may ask for (the rest is ignored: one datagram must not make the SFU resend
+thousands of packets; a loss that long is repaired by the key frame the receiver asks for next)."""
+_RTCP_HEAD = struct.Struct("!BBH")
+_U32 = struct.Struct("!I")
+_NACK_ITEM = struct.Struct("!HH")
+
+
+def take_feedback(dtls: Any, data: bytes) -> bytes:
+    """Handle the feedback in the unprotected compound RTCP packet ``data`` that is addressed to an
+    :class:`RtpSink`'s sender of ``dtls`` without aiortc, and return the rest (b"" if nothing is left).
+
+    Taken here (parsed with ``struct``, no aiortc packet objects, no task): a NACK (RTPFB 1) for a sink's SSRC
+    goes to ``sink.feedback("nack", lost)``; a REMB (PSFB 15) to ``sink.feedback("remb", bps)`` of each sink
+    it names; a PLI (PSFB 1) or FIR (PSFB 4) for a sink's SSRC to the sender's ``_send_keyframe`` (the
+    keyframe hooks, hence the SFU's limiter); a receiver report whose every block is about a sink's SSRC to
+    ``sink.feedback("rr", (fraction_lost, jitter))`` of each (aiortc would only keep a round-trip time no one
+    reads); SDES is dropped (aiortc routes it nowhere). Everything else (sender reports, which aiortc's receivers
+    need for their own reports, BYE, a receiver report about another sender, feedback for another sender) is
+    returned as it came, for aiortc's ``_handle_rtcp_data``; a malformed compound packet is returned whole
+    (aiortc drops it)."""
+    router = getattr(dtls, "_rtp_router", None)
+    senders: dict[int, Any] = getattr(router, "senders", None) or {}
+    n = len(data)
+    pos = 0
+    rest: list[bytes] = []
+    taken: list[tuple[Any, str, Any]] = []
+    while pos < n:
+        if pos + 4 > n:
+            return data
+        first, pt, words = _RTCP_HEAD.unpack_from(data, pos)
+        end = pos + 4 * (words + 1)
+        if first >> 6 != 2 or end > n:
+            return data
+        fmt = first & 0x1F
+        body_end = end
+        if first & 0x20:  # padding: its last byte counts it (aiortc drops the compound packet if it is wrong)
+            pad = data[end - 1]
+            if pad == 0 or pad > end - pos - 4:
+                return data
+            body_end = end - pad
+        took = False
+        if pt == 202:  # SDES: aiortc routes it nowhere
+            took = True
+        elif pt == 201 and body_end - pos >= 8 + 24 * fmt:  # RR: taken when every report block is about a sink
+            blocks = []
+            for off in range(pos + 8, pos + 8 + 24 * fmt, 24):
+                sender = senders.get(_U32.unpack_from(data, off)[0])
+                sink = _sinks.get(sender) if sender is not None else None
+                if sink is None:
+                    break
+                blocks.append((sink, "rr", (data[off + 4], _U32.unpack_from(data, off + 12)[0])))
+            else:
+                taken.extend(blocks)
+                took = True
+        elif (pt == 205 and fmt == 1) or (pt == 206 and fmt in (1, 4)):
+            if body_end - pos >= 12:
+                sender = senders.get(_U32.unpack_from(data, pos + 8)[0])
+                sink = _sinks.get(sender) if sender is not None else None
+                if sink is not None:
+                    if pt == 205:
+                        lost: dict[int, None] = {}  # each sequence number once, at most NACK_MAX of them
+                        for off in range(pos + 12, body_end - 3, 4):
+                            pid, blp = _NACK_ITEM.unpack_from(data, off)
+                            lost[pid] = None
+                            for bit in range(16):
+                                if blp >> bit & 1:
+                                    lost[(pid + bit + 1) & 0xFFFF] = None
+                            if len(lost) >= NACK_MAX:
+                                break
+                        taken.append((sink, "nack", list(lost)[:NACK_MAX]))
+                    else:
+                        taken.append((sender, "key", None))
+                    took = True
+        elif pt == 206 and fmt == 15:
+            try:
+                bitrate, ssrcs = unpack_remb_fci(data[pos + 12:body_end])
+            except (ValueError, struct.error):  # struct.error: fewer SSRCs than it counts; aiortc's would raise
+                took = True  # dropped
+            else:
+                sinks = [_sinks.get(senders[ssrc]) for ssrc in ssrcs if ssrc in senders]
+                if sinks and all(sink is not None for sink in sinks):
+                    taken.extend((sink, "remb", bitrate) for sink in sinks)
+                    took = True
+        if not took:
+            rest.append(data[pos:end])
+        pos = end
+    for target, kind, value in taken:
+        if kind == "key":
+            target._send_keyframe()
+        elif target.feedback is not None:
+            target.feedback(kind, value)
+    return b"".join(rest)
+
+
+async def _aiortc_rtcp(dtls: Any, data: bytes) -> None:
+    """aiortc's own handling of what :func:`take_feedback` left; a packet that makes it raise is dropped (in
+    aiortc's receive loop the error would end the member's transport; here it would be an unretrieved task)."""
+    try:
+        await dtls._handle_rtcp_data(data)
+    except Exception:
+        logger.debug("aiortc could not handle an RTCP packet", exc_info=True)
 
 
 def _arrival_ms() -> int:
@@ -978,6 +1131,10 @@ class RtpSink:
         self._addr: Any = None
         self._nominated: dict[int, Any] = {}
         self._fast: Any = None
+        self._sock: Any = None
+        """The raw socket of ``_fast`` (asyncio's datagram transport) and its send queue (``_buffer``)."""
+        self._queue: Any = None
+        self._copy = False
         self._srtp: Any = None
         self._in_place: tuple[Any, Any, memoryview, int, Any] | None = None
         self._sender_attrs: dict[str, Any] = sender.__dict__
@@ -1011,6 +1168,16 @@ class RtpSink:
             self._in_place = _srtp_in_place(self._srtp)
         protocol = pair.protocol
         self._fast = protocol.transport if type(protocol) is aioice.ice.StunProtocol else None
+        self._sock = getattr(self._fast, "_sock", None)
+        self._queue = getattr(self._fast, "_buffer", None)
+        self._copy = not isinstance(self._fast, _SELECTOR_DATAGRAM)
+        """A transport other than asyncio's (uvloop's) may keep the buffer it is given when it has to queue it."""
+        try:
+            direct_now = _direct_taps.get(dtls)
+        except TypeError:  # not weak-referenceable: never tapped
+            direct_now = None
+        if direct_now is not None:  # SRTP is up, the pair is nominated: its feedback in the socket callback
+            direct_now()
         return pair
 
     def send_rtp(self, header: bytes | bytearray, payload: bytes, rtp_timestamp: int, ntp_timestamp: int) -> bool:
@@ -1053,7 +1220,15 @@ class RtpSink:
     def _write(self, data: bytes | memoryview) -> None:
         fast = self._fast
         if fast is not None:
-            fast.sendto(data, self._addr)  # asyncio copies it if it has to queue it
+            sock = self._sock
+            if sock is not None and not self._queue:  # nothing queued in the transport: its socket, directly
+                try:
+                    sock.sendto(data, self._addr)
+                    return
+                except OSError:  # full, interrupted, or closed: the transport's own way (it queues or reports)
+                    pass
+            # asyncio copies what it has to queue; another transport gets a copy (the buffer is reused at once)
+            fast.sendto(bytes(data) if self._copy else data, self._addr)
         else:  # a relayed pair: TURN wraps the datagram (ordering is kept: tasks run in creation order)
             future = asyncio.ensure_future(self._pair.protocol.send_data(bytes(data), self._addr))
             self._pending.add(future)
@@ -1061,6 +1236,67 @@ class RtpSink:
 
 
 _srtp_protect = pylibsrtp.lib.srtp_protect  # type: ignore[attr-defined]
+_SELECTOR_DATAGRAM: type = getattr(_sel, "_SelectorDatagramTransport", type(None))
+"""asyncio's datagram transport class (private: :func:`check_internals`)."""
+_srtp_unprotect = pylibsrtp.lib.srtp_unprotect  # type: ignore[attr-defined]
+_srtp_unprotect_rtcp = pylibsrtp.lib.srtp_unprotect_rtcp  # type: ignore[attr-defined]
+
+
+def _unprotect(method: Callable[[bytes], bytes], data: bytes) -> bytes | None:
+    try:
+        return method(data)
+    except pylibsrtp.Error:  # authentication or replay check failed: dropped, as aiortc drops it
+        return None
+
+
+class _InPlace:
+    """SRTP/SRTCP unprotect in a ``pylibsrtp.Session``'s own buffer (its private ``_srtp``, ``_cdata``,
+    ``_buffer``: :func:`check_internals`), without ``Session.unprotect``'s argument checks and C allocation per
+    packet: the datagram is copied in, unprotected there and copied out once. Same result as ``unprotect`` and
+    ``unprotect_rtcp`` (tested); None where that raises ``pylibsrtp.Error``."""
+
+    __slots__ = ("_buf", "_cdata", "_len", "_room", "_srtp")
+
+    def __init__(self, session: Any) -> None:
+        self._srtp = session._srtp[0]
+        self._cdata = session._cdata
+        self._buf = session._buffer
+        self._room = len(session._buffer)
+        self._len = pylibsrtp.ffi.new("int *")  # type: ignore[attr-defined]
+
+    @classmethod
+    def of(cls, session: Any) -> _InPlace | None:
+        """The in-place view of ``session``, or None (no session, or pylibsrtp's internals are not as expected)."""
+        if session is None:
+            return None
+        try:
+            return cls(session)
+        except Exception:
+            return None
+
+    def unprotect(self, data: bytes) -> bytes | None:
+        n = len(data)
+        if n > self._room:
+            return None
+        buf = self._buf
+        buf[0:n] = data
+        size = self._len
+        size[0] = n
+        if _srtp_unprotect(self._srtp, self._cdata, size):
+            return None
+        return buf[0:size[0]]  # type: ignore[no-any-return]
+
+    def unprotect_rtcp(self, data: bytes) -> bytes | None:
+        n = len(data)
+        if n > self._room:
+            return None
+        buf = self._buf
+        buf[0:n] = data
+        size = self._len
+        size[0] = n
+        if _srtp_unprotect_rtcp(self._srtp, self._cdata, size):
+            return None
+        return buf[0:size[0]]  # type: ignore[no-any-return]
 
 
 def _srtp_in_place(session: Any) -> tuple[Any, Any, memoryview, int, Any] | None:
@@ -1128,9 +1364,151 @@ def rtp_sink(sender: RTCRtpSender) -> RtpSink:
                         callback("rr", (report.fraction_lost, report.jitter))
         await orig_rtcp(s, packet)
 
+    async def _run_rtcp() -> None:
+        # aiortc's loop, one per sender, sends an SR + SDES compound packet about every second; the sinks of one
+        # event loop share one timer instead, and each connection gets one compound packet for all its sinks
+        s = sender_ref()
+        if s is None:
+            return
+        attrs = s.__dict__
+        attrs[_TX_RTCP_STARTED].set()
+        reports = _SenderReports.of(asyncio.get_running_loop())
+        reports.add(s)
+        try:
+            await asyncio.get_running_loop().create_future()  # until aiortc's stop() cancels it
+        except asyncio.CancelledError:
+            pass
+        finally:
+            reports.discard(s)
+        with contextlib.suppress(ConnectionError):  # aiortc's goodbye, as its own loop sends it
+            await s._send_rtcp([RtcpByePacket(sources=[s._ssrc])])
+        attrs[_TX_RTCP_EXITED].set()
+
     sender.send = send  # type: ignore[method-assign]
     sender._handle_rtcp_packet = _handle_rtcp_packet  # type: ignore[method-assign]
+    sender._run_rtcp = _run_rtcp  # type: ignore[method-assign]
     return sink
+
+
+_TX_RTCP_STARTED = "_RTCRtpSender__rtcp_started"
+_TX_RTCP_EXITED = "_RTCRtpSender__rtcp_exited"
+_TX_CNAME = "_RTCRtpSender__cname"
+_TX_LSR = "_RTCRtpSender__lsr"
+_TX_LSR_TIME = "_RTCRtpSender__lsr_time"
+SDES_CNAME = 1
+SDES_MAX_CHUNKS = 31
+"""Chunks one SDES packet can carry (its 5-bit source count)."""
+
+
+class _SenderReports:
+    """The RTCP sender reports of every :class:`RtpSink`'s sender on one event loop, on one timer.
+
+    aiortc gives each sender its own task that wakes about once a second (0.5–1.5 s) to send an SR and an SDES
+    packet: a subscriber with eight slots costs the SFU eight wake-ups and eight datagrams a second. Here one
+    task wakes at the same randomised interval and sends each connection (DTLS transport) one compound packet:
+    an SR per sender (from the counters :meth:`RtpSink.send_rtp` feeds, as aiortc's would be), then one SDES
+    with every sender's CNAME (RFC 3550 §6.1 compound packets; several SSRCs of one endpoint in one, RFC 8108
+    §5.3). aiortc's round-trip bookkeeping (``__lsr``, ``__lsr_time``) is kept as its own loop keeps it."""
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _SenderReports]] = \
+        weakref.WeakKeyDictionary()
+
+    def __init__(self) -> None:
+        self.senders: dict[RTCRtpSender, None] = {}
+        """In the order they started (a dict: ordered, no duplicates)."""
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _SenderReports:
+        reports = cls._by_loop.get(loop)
+        if reports is None:
+            reports = cls._by_loop[loop] = cls()
+        return reports
+
+    def add(self, sender: RTCRtpSender) -> None:
+        self.senders[sender] = None
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    def discard(self, sender: RTCRtpSender) -> None:
+        self.senders.pop(sender, None)
+        if not self.senders and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.5 + secrets.randbelow(1000) / 1000)
+            try:
+                self.send_now()
+            except Exception:  # never end the one timer every connection's reports depend on
+                logger.warning("sender reports could not be sent", exc_info=True)
+
+    def send_now(self) -> None:
+        """The compound packets of each connection, for every sender registered now."""
+        by_transport: dict[Any, list[RTCRtpSender]] = {}
+        for sender in self.senders:
+            by_transport.setdefault(sender.transport, []).append(sender)
+        for transport, senders in by_transport.items():
+            try:  # one connection's failure must not stop the others' reports (one timer for all)
+                compounds = compound_sender_reports(senders)
+            except Exception:
+                logger.warning("sender reports of a connection could not be built", exc_info=True)
+                continue
+            for compound in compounds:
+                _spawn(_send_compound(transport, compound))
+
+
+RTCP_COMPOUND_MAX = 1100
+"""Bytes of one compound packet before SRTCP: below WebRTC's ~1200-byte safe datagram with SRTCP's trailer and
+IP/UDP (and TURN) headers, and well below what pylibsrtp protects (1,352 bytes)."""
+
+
+def compound_sender_reports(senders: list[RTCRtpSender]) -> list[bytes]:
+    """Compound packets of at most :data:`RTCP_COMPOUND_MAX` bytes: each an SR for some of ``senders`` (as aiortc's
+    ``_run_rtcp`` builds it), then one SDES packet with their CNAMEs."""
+    now = time.time()
+    compounds: list[bytes] = []
+    reports: list[bytes] = []
+    chunks: list[RtcpSourceInfo] = []
+    size = 4  # the SDES header
+
+    def close() -> None:
+        if reports:
+            compounds.append(b"".join(reports) + (bytes(RtcpSdesPacket(chunks=chunks)) if chunks else b""))
+        reports.clear()
+        chunks.clear()
+
+    for sender in senders:
+        attrs = sender.__dict__
+        ntp = attrs[_TX_NTP]
+        report = bytes(RtcpSrPacket(ssrc=sender._ssrc, sender_info=RtcpSenderInfo(
+            ntp_timestamp=ntp, rtp_timestamp=attrs[_TX_RTP_TS], packet_count=attrs[_TX_PACKETS] & 0xFFFFFFFF,
+            octet_count=attrs[_TX_OCTETS] & 0xFFFFFFFF)))
+        cname = attrs.get(_TX_CNAME)
+        chunk = RtcpSourceInfo(ssrc=sender._ssrc, items=[(SDES_CNAME, cname.encode("utf8")[:255])]) \
+            if cname is not None else None
+        grows = len(report) + (len(bytes(RtcpSdesPacket(chunks=[chunk]))) - 4 if chunk is not None else 0)
+        if reports and (size + grows > RTCP_COMPOUND_MAX or len(chunks) == SDES_MAX_CHUNKS):
+            close()
+            size = 4
+        reports.append(report)
+        if chunk is not None:
+            chunks.append(chunk)
+        size += grows
+        attrs[_TX_LSR] = (ntp >> 16) & 0xFFFFFFFF
+        attrs[_TX_LSR_TIME] = now
+    close()
+    return compounds
+
+
+async def _send_compound(transport: Any, payload: bytes) -> None:
+    try:
+        await transport._send_rtp(payload)
+    except ConnectionError:  # as aiortc's _send_rtcp: a transport that is not (yet) up
+        pass
+    except Exception:
+        logger.warning("a compound sender report could not be sent", exc_info=True)
 
 
 def impair_receive(dtls: Any, keep: Callable[[bytes], bool]) -> Callable[[], None]:
@@ -1339,8 +1717,20 @@ def check_internals() -> list[str]:
            <= names(received),
            "StunProtocol.datagram_received no longer hands non-STUN datagrams to receiver.data_received(data, "
            "local_candidate.component)")
+    expect({"_recv", "_connection", "recv"} <= names(aiortc.rtcicetransport.RTCIceTransport.__init__),
+           "RTCIceTransport.__init__ no longer sets self._recv = self._connection.recv (tap_rtp: impaired wires)")
     expect("_protocols" in names(aioice.ice.Connection.__init__),
            "aioice Connection no longer keeps its StunProtocols in _protocols")
+    # take_feedback: SRTCP unprotected once in the socket callback, the rest to aiortc's own RTCP handler
+    expect(callable(getattr(pylibsrtp.Session, "unprotect_rtcp", None)), "pylibsrtp.Session.unprotect_rtcp is missing")
+    expect_sig(dtls_cls, "_handle_rtcp_data", ["self", "data"], is_async=True)
+    handle_rtcp = getattr(dtls_cls, "_handle_rtcp_data", None)
+    expect(handle_rtcp is not None and {"_rtp_router", "route_rtcp"} <= names(handle_rtcp),
+           "RTCDtlsTransport._handle_rtcp_data no longer routes RTCP with self._rtp_router.route_rtcp")
+    route = getattr(_dtls_mod.RtpRouter, "route_rtcp", None)
+    expect(route is not None and "senders" in names(route)
+           and "senders" in names(_dtls_mod.RtpRouter.__init__),
+           "aiortc's RtpRouter no longer keeps its senders by SSRC in senders")
     expect(recv_next is not None and {"is_rtcp", "unprotect", "unprotect_rtcp", "_rx_srtp"} <= names(recv_next),
            "RTCDtlsTransport._recv_next no longer tells RTCP from RTP with is_rtcp and unprotects with _rx_srtp")
     expect(callable(getattr(pylibsrtp, "Error", None)) and callable(getattr(pylibsrtp.Session, "unprotect", None)),
@@ -1352,8 +1742,15 @@ def check_internals() -> list[str]:
            "pylibsrtp.Session.protect no longer runs srtp_protect on its _srtp over its _cdata/_buffer")
     expect(_srtp_in_place(pylibsrtp.Session()) is not None,
            "pylibsrtp.Session no longer has a writable _buffer over _cdata and an srtp_t in _srtp (RtpSink)")
+    expect("srtp_unprotect" in names(getattr(pylibsrtp.Session, "unprotect", None))
+           and "srtp_unprotect_rtcp" in names(getattr(pylibsrtp.Session, "unprotect_rtcp", None))
+           and _InPlace.of(pylibsrtp.Session()) is not None,
+           "pylibsrtp.Session.unprotect/unprotect_rtcp no longer run srtp_unprotect/srtp_unprotect_rtcp over its "
+           "_cdata/_buffer (tap_rtp's in-place unprotect)")
+    # RtpSink._write: the datagram transport's raw socket and its send queue
+    expect({"_sock", "_buffer"} <= names(getattr(_SELECTOR_DATAGRAM, "sendto", None)),
+           "asyncio's datagram transport no longer sends on self._sock when self._buffer is empty (RtpSink._write)")
     # small_datagram_reads: asyncio's datagram transport reads max_size bytes per datagram
-    import asyncio.selector_events as _sel
 
     dgram = getattr(_sel, "_SelectorDatagramTransport", None)
     expect(dgram is not None and isinstance(getattr(dgram, "max_size", None), int)
@@ -1370,6 +1767,13 @@ def check_internals() -> list[str]:
     sr_attrs = {_TX_NTP, _TX_RTP_TS, _TX_PACKETS, _TX_OCTETS}
     expect(sr_attrs <= names(RTCRtpSender.__init__) and sr_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)),
            "RTCRtpSender._run_rtcp no longer builds its sender reports from the counters RtpSink.send_rtp feeds")
+    # _SenderReports: one timer for the sinks' sender reports, in place of each sender's _run_rtcp
+    run_rtcp_attrs = {_TX_RTCP_STARTED, _TX_RTCP_EXITED, _TX_CNAME, _TX_LSR, _TX_LSR_TIME, "_send_rtcp"}
+    expect(run_rtcp_attrs <= names(getattr(RTCRtpSender, "_run_rtcp", None)) | names(RTCRtpSender.__init__),
+           "RTCRtpSender._run_rtcp no longer sets __rtcp_started/__rtcp_exited, sends its CNAME and keeps __lsr")
+    expect("_run_rtcp" in names(RTCRtpSender.send) and {_TX_RTCP_STARTED, _TX_RTCP_EXITED} <= names(RTCRtpSender.stop),
+           "RTCRtpSender.send no longer starts self._run_rtcp() or stop() no longer waits on its started/exited events")
+    expect_sig(RTCRtpSender, "_send_rtcp", ["self", "packets"], is_async=True)
     expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
            and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
            "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")

@@ -361,6 +361,19 @@ class _SignalingProbe:
 
 
 def _proc_cpu_seconds(pid: int) -> float:
+    """CPU seconds process ``pid`` has used: the scheduler's nanosecond count summed over its threads
+    (``/proc/PID/task/*/schedstat``); where the kernel does not keep it, utime + stime from ``/proc/PID/stat``
+    (clock ticks: 10 ms steps, about 0.3 % of a core over a 3 s window)."""
+    try:
+        total = 0
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # a thread that just ended
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+        if total:
+            return total / 1e9
+    except (OSError, ValueError, IndexError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
@@ -461,9 +474,9 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         per_core = [r / (c / 100) for r, c in zip(rates, cpus, strict=True) if c > 0]
         video_bytes = _slot_sum(stats, "sent_bytes", "video") - _slot_sum(before, "sent_bytes", "video")
         result = {
-            "cpu_percent": round(cpu, 1),
-            "cpu_per_stream_percent": round(cpu / streams, 2) if streams else 0.0,
-            "cpu_percent_windows": [round(c, 1) for c in cpus],
+            "cpu_percent": round(cpu, 2),
+            "cpu_per_stream_percent": round(cpu / streams, 3) if streams else 0.0,
+            "cpu_percent_windows": [round(c, 2) for c in cpus],
             "fps_min": round(values[0], 1) if values else 0.0,
             "fps_median": round(statistics.median(values), 1) if values else 0.0,
             "decoded_frames": decoded,

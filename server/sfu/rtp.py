@@ -203,6 +203,7 @@ class Forwarder:
 
     def __init__(self, kind: str, sink: Sink, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.kind = kind
+        self.video = kind == "video"
         self.mime = "video/vp8" if kind == "video" else "audio/opus"
         self.sink = sink
         self.clock = clock
@@ -298,13 +299,15 @@ class Forwarder:
     # ---------------------------------------------------------------- forwarding
 
     def forward(self, packet: Packet) -> None:
+        # the hot path (once per packet per subscriber): locals instead of repeated attribute lookups, no calls
+        # on the way of a packet that is simply forwarded but the send itself
         sink = self.sink
         if not sink.ready:
             return
         if sink.mime_type != self.mime:  # the subscriber did not negotiate the codec the publisher sends
             self.dropped += 1
             return
-        if self.kind == "video":
+        if self.video:
             if self.max_layer == PAUSED:
                 self.waiting_key = True
                 if self.source_ssrc is not None:
@@ -333,7 +336,8 @@ class Forwarder:
             self._drop(packet)
             return
         seq = packet.seq
-        if self.last_in is not None and not _newer(seq, self.last_in):
+        last_in = self.last_in
+        if last_in is not None and (seq == last_in or ((seq - last_in) & 0xFFFF) >= 0x8000):
             # a late (reordered) packet keeps the current offset only if nothing was dropped after it
             if self.last_drop is not None and not _newer(seq, self.last_drop):
                 self.dropped += 1
@@ -341,14 +345,17 @@ class Forwarder:
         else:
             self.last_in = seq
         out_seq = (seq + self.seq_off) & 0xFFFF
-        out_ts = (packet.ts + self.ts_off) & 0xFFFFFFFF
-        self._send(packet, out_seq, out_ts, self.pid_off)
+        ts_off = self.ts_off
+        pid_off = self.pid_off
+        out_ts = (packet.ts + ts_off) & 0xFFFFFFFF
+        self._send(packet, out_seq, out_ts, pid_off)
         idx = out_seq % HISTORY
         self._out[idx] = out_seq
         self._in[idx] = seq
-        self._tsoff[idx] = self.ts_off
-        self._pidoff[idx] = self.pid_off
-        if _newer(out_seq, self.last_out_seq):
+        self._tsoff[idx] = ts_off
+        self._pidoff[idx] = pid_off
+        last_out = self.last_out_seq
+        if out_seq != last_out and ((out_seq - last_out) & 0xFFFF) < 0x8000:
             self.last_out_seq = out_seq
             self.last_out_ts = out_ts
             self.last_out_at = self.clock()
@@ -382,7 +389,7 @@ class Forwarder:
         sink = self.sink
         head = self._head if self._head_built else self._header()
         payload = packet.payload
-        if pid_off and self.kind == "video" and payload and payload[0] & 0x80:
+        if pid_off and self.video and payload and payload[0] & 0x80:
             payload = self._rewrite_picture_id(payload, pid_off)
         _PT_SEQ_TS.pack_into(head, 1, (packet.marker << 7) | sink.payload_type, out_seq, out_ts)
         if self._abs_at:

@@ -51,7 +51,7 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -70,7 +70,7 @@ from rtc.ice import aiortc_configuration
 
 from .addressing import UNREACHABLE_MESSAGE, announce, has_candidates
 from .layers import LayerChooser, LayerMeter
-from .rtp import PAUSED, Forwarder, RetransmitBuffer, ntp_now, parse, read_vp8
+from .rtp import PAUSED, Forwarder, Packet, RetransmitBuffer, ntp_now, parse, read_vp8
 
 log = logging.getLogger("alcove.sfu.worker")
 
@@ -296,6 +296,7 @@ class RtpStream:
                  *, pli_interval: float) -> None:
         self.pid = pid
         self.kind = kind
+        self.video = kind == "video"
         self.receiver = receiver
         self.payload_types = payload_types
         self.clock_rate = clock_rate
@@ -306,6 +307,7 @@ class RtpStream:
         self.ssrc: int | None = None
         self.reports: hooks.ReceiveReports | None = None
         self.packets_in = 0
+        self.forward_errors = 0
         self.keyframes_in = 0
         self.meter = LayerMeter()
         self.limiter = KeyframeLimiter(receiver, pli_interval, lambda: self.ssrc) if kind == "video" else None
@@ -314,16 +316,16 @@ class RtpStream:
         self.ssrc = ssrc
         self.reports = hooks.ReceiveReports(self.receiver, ssrc, self.clock_rate)
 
-    def on_rtp(self, data: bytes) -> None:
-        packet = parse(data, ntp_now())
-        if packet is None or packet.pt not in self.payload_types:
+    def on_packet(self, packet: Packet) -> None:
+        """One received packet of this stream (parsed once, by :meth:`MemberConnection.on_rtp`)."""
+        if packet.pt not in self.payload_types:
             return
         if packet.ssrc != self.ssrc:
             self.learn(packet.ssrc)
         self.packets_in += 1
         assert self.reports is not None
         self.reports.add(packet.seq, packet.ts)
-        if self.kind == "video":
+        if self.video:
             if not read_vp8(packet):
                 return
             if packet.key:
@@ -331,7 +333,12 @@ class RtpStream:
             self.meter.add(packet.tid, len(packet.payload))
         self.buffer.add(packet)
         for forwarder in self.forwarders:
-            forwarder.forward(packet)
+            try:
+                forwarder.forward(packet)
+            except Exception:  # one subscriber's failed send must not cost the others this packet
+                self.forward_errors += 1
+                if self.forward_errors == 1:
+                    log.warning("forwarding to a subscriber failed", exc_info=True)
 
     def request_keyframe(self) -> None:
         if self.limiter is not None:
@@ -489,15 +496,16 @@ class MemberConnection:
     def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
         """Every RTP packet of this member's connection (the tap): publish streams are forwarded, the rest
         (RTX, padding, unknown) dropped; aiortc's receivers never get a packet."""
-        if len(data) < 12:
+        packet = parse(data, ntp_now())
+        if packet is None:
             return True
-        stream = self.by_ssrc.get(int.from_bytes(data[8:12], "big"))
+        stream = self.by_ssrc.get(packet.ssrc)
         if stream is None:
-            stream = self.by_pt.get(data[1] & 0x7F)
+            stream = self.by_pt.get(packet.pt)
             if stream is None:
                 return True
-            self.by_ssrc[int.from_bytes(data[8:12], "big")] = stream
-        stream.on_rtp(data)
+            self.by_ssrc[packet.ssrc] = stream
+        stream.on_packet(packet)
         return True
 
     def index_streams(self) -> None:
@@ -942,6 +950,7 @@ class Worker:
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}
         return {
             "os_pid": os.getpid(),
+            "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],  # "uvloop" or "asyncio"
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "decoded_frames": decoded,
             "forwarded_packets": forwarded,
@@ -962,6 +971,22 @@ def listen(path: str) -> socket.socket:
     return sock
 
 
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """Run the worker's loop: uvloop's (libuv) where it is installed (a default install on Linux), else asyncio's.
+
+    A forwarding worker wakes up for every datagram; uvloop's loop, datagram transport and send are compiled,
+    where asyncio's selector loop runs each wake-up, read and send through Python (``alcove bench sfu``:
+    docs/sfu.md §5). Everything the worker does through asyncio's API works on both; the hooks that reach into
+    asyncio's datagram transport (:func:`rtc.aiortc_hooks.small_datagram_reads`, ``RtpSink``'s direct send)
+    apply only where it is asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # a platform without a uvloop wheel
+        asyncio.run(main)
+        return
+    uvloop.run(main)
+
+
 def worker_main(path: str, config: WorkerConfig) -> None:
     """Entry point of a worker process: serve the control socket at ``path`` until stopped or abandoned."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the manager decides when workers stop
@@ -973,7 +998,7 @@ def worker_main(path: str, config: WorkerConfig) -> None:
     listener = listen(path)
     identity = os.stat(path).st_ino
     try:
-        asyncio.run(Worker(listener, config).run())
+        run_loop(Worker(listener, config).run())
     finally:
         with contextlib.suppress(OSError):
             if os.stat(path).st_ino == identity:  # still ours (not a newer worker's)

@@ -35,6 +35,8 @@ def assert_colour(client: Client, publisher: str) -> None:
 async def total_decoded(sfu: Harness) -> int:
     stats = await sfu.manager.stats()
     assert stats, "no worker answered"
+    # a default install's worker runs uvloop's loop (a dependency on Linux; asyncio's only where it has no wheel)
+    assert {s["event_loop"] for s in stats.values()} == {"uvloop"}
     return sum(s["decoded_frames"] for s in stats.values())
 
 

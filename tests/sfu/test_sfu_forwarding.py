@@ -11,10 +11,13 @@ import pytest
 from aiortc.rtp import (
     RTCP_PSFB_APP,
     RTCP_RTPFB_NACK,
+    RtcpPacket,
     RtcpPsfbPacket,
     RtcpReceiverInfo,
     RtcpRrPacket,
     RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSrPacket,
     pack_remb_fci,
 )
 from aiortc.sdp import SessionDescription
@@ -204,3 +207,36 @@ async def test_a_weak_subscriber_gets_a_lower_layer_and_the_others_keep_the_top_
     assert after_good["max_layer"] == after_good["layer"] == 2
     assert after_good["forwarded"] - before_good["forwarded"] > 2 * (after_weak["forwarded"] - before_weak["forwarded"])
     assert good.sink_of("a").frames - good_frames >= 3 * 15
+
+
+async def test_a_subscriber_gets_one_compound_sender_report_for_all_its_streams(sfu: Harness) -> None:
+    """The SFU's sender reports (A/V sync, round-trip times at the subscriber) come on one timer per worker: each
+    connection gets one compound packet a second with an SR per stream it receives and their CNAMEs, not one
+    packet per stream; the subscriber's receivers take them (each knows its stream's last SR)."""
+    sfu.members("r-sr", {"a", "b", "s1"})
+    for pid, colour in (("a", RED), ("b", (40, 160, 220))):
+        await sfu.client("r-sr", pid, colour=colour).negotiate()
+    sub = sfu.client("r-sr", "s1", slots=2)
+    dtls = next(t.receiver.transport for t in sub.pc.getTransceivers())
+    compounds: list[list[Any]] = []
+    original = dtls._handle_rtcp_data
+
+    async def record(data: bytes) -> None:
+        compounds.append(RtcpPacket.parse(data))
+        await original(data)
+
+    dtls._handle_rtcp_data = record  # type: ignore[method-assign]
+    await sub.negotiate()
+    assert await sub.sink_of("a").wait_frames(5, within=6) and await sub.sink_of("b").wait_frames(5, within=6)
+    assert await until(lambda: any(sum(isinstance(p, RtcpSrPacket) for p in c) == 4 for c in compounds), 5)
+    first = next(i for i, c in enumerate(compounds) if sum(isinstance(p, RtcpSrPacket) for p in c) == 4)
+    reports = compounds[first]
+    srs = [p for p in reports if isinstance(p, RtcpSrPacket)]
+    sdes = [chunk.ssrc for p in reports if isinstance(p, RtcpSdesPacket) for chunk in p.chunks]
+    assert isinstance(reports[0], RtcpSrPacket) and sorted(sdes) == sorted(p.ssrc for p in srs)
+    assert all(p.sender_info.packet_count > 0 and p.sender_info.ntp_timestamp > 0 for p in srs)
+    assert await until(lambda: len(compounds) > first + 2, 5)  # never one each from then on
+    assert all(len([p for p in c if isinstance(p, RtcpSrPacket)]) in (0, 4) for c in compounds[first:])
+    lsr = {ssrc for t in sub.pc.getTransceivers() if t.direction == "recvonly"
+           for ssrc in t.receiver._RTCRtpReceiver__lsr}  # type: ignore[attr-defined]
+    assert lsr >= {p.ssrc for p in srs}

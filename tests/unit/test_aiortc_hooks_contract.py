@@ -23,7 +23,22 @@ from aiortc.rtcrtpparameters import (
     RTCRtpReceiveParameters,
 )
 from aiortc.rtcrtpreceiver import RemoteStreamTrack
-from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtpPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPacket,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    RtcpSdesPacket,
+    RtcpSourceInfo,
+    RtcpSrPacket,
+    RtpPacket,
+    pack_remb_fci,
+)
 
 from peer.media import SyntheticAudioTrack, SyntheticVideoTrack
 from rtc import aiortc_hooks as hooks
@@ -103,6 +118,37 @@ async def test_bind_host_candidates_in_keeps_aioice_host_sockets_in_the_range(
         for c in conns:
             await c.close()
         del loop.create_datagram_endpoint  # type: ignore[method-assign]
+
+
+def test_bind_host_candidates_in_tries_the_next_port_on_uvloop_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker runs uvloop, whose failed bind is an OSError without errno, caused by EADDRINUSE: the range is
+    walked all the same (a taken first port must not cost a connection its host candidate)."""
+    import socket
+
+    import uvloop
+
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    monkeypatch.setattr(hooks.secrets, "randbelow", lambda n: 0)  # the walk starts on a taken port
+    taken = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]
+    for i, sock in enumerate(taken):
+        sock.bind(("127.0.0.1", 41100 + i))
+
+    async def main() -> list[int]:
+        hooks.bind_host_candidates_in(asyncio.get_running_loop(), 41100, 41103)
+        conns = [aioice.ice.Connection(ice_controlling=True) for _ in range(2)]
+        try:
+            for c in conns:
+                await c.gather_candidates()  # binds only: no STUN or TURN server, nothing is sent
+            return [len(c.local_candidates) for c in conns] + [c.local_candidates[0].port for c in conns[:1]]
+        finally:
+            for c in conns:
+                await c.close()
+
+    try:
+        assert uvloop.run(main()) == [1, 0, 41103]  # the one free port, then none left
+    finally:
+        for sock in taken:
+            sock.close()
 
 
 async def _frames(sender: RTCRtpSender, codec: RTCRtpCodecParameters, n: int) -> list[bytes]:
@@ -534,6 +580,92 @@ async def test_rtp_sink_protects_in_place_byte_for_byte_as_session_protect() -> 
     assert [receiving.unprotect(d)[-1] for d, _ in wire2.sent] == [1, 2]
 
 
+class _KeepingWire(_Wire):
+    """A transport that keeps the object it is given (as uvloop's does when it has to queue a datagram)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[object] = []
+
+    def sendto(self, data: bytes | memoryview, addr: object) -> None:
+        self.kept.append(data)
+
+
+async def test_rtp_sink_gives_a_transport_other_than_asyncios_a_copy() -> None:
+    in_place, reference, _ = _srtp_pair()
+    sink, _, sender = _sink_on(in_place)
+    keeping = _KeepingWire()
+    sender.transport.transport._connection._nominated[1].protocol.transport = keeping  # type: ignore[attr-defined]
+    header = bytearray(b"\x80\x60\x00\x00\x00\x00\x00\x00\x00\x00\xab\xcd")
+    expected = []
+    for n in range(3):
+        header[2:4] = n.to_bytes(2, "big")
+        assert sink.send_rtp(header, bytes([n]) * 200, 0, 0)
+        expected.append(reference.protect(bytes(header) + bytes([n]) * 200))
+    assert [bytes(d) for d in keeping.kept] == expected  # type: ignore[arg-type]  # not the reused buffer
+
+
+async def test_rtp_sink_sends_on_asyncios_socket_directly_and_queues_behind_a_queue() -> None:
+    """On asyncio's datagram transport the sink sends on its socket (no Python send path per packet); while the
+    transport holds a queue, through the transport (after what is queued: the order is kept)."""
+    import socket
+    import types
+
+    loop = asyncio.get_running_loop()
+    receiving = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiving.bind(("127.0.0.1", 0))
+    receiving.settimeout(2)
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: aioice.ice.StunProtocol(None), local_addr=("127.0.0.1", 0))  # type: ignore[arg-type]
+    try:
+        in_place, reference, _ = _srtp_pair()
+        pair = types.SimpleNamespace(protocol=protocol, remote_addr=receiving.getsockname())
+        dtls = types.SimpleNamespace(state="connected", _tx_srtp=in_place, transport=types.SimpleNamespace(
+            _connection=types.SimpleNamespace(_nominated={1: pair})))
+        sender = types.SimpleNamespace(_ssrc=0xABCD, transport=dtls, _RTCRtpSender__ntp_timestamp=0,
+                                       _RTCRtpSender__rtp_timestamp=0, _RTCRtpSender__packet_count=0,
+                                       _RTCRtpSender__octet_count=0)
+        sink = hooks.RtpSink(sender)  # type: ignore[arg-type]
+        header = bytearray(b"\x80\x60\x00\x00\x00\x00\x00\x00\x00\x00\xab\xcd")
+        calls: list[object] = []
+        original = transport.sendto
+        transport.sendto = lambda data, addr=None: (calls.append(data), original(data, addr))  # type: ignore[method-assign]
+        header[2:4] = (1).to_bytes(2, "big")
+        assert sink.send_rtp(header, b"\x01" * 300, 0, 0)
+        assert sink._sock is not None and calls == []  # its socket, directly
+        assert receiving.recv(2048) == reference.protect(bytes(header) + b"\x01" * 300)
+        queued = reference.protect(b"\x80\x60\x00\x09" + bytes(8) + b"queued")
+        transport._buffer.append((queued, receiving.getsockname()))  # type: ignore[attr-defined]
+        header[2:4] = (2).to_bytes(2, "big")
+        assert sink.send_rtp(header, b"\x02" * 300, 0, 0)
+        assert len(calls) == 1 and isinstance(calls[0], memoryview)  # through the transport, which copies
+        transport._buffer.popleft()  # type: ignore[attr-defined]
+        transport._buffer_size = 0  # type: ignore[attr-defined]
+    finally:
+        transport.close()
+        receiving.close()
+
+
+async def test_in_place_unprotect_is_session_unprotect() -> None:
+    """tap_rtp's in-place unprotect gives what pylibsrtp's ``unprotect``/``unprotect_rtcp`` give, and None where
+    they raise (a tampered packet, a replayed one)."""
+    sending, _, receiving = _srtp_pair()
+    reference = pylibsrtp.Session(pylibsrtp.Policy(key=bytes(range(30)), ssrc_type=pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    in_place = hooks._InPlace.of(receiving)
+    assert in_place is not None
+    for n in range(20):
+        rtp = sending.protect(b"\x80\x60" + n.to_bytes(2, "big") + bytes(8) + bytes([n]) * (60 * n + 1))
+        assert in_place.unprotect(rtp) == reference.unprotect(rtp)
+    assert in_place.unprotect(rtp) is None  # replayed
+    tampered = bytearray(sending.protect(b"\x80\x60\x00\x99" + bytes(8) + b"payload"))
+    tampered[-1] ^= 1
+    assert in_place.unprotect(bytes(tampered)) is None
+    rtcp = sending.protect_rtcp(bytes(RtcpRrPacket(ssrc=7, reports=[])))
+    assert in_place.unprotect_rtcp(rtcp) == reference.unprotect_rtcp(rtcp) == bytes(RtcpRrPacket(ssrc=7, reports=[]))
+    assert in_place.unprotect(b"\x80" * 2000) is None  # longer than the session's buffer
+    assert hooks._InPlace.of(None) is None
+
+
 async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPeerConnection) -> None:
     transceiver = pc.addTransceiver("video", direction="sendrecv")
     dtls = transceiver.receiver.transport
@@ -559,13 +691,20 @@ async def test_tap_rtp_direct_path_hands_rtp_from_the_socket_callback(pc: RTCPee
         protocol.datagram_received(bytes(protected), ("127.0.0.1", 9))
         assert len(seen) == 2 and queued.empty()
         protocol.datagram_received(b"", ("127.0.0.1", 9))  # an empty datagram: nothing to do
-        protocol.datagram_received(rtcp, ("127.0.0.1", 9))  # RTCP, DTLS, STUN: aioice's queue as before
-        protocol.datagram_received(b"\x17\xfe\xfd" + b"\x00" * 10, ("127.0.0.1", 9))
-        assert [queued.get_nowait()[0] for _ in range(2)] == [rtcp, b"\x17\xfe\xfd" + b"\x00" * 10]
+        protocol.datagram_received(rtcp, ("127.0.0.1", 9))  # SRTCP that fails authentication: dropped
+        protocol.datagram_received(b"\x17\xfe\xfd" + b"\x00" * 10, ("127.0.0.1", 9))  # DTLS, STUN: aioice's queue
+        assert [queued.get_nowait()[0] for _ in range(1)] == [b"\x17\xfe\xfd" + b"\x00" * 10] and queued.empty()
         untap()
         assert "datagram_received" not in protocol.__dict__
         protocol.datagram_received(sender_session.protect(rtp[:2] + b"\x00\x0a" + rtp[4:]), ("127.0.0.1", 9))
         assert len(seen) == 2 and queued.qsize() == 1  # aioice's way again
+        # an impaired wire (the lossy benchmark's subscriber) is never bypassed: no direct path on it
+        restore = hooks.impair_receive(dtls, lambda data: True)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: seen.append(data) or True)
+        await dtls._handle_rtp_data(rtp[:2] + b"\x00\x0b" + rtp[4:], 0)
+        assert "datagram_received" not in protocol.__dict__
+        untap()
+        restore()
     finally:
         dtls._rx_srtp = None
         connection._protocols.remove(protocol)
@@ -599,4 +738,209 @@ async def test_tap_rtp_direct_path_passes_what_the_tap_declines_to_aiortc(pc: RT
     finally:
         type(dtls)._handle_rtp_data = type_handler
         dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
+
+
+async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPeerConnection) -> None:
+    """SRTCP is unprotected once in the socket callback: a receiver report, NACK and REMB for an RtpSink's sender
+    go to its feedback, PLI and FIR to its keyframe hooks, SDES nowhere, without aiortc; the rest of the compound
+    packet (a report about another SSRC, feedback for another SSRC) goes to aiortc's own RTCP handler; SRTCP that
+    fails authentication is dropped."""
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    sender = transceiver.sender
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    sink = hooks.rtp_sink(sender)
+    feedback: list[tuple[str, object]] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    keyframes: list[int] = []
+    hooks.on_keyframe_request(sender, lambda: keyframes.append(1))
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes) -> None:
+        reached_aiortc.append(data)
+
+    ssrc = sender._ssrc
+    report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
+        ssrc=ssrc, fraction_lost=3, packets_lost=1, highest_sequence=5, jitter=2, lsr=0, dlsr=0)]))
+    other_report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
+        ssrc=0x9999, fraction_lost=0, packets_lost=0, highest_sequence=5, jitter=0, lsr=0, dlsr=0)]))
+    sdes = bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=[(1, b"cname")])]))
+    nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=ssrc, lost=[10, 11, 13, 40]))
+    other_nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x9999, lost=[1]))
+    remb = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=7, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])))
+    pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=7, media_ssrc=ssrc))
+    fir = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=7, media_ssrc=ssrc, fci=b"\x00" * 8))
+    type_handler = type(dtls)._handle_rtcp_data
+    try:
+        type(dtls)._handle_rtcp_data = lambda self, data: original(data)
+        dtls._rx_srtp = receiver_session
+        dtls._rtp_router.register_sender(sender, ssrc)
+        connection._protocols.append(protocol)
+        untap = hooks.tap_rtp(dtls, lambda data, ms: True)
+        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
+        protocol.datagram_received(
+            sender_session.protect_rtcp(report + sdes + other_report + nack + other_nack + remb + pli),
+            ("127.0.0.1", 9))
+        assert feedback == [("rr", (3, 2)), ("nack", [10, 11, 13, 40]), ("remb", 300_000)] and keyframes == [1]
+        protocol.datagram_received(sender_session.protect_rtcp(nack + fir), ("127.0.0.1", 9))
+        assert len(feedback) == 4 and keyframes == [1, 1]
+        tampered = bytearray(sender_session.protect_rtcp(pli))
+        tampered[-1] ^= 1
+        protocol.datagram_received(bytes(tampered), ("127.0.0.1", 9))
+        await asyncio.sleep(0)  # aiortc's handler runs as a task
+        assert reached_aiortc == [other_report + other_nack] and keyframes == [1, 1]
+        assert connection._queue.empty()
+        untap()
+    finally:
+        type(dtls)._handle_rtcp_data = type_handler
+        dtls._rx_srtp = None
+        connection._protocols.remove(protocol)
+
+
+async def test_a_connection_that_only_subscribes_takes_its_feedback_in_the_socket_callback(
+        pc: RTCPeerConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No RTP ever comes from a subscriber-only connection: the direct path starts when its RtpSink first finds
+    SRTP up and a nominated pair, so that its NACKs, PLIs and REMBs skip aiortc too."""
+    import types
+
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    sender = transceiver.sender
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    protocol.transport = _Wire()  # type: ignore[assignment]
+    sink = hooks.rtp_sink(sender)
+    feedback: list[tuple[str, object]] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=sender._ssrc, lost=[5]))
+    monkeypatch.setattr(type(dtls), "state", property(lambda self: "connected"))
+    try:
+        dtls._rx_srtp = receiver_session
+        dtls._tx_srtp = sender_session
+        dtls._rtp_router.register_sender(sender, sender._ssrc)
+        connection._protocols.append(protocol)
+        connection._nominated[1] = types.SimpleNamespace(protocol=protocol, remote_addr=("127.0.0.1", 9))
+        untap = hooks.tap_rtp(dtls, lambda data, ms: True)
+        assert "datagram_received" not in protocol.__dict__
+        assert sink._route() is not None  # the first packet to send finds the pair
+        assert "datagram_received" in protocol.__dict__
+        protocol.datagram_received(sender_session.protect_rtcp(nack), ("127.0.0.1", 9))
+        assert feedback == [("nack", [5])] and connection._queue.empty()
+        untap()
+        assert "datagram_received" not in protocol.__dict__
+    finally:
+        connection._nominated.pop(1, None)
+        dtls._rx_srtp = None
+        dtls._tx_srtp = None
+        connection._protocols.remove(protocol)
+
+
+def test_compound_sender_reports_are_aiortcs_reports_in_one_packet() -> None:
+    """One SR per sender, with the counters RtpSink.send_rtp fed (as aiortc's _run_rtcp builds it), then one SDES
+    with each sender's CNAME; aiortc's round-trip bookkeeping kept; a connection with many senders gets several
+    compound packets, each small enough for SRTCP and a safe datagram, each starting with an SR and carrying the
+    CNAMEs of its own SRs."""
+    import types
+
+    senders = []
+    for n in range(3):
+        senders.append(types.SimpleNamespace(_ssrc=100 + n, **{
+            hooks._TX_NTP: (5 << 32) + n, hooks._TX_RTP_TS: 9000 * n, hooks._TX_PACKETS: 10 + n,
+            hooks._TX_OCTETS: (1 << 32) + 1000 * n, hooks._TX_CNAME: f"cname-{n}"}))
+    [compound] = hooks.compound_sender_reports(senders)  # type: ignore[arg-type]
+    packets = RtcpPacket.parse(compound)
+    assert [type(p) for p in packets] == [RtcpSrPacket] * 3 + [RtcpSdesPacket]
+    assert [(p.ssrc, p.sender_info.ntp_timestamp, p.sender_info.rtp_timestamp, p.sender_info.packet_count,
+             p.sender_info.octet_count) for p in packets[:3]] == [
+        (100 + n, (5 << 32) + n, 9000 * n, 10 + n, 1000 * n) for n in range(3)]
+    assert [(c.ssrc, c.items) for c in packets[3].chunks] == [(100 + n, [(1, f"cname-{n}".encode())]) for n in range(3)]
+    assert senders[0].__dict__[hooks._TX_LSR] == ((5 << 32) >> 16) & 0xFFFFFFFF
+    # a 16-member room: 32 senders with aiortc's 36-character CNAMEs
+    many = [types.SimpleNamespace(_ssrc=n, **{hooks._TX_NTP: 0, hooks._TX_RTP_TS: 0, hooks._TX_PACKETS: 0,
+                                              hooks._TX_OCTETS: 0, hooks._TX_CNAME: f"{{{n:034d}}}"}) for n in range(32)]
+    compounds = hooks.compound_sender_reports(many)  # type: ignore[arg-type]
+    sending, _, _ = _srtp_pair()
+    assert len(compounds) > 1 and all(len(c) <= hooks.RTCP_COMPOUND_MAX for c in compounds)
+    ssrcs = []
+    for c in compounds:
+        sending.protect_rtcp(c)  # pylibsrtp takes it (it refuses more than 1,352 bytes)
+        packets = RtcpPacket.parse(c)
+        assert isinstance(packets[0], RtcpSrPacket)
+        srs = [p.ssrc for p in packets if isinstance(p, RtcpSrPacket)]
+        assert srs == [chunk.ssrc for p in packets if isinstance(p, RtcpSdesPacket) for chunk in p.chunks]
+        ssrcs += srs
+    assert ssrcs == list(range(32))
+
+
+async def test_take_feedback_refuses_what_aiortc_refuses_and_never_raises(
+        pc: RTCPeerConnection, caplog: pytest.LogCaptureFixture) -> None:
+    """Crafted SRTCP from a member: padding is not read as NACK items (a wrong padding hands the whole packet to
+    aiortc, which drops it); a NACK asks for at most NACK_MAX packets, each once; a REMB that counts more SSRCs
+    than it carries is ignored; an exception in the SFU's own handling drops the packet, is logged once (without
+    the packet) and never reaches the event loop."""
+    import struct
+
+    transceiver = pc.addTransceiver("video", direction="sendrecv")
+    dtls = transceiver.receiver.transport
+    sender = transceiver.sender
+    connection = dtls.transport._connection
+    sender_session, _, receiver_session = _srtp_pair()
+    protocol = aioice.ice.StunProtocol(connection)
+    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
+    sink = hooks.rtp_sink(sender)
+    feedback: list[tuple[str, object]] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    reached_aiortc: list[bytes] = []
+
+    async def original(data: bytes) -> None:
+        reached_aiortc.append(data)
+
+    ssrc = sender._ssrc
+    type_handler = type(dtls)._handle_rtcp_data
+    try:
+        type(dtls)._handle_rtcp_data = lambda self, data: original(data)
+        dtls._rx_srtp = receiver_session
+        dtls._rtp_router.register_sender(sender, ssrc)
+        connection._protocols.append(protocol)
+        hooks.tap_rtp(dtls, lambda data, ms: True)
+        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
+
+        def send(rtcp: bytes) -> None:
+            protocol.datagram_received(sender_session.protect_rtcp(rtcp), ("127.0.0.1", 9))
+
+        # a NACK for 10 with 4 bytes of padding (00 00 00 04), then one whose padding count is wrong
+        send(struct.pack("!BBHII", 0xA1, 205, 4, 7, ssrc) + struct.pack("!HH", 10, 0) + b"\x00\x00\x00\x04")
+        assert feedback == [("nack", [10])]
+        bad = struct.pack("!BBHII", 0xA1, 205, 3, 7, ssrc) + struct.pack("!HH", 10, 0) + b"\x00\x00\x00\x09"
+        send(bad)
+        # thousands asked for in one NACK: at most NACK_MAX, each once
+        items = b"".join(struct.pack("!HH", 100, 0xFFFF) for _ in range(300))
+        send(struct.pack("!BBHII", 0x81, 205, 2 + 300, 7, ssrc) + items)
+        lost = feedback[-1][1]
+        assert isinstance(lost, list) and len(lost) == len(set(lost)) == 17 <= hooks.NACK_MAX
+        items = b"".join(struct.pack("!HH", 100 + 17 * k, 0xFFFF) for k in range(300))
+        send(struct.pack("!BBHII", 0x81, 205, 2 + 300, 7, ssrc) + items)
+        assert len(feedback[-1][1]) == hooks.NACK_MAX  # type: ignore[arg-type]
+        # a REMB that says two SSRCs and carries one (aiortc's parser raises struct.error on it)
+        before = len(feedback)
+        fci = b"REMB" + bytes([2, 0, 0x10, 0]) + struct.pack("!I", ssrc)
+        send(struct.pack("!BBHII", 0x8F, 206, 2 + len(fci) // 4, 7, 0) + fci)
+        assert len(feedback) == before
+        # the SFU's own handler fails: dropped, logged once, not raised
+        sink.feedback = lambda kind, value: 1 / 0
+        caplog.clear()
+        for _ in range(3):
+            send(struct.pack("!BBHII", 0x81, 205, 3, 7, ssrc) + struct.pack("!HH", 11, 0))
+        warnings = [r for r in caplog.records if "could not be handled" in r.getMessage()]
+        assert len(warnings) == 1
+        await asyncio.sleep(0)
+        assert reached_aiortc == [bad]  # the wrongly padded packet, whole (the bad REMB is dropped here)
+    finally:
+        type(dtls)._handle_rtcp_data = type_handler
         connection._protocols.remove(protocol)
