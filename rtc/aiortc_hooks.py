@@ -117,6 +117,7 @@ __all__ = [
     "force_keyframe",
     "host_addresses",
     "impair_receive",
+    "is_direct",
     "is_vp8_keyframe",
     "limit_metadata",
     "make_passthrough",
@@ -935,6 +936,7 @@ def tap_rtp(dtls: Any, fn: RtpTap) -> Callable[[], None]:
             go_direct(d)
 
     _direct_taps[dtls] = direct_now
+    _direct_paths[dtls] = direct
 
     def untap() -> None:
         nonlocal untapped
@@ -958,6 +960,18 @@ thousands of packets; a loss that long is repaired by the key frame the receiver
 _RTCP_HEAD = struct.Struct("!BBH")
 _U32 = struct.Struct("!I")
 _NACK_ITEM = struct.Struct("!HH")
+
+
+_direct_paths: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+"""Per tapped DTLS transport: the protocols its tap takes datagrams from directly (empty: aiortc's way)."""
+
+
+def is_direct(dtls: Any) -> bool:
+    """Whether ``dtls``'s tap (:func:`tap_rtp`) takes its datagrams in the socket callback by now."""
+    try:
+        return bool(_direct_paths.get(dtls))
+    except TypeError:  # not weak-referenceable: never tapped
+        return False
 
 
 def take_feedback(dtls: Any, data: bytes) -> bytes:

@@ -867,8 +867,11 @@ class Worker:
             stream.close()
         if self.rtp_level:
             member.index_streams()
-            if member.untap is None and published:
-                dtls = next(iter(published.values()))[0].receiver.transport
+            # every connection is tapped, also one that only subscribes: its RTCP (NACK, PLI, REMB, receiver
+            # reports) then takes the direct path as soon as its RtpSinks find SRTP up and a nominated pair
+            dtls = next((t.receiver.transport for t in member.pc.getTransceivers()
+                         if t.receiver.transport is not None), None)
+            if member.untap is None and dtls is not None:
                 member.untap = hooks.tap_rtp(dtls, member.on_rtp)
         # slots the client no longer offers as recvonly
         for mid in [m for m in member.slots if m not in slot_mids]:
@@ -946,7 +949,10 @@ class Worker:
                                           layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
                                           pauses=slot.pauses, remb=slot.chooser.remb, loss=round(slot.chooser.loss, 3),
                                           sent_bytes=f.sent_bytes)
-                peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots}
+                dtls = next((t.receiver.transport for t in member.pc.getTransceivers()
+                             if t.receiver.transport is not None), None)
+                peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots,
+                                     "direct": dtls is not None and hooks.is_direct(dtls)}
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}
         return {
             "os_pid": os.getpid(),

@@ -235,6 +235,10 @@ async def test_a_subscriber_gets_one_compound_sender_report_for_all_its_streams(
     sdes = [chunk.ssrc for p in reports if isinstance(p, RtcpSdesPacket) for chunk in p.chunks]
     assert isinstance(reports[0], RtcpSrPacket) and sorted(sdes) == sorted(p.ssrc for p in srs)
     assert all(p.sender_info.packet_count > 0 and p.sender_info.ntp_timestamp > 0 for p in srs)
+    # the subscriber only subscribes: its connection is tapped all the same, and its feedback goes direct
+    stats = await sfu.manager.stats()
+    peers = next(w["rooms"]["r-sr"]["peers"] for w in stats.values() if "r-sr" in w["rooms"])
+    assert peers["s1"]["direct"] and peers["a"]["direct"]
     assert await until(lambda: len(compounds) > first + 2, 5)  # never one each from then on
     assert all(len([p for p in c if isinstance(p, RtcpSrPacket)]) in (0, 4) for c in compounds[first:])
     lsr = {ssrc for t in sub.pc.getTransceivers() if t.direction == "recvonly"
