@@ -1289,18 +1289,12 @@ class _InPlace:
             return None
 
     def unprotect(self, data: bytes) -> bytes | None:
-        n = len(data)
-        if n > self._room:
-            return None
-        buf = self._buf
-        buf[0:n] = data
-        size = self._len
-        size[0] = n
-        if _srtp_unprotect(self._srtp, self._cdata, size):
-            return None
-        return buf[0:size[0]]  # type: ignore[no-any-return]
+        return self._run(_srtp_unprotect, data)
 
     def unprotect_rtcp(self, data: bytes) -> bytes | None:
+        return self._run(_srtp_unprotect_rtcp, data)
+
+    def _run(self, func: Any, data: bytes) -> bytes | None:
         n = len(data)
         if n > self._room:
             return None
@@ -1308,7 +1302,7 @@ class _InPlace:
         buf[0:n] = data
         size = self._len
         size[0] = n
-        if _srtp_unprotect_rtcp(self._srtp, self._cdata, size):
+        if func(self._srtp, self._cdata, size):
             return None
         return buf[0:size[0]]  # type: ignore[no-any-return]
 

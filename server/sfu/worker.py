@@ -493,6 +493,11 @@ class MemberConnection:
         self.ssrcs: dict[str, set[int]] = {}
         """stream key -> the media SSRCs its m-line declares (a share and the camera share payload types)."""
 
+    def dtls(self) -> Any:
+        """The connection's DTLS transport (BUNDLE: one for every m-line), or None before negotiation."""
+        return next((t.receiver.transport for t in self.pc.getTransceivers() if t.receiver.transport is not None),
+                    None)
+
     def on_rtp(self, data: bytes, arrival_ms: int) -> bool:
         """Every RTP packet of this member's connection (the tap): publish streams are forwarded, the rest
         (RTX, padding, unknown) dropped; aiortc's receivers never get a packet."""
@@ -869,8 +874,7 @@ class Worker:
             member.index_streams()
             # every connection is tapped, also one that only subscribes: its RTCP (NACK, PLI, REMB, receiver
             # reports) then takes the direct path as soon as its RtpSinks find SRTP up and a nominated pair
-            dtls = next((t.receiver.transport for t in member.pc.getTransceivers()
-                         if t.receiver.transport is not None), None)
+            dtls = member.dtls()
             if member.untap is None and dtls is not None:
                 member.untap = hooks.tap_rtp(dtls, member.on_rtp)
         # slots the client no longer offers as recvonly
@@ -949,8 +953,7 @@ class Worker:
                                           layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
                                           pauses=slot.pauses, remb=slot.chooser.remb, loss=round(slot.chooser.loss, 3),
                                           sent_bytes=f.sent_bytes)
-                dtls = next((t.receiver.transport for t in member.pc.getTransceivers()
-                             if t.receiver.transport is not None), None)
+                dtls = member.dtls()
                 peers[member.pid] = {"state": member.pc.connectionState, "published": published, "slots": slots,
                                      "direct": dtls is not None and hooks.is_direct(dtls)}
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}

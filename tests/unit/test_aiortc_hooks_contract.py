@@ -7,7 +7,10 @@ receivers are fed RTP packets directly through ``_handle_rtp_packet``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
+import types
+from collections.abc import AsyncIterator
 
 import aioice.ice
 import aiortc
@@ -741,11 +744,10 @@ async def test_tap_rtp_direct_path_passes_what_the_tap_declines_to_aiortc(pc: RT
         connection._protocols.remove(protocol)
 
 
-async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPeerConnection) -> None:
-    """SRTCP is unprotected once in the socket callback: a receiver report, NACK and REMB for an RtpSink's sender
-    go to its feedback, PLI and FIR to its keyframe hooks, SDES nowhere, without aiortc; the rest of the compound
-    packet (a report about another SSRC, feedback for another SSRC) goes to aiortc's own RTCP handler; SRTCP that
-    fails authentication is dropped."""
+@contextlib.asynccontextmanager
+async def _direct_feedback(pc: RTCPeerConnection) -> AsyncIterator[types.SimpleNamespace]:
+    """A tapped connection on the direct path with one RtpSink sender: its feedback and keyframe requests, what
+    reaches aiortc's own RTCP handler, and ``send(rtcp)`` to deliver an SRTCP datagram in the socket callback."""
     transceiver = pc.addTransceiver("video", direction="sendrecv")
     dtls = transceiver.receiver.transport
     sender = transceiver.sender
@@ -754,51 +756,61 @@ async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPe
     protocol = aioice.ice.StunProtocol(connection)
     protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
     sink = hooks.rtp_sink(sender)
-    feedback: list[tuple[str, object]] = []
-    sink.feedback = lambda kind, value: feedback.append((kind, value))
-    keyframes: list[int] = []
-    hooks.on_keyframe_request(sender, lambda: keyframes.append(1))
-    reached_aiortc: list[bytes] = []
+    t = types.SimpleNamespace(sender=sender, sink=sink, ssrc=sender._ssrc, protocol=protocol, connection=connection,
+                              sender_session=sender_session, feedback=[], keyframes=[], reached_aiortc=[])
+    sink.feedback = lambda kind, value: t.feedback.append((kind, value))
+    hooks.on_keyframe_request(sender, lambda: t.keyframes.append(1))
 
     async def original(data: bytes) -> None:
-        reached_aiortc.append(data)
+        t.reached_aiortc.append(data)
 
-    ssrc = sender._ssrc
-    report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
-        ssrc=ssrc, fraction_lost=3, packets_lost=1, highest_sequence=5, jitter=2, lsr=0, dlsr=0)]))
-    other_report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
-        ssrc=0x9999, fraction_lost=0, packets_lost=0, highest_sequence=5, jitter=0, lsr=0, dlsr=0)]))
-    sdes = bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=[(1, b"cname")])]))
-    nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=ssrc, lost=[10, 11, 13, 40]))
-    other_nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x9999, lost=[1]))
-    remb = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=7, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])))
-    pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=7, media_ssrc=ssrc))
-    fir = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=7, media_ssrc=ssrc, fci=b"\x00" * 8))
+    def send(rtcp: bytes) -> None:
+        protocol.datagram_received(sender_session.protect_rtcp(rtcp), ("127.0.0.1", 9))
+
+    t.send = send
     type_handler = type(dtls)._handle_rtcp_data
     try:
         type(dtls)._handle_rtcp_data = lambda self, data: original(data)
         dtls._rx_srtp = receiver_session
-        dtls._rtp_router.register_sender(sender, ssrc)
+        dtls._rtp_router.register_sender(sender, t.ssrc)
         connection._protocols.append(protocol)
-        untap = hooks.tap_rtp(dtls, lambda data, ms: True)
+        t.untap = hooks.tap_rtp(dtls, lambda data, ms: True)
         await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
-        protocol.datagram_received(
-            sender_session.protect_rtcp(report + sdes + other_report + nack + other_nack + remb + pli),
-            ("127.0.0.1", 9))
+        yield t
+    finally:
+        type(dtls)._handle_rtcp_data = type_handler
+        if protocol in connection._protocols:
+            connection._protocols.remove(protocol)
+
+
+async def test_tap_rtp_takes_srtcp_feedback_for_its_sinks_below_aiortc(pc: RTCPeerConnection) -> None:
+    """SRTCP is unprotected once in the socket callback: a receiver report, NACK and REMB for an RtpSink's sender
+    go to its feedback, PLI and FIR to its keyframe hooks, SDES nowhere, without aiortc; the rest of the compound
+    packet (a report about another SSRC, feedback for another SSRC) goes to aiortc's own RTCP handler; SRTCP that
+    fails authentication is dropped."""
+    async with _direct_feedback(pc) as t:
+        ssrc, feedback, keyframes, protocol = t.ssrc, t.feedback, t.keyframes, t.protocol
+        report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
+            ssrc=ssrc, fraction_lost=3, packets_lost=1, highest_sequence=5, jitter=2, lsr=0, dlsr=0)]))
+        other_report = bytes(RtcpRrPacket(ssrc=7, reports=[RtcpReceiverInfo(
+            ssrc=0x9999, fraction_lost=0, packets_lost=0, highest_sequence=5, jitter=0, lsr=0, dlsr=0)]))
+        sdes = bytes(RtcpSdesPacket(chunks=[RtcpSourceInfo(ssrc=7, items=[(1, b"cname")])]))
+        nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=ssrc, lost=[10, 11, 13, 40]))
+        other_nack = bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=7, media_ssrc=0x9999, lost=[1]))
+        remb = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=7, media_ssrc=0, fci=pack_remb_fci(300_000, [ssrc])))
+        pli = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=7, media_ssrc=ssrc))
+        fir = bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=7, media_ssrc=ssrc, fci=b"\x00" * 8))
+        t.send(report + sdes + other_report + nack + other_nack + remb + pli)
         assert feedback == [("rr", (3, 2)), ("nack", [10, 11, 13, 40]), ("remb", 300_000)] and keyframes == [1]
-        protocol.datagram_received(sender_session.protect_rtcp(nack + fir), ("127.0.0.1", 9))
+        t.send(nack + fir)
         assert len(feedback) == 4 and keyframes == [1, 1]
-        tampered = bytearray(sender_session.protect_rtcp(pli))
+        tampered = bytearray(t.sender_session.protect_rtcp(pli))
         tampered[-1] ^= 1
         protocol.datagram_received(bytes(tampered), ("127.0.0.1", 9))
         await asyncio.sleep(0)  # aiortc's handler runs as a task
-        assert reached_aiortc == [other_report + other_nack] and keyframes == [1, 1]
-        assert connection._queue.empty()
-        untap()
-    finally:
-        type(dtls)._handle_rtcp_data = type_handler
-        dtls._rx_srtp = None
-        connection._protocols.remove(protocol)
+        assert t.reached_aiortc == [other_report + other_nack] and keyframes == [1, 1]
+        assert t.connection._queue.empty()
+        t.untap()
 
 
 async def test_a_connection_that_only_subscribes_takes_its_feedback_in_the_socket_callback(
@@ -886,34 +898,8 @@ async def test_take_feedback_refuses_what_aiortc_refuses_and_never_raises(
     the packet) and never reaches the event loop."""
     import struct
 
-    transceiver = pc.addTransceiver("video", direction="sendrecv")
-    dtls = transceiver.receiver.transport
-    sender = transceiver.sender
-    connection = dtls.transport._connection
-    sender_session, _, receiver_session = _srtp_pair()
-    protocol = aioice.ice.StunProtocol(connection)
-    protocol.local_candidate = aioice.Candidate("1", 1, "udp", 1, "127.0.0.1", 9, "host")
-    sink = hooks.rtp_sink(sender)
-    feedback: list[tuple[str, object]] = []
-    sink.feedback = lambda kind, value: feedback.append((kind, value))
-    reached_aiortc: list[bytes] = []
-
-    async def original(data: bytes) -> None:
-        reached_aiortc.append(data)
-
-    ssrc = sender._ssrc
-    type_handler = type(dtls)._handle_rtcp_data
-    try:
-        type(dtls)._handle_rtcp_data = lambda self, data: original(data)
-        dtls._rx_srtp = receiver_session
-        dtls._rtp_router.register_sender(sender, ssrc)
-        connection._protocols.append(protocol)
-        hooks.tap_rtp(dtls, lambda data, ms: True)
-        await dtls._handle_rtp_data(b"\x80\x60\x00\x01" + b"\x00" * 8, 0)  # the first packet: direct from now on
-
-        def send(rtcp: bytes) -> None:
-            protocol.datagram_received(sender_session.protect_rtcp(rtcp), ("127.0.0.1", 9))
-
+    async with _direct_feedback(pc) as t:
+        ssrc, feedback, send, sink = t.ssrc, t.feedback, t.send, t.sink
         # a NACK for 10 with 4 bytes of padding (00 00 00 04), then one whose padding count is wrong
         send(struct.pack("!BBHII", 0xA1, 205, 4, 7, ssrc) + struct.pack("!HH", 10, 0) + b"\x00\x00\x00\x04")
         assert feedback == [("nack", [10])]
@@ -940,7 +926,4 @@ async def test_take_feedback_refuses_what_aiortc_refuses_and_never_raises(
         warnings = [r for r in caplog.records if "could not be handled" in r.getMessage()]
         assert len(warnings) == 1
         await asyncio.sleep(0)
-        assert reached_aiortc == [bad]  # the wrongly padded packet, whole (the bad REMB is dropped here)
-    finally:
-        type(dtls)._handle_rtcp_data = type_handler
-        connection._protocols.remove(protocol)
+        assert t.reached_aiortc == [bad]  # the wrongly padded packet, whole (the bad REMB is dropped here)
