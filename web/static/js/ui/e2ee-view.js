@@ -10,7 +10,7 @@ import {
 import { b64d } from "../lib/e2ee.js";
 import { $, showEnded } from "./dom.js";
 import { confirmServedCode } from "./codepin.js";
-import { paintAvatar } from "./tiles.js";
+import { paintAvatar, tileSlot } from "./tiles.js";
 
 /** @typedef {import("./session.js").Session} Session */
 
@@ -341,7 +341,7 @@ export function renderHealth(session) {
     if (!badge) {
       badge = document.createElement("span");
       badge.className = "e2ee-badge"; // not a live region: a badge is looked at, never read out on each change
-      tile.append(badge);
+      tileSlot(tile, "start").prepend(badge);
     }
     let state = flow.health(pid);
     /** @type {string} */
@@ -381,7 +381,7 @@ function renderVerified(flow, pid, tile) {
   if (!tag) {
     tag = document.createElement("span");
     tag.className = "verify-badge";
-    tile.append(tag);
+    tileSlot(tile, "start").append(tag);
   }
   const text = t("e2ee.verify.not-yet");
   if (tag.textContent !== text) tag.textContent = text;

@@ -6,6 +6,7 @@
 
 import { t } from "../lib/i18n.js";
 import { announce } from "./dom.js";
+import { tileSlot } from "./tiles.js";
 import { parseAnswers } from "./safety-check.js";
 
 /** @typedef {ReturnType<typeof parseAnswers>} Answers */
@@ -172,7 +173,7 @@ export class Manners {
       if (up && !badge) {
         badge = document.createElement("span");
         badge.className = "hand-badge";
-        tile.append(badge);
+        tileSlot(tile, "bottom").prepend(badge);
       }
       if (badge) {
         badge.hidden = !up;

@@ -67,6 +67,18 @@ function playWithSound(video) {
 }
 
 /**
+ * Where a tile's overlays go, so that none covers another however narrow the tile: "start" (top left: the
+ * encryption and "not verified" badges), "end" (top right: the connection and "offline" / "muted" badges),
+ * "bottom" (above the name: a raised hand, then the person's own muted / camera-off state). Each slot stacks or
+ * wraps its badges (css: .tile-top, .tile-start, .tile-end, .tile-bottom). A tile made elsewhere without slots gets the badge itself.
+ * @param {HTMLElement} tile @param {"start"|"end"|"bottom"} where
+ * @returns {HTMLElement}
+ */
+export function tileSlot(tile, where) {
+  return /** @type {HTMLElement|null} */ (tile.querySelector(`.tile-${where}`)) || tile;
+}
+
+/**
  * @param {string} key
  * @param {string} label
  * @param {boolean} self
@@ -99,12 +111,22 @@ function makeTile(key, label, self) {
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.hidden = true;
-  tile.append(off, video, name, badge);
+  const top = document.createElement("div");
+  top.className = "tile-top";
+  const start = document.createElement("div");
+  start.className = "tile-start";
+  const end = document.createElement("div");
+  end.className = "tile-end";
+  end.append(badge);
+  top.append(start, end);
+  const bottom = document.createElement("div");
+  bottom.className = "tile-bottom";
+  tile.append(off, video, top, bottom, name);
   if (!self) {
-    // The person's own muted / camera-off state (their signed, encrypted "state" message), under the name.
+    // The person's own muted / camera-off state (their signed, encrypted "state" message), above the name.
     const state = document.createElement("span");
     state.className = "remote-state";
-    tile.append(state);
+    bottom.append(state);
     paintAvatar(tile, label);
   }
   return tile;
@@ -361,7 +383,7 @@ export class TileGrid {
       if (!q) {
         q = document.createElement("span");
         q.className = "quality";
-        tile.append(q);
+        tileSlot(tile, "end").prepend(q);
       }
       q.dataset.quality = link.quality;
       q.textContent = t(`quality.${link.quality}`);
