@@ -159,6 +159,40 @@ async def shot(page: Any, name: str, full_page: bool = False) -> None:
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=full_page, animations="disabled")
 
 
+# Every shown overlay of every tile (badges, the "video paused" note, the name, the floating self-view's move button):
+# its box, the box it must stay in (the overlay column clips what does not fit; the rest sit in the tile).
+OVERLAYS = """() => [...document.querySelectorAll('#tiles .tile')].map((tile) => {
+  const box = (el) => { const r = el.getBoundingClientRect(); return { x: r.left, y: r.top, r: r.right, b: r.bottom }; };
+  const over = tile.querySelector('.tile-over');
+  const shown = [...tile.querySelectorAll(
+      '.e2ee-badge, .verify-badge, .quality, .badge, .hand-badge, .state-badge, .paused-note, .name, .move-self')]
+    .filter((el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden');
+  return { tile: tile.getAttribute('aria-label'), box: box(tile),
+           overlays: shown.map((el) => ({ what: el.className.split(' ')[0], text: el.textContent, ...box(el),
+                                          within: box(el.closest('.tile-over') ? over : tile) })) };
+})"""
+
+
+async def overlays_apart(page: Any, where: str) -> set[str]:
+    """Every shown overlay of every tile is seen whole (at least 6 px each way, inside its tile and not clipped by
+    the overlay column) and none covers another; returns the kinds of overlay seen."""
+    seen: set[str] = set()
+    for tile in await page.evaluate(OVERLAYS):
+        items = tile["overlays"]
+        for o in items:
+            seen.add(o["what"])
+            w = o["within"]
+            assert o["r"] - o["x"] >= 6 and o["b"] - o["y"] >= 6, f"{where}: {o} on {tile['tile']}'s tile is not seen"
+            assert o["x"] >= w["x"] - 0.5 and o["r"] <= w["r"] + 0.5 and o["y"] >= w["y"] - 0.5 \
+                and o["b"] <= w["b"] + 0.5, f"{where}: {o} is cut off on {tile['tile']}'s tile {tile['box']}"
+        for i, a in enumerate(items):
+            for b in items[i + 1:]:
+                apart = a["r"] <= b["x"] + 0.5 or b["r"] <= a["x"] + 0.5 or a["b"] <= b["y"] + 0.5 \
+                    or b["b"] <= a["y"] + 0.5
+                assert apart, f"{where}: on {tile['tile']}'s tile {a} covers {b}"
+    return seen
+
+
 async def wait_js(page: Any, expression: str, timeout: float = 15.0) -> None:
     """Polls a JS expression (page.wait_for_function would need 'unsafe-eval', which the CSP forbids)."""
 

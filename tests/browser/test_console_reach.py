@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import decodes_from_all, join, shot
+from .conftest import decodes_from_all, join, overlays_apart, shot
 
 pytestmark = pytest.mark.browser
 
@@ -62,6 +62,7 @@ async def check_sizes(therapist: Any, selectors: tuple[str, ...], where: str, sh
     for w, h in SIZES:
         await therapist.set_viewport_size({"width": w, "height": h})
         await in_reach(therapist, selectors, f"{where} at {w}x{h}")
+        await overlays_apart(therapist, f"{where} at {w}x{h}")  # the tiles' badges, the floating self-view's too
         if shot_as:
             await shot(therapist, f"{shot_as}-{w}x{h}")
 
@@ -79,7 +80,14 @@ async def test_individual_console_in_reach_and_the_last_minute_banner_extends(al
 
     await admit.click()
     await decodes_from_all(therapist, 1)
+    # muted: the floating self-view shows its connection dot and "Muted", clear of each other and its move button
+    await therapist.get_by_role("button", name="Mute", exact=True).click()
+    await therapist.locator(".tile.self .badge:not([hidden])").wait_for()
     await check_sizes(therapist, CONTROLS, "individual, in session", shot_as="console-reach-individual")
+    await therapist.set_viewport_size({"width": 390, "height": 844})  # a phone: the smallest floating self-view
+    await overlays_apart(therapist, "individual, in session, on a phone")
+    await therapist.set_viewport_size({"width": 1280, "height": 720})
+    await therapist.get_by_role("button", name="Unmute", exact=True).click()
 
     # One minute left: the warning banner carries its own "Extend 5 min", in reach at every size.
     await alcove.advance(49 * 60 + 5)

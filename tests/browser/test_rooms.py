@@ -7,35 +7,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import decodes_from_all, join, shot, wait_js
+from .conftest import decodes_from_all, join, overlays_apart, shot, wait_js
 
 pytestmark = pytest.mark.browser
-
-# Every shown overlay of every tile (badges, the name), its box and its tile's.
-OVERLAYS = """() => [...document.querySelectorAll('#tiles .tile')].map((tile) => {
-  const box = (el) => { const r = el.getBoundingClientRect(); return { x: r.left, y: r.top, r: r.right, b: r.bottom }; };
-  const shown = [...tile.querySelectorAll('.e2ee-badge, .verify-badge, .quality, .badge, .hand-badge, .state-badge, .name')]
-    .filter((el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden');
-  return { tile: tile.getAttribute('aria-label'), box: box(tile),
-           overlays: shown.map((el) => ({ what: el.className, text: el.textContent, ...box(el) })) };
-})"""
-
-
-async def overlays_apart(page: Any, where: str) -> set[str]:
-    """No badge of a tile covers another or leaves its tile; returns the kinds of overlay seen."""
-    seen: set[str] = set()
-    for tile in await page.evaluate(OVERLAYS):
-        t, items = tile["box"], tile["overlays"]
-        for o in items:
-            seen.add(o["what"])
-            assert o["x"] >= t["x"] - 0.5 and o["r"] <= t["r"] + 0.5 and o["y"] >= t["y"] - 0.5 \
-                and o["b"] <= t["b"] + 0.5, f"{where}: {o} leaves the tile {tile['tile']} {t}"
-        for i, a in enumerate(items):
-            for b in items[i + 1:]:
-                apart = a["r"] <= b["x"] + 0.5 or b["r"] <= a["x"] + 0.5 or a["b"] <= b["y"] + 0.5 \
-                    or b["b"] <= a["y"] + 0.5
-                assert apart, f"{where}: on {tile['tile']}'s tile {a} covers {b}"
-    return seen
 
 
 async def _everyone_decodes_everyone(alcove: Any, pages: Any, type: str, clients: int, **extra: Any) -> list[Any]:
@@ -69,14 +43,26 @@ async def test_family_session_of_five_everyone_decodes_everyone(alcove: Any, pag
     therapist = everyone[0]
     await wait_js(therapist, "document.querySelectorAll('#tiles .tile .quality').length === 5")
     await shot(therapist, "console-family-of-five")
-    # Five tiles side by side are narrow: the encryption, "not verified" and connection badges must all be seen,
-    # none over another (they once overlapped), at desktop and phone size, in each language.
+    # One client raises a hand, mutes and turns the camera off: on the therapist's tile of that client the
+    # encryption, "not verified", connection, hand, muted and camera-off badges and the name all at once.
+    client = everyone[1]
+    for button in ("Raise hand", "Mute", "Camera off"):
+        await client.get_by_role("button", name=button, exact=True).click()
+    await wait_js(therapist, "[...document.querySelectorAll('#tiles .tile')].some((t) => t.querySelector('.hand-badge:not([hidden])')"
+                             " && t.querySelectorAll('.state-badge').length === 2)")
+    # Five tiles side by side are narrow and short: every badge must be seen whole, none over another (the
+    # encryption badge once sat under "Good connection"), on a desktop, a tablet, a phone upright and on its side,
+    # in each language.
+    sizes = (("desktop", {"width": 1000, "height": 700}), ("tablet", {"width": 768, "height": 1024}),
+             ("phone", {"width": 390, "height": 844}), ("phone-landscape", {"width": 844, "height": 390}))
     for lang, switch in (("en", None), ("ro", "Română")):
         if switch:
+            await therapist.set_viewport_size(sizes[0][1])
             await therapist.get_by_role("button", name=switch, exact=True).first.click()
             await wait_js(therapist, f"document.documentElement.lang === {lang!r}")
-        for size, viewport in (("desktop", {"width": 1000, "height": 700}), ("phone", {"width": 390, "height": 844})):
+        for size, viewport in sizes:
             await therapist.set_viewport_size(viewport)
             seen = await overlays_apart(therapist, f"{size} {lang}")
-            assert {"e2ee-badge", "verify-badge", "quality", "name"} <= seen, seen
-            await shot(therapist, f"console-family-of-five-{size}-{lang}")
+            assert {"e2ee-badge", "verify-badge", "quality", "hand-badge", "state-badge", "name"} <= seen, seen
+            if size in ("desktop", "phone"):
+                await shot(therapist, f"console-family-of-five-{size}-{lang}")

@@ -337,6 +337,7 @@ export default {
   "e2ee.verify.unverified": "Not verified yet: check the code with your therapist before you talk about anything private.",
   "e2ee.verify.match": "The codes match",
   "e2ee.verify.not-yet": "Not verified yet",
+  "e2ee.verify.short": "Unverified",
   "e2ee.status.unverified": "Private — end-to-end encrypted · not verified yet",
   "e2ee.details.epoch": "Key epoch {epoch}: a new key is made whenever someone joins or leaves.",
   "e2ee.details.explain.client": "Only the people your therapist let in hold the keys. The server passes the picture and sound on but cannot see or hear them.",

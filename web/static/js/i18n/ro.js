@@ -354,6 +354,7 @@ export default {
   "e2ee.verify.unverified": "Încă neverificat: verificați codul împreună cu terapeutul înainte de a vorbi despre lucruri personale.",
   "e2ee.verify.match": "Codurile sunt la fel",
   "e2ee.verify.not-yet": "Încă neverificat",
+  "e2ee.verify.short": "Neverificat",
   "e2ee.sas.hide": "Ascundeți",
   "e2ee.sas.label": "Codul de siguranță:",
   "e2ee.sas.waiting": "Codul de siguranță: se așteaptă…",

@@ -383,7 +383,18 @@ function renderVerified(flow, pid, tile) {
     tag.className = "verify-badge";
     tileSlot(tile, "start").append(tag);
   }
+  // the words, and a shorter form a small tile shows instead (css; screen readers get the words)
   const text = t("e2ee.verify.not-yet");
-  if (tag.textContent !== text) tag.textContent = text;
+  if (tag.dataset.text !== text) {
+    const long = document.createElement("span");
+    long.className = "long";
+    long.textContent = text;
+    const short = document.createElement("span");
+    short.className = "short";
+    short.setAttribute("aria-hidden", "true");
+    short.textContent = t("e2ee.verify.short");
+    tag.replaceChildren(long, short);
+    tag.dataset.text = text;
+  }
   tile.dataset.verified = "no";
 }

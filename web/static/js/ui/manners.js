@@ -177,7 +177,18 @@ export class Manners {
       }
       if (badge) {
         badge.hidden = !up;
-        badge.textContent = `✋ ${t("session.hand.raised")}`;
+        // the hand, then its words (a narrow tile shows only the hand; the words stay for screen readers)
+        const label = t("session.hand.raised");
+        if (badge.dataset.label !== label) {
+          const hand = document.createElement("span");
+          hand.setAttribute("aria-hidden", "true");
+          hand.textContent = "✋ ";
+          const words = document.createElement("span");
+          words.className = "hand-words";
+          words.textContent = label;
+          badge.replaceChildren(hand, words);
+          badge.dataset.label = label;
+        }
       }
       tile.classList.toggle("spotlight", !!pid && pid === this.spotlight);
     }

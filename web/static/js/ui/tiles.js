@@ -67,11 +67,11 @@ function playWithSound(video) {
 }
 
 /**
- * Where a tile's overlays go, so that none covers another however narrow the tile: "start" (top left: the
- * encryption and "not verified" badges), "end" (top right: the connection and "offline" / "muted" badges),
- * "bottom" (above the name: a raised hand, then the person's own muted / camera-off state). Each slot stacks or
- * wraps its badges (css: .tile-top, .tile-start, .tile-end, .tile-bottom). A tile made elsewhere without slots gets the badge itself.
- * @param {HTMLElement} tile @param {"start"|"end"|"bottom"} where
+ * Where a tile's overlays go, so that none covers another however small the tile: one column above the name
+ * (css: .tile-over) of "start" (top left: the encryption and "not verified" badges), "end" (top right: the
+ * connection and "offline" / "muted" badges), "middle" (the "video paused" note) and "bottom" (a raised hand and
+ * the person's own muted / camera-off state). A tile made elsewhere without slots gets the badge itself.
+ * @param {HTMLElement} tile @param {"start"|"end"|"middle"|"bottom"} where
  * @returns {HTMLElement}
  */
 export function tileSlot(tile, where) {
@@ -111,17 +111,19 @@ function makeTile(key, label, self) {
   const badge = document.createElement("span");
   badge.className = "badge";
   badge.hidden = true;
-  const top = document.createElement("div");
-  top.className = "tile-top";
-  const start = document.createElement("div");
-  start.className = "tile-start";
-  const end = document.createElement("div");
-  end.className = "tile-end";
+  const slot = (/** @type {string} */ cls) => {
+    const div = document.createElement("div");
+    div.className = cls;
+    return div;
+  };
+  const over = slot("tile-over");
+  const top = slot("tile-top");
+  const end = slot("tile-end");
   end.append(badge);
-  top.append(start, end);
-  const bottom = document.createElement("div");
-  bottom.className = "tile-bottom";
-  tile.append(off, video, top, bottom, name);
+  top.append(slot("tile-start"), end);
+  const bottom = slot("tile-bottom");
+  over.append(top, slot("tile-middle"), bottom);
+  tile.append(off, video, over, name); // the caption last (a figure's caption is its first or last child)
   if (!self) {
     // The person's own muted / camera-off state (their signed, encrypted "state" message), above the name.
     const state = document.createElement("span");
@@ -220,7 +222,7 @@ export class TileGrid {
       tile.dataset.corner = CORNERS[(at + 1) % CORNERS.length];
     });
     tile.dataset.corner = "br";
-    tile.append(move);
+    tile.insertBefore(move, tile.querySelector(".name"));
     dragToCorner(tile);
     this.tiles.set(SELF, tile);
     $("tiles").append(tile);
@@ -393,7 +395,7 @@ export class TileGrid {
       if (!note) {
         note = document.createElement("span");
         note.className = "paused-note";
-        tile.append(note);
+        tileSlot(tile, "middle").append(note);
       }
       note.textContent = t("quality.paused.peer");
       note.hidden = !link.paused;
