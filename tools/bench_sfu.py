@@ -18,6 +18,12 @@ A *stream* is one publisher's audio+video delivered to one subscriber (``publish
 ``packets_per_second_per_core``: RTP packets the forwarder sent per second, divided by the share of a core
 it used. The default size is 640x480 (aiortc's VP8 encoder sends ~500 kbps).
 
+Then the *floor*: a relay on the worker's own event loop that only moves the same datagrams (each publisher's
+audio and video at the forward phase's rates, one socket per connection, each datagram sent on to every subscriber)
+and does nothing else — no SRTP, no parsing, no feedback. ``ratios.forward_to_floor_per_packet`` is the
+forwarder's CPU per packet sent over the floor's, in the same run: what our forwarding adds to the cost of a
+process that receives and sends those datagrams at all (wake-ups, system calls, loopback delivery).
+
 ``--lossy`` runs the forwarding phase only, with publishers that send VP8 in three temporal layers
 (:func:`rtc.aiortc_hooks.send_temporal_layers`, L1T3 as browsers send in SFU rooms) and subscriber ``s0`` behind a
 lossy, rate-limited link: its layer over time, the complete frames its link delivers per second and the longest
@@ -357,6 +363,157 @@ class _SignalingProbe:
             await self._runner.cleanup()
 
 
+# ------------------------------------------------------------------------------------------------ floor
+
+FLOOR_AUDIO_BYTES = 100
+"""An Opus packet at ~32 kbps with its RTP header, extensions and SRTP tag."""
+
+
+def _floor_relay(conn: Connection, publishers: int) -> None:
+    """The floor: a relay that does nothing but move the datagrams, on the SFU worker's own event loop
+    (:func:`server.sfu.worker.run_loop`), one socket per connection as the worker has: every datagram that
+    arrives on a publisher's socket is sent on, unchanged, from each subscriber's socket to that subscriber."""
+    from server.sfu.worker import run_loop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        outs: list[tuple[Any, Any]] = []
+        for addr in conn.recv():
+            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                               local_addr=("127.0.0.1", 0))
+            outs.append((transport, tuple(addr)))
+
+        class Relay(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                for transport, to in outs:
+                    transport.sendto(data, to)
+
+        ports = []
+        for _ in range(publishers):
+            transport, _ = await loop.create_datagram_endpoint(Relay, local_addr=("127.0.0.1", 0))
+            ports.append(transport.get_extra_info("sockname"))
+        stop: asyncio.Future[None] = loop.create_future()
+
+        def told() -> None:
+            if not stop.done():
+                stop.set_result(None)
+
+        loop.add_reader(conn.fileno(), told)
+        conn.send((ports, type(loop).__module__.partition(".")[0]))
+        await stop
+
+    run_loop(main())
+
+
+def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pps: float, video_bytes: int) -> None:
+    """The floor's publishers and subscribers, in one process as the bench's clients are: each publisher sends
+    audio every 20 ms and ``video_pps`` video datagrams of ``video_bytes`` a second in 30 frames; the
+    subscribers count what reaches them."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        received = [0]
+
+        class Sink(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                received[0] += 1
+
+        sinks = []
+        for _ in range(subscribers):
+            transport, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+            sinks.append(transport.get_extra_info("sockname"))
+        conn.send(sinks)
+        ports = await loop.run_in_executor(None, conn.recv)
+
+        async def every(period: float, phase: float, send: Any) -> None:
+            due = loop.time() + phase
+            while True:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                send()
+                due += period
+
+        audio, video = b"\x80" * FLOOR_AUDIO_BYTES, b"\x80" * video_bytes
+        per_frame = max(1, round(video_pps / 30))
+        tasks = []
+        for i, port in enumerate(ports):
+            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=tuple(port))
+            phase = i / max(1, publishers)
+
+            def frame(t: Any = transport) -> None:
+                for _ in range(per_frame):
+                    t.sendto(video)
+
+            tasks.append(asyncio.ensure_future(every(0.02, 0.02 * phase, lambda t=transport: t.sendto(audio))))
+            tasks.append(asyncio.ensure_future(every(1 / 30, phase / 30, frame)))
+        while True:
+            message = await loop.run_in_executor(None, conn.recv)
+            if message == "count":
+                conn.send(received[0])
+            else:
+                break
+        for task in tasks:
+            task.cancel()
+
+    asyncio.run(main())
+
+
+async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: int, video_pps: float,
+                 video_bytes: int) -> dict[str, Any]:
+    """CPU of the floor relay (:func:`_floor_relay`) moving the forward phase's datagrams, per packet sent."""
+    ctx = multiprocessing.get_context("spawn")
+    relay_end, relay_conn = ctx.Pipe()
+    traffic_end, traffic_conn = ctx.Pipe()
+    relay = ctx.Process(target=_floor_relay, args=(relay_conn, publishers), daemon=True)
+    traffic = ctx.Process(target=_floor_traffic, args=(traffic_conn, publishers, subscribers, video_pps,
+                                                       video_bytes), daemon=True)
+    relay.start()
+    traffic.start()
+    loop = asyncio.get_running_loop()
+
+    async def recv(end: Connection) -> Any:
+        if not await loop.run_in_executor(None, end.poll, 30):
+            raise RuntimeError("the floor relay did not start")
+        return end.recv()
+
+    try:
+        relay_end.send(await recv(traffic_end))
+        ports, event_loop = await recv(relay_end)
+        traffic_end.send(ports)
+        await asyncio.sleep(WARMUP)
+        cpus: list[float] = []
+        rates: list[float] = []
+        for _ in range(windows):
+            traffic_end.send("count")
+            n0 = await recv(traffic_end)
+            cpu0, t0 = _proc_cpu_seconds(relay.pid or 0), time.monotonic()
+            await asyncio.sleep(seconds / windows)
+            traffic_end.send("count")
+            n1 = await recv(traffic_end)
+            took = time.monotonic() - t0
+            cpus.append(100 * (_proc_cpu_seconds(relay.pid or 0) - cpu0) / took)
+            rates.append((n1 - n0) / took)
+    finally:
+        for end in (traffic_end, relay_end):
+            with contextlib.suppress(BrokenPipeError, OSError):
+                end.send("stop")
+        for process in (traffic, relay):
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+    cpu = statistics.median(cpus)
+    pps = statistics.median(rates)
+    streams = publishers * subscribers
+    return {
+        "cpu_percent": round(cpu, 2),
+        "cpu_per_stream_percent": round(cpu / streams, 3),
+        "cpu_percent_windows": [round(c, 2) for c in cpus],
+        "packets_out_per_second": round(pps),
+        "cpu_us_per_packet_out": round(10_000 * cpu / pps, 2) if pps else None,
+        "streams_per_core_estimate": int(100 * streams / cpu) if cpu > 0 else None,
+        "event_loop": event_loop,
+    }
+
+
 # ------------------------------------------------------------------------------------------------ phases
 
 
@@ -621,6 +778,14 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     finally:
         await probe.stop()
     forward, pack, transcode = phases["forward"], phases["pack"], phases["transcode"]
+    # the floor moves what the forward phase moved: per publisher, its audio and its video datagrams
+    in_pps = forward["packets_out_per_second"] / (publishers * subscribers)
+    video_pps = max(30.0, in_pps - 50)
+    video_bytes = max(200, min(1200, round(forward["video_kbps_per_stream"] * 125 / video_pps)))
+    floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
+                         video_pps=video_pps, video_bytes=video_bytes)
+    if forward["packets_out_per_second"]:
+        forward["cpu_us_per_packet_out"] = round(10_000 * forward["cpu_percent"] / forward["packets_out_per_second"], 2)
 
     def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
         return round(a["cpu_percent"] / b["cpu_percent"], 3) if b["cpu_percent"] else 0.0
@@ -641,6 +806,7 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         "forward": forward,
         "pack": pack,
         "transcode": transcode,
+        "floor": floor,
         "ratio": ratio(forward, transcode),
         "ratio_per_delivered_frame": per_frame(forward, transcode),
         "ratios": {
@@ -649,6 +815,8 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
             "pack_to_transcode": ratio(pack, transcode),
             "forward_to_transcode_per_delivered_frame": per_frame(forward, transcode),
             "forward_to_pack_per_delivered_frame": per_frame(forward, pack),
+            "forward_to_floor_per_packet": round(forward["cpu_us_per_packet_out"] / floor["cpu_us_per_packet_out"], 2)
+            if forward.get("cpu_us_per_packet_out") and floor["cpu_us_per_packet_out"] else None,
         },
         "packets_per_second_per_core": forward.get("packets_per_second_per_core"),
         "signaling_p99_ms": forward["signaling"]["p99_ms"],
@@ -694,6 +862,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"forward/transcode {result['ratio']}, forward/pack() {result['ratios']['forward_to_pack']}; "
               f"{result['packets_per_second_per_core']} packets/s per core; signaling p99 {result['signaling_p99_ms']} ms "
               f"(idle {result['signaling_idle_p99_ms']} ms); ~{result['streams_per_core_estimate']} streams/core")
+        fl = result["floor"]
+        print(f"floor:     CPU {fl['cpu_percent']}% for the same datagrams on the same loop doing nothing else "
+              f"(~{fl['streams_per_core_estimate']} streams/core); forward/floor per packet "
+              f"{result['ratios']['forward_to_floor_per_packet']}")
     return 0
 
 
