@@ -73,6 +73,13 @@ async def test_client_is_told_when_the_therapist_is_reconnecting(alcove: Any, pa
     await therapist.get_by_text("Room locked while you reconnect.").wait_for()
     await shot(client, "therapist-reconnecting")
     await shot(therapist, "console-reconnecting")
+    # two banners make the page taller than the window: the call controls stay in sight and clickable
+    for page in (therapist, client):
+        controls = await page.evaluate("""() => { window.scrollTo(0, 0);
+          return [...document.querySelectorAll('.toolbar .btn.tool')].filter((b) => b.getClientRects().length)
+            .map((b) => { const r = b.getBoundingClientRect(); const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
+                          return { id: b.id, top: r.top, bottom: r.bottom, vh: innerHeight, hit: !!hit && b.contains(hit) }; }); }""")
+        assert controls and all(c["top"] >= 0 and c["bottom"] <= c["vh"] and c["hit"] for c in controls), controls
     await therapist.context.set_offline(False)
     await client.locator("#banners").get_by_text("Your therapist is back.").wait_for(timeout=20000)
     await therapist.get_by_text("Room open: you can admit clients.").wait_for()
