@@ -433,14 +433,16 @@ def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pp
                 due += period
 
         audio, video = b"\x80" * FLOOR_AUDIO_BYTES, b"\x80" * video_bytes
-        per_frame = max(1, round(video_pps / 30))
         tasks = []
         for i, port in enumerate(ports):
             transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=tuple(port))
             phase = i / max(1, publishers)
+            owed = [0.0]  # video datagrams per frame are video_pps / 30: the fraction is carried to the next frame
 
-            def frame(t: Any = transport) -> None:
-                for _ in range(per_frame):
+            def frame(t: Any = transport, owed: list[float] = owed) -> None:
+                owed[0] += video_pps / 30
+                while owed[0] >= 1:
+                    owed[0] -= 1
                     t.sendto(video)
 
             tasks.append(asyncio.ensure_future(every(0.02, 0.02 * phase, lambda t=transport: t.sendto(audio))))
@@ -466,16 +468,18 @@ async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: 
     relay = ctx.Process(target=_floor_relay, args=(relay_conn, publishers), daemon=True)
     traffic = ctx.Process(target=_floor_traffic, args=(traffic_conn, publishers, subscribers, video_pps,
                                                        video_bytes), daemon=True)
-    relay.start()
-    traffic.start()
     loop = asyncio.get_running_loop()
 
     async def recv(end: Connection) -> Any:
-        if not await loop.run_in_executor(None, end.poll, 30):
-            raise RuntimeError("the floor relay did not start")
+        if not await loop.run_in_executor(None, end.poll, 30):  # a child that died: end of file, at once
+            raise RuntimeError("the floor's relay or traffic process did not answer")
         return end.recv()
 
     try:
+        relay.start()
+        traffic.start()
+        relay_conn.close()  # the children's ends: theirs alone, so that a child's death reads as end of file here
+        traffic_conn.close()
         relay_end.send(await recv(traffic_end))
         ports, event_loop = await recv(relay_end)
         traffic_end.send(ports)
@@ -497,9 +501,14 @@ async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: 
             with contextlib.suppress(BrokenPipeError, OSError):
                 end.send("stop")
         for process in (traffic, relay):
+            if process.pid is None:
+                continue
             process.join(5)
             if process.is_alive():
                 process.kill()
+                process.join(5)
+        for end in (traffic_end, relay_end, traffic_conn, relay_conn):
+            end.close()
     cpu = statistics.median(cpus)
     pps = statistics.median(rates)
     streams = publishers * subscribers
@@ -782,8 +791,12 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     in_pps = forward["packets_out_per_second"] / (publishers * subscribers)
     video_pps = max(30.0, in_pps - 50)
     video_bytes = max(200, min(1200, round(forward["video_kbps_per_stream"] * 125 / video_pps)))
-    floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
-                         video_pps=video_pps, video_bytes=video_bytes)
+    try:
+        floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
+                             video_pps=video_pps, video_bytes=video_bytes)
+    except (RuntimeError, OSError, EOFError) as exc:  # the other phases' figures stand without it
+        floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
+                 "streams_per_core_estimate": None}
     if forward["packets_out_per_second"]:
         forward["cpu_us_per_packet_out"] = round(10_000 * forward["cpu_percent"] / forward["packets_out_per_second"], 2)
 
@@ -816,7 +829,7 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
             "forward_to_transcode_per_delivered_frame": per_frame(forward, transcode),
             "forward_to_pack_per_delivered_frame": per_frame(forward, pack),
             "forward_to_floor_per_packet": round(forward["cpu_us_per_packet_out"] / floor["cpu_us_per_packet_out"], 2)
-            if forward.get("cpu_us_per_packet_out") and floor["cpu_us_per_packet_out"] else None,
+            if forward.get("cpu_us_per_packet_out") and floor.get("cpu_us_per_packet_out") else None,
         },
         "packets_per_second_per_core": forward.get("packets_per_second_per_core"),
         "signaling_p99_ms": forward["signaling"]["p99_ms"],

@@ -15,11 +15,11 @@ pytestmark = [pytest.mark.sfu, pytest.mark.media]
 
 
 async def test_the_floor_moves_every_datagram_to_every_subscriber() -> None:
-    publishers, subscribers, video_pps = 2, 3, 60.0
+    publishers, subscribers, video_pps = 2, 3, 44.0  # not a whole number of datagrams per frame
     floor = await bench_sfu._floor(publishers=publishers, subscribers=subscribers, seconds=2.0, windows=2,
                                    video_pps=video_pps, video_bytes=1000)
     expected = publishers * subscribers * (50 + video_pps)  # audio every 20 ms, video in 30 frames a second
-    assert 0.8 * expected <= floor["packets_out_per_second"] <= 1.2 * expected, floor
+    assert 0.9 * expected <= floor["packets_out_per_second"] <= 1.1 * expected, floor
     assert floor["event_loop"] == "uvloop", floor  # the worker's own loop (server.sfu.worker.run_loop)
     assert floor["cpu_percent"] > 0 and len(floor["cpu_percent_windows"]) == 2, floor
     assert floor["cpu_us_per_packet_out"] == pytest.approx(10_000 * floor["cpu_percent"]
