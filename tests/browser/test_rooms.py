@@ -66,3 +66,24 @@ async def test_family_session_of_five_everyone_decodes_everyone(alcove: Any, pag
             assert {"e2ee-badge", "verify-badge", "quality", "hand-badge", "state-badge", "name"} <= seen, seen
             if size in ("desktop", "phone"):
                 await shot(therapist, f"console-family-of-five-{size}-{lang}")
+
+
+async def test_the_floating_self_view_shows_a_raised_hand_and_muted_whole_on_a_phone(alcove: Any, pages: Any) -> None:
+    # One other person: the client's own picture floats small; on a phone it has no name, and its badges (the
+    # connection dot, "Muted", the raised hand) must still be seen whole, clear of each other and of its move button.
+    room = await alcove.create_room(type="family", clients=1, host="Dr. Ionescu")
+    therapist = await pages.new(viewport={"width": 1000, "height": 700})
+    await join(therapist, room["therapist_link"])
+    client = await pages.new(viewport={"width": 390, "height": 844})
+    await join(client, room["client_links"][0], "Client 1")
+    await therapist.get_by_role("button", name="Admit Client 1", exact=True).click()
+    await decodes_from_all(client, 1)
+    for button in ("Raise hand", "Mute"):
+        await client.get_by_role("button", name=button, exact=True).click()
+    await wait_js(client, "!!document.querySelector('#tiles.with-pip .tile.self .hand-badge:not([hidden])')"
+                          " && !!document.querySelector('.tile.self .badge:not([hidden])')"
+                          " && !!document.querySelector('.tile.self .quality')")
+    for size, viewport in (("phone", {"width": 390, "height": 844}), ("phone-landscape", {"width": 844, "height": 390})):
+        await client.set_viewport_size(viewport)
+        seen = await overlays_apart(client, size)
+        assert {"hand-badge", "badge", "quality", "move-self"} <= seen, seen

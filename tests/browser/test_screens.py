@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import decodes_from_all, join, shot
+from .conftest import decodes_from_all, join, shot, wait_js
 
 pytestmark = pytest.mark.browser
 
@@ -80,6 +80,13 @@ async def test_client_is_told_when_the_therapist_is_reconnecting(alcove: Any, pa
             .map((b) => { const r = b.getBoundingClientRect(); const hit = document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2);
                           return { id: b.id, top: r.top, bottom: r.bottom, vh: innerHeight, hit: !!hit && b.contains(hit) }; }); }""")
         assert controls and all(c["top"] >= 0 and c["bottom"] <= c["vh"] and c["hit"] for c in controls), controls
+    # what the keyboard focuses scrolls into view above the controls, however tall they are (two rows at 900 px)
+    await therapist.set_viewport_size({"width": 900, "height": 800})
+    measure = """() => [parseFloat(getComputedStyle(document.documentElement).scrollPaddingBottom),
+                        document.querySelector('.toolbar').getBoundingClientRect().height]"""
+    await wait_js(therapist, f"(() => {{ const [pad, bar] = ({measure})(); return pad >= bar && bar > 80; }})()")
+    pad, bar = await therapist.evaluate(measure)
+    assert bar > 80 and pad >= bar, (pad, bar)
     await therapist.context.set_offline(False)
     await client.locator("#banners").get_by_text("Your therapist is back.").wait_for(timeout=20000)
     await therapist.get_by_text("Room open: you can admit clients.").wait_for()

@@ -365,8 +365,22 @@ function showJoin(token) {
   if (!nameInput.value) nameInput.focus();
 }
 
+/**
+ * The call controls' height in a CSS variable (--toolbar-height): the page keeps what the keyboard focuses clear of
+ * them (scroll-padding-bottom) however many rows they wrap onto.
+ */
+function followToolbarHeight() {
+  const bar = document.querySelector(".toolbar");
+  if (!bar || typeof ResizeObserver !== "function") return;
+  new ResizeObserver(() => {
+    const height = bar.getBoundingClientRect().height;
+    if (height > 0) document.documentElement.style.setProperty("--toolbar-height", `${Math.ceil(height)}px`);
+  }).observe(bar);
+}
+
 async function main() {
   applyTranslations();
+  followToolbarHeight();
   const { token, malformed } = takeToken();
   if (malformed || !token) {
     showError(malformed ? "token-invalid" : "missing");

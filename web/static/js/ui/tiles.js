@@ -387,8 +387,11 @@ export class TileGrid {
         q.className = "quality";
         tileSlot(tile, "end").prepend(q);
       }
-      q.dataset.quality = link.quality;
-      q.textContent = t(`quality.${link.quality}`);
+      const text = t(`quality.${link.quality}`);
+      if (q.dataset.quality !== link.quality || q.textContent !== text) {  // once per change, not per stats tick
+        q.dataset.quality = link.quality;
+        q.textContent = text;
+      }
     }
     if (link.paused !== undefined) {
       let note = /** @type {HTMLElement|null} */ (tile.querySelector(".paused-note"));
@@ -397,7 +400,8 @@ export class TileGrid {
         note.className = "paused-note";
         tileSlot(tile, "middle").append(note);
       }
-      note.textContent = t("quality.paused.peer");
+      const text = t("quality.paused.peer");
+      if (note.textContent !== text) note.textContent = text;
       note.hidden = !link.paused;
       tile.dataset.videoPaused = String(link.paused);
     }
