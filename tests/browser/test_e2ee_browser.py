@@ -16,7 +16,7 @@ import pytest
 
 from rtc.codecs import TRANSPORT_HEADER_EXTENSIONS
 
-from .conftest import TRACK_PCS, decodes_from_all, frames, join, shot, wait_for, wait_js
+from .conftest import TRACK_PCS, decodes_from_all, frames, join, overlays_apart, shot, wait_for, wait_js
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2ee]
 
@@ -318,6 +318,31 @@ async def test_wrong_key_decodes_nothing(alcove: Any, pages: Any) -> None:
     await client.get_by_text("Can't decrypt — ask them to rejoin").wait_for(timeout=10_000)
     await therapist.get_by_text("Can't decrypt — ask them to rejoin").wait_for(timeout=10_000)
     await shot(therapist, "e2ee-badge-cant-decrypt")
+
+
+async def test_a_failing_tile_keeps_its_words_on_a_small_tile(alcove: Any, pages: Any) -> None:
+    # A couple session on the therapist's phone: three small tiles; one client cannot be decrypted. Its tile says so
+    # (in Romanian, the longest words), whole and readable, with every other badge of every tile clear of it.
+    _, therapist, (alex, bea), (link_a, link_b) = await secure_room(alcove, pages, clients=2)
+    await bea.add_init_script(WRONG_KEY_SCRIPT)
+    await join(alex, link_a, "Alex")
+    await admit(therapist, "Alex")
+    await join(bea, link_b, "Bea")
+    await admit(therapist, "Bea")
+    await therapist.locator(".tile .e2ee-badge[data-state='failing']").wait_for(timeout=20_000)
+    await therapist.get_by_role("button", name="Română", exact=True).first.click()
+    await wait_js(therapist, "document.documentElement.lang === 'ro'")
+    for size, viewport in (("phone", {"width": 390, "height": 844}), ("phone-landscape", {"width": 844, "height": 390})):
+        await therapist.set_viewport_size(viewport)
+        seen = await overlays_apart(therapist, size)
+        assert {"e2ee-badge", "quality", "name"} <= seen, seen
+        failing = therapist.locator(".tile .e2ee-badge[data-state='failing']")
+        assert await failing.text_content() == "Nu se poate decripta — rugați persoana să intre din nou"
+        box = await failing.bounding_box()
+        assert box is not None and box["height"] >= 12 and box["width"] >= 60, box  # seen, not a sliver
+        cut = await failing.evaluate("(el) => el.scrollHeight > el.clientHeight + 1")
+        assert not cut, f"{size}: the failure's words are cut short"
+    await shot(therapist, "e2ee-badge-cant-decrypt-phone-ro")
 
 
 NO_TRANSFORMS_SCRIPT = """
