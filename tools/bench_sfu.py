@@ -373,7 +373,7 @@ def _floor_relay(conn: Connection, publishers: int) -> None:
     """The floor: a relay that does nothing but move the datagrams, on the SFU worker's own event loop
     (:func:`server.sfu.worker.run_loop`), one socket per connection as the worker has: every datagram that
     arrives on a publisher's socket is sent on, unchanged, from each subscriber's socket to that subscriber."""
-    from server.sfu.worker import run_loop
+    from server.sfu.worker import event_loop_name, run_loop
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -399,7 +399,7 @@ def _floor_relay(conn: Connection, publishers: int) -> None:
                 stop.set_result(None)
 
         loop.add_reader(conn.fileno(), told)
-        conn.send((ports, type(loop).__module__.partition(".")[0]))
+        conn.send((ports, event_loop_name()))
         await stop
 
     run_loop(main())
@@ -457,6 +457,11 @@ def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pp
             task.cancel()
 
     asyncio.run(main())
+
+
+def _us_per_packet(cpu_percent: float, packets_per_second: float) -> float | None:
+    """CPU microseconds per packet sent, from a share of a core (%) and a packet rate."""
+    return round(10_000 * cpu_percent / packets_per_second, 2) if packets_per_second else None
 
 
 async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: int, video_pps: float,
@@ -517,7 +522,7 @@ async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: 
         "cpu_per_stream_percent": round(cpu / streams, 3),
         "cpu_percent_windows": [round(c, 2) for c in cpus],
         "packets_out_per_second": round(pps),
-        "cpu_us_per_packet_out": round(10_000 * cpu / pps, 2) if pps else None,
+        "cpu_us_per_packet_out": _us_per_packet(cpu, pps),
         "streams_per_core_estimate": int(100 * streams / cpu) if cpu > 0 else None,
         "event_loop": event_loop,
     }
@@ -797,8 +802,7 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     except (RuntimeError, OSError, EOFError) as exc:  # the other phases' figures stand without it
         floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
                  "streams_per_core_estimate": None}
-    if forward["packets_out_per_second"]:
-        forward["cpu_us_per_packet_out"] = round(10_000 * forward["cpu_percent"] / forward["packets_out_per_second"], 2)
+    forward["cpu_us_per_packet_out"] = _us_per_packet(forward["cpu_percent"], forward["packets_out_per_second"])
 
     def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
         return round(a["cpu_percent"] / b["cpu_percent"], 3) if b["cpu_percent"] else 0.0

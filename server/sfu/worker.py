@@ -959,7 +959,7 @@ class Worker:
             rooms[room.id] = {"members": sorted(room.members), "peers": peers}
         return {
             "os_pid": os.getpid(),
-            "event_loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],  # "uvloop" or "asyncio"
+            "event_loop": event_loop_name(),
             "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "decoded_frames": decoded,
             "forwarded_packets": forwarded,
@@ -978,6 +978,11 @@ def listen(path: str) -> socket.socket:
     os.chmod(path, 0o600)
     sock.listen(4)
     return sock
+
+
+def event_loop_name() -> str:
+    """The running loop's kind: "uvloop" or "asyncio" (what :func:`run_loop` chose)."""
+    return type(asyncio.get_running_loop()).__module__.partition(".")[0]
 
 
 def run_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -387,11 +387,9 @@ export class TileGrid {
         q.className = "quality";
         tileSlot(tile, "end").prepend(q);
       }
+      q.dataset.quality = link.quality;
       const text = t(`quality.${link.quality}`);
-      if (q.dataset.quality !== link.quality || q.textContent !== text) {  // once per change, not per stats tick
-        q.dataset.quality = link.quality;
-        q.textContent = text;
-      }
+      if (q.textContent !== text) q.textContent = text; // the text node once per change, not per stats tick
     }
     if (link.paused !== undefined) {
       let note = /** @type {HTMLElement|null} */ (tile.querySelector(".paused-note"));
