@@ -166,16 +166,34 @@ OVERLAYS = """() => [...document.querySelectorAll('#tiles .tile')].map((tile) =>
   const over = tile.querySelector('.tile-over');
   const shown = [...tile.querySelectorAll(
       '.e2ee-badge, .verify-badge, .quality, .badge, .hand-badge, .state-badge, .paused-note, .name, .move-self')]
-    .filter((el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden');
+    .filter((el) => el.getClientRects().length > 0 && getComputedStyle(el).visibility !== 'hidden')
+    .filter((el) => { const r = el.getBoundingClientRect(); return r.width > 1 || r.height > 1; });  // not for screen readers only
+  // the words of an overlay that are drawn across two lines ("Unverif" / "ied"): a word's range has boxes on two lines
+  const broken = (el) => {
+    const out = [];
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0.5 && r.height > 0.5)
+          .map((r) => Math.round(r.top)));
+        if (lines.size > 1) out.push(m[0]);
+      }
+    }
+    return out;
+  };
   return { tile: tile.getAttribute('aria-label'), box: box(tile),
            overlays: shown.map((el) => ({ what: el.className.split(' ')[0], text: el.textContent, ...box(el),
-                                          within: box(el.closest('.tile-over') ? over : tile) })) };
+                                          within: box(el.closest('.tile-over') ? over : tile),
+                                          broken: broken(el) })) };
 })"""
 
 
 async def overlays_apart(page: Any, where: str) -> set[str]:
     """Every shown overlay of every tile is seen whole (at least 6 px each way, inside its tile and not clipped by
-    the overlay column) and none covers another; returns the kinds of overlay seen."""
+    the overlay column, no word drawn across two lines) and none covers another; returns the kinds of overlay seen."""
     seen: set[str] = set()
     for tile in await page.evaluate(OVERLAYS):
         items = tile["overlays"]
@@ -185,6 +203,7 @@ async def overlays_apart(page: Any, where: str) -> set[str]:
             assert o["r"] - o["x"] >= 6 and o["b"] - o["y"] >= 6, f"{where}: {o} on {tile['tile']}'s tile is not seen"
             assert o["x"] >= w["x"] - 0.5 and o["r"] <= w["r"] + 0.5 and o["y"] >= w["y"] - 0.5 \
                 and o["b"] <= w["b"] + 0.5, f"{where}: {o} is cut off on {tile['tile']}'s tile {tile['box']}"
+            assert not o["broken"], f"{where}: {o['broken']} broken across lines in {o} on {tile['tile']}'s tile"
         for i, a in enumerate(items):
             for b in items[i + 1:]:
                 apart = a["r"] <= b["x"] + 0.5 or b["r"] <= a["x"] + 0.5 or a["b"] <= b["y"] + 0.5 \
