@@ -11,7 +11,9 @@ import pytest
 
 from tools import bench_sfu
 
-pytestmark = [pytest.mark.sfu, pytest.mark.media]
+# serial: it checks a rate (every datagram at the rate asked for, ±10 %), which a CI machine busy with the browser
+# suite beside it once cut to 87 % (the sinks' sockets overflow while the relay's process waits for a core)
+pytestmark = [pytest.mark.sfu, pytest.mark.media, pytest.mark.serial]
 
 
 async def test_the_floor_moves_every_datagram_to_every_subscriber() -> None:
