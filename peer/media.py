@@ -45,7 +45,7 @@ def rgb_to_yuv(r: int, g: int, b: int) -> tuple[int, int, int]:
     return round(y), round(u), round(v)
 
 
-class _Pacer:
+class Pacer:
     """Sleeps so that frame ``n`` is released at ``start + n * period``."""
 
     def __init__(self, period: float) -> None:
@@ -90,7 +90,7 @@ class SyntheticVideoTrack(MediaStreamTrack):
         self.colour = colour
         self.yuv = rgb_to_yuv(*colour)
         self.frames_sent = 0
-        self._pacer = _Pacer(1 / fps)
+        self._pacer = Pacer(1 / fps)
         self._variants = [self._make_planes(i, variants) for i in range(variants)]
 
     def _make_planes(self, index: int, variants: int) -> tuple[bytes, bytes, bytes]:
@@ -113,11 +113,15 @@ class SyntheticVideoTrack(MediaStreamTrack):
         chroma = (w // 2) * (h // 2)
         return bytes(luma), bytes([u0]) * chroma, bytes([v0]) * chroma
 
+    def planes(self, n: int) -> tuple[bytes, bytes, bytes]:
+        """The Y, U and V planes of frame ``n`` (the pictures repeat every ``variants`` frames)."""
+        return self._variants[n % len(self._variants)]
+
     async def recv(self) -> av.VideoFrame:
         if self.readyState != "live":
             raise MediaStreamError
         n = await self._pacer.next()
-        planes = self._variants[n % len(self._variants)]
+        planes = self.planes(n)
         frame = av.VideoFrame(self.width, self.height, "yuv420p")
         for plane, data in zip(frame.planes, planes, strict=True):
             if plane.line_size == plane.width:
@@ -145,7 +149,7 @@ class SyntheticAudioTrack(MediaStreamTrack):
         self.frames_sent = 0
         self.muted = False
         """Silence instead of the tone (the participant's own mute, e.g. obeying the therapist's ``mute``)."""
-        self._pacer = _Pacer(AUDIO_SAMPLES_PER_FRAME / AUDIO_SAMPLE_RATE)
+        self._pacer = Pacer(AUDIO_SAMPLES_PER_FRAME / AUDIO_SAMPLE_RATE)
         # 5 frames = 100 ms: a whole number of periods for 440 Hz, so the loop is seamless.
         total = AUDIO_SAMPLES_PER_FRAME * 5
         peak = int(32767 * amplitude)
@@ -156,12 +160,16 @@ class SyntheticAudioTrack(MediaStreamTrack):
         size = AUDIO_SAMPLES_PER_FRAME * 2
         self._chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
 
+    def chunk(self, n: int) -> bytes:
+        """The s16 samples of frame ``n`` (the tone, whether muted or not)."""
+        return self._chunks[n % len(self._chunks)]
+
     async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         n = await self._pacer.next()
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES_PER_FRAME)
-        chunk = self._chunks[n % len(self._chunks)]
+        chunk = self.chunk(n)
         frame.planes[0].update(bytes(len(chunk)) if self.muted else chunk)
         frame.sample_rate = AUDIO_SAMPLE_RATE
         frame.pts = n * AUDIO_SAMPLES_PER_FRAME

@@ -25,7 +25,8 @@ How the hooks work (aiortc 1.16.0):
 
   VP8 ``encode()`` runs in aiortc's executor thread, so the transform may be called from a worker thread.
   :func:`send_temporal_layers` makes the same factory moment create a :class:`TemporalVp8Encoder` (L1T3) instead
-  of aiortc's ``Vp8Encoder``; it is a subclass, so the transform wraps it the same way.
+  of aiortc's ``Vp8Encoder``; it is a subclass, so the transform wraps it the same way. :func:`vp8_bitstream`
+  (pre-encoded video for load generators) subclasses it too, keeping what ``_packetize`` is given.
 
 * **Receive.** ``RTCRtpReceiver._handle_rtp_packet`` (event-loop thread) reassembles a ``JitterFrame`` and
   calls ``self.__decoder_queue.put((codec, frame))``; the ``decoder_worker`` thread takes it from there. We
@@ -61,7 +62,7 @@ import struct
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -581,6 +582,29 @@ def send_temporal_layers(sender: RTCRtpSender) -> None:
     _sender_hook(sender).temporal_layers = True
 
 
+class _Vp8Recorder(Vp8Encoder):
+    """aiortc's VP8 encoder keeping each frame's bitstream instead of packetizing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames: list[bytes] = []
+
+    def _packetize(self, buffer: bytes, picture_id: int) -> list[bytes]:  # type: ignore[override]
+        self.frames.append(bytes(buffer))
+        return []
+
+
+def vp8_bitstream(frames: Iterable[av.VideoFrame], key_at: Container[int] = ()) -> list[bytes]:
+    """``frames`` encoded by aiortc's own VP8 encoder (its libvpx settings and rate control; a key frame first and
+    wherever ``key_at`` asks for one, as a PLI would), one bitstream per frame, without RTP payload descriptors:
+    pre-encoded video that a load generator sends through aiortc's ``pack()`` path (a track yielding
+    ``av.Packet``) on many connections without encoding per connection."""
+    recorder = _Vp8Recorder()
+    for i, frame in enumerate(frames):
+        recorder.encode(frame, force_keyframe=i in key_at)
+    return recorder.frames
+
+
 # --------------------------------------------------------------------------------------------------------
 # Metadata: header extensions and Opus bitrate
 # --------------------------------------------------------------------------------------------------------
@@ -1087,7 +1111,9 @@ def _spawn(coro: Any) -> None:
 
 class ReceiveReports:
     """Feeds aiortc's own receiver statistics for packets that bypass the receiver, so that its RTCP loop keeps
-    sending receiver reports (loss, jitter, LSR/DLSR) upstream for them."""
+    sending receiver reports (loss, jitter, LSR/DLSR) upstream for them. Create it on the stream's first packet
+    and :meth:`add` that packet at once, as aiortc does: statistics without a packet make aiortc's report loop fail
+    for good (it cannot write a report block without a highest sequence number)."""
 
     __slots__ = ("_pkt", "_stats")
 

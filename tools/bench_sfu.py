@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import multiprocessing
@@ -71,6 +72,139 @@ def _textured_video_track(width: int, height: int, colour: tuple[int, int, int])
             return luma[:half] + noise, u, v
 
     return TexturedVideoTrack(width, height, 30, colour)
+
+
+REPLAY_SECONDS = 4
+"""The loaded phase's publishers send one pre-encoded stretch of this many seconds in a loop (a key frame first)."""
+REPLAY_WARMUP_FRAMES = 30
+"""Frames encoded before the stretch, so that it starts with the encoder's rate control settled (~500 kbps)."""
+
+
+def _replay_media(width: int, height: int) -> tuple[list[bytes], list[bytes]]:
+    """The loaded phase's media, encoded once: :data:`REPLAY_SECONDS` of the bench's textured 30 fps picture by
+    aiortc's own VP8 encoder (:func:`rtc.aiortc_hooks.vp8_bitstream`, a key frame at the loop's start, as after a
+    PLI) and as many 20 ms Opus packets of the bench's tone by aiortc's Opus encoder."""
+    from aiortc.codecs.opus import OpusEncoder
+
+    from peer.media import (
+        AUDIO_SAMPLE_RATE,
+        AUDIO_SAMPLES_PER_FRAME,
+        AUDIO_TIME_BASE,
+        VIDEO_TIME_BASE,
+        SyntheticAudioTrack,
+    )
+    from rtc.aiortc_hooks import vp8_bitstream
+
+    picture = _textured_video_track(width, height, (80, 160, 220))
+    count = REPLAY_WARMUP_FRAMES + 30 * REPLAY_SECONDS
+
+    import av
+
+    def frames() -> Any:
+        for i in range(count):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            for plane, data in zip(frame.planes, picture.planes(i), strict=True):
+                plane.update(data)
+            frame.pts, frame.time_base = i * 3000, VIDEO_TIME_BASE
+            yield frame
+
+    video = vp8_bitstream(frames(), key_at={REPLAY_WARMUP_FRAMES})[REPLAY_WARMUP_FRAMES:]
+    tone = SyntheticAudioTrack()
+    encoder = OpusEncoder()
+    audio: list[bytes] = []
+    for i in range(50 * REPLAY_SECONDS):
+        frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES_PER_FRAME)
+        frame.planes[0].update(tone.chunk(i))
+        frame.sample_rate, frame.pts, frame.time_base = AUDIO_SAMPLE_RATE, i * AUDIO_SAMPLES_PER_FRAME, AUDIO_TIME_BASE
+        audio.extend(encoder.encode(frame)[0])
+    return video, audio
+
+
+def _replay_track(kind: str, packets: list[bytes], delay: float) -> Any:
+    """A track that yields ``packets`` (pre-encoded, :func:`_replay_media`) as ``av.Packet`` in real time, in a loop,
+    starting ``delay`` seconds late (publishers do not all send at the same instant): aiortc's sender sends them
+    through its ``pack()`` path (packetization, RTP, SRTP) without encoding. A key-frame request cannot be served
+    (the stretch's key frame comes round every :data:`REPLAY_SECONDS`)."""
+    import fractions
+
+    import av
+    from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+    from peer.media import Pacer
+
+    rate, period = (90_000, 1 / 30) if kind == "video" else (48_000, 0.02)
+
+    class ReplayTrack(MediaStreamTrack):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kind = kind
+            self._pacer = Pacer(period)
+            self._delay = delay
+
+        async def recv(self) -> Any:  # an av.Packet
+            if self.readyState != "live":
+                raise MediaStreamError
+            if self._delay:
+                await asyncio.sleep(self._delay)
+                self._delay = 0.0
+            n = await self._pacer.next()
+            packet = av.Packet(packets[n % len(packets)])
+            packet.pts, packet.time_base = round(n * period * rate), fractions.Fraction(1, rate)
+            return packet
+
+    return ReplayTrack()
+
+
+class _FrameCount:
+    __slots__ = ("frames",)
+
+    def __init__(self) -> None:
+        self.frames = 0
+
+
+class _LightSubscriber:
+    """A subscriber connection of the loaded phase, kept light so that one clients process can receive ~100
+    streams: every RTP packet is taken in the socket's read callback after SRTP unprotect
+    (:func:`rtc.aiortc_hooks.tap_rtp`), fed to aiortc's receiver statistics (:class:`rtc.aiortc_hooks.ReceiveReports`:
+    its receiver reports go on reaching the SFU as for packets it had handled) and counted — video frames by their
+    marker bit, per publisher — and goes no further: no jitter buffer, no track. (aiortc's own receive path costs
+    the clients process more than the SFU spends forwarding the packet.)"""
+
+    def __init__(self, pc: Any, mapping: dict[str, dict[str, str]]) -> None:
+        from aiortc.sdp import SessionDescription
+
+        from rtc.aiortc_hooks import ReceiveReports, tap_rtp
+
+        self._make_reports = ReceiveReports
+        self.counts: dict[str, _FrameCount] = {}
+        self._video: dict[int, _FrameCount] = {}
+        self._receivers: dict[int, tuple[Any, int]] = {}
+        self._reports: dict[int, Any] = {}
+        receivers = {t.mid: t.receiver for t in pc.getTransceivers()}
+        for media in SessionDescription.parse(pc.remoteDescription.sdp).media:
+            entry = mapping.get(media.rtp.muxId or "")
+            receiver = receivers.get(media.rtp.muxId)
+            if not entry or receiver is None or not media.ssrc:
+                continue
+            ssrc = media.ssrc[0].ssrc
+            video = entry["kind"] == "video"
+            self._receivers[ssrc] = (receiver, 90_000 if video else 48_000)
+            if video:
+                self._video[ssrc] = self.counts[entry["pid"]] = _FrameCount()
+        tap_rtp(pc.getTransceivers()[0].receiver.transport, self._tap)
+
+    def _tap(self, data: bytes, arrival_ms: int) -> bool:
+        ssrc = int.from_bytes(data[8:12], "big")
+        reports = self._reports.get(ssrc)
+        if reports is None and ssrc in self._receivers:  # from its first packet on, as aiortc's receiver does (a
+            # stream's statistics without a packet make aiortc's report loop fail for good)
+            receiver, clock_rate = self._receivers[ssrc]
+            reports = self._reports[ssrc] = self._make_reports(receiver, ssrc, clock_rate)
+        if reports is not None:
+            reports.add(int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:8], "big"))
+            if data[1] & 0x80 and ssrc in self._video:  # the marker bit: the last packet of a video frame
+                self._video[ssrc].frames += 1
+        return True
 
 
 class _Arrivals:
@@ -176,13 +310,25 @@ class _Policer:
         return True
 
 
+def _key(room: int, rooms: int, pid: str) -> str:
+    """A client's name between the clients process and this one: its pid, prefixed by its room's number when the
+    phase has several rooms (``3/p0``)."""
+    return pid if rooms == 1 else f"{room}/{pid}"
+
+
+def _room_of(key: str) -> tuple[str, str]:
+    """(room id, pid) of a client's :func:`_key`."""
+    room, _, pid = key.rpartition("/")
+    return f"bench{room}", pid
+
+
 def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
-                  lossy: bool = False) -> None:
-    asyncio.run(_clients(conn, publishers, subscribers, width, height, lossy))
+                  lossy: bool = False, rooms: int = 1, replay: bool = False) -> None:
+    asyncio.run(_clients(conn, publishers, subscribers, width, height, lossy, rooms, replay))
 
 
 async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
-                   lossy: bool = False) -> None:
+                   lossy: bool = False, rooms: int = 1, replay: bool = False) -> None:
     from aiortc import (
         RTCBundlePolicy,
         RTCConfiguration,
@@ -225,22 +371,36 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
         await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
 
     config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
-    for i in range(publishers):
-        pc = pcs[f"p{i}"] = RTCPeerConnection(config)
-        video = pc.addTransceiver(_textured_video_track(width, height, (40 + 20 * i, 160, 220)), direction="sendonly")
-        if lossy:  # three temporal layers, as browsers send in SFU rooms: a weak link can get a lower frame rate
-            hooks.send_temporal_layers(video.sender)
-        pc.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
-    for i in range(subscribers):
-        pc = pcs[f"s{i}"] = RTCPeerConnection(config)
-        for _ in range(publishers):
-            pc.addTransceiver("video", direction="recvonly")
-            pc.addTransceiver("audio", direction="recvonly")
+    subscriber_keys: set[str] = set()
+    replayed = _replay_media(width, height) if replay else None
+    for room in range(rooms):
+        for i in range(publishers):
+            pc = pcs[_key(room, rooms, f"p{i}")] = RTCPeerConnection(config)
+            if replayed is not None:  # pre-encoded, each publisher at its own moment of the frame interval
+                delay = (room * publishers + i) / (rooms * publishers) / 30
+                pc.addTransceiver(_replay_track("video", replayed[0], delay), direction="sendonly")
+                pc.addTransceiver(_replay_track("audio", replayed[1], delay), direction="sendonly")
+                continue
+            video = pc.addTransceiver(_textured_video_track(width, height, (40 + 20 * i, 160, 220)),
+                                      direction="sendonly")
+            if lossy:  # three temporal layers, as browsers send in SFU rooms: a weak link can get a lower frame rate
+                hooks.send_temporal_layers(video.sender)
+            pc.addTransceiver(SyntheticAudioTrack(), direction="sendonly")
+        for i in range(subscribers):
+            key = _key(room, rooms, f"s{i}")
+            subscriber_keys.add(key)
+            pc = pcs[key] = RTCPeerConnection(config)
+            for _ in range(publishers):
+                pc.addTransceiver("video", direction="recvonly")
+                pc.addTransceiver("audio", direction="recvonly")
     await asyncio.gather(*(negotiate(pid, pc) for pid, pc in pcs.items()))
-    sinks: dict[str, dict[str, TrackSink]] = {}
+    sinks: dict[str, dict[str, Any]] = {}
     arrivals: dict[str, _Arrivals] = {}
     for pid, pc in pcs.items():
-        if not pid.startswith("s"):
+        if pid not in subscriber_keys:
+            continue
+        if replay:
+            sinks[pid] = dict(_LightSubscriber(pc, mappings.get(pid, {})).counts)
             continue
         sinks[pid] = {}
         for t in pc.getTransceivers():
@@ -372,26 +532,32 @@ FLOOR_AUDIO_BYTES = 100
 def _floor_relay(conn: Connection, publishers: int) -> None:
     """The floor: a relay that does nothing but move the datagrams, on the SFU worker's own event loop
     (:func:`server.sfu.worker.run_loop`), one socket per connection as the worker has: every datagram that
-    arrives on a publisher's socket is sent on, unchanged, from each subscriber's socket to that subscriber."""
+    arrives on a publisher's socket is sent on, unchanged, from each subscriber's socket of its room to that
+    subscriber."""
     from server.sfu.worker import event_loop_name, run_loop
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        outs: list[tuple[Any, Any]] = []
-        for addr in conn.recv():
-            transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
-                                                               local_addr=("127.0.0.1", 0))
-            outs.append((transport, tuple(addr)))
 
         class Relay(asyncio.DatagramProtocol):
+            def __init__(self, outs: list[tuple[Any, Any]]) -> None:
+                self.outs = outs
+
             def datagram_received(self, data: bytes, addr: Any) -> None:
-                for transport, to in outs:
+                for transport, to in self.outs:
                     transport.sendto(data, to)
 
         ports = []
-        for _ in range(publishers):
-            transport, _ = await loop.create_datagram_endpoint(Relay, local_addr=("127.0.0.1", 0))
-            ports.append(transport.get_extra_info("sockname"))
+        for room in conn.recv():  # each room's subscribers' addresses
+            outs: list[tuple[Any, Any]] = []
+            for addr in room:
+                transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol,
+                                                                   local_addr=("127.0.0.1", 0))
+                outs.append((transport, tuple(addr)))
+            for _ in range(publishers):
+                transport, _ = await loop.create_datagram_endpoint(functools.partial(Relay, outs),
+                                                                   local_addr=("127.0.0.1", 0))
+                ports.append(transport.get_extra_info("sockname"))
         stop: asyncio.Future[None] = loop.create_future()
 
         def told() -> None:
@@ -405,10 +571,11 @@ def _floor_relay(conn: Connection, publishers: int) -> None:
     run_loop(main())
 
 
-def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pps: float, video_bytes: int) -> None:
-    """The floor's publishers and subscribers, in one process as the bench's clients are: each publisher sends
-    audio every 20 ms and ``video_pps`` video datagrams of ``video_bytes`` a second in 30 frames; the
-    subscribers count what reaches them."""
+def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pps: float, video_bytes: int,
+                   rooms: int = 1) -> None:
+    """The floor's publishers and subscribers (``rooms`` rooms of them), in one process as the bench's clients
+    are: each publisher sends audio every 20 ms and ``video_pps`` video datagrams of ``video_bytes`` a second in 30
+    frames; the subscribers count what reaches them."""
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -418,10 +585,12 @@ def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pp
             def datagram_received(self, data: bytes, addr: Any) -> None:
                 received[0] += 1
 
-        sinks = []
-        for _ in range(subscribers):
-            transport, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
-            sinks.append(transport.get_extra_info("sockname"))
+        sinks: list[list[Any]] = []
+        for _ in range(rooms):
+            sinks.append([])
+            for _ in range(subscribers):
+                transport, _ = await loop.create_datagram_endpoint(Sink, local_addr=("127.0.0.1", 0))
+                sinks[-1].append(transport.get_extra_info("sockname"))
         conn.send(sinks)
         ports = await loop.run_in_executor(None, conn.recv)
 
@@ -436,7 +605,7 @@ def _floor_traffic(conn: Connection, publishers: int, subscribers: int, video_pp
         tasks = []
         for i, port in enumerate(ports):
             transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, remote_addr=tuple(port))
-            phase = i / max(1, publishers)
+            phase = i / len(ports)
             owed = [0.0]  # video datagrams per frame are video_pps / 30: the fraction is carried to the next frame
 
             def frame(t: Any = transport, owed: list[float] = owed) -> None:
@@ -465,14 +634,14 @@ def _us_per_packet(cpu_percent: float, packets_per_second: float) -> float | Non
 
 
 async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: int, video_pps: float,
-                 video_bytes: int) -> dict[str, Any]:
+                 video_bytes: int, rooms: int = 1) -> dict[str, Any]:
     """CPU of the floor relay (:func:`_floor_relay`) moving the forward phase's datagrams, per packet sent."""
     ctx = multiprocessing.get_context("spawn")
     relay_end, relay_conn = ctx.Pipe()
     traffic_end, traffic_conn = ctx.Pipe()
     relay = ctx.Process(target=_floor_relay, args=(relay_conn, publishers), daemon=True)
     traffic = ctx.Process(target=_floor_traffic, args=(traffic_conn, publishers, subscribers, video_pps,
-                                                       video_bytes), daemon=True)
+                                                       video_bytes, rooms), daemon=True)
     loop = asyncio.get_running_loop()
 
     async def recv(end: Connection) -> Any:
@@ -516,7 +685,7 @@ async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: 
             end.close()
     cpu = statistics.median(cpus)
     pps = statistics.median(rates)
-    streams = publishers * subscribers
+    streams = rooms * publishers * subscribers
     return {
         "cpu_percent": round(cpu, 2),
         "cpu_per_stream_percent": round(cpu / streams, 3),
@@ -552,12 +721,18 @@ def _proc_cpu_seconds(pid: int) -> float:
 
 
 PHASES = ("forward", "pack", "transcode")
+LOAD_STREAMS = 96
+"""The loaded phase forwards about this many streams: as many rooms of the run's size as that takes."""
+MAX_LOAD_STREAMS = 400
 WINDOWS = 3
 """Measurement windows per phase (the median CPU is reported, every window's in ``cpu_percent_windows``)."""
 
 
-async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers: int, seconds: float, width: int, height: int,
-                 probe: _SignalingProbe, windows: int = 1) -> dict[str, Any]:
+async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers: int, seconds: float, width: int,
+                 height: int, probe: _SignalingProbe, windows: int = 1, rooms: int = 1,
+                 replay: bool = False) -> dict[str, Any]:
+    """One phase: ``rooms`` rooms of ``publishers`` x ``subscribers`` on one SFU worker, measured over ``windows``
+    windows (``replay``: publishers send pre-encoded media, :func:`_replay_media`)."""
     from server.sfu import SfuManager
     from signaling import messages as m
     from signaling.effects import MediaMembers, MediaSignal
@@ -565,19 +740,21 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
     loop = asyncio.get_running_loop()
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
-    room = "bench"
+    room_ids = [_room_of(_key(k, rooms, ""))[0] for k in range(rooms)]
 
     def send(room_id: str, pid: str, message: Any) -> None:
+        key = pid if rooms == 1 else f"{room_id.removeprefix('bench')}/{pid}"
         with contextlib.suppress(BrokenPipeError, OSError):
             if isinstance(message, m.PeerAnswer):
-                parent.send(("answer", pid, message.sdp))
+                parent.send(("answer", key, message.sdp))
             elif isinstance(message, m.Tracks):
-                parent.send(("tracks", pid, {k: {"pid": v.pid, "kind": v.kind} for k, v in message.mids.items()}))
+                parent.send(("tracks", key, {k: {"pid": v.pid, "kind": v.kind} for k, v in message.mids.items()}))
 
     manager = SfuManager(send, workers=1, loopback=True, transcode=mode == "transcode", pack=mode == "pack")
     await manager.start()
     pids = [f"p{i}" for i in range(publishers)] + [f"s{i}" for i in range(subscribers)]
-    manager.handle(MediaMembers(room, frozenset(pids)))  # type: ignore[arg-type]
+    for room in room_ids:
+        manager.handle(MediaMembers(room, frozenset(pids)))  # type: ignore[arg-type]
     events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
 
     def readable() -> None:
@@ -585,24 +762,26 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             while parent.poll():
                 msg = parent.recv()
                 if msg[0] == "offer":
-                    manager.handle(MediaSignal(room, msg[1], m.Offer(to=m.SFU_PID, sdp=msg[2])))  # type: ignore[arg-type]
+                    room, pid = _room_of(msg[1])
+                    manager.handle(MediaSignal(room, pid, m.Offer(to=m.SFU_PID, sdp=msg[2])))  # type: ignore[arg-type]
                 else:
                     events.put_nowait(msg)
         except (EOFError, OSError):
             loop.remove_reader(parent.fileno())
 
     loop.add_reader(parent.fileno(), readable)
-    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height, lossy),
-                              daemon=True)
+    clients = ctx.Process(target=_clients_main, args=(child, publishers, subscribers, width, height, lossy, rooms,
+                                                      replay), daemon=True)
     clients.start()
     child.close()
     try:
         _, states = await asyncio.wait_for(events.get(), 60)
         if any(s != "connected" for s in states.values()):
             raise RuntimeError(f"not every bench peer connected: {states}")
-        await asyncio.sleep(WARMUP)
-        worker_pid = manager.worker_of(room)
-        assert worker_pid is not None
+        # replayed publishers send their key frame once per stretch: every subscriber has had one after this
+        await asyncio.sleep(WARMUP + (REPLAY_SECONDS if replay else 0))
+        worker_pid = manager.worker_of(room_ids[0])
+        assert worker_pid is not None and all(manager.worker_of(room) == worker_pid for room in room_ids)
         before = stats = await manager.stats()
         probe.take()
         probe.recording = True
@@ -610,6 +789,7 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         # spoils one window, not the figure
         span = seconds / windows
         cpus: list[float] = []
+        clients_cpus: list[float] = []
         rates: list[float] = []
         values: list[float] = []
         wall = 0.0
@@ -617,6 +797,7 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         for _ in range(windows):
             start = stats
             cpu0, t0 = _proc_cpu_seconds(worker_pid), time.monotonic()
+            clients_cpu0 = _proc_cpu_seconds(clients.pid or 0)
             parent.send(("measure", span))
             sampler = asyncio.ensure_future(_sample_layers(manager, timeline)) if lossy else None
             try:
@@ -631,6 +812,7 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             link_freezes = fps.pop("link_freezes", {})
             took = time.monotonic() - t0
             cpus.append(100 * (_proc_cpu_seconds(worker_pid) - cpu0) / took)
+            clients_cpus.append(100 * (_proc_cpu_seconds(clients.pid or 0) - clients_cpu0) / took)
             stats = await manager.stats()
             rates.append((_rtp_packets_out(stats) - _rtp_packets_out(start)) / took)
             values.extend(v for per_sub in fps.values() for v in per_sub.values())
@@ -640,7 +822,7 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         cpu = statistics.median(cpus)
         decoded = sum(s.get("decoded_frames", 0) for s in stats.values())
         values.sort()
-        streams = publishers * subscribers
+        streams = rooms * publishers * subscribers
         out_pps = statistics.median(rates)
         per_core = [r / (c / 100) for r, c in zip(rates, cpus, strict=True) if c > 0]
         video_bytes = _slot_sum(stats, "sent_bytes", "video") - _slot_sum(before, "sent_bytes", "video")
@@ -653,6 +835,7 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             "decoded_frames": decoded,
             "streams": streams,
             "signaling": latency,
+            "clients_cpu_percent": round(statistics.median(clients_cpus), 1),
         }
         if lossy:
             result["lossy"] = _lossy_figures(before, stats, fps, link, wall, publishers, freezes, timeline,
@@ -676,7 +859,8 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         with contextlib.suppress(Exception):
             loop.remove_reader(parent.fileno())
         parent.close()
-        manager.handle(MediaMembers(room, frozenset()))  # type: ignore[arg-type]
+        for room in room_ids:
+            manager.handle(MediaMembers(room, frozenset()))  # type: ignore[arg-type]
         await manager.stop()
 
 
@@ -753,8 +937,10 @@ def _loopback_only() -> bool:
 
 
 async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width: int = 640, height: int = 480,
-                    require_loopback: bool = True, lossy: bool = False, windows: int = WINDOWS) -> dict[str, Any]:
-    """Run the three phases (forward, then the ``pack()`` and transcoding baselines); the figures (module doc).
+                    require_loopback: bool = True, lossy: bool = False, windows: int = WINDOWS,
+                    load_streams: int = LOAD_STREAMS) -> dict[str, Any]:
+    """Run the three phases (forward, then the ``pack()`` and transcoding baselines), the floor, and the loaded
+    phase (``load_streams``; 0: not run); the figures (module doc).
 
     Each phase measures ``windows`` windows of ``seconds / windows`` and reports the median CPU."""
     if not 1 <= publishers <= MAX_PUBLISHERS or not 1 <= subscribers <= MAX_SUBSCRIBERS:
@@ -763,6 +949,8 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         raise ValueError(f"seconds 1..{MAX_SECONDS:g}")
     if not 1 <= windows <= 10:
         raise ValueError("windows 1..10")
+    if not 0 <= load_streams <= MAX_LOAD_STREAMS:
+        raise ValueError(f"load streams 0..{MAX_LOAD_STREAMS}")
     if require_loopback and not _loopback_only():
         raise RuntimeError("run the SFU benchmark in a loopback-only namespace: "
                            "unshare -n sh -c 'ip link set lo up && alcove bench sfu …'")
@@ -803,6 +991,8 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
                  "streams_per_core_estimate": None}
     forward["cpu_us_per_packet_out"] = _us_per_packet(forward["cpu_percent"], forward["packets_out_per_second"])
+    loaded = await _loaded(publishers=publishers, subscribers=subscribers, seconds=seconds, width=width,
+                           height=height, windows=windows, streams=load_streams) if load_streams else None
 
     def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
         return round(a["cpu_percent"] / b["cpu_percent"], 3) if b["cpu_percent"] else 0.0
@@ -840,7 +1030,58 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         "signaling_idle_p99_ms": idle["p99_ms"],
         "streams_per_core_estimate": int(100 / per_stream) if per_stream > 0 else None,
         "pack_streams_per_core_estimate": int(100 / pack_per_stream) if pack_per_stream > 0 else None,
+        "loaded": loaded,
+        "loaded_streams_per_core": loaded.get("streams_per_core") if loaded else None,
         "cpu_count": os.cpu_count(),
+    }
+
+
+async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: int, height: int, windows: int,
+                  streams: int) -> dict[str, Any]:
+    """The forwarding path at a load where the worker is busy: as many rooms of ``publishers`` x ``subscribers`` as
+    make about ``streams`` streams, all on one worker, their publishers sending pre-encoded media
+    (:func:`_replay_media`) and their subscribers light (:class:`_LightSubscriber`), so that one clients process
+    can drive them; then the floor moving the same datagrams for the same rooms. ``streams_per_core`` is measured
+    (streams over the share of a core the worker used), not extrapolated from one small room: at load, wake-ups
+    and warm caches are shared by more packets, as on a server carrying many sessions."""
+    rooms = max(1, -(-streams // (publishers * subscribers)))
+    probe = _SignalingProbe()
+    await probe.start()
+    try:
+        result = await _phase(mode="forward", publishers=publishers, subscribers=subscribers, seconds=seconds,
+                              width=width, height=height, probe=probe, windows=windows, rooms=rooms, replay=True)
+    finally:
+        await probe.stop()
+    count = result["streams"]
+    in_pps = result["packets_out_per_second"] / count
+    try:
+        floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
+                             video_pps=max(30.0, in_pps - 50), rooms=rooms,
+                             video_bytes=max(200, min(1200, round(result["video_kbps_per_stream"] * 125
+                                                                  / max(30.0, in_pps - 50)))))
+    except (RuntimeError, OSError, EOFError) as exc:
+        floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
+                 "streams_per_core_estimate": None}
+    us = _us_per_packet(result["cpu_percent"], result["packets_out_per_second"])
+    return {
+        "rooms": rooms,
+        "streams": count,
+        "cpu_percent": result["cpu_percent"],
+        "cpu_percent_windows": result["cpu_percent_windows"],
+        "cpu_per_stream_percent": result["cpu_per_stream_percent"],
+        "streams_per_core": int(100 * count / result["cpu_percent"]) if result["cpu_percent"] > 0 else None,
+        "packets_out_per_second": result["packets_out_per_second"],
+        "packets_per_second_per_core": result["packets_per_second_per_core"],
+        "cpu_us_per_packet_out": us,
+        "fps_min": result["fps_min"],
+        "fps_median": result["fps_median"],
+        "video_kbps_per_stream": result["video_kbps_per_stream"],
+        "decoded_frames": result["decoded_frames"],
+        "clients_cpu_percent": result["clients_cpu_percent"],
+        "signaling": result["signaling"],
+        "floor": floor,
+        "forward_to_floor_per_packet": round(us / floor["cpu_us_per_packet_out"], 2)
+        if us and floor.get("cpu_us_per_packet_out") else None,
     }
 
 
@@ -856,12 +1097,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="subscriber s0 behind a lossy, rate-limited link (forwarding path only)")
     parser.add_argument("--windows", type=int, default=WINDOWS,
                         help="measurement windows per phase (the median CPU is reported)")
+    parser.add_argument("--load-streams", type=int, default=LOAD_STREAMS,
+                        help="the loaded phase: as many rooms of this size as make about this many streams (0: skip)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     try:
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
                                        seconds=args.seconds, width=args.width, height=args.height,
-                                       lossy=args.lossy, windows=args.windows))
+                                       lossy=args.lossy, windows=args.windows, load_streams=args.load_streams))
     except (ValueError, RuntimeError) as exc:
         print(f"alcove bench sfu: {exc}", file=sys.stderr)
         return 2
@@ -883,6 +1126,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"floor:     CPU {fl['cpu_percent']}% for the same datagrams on the same loop doing nothing else "
               f"(~{fl['streams_per_core_estimate']} streams/core); forward/floor per packet "
               f"{result['ratios']['forward_to_floor_per_packet']}")
+        ld = result["loaded"]
+        if ld:
+            print(f"loaded:    {ld['rooms']} rooms, {ld['streams']} streams: CPU {ld['cpu_percent']}%, "
+                  f"{ld['streams_per_core']} streams/core, {ld['cpu_us_per_packet_out']} µs per packet sent, "
+                  f"fps min {ld['fps_min']}; floor {ld['floor']['cpu_us_per_packet_out']} µs, forward/floor "
+                  f"{ld['forward_to_floor_per_packet']}")
     return 0
 
 

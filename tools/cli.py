@@ -148,7 +148,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from tools.bench_sfu import bench_sfu
 
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
-                                       seconds=args.seconds, lossy=args.lossy))
+                                       seconds=args.seconds, lossy=args.lossy, load_streams=args.load_streams))
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     return 0
 
@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--subscribers", type=int, default=4)
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
     b.add_argument("--lossy", action="store_true", help="sfu: one subscriber behind a lossy, rate-limited link")
+    b.add_argument("--load-streams", type=int, default=96,
+                   help="sfu: the loaded phase forwards about this many streams, in rooms of the run's size (0: skip)")
     b.add_argument("--instances", type=int, default=1,
                    help="signaling: also run the load on this many instances sharing --redis")
     b.add_argument("--redis", default=None, help="signaling: the Redis URL several instances share (a test Redis)")

@@ -374,6 +374,8 @@ class RtpSlot(MediaStreamTrack):
         self.started = False
         self.keyframe_requests = 0
         self.nacks = 0
+        self.receiver_reports = 0
+        """Report blocks about this slot's stream in the subscriber's receiver reports (its feedback arrives)."""
         self.unsubscribe: Callable[[], None] | None = None
         self.chooser = LayerChooser()
         self.on_pause: Callable[[], None] | None = None
@@ -430,6 +432,8 @@ class RtpSlot(MediaStreamTrack):
             if self.source is not None:
                 self.forwarder.nack(value, self.source.buffer)
             return
+        if kind == "rr":
+            self.receiver_reports += 1
         if self.kind != "video":
             return  # audio is never dropped for video
         now = time.monotonic()
@@ -949,7 +953,8 @@ class Worker:
                                   "keyframe_requests": slot.keyframe_requests}
                     if isinstance(slot, RtpSlot):
                         f = slot.forwarder
-                        slots[mid].update(nacks=slot.nacks, retransmitted=f.retransmitted, nack_missed=f.nack_missed,
+                        slots[mid].update(nacks=slot.nacks, receiver_reports=slot.receiver_reports,
+                                          retransmitted=f.retransmitted, nack_missed=f.nack_missed,
                                           layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
                                           pauses=slot.pauses, remb=slot.chooser.remb, loss=round(slot.chooser.loss, 3),
                                           sent_bytes=f.sent_bytes)
