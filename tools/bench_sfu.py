@@ -24,6 +24,15 @@ and does nothing else — no SRTP, no parsing, no feedback. ``ratios.forward_to_
 forwarder's CPU per packet sent over the floor's, in the same run: what our forwarding adds to the cost of a
 process that receives and sends those datagrams at all (wake-ups, system calls, loopback delivery).
 
+Then the *loaded* phase (``--load-streams``, default 96; 0 skips it): the forwarding path where a worker is busy, as
+on a server carrying many sessions. As many rooms of ``publishers`` x ``subscribers`` as make about that many
+streams, all on one worker; so that one clients process can drive them, the publishers replay pre-encoded media
+(aiortc's own VP8 and Opus encoders' output for the same textured picture and tone, recorded once, sent through
+aiortc's ``pack()`` path: the same packets on the wire, no encoder per connection) and the subscribers are light
+(:class:`_LightSubscriber`). ``loaded.streams_per_core`` is measured, streams over the share of a core the worker
+used, where the small room's ``streams_per_core_estimate`` extrapolates from a few per cent of a core; then the
+floor for the same rooms (``loaded.floor``, ``loaded.forward_to_floor_per_packet``).
+
 ``--lossy`` runs the forwarding phase only, with publishers that send VP8 in three temporal layers
 (:func:`rtc.aiortc_hooks.send_temporal_layers`, L1T3 as browsers send in SFU rooms) and subscriber ``s0`` behind a
 lossy, rate-limited link: its layer over time, the complete frames its link delivers per second and the longest

@@ -120,6 +120,21 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        result = _bench(args)
+    except ValueError as err:  # bad input (a size out of range): said, no traceback
+        print(f"alcove bench {args.what}: {err}", file=sys.stderr)
+        return 2
+    except RuntimeError as err:
+        if args.what != "sfu":
+            raise
+        print(f"alcove bench sfu: {err}", file=sys.stderr)  # e.g. not in a loopback-only namespace
+        return 2
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any]
     if args.what == "signaling":
         from tools.bench_signaling import bench_signaling
@@ -149,8 +164,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
                                        seconds=args.seconds, lossy=args.lossy, load_streams=args.load_streams))
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
-    return 0
+    return result
 
 
 # ---------------------------------------------------------------- client code

@@ -179,3 +179,16 @@ async def test_room_create_adds_the_therapist_key_code_locally_and_never_sends_i
             rc, out, err = await _room_create(server, alcove.admin_key, "--therapist-key-code", bad)
             assert rc != 0 and out == b"" and b"therapist key code" in err
         assert len(proxy.sent) == before
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--load-streams", "1000"], "load streams 0..400"),
+    (["--publishers", "99"], "publishers 1..8"),
+])
+def test_bench_sfu_refuses_a_size_out_of_range_with_a_sentence_not_a_traceback(
+        args: list[str], said: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from tools.cli import main
+
+    assert main(["bench", "sfu", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("alcove bench sfu: ") and said in err and "Traceback" not in err
