@@ -95,6 +95,7 @@ from aiortc.rtp import (
     RtcpSenderInfo,
     RtcpSourceInfo,
     RtcpSrPacket,
+    pack_remb_fci,
     unpack_remb_fci,
 )
 from av.frame import Frame
@@ -1125,11 +1126,31 @@ class ReceiveReports:
         self._stats = stats
         self._pkt = _SeqTs()
 
+    @property
+    def packets_lost(self) -> int:
+        """Packets missing from the sequence so far (aiortc's count, as its reports say)."""
+        return int(self._stats.packets_lost)
+
     def add(self, sequence_number: int, timestamp: int) -> None:
         pkt = self._pkt
         pkt.sequence_number = sequence_number
         pkt.timestamp = timestamp
         self._stats.add(pkt)  # type: ignore[arg-type]  # it reads only these two fields (contract check)
+
+
+async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: list[int]) -> bool:
+    """Send a REMB (``bitrate`` bps for ``ssrcs``) from ``receiver``, as aiortc's receiver sends the estimate of its
+    bitrate estimator: for a receiver whose packets bypass it (a load generator's light subscriber, which must keep
+    sending the feedback a subscriber sends). False if the receiver has no RTCP SSRC yet or its transport is not up."""
+    ssrc = getattr(receiver, _RX_RTCP_SSRC)
+    if ssrc is None:
+        return False
+    packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
+    try:
+        await receiver._send_rtcp(packet)
+    except ConnectionError:
+        return False
+    return True
 
 
 class _SeqTs:
@@ -1808,6 +1829,11 @@ def check_internals() -> list[str]:
     expect("_run_rtcp" in names(RTCRtpSender.send) and {_TX_RTCP_STARTED, _TX_RTCP_EXITED} <= names(RTCRtpSender.stop),
            "RTCRtpSender.send no longer starts self._run_rtcp() or stop() no longer waits on its started/exited events")
     expect_sig(RTCRtpSender, "_send_rtcp", ["self", "packets"], is_async=True)
+    # send_remb (a load generator's light subscribers): aiortc's own REMB, sent the way its receiver sends it
+    expect_sig(RTCRtpReceiver, "_send_rtcp", ["self", "packet"], is_async=True)
+    expect(_RX_RTCP_SSRC in names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
+           and "pack_remb_fci" in names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
+           "RTCRtpReceiver._handle_rtp_packet no longer sends REMB from __rtcp_ssrc (send_remb)")
     expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
            and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
            "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")

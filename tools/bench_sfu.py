@@ -164,56 +164,83 @@ def _replay_track(kind: str, packets: list[bytes], delay: float) -> Any:
     return ReplayTrack()
 
 
-class _FrameCount:
-    __slots__ = ("frames",)
+class _LightStream:
+    __slots__ = ("bytes", "clock_rate", "frames", "kind", "receiver", "reports")
 
-    def __init__(self) -> None:
+    def __init__(self, kind: str, receiver: Any) -> None:
+        self.kind = kind
+        self.receiver = receiver
+        self.clock_rate = 90_000 if kind == "video" else 48_000
+        self.reports: Any = None
         self.frames = 0
+        """Video: frames (their last packet, marker bit); audio: packets (one 20 ms frame each)."""
+        self.bytes = 0
 
 
 class _LightSubscriber:
     """A subscriber connection of the loaded phase, kept light so that one clients process can receive ~100
     streams: every RTP packet is taken in the socket's read callback after SRTP unprotect
-    (:func:`rtc.aiortc_hooks.tap_rtp`), fed to aiortc's receiver statistics (:class:`rtc.aiortc_hooks.ReceiveReports`:
-    its receiver reports go on reaching the SFU as for packets it had handled) and counted — video frames by their
-    marker bit, per publisher — and goes no further: no jitter buffer, no track. (aiortc's own receive path costs
-    the clients process more than the SFU spends forwarding the packet.)"""
+    (:func:`rtc.aiortc_hooks.tap_rtp`) and goes no further (no jitter buffer, no track: aiortc's own receive path
+    costs the clients process more than the SFU spends forwarding the packet). The SFU still gets the feedback
+    aiortc's receivers send: the packets feed aiortc's receiver statistics (:class:`rtc.aiortc_hooks.ReceiveReports`,
+    whose receiver reports its RTCP loop sends) and :meth:`run_remb` sends a REMB per video stream twice a second
+    (:func:`rtc.aiortc_hooks.send_remb`, the rate aiortc's receivers send theirs at in the small room) with the
+    bitrate received. Counted per publisher: video frames (marker bit) and audio packets; and the packets lost."""
+
+    REMB_INTERVAL = 0.5
 
     def __init__(self, pc: Any, mapping: dict[str, dict[str, str]]) -> None:
         from aiortc.sdp import SessionDescription
 
-        from rtc.aiortc_hooks import ReceiveReports, tap_rtp
+        from rtc.aiortc_hooks import ReceiveReports, send_remb, tap_rtp
 
         self._make_reports = ReceiveReports
-        self.counts: dict[str, _FrameCount] = {}
-        self._video: dict[int, _FrameCount] = {}
-        self._receivers: dict[int, tuple[Any, int]] = {}
-        self._reports: dict[int, Any] = {}
+        self._send_remb = send_remb
+        self.counts: dict[str, _LightStream] = {}
+        """Video streams by publisher (``frames``)."""
+        self.audio: dict[str, _LightStream] = {}
+        """Audio streams by publisher (``frames``: packets)."""
+        self.rembs_sent = 0
+        self._streams: dict[int, _LightStream] = {}
         receivers = {t.mid: t.receiver for t in pc.getTransceivers()}
         for media in SessionDescription.parse(pc.remoteDescription.sdp).media:
             entry = mapping.get(media.rtp.muxId or "")
             receiver = receivers.get(media.rtp.muxId)
             if not entry or receiver is None or not media.ssrc:
                 continue
-            ssrc = media.ssrc[0].ssrc
-            video = entry["kind"] == "video"
-            self._receivers[ssrc] = (receiver, 90_000 if video else 48_000)
-            if video:
-                self._video[ssrc] = self.counts[entry["pid"]] = _FrameCount()
+            stream = self._streams[media.ssrc[0].ssrc] = _LightStream(entry["kind"], receiver)
+            (self.counts if stream.kind == "video" else self.audio)[entry["pid"]] = stream
         tap_rtp(pc.getTransceivers()[0].receiver.transport, self._tap)
 
     def _tap(self, data: bytes, arrival_ms: int) -> bool:
         ssrc = int.from_bytes(data[8:12], "big")
-        reports = self._reports.get(ssrc)
-        if reports is None and ssrc in self._receivers:  # from its first packet on, as aiortc's receiver does (a
-            # stream's statistics without a packet make aiortc's report loop fail for good)
-            receiver, clock_rate = self._receivers[ssrc]
-            reports = self._reports[ssrc] = self._make_reports(receiver, ssrc, clock_rate)
-        if reports is not None:
-            reports.add(int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:8], "big"))
-            if data[1] & 0x80 and ssrc in self._video:  # the marker bit: the last packet of a video frame
-                self._video[ssrc].frames += 1
+        stream = self._streams.get(ssrc)
+        if stream is None:
+            return True
+        reports = stream.reports
+        if reports is None:  # from its first packet on, as aiortc's receiver does (a stream's statistics without a
+            # packet make aiortc's report loop fail for good)
+            reports = stream.reports = self._make_reports(stream.receiver, ssrc, stream.clock_rate)
+        reports.add(int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:8], "big"))
+        stream.bytes += len(data)
+        if stream.kind == "audio" or data[1] & 0x80:  # video: the marker bit, the last packet of a frame
+            stream.frames += 1
         return True
+
+    def lost(self) -> int:
+        return sum(s.reports.packets_lost for s in self._streams.values() if s.reports is not None)
+
+    async def run_remb(self) -> None:
+        sent = {ssrc: 0 for ssrc in self._streams}
+        while True:
+            await asyncio.sleep(self.REMB_INTERVAL)
+            for ssrc, stream in self._streams.items():
+                if stream.kind != "video":
+                    continue
+                bitrate = 8 * (stream.bytes - sent[ssrc]) / self.REMB_INTERVAL
+                sent[ssrc] = stream.bytes
+                if bitrate and await self._send_remb(stream.receiver, int(bitrate), [ssrc]):
+                    self.rembs_sent += 1
 
 
 class _Arrivals:
@@ -405,11 +432,16 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
     await asyncio.gather(*(negotiate(pid, pc) for pid, pc in pcs.items()))
     sinks: dict[str, dict[str, Any]] = {}
     arrivals: dict[str, _Arrivals] = {}
+    lights: list[_LightSubscriber] = []
+    background: list[asyncio.Task[None]] = []
     for pid, pc in pcs.items():
         if pid not in subscriber_keys:
             continue
         if replay:
-            sinks[pid] = dict(_LightSubscriber(pc, mappings.get(pid, {})).counts)
+            light = _LightSubscriber(pc, mappings.get(pid, {}))
+            lights.append(light)
+            background.append(asyncio.ensure_future(light.run_remb()))
+            sinks[pid] = dict(light.counts)
             continue
         sinks[pid] = {}
         for t in pc.getTransceivers():
@@ -447,12 +479,21 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
             msg = await inbox.get()
             if msg[0] == "measure":
                 before = {s: {p: k.frames for p, k in d.items()} for s, d in sinks.items()}
+                audio0 = [[a.frames for a in light.audio.values()] for light in lights]
+                lost0, rembs0 = sum(x.lost() for x in lights), sum(x.rembs_sent for x in lights)
                 t0 = time.monotonic()
                 await asyncio.sleep(msg[1])
                 t1 = time.monotonic()
                 span = t1 - t0
                 fps: dict[str, dict[str, Any]] = {s: {p: (k.frames - before[s][p]) / span for p, k in d.items()}
                                                   for s, d in sinks.items()}
+                if lights:  # what the light subscribers got besides video frames, and what they sent back
+                    audio = [(a.frames - n) / span for light, counts in zip(lights, audio0, strict=True)
+                             for a, n in zip(light.audio.values(), counts, strict=True)]
+                    fps["light"] = {"subscribers": len(lights), "replayed_publishers": rooms * publishers,
+                                    "audio_streams": len(audio), "audio_pps_min": min(audio, default=0.0),
+                                    "lost": sum(x.lost() for x in lights) - lost0,
+                                    "rembs_per_second": (sum(x.rembs_sent for x in lights) - rembs0) / span}
                 if policer is not None:
                     fps["link"] = {"dropped": policer.dropped, "passed": policer.passed}
                     fps["freezes"] = {p: a.freezes(t0, t1) for p, a in arrivals.items()}
@@ -462,6 +503,8 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
             elif msg[0] == "stop":
                 break
     finally:
+        for task in background:
+            task.cancel()
         for pc in pcs.values():
             with contextlib.suppress(Exception):
                 await pc.close()
@@ -733,6 +776,8 @@ PHASES = ("forward", "pack", "transcode")
 LOAD_STREAMS = 96
 """The loaded phase forwards about this many streams: as many rooms of the run's size as that takes."""
 MAX_LOAD_STREAMS = 400
+MAX_LOAD_ROOMS = 24
+"""The loaded phase's rooms: their peer connections all live in one clients process."""
 WINDOWS = 3
 """Measurement windows per phase (the median CPU is reported, every window's in ``cpu_percent_windows``)."""
 
@@ -790,7 +835,8 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         # replayed publishers send their key frame once per stretch: every subscriber has had one after this
         await asyncio.sleep(WARMUP + (REPLAY_SECONDS if replay else 0))
         worker_pid = manager.worker_of(room_ids[0])
-        assert worker_pid is not None and all(manager.worker_of(room) == worker_pid for room in room_ids)
+        if worker_pid is None or any(manager.worker_of(room) != worker_pid for room in room_ids):
+            raise RuntimeError("the bench's rooms are not all on one SFU worker")
         before = stats = await manager.stats()
         probe.take()
         probe.recording = True
@@ -799,6 +845,8 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         span = seconds / windows
         cpus: list[float] = []
         clients_cpus: list[float] = []
+        lights: list[dict[str, Any]] = []
+        video_streams: list[int] = []
         rates: list[float] = []
         values: list[float] = []
         wall = 0.0
@@ -817,8 +865,12 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
                     with contextlib.suppress(asyncio.CancelledError):
                         await sampler
             link = fps.pop("link", None)
+            light = fps.pop("light", None)
+            if light is not None:
+                lights.append(light)
             freezes = fps.pop("freezes", {})
             link_freezes = fps.pop("link_freezes", {})
+            video_streams.append(sum(len(per_sub) for per_sub in fps.values()))  # (subscriber, publisher) pairs
             took = time.monotonic() - t0
             cpus.append(100 * (_proc_cpu_seconds(worker_pid) - cpu0) / took)
             clients_cpus.append(100 * (_proc_cpu_seconds(clients.pid or 0) - clients_cpu0) / took)
@@ -845,7 +897,17 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             "streams": streams,
             "signaling": latency,
             "clients_cpu_percent": round(statistics.median(clients_cpus), 1),
+            "video_streams_counted": min(video_streams, default=0),
         }
+        if lights:  # the light subscribers (replay): what they got besides video frames, and what they sent back
+            result["light"] = {
+                "subscribers": lights[0]["subscribers"],
+                "replayed_publishers": lights[0]["replayed_publishers"],
+                "audio_streams": min(x["audio_streams"] for x in lights),
+                "audio_pps_min": round(min(x["audio_pps_min"] for x in lights), 1),
+                "lost": sum(x["lost"] for x in lights),
+                "rembs_per_second": round(statistics.median(x["rembs_per_second"] for x in lights), 1),
+            }
         if lossy:
             result["lossy"] = _lossy_figures(before, stats, fps, link, wall, publishers, freezes, timeline,
                                              link_freezes)
@@ -960,6 +1022,7 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         raise ValueError("windows 1..10")
     if not 0 <= load_streams <= MAX_LOAD_STREAMS:
         raise ValueError(f"load streams 0..{MAX_LOAD_STREAMS}")
+
     if require_loopback and not _loopback_only():
         raise RuntimeError("run the SFU benchmark in a loopback-only namespace: "
                            "unshare -n sh -c 'ip link set lo up && alcove bench sfu …'")
@@ -1000,8 +1063,13 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
                  "streams_per_core_estimate": None}
     forward["cpu_us_per_packet_out"] = _us_per_packet(forward["cpu_percent"], forward["packets_out_per_second"])
-    loaded = await _loaded(publishers=publishers, subscribers=subscribers, seconds=seconds, width=width,
-                           height=height, windows=windows, streams=load_streams) if load_streams else None
+    loaded: dict[str, Any] | None = None
+    if load_streams:
+        try:
+            loaded = await _loaded(publishers=publishers, subscribers=subscribers, seconds=seconds, width=width,
+                                   height=height, windows=windows, streams=load_streams)
+        except (RuntimeError, OSError, EOFError) as exc:  # the other figures stand without it (TimeoutError: OSError)
+            loaded = {"error": f"{type(exc).__name__}: {exc}", "streams_per_core": None}
 
     def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
         return round(a["cpu_percent"] / b["cpu_percent"], 3) if b["cpu_percent"] else 0.0
@@ -1045,6 +1113,21 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     }
 
 
+def _load_rooms(streams: int, publishers: int, subscribers: int) -> int:
+    """Rooms of ``publishers`` x ``subscribers`` that make at least ``streams`` streams (at least one, at most
+    :data:`MAX_LOAD_ROOMS`: small rooms make fewer streams)."""
+    return max(1, min(MAX_LOAD_ROOMS, -(-streams // (publishers * subscribers))))
+
+
+COMPLETE_FPS = 27.0
+"""The loaded phase counts only if every stream's video kept at least this frame rate (of 30)..."""
+COMPLETE_AUDIO_PPS = 45.0
+"""... and its audio at least this many packets a second (of 50)..."""
+COMPLETE_LOSS = 0.005
+"""... and the subscribers lost at most this share of the packets sent: a clients process that falls behind
+(its sockets overflow) would make the SFU's work look cheaper than it is."""
+
+
 async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: int, height: int, windows: int,
                   streams: int) -> dict[str, Any]:
     """The forwarding path at a load where the worker is busy: as many rooms of ``publishers`` x ``subscribers`` as
@@ -1052,41 +1135,64 @@ async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: i
     (:func:`_replay_media`) and their subscribers light (:class:`_LightSubscriber`), so that one clients process
     can drive them; then the floor moving the same datagrams for the same rooms. ``streams_per_core`` is measured
     (streams over the share of a core the worker used), not extrapolated from one small room: at load, wake-ups
-    and warm caches are shared by more packets, as on a server carrying many sessions."""
-    rooms = max(1, -(-streams // (publishers * subscribers)))
+    and warm caches are shared by more packets, as on a server carrying many sessions. It is given only when every
+    stream was delivered (``complete``; ``incomplete`` says what was not): a stream that carries nothing costs
+    the worker nothing. Each window lasts a whole number of replayed stretches (each holds one key frame)."""
+    rooms = _load_rooms(streams, publishers, subscribers)
+    span = REPLAY_SECONDS * max(1, round(seconds / windows / REPLAY_SECONDS))
     probe = _SignalingProbe()
     await probe.start()
     try:
-        result = await _phase(mode="forward", publishers=publishers, subscribers=subscribers, seconds=seconds,
+        result = await _phase(mode="forward", publishers=publishers, subscribers=subscribers, seconds=span * windows,
                               width=width, height=height, probe=probe, windows=windows, rooms=rooms, replay=True)
     finally:
         await probe.stop()
     count = result["streams"]
-    in_pps = result["packets_out_per_second"] / count
+    light = result.get("light", {})
+    pps = result["packets_out_per_second"]
+    incomplete = []
+    if result["video_streams_counted"] != count or light.get("audio_streams") != count:
+        incomplete.append(f"{result['video_streams_counted']} video and {light.get('audio_streams')} audio streams "
+                          f"counted of {count}")
+    if result["fps_min"] < COMPLETE_FPS:
+        incomplete.append(f"a video stream at {result['fps_min']} fps")
+    if light.get("audio_pps_min", 0.0) < COMPLETE_AUDIO_PPS:
+        incomplete.append(f"an audio stream at {light.get('audio_pps_min')} packets/s")
+    if light.get("lost", 0) > COMPLETE_LOSS * pps * span * windows:
+        incomplete.append(f"{light.get('lost')} packets lost")
+    in_pps = pps / count
+    video_pps = max(30.0, in_pps - 50)
     try:
-        floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
-                             video_pps=max(30.0, in_pps - 50), rooms=rooms,
-                             video_bytes=max(200, min(1200, round(result["video_kbps_per_stream"] * 125
-                                                                  / max(30.0, in_pps - 50)))))
+        floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=span * windows, windows=windows,
+                             video_pps=video_pps, rooms=rooms,
+                             video_bytes=max(200, min(1200, round(result["video_kbps_per_stream"] * 125 / video_pps))))
     except (RuntimeError, OSError, EOFError) as exc:
         floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
                  "streams_per_core_estimate": None}
-    us = _us_per_packet(result["cpu_percent"], result["packets_out_per_second"])
+    us = _us_per_packet(result["cpu_percent"], pps)
     return {
         "rooms": rooms,
         "streams": count,
+        "seconds": span * windows,
+        "complete": not incomplete,
+        "incomplete": incomplete,
         "cpu_percent": result["cpu_percent"],
         "cpu_percent_windows": result["cpu_percent_windows"],
         "cpu_per_stream_percent": result["cpu_per_stream_percent"],
-        "streams_per_core": int(100 * count / result["cpu_percent"]) if result["cpu_percent"] > 0 else None,
-        "packets_out_per_second": result["packets_out_per_second"],
+        "streams_per_core": int(100 * count / result["cpu_percent"])
+        if result["cpu_percent"] > 0 and not incomplete else None,
+        "packets_out_per_second": pps,
         "packets_per_second_per_core": result["packets_per_second_per_core"],
         "cpu_us_per_packet_out": us,
         "fps_min": result["fps_min"],
         "fps_median": result["fps_median"],
         "video_kbps_per_stream": result["video_kbps_per_stream"],
+        "retransmitted": result["retransmitted"],
+        "pauses": result["pauses"],
+        "subscriber_remb_kbps_median": result["subscriber_remb_kbps_median"],
         "decoded_frames": result["decoded_frames"],
         "clients_cpu_percent": result["clients_cpu_percent"],
+        "clients": light,
         "signaling": result["signaling"],
         "floor": floor,
         "forward_to_floor_per_packet": round(us / floor["cpu_us_per_packet_out"], 2)
@@ -1136,7 +1242,9 @@ def main(argv: list[str] | None = None) -> int:
               f"(~{fl['streams_per_core_estimate']} streams/core); forward/floor per packet "
               f"{result['ratios']['forward_to_floor_per_packet']}")
         ld = result["loaded"]
-        if ld:
+        if ld and "error" in ld:
+            print(f"loaded:    not measured: {ld['error']}")
+        elif ld:
             print(f"loaded:    {ld['rooms']} rooms, {ld['streams']} streams: CPU {ld['cpu_percent']}%, "
                   f"{ld['streams_per_core']} streams/core, {ld['cpu_us_per_packet_out']} µs per packet sent, "
                   f"fps min {ld['fps_min']}; floor {ld['floor']['cpu_us_per_packet_out']} µs, forward/floor "

@@ -376,6 +376,8 @@ class RtpSlot(MediaStreamTrack):
         self.nacks = 0
         self.receiver_reports = 0
         """Report blocks about this slot's stream in the subscriber's receiver reports (its feedback arrives)."""
+        self.remb_reports = 0
+        """REMB messages from the subscriber naming this slot's stream."""
         self.unsubscribe: Callable[[], None] | None = None
         self.chooser = LayerChooser()
         self.on_pause: Callable[[], None] | None = None
@@ -434,6 +436,8 @@ class RtpSlot(MediaStreamTrack):
             return
         if kind == "rr":
             self.receiver_reports += 1
+        elif kind == "remb":
+            self.remb_reports += 1
         if self.kind != "video":
             return  # audio is never dropped for video
         now = time.monotonic()
@@ -954,6 +958,7 @@ class Worker:
                     if isinstance(slot, RtpSlot):
                         f = slot.forwarder
                         slots[mid].update(nacks=slot.nacks, receiver_reports=slot.receiver_reports,
+                                          remb_reports=slot.remb_reports,
                                           retransmitted=f.retransmitted, nack_missed=f.nack_missed,
                                           layer=f.layer, max_layer=f.max_layer, layer_switches=f.layer_switches,
                                           pauses=slot.pauses, remb=slot.chooser.remb, loss=round(slot.chooser.loss, 3),

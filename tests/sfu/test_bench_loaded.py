@@ -67,30 +67,67 @@ async def test_the_loaded_phase_runs_every_room_on_one_worker_at_full_rate(monke
         return stats_of(stats)
 
     monkeypatch.setattr(bench_sfu, "_rtp_packets_out", keep)
+    monkeypatch.setattr(bench_sfu, "REPLAY_SECONDS", 2)  # a key frame every 2 s: a shorter warm-up
     hooks.allow_loopback_candidates()
-    probe = bench_sfu._SignalingProbe()
-    await probe.start()
-    try:
-        result = await bench_sfu._phase(mode="forward", publishers=2, subscribers=2, seconds=2.0, width=320,
-                                        height=240, probe=probe, windows=1, rooms=3, replay=True)
-    finally:
-        await probe.stop()
-    assert result["streams"] == 12, result
-    assert result["decoded_frames"] == 0, result
-    assert result["fps_min"] >= 25, result  # every subscriber of every room gets every publisher of its room
-    assert result["clients_cpu_percent"] > 0, result
-    # 12 streams of audio (50/s) and video (~30 frames/s, at least a packet each)
-    assert result["packets_out_per_second"] >= 12 * 70, result
-    rooms = {rid: room for worker in seen[-1].values() for rid, room in worker["rooms"].items()}
+    loaded = await bench_sfu._loaded(publishers=2, subscribers=2, seconds=2.0, width=320, height=240, windows=1,
+                                     streams=10)
+    assert loaded["rooms"] == 3 and loaded["streams"] == 12 and loaded["seconds"] == 2, loaded
+    assert loaded["complete"] and not loaded["incomplete"], loaded
+    assert loaded["decoded_frames"] == 0, loaded
+    # every subscriber of every room gets every publisher of its room: 12 video and 12 audio streams, each whole
+    assert 27 <= loaded["fps_min"] <= loaded["fps_median"] <= 33, loaded
+    clients = loaded["clients"]
+    assert clients["subscribers"] == 6 and clients["replayed_publishers"] == 6, clients  # replay, light subscribers
+    assert clients["audio_streams"] == 12 and 45 <= clients["audio_pps_min"] <= 55, clients
+    assert clients["lost"] == 0, clients
+    assert 20 <= clients["rembs_per_second"] <= 28, clients  # 12 video streams, a REMB each every 0.5 s
+    assert loaded["packets_out_per_second"] >= 12 * (50 + 30), loaded
+    assert loaded["streams_per_core"] == int(100 * 12 / loaded["cpu_percent"]), loaded
+    assert loaded["cpu_us_per_packet_out"] == pytest.approx(10_000 * loaded["cpu_percent"]
+                                                            / loaded["packets_out_per_second"], rel=0.02)
+    floor = loaded["floor"]
+    assert floor["packets_out_per_second"] == pytest.approx(loaded["packets_out_per_second"], rel=0.1), floor
+    assert loaded["forward_to_floor_per_packet"] == pytest.approx(
+        loaded["cpu_us_per_packet_out"] / floor["cpu_us_per_packet_out"], rel=0.02)
+    last = max(seen, key=lambda stats: sum(slot["forwarded"] for slot in bench_sfu._slots(stats)))
+    assert len(last) == 1  # one worker
+    rooms = {rid: room for worker in last.values() for rid, room in worker["rooms"].items()}
     assert sorted(rooms) == ["bench0", "bench1", "bench2"]
-    assert len(seen[-1]) == 1  # one worker
     for room in rooms.values():
         for pid in ("s0", "s1"):
-            slots = room["peers"][pid]["slots"].values()
+            slots = list(room["peers"][pid]["slots"].values())
             assert sorted(slot["pid"] for slot in slots) == ["p0", "p0", "p1", "p1"]
             assert all(slot["forwarded"] > 0 for slot in slots)
-            # the light subscribers' receiver reports reach the SFU (aiortc's RTCP, fed without its receive path)
-            assert all(slot["receiver_reports"] > 0 for slot in slots), [(s["kind"], s["receiver_reports"]) for s in slots]
+            # the SFU gets the feedback a subscriber sends: receiver reports (aiortc's, fed without its receive
+            # path) for every stream, REMB for every video stream
+            assert all(slot["receiver_reports"] > 0 for slot in slots), [(s["kind"], s["receiver_reports"])
+                                                                         for s in slots]
+            assert all(slot["remb_reports"] > 0 and slot["remb"] > 100_000 for slot in slots
+                       if slot["kind"] == "video"), slots
+
+
+def test_a_phase_that_delivers_less_than_every_stream_gives_no_streams_per_core(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def phase(**kw: Any) -> dict[str, Any]:  # one of 12 video streams missing, one audio stream thin
+        return {"streams": 12, "packets_out_per_second": 1000, "cpu_percent": 5.0, "cpu_percent_windows": [5.0],
+                "cpu_per_stream_percent": 0.4, "packets_per_second_per_core": 20_000, "fps_min": 29.0,
+                "fps_median": 30.0, "video_kbps_per_stream": 500, "retransmitted": 0, "pauses": 0,
+                "subscriber_remb_kbps_median": 600, "decoded_frames": 0, "clients_cpu_percent": 30.0,
+                "signaling": {}, "video_streams_counted": 11,
+                "light": {"subscribers": 6, "replayed_publishers": 6, "audio_streams": 12, "audio_pps_min": 20.0,
+                          "lost": 0, "rembs_per_second": 12.0}}
+
+    async def floor(**kw: Any) -> dict[str, Any]:
+        return {"cpu_us_per_packet_out": 10.0, "cpu_percent": 1.0}
+
+    monkeypatch.setattr(bench_sfu, "_phase", phase)
+    monkeypatch.setattr(bench_sfu, "_floor", floor)
+    loaded = asyncio.run(bench_sfu._loaded(publishers=2, subscribers=2, seconds=12.0, width=320, height=240,
+                                           windows=3, streams=12))
+    assert loaded["complete"] is False and loaded["streams_per_core"] is None, loaded
+    assert any("11 video" in why for why in loaded["incomplete"]), loaded
+    assert any("audio stream at 20.0" in why for why in loaded["incomplete"]), loaded
+    assert loaded["seconds"] == 12 and loaded["rooms"] == 3
 
 
 @pytest.mark.sfu
