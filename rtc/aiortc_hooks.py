@@ -1139,17 +1139,15 @@ class ReceiveReports:
 
 
 async def send_remb(receiver: RTCRtpReceiver, bitrate: int, ssrcs: list[int]) -> bool:
-    """Send a REMB (``bitrate`` bps for ``ssrcs``) from ``receiver``, as aiortc's receiver sends the estimate of its
-    bitrate estimator: for a receiver whose packets bypass it (a load generator's light subscriber, which must keep
-    sending the feedback a subscriber sends). False if the receiver has no RTCP SSRC yet or its transport is not up."""
+    """Send a REMB (``bitrate`` bps for ``ssrcs``) from ``receiver``, the way aiortc's receiver sends the estimate of
+    its bitrate estimator: for a receiver whose packets bypass it (a load generator's light subscriber, which must
+    keep sending the feedback a subscriber sends). False, and nothing sent, if the receiver has no RTCP SSRC yet or
+    its DTLS transport is not connected (aiortc's ``_send_rtcp`` would drop it silently)."""
     ssrc = getattr(receiver, _RX_RTCP_SSRC)
-    if ssrc is None:
+    if ssrc is None or receiver.transport.state != "connected":
         return False
     packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=ssrc, media_ssrc=0, fci=pack_remb_fci(bitrate, ssrcs))
-    try:
-        await receiver._send_rtcp(packet)
-    except ConnectionError:
-        return False
+    await receiver._send_rtcp(packet)
     return True
 
 
@@ -1834,6 +1832,10 @@ def check_internals() -> list[str]:
     expect(_RX_RTCP_SSRC in names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None))
            and "pack_remb_fci" in names(getattr(RTCRtpReceiver, "_handle_rtp_packet", None)),
            "RTCRtpReceiver._handle_rtp_packet no longer sends REMB from __rtcp_ssrc (send_remb)")
+    expect_sig(RtcpPsfbPacket, "__init__", ["self", "fmt", "ssrc", "media_ssrc", "fci"])
+    # ReceiveReports.packets_lost
+    expect(isinstance(getattr(_rx_mod.StreamStatistics, "packets_lost", None), property),
+           "aiortc's StreamStatistics.packets_lost is no longer a property (ReceiveReports.packets_lost)")
     expect(_RX_REMOTE_STREAMS in names(RTCRtpReceiver.__init__)
            and _RX_REMOTE_STREAMS in names(getattr(RTCRtpReceiver, "_run_rtcp", None)),
            "RTCRtpReceiver._run_rtcp no longer reports on __remote_streams (ReceiveReports)")

@@ -50,6 +50,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import statistics
@@ -89,8 +90,8 @@ REPLAY_WARMUP_FRAMES = 30
 """Frames encoded before the stretch, so that it starts with the encoder's rate control settled (~500 kbps)."""
 
 
-def _replay_media(width: int, height: int) -> tuple[list[bytes], list[bytes]]:
-    """The loaded phase's media, encoded once: :data:`REPLAY_SECONDS` of the bench's textured 30 fps picture by
+def _replay_media(width: int, height: int, seconds: int = REPLAY_SECONDS) -> tuple[list[bytes], list[bytes]]:
+    """The loaded phase's media, encoded once: ``seconds`` of the bench's textured 30 fps picture by
     aiortc's own VP8 encoder (:func:`rtc.aiortc_hooks.vp8_bitstream`, a key frame at the loop's start, as after a
     PLI) and as many 20 ms Opus packets of the bench's tone by aiortc's Opus encoder."""
     from aiortc.codecs.opus import OpusEncoder
@@ -105,7 +106,7 @@ def _replay_media(width: int, height: int) -> tuple[list[bytes], list[bytes]]:
     from rtc.aiortc_hooks import vp8_bitstream
 
     picture = _textured_video_track(width, height, (80, 160, 220))
-    count = REPLAY_WARMUP_FRAMES + 30 * REPLAY_SECONDS
+    count = REPLAY_WARMUP_FRAMES + 30 * seconds
 
     import av
 
@@ -121,7 +122,7 @@ def _replay_media(width: int, height: int) -> tuple[list[bytes], list[bytes]]:
     tone = SyntheticAudioTrack()
     encoder = OpusEncoder()
     audio: list[bytes] = []
-    for i in range(50 * REPLAY_SECONDS):
+    for i in range(50 * seconds):
         frame = av.AudioFrame(format="s16", layout="mono", samples=AUDIO_SAMPLES_PER_FRAME)
         frame.planes[0].update(tone.chunk(i))
         frame.sample_rate, frame.pts, frame.time_base = AUDIO_SAMPLE_RATE, i * AUDIO_SAMPLES_PER_FRAME, AUDIO_TIME_BASE
@@ -133,7 +134,7 @@ def _replay_track(kind: str, packets: list[bytes], delay: float) -> Any:
     """A track that yields ``packets`` (pre-encoded, :func:`_replay_media`) as ``av.Packet`` in real time, in a loop,
     starting ``delay`` seconds late (publishers do not all send at the same instant): aiortc's sender sends them
     through its ``pack()`` path (packetization, RTP, SRTP) without encoding. A key-frame request cannot be served
-    (the stretch's key frame comes round every :data:`REPLAY_SECONDS`)."""
+    (the stretch's key frame comes round once per loop). ``sent`` counts the packets it has yielded."""
     import fractions
 
     import av
@@ -149,6 +150,7 @@ def _replay_track(kind: str, packets: list[bytes], delay: float) -> Any:
             self.kind = kind
             self._pacer = Pacer(period)
             self._delay = delay
+            self.sent = 0
 
         async def recv(self) -> Any:  # an av.Packet
             if self.readyState != "live":
@@ -159,6 +161,7 @@ def _replay_track(kind: str, packets: list[bytes], delay: float) -> Any:
             n = await self._pacer.next()
             packet = av.Packet(packets[n % len(packets)])
             packet.pts, packet.time_base = round(n * period * rate), fractions.Fraction(1, rate)
+            self.sent += 1
             return packet
 
     return ReplayTrack()
@@ -230,14 +233,21 @@ class _LightSubscriber:
     def lost(self) -> int:
         return sum(s.reports.packets_lost for s in self._streams.values() if s.reports is not None)
 
-    async def run_remb(self) -> None:
+    async def run_remb(self, phase: float) -> None:
+        """Every :data:`REMB_INTERVAL` (on a fixed schedule, starting ``phase`` of an interval late: subscribers do
+        not all report at once), a REMB per video stream with the bitrate it received since the last one."""
+        loop = asyncio.get_running_loop()
         sent = {ssrc: 0 for ssrc in self._streams}
+        due = at = loop.time() + phase * self.REMB_INTERVAL
         while True:
-            await asyncio.sleep(self.REMB_INTERVAL)
+            due += self.REMB_INTERVAL
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            elapsed, at = now - at, now
             for ssrc, stream in self._streams.items():
                 if stream.kind != "video":
                     continue
-                bitrate = 8 * (stream.bytes - sent[ssrc]) / self.REMB_INTERVAL
+                bitrate = 8 * (stream.bytes - sent[ssrc]) / elapsed if elapsed > 0 else 0
                 sent[ssrc] = stream.bytes
                 if bitrate and await self._send_remb(stream.receiver, int(bitrate), [ssrc]):
                     self.rembs_sent += 1
@@ -359,12 +369,14 @@ def _room_of(key: str) -> tuple[str, str]:
 
 
 def _clients_main(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
-                  lossy: bool = False, rooms: int = 1, replay: bool = False) -> None:
+                  lossy: bool = False, rooms: int = 1, replay: int = 0) -> None:
     asyncio.run(_clients(conn, publishers, subscribers, width, height, lossy, rooms, replay))
 
 
 async def _clients(conn: Connection, publishers: int, subscribers: int, width: int, height: int,
-                   lossy: bool = False, rooms: int = 1, replay: bool = False) -> None:
+                   lossy: bool = False, rooms: int = 1, replay: int = 0) -> None:
+    """``rooms`` rooms of publishers and subscribers (``replay``: seconds of pre-encoded media the publishers loop,
+    and light subscribers; 0: live encoders and aiortc's receivers)."""
     from aiortc import (
         RTCBundlePolicy,
         RTCConfiguration,
@@ -408,13 +420,15 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
 
     config = RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
     subscriber_keys: set[str] = set()
-    replayed = _replay_media(width, height) if replay else None
+    replayed = _replay_media(width, height, replay) if replay else None
+    replay_tracks: list[Any] = []
     for room in range(rooms):
         for i in range(publishers):
             pc = pcs[_key(room, rooms, f"p{i}")] = RTCPeerConnection(config)
             if replayed is not None:  # pre-encoded, each publisher at its own moment of the frame interval
                 delay = (room * publishers + i) / (rooms * publishers) / 30
-                pc.addTransceiver(_replay_track("video", replayed[0], delay), direction="sendonly")
+                replay_tracks.append(_replay_track("video", replayed[0], delay))
+                pc.addTransceiver(replay_tracks[-1], direction="sendonly")
                 pc.addTransceiver(_replay_track("audio", replayed[1], delay), direction="sendonly")
                 continue
             video = pc.addTransceiver(_textured_video_track(width, height, (40 + 20 * i, 160, 220)),
@@ -440,7 +454,7 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
         if replay:
             light = _LightSubscriber(pc, mappings.get(pid, {}))
             lights.append(light)
-            background.append(asyncio.ensure_future(light.run_remb()))
+            background.append(asyncio.ensure_future(light.run_remb(len(lights) / (rooms * subscribers))))
             sinks[pid] = dict(light.counts)
             continue
         sinks[pid] = {}
@@ -480,6 +494,7 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
             if msg[0] == "measure":
                 before = {s: {p: k.frames for p, k in d.items()} for s, d in sinks.items()}
                 audio0 = [[a.frames for a in light.audio.values()] for light in lights]
+                replay0 = [track.sent for track in replay_tracks]
                 lost0, rembs0 = sum(x.lost() for x in lights), sum(x.rembs_sent for x in lights)
                 t0 = time.monotonic()
                 await asyncio.sleep(msg[1])
@@ -490,7 +505,8 @@ async def _clients(conn: Connection, publishers: int, subscribers: int, width: i
                 if lights:  # what the light subscribers got besides video frames, and what they sent back
                     audio = [(a.frames - n) / span for light, counts in zip(lights, audio0, strict=True)
                              for a, n in zip(light.audio.values(), counts, strict=True)]
-                    fps["light"] = {"subscribers": len(lights), "replayed_publishers": rooms * publishers,
+                    sending = sum(1 for track, n in zip(replay_tracks, replay0, strict=True) if track.sent > n)
+                    fps["light"] = {"subscribers": len(lights), "replayed_publishers": sending,
                                     "audio_streams": len(audio), "audio_pps_min": min(audio, default=0.0),
                                     "lost": sum(x.lost() for x in lights) - lost0,
                                     "rembs_per_second": (sum(x.rembs_sent for x in lights) - rembs0) / span}
@@ -777,16 +793,19 @@ LOAD_STREAMS = 96
 """The loaded phase forwards about this many streams: as many rooms of the run's size as that takes."""
 MAX_LOAD_STREAMS = 400
 MAX_LOAD_ROOMS = 24
-"""The loaded phase's rooms: their peer connections all live in one clients process."""
+"""The loaded phase's rooms: their peer connections all live in one clients process..."""
+MAX_LOAD_CONNECTIONS = 200
+"""... as do at most this many peer connections."""
 WINDOWS = 3
 """Measurement windows per phase (the median CPU is reported, every window's in ``cpu_percent_windows``)."""
 
 
 async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers: int, seconds: float, width: int,
                  height: int, probe: _SignalingProbe, windows: int = 1, rooms: int = 1,
-                 replay: bool = False) -> dict[str, Any]:
+                 replay: int = 0) -> dict[str, Any]:
     """One phase: ``rooms`` rooms of ``publishers`` x ``subscribers`` on one SFU worker, measured over ``windows``
-    windows (``replay``: publishers send pre-encoded media, :func:`_replay_media`)."""
+    windows (``replay``: publishers loop that many seconds of pre-encoded media, :func:`_replay_media`, and the
+    subscribers are light; 0: live encoders and aiortc's receivers)."""
     from server.sfu import SfuManager
     from signaling import messages as m
     from signaling.effects import MediaMembers, MediaSignal
@@ -833,7 +852,7 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
         if any(s != "connected" for s in states.values()):
             raise RuntimeError(f"not every bench peer connected: {states}")
         # replayed publishers send their key frame once per stretch: every subscriber has had one after this
-        await asyncio.sleep(WARMUP + (REPLAY_SECONDS if replay else 0))
+        await asyncio.sleep(WARMUP + replay)
         worker_pid = manager.worker_of(room_ids[0])
         if worker_pid is None or any(manager.worker_of(room) != worker_pid for room in room_ids):
             raise RuntimeError("the bench's rooms are not all on one SFU worker")
@@ -919,6 +938,15 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
             rembs = [int(x["remb"]) for x in _slots(stats) if x["kind"] == "video" and x.get("remb")]
             result["subscriber_remb_kbps_median"] = round(statistics.median(rembs) / 1000) if rembs else None
             result["video_kbps_per_stream"] = round(8 * video_bytes / wall / 1000 / streams) if streams else 0
+            # the subscribers' feedback as it reached the SFU: per stream and second
+            result["feedback"] = {
+                "receiver_reports_per_stream_per_second": round(
+                    (_slot_sum(stats, "receiver_reports") - _slot_sum(before, "receiver_reports"))
+                    / wall / (2 * streams), 2) if streams else 0.0,
+                "rembs_per_video_stream_per_second": round(
+                    (_slot_sum(stats, "remb_reports", "video") - _slot_sum(before, "remb_reports", "video"))
+                    / wall / streams, 2) if streams else 0.0,
+            }
         return result
     finally:
         with contextlib.suppress(BrokenPipeError, OSError):
@@ -1007,6 +1035,27 @@ def _loopback_only() -> bool:
     return {a.nice_name for a in ifaddr.get_adapters()} == {"lo"}
 
 
+class BenchRefused(ValueError):
+    """``alcove bench sfu`` cannot run as asked (a size out of range, not in a loopback-only namespace): said, not
+    a traceback."""
+
+
+def check_request(*, publishers: int, subscribers: int, seconds: float, windows: int = WINDOWS,
+                  load_streams: int = LOAD_STREAMS, require_loopback: bool = True) -> None:
+    """Raise :class:`BenchRefused` if the benchmark cannot run as asked; nothing else happens."""
+    if not 1 <= publishers <= MAX_PUBLISHERS or not 1 <= subscribers <= MAX_SUBSCRIBERS:
+        raise BenchRefused(f"publishers 1..{MAX_PUBLISHERS}, subscribers 1..{MAX_SUBSCRIBERS}")
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise BenchRefused(f"seconds 1..{MAX_SECONDS:g}")
+    if not 1 <= windows <= 10:
+        raise BenchRefused("windows 1..10")
+    if not 0 <= load_streams <= MAX_LOAD_STREAMS:
+        raise BenchRefused(f"load streams 0..{MAX_LOAD_STREAMS}")
+    if require_loopback and not _loopback_only():
+        raise BenchRefused("run the SFU benchmark in a loopback-only namespace: "
+                           "unshare -n sh -c 'ip link set lo up && alcove bench sfu …'")
+
+
 async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width: int = 640, height: int = 480,
                     require_loopback: bool = True, lossy: bool = False, windows: int = WINDOWS,
                     load_streams: int = LOAD_STREAMS) -> dict[str, Any]:
@@ -1014,18 +1063,8 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     phase (``load_streams``; 0: not run); the figures (module doc).
 
     Each phase measures ``windows`` windows of ``seconds / windows`` and reports the median CPU."""
-    if not 1 <= publishers <= MAX_PUBLISHERS or not 1 <= subscribers <= MAX_SUBSCRIBERS:
-        raise ValueError(f"publishers 1..{MAX_PUBLISHERS}, subscribers 1..{MAX_SUBSCRIBERS}")
-    if not 1 <= seconds <= MAX_SECONDS:
-        raise ValueError(f"seconds 1..{MAX_SECONDS:g}")
-    if not 1 <= windows <= 10:
-        raise ValueError("windows 1..10")
-    if not 0 <= load_streams <= MAX_LOAD_STREAMS:
-        raise ValueError(f"load streams 0..{MAX_LOAD_STREAMS}")
-
-    if require_loopback and not _loopback_only():
-        raise RuntimeError("run the SFU benchmark in a loopback-only namespace: "
-                           "unshare -n sh -c 'ip link set lo up && alcove bench sfu …'")
+    check_request(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
+                  load_streams=load_streams, require_loopback=require_loopback)
     from rtc import aiortc_hooks as hooks
 
     hooks.allow_loopback_candidates()
@@ -1068,7 +1107,7 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
         try:
             loaded = await _loaded(publishers=publishers, subscribers=subscribers, seconds=seconds, width=width,
                                    height=height, windows=windows, streams=load_streams)
-        except (RuntimeError, OSError, EOFError) as exc:  # the other figures stand without it (TimeoutError: OSError)
+        except Exception as exc:  # whatever stopped it, the figures measured before it stand
             loaded = {"error": f"{type(exc).__name__}: {exc}", "streams_per_core": None}
 
     def ratio(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -1114,9 +1153,11 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
 
 
 def _load_rooms(streams: int, publishers: int, subscribers: int) -> int:
-    """Rooms of ``publishers`` x ``subscribers`` that make at least ``streams`` streams (at least one, at most
-    :data:`MAX_LOAD_ROOMS`: small rooms make fewer streams)."""
-    return max(1, min(MAX_LOAD_ROOMS, -(-streams // (publishers * subscribers))))
+    """Rooms of ``publishers`` x ``subscribers`` that make at least ``streams`` streams: at least one; at most
+    :data:`MAX_LOAD_ROOMS`, and at most :data:`MAX_LOAD_CONNECTIONS` peer connections in all (small rooms, or
+    large ones, make fewer streams)."""
+    return max(1, min(MAX_LOAD_ROOMS, MAX_LOAD_CONNECTIONS // (publishers + subscribers),
+                      -(-streams // (publishers * subscribers))))
 
 
 COMPLETE_FPS = 27.0
@@ -1125,41 +1166,53 @@ COMPLETE_AUDIO_PPS = 45.0
 """... and its audio at least this many packets a second (of 50)..."""
 COMPLETE_LOSS = 0.005
 """... and the subscribers lost at most this share of the packets sent: a clients process that falls behind
-(its sockets overflow) would make the SFU's work look cheaper than it is."""
+(its sockets overflow) would make the SFU's work look cheaper than it is..."""
+COMPLETE_FEEDBACK = (0.5, 1.5)
+"""... and the SFU got at least this many receiver-report blocks per stream and REMBs per video stream a second
+(aiortc's receivers send about 1 and 2): the feedback it handles in a real session."""
 
 
 async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: int, height: int, windows: int,
                   streams: int) -> dict[str, Any]:
-    """The forwarding path at a load where the worker is busy: as many rooms of ``publishers`` x ``subscribers`` as
-    make about ``streams`` streams, all on one worker, their publishers sending pre-encoded media
-    (:func:`_replay_media`) and their subscribers light (:class:`_LightSubscriber`), so that one clients process
-    can drive them; then the floor moving the same datagrams for the same rooms. ``streams_per_core`` is measured
-    (streams over the share of a core the worker used), not extrapolated from one small room: at load, wake-ups
-    and warm caches are shared by more packets, as on a server carrying many sessions. It is given only when every
-    stream was delivered (``complete``; ``incomplete`` says what was not): a stream that carries nothing costs
-    the worker nothing. Each window lasts a whole number of replayed stretches (each holds one key frame)."""
+    """The forwarding path with a busier worker: as many rooms of ``publishers`` x ``subscribers`` as make about
+    ``streams`` streams, all on one worker, their publishers sending pre-encoded media (:func:`_replay_media`) and
+    their subscribers light (:class:`_LightSubscriber`), so that one clients process can drive them; then the floor
+    moving the same datagrams for the same rooms. ``streams_per_core`` is streams over the share of a core the
+    worker used at that load (wake-ups and warm caches are shared by more packets than in one small room, as on a
+    server carrying many sessions). It is given only when every stream was delivered and its feedback reached the
+    SFU (``complete``; ``incomplete`` says what was not, and the figures per stream are withheld): a stream that
+    carries nothing costs the worker nothing. Each window lasts a whole number of replayed stretches (each holds
+    one key frame per publisher)."""
+    replay = REPLAY_SECONDS
     rooms = _load_rooms(streams, publishers, subscribers)
-    span = REPLAY_SECONDS * max(1, round(seconds / windows / REPLAY_SECONDS))
+    span = replay * max(1, math.ceil(seconds / windows / replay - 0.25))
     probe = _SignalingProbe()
     await probe.start()
     try:
         result = await _phase(mode="forward", publishers=publishers, subscribers=subscribers, seconds=span * windows,
-                              width=width, height=height, probe=probe, windows=windows, rooms=rooms, replay=True)
+                              width=width, height=height, probe=probe, windows=windows, rooms=rooms, replay=replay)
     finally:
         await probe.stop()
     count = result["streams"]
     light = result.get("light", {})
+    feedback = result.get("feedback", {})
     pps = result["packets_out_per_second"]
     incomplete = []
     if result["video_streams_counted"] != count or light.get("audio_streams") != count:
         incomplete.append(f"{result['video_streams_counted']} video and {light.get('audio_streams')} audio streams "
                           f"counted of {count}")
+    if light.get("replayed_publishers") != rooms * publishers:
+        incomplete.append(f"{light.get('replayed_publishers')} of {rooms * publishers} publishers sending")
     if result["fps_min"] < COMPLETE_FPS:
         incomplete.append(f"a video stream at {result['fps_min']} fps")
     if light.get("audio_pps_min", 0.0) < COMPLETE_AUDIO_PPS:
         incomplete.append(f"an audio stream at {light.get('audio_pps_min')} packets/s")
     if light.get("lost", 0) > COMPLETE_LOSS * pps * span * windows:
         incomplete.append(f"{light.get('lost')} packets lost")
+    rr, remb = feedback.get("receiver_reports_per_stream_per_second", 0.0), \
+        feedback.get("rembs_per_video_stream_per_second", 0.0)
+    if rr < COMPLETE_FEEDBACK[0] or remb < COMPLETE_FEEDBACK[1]:
+        incomplete.append(f"feedback reaching the SFU: {rr} receiver reports, {remb} REMBs per stream and second")
     in_pps = pps / count
     video_pps = max(30.0, in_pps - 50)
     try:
@@ -1170,17 +1223,17 @@ async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: i
         floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
                  "streams_per_core_estimate": None}
     us = _us_per_packet(result["cpu_percent"], pps)
+    whole = not incomplete
     return {
         "rooms": rooms,
         "streams": count,
         "seconds": span * windows,
-        "complete": not incomplete,
+        "complete": whole,
         "incomplete": incomplete,
         "cpu_percent": result["cpu_percent"],
         "cpu_percent_windows": result["cpu_percent_windows"],
-        "cpu_per_stream_percent": result["cpu_per_stream_percent"],
-        "streams_per_core": int(100 * count / result["cpu_percent"])
-        if result["cpu_percent"] > 0 and not incomplete else None,
+        "cpu_per_stream_percent": result["cpu_per_stream_percent"] if whole else None,
+        "streams_per_core": int(100 * count / result["cpu_percent"]) if result["cpu_percent"] > 0 and whole else None,
         "packets_out_per_second": pps,
         "packets_per_second_per_core": result["packets_per_second_per_core"],
         "cpu_us_per_packet_out": us,
@@ -1190,6 +1243,7 @@ async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: i
         "retransmitted": result["retransmitted"],
         "pauses": result["pauses"],
         "subscriber_remb_kbps_median": result["subscriber_remb_kbps_median"],
+        "feedback": feedback,
         "decoded_frames": result["decoded_frames"],
         "clients_cpu_percent": result["clients_cpu_percent"],
         "clients": light,
@@ -1220,7 +1274,7 @@ def main(argv: list[str] | None = None) -> int:
         result = asyncio.run(bench_sfu(publishers=args.publishers, subscribers=args.subscribers,
                                        seconds=args.seconds, width=args.width, height=args.height,
                                        lossy=args.lossy, windows=args.windows, load_streams=args.load_streams))
-    except (ValueError, RuntimeError) as exc:
+    except BenchRefused as exc:
         print(f"alcove bench sfu: {exc}", file=sys.stderr)
         return 2
     if args.json or args.lossy:
@@ -1244,6 +1298,9 @@ def main(argv: list[str] | None = None) -> int:
         ld = result["loaded"]
         if ld and "error" in ld:
             print(f"loaded:    not measured: {ld['error']}")
+        elif ld and not ld["complete"]:
+            print(f"loaded:    {ld['rooms']} rooms, {ld['streams']} streams: CPU {ld['cpu_percent']}%, not every "
+                  f"stream delivered ({'; '.join(ld['incomplete'])}): no figure per stream")
         elif ld:
             print(f"loaded:    {ld['rooms']} rooms, {ld['streams']} streams: CPU {ld['cpu_percent']}%, "
                   f"{ld['streams_per_core']} streams/core, {ld['cpu_us_per_packet_out']} µs per packet sent, "

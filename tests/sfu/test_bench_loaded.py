@@ -67,7 +67,7 @@ async def test_the_loaded_phase_runs_every_room_on_one_worker_at_full_rate(monke
         return stats_of(stats)
 
     monkeypatch.setattr(bench_sfu, "_rtp_packets_out", keep)
-    monkeypatch.setattr(bench_sfu, "REPLAY_SECONDS", 2)  # a key frame every 2 s: a shorter warm-up
+    monkeypatch.setattr(bench_sfu, "REPLAY_SECONDS", 2)  # a key frame every 2 s (in the clients process too)
     hooks.allow_loopback_candidates()
     loaded = await bench_sfu._loaded(publishers=2, subscribers=2, seconds=2.0, width=320, height=240, windows=1,
                                      streams=10)
@@ -80,7 +80,10 @@ async def test_the_loaded_phase_runs_every_room_on_one_worker_at_full_rate(monke
     assert clients["subscribers"] == 6 and clients["replayed_publishers"] == 6, clients  # replay, light subscribers
     assert clients["audio_streams"] == 12 and 45 <= clients["audio_pps_min"] <= 55, clients
     assert clients["lost"] == 0, clients
-    assert 20 <= clients["rembs_per_second"] <= 28, clients  # 12 video streams, a REMB each every 0.5 s
+    assert 16 <= clients["rembs_per_second"] <= 32, clients  # 12 video streams, a REMB each every 0.5 s
+    feedback = loaded["feedback"]  # as it reached the SFU
+    assert 1.5 <= feedback["rembs_per_video_stream_per_second"] <= 2.7, feedback
+    assert feedback["receiver_reports_per_stream_per_second"] >= 0.5, feedback
     assert loaded["packets_out_per_second"] >= 12 * (50 + 30), loaded
     assert loaded["streams_per_core"] == int(100 * 12 / loaded["cpu_percent"]), loaded
     assert loaded["cpu_us_per_packet_out"] == pytest.approx(10_000 * loaded["cpu_percent"]
@@ -106,28 +109,61 @@ async def test_the_loaded_phase_runs_every_room_on_one_worker_at_full_rate(monke
                        if slot["kind"] == "video"), slots
 
 
-def test_a_phase_that_delivers_less_than_every_stream_gives_no_streams_per_core(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    async def phase(**kw: Any) -> dict[str, Any]:  # one of 12 video streams missing, one audio stream thin
-        return {"streams": 12, "packets_out_per_second": 1000, "cpu_percent": 5.0, "cpu_percent_windows": [5.0],
-                "cpu_per_stream_percent": 0.4, "packets_per_second_per_core": 20_000, "fps_min": 29.0,
-                "fps_median": 30.0, "video_kbps_per_stream": 500, "retransmitted": 0, "pauses": 0,
-                "subscriber_remb_kbps_median": 600, "decoded_frames": 0, "clients_cpu_percent": 30.0,
-                "signaling": {}, "video_streams_counted": 11,
-                "light": {"subscribers": 6, "replayed_publishers": 6, "audio_streams": 12, "audio_pps_min": 20.0,
-                          "lost": 0, "rembs_per_second": 12.0}}
+def _fake_phase(**change: Any) -> Any:
+    async def phase(**kw: Any) -> dict[str, Any]:
+        result = {"streams": 12, "packets_out_per_second": 1000, "cpu_percent": 5.0, "cpu_percent_windows": [5.0],
+                  "cpu_per_stream_percent": 0.4, "packets_per_second_per_core": 20_000, "fps_min": 29.0,
+                  "fps_median": 30.0, "video_kbps_per_stream": 500, "retransmitted": 0, "pauses": 0,
+                  "subscriber_remb_kbps_median": 600, "decoded_frames": 0, "clients_cpu_percent": 30.0,
+                  "signaling": {}, "video_streams_counted": 12,
+                  "feedback": {"receiver_reports_per_stream_per_second": 1.0, "rembs_per_video_stream_per_second": 2.0},
+                  "light": {"subscribers": 6, "replayed_publishers": 6, "audio_streams": 12, "audio_pps_min": 50.0,
+                            "lost": 0, "rembs_per_second": 24.0}}
+        for key, value in change.items():
+            if key in result["light"]:
+                result["light"][key] = value
+            elif key in result["feedback"]:
+                result["feedback"][key] = value
+            else:
+                result[key] = value
+        return result
 
+    return phase
+
+
+@pytest.mark.parametrize("change, said", [
+    ({}, None),
+    ({"video_streams_counted": 11}, "11 video and 12 audio streams counted of 12"),
+    ({"replayed_publishers": 5}, "5 of 6 publishers sending"),
+    ({"fps_min": 20.0}, "a video stream at 20.0 fps"),
+    ({"audio_pps_min": 20.0}, "an audio stream at 20.0 packets/s"),
+    ({"lost": 200}, "200 packets lost"),
+    ({"rembs_per_video_stream_per_second": 0.0}, "feedback reaching the SFU"),
+])
+def test_a_phase_that_delivers_less_than_every_stream_gives_no_figure_per_stream(
+        change: dict[str, Any], said: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
     async def floor(**kw: Any) -> dict[str, Any]:
         return {"cpu_us_per_packet_out": 10.0, "cpu_percent": 1.0}
 
-    monkeypatch.setattr(bench_sfu, "_phase", phase)
+    monkeypatch.setattr(bench_sfu, "_phase", _fake_phase(**change))
     monkeypatch.setattr(bench_sfu, "_floor", floor)
     loaded = asyncio.run(bench_sfu._loaded(publishers=2, subscribers=2, seconds=12.0, width=320, height=240,
                                            windows=3, streams=12))
-    assert loaded["complete"] is False and loaded["streams_per_core"] is None, loaded
-    assert any("11 video" in why for why in loaded["incomplete"]), loaded
-    assert any("audio stream at 20.0" in why for why in loaded["incomplete"]), loaded
     assert loaded["seconds"] == 12 and loaded["rooms"] == 3
+    if said is None:
+        assert loaded["complete"] and loaded["streams_per_core"] == 240 and loaded["cpu_per_stream_percent"], loaded
+        return
+    assert loaded["complete"] is False, loaded
+    assert loaded["streams_per_core"] is None and loaded["cpu_per_stream_percent"] is None, loaded
+    assert any(said in why for why in loaded["incomplete"]), loaded
+
+
+def test_the_loaded_rooms_stay_within_one_clients_process() -> None:
+    assert bench_sfu._load_rooms(96, 4, 3) == 8
+    assert bench_sfu._load_rooms(96, 2, 3) == 16
+    assert bench_sfu._load_rooms(400, 1, 1) == bench_sfu.MAX_LOAD_ROOMS  # 24 rooms, not 400
+    assert bench_sfu._load_rooms(400, 1, 16) == bench_sfu.MAX_LOAD_CONNECTIONS // 17  # 11 rooms of 17 connections
+    assert bench_sfu._load_rooms(1, 4, 3) == 1
 
 
 @pytest.mark.sfu

@@ -11,6 +11,7 @@ import contextlib
 import fractions
 import types
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aioice.ice
 import aiortc
@@ -927,3 +928,31 @@ async def test_take_feedback_refuses_what_aiortc_refuses_and_never_raises(
         assert len(warnings) == 1
         await asyncio.sleep(0)
         assert t.reached_aiortc == [bad]  # the wrongly padded packet, whole (the bad REMB is dropped here)
+
+
+async def test_send_remb_sends_nothing_and_says_so_before_the_transport_is_up(pc: RTCPeerConnection,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    sent: list[Any] = []
+
+    async def record(packet: Any) -> None:
+        sent.append(packet)
+
+    monkeypatch.setattr(receiver, "_send_rtcp", record)
+    assert await hooks.send_remb(receiver, 500_000, [1234]) is False  # no RTCP SSRC yet
+    receiver._set_rtcp_ssrc(99)
+    assert await hooks.send_remb(receiver, 500_000, [1234]) is False  # its DTLS transport is not connected
+    assert sent == []
+    monkeypatch.setattr(type(receiver.transport), "state", property(lambda self: "connected"))
+    assert await hooks.send_remb(receiver, 500_000, [1234]) is True
+    (packet,) = sent
+    assert bytes(packet) == bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=99, media_ssrc=0,
+                                                 fci=pack_remb_fci(500_000, [1234])))
+
+
+async def test_receive_reports_count_what_is_missing_from_the_sequence(pc: RTCPeerConnection) -> None:
+    receiver = pc.addTransceiver("video", direction="recvonly").receiver
+    reports = hooks.ReceiveReports(receiver, 1234, 90_000)
+    for seq in (10, 11, 12, 15, 16):  # 13 and 14 never came
+        reports.add(seq, seq * 3000)
+    assert reports.packets_lost == 2
