@@ -62,6 +62,20 @@ NAMES = """() => {
 }"""
 
 
+# What covers a shown avatar (initials: the tile's video is hidden) of any tile: the overlays whose boxes meet its box.
+AVATAR_COVERED = """() => [...document.querySelectorAll("#tiles .tile .avatar.initials")]
+  .filter((a) => a.closest(".tile").querySelector("video")?.hidden && a.getBoundingClientRect().width > 1)
+  .flatMap((a) => {
+    const r = a.getBoundingClientRect();
+    const tile = a.closest(".tile");
+    return [...tile.querySelectorAll(".e2ee-badge, .verify-badge, .quality, .hand-badge, .state-badge, .name")]
+      .filter((o) => o.getClientRects().length && getComputedStyle(o).visibility !== "hidden")
+      .filter((o) => { const b = o.getBoundingClientRect();
+        return b.width > 1 && b.left < r.right - 0.5 && r.left < b.right - 0.5 && b.top < r.bottom - 0.5 && r.top < b.bottom - 0.5; })
+      .map((o) => o.className.split(" ")[0] + " " + JSON.stringify(a.getBoundingClientRect()) + " " + JSON.stringify(o.getBoundingClientRect()));
+  })"""
+
+
 async def names_in_sight(page: Any, where: str, count: int) -> None:
     """Every tile's name is in the window and not covered (by the call controls stuck to the bottom, say)."""
     names = await page.evaluate(NAMES)
@@ -106,6 +120,9 @@ async def test_family_session_of_five_everyone_decodes_everyone(alcove: Any, pag
             assert verify in VERIFY_TEXT[lang], f"{size} {lang}: {verify!r} in sight beside a weak link"
             seen = await overlays_apart(therapist, f"{size} {lang}")
             assert {"e2ee-badge", "verify-badge", "quality", "hand-badge", "state-badge", "name"} <= seen, seen
+            # the camera-off client's initials are seen whole: under none of the badges, the icons or the name
+            covered = await therapist.evaluate(AVATAR_COVERED)
+            assert covered == [], f"{size} {lang}: the initials are covered by {covered}"
             if size == "desktop":  # one screen: every name in sight, none under the call controls
                 await names_in_sight(therapist, f"{size} {lang}", 5)
             if size in ("desktop", "phone"):
