@@ -54,6 +54,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import struct
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -94,6 +95,7 @@ def _replay_media(width: int, height: int, seconds: int = REPLAY_SECONDS) -> tup
     """The loaded phase's media, encoded once: ``seconds`` of the bench's textured 30 fps picture by
     aiortc's own VP8 encoder (:func:`rtc.aiortc_hooks.vp8_bitstream`, a key frame at the loop's start, as after a
     PLI) and as many 20 ms Opus packets of the bench's tone by aiortc's Opus encoder."""
+    import av
     from aiortc.codecs.opus import OpusEncoder
 
     from peer.media import (
@@ -107,8 +109,6 @@ def _replay_media(width: int, height: int, seconds: int = REPLAY_SECONDS) -> tup
 
     picture = _textured_video_track(width, height, (80, 160, 220))
     count = REPLAY_WARMUP_FRAMES + 30 * seconds
-
-    import av
 
     def frames() -> Any:
         for i in range(count):
@@ -167,6 +167,10 @@ def _replay_track(kind: str, packets: list[bytes], delay: float) -> Any:
     return ReplayTrack()
 
 
+_SEQ_TS_SSRC = struct.Struct("!HII")
+"""An RTP header's sequence number, timestamp and SSRC (from byte 2)."""
+
+
 class _LightStream:
     __slots__ = ("bytes", "clock_rate", "frames", "kind", "receiver", "reports")
 
@@ -216,7 +220,7 @@ class _LightSubscriber:
         tap_rtp(pc.getTransceivers()[0].receiver.transport, self._tap)
 
     def _tap(self, data: bytes, arrival_ms: int) -> bool:
-        ssrc = int.from_bytes(data[8:12], "big")
+        seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         stream = self._streams.get(ssrc)
         if stream is None:
             return True
@@ -224,7 +228,7 @@ class _LightSubscriber:
         if reports is None:  # from its first packet on, as aiortc's receiver does (a stream's statistics without a
             # packet make aiortc's report loop fail for good)
             reports = stream.reports = self._make_reports(stream.receiver, ssrc, stream.clock_rate)
-        reports.add(int.from_bytes(data[2:4], "big"), int.from_bytes(data[4:8], "big"))
+        reports.add(seq, ts)
         stream.bytes += len(data)
         if stream.kind == "audio" or data[1] & 0x80:  # video: the marker bit, the last packet of a frame
             stream.frames += 1
@@ -363,7 +367,7 @@ def _key(room: int, rooms: int, pid: str) -> str:
 
 
 def _room_of(key: str) -> tuple[str, str]:
-    """(room id, pid) of a client's :func:`_key`."""
+    """(room id, pid) of a client's :func:`_key`: the room ``bench`` of a phase with one room, else ``bench3``."""
     room, _, pid = key.rpartition("/")
     return f"bench{room}", pid
 
@@ -765,6 +769,22 @@ async def _floor(*, publishers: int, subscribers: int, seconds: float, windows: 
     }
 
 
+async def _floor_of(phase: dict[str, Any], *, publishers: int, subscribers: int, seconds: float, windows: int,
+                    rooms: int = 1) -> dict[str, Any]:
+    """The floor moving what a forward phase moved (per publisher, its audio and its video datagrams, at the rate
+    and size its subscribers got them), or ``{"error": …}`` if it could not run: the phase's figures stand without
+    it."""
+    in_pps = phase["packets_out_per_second"] / phase["streams"]
+    video_pps = max(30.0, in_pps - 50)
+    video_bytes = max(200, min(1200, round(phase["video_kbps_per_stream"] * 125 / video_pps)))
+    try:
+        return await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
+                            video_pps=video_pps, video_bytes=video_bytes, rooms=rooms)
+    except (RuntimeError, OSError, EOFError) as exc:
+        return {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
+                "streams_per_core_estimate": None}
+
+
 # ------------------------------------------------------------------------------------------------ phases
 
 
@@ -814,9 +834,10 @@ async def _phase(*, mode: str, lossy: bool = False, publishers: int, subscribers
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe(duplex=True)
     room_ids = [_room_of(_key(k, rooms, ""))[0] for k in range(rooms)]
+    room_index = {room_id: k for k, room_id in enumerate(room_ids)}
 
     def send(room_id: str, pid: str, message: Any) -> None:
-        key = pid if rooms == 1 else f"{room_id.removeprefix('bench')}/{pid}"
+        key = _key(room_index[room_id], rooms, pid)
         with contextlib.suppress(BrokenPipeError, OSError):
             if isinstance(message, m.PeerAnswer):
                 parent.send(("answer", key, message.sdp))
@@ -1091,16 +1112,8 @@ async def bench_sfu(*, publishers: int, subscribers: int, seconds: float, width:
     finally:
         await probe.stop()
     forward, pack, transcode = phases["forward"], phases["pack"], phases["transcode"]
-    # the floor moves what the forward phase moved: per publisher, its audio and its video datagrams
-    in_pps = forward["packets_out_per_second"] / (publishers * subscribers)
-    video_pps = max(30.0, in_pps - 50)
-    video_bytes = max(200, min(1200, round(forward["video_kbps_per_stream"] * 125 / video_pps)))
-    try:
-        floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=seconds, windows=windows,
-                             video_pps=video_pps, video_bytes=video_bytes)
-    except (RuntimeError, OSError, EOFError) as exc:  # the other phases' figures stand without it
-        floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
-                 "streams_per_core_estimate": None}
+    floor = await _floor_of(forward, publishers=publishers, subscribers=subscribers, seconds=seconds,
+                            windows=windows)
     forward["cpu_us_per_packet_out"] = _us_per_packet(forward["cpu_percent"], forward["packets_out_per_second"])
     loaded: dict[str, Any] | None = None
     if load_streams:
@@ -1213,15 +1226,8 @@ async def _loaded(*, publishers: int, subscribers: int, seconds: float, width: i
         feedback.get("rembs_per_video_stream_per_second", 0.0)
     if rr < COMPLETE_FEEDBACK[0] or remb < COMPLETE_FEEDBACK[1]:
         incomplete.append(f"feedback reaching the SFU: {rr} receiver reports, {remb} REMBs per stream and second")
-    in_pps = pps / count
-    video_pps = max(30.0, in_pps - 50)
-    try:
-        floor = await _floor(publishers=publishers, subscribers=subscribers, seconds=span * windows, windows=windows,
-                             video_pps=video_pps, rooms=rooms,
-                             video_bytes=max(200, min(1200, round(result["video_kbps_per_stream"] * 125 / video_pps))))
-    except (RuntimeError, OSError, EOFError) as exc:
-        floor = {"error": str(exc), "cpu_us_per_packet_out": None, "cpu_percent": None,
-                 "streams_per_core_estimate": None}
+    floor = await _floor_of(result, publishers=publishers, subscribers=subscribers, seconds=span * windows,
+                            windows=windows, rooms=rooms)
     us = _us_per_packet(result["cpu_percent"], pps)
     whole = not incomplete
     return {

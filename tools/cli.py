@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from server.commands import DEFAULT_DATA_DIR, cmd_certs_dev, cmd_keys_rotate, cmd_media_host, cmd_serve
 from server.config import is_loopback
 from tools.admin_client import RoomNotCreated, create_room, parse_key_code, with_key_code
+from tools.bench_sfu import LOAD_STREAMS
 
 
 def parse_duration(text: str) -> float:
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--subscribers", type=int, default=4)
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
     b.add_argument("--lossy", action="store_true", help="sfu: one subscriber behind a lossy, rate-limited link")
-    b.add_argument("--load-streams", type=int, default=96,
+    b.add_argument("--load-streams", type=int, default=LOAD_STREAMS,
                    help="sfu: the loaded phase forwards about this many streams, in rooms of the run's size (0: skip)")
     b.add_argument("--instances", type=int, default=1,
                    help="signaling: also run the load on this many instances sharing --redis")
