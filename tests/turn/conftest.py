@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from aioice import stun
 
 HOST = "127.0.0.1"
 REALM = "alcove.test"
@@ -59,15 +60,38 @@ def free_port() -> int:
 
 
 def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
+    """True once turnserver accepts TCP on ``port`` and answers a STUN Binding request over UDP there.
+
+    coturn opens its TCP and UDP listeners in separate threads: a TCP connection alone does not say the UDP
+    socket is bound yet, and a datagram sent before it is dropped without a word (a test's first Allocate then
+    waited for nothing on a busy machine).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
             with socket.create_connection((host, port), timeout=0.2):
-                return True
+                break
         except OSError:
             time.sleep(0.05)
+    else:
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind((host, 0))
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                return False
+            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+            udp.sendto(bytes(request), (host, port))
+            udp.settimeout(0.2)
+            try:
+                while True:
+                    data, _ = udp.recvfrom(2048)
+                    if stun.parse_message(data).transaction_id == request.transaction_id:
+                        return True
+            except (TimeoutError, ValueError):
+                continue
     return False
 
 

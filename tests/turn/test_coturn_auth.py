@@ -57,13 +57,26 @@ def _forged(coturn: Any, opaque_id: str) -> dict[str, Any]:
     return issue_credentials(wrong, opaque_id=opaque_id, now=now, session_ends_at=now + 3000)
 
 
+RTO, RETRANSMISSIONS = 0.5, 6  # RFC 8489 §6.2.1: the first retransmission after RTO, each next one after twice as long
+
+
 def _transact(sock: socket.socket, server: tuple[str, int], request: stun.Message) -> stun.Message:
-    sock.sendto(bytes(request), server)
-    while True:
-        data, _ = sock.recvfrom(4096)
-        response = stun.parse_message(data)
-        if response.transaction_id == request.transaction_id:
-            return response
+    """Send ``request`` and return its response, retransmitting over UDP as a STUN client must."""
+    wait = RTO
+    for _ in range(RETRANSMISSIONS + 1):
+        sock.sendto(bytes(request), server)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, _ = sock.recvfrom(4096)
+            except TimeoutError:
+                break
+            response = stun.parse_message(data)
+            if response.transaction_id == request.transaction_id:
+                return response
+        wait *= 2
+    raise TimeoutError(f"no answer to {request.message_method.name} after {RETRANSMISSIONS} retransmissions")
 
 
 class TurnSession:
@@ -73,7 +86,6 @@ class TurnSession:
         self.server = (host, port)
         self.username, self.password = username, password
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.settimeout(3)
         self.sock.bind(("127.0.0.1", 0))
         self.realm: str | None = None
         self.nonce: bytes | None = None
