@@ -59,6 +59,29 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+RTO, RETRANSMISSIONS = 0.5, 6  # RFC 8489 §6.2.1: the first retransmission after RTO, each next one after twice as long
+
+
+def stun_transact(sock: socket.socket, server: tuple[str, int], request: stun.Message, *,
+                  rto: float = RTO, retransmissions: int = RETRANSMISSIONS) -> stun.Message:
+    """Send ``request`` and return its response, retransmitting over UDP as a STUN client must."""
+    wait = rto
+    for _ in range(retransmissions + 1):
+        sock.sendto(bytes(request), server)
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            try:
+                data, _ = sock.recvfrom(4096)
+            except TimeoutError:
+                break
+            response = stun.parse_message(data)
+            if response.transaction_id == request.transaction_id:
+                return response
+        wait *= 2
+    raise TimeoutError(f"no answer to {request.message_method.name} after {retransmissions} retransmissions")
+
+
 def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:
     """True once turnserver accepts TCP on ``port`` and answers a STUN Binding request over UDP there.
 
@@ -79,20 +102,12 @@ def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout
         return False
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.bind((host, 0))
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return False
-            request = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
-            udp.sendto(bytes(request), (host, port))
-            udp.settimeout(0.2)
-            try:
-                while True:
-                    data, _ = udp.recvfrom(2048)
-                    if stun.parse_message(data).transaction_id == request.transaction_id:
-                        return True
-            except (TimeoutError, ValueError):
-                continue
-    return False
+        try:  # 0.2 s, then doubling: about 6 s in all
+            stun_transact(udp, (host, port), stun.Message(stun.Method.BINDING, stun.Class.REQUEST),
+                          rto=0.2, retransmissions=4)
+        except TimeoutError:
+            return False
+    return True
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ from server.turn import (
     verify_credentials,
 )
 
+from .conftest import stun_transact
+
 pytestmark = [pytest.mark.turn, pytest.mark.media]
 
 UDP_TRANSPORT = 17 << 24  # REQUESTED-TRANSPORT: UDP (RFC 8656 §18.7)
@@ -57,28 +59,6 @@ def _forged(coturn: Any, opaque_id: str) -> dict[str, Any]:
     return issue_credentials(wrong, opaque_id=opaque_id, now=now, session_ends_at=now + 3000)
 
 
-RTO, RETRANSMISSIONS = 0.5, 6  # RFC 8489 §6.2.1: the first retransmission after RTO, each next one after twice as long
-
-
-def _transact(sock: socket.socket, server: tuple[str, int], request: stun.Message) -> stun.Message:
-    """Send ``request`` and return its response, retransmitting over UDP as a STUN client must."""
-    wait = RTO
-    for _ in range(RETRANSMISSIONS + 1):
-        sock.sendto(bytes(request), server)
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                data, _ = sock.recvfrom(4096)
-            except TimeoutError:
-                break
-            response = stun.parse_message(data)
-            if response.transaction_id == request.transaction_id:
-                return response
-        wait *= 2
-    raise TimeoutError(f"no answer to {request.message_method.name} after {RETRANSMISSIONS} retransmissions")
-
-
 class TurnSession:
     """A raw TURN client over UDP with the long-term credential mechanism (aioice's STUN codec)."""
 
@@ -99,13 +79,13 @@ class TurnSession:
         request.attributes.update(attributes)
         request.attributes.update(USERNAME=self.username, REALM=self.realm, NONCE=self.nonce)
         request.add_message_integrity(make_integrity_key(self.username, self.realm, self.password))
-        return _transact(self.sock, self.server, request)
+        return stun_transact(self.sock, self.server, request)
 
     def allocate(self) -> stun.Message:
         first = stun.Message(stun.Method.ALLOCATE, stun.Class.REQUEST)
         first.attributes["REQUESTED-TRANSPORT"] = UDP_TRANSPORT
         first.add_fingerprint()
-        challenge = _transact(self.sock, self.server, first)
+        challenge = stun_transact(self.sock, self.server, first)
         assert challenge.message_class == stun.Class.ERROR
         assert challenge.attributes["ERROR-CODE"][0] == 401
         self.realm, self.nonce = challenge.attributes["REALM"], challenge.attributes["NONCE"]
