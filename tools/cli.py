@@ -16,7 +16,6 @@ from urllib.parse import urlsplit
 from server.commands import DEFAULT_DATA_DIR, cmd_certs_dev, cmd_keys_rotate, cmd_media_host, cmd_serve
 from server.config import is_loopback
 from tools.admin_client import RoomNotCreated, create_room, parse_key_code, with_key_code
-from tools.bench_sfu import LOAD_STREAMS
 
 
 def parse_duration(text: str) -> float:
@@ -122,8 +121,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "sfu":
-        from tools.bench_sfu import BenchRefused, check_request
+        from tools.bench_sfu import LOAD_STREAMS, BenchRefused, check_request
 
+        if args.load_streams is None:  # the bench's own default, read here: no other command loads the bench
+            args.load_streams = LOAD_STREAMS
         try:  # a size out of range, or not in a loopback-only namespace: said, with nothing started
             check_request(publishers=args.publishers, subscribers=args.subscribers, seconds=args.seconds,
                           load_streams=args.load_streams)
@@ -257,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--subscribers", type=int, default=4)
     b.add_argument("--server", default=None, help="a running server (default: start one in a child process)")
     b.add_argument("--lossy", action="store_true", help="sfu: one subscriber behind a lossy, rate-limited link")
-    b.add_argument("--load-streams", type=int, default=LOAD_STREAMS,
+    b.add_argument("--load-streams", type=int, default=None,
                    help="sfu: the loaded phase forwards about this many streams, in rooms of the run's size (0: skip)")
     b.add_argument("--instances", type=int, default=1,
                    help="signaling: also run the load on this many instances sharing --redis")

@@ -192,3 +192,27 @@ def test_bench_sfu_refuses_a_size_out_of_range_with_a_sentence_not_a_traceback(
     assert main(["bench", "sfu", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("alcove bench sfu: ") and said in err and "Traceback" not in err
+
+
+def test_bench_sfu_without_load_streams_runs_the_bench_default_and_no_other_command_loads_the_bench(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+
+    import tools.bench_sfu as bench
+
+    asked: list[int] = []
+
+    async def fake_bench(**kwargs: Any) -> dict[str, Any]:
+        asked.append(kwargs["load_streams"])
+        return {}
+
+    monkeypatch.setattr(bench, "check_request", lambda **kwargs: asked.append(kwargs["load_streams"]))
+    monkeypatch.setattr(bench, "bench_sfu", fake_bench)
+    from tools.cli import main
+
+    assert main(["bench", "sfu", "--json"]) == 0
+    assert asked == [bench.LOAD_STREAMS, bench.LOAD_STREAMS]
+    # `alcove serve`, `room create` and the rest start without importing the bench
+    loaded = subprocess.run([sys.executable, "-c", "import sys, tools.cli; print('tools.bench_sfu' in sys.modules)"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False"
