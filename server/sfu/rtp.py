@@ -411,12 +411,16 @@ class Forwarder:
 
     # ---------------------------------------------------------------- feedback
 
+    def sent(self, out_seq: int) -> bool:
+        """This subscriber was sent ``out_seq`` (one of the last :data:`HISTORY` sequence numbers it was sent)."""
+        return self._out[out_seq % HISTORY] == out_seq
+
     def nack(self, lost: list[int], buffer: RetransmitBuffer) -> int:
         """Resend what the subscriber lost from the publisher's buffer; returns how many were not there."""
         missed = 0
         for out_seq in lost:
             idx = out_seq % HISTORY
-            packet = buffer.get(self._in[idx]) if self._out[idx] == out_seq else None
+            packet = buffer.get(self._in[idx]) if self.sent(out_seq) else None
             if packet is None:
                 missed += 1
                 continue

@@ -430,7 +430,9 @@ class RtpSlot(MediaStreamTrack):
         """RTCP feedback from the subscriber for this slot (NACK; REMB and receiver reports)."""
         if kind == "nack":
             self.nacks += len(value)
-            self.chooser.on_nack(value, time.monotonic())
+            # a number never sent to this subscriber is no loss on its link: aiortc's receiver, given a new slot's
+            # packets before it applied the answer that names them, NACKs the gap between two streams' numbers
+            self.chooser.on_nack([seq for seq in value if self.forwarder.sent(seq)], time.monotonic())
             if self.source is not None:
                 self.forwarder.nack(value, self.source.buffer)
             return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -86,7 +86,8 @@ class Client:
     def offer_message(self) -> MediaSignal:
         return MediaSignal(self.room, self.pid, m.Offer(to="sfu", sdp=self.pc.localDescription.sdp))  # type: ignore[arg-type]
 
-    async def negotiate(self, within: float = 10.0) -> None:
+    async def negotiate(self, within: float = 10.0, *, hold: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Offer, apply the SFU's answer (after ``hold()``, if given: a client that is slow to apply it), connect."""
         prefer_vp8_opus_all(self.pc)
         for t in self.pc.getTransceivers():
             if t.direction == "recvonly":
@@ -94,6 +95,8 @@ class Client:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         self.harness.manager.handle(self.offer_message())
         sdp = await asyncio.wait_for(self.answers.get(), within)
+        if hold is not None:
+            await hold()
         from aiortc import RTCSessionDescription
 
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))

@@ -195,6 +195,26 @@ def test_nack_is_served_from_the_buffer_and_never_reaches_the_publisher() -> Non
     assert sink.packets[-2:] == [first[5], first[17]]  # the very same packets again
 
 
+def test_only_numbers_sent_to_the_subscriber_count_as_lost() -> None:
+    """aiortc's receiver, given a new slot's packets before it applied the answer naming them, NACKs the gap between
+    two streams' numbers: 128 numbers this subscriber was never sent. They are no loss on its link (counted as loss,
+    they paused the new publisher's video to it)."""
+    from server.sfu.worker import RtpSlot
+
+    sink = FakeSink()
+    forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
+    for raw in stream(30):
+        feed(forwarder, buffer, raw)
+    sent = [rewritten(raw).seq for raw in sink.packets]
+    assert all(forwarder.sent(seq) for seq in sent)
+    never = [(sent[0] - i) & 0xFFFF for i in range(1, 129)]  # the 128 numbers before the slot's first packet
+    assert not any(forwarder.sent(seq) for seq in never)
+    slot = RtpSlot("video", "3", 0, forwarder)
+    slot.on_feedback("nack", [*never, sent[10], sent[40]])
+    assert slot.nacks == 130  # every NACKed number is feedback received...
+    assert slot.chooser.nacked == 2  # ... only the two it was sent are losses
+
+
 def test_nack_after_a_layer_switch_maps_back_to_the_right_packet() -> None:
     sink = FakeSink()
     forwarder, buffer = Forwarder("video", sink), RetransmitBuffer()
