@@ -1399,8 +1399,8 @@ def rtp_sink(sender: RTCRtpSender) -> RtpSink:
             return
         callback = k.feedback if k is not None else None
         if isinstance(packet, RtcpRtpfbPacket) and packet.fmt == RTCP_RTPFB_NACK:
-            if callback is not None:
-                callback("nack", list(packet.lost))
+            if callback is not None:  # aiortc's parser does not wrap a number past 65535 (a PID near it, a BLP bit)
+                callback("nack", [seq & 0xFFFF for seq in packet.lost])
             return
         if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
             # REMB: aiortc would only hand it to an encoder this sender does not use

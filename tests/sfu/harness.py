@@ -37,6 +37,13 @@ async def until(condition: Callable[[], bool], within: float, step: float = 0.05
     return condition()
 
 
+async def slot_stats(sfu: Harness, room: str, pid: str) -> dict[str, Any]:
+    """The worker's counters of ``pid``'s receive slots in ``room``, by mid."""
+    stats = await sfu.manager.stats()
+    peers = next(s["rooms"][room]["peers"] for s in stats.values() if room in s["rooms"])
+    return dict(peers[pid]["slots"])
+
+
 class Client:
     """One participant: publishes (optional) and offers ``slots`` recvonly audio+video pairs to the SFU."""
 

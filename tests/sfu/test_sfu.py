@@ -6,13 +6,14 @@ import asyncio
 import os
 import signal
 import time
+from typing import Any
 
 import pytest
 
 from peer.media import rgb_to_yuv
 from rtc import aiortc_hooks as hooks
 
-from .harness import Client, Harness, until
+from .harness import Client, Harness, slot_stats, until
 
 pytestmark = [pytest.mark.sfu, pytest.mark.media]
 
@@ -196,31 +197,19 @@ async def test_member_joins_and_clients_renegotiate(sfu: Harness) -> None:
     assert await total_decoded(sfu) == 0
 
 
-async def _slot_sum(sfu: Harness, room: str, subscriber: str, publisher: str, kind: str, counter: str) -> int:
-    """``counter`` of ``subscriber``'s slots for ``publisher``'s ``kind`` (its worker's counters)."""
-    for worker in (await sfu.manager.stats()).values():
-        peer = worker["rooms"].get(room, {}).get("peers", {}).get(subscriber)
-        if peer is not None:
-            return sum(int(slot[counter]) for slot in peer["slots"].values()
-                       if slot["pid"] == publisher and slot["kind"] == kind)
-    return 0
-
-
-async def forwarded_to(sfu: Harness, room: str, subscriber: str, publisher: str, kind: str = "video") -> int:
-    """Packets the SFU has forwarded to ``subscriber`` from ``publisher``'s ``kind``."""
-    return await _slot_sum(sfu, room, subscriber, publisher, kind, "forwarded")
-
-
-async def slot_pauses(sfu: Harness, room: str, subscriber: str, publisher: str) -> int:
-    """Times the SFU paused ``publisher``'s video to ``subscriber``."""
-    return await _slot_sum(sfu, room, subscriber, publisher, "video", "pauses")
+async def slot_of(sfu: Harness, room: str, subscriber: str, publisher: str, kind: str = "video") -> dict[str, Any]:
+    """The worker's counters of ``subscriber``'s slot for ``publisher``'s ``kind`` (empty before it has one)."""
+    slots = (await slot_stats(sfu, room, subscriber)).values()
+    return next((slot for slot in slots if slot["pid"] == publisher and slot["kind"] == kind), {})
 
 
 async def test_a_new_publisher_stays_in_sight_of_a_subscriber_that_applies_the_answer_late(sfu: Harness) -> None:
     """The SFU forwards to a new slot as soon as it has answered the re-offer; the subscriber applies that answer a
     moment later. Until then aiortc routes the new packets by payload type to its one other video receiver, whose
     NACKs then name the gap between the two streams' numbers. None of those was ever sent to the subscriber: the
-    new publisher's video goes on (counted as loss they paused it for 8 s, in 3 of 10 runs and once in CI)."""
+    new publisher's video goes on (counted as loss they paused it for 8 s, in 3 of 10 runs and once in CI). aiortc
+    NACKs that gap only when the new slot's random numbers lie after the other's, about half the runs; the count
+    itself is checked every time in test_rtp_forwarding.py."""
     sfu.members("r-late", {"s", "a"})
     s = sfu.client("r-late", "s", slots=1)
     a = sfu.client("r-late", "a", colour=COLOURS["a"])
@@ -234,17 +223,17 @@ async def test_a_new_publisher_stays_in_sight_of_a_subscriber_that_applies_the_a
 
     async def until_c_has_been_forwarded() -> None:  # the key frame and what follows it, all before the answer
         for _ in range(200):  # 10 s at most
-            if await forwarded_to(sfu, "r-late", "s", "c") >= 20:
+            if (await slot_of(sfu, "r-late", "s", "c")).get("forwarded", 0) >= 20:
                 return
             await asyncio.sleep(0.05)
 
     await s.negotiate(hold=until_c_has_been_forwarded)
-    assert await forwarded_to(sfu, "r-late", "s", "c") >= 20
+    assert (await slot_of(sfu, "r-late", "s", "c")).get("forwarded", 0) >= 20
     sink = s.sink_of("c")
     assert await sink.wait_frames(11, within=5)
-    assert await sink.wait_frames(sink.frames + 60, within=5)  # and it goes on: ~3 s more at 30 fps
+    assert await sink.wait_frames(sink.frames + 30, within=5)  # and it goes on (a pause lasted 8 s)
     assert_colour(s, "c")
-    assert await slot_pauses(sfu, "r-late", "s", "c") == 0
+    assert (await slot_of(sfu, "r-late", "s", "c"))["pauses"] == 0
     assert await total_decoded(sfu) == 0
 
 

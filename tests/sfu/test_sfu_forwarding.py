@@ -26,17 +26,11 @@ from rtc import aiortc_hooks as hooks
 from server.sfu.layers import RETRY_PAUSED_AFTER
 from server.sfu.rtp import PAUSED
 
-from .harness import Harness, until
+from .harness import Harness, slot_stats, until
 
 pytestmark = [pytest.mark.sfu, pytest.mark.media]
 
 RED = (200, 40, 40)
-
-
-async def slot_stats(sfu: Harness, room: str, pid: str) -> dict[str, Any]:
-    stats = await sfu.manager.stats()
-    peers = next(s["rooms"][room]["peers"] for s in stats.values() if room in s["rooms"])
-    return dict(peers[pid]["slots"])
 
 
 async def test_a_subscribers_loss_is_repaired_by_the_sfu_not_the_publisher(sfu: Harness) -> None:

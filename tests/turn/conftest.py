@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from aioice import stun
 
+from .stun_client import stun_transact
+
 HOST = "127.0.0.1"
 REALM = "alcove.test"
 
@@ -57,29 +59,6 @@ def free_port() -> int:
                     continue
                 return port
     raise RuntimeError("no free port")
-
-
-RTO, RETRANSMISSIONS = 0.5, 6  # RFC 8489 §6.2.1: the first retransmission after RTO, each next one after twice as long
-
-
-def stun_transact(sock: socket.socket, server: tuple[str, int], request: stun.Message, *,
-                  rto: float = RTO, retransmissions: int = RETRANSMISSIONS) -> stun.Message:
-    """Send ``request`` and return its response, retransmitting over UDP as a STUN client must."""
-    wait = rto
-    for _ in range(retransmissions + 1):
-        sock.sendto(bytes(request), server)
-        deadline = time.monotonic() + wait
-        while (left := deadline - time.monotonic()) > 0:
-            sock.settimeout(left)
-            try:
-                data, _ = sock.recvfrom(4096)
-            except TimeoutError:
-                break
-            response = stun.parse_message(data)
-            if response.transaction_id == request.transaction_id:
-                return response
-        wait *= 2
-    raise TimeoutError(f"no answer to {request.message_method.name} after {retransmissions} retransmissions")
 
 
 def _wait_listening(host: str, port: int, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> bool:

@@ -21,7 +21,7 @@ from server.turn import (
     verify_credentials,
 )
 
-from .conftest import stun_transact
+from .stun_client import stun_transact
 
 pytestmark = [pytest.mark.turn, pytest.mark.media]
 

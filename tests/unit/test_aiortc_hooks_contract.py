@@ -956,3 +956,19 @@ async def test_receive_reports_count_what_is_missing_from_the_sequence(pc: RTCPe
     for seq in (10, 11, 12, 15, 16):  # 13 and 14 never came
         reports.add(seq, seq * 3000)
     assert reports.packets_lost == 2
+
+
+async def test_a_nack_through_aiortc_gives_the_sink_sixteen_bit_numbers(pc: RTCPeerConnection) -> None:
+    """Feedback that reaches the sink through aiortc (before the direct path takes it) is numbered as on the direct
+    path: aiortc's parser leaves a number past 65535 unwrapped (a NACK of 65534 and the three after it), which the
+    SFU then neither served nor counted."""
+    import struct
+
+    sender = pc.addTransceiver("video", direction="sendonly").sender
+    sink = hooks.rtp_sink(sender)
+    feedback: list[Any] = []
+    sink.feedback = lambda kind, value: feedback.append((kind, value))
+    (nack,) = RtcpPacket.parse(struct.pack("!BBHII", 0x81, 205, 3, 7, sender._ssrc) + struct.pack("!HH", 65534, 0b111))
+    assert nack.lost == [65534, 65535, 65536, 65537]  # as aiortc parses it
+    await sender._handle_rtcp_packet(nack)
+    assert feedback == [("nack", [65534, 65535, 0, 1])]
